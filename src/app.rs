@@ -1,0 +1,125 @@
+//! The server process: builds the store and the router on an already bound listener, runs them
+//! until a shutdown signal, then drains everything in order.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+use crate::store::{Store, WriterConfig};
+
+/// Errors at the edges of the program (startup, CLI).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Everything `ctxd serve` needs to know.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub addr: String,
+    pub data_dir: PathBuf,
+    /// Admin token from the environment; when absent, `<data dir>/admin-token` is used or created.
+    pub admin_token: Option<String>,
+    pub writer: WriterConfig,
+    pub sweep_interval: Duration,
+}
+
+/// A built, not yet running, server.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    sweep_interval: Duration,
+}
+
+impl Application {
+    /// Opens the store and binds the listener (port 0 picks a free port).
+    pub async fn build(
+        config: &ServeConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Application, BoxError> {
+        let metrics = Arc::new(Metrics::default());
+        let store = Store::open(
+            &config.data_dir,
+            config.writer.clone(),
+            clock.clone(),
+            metrics.clone(),
+        )?;
+        let admin_token_hash =
+            crate::auth::admin_token_hash(config.admin_token.as_deref(), &config.data_dir)?;
+        let listener = TcpListener::bind(&config.addr).await?;
+        Ok(Application {
+            listener,
+            state: AppState {
+                store,
+                clock,
+                metrics,
+                admin_token_hash,
+            },
+            sweep_interval: config.sweep_interval,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The store, e.g. for tests that run the sweeper by hand.
+    pub fn store(&self) -> Store {
+        self.state.store.clone()
+    }
+
+    /// Serves until `shutdown` resolves; then stops accepting, finishes in-flight requests,
+    /// drains the writer and checkpoints the WAL.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), BoxError> {
+        let store = self.state.store.clone();
+        let (stop_sweeper, sweeper_stopped) = watch::channel(false);
+        let sweeper = tokio::spawn(crate::sweeper::run(
+            store.clone(),
+            self.sweep_interval,
+            sweeper_stopped,
+        ));
+        let app = http::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        tracing::info!(addr = %self.listener.local_addr()?, "ctxd listening");
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        let _ = stop_sweeper.send(true);
+        let _ = sweeper.await;
+        store.shutdown().await;
+        tracing::info!("ctxd stopped");
+        Ok(served?)
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown signal received");
+}

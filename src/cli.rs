@@ -1,0 +1,223 @@
+//! The command line: `ctxd [serve]`, `ctxd admin …`, `ctxd rebuild`, `ctxd verify`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+
+use crate::app::{Application, BoxError, ServeConfig, shutdown_signal};
+use crate::auth::generate_api_key;
+use crate::clock::SystemClock;
+use crate::domain::Command;
+use crate::domain::accounts::AccountCommand;
+use crate::metrics::Metrics;
+use crate::projections;
+use crate::store::{self, EventMeta, Store, StoreError, WriteRequest, WriterConfig};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ctxd",
+    version,
+    about = "Event-sourced conversation context and journey engine"
+)]
+pub struct Cli {
+    /// Directory of the store (the SQLite file, its lock and the admin token).
+    #[arg(
+        long,
+        env = "CTXD_DATA_DIR",
+        default_value = "./ctxd-data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Option<Commands>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Commands {
+    /// Run the HTTP server (the default).
+    Serve(ServeArgs),
+    /// Manage accounts and keys on a store that no server is running on.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Drop the projections and replay the whole log into them.
+    Rebuild,
+    /// Rebuild the projections into a scratch database and compare them with the live ones.
+    Verify,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "CTXD_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    /// Admin token; when unset, `<data dir>/admin-token` is used, generated on first start.
+    #[arg(long, env = "CTXD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// `full` (durable on power loss, the default) or `normal` (durable on process crash only).
+    #[arg(long, env = "CTXD_SYNCHRONOUS", default_value = "full")]
+    pub synchronous: Synchronous,
+    /// Most commands per group commit.
+    #[arg(long, env = "CTXD_MAX_BATCH", default_value_t = 1024)]
+    pub max_batch: usize,
+    /// Milliseconds between expiry sweeps.
+    #[arg(long, env = "CTXD_SWEEP_INTERVAL_MS", default_value_t = 1000)]
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for ServeArgs {
+    fn default() -> Self {
+        let Cli {
+            command: Some(Commands::Serve(args)),
+            ..
+        } = Cli::parse_from(["ctxd", "serve"])
+        else {
+            unreachable!("`ctxd serve` parses as Serve")
+        };
+        args
+    }
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    Full,
+    Normal,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Create an account.
+    CreateAccount { account_id: String },
+    /// Issue a new API key for an account (revoking its previous key) and print it.
+    IssueKey { account_id: String },
+}
+
+impl ServeArgs {
+    pub fn config(&self, data_dir: PathBuf) -> ServeConfig {
+        ServeConfig {
+            addr: self.addr.clone(),
+            data_dir,
+            admin_token: self.admin_token.clone(),
+            writer: WriterConfig {
+                synchronous_full: self.synchronous == Synchronous::Full,
+                max_batch: self.max_batch.max(1),
+                ..WriterConfig::default()
+            },
+            sweep_interval: Duration::from_millis(self.sweep_interval_ms.max(10)),
+        }
+    }
+}
+
+/// Runs the command line; the exit code is 0 on success.
+pub async fn run(cli: Cli) -> Result<i32, BoxError> {
+    match cli.command.unwrap_or(Commands::Serve(ServeArgs::default())) {
+        Commands::Serve(args) => {
+            let app = Application::build(&args.config(cli.data_dir.clone()), Arc::new(SystemClock))
+                .await?;
+            tracing::info!(data_dir = %cli.data_dir.display(), "store opened");
+            app.run_until_stopped(shutdown_signal()).await?;
+            Ok(0)
+        }
+        Commands::Admin { command } => admin(&cli.data_dir, command).await,
+        Commands::Rebuild => {
+            let _lock = store::lock_data_dir(&cli.data_dir)?;
+            let mut conn =
+                store::open_writer_connection(&store::database_path(&cli.data_dir), true)?;
+            let started = Instant::now();
+            let events = projections::rebuild(&mut conn)?;
+            let seconds = started.elapsed().as_secs_f64();
+            println!(
+                "rebuilt the projections from {events} events in {seconds:.2} s ({:.0} events/s)",
+                events as f64 / seconds.max(1e-9)
+            );
+            Ok(0)
+        }
+        Commands::Verify => {
+            let path = store::database_path(&cli.data_dir);
+            if !path.exists() {
+                return Err(format!("no store at {}", path.display()).into());
+            }
+            let conn = store::read::open_read_only(&path)?;
+            let report = projections::verify::verify(&conn)?;
+            for (table, checksum) in &report.tables {
+                println!("{table:<12} {checksum}");
+            }
+            match report.mismatch {
+                None => {
+                    println!(
+                        "ok: the projections match a rebuild from {} events",
+                        report.events
+                    );
+                    Ok(0)
+                }
+                Some(difference) => {
+                    println!("MISMATCH: {difference}");
+                    Ok(1)
+                }
+            }
+        }
+    }
+}
+
+async fn admin(data_dir: &std::path::Path, command: AdminCommand) -> Result<i32, BoxError> {
+    let store = Store::open(data_dir, WriterConfig::default(), Arc::new(SystemClock), Arc::new(Metrics::default()))
+        .map_err(|error| match error {
+            StoreError::Locked(_) => format!(
+                "{error}; while the server runs, use the admin API (POST /admin/accounts, POST /admin/accounts/ID/api-key) with the token in {}",
+                data_dir.join("admin-token").display()
+            )
+            .into(),
+            other => BoxError::from(other),
+        })?;
+    let meta = EventMeta {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        actor: "admin:cli".into(),
+        ..Default::default()
+    };
+    let result = match command {
+        AdminCommand::CreateAccount { account_id } => {
+            let command = Command::Account(AccountCommand::CreateAccount {
+                account_id: account_id.clone(),
+            });
+            store
+                .submit(WriteRequest {
+                    command,
+                    meta,
+                    idempotency: None,
+                })
+                .await
+                .map(|_| {
+                    println!("created account {account_id}");
+                })
+        }
+        AdminCommand::IssueKey { account_id } => {
+            let key = generate_api_key();
+            let command = Command::Account(AccountCommand::IssueApiKey {
+                account_id: account_id.clone(),
+                key_id: key.key_id,
+                key_hash: key.key_hash,
+            });
+            store
+                .submit(WriteRequest {
+                    command,
+                    meta,
+                    idempotency: None,
+                })
+                .await
+                .map(|_| {
+                    println!("{}", key.key);
+                })
+        }
+    };
+    store.shutdown().await;
+    match result {
+        Ok(()) => Ok(0),
+        Err(error) => {
+            eprintln!("ctxd: {error}");
+            Ok(2)
+        }
+    }
+}

@@ -1,0 +1,430 @@
+//! The context store's commands and their decisions (LivePerson v1 semantics).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use super::events::*;
+use super::names::{check_name, check_namespace};
+use super::ttl::{MAX_TTL_SECONDS, expires_at};
+use super::{DomainError, ExpectedVersion, StreamVersion};
+
+/// Largest session document, in characters of its compact JSON form.
+pub const MAX_DOCUMENT_CHARS: usize = 800_000;
+
+/// A change to the context store, decided by the writer against `SessionState`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ContextCommand {
+    /// Register a namespace (idempotent); a TTL given replaces the namespace TTL.
+    CreateNamespace {
+        namespace: String,
+        ttl_second: Option<u64>,
+    },
+    /// Remove a namespace with every session and property in it.
+    DeleteNamespace { namespace: String },
+    /// Merge properties into a session (PATCH, and PUT of one property).
+    PatchProperties {
+        session: SessionRef,
+        properties: Map<String, Value>,
+    },
+    /// Remove one property (idempotent).
+    DeleteProperty {
+        session: SessionRef,
+        property: String,
+    },
+    /// Remove every property of a session, keeping its TTL setting.
+    ClearSession { session: SessionRef },
+    /// Remove every property of a session and its TTL setting.
+    DeleteSession { session: SessionRef },
+    /// Set the TTL stamped on the session's properties written from now on.
+    SetSessionTtl {
+        session: SessionRef,
+        ttl_second: u64,
+    },
+}
+
+/// A session addressed by a write, with the `If-Match` precondition on its stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRef {
+    pub namespace: String,
+    pub session_id: String,
+    pub expected: ExpectedVersion,
+}
+
+/// What a session command is decided against, loaded by the writer from the projections.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionState {
+    pub version: StreamVersion,
+    pub namespace_registered: bool,
+    pub namespace_ttl: Option<u64>,
+    /// `None`: the session has no TTL setting (it may still hold properties).
+    pub session_ttl: Option<u64>,
+    /// True when the session has a row in the projection (any properties or a TTL setting).
+    pub session_known: bool,
+    /// Unexpired properties and the length in characters of each one's JSON value.
+    pub live_properties: BTreeMap<String, usize>,
+}
+
+/// What a namespace command is decided against.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NamespaceState {
+    pub registered: bool,
+    pub ttl_second: Option<u64>,
+    /// Every session of the namespace that has properties or a TTL setting.
+    pub sessions: Vec<String>,
+}
+
+impl ContextCommand {
+    /// The session this command writes to, if it is a session command.
+    pub fn session(&self) -> Option<&SessionRef> {
+        match self {
+            ContextCommand::PatchProperties { session, .. }
+            | ContextCommand::DeleteProperty { session, .. }
+            | ContextCommand::ClearSession { session }
+            | ContextCommand::DeleteSession { session }
+            | ContextCommand::SetSessionTtl { session, .. } => Some(session),
+            ContextCommand::CreateNamespace { .. } | ContextCommand::DeleteNamespace { .. } => None,
+        }
+    }
+
+    /// The namespace this command addresses.
+    pub fn namespace(&self) -> &str {
+        match self {
+            ContextCommand::CreateNamespace { namespace, .. }
+            | ContextCommand::DeleteNamespace { namespace } => namespace,
+            other => &other.session().expect("session command").namespace,
+        }
+    }
+}
+
+/// Decides a namespace command: which events, if any, it appends.
+pub fn decide_namespace(
+    state: &NamespaceState,
+    command: &ContextCommand,
+) -> Result<Vec<Event>, DomainError> {
+    check_namespace(command.namespace())?;
+    match command {
+        ContextCommand::CreateNamespace {
+            namespace,
+            ttl_second,
+        } => {
+            if let Some(ttl) = ttl_second {
+                check_ttl(*ttl)?;
+            }
+            if !state.registered {
+                return Ok(vec![Event::NamespaceCreated(NamespaceCreated {
+                    namespace: namespace.clone(),
+                    ttl_second: *ttl_second,
+                    implicit: false,
+                })]);
+            }
+            Ok(match ttl_second {
+                Some(ttl) if state.ttl_second != Some(*ttl) => {
+                    vec![Event::NamespaceTtlSet(NamespaceTtlSet {
+                        namespace: namespace.clone(),
+                        ttl_second: *ttl,
+                    })]
+                }
+                _ => vec![],
+            })
+        }
+        ContextCommand::DeleteNamespace { namespace } => {
+            let mut events: Vec<Event> = state
+                .sessions
+                .iter()
+                .map(|session_id| {
+                    Event::SessionDeleted(SessionDeleted {
+                        namespace: namespace.clone(),
+                        session_id: session_id.clone(),
+                        cause: Some("namespace_deleted".into()),
+                    })
+                })
+                .collect();
+            if state.registered || !events.is_empty() {
+                events.push(Event::NamespaceDeleted(NamespaceDeleted {
+                    namespace: namespace.clone(),
+                }));
+            }
+            Ok(events)
+        }
+        _ => unreachable!("session commands are decided by decide_session"),
+    }
+}
+
+/// Decides a session command at time `now`: which events, if any, it appends.
+pub fn decide_session(
+    state: &SessionState,
+    command: &ContextCommand,
+    now: DateTime<Utc>,
+) -> Result<Vec<Event>, DomainError> {
+    let session = command
+        .session()
+        .expect("decide_session takes session commands");
+    check_namespace(&session.namespace)?;
+    check_name("session id", &session.session_id)?;
+    session.expected.check(state.version)?;
+    let namespace = session.namespace.clone();
+    let session_id = session.session_id.clone();
+    let events = match command {
+        ContextCommand::PatchProperties { properties, .. } => {
+            if properties.is_empty() {
+                return Ok(vec![]);
+            }
+            for key in properties.keys() {
+                check_name("property name", key)?;
+            }
+            check_document_size(&state.live_properties, properties)?;
+            let mut events = vec![];
+            if !state.namespace_registered {
+                events.push(Event::NamespaceCreated(NamespaceCreated {
+                    namespace: namespace.clone(),
+                    ttl_second: None,
+                    implicit: true,
+                }));
+            }
+            events.push(Event::PropertiesPatched(PropertiesPatched {
+                namespace,
+                session_id,
+                properties: properties.clone(),
+                expires_at: expires_at(now, state.session_ttl, state.namespace_ttl),
+            }));
+            events
+        }
+        ContextCommand::DeleteProperty { property, .. } => {
+            check_name("property name", property)?;
+            if !state.live_properties.contains_key(property) {
+                return Ok(vec![]);
+            }
+            vec![Event::PropertyDeleted(PropertyDeleted {
+                namespace,
+                session_id,
+                property: property.clone(),
+            })]
+        }
+        ContextCommand::ClearSession { .. } => {
+            if state.live_properties.is_empty() {
+                return Ok(vec![]);
+            }
+            vec![Event::SessionPropertiesCleared(SessionPropertiesCleared {
+                namespace,
+                session_id,
+            })]
+        }
+        ContextCommand::DeleteSession { .. } => {
+            if !state.session_known {
+                return Ok(vec![]);
+            }
+            vec![Event::SessionDeleted(SessionDeleted {
+                namespace,
+                session_id,
+                cause: None,
+            })]
+        }
+        ContextCommand::SetSessionTtl { ttl_second, .. } => {
+            check_ttl(*ttl_second)?;
+            vec![Event::SessionTtlSet(SessionTtlSet {
+                namespace,
+                session_id,
+                ttl_second: *ttl_second,
+            })]
+        }
+        ContextCommand::CreateNamespace { .. } | ContextCommand::DeleteNamespace { .. } => {
+            unreachable!("namespace commands are decided by decide_namespace")
+        }
+    };
+    Ok(events)
+}
+
+fn check_ttl(ttl_second: u64) -> Result<(), DomainError> {
+    if ttl_second > MAX_TTL_SECONDS {
+        return Err(DomainError::Invalid(format!(
+            "ttlSecond must be at most {MAX_TTL_SECONDS}"
+        )));
+    }
+    Ok(())
+}
+
+/// Characters one property adds to the compact JSON document: `"key":value` and a comma.
+pub fn property_chars(key: &str, value_chars: usize) -> usize {
+    serde_json::to_string(key).map_or(0, |k| k.chars().count()) + 1 + value_chars + 1
+}
+
+/// Refuses a patch whose merged session document would exceed `MAX_DOCUMENT_CHARS`.
+fn check_document_size(
+    live: &BTreeMap<String, usize>,
+    patch: &Map<String, Value>,
+) -> Result<(), DomainError> {
+    let kept: usize = live
+        .iter()
+        .filter(|(key, _)| !patch.contains_key(key.as_str()))
+        .map(|(key, chars)| property_chars(key, *chars))
+        .sum();
+    let written: usize = patch
+        .iter()
+        .map(|(key, value)| property_chars(key, value.to_string().chars().count()))
+        .sum();
+    // Braces, minus the comma the last property does not have.
+    if 2 + kept + written > MAX_DOCUMENT_CHARS + 1 {
+        return Err(DomainError::DocumentTooLarge);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn session(expected: ExpectedVersion) -> SessionRef {
+        SessionRef {
+            namespace: "ns".into(),
+            session_id: "s1".into(),
+            expected,
+        }
+    }
+
+    fn patch(value: Value) -> ContextCommand {
+        ContextCommand::PatchProperties {
+            session: session(ExpectedVersion::Any),
+            properties: value.as_object().unwrap().clone(),
+        }
+    }
+
+    #[test]
+    fn first_patch_registers_the_namespace_and_stamps_the_session_ttl() {
+        let now = Utc::now();
+        let state = SessionState {
+            session_ttl: Some(60),
+            namespace_ttl: Some(600),
+            ..Default::default()
+        };
+        let events = decide_session(&state, &patch(json!({"a": 1})), now).unwrap();
+        assert_eq!(events.len(), 2);
+        assert!(matches!(
+            &events[0],
+            Event::NamespaceCreated(NamespaceCreated { implicit: true, .. })
+        ));
+        let Event::PropertiesPatched(patched) = &events[1] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(
+            patched.expires_at,
+            Some(now + chrono::Duration::seconds(60))
+        );
+    }
+
+    #[test]
+    fn a_stale_if_match_is_refused_with_the_current_version() {
+        let state = SessionState {
+            version: 3,
+            namespace_registered: true,
+            ..Default::default()
+        };
+        let command = ContextCommand::ClearSession {
+            session: session(ExpectedVersion::Exactly(2)),
+        };
+        assert_eq!(
+            decide_session(&state, &command, Utc::now()),
+            Err(DomainError::VersionConflict { current: 3 })
+        );
+    }
+
+    #[test]
+    fn deleting_an_absent_property_appends_nothing() {
+        let command = ContextCommand::DeleteProperty {
+            session: session(ExpectedVersion::Any),
+            property: "x".into(),
+        };
+        assert_eq!(
+            decide_session(&SessionState::default(), &command, Utc::now()),
+            Ok(vec![])
+        );
+    }
+
+    #[test]
+    fn a_document_over_800000_characters_is_too_large() {
+        let state = SessionState {
+            namespace_registered: true,
+            ..Default::default()
+        };
+        let fits = "x".repeat(MAX_DOCUMENT_CHARS - 10);
+        assert!(decide_session(&state, &patch(json!({"a": fits})), Utc::now()).is_ok());
+        let too_big = "x".repeat(MAX_DOCUMENT_CHARS);
+        assert_eq!(
+            decide_session(&state, &patch(json!({"a": too_big})), Utc::now()),
+            Err(DomainError::DocumentTooLarge)
+        );
+    }
+
+    #[test]
+    fn deleting_a_namespace_deletes_each_of_its_sessions_first() {
+        let state = NamespaceState {
+            registered: true,
+            ttl_second: None,
+            sessions: vec!["a".into(), "b".into()],
+        };
+        let events = decide_namespace(
+            &state,
+            &ContextCommand::DeleteNamespace {
+                namespace: "ns".into(),
+            },
+        )
+        .unwrap();
+        let types: Vec<_> = events.iter().map(Event::event_type).collect();
+        assert_eq!(
+            types,
+            ["SessionDeleted", "SessionDeleted", "NamespaceDeleted"]
+        );
+    }
+
+    #[test]
+    fn reserved_namespaces_are_refused() {
+        let command = ContextCommand::CreateNamespace {
+            namespace: "sde".into(),
+            ttl_second: None,
+        };
+        assert!(matches!(
+            decide_namespace(&NamespaceState::default(), &command),
+            Err(DomainError::Invalid(_))
+        ));
+    }
+}
+
+/// A property whose expiry time has passed, as found by the sweeper.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpiredProperty {
+    pub account: String,
+    pub namespace: String,
+    pub session_id: String,
+    pub key: String,
+}
+
+/// One `PropertiesExpired` event per session, listing its expired keys in the order found.
+pub fn decide_expiry(expired: Vec<ExpiredProperty>) -> Vec<NewEvent> {
+    let mut events: Vec<NewEvent> = Vec::new();
+    for property in expired {
+        let same_session = events.last_mut().and_then(|last| match &mut last.event {
+            Event::PropertiesExpired(e)
+                if last.account == property.account
+                    && e.namespace == property.namespace
+                    && e.session_id == property.session_id =>
+            {
+                Some(e)
+            }
+            _ => None,
+        });
+        match same_session {
+            Some(event) => event.properties.push(property.key),
+            None => events.push(NewEvent {
+                account: property.account,
+                event: Event::PropertiesExpired(PropertiesExpired {
+                    namespace: property.namespace,
+                    session_id: property.session_id,
+                    properties: vec![property.key],
+                }),
+            }),
+        }
+    }
+    events
+}

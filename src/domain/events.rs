@@ -1,0 +1,262 @@
+//! Every event type, its payload, its schema version and the stream it belongs to.
+//! `docs/EVENTS.md` describes each one; the names here are the `event_type` column.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// An event about to be appended, with the account whose log it belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub account: String,
+    pub event: Event,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountCreated {
+    pub account_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKeyIssued {
+    pub account_id: String,
+    /// Public identifier of the key, recorded as the actor of the events it writes.
+    pub key_id: String,
+    /// sha256 of the key, hex; the key itself is shown once and never stored.
+    pub key_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKeyRevoked {
+    pub account_id: String,
+    pub key_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamespaceCreated {
+    pub namespace: String,
+    /// Namespace TTL given at creation, if any.
+    pub ttl_second: Option<u64>,
+    /// True when the namespace came into being by a property write rather than by POST.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub implicit: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamespaceTtlSet {
+    pub namespace: String,
+    pub ttl_second: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamespaceDeleted {
+    pub namespace: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PropertiesPatched {
+    pub namespace: String,
+    pub session_id: String,
+    /// The keys written and their new values; keys not listed are untouched.
+    pub properties: Map<String, Value>,
+    /// Expiry stamped at write time by the TTL rule; absent: never expires.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PropertyDeleted {
+    pub namespace: String,
+    pub session_id: String,
+    pub property: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionPropertiesCleared {
+    pub namespace: String,
+    pub session_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionDeleted {
+    pub namespace: String,
+    pub session_id: String,
+    /// Set when the session went with its namespace (`namespace_deleted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionTtlSet {
+    pub namespace: String,
+    pub session_id: String,
+    pub ttl_second: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PropertiesExpired {
+    pub namespace: String,
+    pub session_id: String,
+    pub properties: Vec<String>,
+}
+
+/// Declares the event enum with, for each type, its schema version, so that the type name,
+/// the version and the payload codec can never disagree.
+macro_rules! event_types {
+    ($($name:ident = $version:literal),* $(,)?) => {
+        /// Every event ctxd records.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Event { $($name($name)),* }
+
+        /// All event type names, for docs and tests.
+        pub const EVENT_TYPES: &[&str] = &[$(stringify!($name)),*];
+
+        impl Event {
+            /// The `event_type` column: the variant's name.
+            pub fn event_type(&self) -> &'static str {
+                match self { $(Event::$name(_) => stringify!($name)),* }
+            }
+
+            /// The `event_version` column: the schema version of the payload.
+            pub fn event_version(&self) -> u32 {
+                match self { $(Event::$name(_) => $version),* }
+            }
+
+            /// The payload as compact JSON, for the `data` column.
+            pub fn data_json(&self) -> String {
+                let encoded = match self { $(Event::$name(payload) => serde_json::to_string(payload)),* };
+                encoded.expect("event payloads are plain data and always serialize")
+            }
+
+            /// Reads a stored event back from its type name and payload.
+            pub fn decode(event_type: &str, data: &str) -> Result<Event, DecodeError> {
+                match event_type {
+                    $(stringify!($name) => Ok(Event::$name(serde_json::from_str(data)?)),)*
+                    other => Err(DecodeError::UnknownType(other.to_string())),
+                }
+            }
+        }
+    };
+}
+
+event_types! {
+    AccountCreated = 1,
+    ApiKeyIssued = 1,
+    ApiKeyRevoked = 1,
+    NamespaceCreated = 1,
+    NamespaceTtlSet = 1,
+    NamespaceDeleted = 1,
+    PropertiesPatched = 1,
+    PropertyDeleted = 1,
+    SessionPropertiesCleared = 1,
+    SessionDeleted = 1,
+    SessionTtlSet = 1,
+    PropertiesExpired = 1,
+}
+
+/// A stored event that this binary cannot read.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown event type {0}")]
+    UnknownType(String),
+    #[error("malformed event payload: {0}")]
+    Payload(#[from] serde_json::Error),
+}
+
+impl Event {
+    /// The stream this event belongs to within `account`'s log.
+    pub fn stream(&self, account: &str) -> String {
+        match self {
+            Event::AccountCreated(_) | Event::ApiKeyIssued(_) | Event::ApiKeyRevoked(_) => {
+                account_stream(account)
+            }
+            Event::NamespaceCreated(NamespaceCreated { namespace, .. })
+            | Event::NamespaceTtlSet(NamespaceTtlSet { namespace, .. })
+            | Event::NamespaceDeleted(NamespaceDeleted { namespace }) => {
+                namespace_stream(account, namespace)
+            }
+            Event::PropertiesPatched(PropertiesPatched {
+                namespace,
+                session_id,
+                ..
+            })
+            | Event::PropertyDeleted(PropertyDeleted {
+                namespace,
+                session_id,
+                ..
+            })
+            | Event::SessionPropertiesCleared(SessionPropertiesCleared {
+                namespace,
+                session_id,
+            })
+            | Event::SessionDeleted(SessionDeleted {
+                namespace,
+                session_id,
+                ..
+            })
+            | Event::SessionTtlSet(SessionTtlSet {
+                namespace,
+                session_id,
+                ..
+            })
+            | Event::PropertiesExpired(PropertiesExpired {
+                namespace,
+                session_id,
+                ..
+            }) => session_stream(account, namespace, session_id),
+        }
+    }
+}
+
+/// Stream of an account's lifecycle and keys.
+pub fn account_stream(account: &str) -> String {
+    format!("account/{}", escape(account))
+}
+
+/// Stream of a namespace's registration and TTL.
+pub fn namespace_stream(account: &str, namespace: &str) -> String {
+    format!("ns/{}/{}", escape(account), escape(namespace))
+}
+
+/// Stream of one context session (namespace properties are session `__default__`).
+pub fn session_stream(account: &str, namespace: &str, session_id: &str) -> String {
+    format!(
+        "ctx/{}/{}/{}",
+        escape(account),
+        escape(namespace),
+        escape(session_id)
+    )
+}
+
+/// Names may contain `/`; escaping it (and `%`) keeps stream ids unambiguous.
+fn escape(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.contains(['/', '%']) {
+        name.replace('%', "%25").replace('/', "%2F").into()
+    } else {
+        name.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_round_trips_through_its_stored_form() {
+        let event = Event::PropertiesPatched(PropertiesPatched {
+            namespace: "ns".into(),
+            session_id: "s".into(),
+            properties: serde_json::from_str(r#"{"a":1,"b":{"c":[true,null]}}"#).unwrap(),
+            expires_at: None,
+        });
+        let decoded = Event::decode(event.event_type(), &event.data_json()).unwrap();
+        assert_eq!(decoded, event);
+    }
+
+    #[test]
+    fn stream_ids_cannot_collide_through_slashes_in_names() {
+        assert_ne!(
+            session_stream("a", "b/c", "d"),
+            session_stream("a", "b", "c/d")
+        );
+    }
+}

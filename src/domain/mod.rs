@@ -1,0 +1,66 @@
+//! Pure decisions: commands, the state they are decided against, and the events they produce.
+//! Nothing in here does I/O; the writer loads state, calls `decide`, and appends the result.
+
+pub mod accounts;
+pub mod context;
+pub mod events;
+pub mod names;
+pub mod ttl;
+
+pub use events::{Event, NewEvent};
+
+use serde::{Deserialize, Serialize};
+
+/// Position of an event within its stream: 1 for the first event, 0 for "no stream yet".
+pub type StreamVersion = u64;
+
+/// What a writer expects a stream's version to be: the optimistic concurrency control of `If-Match`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum ExpectedVersion {
+    /// No precondition.
+    #[default]
+    Any,
+    /// The stream must be at exactly this version (0: the stream must not exist yet).
+    Exactly(StreamVersion),
+}
+
+impl ExpectedVersion {
+    /// Fails with `VersionConflict` when the stream has moved on.
+    pub fn check(self, current: StreamVersion) -> Result<(), DomainError> {
+        match self {
+            ExpectedVersion::Exactly(expected) if expected != current => {
+                Err(DomainError::VersionConflict { current })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Why a command was refused. Each maps to one HTTP status in `http::error`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum DomainError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the stream is at version {current}, not the one given in If-Match")]
+    VersionConflict { current: StreamVersion },
+    #[error("document too large")]
+    DocumentTooLarge,
+}
+
+/// Everything the writer can be asked to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Account(accounts::AccountCommand),
+    Context {
+        account: String,
+        command: context::ContextCommand,
+    },
+    /// Sent by the sweeper: record that properties whose TTL has passed are gone.
+    ExpireProperties {
+        limit: usize,
+    },
+}

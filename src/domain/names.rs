@@ -1,0 +1,73 @@
+//! The one rule for names that come from clients: account ids, namespaces, session ids and
+//! property keys.
+
+use super::DomainError;
+
+/// Longest accepted name, in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// Namespaces the LivePerson API reserves for its own use; writing to them is a 400.
+pub const RESERVED_NAMESPACES: &[&str] = &[
+    "consumer",
+    "operational",
+    "conversation",
+    "custom",
+    "sde",
+    "faas",
+];
+
+/// The session that holds a namespace's own properties.
+pub const DEFAULT_SESSION: &str = "__default__";
+
+/// Checks a client-chosen name: not empty, at most 256 bytes, no control characters.
+pub fn check_name(what: &str, name: &str) -> Result<(), DomainError> {
+    if name.is_empty() {
+        return Err(DomainError::Invalid(format!("{what} must not be empty")));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(DomainError::Invalid(format!(
+            "{what} is longer than {MAX_NAME_BYTES} bytes"
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(DomainError::Invalid(format!(
+            "{what} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A namespace name must be a valid name and not one of the reserved ones.
+pub fn check_namespace(namespace: &str) -> Result<(), DomainError> {
+    check_name("namespace", namespace)?;
+    if RESERVED_NAMESPACES
+        .iter()
+        .any(|reserved| reserved.eq_ignore_ascii_case(namespace))
+    {
+        return Err(DomainError::Invalid(format!(
+            "namespace '{namespace}' is reserved"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_refused_when_empty_too_long_or_with_control_characters() {
+        assert!(check_name("x", "ok-name_1.2@x").is_ok());
+        assert!(check_name("x", "").is_err());
+        assert!(check_name("x", &"a".repeat(257)).is_err());
+        assert!(check_name("x", &"a".repeat(256)).is_ok());
+        assert!(check_name("x", "tab\there").is_err());
+    }
+
+    #[test]
+    fn reserved_namespaces_are_refused_in_any_case() {
+        assert!(check_namespace("Consumer").is_err());
+        assert!(check_namespace("faas").is_err());
+        assert!(check_namespace("myNamespace").is_ok());
+    }
+}

@@ -1,0 +1,432 @@
+//! The context store, LivePerson Conversation Context Service v1 compatible, under
+//! `/v1/account/{account}`. Namespace routes address the namespace's session `__default__`,
+//! so one handler serves both the namespace and the session form of each endpoint.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, patch, post, put};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::AppState;
+use super::error::{ApiError, etag};
+use super::extract::{Account, JsonBody, NoBody, Q, Target, Write, WriteContext};
+use crate::domain::Command;
+use crate::domain::context::{ContextCommand, SessionRef};
+use crate::domain::events::session_stream;
+use crate::domain::names::{check_name, check_namespace};
+use crate::projections::context as read;
+use crate::store::log;
+
+const ACCOUNT: &str = "/v1/account/{account}";
+
+pub fn router() -> Router<AppState> {
+    let route = |suffix: &str| format!("{ACCOUNT}{suffix}");
+    Router::new()
+        .route(ACCOUNT, post(create_namespace).get(list_namespaces))
+        .route(&route("/{namespace}"), delete(delete_namespace))
+        .route(
+            &route("/{namespace}/properties"),
+            patch(patch_properties).get(get_document),
+        )
+        .route(
+            &route("/{namespace}/properties/{property}"),
+            put(put_property).get(get_property).delete(delete_property),
+        )
+        .route(
+            &route("/{namespace}/{session}/properties"),
+            patch(patch_properties)
+                .get(get_document)
+                .delete(clear_session),
+        )
+        .route(
+            &route("/{namespace}/{session}/properties/"),
+            get(get_document).delete(clear_session),
+        )
+        .route(
+            &route("/{namespace}/{session}/properties/{property}"),
+            put(put_property).get(get_property).delete(delete_property),
+        )
+        .route(
+            &route("/namespace/{namespace}/session"),
+            post(set_session_ttl).get(list_session_ttls),
+        )
+        .route(
+            &route("/namespace/{namespace}/session/{session}"),
+            delete(delete_session),
+        )
+        .route(&route("/{namespace}/session-ids"), get(session_ids))
+        .route(
+            &route("/{namespace}/session-properties"),
+            get(session_properties),
+        )
+}
+
+/// Sends a context command for `account` and answers 204 with the stream's new `ETag`.
+async fn submit(
+    state: &AppState,
+    account: &Account,
+    context: WriteContext,
+    command: ContextCommand,
+) -> Result<Response, ApiError> {
+    let command = Command::Context {
+        account: account.id.clone(),
+        command,
+    };
+    let outcome = state
+        .store
+        .submit(context.request(account.actor(), &account.id, command))
+        .await?;
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(header::ETAG, etag(outcome.version))],
+    )
+        .into_response())
+}
+
+fn session_ref(target: &Target, context: &WriteContext) -> SessionRef {
+    SessionRef {
+        namespace: target.namespace.clone(),
+        session_id: target.session_id.clone(),
+        expected: context.expected,
+    }
+}
+
+#[derive(Deserialize)]
+struct TtlQuery {
+    #[serde(rename = "ttlSecond")]
+    ttl_second: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamespaceName {
+    name: String,
+}
+
+async fn create_namespace(
+    State(state): State<AppState>,
+    account: Account,
+    Q(query): Q<TtlQuery>,
+    write: Write<JsonBody<NamespaceName>>,
+) -> Result<Response, ApiError> {
+    let JsonBody(NamespaceName { name }) = write.body;
+    let command = ContextCommand::CreateNamespace {
+        namespace: name,
+        ttl_second: query.ttl_second,
+    };
+    submit(&state, &account, write.context, command).await
+}
+
+async fn list_namespaces(
+    State(state): State<AppState>,
+    account: Account,
+) -> Result<Response, ApiError> {
+    Ok(axum::Json(
+        state
+            .store
+            .read(|conn| read::list_namespaces(conn, &account.id))?,
+    )
+    .into_response())
+}
+
+async fn delete_namespace(
+    State(state): State<AppState>,
+    account: Account,
+    target: Target,
+    write: Write<NoBody>,
+) -> Result<Response, ApiError> {
+    submit(
+        &state,
+        &account,
+        write.context,
+        ContextCommand::DeleteNamespace {
+            namespace: target.namespace,
+        },
+    )
+    .await
+}
+
+async fn patch_properties(
+    State(state): State<AppState>,
+    account: Account,
+    target: Target,
+    write: Write<JsonBody<Map<String, Value>>>,
+) -> Result<Response, ApiError> {
+    let JsonBody(properties) = write.body;
+    let session = session_ref(&target, &write.context);
+    submit(
+        &state,
+        &account,
+        write.context,
+        ContextCommand::PatchProperties {
+            session,
+            properties,
+        },
+    )
+    .await
+}
+
+async fn put_property(
+    State(state): State<AppState>,
+    account: Account,
+    target: Target,
+    write: Write<JsonBody<Value>>,
+) -> Result<Response, ApiError> {
+    let JsonBody(value) = write.body;
+    let property = target.property.clone().unwrap_or_default();
+    let session = session_ref(&target, &write.context);
+    let properties = Map::from_iter([(property, value)]);
+    submit(
+        &state,
+        &account,
+        write.context,
+        ContextCommand::PatchProperties {
+            session,
+            properties,
+        },
+    )
+    .await
+}
+
+async fn delete_property(
+    State(state): State<AppState>,
+    account: Account,
+    target: Target,
+    write: Write<NoBody>,
+) -> Result<Response, ApiError> {
+    let property = target.property.clone().unwrap_or_default();
+    let session = session_ref(&target, &write.context);
+    submit(
+        &state,
+        &account,
+        write.context,
+        ContextCommand::DeleteProperty { session, property },
+    )
+    .await
+}
+
+async fn clear_session(
+    State(state): State<AppState>,
+    account: Account,
+    target: Target,
+    write: Write<NoBody>,
+) -> Result<Response, ApiError> {
+    let session = session_ref(&target, &write.context);
+    submit(
+        &state,
+        &account,
+        write.context,
+        ContextCommand::ClearSession { session },
+    )
+    .await
+}
+
+async fn delete_session(
+    State(state): State<AppState>,
+    account: Account,
+    target: Target,
+    write: Write<NoBody>,
+) -> Result<Response, ApiError> {
+    let session = session_ref(&target, &write.context);
+    submit(
+        &state,
+        &account,
+        write.context,
+        ContextCommand::DeleteSession { session },
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionIdBody {
+    #[serde(rename = "sessionId")]
+    session_id: String,
+}
+
+async fn set_session_ttl(
+    State(state): State<AppState>,
+    account: Account,
+    target: Target,
+    Q(query): Q<TtlQuery>,
+    write: Write<JsonBody<SessionIdBody>>,
+) -> Result<Response, ApiError> {
+    let ttl_second = query
+        .ttl_second
+        .ok_or_else(|| ApiError::bad_request("ttlSecond is required"))?;
+    let JsonBody(SessionIdBody { session_id }) = write.body;
+    let session = SessionRef {
+        namespace: target.namespace,
+        session_id,
+        expected: write.context.expected,
+    };
+    submit(
+        &state,
+        &account,
+        write.context,
+        ContextCommand::SetSessionTtl {
+            session,
+            ttl_second,
+        },
+    )
+    .await
+}
+
+async fn list_session_ttls(
+    State(state): State<AppState>,
+    account: Account,
+    target: Target,
+) -> Result<Response, ApiError> {
+    check_namespace(&target.namespace)?;
+    let sessions = state
+        .store
+        .read(|conn| read::list_session_ttls(conn, &account.id, &target.namespace))?;
+    Ok(axum::Json(sessions).into_response())
+}
+
+/// A JSON text body, sent as is, with the session's `ETag` when there is one.
+fn json_text(body: String, version: Option<u64>) -> Response {
+    let mut response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    if let Some(version) = version {
+        response.headers_mut().insert(header::ETAG, etag(version));
+    }
+    response
+}
+
+/// Checks the names a read addresses, as writes do, so that bad names are a 400 everywhere.
+fn check_target(target: &Target) -> Result<(), ApiError> {
+    check_namespace(&target.namespace)?;
+    check_name("session id", &target.session_id)?;
+    if let Some(property) = &target.property {
+        check_name("property name", property)?;
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct IncludeQuery {
+    include: Option<String>,
+}
+
+async fn get_document(
+    State(state): State<AppState>,
+    account: Account,
+    target: Target,
+    Q(query): Q<IncludeQuery>,
+) -> Result<Response, ApiError> {
+    check_target(&target)?;
+    let include: Option<Vec<String>> = query.include.map(|list| {
+        list.split(',')
+            .map(|key| key.trim().to_string())
+            .filter(|key| !key.is_empty())
+            .collect()
+    });
+    let now = state.clock.now();
+    let stream = session_stream(&account.id, &target.namespace, &target.session_id);
+    let (document, version) = state.store.read(|conn| {
+        let document = read::session_document(
+            conn,
+            &account.id,
+            &target.namespace,
+            &target.session_id,
+            now,
+            include.as_deref(),
+        )?;
+        Ok((document, log::stream_version(conn, &stream)?))
+    })?;
+    Ok(json_text(document, Some(version)))
+}
+
+async fn get_property(
+    State(state): State<AppState>,
+    account: Account,
+    target: Target,
+) -> Result<Response, ApiError> {
+    check_target(&target)?;
+    let property = target.property.clone().unwrap_or_default();
+    let now = state.clock.now();
+    let stream = session_stream(&account.id, &target.namespace, &target.session_id);
+    let (value, version) = state.store.read(|conn| {
+        let value = read::property_value(
+            conn,
+            &account.id,
+            &target.namespace,
+            &target.session_id,
+            &property,
+            now,
+        )?;
+        Ok((value, log::stream_version(conn, &stream)?))
+    })?;
+    let value =
+        value.ok_or_else(|| ApiError::not_found(format!("property '{property}' not found")))?;
+    Ok(json_text(value, Some(version)))
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    page: Option<u64>,
+    #[serde(rename = "perPage")]
+    per_page: Option<u64>,
+}
+
+impl PageQuery {
+    /// `page` from 0 (default 0) and `perPage` from 1 to 1000 (default 100).
+    fn checked(&self) -> Result<(u64, u64), ApiError> {
+        let per_page = self.per_page.unwrap_or(100);
+        if !(1..=1000).contains(&per_page) {
+            return Err(ApiError::bad_request("perPage must be between 1 and 1000"));
+        }
+        Ok((self.page.unwrap_or(0), per_page))
+    }
+}
+
+async fn session_ids(
+    State(state): State<AppState>,
+    account: Account,
+    target: Target,
+    Q(query): Q<PageQuery>,
+) -> Result<Response, ApiError> {
+    check_namespace(&target.namespace)?;
+    let (page, per_page) = query.checked()?;
+    let now = state.clock.now();
+    let ids = state.store.read(|conn| {
+        read::session_ids(conn, &account.id, &target.namespace, now, page, per_page)
+    })?;
+    Ok(axum::Json(ids).into_response())
+}
+
+async fn session_properties(
+    State(state): State<AppState>,
+    account: Account,
+    target: Target,
+    Q(query): Q<PageQuery>,
+) -> Result<Response, ApiError> {
+    check_namespace(&target.namespace)?;
+    let (page, per_page) = query.checked()?;
+    let now = state.clock.now();
+    let body = state.store.read(|conn| {
+        let ids = read::session_ids(conn, &account.id, &target.namespace, now, page, per_page)?;
+        let mut body = String::from("[");
+        for (index, session_id) in ids.iter().enumerate() {
+            let document = read::session_document(
+                conn,
+                &account.id,
+                &target.namespace,
+                session_id,
+                now,
+                None,
+            )?;
+            if index > 0 {
+                body.push(',');
+            }
+            let id = serde_json::to_string(session_id).expect("strings serialize");
+            body.push_str(&format!("{{\"sessionId\":{id},\"properties\":{document}}}"));
+        }
+        body.push(']');
+        Ok(body)
+    })?;
+    Ok(json_text(body, None))
+}

@@ -1,0 +1,108 @@
+//! One error type for every handler, mapped once to a status and the `{"message": ...}` body.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::domain::{DomainError, StreamVersion};
+use crate::store::{StoreError, WriteError};
+
+/// An error answered to a client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    /// On 412: the stream's current version, sent as `currentVersion` and `ETag`.
+    pub current_version: Option<StreamVersion>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            current_version: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn forbidden() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "Provided API key is either invalid or lacks permission",
+        )
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    fn internal(error: &dyn std::fmt::Display) -> Self {
+        tracing::error!(%error, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(error: DomainError) -> Self {
+        let status = match &error {
+            DomainError::Invalid(_) => StatusCode::BAD_REQUEST,
+            DomainError::NotFound(_) => StatusCode::NOT_FOUND,
+            DomainError::Conflict(_) => StatusCode::CONFLICT,
+            DomainError::VersionConflict { .. } => StatusCode::PRECONDITION_FAILED,
+            DomainError::DocumentTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        };
+        let current_version = match error {
+            DomainError::VersionConflict { current } => Some(current),
+            _ => None,
+        };
+        ApiError {
+            status,
+            message: error.to_string(),
+            current_version,
+        }
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(error: WriteError) -> Self {
+        match error {
+            WriteError::Domain(error) => error.into(),
+            WriteError::IdempotencyMismatch => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
+            }
+            WriteError::Unavailable | WriteError::CommitFailed => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
+            }
+            WriteError::Store(error) => Self::internal(&error),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        Self::internal(&error)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = match self.current_version {
+            Some(current) => json!({ "message": self.message, "currentVersion": current }),
+            None => json!({ "message": self.message }),
+        };
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(current) = self.current_version {
+            response.headers_mut().insert(header::ETAG, etag(current));
+        }
+        response
+    }
+}
+
+/// The `ETag` of a stream at `version`.
+pub fn etag(version: StreamVersion) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).expect("digits are a valid header value")
+}

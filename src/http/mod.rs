@@ -1,0 +1,85 @@
+//! HTTP: one router per API family, merged here, with request ids, metrics and JSON errors
+//! for unknown routes and methods.
+
+pub mod admin;
+pub mod context;
+pub mod error;
+pub mod extract;
+pub mod ops;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use error::ApiError;
+
+/// Largest request body accepted, in bytes: room for an 800,000-character document in UTF-8.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+    /// sha256 of the admin token.
+    pub admin_token_hash: String,
+}
+
+/// The request's id: the client's `X-Request-ID` when it is usable, else a new UUID.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// The whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(ops::router())
+        .merge(admin::router())
+        .merge(context::router())
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this route",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Gives each request an id (echoed in `X-Request-ID`) and counts it by route and status.
+async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| !id.is_empty() && id.len() <= 128)
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
+    request
+        .extensions_mut()
+        .insert(RequestId(request_id.clone()));
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |path| path.as_str().to_string());
+    let method = request.method().to_string();
+    let mut response = next.run(request).await;
+    state
+        .metrics
+        .record_request(&route, &method, response.status().as_u16());
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    if response.status().is_server_error() {
+        tracing::warn!(%route, %method, status = %response.status(), %request_id, "server error");
+    }
+    response.into_response()
+}

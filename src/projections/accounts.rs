@@ -1,0 +1,91 @@
+//! Accounts and API keys.
+
+use std::collections::HashMap;
+
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::domain::Event;
+use crate::domain::accounts::AccountState;
+use crate::store::log::{RecordedEvent, format_time};
+use crate::store::{KeyOwner, StoreError};
+
+pub fn apply(conn: &Connection, recorded: &RecordedEvent) -> Result<(), StoreError> {
+    let at = format_time(recorded.recorded_at);
+    match &recorded.event {
+        Event::AccountCreated(e) => {
+            conn.prepare_cached("INSERT INTO accounts (account_id, created_at) VALUES (?1, ?2)")?
+                .execute((&e.account_id, &at))?;
+        }
+        Event::ApiKeyIssued(e) => {
+            conn.prepare_cached(
+                "INSERT INTO api_keys (key_hash, key_id, account_id, issued_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute((&e.key_hash, &e.key_id, &e.account_id, &at))?;
+        }
+        Event::ApiKeyRevoked(e) => {
+            conn.prepare_cached(
+                "UPDATE api_keys SET revoked_at = ?3 WHERE account_id = ?1 AND key_id = ?2 AND revoked_at IS NULL",
+            )?
+            .execute((&e.account_id, &e.key_id, &at))?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// What `AccountCommand`s are decided against.
+pub fn load_state(conn: &Connection, account_id: &str) -> Result<AccountState, StoreError> {
+    let exists = conn
+        .prepare_cached("SELECT 1 FROM accounts WHERE account_id = ?1")?
+        .query_row([account_id], |_| Ok(()))
+        .optional()?
+        .is_some();
+    let active_key_id = conn
+        .prepare_cached("SELECT key_id FROM api_keys WHERE account_id = ?1 AND revoked_at IS NULL")?
+        .query_row([account_id], |row| row.get(0))
+        .optional()?;
+    Ok(AccountState {
+        exists,
+        active_key_id,
+    })
+}
+
+/// Every unrevoked key, by hash.
+pub fn active_keys(conn: &Connection) -> Result<HashMap<String, KeyOwner>, StoreError> {
+    let mut statement =
+        conn.prepare("SELECT key_hash, account_id, key_id FROM api_keys WHERE revoked_at IS NULL")?;
+    let rows = statement.query_map([], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            KeyOwner {
+                account: row.get(1)?,
+                key_id: row.get(2)?,
+            },
+        ))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// One account as the admin API lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AccountSummary {
+    pub account_id: String,
+    pub created_at: String,
+    pub active_key_id: Option<String>,
+}
+
+pub fn list(conn: &Connection) -> Result<Vec<AccountSummary>, StoreError> {
+    let mut statement = conn.prepare(
+        "SELECT a.account_id, a.created_at, k.key_id FROM accounts a
+         LEFT JOIN api_keys k ON k.account_id = a.account_id AND k.revoked_at IS NULL
+         ORDER BY a.account_id",
+    )?;
+    let rows = statement.query_map([], |row| {
+        Ok(AccountSummary {
+            account_id: row.get(0)?,
+            created_at: row.get(1)?,
+            active_key_id: row.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -1,0 +1,256 @@
+//! The store: the event log, its single writer, read-only connections and schema migrations.
+//!
+//! Its interface is deliberately narrow — submit a command, read a stream or the feed, run a
+//! projection query — so that another backend can replace SQLite without touching HTTP or domain code.
+
+pub mod log;
+pub mod migrations;
+pub mod read;
+pub mod writer;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::clock::Clock;
+use crate::domain::{Command, DomainError, StreamVersion};
+use crate::metrics::Metrics;
+use read::ReadPool;
+pub use writer::WriterConfig;
+
+/// Errors of the storage layer. Details are logged, never sent to clients.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Schema(String),
+    #[error("the log holds an event this binary cannot read: {0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("the data directory {0} is in use by another ctxd process")]
+    Locked(PathBuf),
+}
+
+/// Why a submitted command did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("this Idempotency-Key was already used for a different request")]
+    IdempotencyMismatch,
+    #[error("the writer is shutting down")]
+    Unavailable,
+    #[error("the group commit failed")]
+    CommitFailed,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<rusqlite::Error> for WriteError {
+    fn from(error: rusqlite::Error) -> Self {
+        WriteError::Store(StoreError::Sqlite(error))
+    }
+}
+
+/// Who asked for a write and how: recorded as each event's `meta`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct EventMeta {
+    pub request_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// `key:<key id>`, `admin`, or `system:<task>`.
+    pub actor: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_addr: Option<String>,
+}
+
+/// An `Idempotency-Key` and the fingerprint of the request that carried it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Idempotency {
+    /// The account, or `#admin` for admin calls: keys of different accounts never collide.
+    pub scope: String,
+    pub key: String,
+    pub fingerprint: String,
+}
+
+/// A command on its way to the writer.
+#[derive(Debug, Clone)]
+pub struct WriteRequest {
+    pub command: Command,
+    pub meta: EventMeta,
+    pub idempotency: Option<Idempotency>,
+}
+
+/// The result of a committed command (or of the first one, when replayed by idempotency key).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Outcome {
+    /// Version of the stream the command addressed, after it: the `ETag`.
+    pub version: StreamVersion,
+    /// Number of events appended.
+    pub appended: usize,
+    /// Seq of the last event appended, if any.
+    pub last_seq: Option<u64>,
+    /// True when this is the stored result of an earlier request with the same idempotency key.
+    #[serde(skip)]
+    pub replayed: bool,
+}
+
+/// An API key's owner, as the auth layer sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyOwner {
+    pub account: String,
+    pub key_id: String,
+}
+
+/// Active API keys by their sha256, refreshed by the writer after it commits key events.
+pub type KeyRing = RwLock<std::collections::HashMap<String, KeyOwner>>;
+
+/// Handle to an open store. Cloning is cheap; all clones share the one writer.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    sender: mpsc::Sender<writer::Message>,
+    reads: ReadPool,
+    keys: Arc<KeyRing>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Held for the store's lifetime: one process per data directory.
+    _lock: File,
+}
+
+/// Where the store keeps its file inside a data directory.
+pub fn database_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("ctxd.db")
+}
+
+/// Takes the data directory's lock file, so that two processes never write one store.
+pub fn lock_data_dir(data_dir: &Path) -> Result<File, StoreError> {
+    std::fs::create_dir_all(data_dir)?;
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(data_dir.join("ctxd.lock"))?;
+    lock.try_lock()
+        .map_err(|_| StoreError::Locked(data_dir.to_path_buf()))?;
+    Ok(lock)
+}
+
+/// Opens the write connection with the pragmas every writer uses, and migrates it.
+pub fn open_writer_connection(
+    path: &Path,
+    synchronous_full: bool,
+) -> Result<Connection, StoreError> {
+    let mut conn = Connection::open(path)?;
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = {};
+         PRAGMA busy_timeout = 5000;
+         PRAGMA cache_size = -65536;
+         PRAGMA temp_store = MEMORY;",
+        if synchronous_full { "FULL" } else { "NORMAL" }
+    ))?;
+    migrations::migrate(&mut conn)?;
+    Ok(conn)
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `data_dir` and starts its writer thread.
+    pub fn open(
+        data_dir: &Path,
+        config: WriterConfig,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Store, StoreError> {
+        let lock = lock_data_dir(data_dir)?;
+        let path = database_path(data_dir);
+        let conn = open_writer_connection(&path, config.synchronous_full)?;
+        let keys = Arc::new(RwLock::new(crate::projections::accounts::active_keys(
+            &conn,
+        )?));
+        metrics.set_log_length(log::last_seq(&conn)?);
+        let (sender, receiver) = mpsc::channel(config.queue_capacity);
+        let thread = writer::spawn(conn, receiver, config, clock, metrics, keys.clone())?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                reads: ReadPool::new(path.clone()),
+                path,
+                sender,
+                keys,
+                writer_thread: Mutex::new(Some(thread)),
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// Path of the SQLite file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Sends a command to the writer and waits until it is durable (or refused).
+    pub async fn submit(&self, request: WriteRequest) -> Result<Outcome, WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .sender
+            .send(writer::Message::Write { request, reply })
+            .await
+            .map_err(|_| WriteError::Unavailable)?;
+        answer.await.map_err(|_| WriteError::Unavailable)?
+    }
+
+    /// Runs a query on a read-only connection.
+    pub fn read<T>(
+        &self,
+        query: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.inner.reads.read(query)
+    }
+
+    /// The owner of an API key, by the key's sha256.
+    pub fn key_owner(&self, key_hash: &str) -> Option<KeyOwner> {
+        self.inner
+            .keys
+            .read()
+            .expect("key ring lock")
+            .get(key_hash)
+            .cloned()
+    }
+
+    /// True while the writer thread accepts commands.
+    pub fn is_writable(&self) -> bool {
+        !self.inner.sender.is_closed()
+    }
+
+    /// Lets the writer finish everything queued, checkpoints the WAL and stops the thread.
+    pub async fn shutdown(&self) {
+        let (ack, done) = oneshot::channel();
+        if self
+            .inner
+            .sender
+            .send(writer::Message::Stop { ack })
+            .await
+            .is_ok()
+        {
+            let _ = done.await;
+        }
+        let thread = self
+            .inner
+            .writer_thread
+            .lock()
+            .expect("writer thread lock")
+            .take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}

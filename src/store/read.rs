@@ -1,0 +1,51 @@
+//! Read-only connections for queries. Readers never touch the writer's connection; in WAL mode
+//! they see the last committed state without blocking it.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::StoreError;
+
+/// A small pool of read-only connections, opened on demand and reused.
+pub struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReadPool {
+    pub fn new(path: PathBuf) -> Self {
+        ReadPool {
+            path,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `query` on an idle read-only connection.
+    pub fn read<T>(
+        &self,
+        query: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let pooled = self.idle.lock().expect("read pool lock").pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => open_read_only(&self.path)?,
+        };
+        let result = query(&conn);
+        self.idle.lock().expect("read pool lock").push(conn);
+        result
+    }
+}
+
+/// Opens `path` read-only, for queries and `ctxd verify`.
+pub fn open_read_only(path: &std::path::Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = -16384;")?;
+    Ok(conn)
+}

@@ -1,0 +1,301 @@
+//! The single writer: owns the only write connection and commits commands in groups.
+//!
+//! It takes everything pending (up to `max_batch`) into one `BEGIN IMMEDIATE` transaction,
+//! decides each command under its own savepoint (a refused command leaves its neighbours
+//! untouched), appends its events, applies the projections, commits once, and only then
+//! replies. One fsync thus covers the whole group.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use tokio::sync::{mpsc, oneshot};
+
+use super::log::{self, RecordedEvent};
+use super::{KeyRing, Outcome, StoreError, WriteError, WriteRequest};
+use crate::clock::Clock;
+use crate::domain::events::{account_stream, namespace_stream, session_stream};
+use crate::domain::{Command, Event, NewEvent, accounts, context};
+use crate::metrics::Metrics;
+use crate::projections;
+
+/// Tuning of the write path.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// `synchronous=FULL` (durable on power loss) rather than `NORMAL`.
+    pub synchronous_full: bool,
+    /// Most commands committed in one transaction.
+    pub max_batch: usize,
+    /// Commands that may wait for the writer before handlers are made to wait.
+    pub queue_capacity: usize,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        WriterConfig {
+            synchronous_full: true,
+            max_batch: 1024,
+            queue_capacity: 8192,
+        }
+    }
+}
+
+pub(super) enum Message {
+    Write {
+        request: WriteRequest,
+        reply: oneshot::Sender<Result<Outcome, WriteError>>,
+    },
+    Stop {
+        ack: oneshot::Sender<()>,
+    },
+}
+
+type Pending = (WriteRequest, oneshot::Sender<Result<Outcome, WriteError>>);
+
+pub(super) fn spawn(
+    conn: Connection,
+    receiver: mpsc::Receiver<Message>,
+    config: WriterConfig,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    keys: Arc<KeyRing>,
+) -> Result<std::thread::JoinHandle<()>, StoreError> {
+    let mut writer = Writer {
+        next_seq: log::last_seq(&conn)? + 1,
+        conn,
+        config,
+        clock,
+        metrics,
+        keys,
+    };
+    let thread = std::thread::Builder::new()
+        .name("ctxd-writer".into())
+        .spawn(move || writer.run(receiver))?;
+    Ok(thread)
+}
+
+struct Writer {
+    conn: Connection,
+    next_seq: u64,
+    config: WriterConfig,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    keys: Arc<KeyRing>,
+}
+
+impl Writer {
+    fn run(&mut self, mut receiver: mpsc::Receiver<Message>) {
+        let mut batch: Vec<Pending> = Vec::with_capacity(self.config.max_batch);
+        let mut stop = None;
+        while stop.is_none() {
+            match receiver.blocking_recv() {
+                Some(Message::Write { request, reply }) => batch.push((request, reply)),
+                Some(Message::Stop { ack }) => stop = Some(ack),
+                None => break,
+            }
+            while stop.is_none() && batch.len() < self.config.max_batch {
+                match receiver.try_recv() {
+                    Ok(Message::Write { request, reply }) => batch.push((request, reply)),
+                    Ok(Message::Stop { ack }) => stop = Some(ack),
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                self.commit_group(&mut batch);
+            }
+        }
+        receiver.close();
+        while let Ok(message) = receiver.try_recv() {
+            if let Message::Write { reply, .. } = message {
+                let _ = reply.send(Err(WriteError::Unavailable));
+            }
+        }
+        if let Err(error) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+            tracing::warn!(%error, "WAL checkpoint at shutdown failed");
+        }
+        tracing::info!("writer stopped");
+        if let Some(ack) = stop {
+            let _ = ack.send(());
+        }
+    }
+
+    /// Commits one group and replies to every command in it.
+    fn commit_group(&mut self, batch: &mut Vec<Pending>) {
+        let started = Instant::now();
+        let first_seq = self.next_seq;
+        let (results, touched_keys) = match self.try_commit_group(batch) {
+            Ok(done) => done,
+            Err(error) => {
+                tracing::error!(%error, "group commit failed; every command in it is refused");
+                self.next_seq = first_seq;
+                let results = batch
+                    .iter()
+                    .map(|_| Err(WriteError::CommitFailed))
+                    .collect();
+                (results, false)
+            }
+        };
+        let appended = self.next_seq - first_seq;
+        self.metrics
+            .record_commit(batch.len(), appended, started.elapsed(), self.next_seq - 1);
+        if touched_keys {
+            match projections::accounts::active_keys(&self.conn) {
+                Ok(active) => *self.keys.write().expect("key ring lock") = active,
+                Err(error) => tracing::error!(%error, "reloading API keys failed"),
+            }
+        }
+        for ((_, reply), result) in batch.drain(..).zip(results) {
+            let _ = reply.send(result);
+        }
+    }
+
+    fn try_commit_group(
+        &mut self,
+        batch: &[Pending],
+    ) -> Result<(Vec<Result<Outcome, WriteError>>, bool), StoreError> {
+        let now = self.clock.now();
+        let mut tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut results = Vec::with_capacity(batch.len());
+        let mut touched_keys = false;
+        for (request, _) in batch {
+            let seq_before = self.next_seq;
+            let mut savepoint = tx.savepoint()?;
+            let result = execute(&savepoint, request, now, &mut self.next_seq);
+            match &result {
+                Ok(_) => savepoint.commit()?,
+                Err(_) => {
+                    savepoint.rollback()?;
+                    savepoint.commit()?;
+                    self.next_seq = seq_before;
+                }
+            }
+            touched_keys |= result.is_ok() && matches!(request.command, Command::Account(_));
+            results.push(result);
+        }
+        tx.commit()?;
+        Ok((results, touched_keys))
+    }
+}
+
+/// Decides and appends one command inside the current savepoint.
+fn execute(
+    conn: &Connection,
+    request: &WriteRequest,
+    now: DateTime<Utc>,
+    next_seq: &mut u64,
+) -> Result<Outcome, WriteError> {
+    if let Some(idempotency) = &request.idempotency {
+        let stored: Option<(String, String)> = conn
+            .prepare_cached(
+                "SELECT fingerprint, outcome FROM idempotency_keys WHERE scope = ?1 AND key = ?2",
+            )?
+            .query_row((&idempotency.scope, &idempotency.key), |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .optional()?;
+        if let Some((fingerprint, outcome)) = stored {
+            if fingerprint != idempotency.fingerprint {
+                return Err(WriteError::IdempotencyMismatch);
+            }
+            let mut outcome: Outcome = serde_json::from_str(&outcome)
+                .map_err(|error| StoreError::Corrupt(format!("idempotency record: {error}")))?;
+            outcome.replayed = true;
+            return Ok(outcome);
+        }
+    }
+    let (events, primary_stream) = decide(conn, &request.command, now)?;
+    let meta = serde_json::to_string(&request.meta).expect("meta serializes");
+    let mut outcome = Outcome {
+        appended: events.len(),
+        ..Outcome::default()
+    };
+    for NewEvent { account, event } in events {
+        let stream = event.stream(&account);
+        let recorded = RecordedEvent {
+            seq: *next_seq,
+            stream_version: log::stream_version(conn, &stream)? + 1,
+            account,
+            stream,
+            event,
+            meta: meta.clone(),
+            recorded_at: now,
+        };
+        log::append(conn, &recorded)?;
+        projections::apply(conn, &recorded)?;
+        outcome.last_seq = Some(recorded.seq);
+        *next_seq += 1;
+    }
+    if let Some(stream) = primary_stream {
+        outcome.version = log::stream_version(conn, &stream)?;
+    }
+    if let Some(idempotency) = &request.idempotency {
+        conn.prepare_cached(
+            "INSERT INTO idempotency_keys (scope, key, fingerprint, outcome, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute((
+            &idempotency.scope,
+            &idempotency.key,
+            &idempotency.fingerprint,
+            serde_json::to_string(&outcome).expect("outcome serializes"),
+            now.timestamp_micros(),
+        ))?;
+    }
+    Ok(outcome)
+}
+
+/// Loads the state a command is decided against and decides it.
+/// Returns the events and the stream whose version the reply reports.
+fn decide(
+    conn: &Connection,
+    command: &Command,
+    now: DateTime<Utc>,
+) -> Result<(Vec<NewEvent>, Option<String>), WriteError> {
+    let tag = |account: &str, events: Vec<Event>| {
+        events
+            .into_iter()
+            .map(|event| NewEvent {
+                account: account.to_string(),
+                event,
+            })
+            .collect()
+    };
+    Ok(match command {
+        Command::Account(command) => {
+            let account = command.account_id();
+            let state = projections::accounts::load_state(conn, account)?;
+            let events = accounts::decide_account(&state, command)?;
+            (tag(account, events), Some(account_stream(account)))
+        }
+        Command::Context { account, command } => match command.session() {
+            Some(session) => {
+                let stream = session_stream(account, &session.namespace, &session.session_id);
+                let state = projections::context::load_session_state(
+                    conn,
+                    account,
+                    &session.namespace,
+                    &session.session_id,
+                    log::stream_version(conn, &stream)?,
+                    now,
+                )?;
+                let events = context::decide_session(&state, command, now)?;
+                (tag(account, events), Some(stream))
+            }
+            None => {
+                let namespace = command.namespace();
+                let state = projections::context::load_namespace_state(conn, account, namespace)?;
+                let events = context::decide_namespace(&state, command)?;
+                (
+                    tag(account, events),
+                    Some(namespace_stream(account, namespace)),
+                )
+            }
+        },
+        Command::ExpireProperties { limit } => {
+            let expired = projections::context::expired_properties(conn, now, *limit)?;
+            (context::decide_expiry(expired), None)
+        }
+    })
+}

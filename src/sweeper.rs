@@ -1,0 +1,50 @@
+//! The background sweeper: asks the writer to record the expiry of properties whose TTL passed,
+//! so that the log tells when they left.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::domain::Command;
+use crate::store::{EventMeta, Store, WriteError, WriteRequest};
+
+/// Most expired properties recorded per command.
+const SWEEP_BATCH: usize = 1000;
+
+/// Records every expiry due now, one command per batch of `SWEEP_BATCH` properties.
+/// Returns the number of `PropertiesExpired` events appended.
+pub async fn sweep_once(store: &Store) -> Result<usize, WriteError> {
+    let mut appended = 0;
+    loop {
+        let request = WriteRequest {
+            command: Command::ExpireProperties { limit: SWEEP_BATCH },
+            meta: EventMeta {
+                request_id: uuid::Uuid::new_v4().to_string(),
+                actor: "system:sweeper".into(),
+                ..Default::default()
+            },
+            idempotency: None,
+        };
+        let outcome = store.submit(request).await?;
+        appended += outcome.appended;
+        if outcome.appended == 0 {
+            return Ok(appended);
+        }
+    }
+}
+
+/// Sweeps every `interval` until `stop` changes.
+pub async fn run(store: Store, interval: Duration, mut stop: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                if let Err(error) = sweep_once(&store).await {
+                    tracing::warn!(%error, "expiry sweep failed");
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
