@@ -202,7 +202,10 @@ impl Store {
         let (reply, answer) = oneshot::channel();
         self.inner
             .sender
-            .send(writer::Message::Write { request, reply })
+            .send(writer::Message::Write {
+                request: Box::new(request),
+                reply,
+            })
             .await
             .map_err(|_| WriteError::Unavailable)?;
         answer.await.map_err(|_| WriteError::Unavailable)?

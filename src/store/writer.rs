@@ -43,7 +43,7 @@ impl Default for WriterConfig {
 
 pub(super) enum Message {
     Write {
-        request: WriteRequest,
+        request: Box<WriteRequest>,
         reply: oneshot::Sender<Result<Outcome, WriteError>>,
     },
     Stop {
@@ -51,7 +51,10 @@ pub(super) enum Message {
     },
 }
 
-type Pending = (WriteRequest, oneshot::Sender<Result<Outcome, WriteError>>);
+type Pending = (
+    Box<WriteRequest>,
+    oneshot::Sender<Result<Outcome, WriteError>>,
+);
 
 pub(super) fn spawn(
     conn: Connection,

@@ -1,0 +1,259 @@
+//! Test harness: a real server on port 0 with a temp data dir and a manual clock, and a small
+//! HTTP client that talks to it over loopback.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use ctxd::app::{Application, ServeConfig};
+use ctxd::clock::ManualClock;
+use ctxd::store::{Store, WriterConfig};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// A running server and what a test needs to talk to it.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub clock: Arc<ManualClock>,
+    pub store: Store,
+    pub data_dir: PathBuf,
+    /// Keeps the temp dir alive for the test's duration (None when the caller owns the dir).
+    _temp: Option<Arc<tempfile::TempDir>>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// A reply, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|error| panic!("not JSON ({error}): {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|value| value.to_str().unwrap().to_string())
+    }
+
+    pub fn etag(&self) -> String {
+        self.header("etag").expect("an ETag header")
+    }
+
+    /// Asserts a status and a JSON error body with a message, returning the message.
+    pub fn assert_error(&self, status: u16) -> String {
+        assert_eq!(self.status, status, "body: {}", self.body);
+        let message = self.json()["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no message: {}", self.body))
+            .to_string();
+        assert!(!message.is_empty());
+        message
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    let temp = Arc::new(tempfile::tempdir().unwrap());
+    let dir = temp.path().to_path_buf();
+    let mut app = spawn_app_in(
+        &dir,
+        Arc::new(ManualClock::starting_at(
+            Utc.with_ymd_and_hms(2026, 1, 1, 10, 0, 0).unwrap(),
+        )),
+    )
+    .await;
+    app._temp = Some(temp);
+    app
+}
+
+/// Starts a server on an existing data dir (for restarts) with the given clock.
+pub async fn spawn_app_in(data_dir: &Path, clock: Arc<ManualClock>) -> TestApp {
+    let config = ServeConfig {
+        addr: "127.0.0.1:0".into(),
+        data_dir: data_dir.to_path_buf(),
+        admin_token: Some(ADMIN_TOKEN.into()),
+        writer: WriterConfig::default(),
+        // Tests run the sweeper by hand; the background one stays out of their way.
+        sweep_interval: Duration::from_secs(3600),
+    };
+    let app = Application::build(&config, clock.clone())
+        .await
+        .expect("server builds");
+    let addr = app.local_addr();
+    let store = app.store();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        app.run_until_stopped(async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("server runs");
+    });
+    TestApp {
+        addr,
+        clock,
+        store,
+        data_dir: data_dir.to_path_buf(),
+        _temp: None,
+        stop: Some(stop),
+        server: Some(server),
+        client: Client::builder(TokioExecutor::new()).build_http(),
+    }
+}
+
+impl TestApp {
+    /// Stops the server gracefully and starts a new one on the same data dir and clock.
+    pub async fn restart(mut self) -> TestApp {
+        self.shutdown().await;
+        // Dropping every handle on the old store releases the data dir's lock.
+        let TestApp {
+            data_dir,
+            clock,
+            _temp,
+            store,
+            ..
+        } = self;
+        drop(store);
+        let mut next = spawn_app_in(&data_dir, clock).await;
+        next._temp = _temp;
+        next
+    }
+
+    pub async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap();
+        }
+    }
+
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        let mut builder = hyper::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{}", self.addr, path));
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let response = self
+            .client
+            .request(builder.body(Full::new(body.into())).unwrap())
+            .await
+            .expect("request sent");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        Reply {
+            status,
+            headers,
+            body: String::from_utf8(bytes.to_vec()).unwrap(),
+        }
+    }
+
+    pub async fn admin(&self, method: &str, path: &str, body: &str) -> Reply {
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        self.request(method, path, &[("authorization", &auth)], body.to_string())
+            .await
+    }
+
+    /// Creates an account and returns a fresh API key for it.
+    pub async fn account(&self, account_id: &str) -> String {
+        let created = self
+            .admin(
+                "POST",
+                "/admin/accounts",
+                &format!(r#"{{"account_id":"{account_id}"}}"#),
+            )
+            .await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        self.issue_key(account_id).await
+    }
+
+    pub async fn issue_key(&self, account_id: &str) -> String {
+        let issued = self
+            .admin("POST", &format!("/admin/accounts/{account_id}/api-key"), "")
+            .await;
+        assert_eq!(issued.status, 201, "{}", issued.body);
+        issued.json()["api_key"].as_str().unwrap().to_string()
+    }
+
+    /// A call with an API key, for the context store.
+    pub async fn call(&self, key: &str, method: &str, path: &str, body: &str) -> Reply {
+        self.request(
+            method,
+            path,
+            &[("maven-api-key", key), ("content-type", "application/json")],
+            body.to_string(),
+        )
+        .await
+    }
+
+    pub async fn call_with(
+        &self,
+        key: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Reply {
+        let mut all = vec![("maven-api-key", key)];
+        all.extend_from_slice(headers);
+        self.request(method, path, &all, body.to_string()).await
+    }
+
+    /// Rows of the event log, read straight from the SQLite file: (seq, stream, version, type, data, meta).
+    pub fn events(&self) -> Vec<(u64, String, u64, String, Value, Value)> {
+        let conn = ctxd::store::read::open_read_only(self.store.path()).unwrap();
+        let mut statement = conn
+            .prepare("SELECT seq, stream, stream_version, event_type, data, meta FROM events ORDER BY seq")
+            .unwrap();
+        statement
+            .query_map([], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    serde_json::from_str(&row.get::<_, String>(4)?).unwrap(),
+                    serde_json::from_str(&row.get::<_, String>(5)?).unwrap(),
+                ))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    pub fn event_count(&self) -> usize {
+        self.events().len()
+    }
+
+    /// `ctxd verify` run in-process against the live file.
+    pub fn verify(&self) -> ctxd::projections::verify::Report {
+        let conn = ctxd::store::read::open_read_only(self.store.path()).unwrap();
+        ctxd::projections::verify::verify(&conn).unwrap()
+    }
+}

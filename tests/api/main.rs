@@ -1,0 +1,10 @@
+//! Black-box tests over real HTTP against a real SQLite file. One binary, one module per area.
+
+mod admin;
+mod concurrency;
+mod context;
+mod errors;
+mod helpers;
+mod ops;
+mod process;
+mod ttl;

@@ -1,0 +1,330 @@
+//! The real `ctxd` binary: the CLI, signals, and a crash under load with `kill -9`.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_ctxd");
+const ADMIN: &str = "process-test-admin";
+
+/// A `ctxd serve` child process on a random port.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(data_dir: &Path) -> Server {
+        let mut child = Command::new(BINARY)
+            .env("CTXD_DATA_DIR", data_dir)
+            .env("CTXD_ADDR", "127.0.0.1:0")
+            .env("CTXD_ADMIN_TOKEN", ADMIN)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ctxd starts");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().expect("ctxd logs that it listens").unwrap();
+            if let Some(rest) = line.split("ctxd listening addr=").nth(1) {
+                break rest.trim().to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, addr }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+type Http = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+async fn send(
+    client: &Http,
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<(u16, String), String> {
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = client
+        .request(
+            request
+                .body(Full::new(Bytes::from(body.to_string())))
+                .unwrap(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+async fn create_account(client: &Http, addr: &str) -> String {
+    let admin = format!("Bearer {ADMIN}");
+    let auth = [("authorization", admin.as_str())];
+    let (status, _) = send(
+        client,
+        addr,
+        "POST",
+        "/admin/accounts",
+        &auth,
+        r#"{"account_id":"acme"}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201);
+    let (status, body) = send(
+        client,
+        addr,
+        "POST",
+        "/admin/accounts/acme/api-key",
+        &auth,
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201);
+    serde_json::from_str::<serde_json::Value>(&body).unwrap()["api_key"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn ctxd(data_dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(BINARY)
+        .env("CTXD_DATA_DIR", data_dir)
+        .env("RUST_LOG", "warn")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn every_acknowledged_write_survives_kill_9_and_verify_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client: Http = Client::builder(TokioExecutor::new()).build_http();
+    let key = create_account(&client, &server.addr).await;
+
+    let acknowledged: Arc<Mutex<HashMap<usize, Vec<usize>>>> = Arc::default();
+    let mut writers = Vec::new();
+    for writer in 0..16 {
+        let (client, addr, key, acknowledged) = (
+            client.clone(),
+            server.addr.clone(),
+            key.clone(),
+            acknowledged.clone(),
+        );
+        writers.push(tokio::spawn(async move {
+            for n in 0.. {
+                let path = format!("/v1/account/acme/crash/w{writer}/properties");
+                let body = format!(r#"{{"k{n}":{n}}}"#);
+                match send(
+                    &client,
+                    &addr,
+                    "PATCH",
+                    &path,
+                    &[("maven-api-key", &key)],
+                    &body,
+                )
+                .await
+                {
+                    Ok((204, _)) => acknowledged
+                        .lock()
+                        .unwrap()
+                        .entry(writer)
+                        .or_default()
+                        .push(n),
+                    Ok((status, body)) => panic!("unexpected {status}: {body}"),
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    while acknowledged
+        .lock()
+        .unwrap()
+        .values()
+        .map(Vec::len)
+        .sum::<usize>()
+        < 2000
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.signal("-KILL");
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    drop(server);
+
+    let server = Server::start(dir.path());
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    let mut total = 0;
+    for (writer, keys) in &acknowledged {
+        let path = format!("/v1/account/acme/crash/w{writer}/properties");
+        let (status, body) = send(
+            &client,
+            &server.addr,
+            "GET",
+            &path,
+            &[("maven-api-key", &key)],
+            "",
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200);
+        let stored: serde_json::Value = serde_json::from_str(&body).unwrap();
+        for n in keys {
+            assert_eq!(
+                stored[format!("k{n}")],
+                *n,
+                "acknowledged write k{n} of writer {writer} is lost"
+            );
+        }
+        total += keys.len();
+    }
+    assert!(total >= 2000);
+    let (code, stdout, _) = ctxd(dir.path(), &["verify"]);
+    assert_eq!(code, 0, "{stdout}");
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_0_with_the_wal_checkpointed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let client: Http = Client::builder(TokioExecutor::new()).build_http();
+    let key = create_account(&client, &server.addr).await;
+    let (status, _) = send(
+        &client,
+        &server.addr,
+        "PATCH",
+        "/v1/account/acme/n/s/properties",
+        &[("maven-api-key", &key)],
+        r#"{"a":1}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 204);
+    server.signal("-TERM");
+    let status = server.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let wal = dir.path().join("ctxd.db-wal");
+    assert!(
+        !wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0,
+        "the WAL was checkpointed"
+    );
+}
+
+#[tokio::test]
+async fn the_cli_creates_accounts_issues_keys_rebuilds_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(ctxd(dir.path(), &["admin", "create-account", "acme"]).0, 0);
+    let (code, key, _) = ctxd(dir.path(), &["admin", "issue-key", "acme"]);
+    assert_eq!(code, 0);
+    let key = key.trim().to_string();
+    let (code, _, stderr) = ctxd(dir.path(), &["admin", "issue-key", "ghost"]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("not found"), "{stderr}");
+
+    let server = Server::start(dir.path());
+    let client: Http = Client::builder(TokioExecutor::new()).build_http();
+    for n in 0..20 {
+        let body = format!(r#"{{"n":{n}}}"#);
+        let (status, _) = send(
+            &client,
+            &server.addr,
+            "PATCH",
+            &format!("/v1/account/acme/ns/s{}/properties", n % 3),
+            &[("maven-api-key", &key)],
+            &body,
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 204);
+    }
+    let (code, _, stderr) = ctxd(dir.path(), &["admin", "create-account", "other"]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("/admin/accounts"),
+        "points to the admin API while the server runs: {stderr}"
+    );
+    let (code, stdout, _) = ctxd(dir.path(), &["verify"]);
+    assert_eq!(code, 0, "verify runs beside a live server: {stdout}");
+    drop(server);
+
+    let (code, stdout, _) = ctxd(dir.path(), &["rebuild"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("from 23 events"), "{stdout}");
+    assert_eq!(ctxd(dir.path(), &["verify"]).0, 0);
+
+    let conn = rusqlite::Connection::open(dir.path().join("ctxd.db")).unwrap();
+    conn.execute(
+        "UPDATE properties SET value = '999' WHERE session_id = 's1'",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let (code, stdout, _) = ctxd(dir.path(), &["verify"]);
+    assert_eq!(code, 1);
+    assert!(stdout.contains("MISMATCH: table properties"), "{stdout}");
+
+    let conn = rusqlite::Connection::open(dir.path().join("ctxd.db")).unwrap();
+    let error = conn
+        .execute("DELETE FROM events WHERE seq = 1", [])
+        .unwrap_err();
+    assert!(error.to_string().contains("append-only"));
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_binary_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(ctxd(dir.path(), &["admin", "create-account", "acme"]).0, 0);
+    let conn = rusqlite::Connection::open(dir.path().join("ctxd.db")).unwrap();
+    conn.execute(
+        "INSERT INTO schema_version VALUES (999, '0999_future.sql', 'later')",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let (code, _, stderr) = ctxd(dir.path(), &["admin", "create-account", "other"]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("newer than this binary"), "{stderr}");
+}
