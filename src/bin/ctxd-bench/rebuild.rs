@@ -1,0 +1,204 @@
+//! Rebuild and verify speed: a store is filled with a realistic mix of context events through
+//! the live code path (`log::append` + `projections::apply`, in large transactions), then
+//! `projections::rebuild` and `projections::verify::verify` are timed on it.
+
+use std::path::Path;
+use std::time::Instant;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use ctxd::app::BoxError;
+use ctxd::domain::Event;
+use ctxd::domain::events::{NamespaceCreated, PropertiesPatched, PropertyDeleted, SessionTtlSet};
+use ctxd::projections;
+use ctxd::store::log::{self, RecordedEvent};
+use ctxd::store::{StoreError, database_path, open_writer_connection, read::open_read_only};
+use rusqlite::Connection;
+use serde_json::{Map, Value};
+
+use crate::report::{Throughput, thousands};
+use crate::workload::{ACCOUNT, meta};
+
+/// Namespaces of the filled store; sessions are spread over them.
+const NAMESPACES: &[&str] = &["orders", "billing", "support", "journeys"];
+/// Sessions the events are spread over.
+const SESSIONS: u64 = 100_000;
+/// Property names the events write and delete.
+const KEYS: &[&str] = &[
+    "intent",
+    "step",
+    "agent",
+    "channel",
+    "language",
+    "sentiment",
+    "queue",
+    "tier",
+];
+/// Events per transaction of the fill.
+const FILL_TRANSACTION: u64 = 50_000;
+
+/// Fills a store in `dir` with `events` events, then times rebuild and verify, printing each.
+pub fn run(dir: &Path, events: u64) -> Result<(), BoxError> {
+    std::fs::create_dir_all(dir)?;
+    let path = database_path(dir);
+    let mut conn = open_writer_connection(&path, true)?;
+    eprintln!("filling a store with {} events…", thousands(events));
+    let fill = timed(|| fill(&mut conn, events))?;
+    println!(
+        "fill (append + apply, {} per transaction): {fill}",
+        thousands(FILL_TRANSACTION)
+    );
+    let rebuild = timed(|| projections::rebuild(&mut conn))?;
+    println!("rebuild: {rebuild}");
+    let reader = open_read_only(&path)?;
+    let started = Instant::now();
+    let report = projections::verify::verify(&reader)?;
+    let verify = Throughput {
+        items: report.events,
+        elapsed: started.elapsed(),
+    };
+    match report.mismatch {
+        None => println!("verify: {verify} (projections match)"),
+        Some(difference) => println!("verify: {verify} — MISMATCH: {difference}"),
+    }
+    Ok(())
+}
+
+/// Runs `work`, which returns how many events it handled, and times it.
+fn timed(work: impl FnOnce() -> Result<u64, StoreError>) -> Result<Throughput, StoreError> {
+    let started = Instant::now();
+    let items = work()?;
+    Ok(Throughput {
+        items,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Appends `events` generated events and applies them, as the writer would.
+fn fill(conn: &mut Connection, events: u64) -> Result<u64, StoreError> {
+    let mut generator = EventMix::new(Utc::now() - TimeDelta::days(30));
+    let mut written = 0;
+    while written < events {
+        let tx = conn.transaction()?;
+        for _ in 0..FILL_TRANSACTION.min(events - written) {
+            let recorded = generator.next();
+            log::append(&tx, &recorded)?;
+            projections::apply(&tx, &recorded)?;
+            written += 1;
+        }
+        tx.commit()?;
+    }
+    Ok(written)
+}
+
+/// A deterministic stream of context events: each namespace's implicit creation, then 90%
+/// `PropertiesPatched` of 1–3 properties, 7% `PropertyDeleted`, 3% `SessionTtlSet`, over
+/// `SESSIONS` sessions.
+struct EventMix {
+    random: SplitMix64,
+    next_seq: u64,
+    /// Stream version of each session, by session number.
+    versions: Vec<u64>,
+    started_at: DateTime<Utc>,
+}
+
+impl EventMix {
+    fn new(started_at: DateTime<Utc>) -> Self {
+        EventMix {
+            random: SplitMix64(0x5eed),
+            next_seq: 1,
+            versions: vec![0; SESSIONS as usize],
+            started_at,
+        }
+    }
+
+    fn next(&mut self) -> RecordedEvent {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let (event, stream_version) = match NAMESPACES.get(seq as usize - 1) {
+            Some(namespace) => (namespace_created(namespace), 1),
+            None => self.session_event(),
+        };
+        RecordedEvent {
+            seq,
+            account: ACCOUNT.to_string(),
+            stream: event.stream(ACCOUNT),
+            stream_version,
+            event,
+            meta: meta(),
+            recorded_at: self.started_at + TimeDelta::milliseconds(seq as i64),
+        }
+    }
+
+    /// An event on a random session, and the session's version after it.
+    fn session_event(&mut self) -> (Event, u64) {
+        let session = self.random.below(SESSIONS);
+        let namespace = NAMESPACES[(session % NAMESPACES.len() as u64) as usize].to_string();
+        let session_id = format!("conv-{session:06}");
+        let event = match self.random.below(100) {
+            0..90 => Event::PropertiesPatched(PropertiesPatched {
+                namespace,
+                session_id,
+                properties: self.properties(),
+                expires_at: None,
+            }),
+            90..97 => Event::PropertyDeleted(PropertyDeleted {
+                namespace,
+                session_id,
+                property: self.key().to_string(),
+            }),
+            _ => Event::SessionTtlSet(SessionTtlSet {
+                namespace,
+                session_id,
+                ttl_second: 3600,
+            }),
+        };
+        let version = &mut self.versions[session as usize];
+        *version += 1;
+        (event, *version)
+    }
+
+    /// 1 to 3 properties with short string or number values.
+    fn properties(&mut self) -> Map<String, Value> {
+        let count = 1 + self.random.below(3);
+        (0..count)
+            .map(|_| {
+                let key = self.key();
+                let value = match key {
+                    "step" => Value::from(self.random.below(40)),
+                    _ => Value::from(format!("{key}-{}", self.random.below(50))),
+                };
+                (key.to_string(), value)
+            })
+            .collect()
+    }
+
+    fn key(&mut self) -> &'static str {
+        KEYS[self.random.below(KEYS.len() as u64) as usize]
+    }
+}
+
+fn namespace_created(namespace: &str) -> Event {
+    Event::NamespaceCreated(NamespaceCreated {
+        namespace: namespace.to_string(),
+        ttl_second: None,
+        implicit: true,
+    })
+}
+
+/// A small, fast, seedable pseudo-random generator (SplitMix64): the fill is the same every run.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..bound`.
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
+}

@@ -1,0 +1,182 @@
+//! The real `ctxd` binary as a child process: started on a fresh data directory and a free
+//! port, set up over the admin API, observed through `/metrics`, stopped with SIGTERM.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use ctxd::app::BoxError;
+use hyper::Method;
+use serde_json::{Value, json};
+
+use crate::http_client::fetch;
+
+/// How long the server may take to answer `/readyz`.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running `ctxd serve`. Dropping it stops the server, so that a failed run leaves none behind.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    admin_token: String,
+}
+
+impl Server {
+    /// Starts the `ctxd` binary that sits next to this one, storing in `data_dir`.
+    pub fn start(data_dir: &Path) -> Result<Server, BoxError> {
+        let binary = std::env::current_exe()?.with_file_name("ctxd");
+        if !binary.exists() {
+            return Err(format!(
+                "{} not found: run `cargo build --release --bins` first",
+                binary.display()
+            )
+            .into());
+        }
+        let addr = free_local_addr()?;
+        let admin_token = uuid::Uuid::new_v4().simple().to_string();
+        let child = Command::new(&binary)
+            .env("CTXD_DATA_DIR", data_dir)
+            .env("CTXD_ADDR", addr.to_string())
+            .env("CTXD_ADMIN_TOKEN", &admin_token)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()?;
+        Ok(Server {
+            child,
+            addr,
+            admin_token,
+        })
+    }
+
+    /// Waits until `GET /readyz` answers 200, or fails if the server exits or takes too long.
+    pub async fn wait_ready(&mut self) -> Result<(), BoxError> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Err(format!("ctxd exited with {status} before it was ready").into());
+            }
+            if fetch(Method::GET, self.addr, "/readyz", &[], vec![])
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("ctxd was not ready within {READY_TIMEOUT:?}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Creates `account` through the admin API and returns a new API key for it.
+    pub async fn issue_api_key(&self, account: &str) -> Result<String, BoxError> {
+        let bearer = format!("Bearer {}", self.admin_token);
+        let headers = [("authorization", bearer.as_str())];
+        let body = serde_json::to_vec(&json!({ "account_id": account }))?;
+        fetch(Method::POST, self.addr, "/admin/accounts", &headers, body).await?;
+        let path = format!("/admin/accounts/{account}/api-key");
+        let answer = fetch(Method::POST, self.addr, &path, &headers, vec![]).await?;
+        let answer: Value = serde_json::from_slice(&answer)?;
+        answer["api_key"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("no api_key in the answer of POST {path}: {answer}").into())
+    }
+
+    /// Sends SIGTERM and waits for the server to drain and exit.
+    pub fn stop(mut self) -> std::io::Result<ExitStatus> {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> std::io::Result<ExitStatus> {
+        if let Some(status) = self.child.try_wait()? {
+            return Ok(status);
+        }
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        self.child.wait()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.terminate();
+    }
+}
+
+/// A local address no one listens on: bind port 0, note the port, let it go.
+fn free_local_addr() -> std::io::Result<SocketAddr> {
+    TcpListener::bind("127.0.0.1:0")?.local_addr()
+}
+
+/// The write-path counters of `/metrics` at one instant.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scrape {
+    commits: f64,
+    commands: f64,
+    appended: f64,
+}
+
+impl Scrape {
+    pub async fn take(addr: SocketAddr) -> Result<Scrape, BoxError> {
+        let text = fetch(Method::GET, addr, "/metrics", &[], vec![]).await?;
+        Scrape::parse(&String::from_utf8_lossy(&text))
+    }
+
+    fn parse(text: &str) -> Result<Scrape, BoxError> {
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|value| value.trim().parse::<f64>().ok())
+                .ok_or_else(|| format!("/metrics has no {name}"))
+        };
+        Ok(Scrape {
+            commits: value("ctxd_commit_batch_size_count")?,
+            commands: value("ctxd_commit_batch_size_sum")?,
+            appended: value("ctxd_events_appended_total")?,
+        })
+    }
+}
+
+/// What the server did between two scrapes.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerActivity {
+    pub commits: u64,
+    pub commands: u64,
+    pub appended: u64,
+}
+
+impl ServerActivity {
+    pub fn between(before: Scrape, after: Scrape) -> ServerActivity {
+        let delta = |a: f64, b: f64| (b - a).max(0.0).round() as u64;
+        ServerActivity {
+            commits: delta(before.commits, after.commits),
+            commands: delta(before.commands, after.commands),
+            appended: delta(before.appended, after.appended),
+        }
+    }
+
+    /// Commands per group commit.
+    pub fn average_batch(&self) -> f64 {
+        self.commands as f64 / self.commits.max(1) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Scrape;
+
+    #[test]
+    fn the_write_counters_are_read_from_the_exposition() {
+        let text = "ctxd_events_appended_total 120\nctxd_commit_batch_size_bucket{le=\"1\"} 3\n\
+                    ctxd_commit_batch_size_sum 100\nctxd_commit_batch_size_count 4\n";
+        let scrape = Scrape::parse(text).unwrap();
+        assert_eq!(
+            (scrape.commits, scrape.commands, scrape.appended),
+            (4.0, 100.0, 120.0)
+        );
+    }
+}
