@@ -51,12 +51,13 @@ CREATE TABLE namespaces (
     PRIMARY KEY (account_id, namespace)
 ) WITHOUT ROWID;
 
-CREATE TABLE sessions (
-    account_id TEXT NOT NULL,
-    namespace  TEXT NOT NULL,
-    session_id TEXT NOT NULL,
-    ttl_second INTEGER,            -- NULL: no session TTL
-    ttl_set_at TEXT,
+-- Sessions with a TTL setting (a session with properties but no TTL has no row here).
+CREATE TABLE session_ttls (
+    account_id TEXT    NOT NULL,
+    namespace  TEXT    NOT NULL,
+    session_id TEXT    NOT NULL,
+    ttl_second INTEGER NOT NULL,
+    ttl_set_at TEXT    NOT NULL,
     PRIMARY KEY (account_id, namespace, session_id)
 ) WITHOUT ROWID;
 

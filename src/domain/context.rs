@@ -60,7 +60,7 @@ pub struct SessionState {
     pub namespace_ttl: Option<u64>,
     /// `None`: the session has no TTL setting (it may still hold properties).
     pub session_ttl: Option<u64>,
-    /// True when the session has a row in the projection (any properties or a TTL setting).
+    /// True when the session holds any properties (even expired, not yet swept) or a TTL setting.
     pub session_known: bool,
     /// Unexpired properties and the length in characters of each one's JSON value.
     pub live_properties: BTreeMap<String, usize>,

@@ -1,4 +1,5 @@
-//! The context store's read model: namespaces, sessions (TTL settings) and properties with expiry.
+//! The context store's read model: namespaces, session TTL settings and properties with expiry.
+//! A session exists as far as reads are concerned when it has properties or a TTL setting.
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -31,10 +32,6 @@ pub fn apply(conn: &Connection, recorded: &RecordedEvent) -> Result<(), StoreErr
                 .execute(params![account, e.namespace])?;
         }
         Event::PropertiesPatched(e) => {
-            conn.prepare_cached(
-                "INSERT OR IGNORE INTO sessions (account_id, namespace, session_id) VALUES (?1, ?2, ?3)",
-            )?
-            .execute(params![account, e.namespace, e.session_id])?;
             let mut upsert = conn.prepare_cached(
                 "INSERT INTO properties (account_id, namespace, session_id, key, value, updated_at, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -68,13 +65,13 @@ pub fn apply(conn: &Connection, recorded: &RecordedEvent) -> Result<(), StoreErr
             conn.prepare_cached("DELETE FROM properties WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3")?
                 .execute(params![account, e.namespace, e.session_id])?;
             conn.prepare_cached(
-                "DELETE FROM sessions WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3",
+                "DELETE FROM session_ttls WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3",
             )?
             .execute(params![account, e.namespace, e.session_id])?;
         }
         Event::SessionTtlSet(e) => {
             conn.prepare_cached(
-                "INSERT INTO sessions (account_id, namespace, session_id, ttl_second, ttl_set_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO session_ttls (account_id, namespace, session_id, ttl_second, ttl_set_at) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT DO UPDATE SET ttl_second = excluded.ttl_second, ttl_set_at = excluded.ttl_set_at",
             )?
             .execute(params![account, e.namespace, e.session_id, e.ttl_second, at])?;
@@ -115,26 +112,36 @@ pub fn load_session_state(
         )?
         .query_row(params![account, namespace], |row| row.get(0))
         .optional()?;
-    let session_row: Option<Option<u64>> = conn
-        .prepare_cached("SELECT ttl_second FROM sessions WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3")?
+    let session_ttl: Option<u64> = conn
+        .prepare_cached(
+            "SELECT ttl_second FROM session_ttls WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3",
+        )?
         .query_row(params![account, namespace, session_id], |row| row.get(0))
         .optional()?;
     let mut statement = conn.prepare_cached(
-        "SELECT key, length(value) FROM properties
-         WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3 AND (expires_at IS NULL OR expires_at > ?4)",
+        "SELECT key, length(value), coalesce(expires_at > ?4, 1) FROM properties
+         WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3",
     )?;
-    let live_properties = statement
-        .query_map(
-            params![account, namespace, session_id, now.timestamp_micros()],
-            |row| Ok((row.get::<_, String>(0)?, row.get::<_, usize>(1)?)),
-        )?
-        .collect::<Result<_, _>>()?;
+    let mut rows = statement.query(params![
+        account,
+        namespace,
+        session_id,
+        now.timestamp_micros()
+    ])?;
+    let mut live_properties = std::collections::BTreeMap::new();
+    let mut has_property_rows = false;
+    while let Some(row) = rows.next()? {
+        has_property_rows = true;
+        if row.get::<_, bool>(2)? {
+            live_properties.insert(row.get::<_, String>(0)?, row.get::<_, usize>(1)?);
+        }
+    }
     Ok(SessionState {
         version,
         namespace_registered: namespace_row.is_some(),
         namespace_ttl: namespace_row.flatten(),
-        session_known: session_row.is_some(),
-        session_ttl: session_row.flatten(),
+        session_known: session_ttl.is_some() || has_property_rows,
+        session_ttl,
         live_properties,
     })
 }
@@ -152,7 +159,11 @@ pub fn load_namespace_state(
         .query_row(params![account, namespace], |row| row.get(0))
         .optional()?;
     let sessions = conn
-        .prepare_cached("SELECT session_id FROM sessions WHERE account_id = ?1 AND namespace = ?2 ORDER BY session_id")?
+        .prepare_cached(
+            "SELECT session_id FROM session_ttls WHERE account_id = ?1 AND namespace = ?2
+             UNION SELECT session_id FROM properties WHERE account_id = ?1 AND namespace = ?2
+             ORDER BY 1",
+        )?
         .query_map(params![account, namespace], |row| row.get(0))?
         .collect::<Result<_, _>>()?;
     Ok(NamespaceState {
@@ -229,8 +240,8 @@ pub fn list_session_ttls(
     namespace: &str,
 ) -> Result<Vec<SessionTtlInfo>, StoreError> {
     let mut statement = conn.prepare_cached(
-        "SELECT session_id, substr(ttl_set_at, 1, 23) || 'Z', ttl_second FROM sessions
-         WHERE account_id = ?1 AND namespace = ?2 AND ttl_second IS NOT NULL ORDER BY session_id",
+        "SELECT session_id, substr(ttl_set_at, 1, 23) || 'Z', ttl_second FROM session_ttls
+         WHERE account_id = ?1 AND namespace = ?2 ORDER BY session_id",
     )?;
     let rows = statement.query_map(params![account, namespace], |row| {
         Ok(SessionTtlInfo {

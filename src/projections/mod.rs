@@ -18,7 +18,7 @@ pub const TABLES: &[(&str, &str)] = &[
     ("accounts", "account_id"),
     ("api_keys", "key_hash"),
     ("namespaces", "account_id, namespace"),
-    ("sessions", "account_id, namespace, session_id"),
+    ("session_ttls", "account_id, namespace, session_id"),
     ("properties", "account_id, namespace, session_id, key"),
 ];
 

@@ -28,8 +28,11 @@ pub fn format_time(time: DateTime<Utc>) -> String {
 /// Current version of `stream` (0 if it has no events).
 pub fn stream_version(conn: &Connection, stream: &str) -> Result<StreamVersion, StoreError> {
     let version: Option<u64> = conn
-        .prepare_cached("SELECT max(stream_version) FROM events WHERE stream = ?1")?
-        .query_row([stream], |row| row.get(0))?;
+        .prepare_cached(
+            "SELECT stream_version FROM events WHERE stream = ?1 ORDER BY stream_version DESC LIMIT 1",
+        )?
+        .query_row([stream], |row| row.get(0))
+        .optional()?;
     Ok(version.unwrap_or(0))
 }
 

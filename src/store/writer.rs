@@ -16,7 +16,7 @@ use super::log::{self, RecordedEvent};
 use super::{KeyRing, Outcome, StoreError, WriteError, WriteRequest};
 use crate::clock::Clock;
 use crate::domain::events::{account_stream, namespace_stream, session_stream};
-use crate::domain::{Command, Event, NewEvent, accounts, context};
+use crate::domain::{Command, Event, NewEvent, StreamVersion, accounts, context};
 use crate::metrics::Metrics;
 use crate::projections;
 
@@ -158,23 +158,21 @@ impl Writer {
         batch: &[Pending],
     ) -> Result<(Vec<Result<Outcome, WriteError>>, bool), StoreError> {
         let now = self.clock.now();
-        let mut tx = self
+        let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut results = Vec::with_capacity(batch.len());
         let mut touched_keys = false;
         for (request, _) in batch {
             let seq_before = self.next_seq;
-            let mut savepoint = tx.savepoint()?;
-            let result = execute(&savepoint, request, now, &mut self.next_seq);
-            match &result {
-                Ok(_) => savepoint.commit()?,
-                Err(_) => {
-                    savepoint.rollback()?;
-                    savepoint.commit()?;
-                    self.next_seq = seq_before;
-                }
+            // Cached statements: a savepoint per command must not cost a statement preparation.
+            tx.prepare_cached("SAVEPOINT command")?.execute([])?;
+            let result = execute(&tx, request, now, &mut self.next_seq);
+            if result.is_err() {
+                tx.prepare_cached("ROLLBACK TO command")?.execute([])?;
+                self.next_seq = seq_before;
             }
+            tx.prepare_cached("RELEASE command")?.execute([])?;
             touched_keys |= result.is_ok() && matches!(request.command, Command::Account(_));
             results.push(result);
         }
@@ -209,17 +207,31 @@ fn execute(
             return Ok(outcome);
         }
     }
-    let (events, primary_stream) = decide(conn, &request.command, now)?;
+    let Decision { events, primary } = decide(conn, &request.command, now)?;
     let meta = serde_json::to_string(&request.meta).expect("meta serializes");
     let mut outcome = Outcome {
         appended: events.len(),
         ..Outcome::default()
     };
+    // Stream versions this command has seen, so each stream's index is read at most once.
+    let has_primary = primary.is_some();
+    let mut versions: Vec<(String, StreamVersion)> = primary.into_iter().collect();
     for NewEvent { account, event } in events {
         let stream = event.stream(&account);
+        let stream_version = match versions.iter_mut().find(|(known, _)| *known == stream) {
+            Some((_, version)) => {
+                *version += 1;
+                *version
+            }
+            None => {
+                let version = log::stream_version(conn, &stream)? + 1;
+                versions.push((stream.clone(), version));
+                version
+            }
+        };
         let recorded = RecordedEvent {
             seq: *next_seq,
-            stream_version: log::stream_version(conn, &stream)? + 1,
+            stream_version,
             account,
             stream,
             event,
@@ -231,8 +243,8 @@ fn execute(
         outcome.last_seq = Some(recorded.seq);
         *next_seq += 1;
     }
-    if let Some(stream) = primary_stream {
-        outcome.version = log::stream_version(conn, &stream)?;
+    if let Some((_, version)) = versions.first().filter(|_| has_primary) {
+        outcome.version = *version;
     }
     if let Some(idempotency) = &request.idempotency {
         conn.prepare_cached(
@@ -249,14 +261,20 @@ fn execute(
     Ok(outcome)
 }
 
+/// The events a command appends, and the stream whose version the reply reports, with the
+/// version it had before them.
+struct Decision {
+    events: Vec<NewEvent>,
+    primary: Option<(String, StreamVersion)>,
+}
+
 /// Loads the state a command is decided against and decides it.
-/// Returns the events and the stream whose version the reply reports.
 fn decide(
     conn: &Connection,
     command: &Command,
     now: DateTime<Utc>,
-) -> Result<(Vec<NewEvent>, Option<String>), WriteError> {
-    let tag = |account: &str, events: Vec<Event>| {
+) -> Result<Decision, WriteError> {
+    let tag = |account: &str, events: Vec<Event>| -> Vec<NewEvent> {
         events
             .into_iter()
             .map(|event| NewEvent {
@@ -265,40 +283,54 @@ fn decide(
             })
             .collect()
     };
+    let current = |stream: String| -> Result<Option<(String, StreamVersion)>, WriteError> {
+        let version = log::stream_version(conn, &stream)?;
+        Ok(Some((stream, version)))
+    };
     Ok(match command {
         Command::Account(command) => {
             let account = command.account_id();
             let state = projections::accounts::load_state(conn, account)?;
             let events = accounts::decide_account(&state, command)?;
-            (tag(account, events), Some(account_stream(account)))
+            Decision {
+                events: tag(account, events),
+                primary: current(account_stream(account))?,
+            }
         }
         Command::Context { account, command } => match command.session() {
             Some(session) => {
                 let stream = session_stream(account, &session.namespace, &session.session_id);
+                let version = log::stream_version(conn, &stream)?;
                 let state = projections::context::load_session_state(
                     conn,
                     account,
                     &session.namespace,
                     &session.session_id,
-                    log::stream_version(conn, &stream)?,
+                    version,
                     now,
                 )?;
                 let events = context::decide_session(&state, command, now)?;
-                (tag(account, events), Some(stream))
+                Decision {
+                    events: tag(account, events),
+                    primary: Some((stream, version)),
+                }
             }
             None => {
                 let namespace = command.namespace();
                 let state = projections::context::load_namespace_state(conn, account, namespace)?;
                 let events = context::decide_namespace(&state, command)?;
-                (
-                    tag(account, events),
-                    Some(namespace_stream(account, namespace)),
-                )
+                Decision {
+                    events: tag(account, events),
+                    primary: current(namespace_stream(account, namespace))?,
+                }
             }
         },
         Command::ExpireProperties { limit } => {
             let expired = projections::context::expired_properties(conn, now, *limit)?;
-            (context::decide_expiry(expired), None)
+            Decision {
+                events: context::decide_expiry(expired),
+                primary: None,
+            }
         }
     })
 }
