@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
 
 use super::events::*;
 use super::names::{check_name, check_namespace};
@@ -26,7 +25,7 @@ pub enum ContextCommand {
     /// Merge properties into a session (PATCH, and PUT of one property).
     PatchProperties {
         session: SessionRef,
-        properties: Map<String, Value>,
+        properties: Properties,
     },
     /// Remove one property (idempotent).
     DeleteProperty {
@@ -253,7 +252,7 @@ pub fn property_chars(key: &str, value_chars: usize) -> usize {
 /// Refuses a patch whose merged session document would exceed `MAX_DOCUMENT_CHARS`.
 fn check_document_size(
     live: &BTreeMap<String, usize>,
-    patch: &Map<String, Value>,
+    patch: &Properties,
 ) -> Result<(), DomainError> {
     let kept: usize = live
         .iter()
@@ -262,7 +261,7 @@ fn check_document_size(
         .sum();
     let written: usize = patch
         .iter()
-        .map(|(key, value)| property_chars(key, value.to_string().chars().count()))
+        .map(|(key, value)| property_chars(key, value.as_str().chars().count()))
         .sum();
     // Braces, minus the comma the last property does not have.
     if 2 + kept + written > MAX_DOCUMENT_CHARS + 1 {
@@ -274,7 +273,7 @@ fn check_document_size(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn session(expected: ExpectedVersion) -> SessionRef {
         SessionRef {
@@ -287,7 +286,12 @@ mod tests {
     fn patch(value: Value) -> ContextCommand {
         ContextCommand::PatchProperties {
             session: session(ExpectedVersion::Any),
-            properties: value.as_object().unwrap().clone(),
+            properties: value
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), JsonText::from_value(v)))
+                .collect(),
         }
     }
 

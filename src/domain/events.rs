@@ -3,7 +3,35 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
+
+/// A JSON value kept as its compact text: validated and normalized once where it enters (HTTP),
+/// then stored and returned without being parsed again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JsonText(Box<RawValue>);
+
+impl JsonText {
+    /// The compact form of `value`.
+    pub fn from_value(value: &serde_json::Value) -> JsonText {
+        JsonText(serde_json::value::to_raw_value(value).expect("a JSON value always serializes"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for JsonText {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+/// Property names and their values, in name order.
+pub type Properties = BTreeMap<String, JsonText>;
 
 /// An event about to be appended, with the account whose log it belongs to.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,7 +86,7 @@ pub struct PropertiesPatched {
     pub namespace: String,
     pub session_id: String,
     /// The keys written and their new values; keys not listed are untouched.
-    pub properties: Map<String, Value>,
+    pub properties: Properties,
     /// Expiry stamped at write time by the TTL rule; absent: never expires.
     pub expires_at: Option<DateTime<Utc>>,
 }

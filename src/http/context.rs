@@ -15,7 +15,7 @@ use super::error::{ApiError, etag};
 use super::extract::{Account, JsonBody, NoBody, Q, Target, Write, WriteContext};
 use crate::domain::Command;
 use crate::domain::context::{ContextCommand, SessionRef};
-use crate::domain::events::session_stream;
+use crate::domain::events::{JsonText, Properties, session_stream};
 use crate::domain::names::{check_name, check_namespace};
 use crate::projections::context as read;
 use crate::store::log;
@@ -155,7 +155,11 @@ async fn patch_properties(
     target: Target,
     write: Write<JsonBody<Map<String, Value>>>,
 ) -> Result<Response, ApiError> {
-    let JsonBody(properties) = write.body;
+    let JsonBody(body) = write.body;
+    let properties = body
+        .iter()
+        .map(|(key, value)| (key.clone(), JsonText::from_value(value)))
+        .collect();
     let session = session_ref(&target, &write.context);
     submit(
         &state,
@@ -178,7 +182,7 @@ async fn put_property(
     let JsonBody(value) = write.body;
     let property = target.property.clone().unwrap_or_default();
     let session = session_ref(&target, &write.context);
-    let properties = Map::from_iter([(property, value)]);
+    let properties = Properties::from([(property, JsonText::from_value(&value))]);
     submit(
         &state,
         &account,

@@ -4,33 +4,21 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension};
 
+use super::EventRef;
+use super::tables::Tables;
 use crate::domain::Event;
 use crate::domain::accounts::AccountState;
-use crate::store::log::{RecordedEvent, format_time};
 use crate::store::{KeyOwner, StoreError};
 
-pub fn apply(conn: &Connection, recorded: &RecordedEvent) -> Result<(), StoreError> {
-    let at = format_time(recorded.recorded_at);
-    match &recorded.event {
-        Event::AccountCreated(e) => {
-            conn.prepare_cached("INSERT INTO accounts (account_id, created_at) VALUES (?1, ?2)")?
-                .execute((&e.account_id, &at))?;
-        }
-        Event::ApiKeyIssued(e) => {
-            conn.prepare_cached(
-                "INSERT INTO api_keys (key_hash, key_id, account_id, issued_at) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute((&e.key_hash, &e.key_id, &e.account_id, &at))?;
-        }
-        Event::ApiKeyRevoked(e) => {
-            conn.prepare_cached(
-                "UPDATE api_keys SET revoked_at = ?3 WHERE account_id = ?1 AND key_id = ?2 AND revoked_at IS NULL",
-            )?
-            .execute((&e.account_id, &e.key_id, &at))?;
-        }
-        _ => {}
+/// Applies an account event to the accounts and API keys tables.
+pub fn apply(tables: &mut impl Tables, recorded: &EventRef<'_>) -> Result<(), StoreError> {
+    let at = recorded.recorded_at;
+    match recorded.event {
+        Event::AccountCreated(e) => tables.insert_account(&e.account_id, at),
+        Event::ApiKeyIssued(e) => tables.insert_api_key(&e.key_hash, &e.key_id, &e.account_id, at),
+        Event::ApiKeyRevoked(e) => tables.revoke_api_key(&e.account_id, &e.key_id, at),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// What `AccountCommand`s are decided against.

@@ -5,96 +5,66 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
+use super::EventRef;
+use super::tables::{PropertyRow, SessionKey, Tables};
 use crate::domain::Event;
 use crate::domain::StreamVersion;
 use crate::domain::context::{ExpiredProperty, NamespaceState, SessionState};
 use crate::store::StoreError;
-use crate::store::log::{RecordedEvent, format_time};
 
-pub fn apply(conn: &Connection, recorded: &RecordedEvent) -> Result<(), StoreError> {
-    let account = &recorded.account;
-    let at = format_time(recorded.recorded_at);
-    match &recorded.event {
+/// Applies a context event to the namespaces, session TTL and properties tables.
+pub fn apply(tables: &mut impl Tables, recorded: &EventRef<'_>) -> Result<(), StoreError> {
+    let (account, at) = (recorded.account, recorded.recorded_at);
+    match recorded.event {
         Event::NamespaceCreated(e) => {
-            conn.prepare_cached(
-                "INSERT INTO namespaces (account_id, namespace, created_at, ttl_second) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![account, e.namespace, at, e.ttl_second])?;
+            tables.insert_namespace(account, &e.namespace, at, e.ttl_second)
         }
-        Event::NamespaceTtlSet(e) => {
-            conn.prepare_cached(
-                "UPDATE namespaces SET ttl_second = ?3 WHERE account_id = ?1 AND namespace = ?2",
-            )?
-            .execute(params![account, e.namespace, e.ttl_second])?;
-        }
-        Event::NamespaceDeleted(e) => {
-            conn.prepare_cached("DELETE FROM namespaces WHERE account_id = ?1 AND namespace = ?2")?
-                .execute(params![account, e.namespace])?;
-        }
+        Event::NamespaceTtlSet(e) => tables.set_namespace_ttl(account, &e.namespace, e.ttl_second),
+        Event::NamespaceDeleted(e) => tables.delete_namespace(account, &e.namespace),
         Event::PropertiesPatched(e) => {
-            let mut upsert = conn.prepare_cached(
-                "INSERT INTO properties (account_id, namespace, session_id, key, value, updated_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at,
-                                           expires_at = excluded.expires_at",
-            )?;
+            let session = key(account, &e.namespace, &e.session_id);
             let expires_at = e.expires_at.map(|time| time.timestamp_micros());
             for (key, value) in &e.properties {
-                upsert.execute(params![
-                    account,
-                    e.namespace,
-                    e.session_id,
+                tables.upsert_property(PropertyRow {
+                    session,
                     key,
-                    value.to_string(),
-                    at,
-                    expires_at
-                ])?;
+                    value: value.as_str(),
+                    updated_at: at,
+                    expires_at,
+                })?;
             }
+            Ok(())
         }
         Event::PropertyDeleted(e) => {
-            delete_properties(conn, account, &e.namespace, &e.session_id, [&e.property])?
+            tables.delete_property(key(account, &e.namespace, &e.session_id), &e.property)
         }
         Event::PropertiesExpired(e) => {
-            delete_properties(conn, account, &e.namespace, &e.session_id, &e.properties)?
+            let session = key(account, &e.namespace, &e.session_id);
+            e.properties
+                .iter()
+                .try_for_each(|property| tables.delete_property(session, property))
         }
         Event::SessionPropertiesCleared(e) => {
-            conn.prepare_cached("DELETE FROM properties WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3")?
-                .execute(params![account, e.namespace, e.session_id])?;
+            tables.delete_session_properties(key(account, &e.namespace, &e.session_id))
         }
         Event::SessionDeleted(e) => {
-            conn.prepare_cached("DELETE FROM properties WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3")?
-                .execute(params![account, e.namespace, e.session_id])?;
-            conn.prepare_cached(
-                "DELETE FROM session_ttls WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3",
-            )?
-            .execute(params![account, e.namespace, e.session_id])?;
+            let session = key(account, &e.namespace, &e.session_id);
+            tables.delete_session_properties(session)?;
+            tables.delete_session_ttl(session)
         }
         Event::SessionTtlSet(e) => {
-            conn.prepare_cached(
-                "INSERT INTO session_ttls (account_id, namespace, session_id, ttl_second, ttl_set_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT DO UPDATE SET ttl_second = excluded.ttl_second, ttl_set_at = excluded.ttl_set_at",
-            )?
-            .execute(params![account, e.namespace, e.session_id, e.ttl_second, at])?;
+            tables.upsert_session_ttl(key(account, &e.namespace, &e.session_id), e.ttl_second, at)
         }
-        Event::AccountCreated(_) | Event::ApiKeyIssued(_) | Event::ApiKeyRevoked(_) => {}
+        Event::AccountCreated(_) | Event::ApiKeyIssued(_) | Event::ApiKeyRevoked(_) => Ok(()),
     }
-    Ok(())
 }
 
-fn delete_properties<K: AsRef<str>>(
-    conn: &Connection,
-    account: &str,
-    namespace: &str,
-    session_id: &str,
-    keys: impl IntoIterator<Item = K>,
-) -> Result<(), StoreError> {
-    let mut delete = conn.prepare_cached(
-        "DELETE FROM properties WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3 AND key = ?4",
-    )?;
-    for key in keys {
-        delete.execute(params![account, namespace, session_id, key.as_ref()])?;
+fn key<'a>(account_id: &'a str, namespace: &'a str, session_id: &'a str) -> SessionKey<'a> {
+    SessionKey {
+        account_id,
+        namespace,
+        session_id,
     }
-    Ok(())
 }
 
 /// What a session command is decided against.

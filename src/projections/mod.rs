@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod context;
+pub mod tables;
 pub mod verify;
 
 use rusqlite::Connection;
@@ -12,6 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::domain::Event;
 use crate::store::StoreError;
 use crate::store::log::{self, RecordedEvent};
+use tables::{MemoryTables, Tables};
 
 /// Every projection table and the columns that order its rows for checksums.
 pub const TABLES: &[(&str, &str)] = &[
@@ -22,30 +24,65 @@ pub const TABLES: &[(&str, &str)] = &[
     ("properties", "account_id, namespace, session_id, key"),
 ];
 
+/// What projections read of a recorded event.
+#[derive(Debug, Clone, Copy)]
+pub struct EventRef<'a> {
+    pub account: &'a str,
+    /// As stored: RFC 3339, microseconds.
+    pub recorded_at: &'a str,
+    pub event: &'a Event,
+}
+
 /// Applies one event to every projection it concerns.
-pub fn apply(conn: &Connection, recorded: &RecordedEvent) -> Result<(), StoreError> {
-    match &recorded.event {
+pub fn apply(tables: &mut impl Tables, recorded: &RecordedEvent) -> Result<(), StoreError> {
+    let recorded_at = log::format_time(recorded.recorded_at);
+    apply_event(
+        tables,
+        &EventRef {
+            account: &recorded.account,
+            recorded_at: &recorded_at,
+            event: &recorded.event,
+        },
+    )
+}
+
+fn apply_event(tables: &mut impl Tables, event: &EventRef<'_>) -> Result<(), StoreError> {
+    match event.event {
         Event::AccountCreated(_) | Event::ApiKeyIssued(_) | Event::ApiKeyRevoked(_) => {
-            accounts::apply(conn, recorded)
+            accounts::apply(tables, event)
         }
-        _ => context::apply(conn, recorded),
+        _ => context::apply(tables, event),
     }
 }
 
-/// Replays events `after < seq <= up_to` from `source` onto the projections in `target`.
-/// Returns the number of events applied.
-pub fn replay(source: &Connection, target: &Connection, up_to: u64) -> Result<u64, StoreError> {
-    const PAGE: usize = 20_000;
-    let mut after = 0;
+/// Replays the events with `seq <= up_to` of `source` onto `target`, streaming them and reading
+/// only what projections need. Returns the number of events applied.
+pub fn replay(
+    source: &Connection,
+    target: &mut impl Tables,
+    up_to: u64,
+) -> Result<u64, StoreError> {
+    let mut statement =
+        source.prepare("SELECT seq, account, event_type, data, recorded_at FROM events WHERE seq <= ?1 ORDER BY seq")?;
+    let mut rows = statement.query([up_to])?;
     let mut applied = 0;
-    loop {
-        let events = log::read_range(source, after, up_to, PAGE)?;
-        let Some(last) = events.last() else { break };
-        after = last.seq;
-        for event in &events {
-            apply(target, event)?;
-        }
-        applied += events.len() as u64;
+    while let Some(row) = rows.next()? {
+        let seq: u64 = row.get(0)?;
+        let text = |index| {
+            row.get_ref(index)
+                .and_then(|value| value.as_str().map_err(Into::into))
+        };
+        let event = Event::decode(text(2)?, text(3)?)
+            .map_err(|error| StoreError::Corrupt(format!("event {seq}: {error}")))?;
+        apply_event(
+            target,
+            &EventRef {
+                account: text(1)?,
+                recorded_at: text(4)?,
+                event: &event,
+            },
+        )?;
+        applied += 1;
     }
     Ok(applied)
 }
@@ -58,12 +95,19 @@ pub fn clear(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Folds the log up to `up_to` into projection tables held in memory.
+pub fn fold(source: &Connection, up_to: u64) -> Result<(MemoryTables, u64), StoreError> {
+    let mut tables = MemoryTables::default();
+    let applied = replay(source, &mut tables, up_to)?;
+    Ok((tables, applied))
+}
+
 /// Drops the projections and rebuilds them from the log, in one transaction.
 pub fn rebuild(conn: &mut Connection) -> Result<u64, StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let (tables, applied) = fold(&tx, log::last_seq(&tx)?)?;
     clear(&tx)?;
-    let up_to = log::last_seq(&tx)?;
-    let applied = replay(&tx, &tx, up_to)?;
+    tables.write_to(&tx)?;
     tx.commit()?;
     Ok(applied)
 }

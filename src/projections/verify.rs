@@ -4,7 +4,7 @@
 use rusqlite::Connection;
 use rusqlite::types::Value;
 
-use super::{TABLES, checksums, replay};
+use super::{TABLES, checksums, fold};
 use crate::store::{StoreError, log, migrations};
 
 /// What `verify` found.
@@ -29,8 +29,9 @@ fn verify_in_snapshot(live: &Connection) -> Result<Report, StoreError> {
     let up_to = log::last_seq(live)?;
     let mut scratch = Connection::open_in_memory()?;
     migrations::migrate(&mut scratch)?;
+    let (tables, events) = fold(live, up_to)?;
     scratch.execute_batch("BEGIN")?;
-    let events = replay(live, &scratch, up_to)?;
+    tables.write_to(&scratch)?;
     scratch.execute_batch("COMMIT")?;
     let tables = checksums(live)?;
     let rebuilt = checksums(&scratch)?;

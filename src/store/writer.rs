@@ -19,6 +19,7 @@ use crate::domain::events::{account_stream, namespace_stream, session_stream};
 use crate::domain::{Command, Event, NewEvent, StreamVersion, accounts, context};
 use crate::metrics::Metrics;
 use crate::projections;
+use crate::projections::tables::SqlTables;
 
 /// Tuning of the write path.
 #[derive(Debug, Clone)]
@@ -239,7 +240,7 @@ fn execute(
             recorded_at: now,
         };
         log::append(conn, &recorded)?;
-        projections::apply(conn, &recorded)?;
+        projections::apply(&mut SqlTables(conn), &recorded)?;
         outcome.last_seq = Some(recorded.seq);
         *next_seq += 1;
     }

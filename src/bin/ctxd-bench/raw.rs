@@ -91,7 +91,7 @@ fn commit_batch(
         let recorded = rows.next(now);
         log::append(&tx, &recorded)?;
         if settings.with_projections {
-            projections::apply(&tx, &recorded)?;
+            projections::apply(&mut projections::tables::SqlTables(&tx), &recorded)?;
         }
     }
     tx.commit()?;

@@ -8,12 +8,14 @@ use std::time::Instant;
 use chrono::{DateTime, TimeDelta, Utc};
 use ctxd::app::BoxError;
 use ctxd::domain::Event;
-use ctxd::domain::events::{NamespaceCreated, PropertiesPatched, PropertyDeleted, SessionTtlSet};
+use ctxd::domain::events::{
+    JsonText, NamespaceCreated, Properties, PropertiesPatched, PropertyDeleted, SessionTtlSet,
+};
 use ctxd::projections;
 use ctxd::store::log::{self, RecordedEvent};
 use ctxd::store::{StoreError, database_path, open_writer_connection, read::open_read_only};
 use rusqlite::Connection;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::report::{Throughput, thousands};
 use crate::workload::{ACCOUNT, meta};
@@ -82,7 +84,7 @@ fn fill(conn: &mut Connection, events: u64) -> Result<u64, StoreError> {
         for _ in 0..FILL_TRANSACTION.min(events - written) {
             let recorded = generator.next();
             log::append(&tx, &recorded)?;
-            projections::apply(&tx, &recorded)?;
+            projections::apply(&mut projections::tables::SqlTables(&tx), &recorded)?;
             written += 1;
         }
         tx.commit()?;
@@ -158,7 +160,7 @@ impl EventMix {
     }
 
     /// 1 to 3 properties with short string or number values.
-    fn properties(&mut self) -> Map<String, Value> {
+    fn properties(&mut self) -> Properties {
         let count = 1 + self.random.below(3);
         (0..count)
             .map(|_| {
@@ -167,7 +169,7 @@ impl EventMix {
                     "step" => Value::from(self.random.below(40)),
                     _ => Value::from(format!("{key}-{}", self.random.below(50))),
                 };
-                (key.to_string(), value)
+                (key.to_string(), JsonText::from_value(&value))
             })
             .collect()
     }

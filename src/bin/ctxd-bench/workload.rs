@@ -2,7 +2,7 @@
 //! SQLite baseline write the same sessions, the same properties and rows of the same size.
 
 use ctxd::domain::Event;
-use ctxd::domain::events::PropertiesPatched;
+use ctxd::domain::events::{JsonText, PropertiesPatched};
 use ctxd::store::EventMeta;
 use serde_json::{Map, Value, json};
 
@@ -37,7 +37,10 @@ pub fn patched(client: u32, request: u64) -> Event {
     Event::PropertiesPatched(PropertiesPatched {
         namespace: NAMESPACE.to_string(),
         session_id: session_id(client, request),
-        properties: properties(request),
+        properties: properties(request)
+            .iter()
+            .map(|(key, value)| (key.clone(), JsonText::from_value(value)))
+            .collect(),
         expires_at: None,
     })
 }
