@@ -22,7 +22,8 @@ impl ReadPool {
         }
     }
 
-    /// Runs `query` on an idle read-only connection.
+    /// Runs `query` on an idle read-only connection, inside one read transaction: every statement
+    /// of the query sees the same snapshot (a document and its ETag never come from two commits).
     pub fn read<T>(
         &self,
         query: impl FnOnce(&Connection) -> Result<T, StoreError>,
@@ -32,10 +33,21 @@ impl ReadPool {
             Some(conn) => conn,
             None => open_read_only(&self.path)?,
         };
-        let result = query(&conn);
+        let result = in_snapshot(&conn, query);
         self.idle.lock().expect("read pool lock").push(conn);
         result
     }
+}
+
+fn in_snapshot<T>(
+    conn: &Connection,
+    query: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.prepare_cached("BEGIN")?.execute([])?;
+    let result = query(conn);
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    conn.prepare_cached(end)?.execute([])?;
+    result
 }
 
 /// Opens `path` read-only, for queries and `ctxd verify`.

@@ -166,3 +166,38 @@ async fn concurrent_writers_to_one_session_each_get_a_distinct_version() {
     );
     assert!(app.verify().mismatch.is_none());
 }
+
+#[tokio::test]
+async fn a_read_never_pairs_a_document_with_another_versions_etag() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    let key = app.account("acme").await;
+    let writer = {
+        let (app, key) = (app.clone(), key.clone());
+        tokio::spawn(async move {
+            for n in 1..=300 {
+                assert_eq!(app.call(&key, "PATCH", PATH, &format!(r#"{{"n":{n}}}"#)).await.status, 204);
+            }
+        })
+    };
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        let (app, key) = (app.clone(), key.clone());
+        readers.push(tokio::spawn(async move {
+            let mut checked = 0;
+            loop {
+                let read = app.call(&key, "GET", PATH, "").await;
+                let version: u64 = read.etag().trim_matches('"').parse().unwrap();
+                let body = read.json();
+                assert_eq!(body["n"].as_u64().unwrap_or(0), version, "document and ETag of one snapshot");
+                checked += 1;
+                if version == 300 {
+                    return checked;
+                }
+            }
+        }));
+    }
+    writer.await.unwrap();
+    for reader in readers {
+        assert!(reader.await.unwrap() > 0);
+    }
+}
