@@ -20,7 +20,7 @@ BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 -- Idempotency records: a dedup cache written by the writer in the same transaction as the
 -- events it guards. Not a projection (a rejected or no-op command leaves no event to rebuild it from).
 CREATE TABLE idempotency_keys (
-    scope        TEXT NOT NULL,   -- account id, or '#admin'
+    scope        TEXT NOT NULL,   -- 'account/<id>', or 'admin'
     key          TEXT NOT NULL,
     fingerprint  TEXT NOT NULL,   -- sha256 of method, path and body
     outcome      TEXT NOT NULL,   -- JSON of the first result

@@ -19,9 +19,13 @@ pub enum ContextCommand {
     CreateNamespace {
         namespace: String,
         ttl_second: Option<u64>,
+        expected: ExpectedVersion,
     },
     /// Remove a namespace with every session and property in it.
-    DeleteNamespace { namespace: String },
+    DeleteNamespace {
+        namespace: String,
+        expected: ExpectedVersion,
+    },
     /// Merge properties into a session (PATCH, and PUT of one property).
     PatchProperties {
         session: SessionRef,
@@ -68,9 +72,11 @@ pub struct SessionState {
 /// What a namespace command is decided against.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NamespaceState {
+    /// Version of the namespace's own stream (registration and TTL), its `ETag`.
+    pub version: StreamVersion,
     pub registered: bool,
     pub ttl_second: Option<u64>,
-    /// Every session of the namespace that has properties or a TTL setting.
+    /// Every session of the namespace that has properties or a TTL setting (loaded for deletes only).
     pub sessions: Vec<String>,
 }
 
@@ -91,7 +97,7 @@ impl ContextCommand {
     pub fn namespace(&self) -> &str {
         match self {
             ContextCommand::CreateNamespace { namespace, .. }
-            | ContextCommand::DeleteNamespace { namespace } => namespace,
+            | ContextCommand::DeleteNamespace { namespace, .. } => namespace,
             other => &other.session().expect("session command").namespace,
         }
     }
@@ -104,9 +110,15 @@ pub fn decide_namespace(
 ) -> Result<Vec<Event>, DomainError> {
     check_namespace(command.namespace())?;
     match command {
+        ContextCommand::CreateNamespace { expected, .. }
+        | ContextCommand::DeleteNamespace { expected, .. } => expected.check(state.version)?,
+        _ => unreachable!("session commands are decided by decide_session"),
+    }
+    match command {
         ContextCommand::CreateNamespace {
             namespace,
             ttl_second,
+            ..
         } => {
             if let Some(ttl) = ttl_second {
                 check_ttl(*ttl)?;
@@ -128,7 +140,7 @@ pub fn decide_namespace(
                 _ => vec![],
             })
         }
-        ContextCommand::DeleteNamespace { namespace } => {
+        ContextCommand::DeleteNamespace { namespace, .. } => {
             let mut events: Vec<Event> = state
                 .sessions
                 .iter()
@@ -174,14 +186,7 @@ pub fn decide_session(
                 check_name("property name", key)?;
             }
             check_document_size(&state.live_properties, properties)?;
-            let mut events = vec![];
-            if !state.namespace_registered {
-                events.push(Event::NamespaceCreated(NamespaceCreated {
-                    namespace: namespace.clone(),
-                    ttl_second: None,
-                    implicit: true,
-                }));
-            }
+            let mut events = registration(state, &namespace);
             events.push(Event::PropertiesPatched(PropertiesPatched {
                 namespace,
                 session_id,
@@ -222,17 +227,34 @@ pub fn decide_session(
         }
         ContextCommand::SetSessionTtl { ttl_second, .. } => {
             check_ttl(*ttl_second)?;
-            vec![Event::SessionTtlSet(SessionTtlSet {
+            if state.session_ttl == Some(*ttl_second) {
+                return Ok(vec![]);
+            }
+            let mut events = registration(state, &namespace);
+            events.push(Event::SessionTtlSet(SessionTtlSet {
                 namespace,
                 session_id,
                 ttl_second: *ttl_second,
-            })]
+            }));
+            events
         }
         ContextCommand::CreateNamespace { .. } | ContextCommand::DeleteNamespace { .. } => {
             unreachable!("namespace commands are decided by decide_namespace")
         }
     };
     Ok(events)
+}
+
+/// The first write into a namespace that was never registered registers it.
+fn registration(state: &SessionState, namespace: &str) -> Vec<Event> {
+    if state.namespace_registered {
+        return vec![];
+    }
+    vec![Event::NamespaceCreated(NamespaceCreated {
+        namespace: namespace.to_string(),
+        ttl_second: None,
+        implicit: true,
+    })]
 }
 
 fn check_ttl(ttl_second: u64) -> Result<(), DomainError> {
@@ -364,17 +386,20 @@ mod tests {
     #[test]
     fn deleting_a_namespace_deletes_each_of_its_sessions_first() {
         let state = NamespaceState {
+            version: 4,
             registered: true,
             ttl_second: None,
             sessions: vec!["a".into(), "b".into()],
         };
-        let events = decide_namespace(
-            &state,
-            &ContextCommand::DeleteNamespace {
-                namespace: "ns".into(),
-            },
-        )
-        .unwrap();
+        let delete = |expected| ContextCommand::DeleteNamespace {
+            namespace: "ns".into(),
+            expected,
+        };
+        assert_eq!(
+            decide_namespace(&state, &delete(ExpectedVersion::Exactly(3))),
+            Err(DomainError::VersionConflict { current: 4 })
+        );
+        let events = decide_namespace(&state, &delete(ExpectedVersion::Exactly(4))).unwrap();
         let types: Vec<_> = events.iter().map(Event::event_type).collect();
         assert_eq!(
             types,
@@ -383,10 +408,29 @@ mod tests {
     }
 
     #[test]
+    fn setting_the_same_session_ttl_again_appends_nothing() {
+        let state = SessionState {
+            namespace_registered: true,
+            session_ttl: Some(5),
+            ..Default::default()
+        };
+        let set = |ttl_second| ContextCommand::SetSessionTtl {
+            session: session(ExpectedVersion::Any),
+            ttl_second,
+        };
+        assert_eq!(decide_session(&state, &set(5), Utc::now()), Ok(vec![]));
+        assert_eq!(
+            decide_session(&state, &set(6), Utc::now()).unwrap().len(),
+            1
+        );
+    }
+
+    #[test]
     fn reserved_namespaces_are_refused() {
         let command = ContextCommand::CreateNamespace {
             namespace: "sde".into(),
             ttl_second: None,
+            expected: ExpectedVersion::Any,
         };
         assert!(matches!(
             decide_namespace(&NamespaceState::default(), &command),

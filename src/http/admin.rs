@@ -10,18 +10,16 @@ use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{Admin, JsonBody, NoBody, P, Write};
+use super::extract::{ADMIN_SCOPE, Admin, JsonBody, NoBody, P, Write};
 use crate::auth::generate_api_key;
 use crate::domain::Command;
 use crate::domain::accounts::AccountCommand;
 use crate::projections::accounts;
 
-/// Idempotency scope of admin calls.
-const ADMIN_SCOPE: &str = "#admin";
-
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/admin/accounts", get(list_accounts).post(create_account))
+        .route("/admin/accounts/{account_id}", get(get_account))
         .route("/admin/accounts/{account_id}/api-key", post(issue_key))
 }
 
@@ -44,13 +42,37 @@ async fn create_account(
         .store
         .submit(write.context.request("admin".into(), ADMIN_SCOPE, command))
         .await?;
-    let location = format!("/admin/accounts/{account_id}");
+    let location = format!("/admin/accounts/{}", percent_encode(&account_id));
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
         axum::Json(json!({ "account_id": account_id })),
     )
         .into_response())
+}
+
+async fn get_account(
+    State(state): State<AppState>,
+    _: Admin,
+    P(account_id): P<String>,
+) -> Result<Response, ApiError> {
+    let account = state.store.read(|conn| accounts::get(conn, &account_id))?;
+    let account =
+        account.ok_or_else(|| ApiError::not_found(format!("account '{account_id}' not found")))?;
+    Ok(axum::Json(account).into_response())
+}
+
+/// A path segment with everything but unreserved characters percent-encoded.
+fn percent_encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (byte as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
 }
 
 async fn list_accounts(State(state): State<AppState>, _: Admin) -> Result<Response, ApiError> {

@@ -77,7 +77,7 @@ async fn submit(
     };
     let outcome = state
         .store
-        .submit(context.request(account.actor(), &account.id, command))
+        .submit(context.request(account.actor(), &account.idempotency_scope(), command))
         .await?;
     Ok((
         StatusCode::NO_CONTENT,
@@ -116,6 +116,7 @@ async fn create_namespace(
     let command = ContextCommand::CreateNamespace {
         namespace: name,
         ttl_second: query.ttl_second,
+        expected: write.context.expected,
     };
     submit(&state, &account, write.context, command).await
 }
@@ -124,12 +125,11 @@ async fn list_namespaces(
     State(state): State<AppState>,
     account: Account,
 ) -> Result<Response, ApiError> {
-    Ok(axum::Json(
-        state
-            .store
-            .read(|conn| read::list_namespaces(conn, &account.id))?,
-    )
-    .into_response())
+    let namespaces = state
+        .store
+        .read_large(move |conn| read::list_namespaces(conn, &account.id))
+        .await?;
+    Ok(axum::Json(namespaces).into_response())
 }
 
 async fn delete_namespace(
@@ -138,15 +138,11 @@ async fn delete_namespace(
     target: Target,
     write: Write<NoBody>,
 ) -> Result<Response, ApiError> {
-    submit(
-        &state,
-        &account,
-        write.context,
-        ContextCommand::DeleteNamespace {
-            namespace: target.namespace,
-        },
-    )
-    .await
+    let command = ContextCommand::DeleteNamespace {
+        namespace: target.namespace,
+        expected: write.context.expected,
+    };
+    submit(&state, &account, write.context, command).await
 }
 
 async fn patch_properties(
@@ -287,7 +283,8 @@ async fn list_session_ttls(
     check_namespace(&target.namespace)?;
     let sessions = state
         .store
-        .read(|conn| read::list_session_ttls(conn, &account.id, &target.namespace))?;
+        .read_large(move |conn| read::list_session_ttls(conn, &account.id, &target.namespace))
+        .await?;
     Ok(axum::Json(sessions).into_response())
 }
 
@@ -322,12 +319,16 @@ async fn get_document(
     Q(query): Q<IncludeQuery>,
 ) -> Result<Response, ApiError> {
     check_target(&target)?;
-    let include: Option<Vec<String>> = query.include.map(|list| {
-        list.split(',')
-            .map(|key| key.trim().to_string())
-            .filter(|key| !key.is_empty())
-            .collect()
-    });
+    // `include=` with no names is treated as no filter.
+    let include: Option<Vec<String>> = query
+        .include
+        .map(|list| {
+            list.split(',')
+                .map(|key| key.trim().to_string())
+                .filter(|key| !key.is_empty())
+                .collect()
+        })
+        .filter(|keys: &Vec<String>| !keys.is_empty());
     let now = state.clock.now();
     let stream = session_stream(&account.id, &target.namespace, &target.session_id);
     let (document, version) = state.store.read(|conn| {
@@ -396,9 +397,12 @@ async fn session_ids(
     check_namespace(&target.namespace)?;
     let (page, per_page) = query.checked()?;
     let now = state.clock.now();
-    let ids = state.store.read(|conn| {
-        read::session_ids(conn, &account.id, &target.namespace, now, page, per_page)
-    })?;
+    let ids = state
+        .store
+        .read_large(move |conn| {
+            read::session_ids(conn, &account.id, &target.namespace, now, page, per_page)
+        })
+        .await?;
     Ok(axum::Json(ids).into_response())
 }
 
@@ -411,26 +415,29 @@ async fn session_properties(
     check_namespace(&target.namespace)?;
     let (page, per_page) = query.checked()?;
     let now = state.clock.now();
-    let body = state.store.read(|conn| {
-        let ids = read::session_ids(conn, &account.id, &target.namespace, now, page, per_page)?;
-        let mut body = String::from("[");
-        for (index, session_id) in ids.iter().enumerate() {
-            let document = read::session_document(
-                conn,
-                &account.id,
-                &target.namespace,
-                session_id,
-                now,
-                None,
-            )?;
-            if index > 0 {
-                body.push(',');
+    let body = state
+        .store
+        .read_large(move |conn| {
+            let ids = read::session_ids(conn, &account.id, &target.namespace, now, page, per_page)?;
+            let mut body = String::from("[");
+            for (index, session_id) in ids.iter().enumerate() {
+                let document = read::session_document(
+                    conn,
+                    &account.id,
+                    &target.namespace,
+                    session_id,
+                    now,
+                    None,
+                )?;
+                if index > 0 {
+                    body.push(',');
+                }
+                let id = serde_json::to_string(session_id).expect("strings serialize");
+                body.push_str(&format!("{{\"sessionId\":{id},\"properties\":{document}}}"));
             }
-            let id = serde_json::to_string(session_id).expect("strings serialize");
-            body.push_str(&format!("{{\"sessionId\":{id},\"properties\":{document}}}"));
-        }
-        body.push(']');
-        Ok(body)
-    })?;
+            body.push(']');
+            Ok(body)
+        })
+        .await?;
     Ok(json_text(body, None))
 }

@@ -58,6 +58,11 @@ impl Account {
     pub fn actor(&self) -> String {
         format!("key:{}", self.key_id)
     }
+
+    /// Where this account's idempotency keys live; never equal to `ADMIN_SCOPE`.
+    pub fn idempotency_scope(&self) -> String {
+        format!("account/{}", self.id)
+    }
 }
 
 /// The key presented in `maven-api-key`, or else as `Authorization: Bearer`.
@@ -194,6 +199,9 @@ impl WriteContext {
         }
     }
 }
+
+/// Where the admin API's idempotency keys live.
+pub const ADMIN_SCOPE: &str = "admin";
 
 /// Longest accepted `Idempotency-Key`.
 const MAX_IDEMPOTENCY_KEY: usize = 255;

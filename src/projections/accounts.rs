@@ -62,18 +62,24 @@ pub struct AccountSummary {
     pub active_key_id: Option<String>,
 }
 
+const SUMMARY: &str = "SELECT a.account_id, a.created_at, k.key_id FROM accounts a
+     LEFT JOIN api_keys k ON k.account_id = a.account_id AND k.revoked_at IS NULL";
+
 pub fn list(conn: &Connection) -> Result<Vec<AccountSummary>, StoreError> {
-    let mut statement = conn.prepare(
-        "SELECT a.account_id, a.created_at, k.key_id FROM accounts a
-         LEFT JOIN api_keys k ON k.account_id = a.account_id AND k.revoked_at IS NULL
-         ORDER BY a.account_id",
-    )?;
-    let rows = statement.query_map([], |row| {
-        Ok(AccountSummary {
-            account_id: row.get(0)?,
-            created_at: row.get(1)?,
-            active_key_id: row.get(2)?,
-        })
-    })?;
+    let mut statement = conn.prepare_cached(&format!("{SUMMARY} ORDER BY a.account_id"))?;
+    let rows = statement.query_map([], summary)?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn get(conn: &Connection, account_id: &str) -> Result<Option<AccountSummary>, StoreError> {
+    let mut statement = conn.prepare_cached(&format!("{SUMMARY} WHERE a.account_id = ?1"))?;
+    Ok(statement.query_row([account_id], summary).optional()?)
+}
+
+fn summary(row: &rusqlite::Row<'_>) -> rusqlite::Result<AccountSummary> {
+    Ok(AccountSummary {
+        account_id: row.get(0)?,
+        created_at: row.get(1)?,
+        active_key_id: row.get(2)?,
+    })
 }

@@ -116,11 +116,13 @@ pub fn load_session_state(
     })
 }
 
-/// What a namespace command is decided against.
+/// What a namespace command is decided against; the session list only when `with_sessions`.
 pub fn load_namespace_state(
     conn: &Connection,
     account: &str,
     namespace: &str,
+    version: StreamVersion,
+    with_sessions: bool,
 ) -> Result<NamespaceState, StoreError> {
     let row: Option<Option<u64>> = conn
         .prepare_cached(
@@ -128,15 +130,19 @@ pub fn load_namespace_state(
         )?
         .query_row(params![account, namespace], |row| row.get(0))
         .optional()?;
-    let sessions = conn
-        .prepare_cached(
+    let sessions = if with_sessions {
+        conn.prepare_cached(
             "SELECT session_id FROM session_ttls WHERE account_id = ?1 AND namespace = ?2
              UNION SELECT session_id FROM properties WHERE account_id = ?1 AND namespace = ?2
              ORDER BY 1",
         )?
         .query_map(params![account, namespace], |row| row.get(0))?
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<_, _>>()?
+    } else {
+        Vec::new()
+    };
     Ok(NamespaceState {
+        version,
         registered: row.is_some(),
         ttl_second: row.flatten(),
         sessions,

@@ -73,7 +73,7 @@ pub struct EventMeta {
 /// An `Idempotency-Key` and the fingerprint of the request that carried it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Idempotency {
-    /// The account, or `#admin` for admin calls: keys of different accounts never collide.
+    /// `account/<id>`, or `admin` for admin calls: keys of different accounts never collide.
     pub scope: String,
     pub key: String,
     pub fingerprint: String,
@@ -228,6 +228,18 @@ impl Store {
         query: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         self.inner.reads.read(query)
+    }
+
+    /// Runs a query that may take long (listings, pages of documents) on tokio's blocking pool,
+    /// so that it does not hold up one of the threads that serve requests.
+    pub async fn read_large<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.read(query))
+            .await
+            .map_err(|error| StoreError::Io(std::io::Error::other(error)))?
     }
 
     /// The owner of an API key, by the key's sha256.

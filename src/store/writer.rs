@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::log::{self, RecordedEvent};
 use super::{KeyRing, Outcome, StoreError, WriteError, WriteRequest};
 use crate::clock::Clock;
+use crate::domain::context::ContextCommand;
 use crate::domain::events::{account_stream, namespace_stream, session_stream};
 use crate::domain::{Command, Event, NewEvent, StreamVersion, accounts, context};
 use crate::metrics::Metrics;
@@ -132,7 +133,11 @@ impl Writer {
             Ok(done) => done,
             Err(error) => {
                 tracing::error!(%error, "group commit failed; every command in it is refused");
-                self.next_seq = first_seq;
+                // Ask the database rather than assume the failed commit left nothing behind.
+                self.next_seq = match log::last_seq(&self.conn) {
+                    Ok(last) => last + 1,
+                    Err(_) => first_seq,
+                };
                 let results = batch
                     .iter()
                     .map(|_| Err(WriteError::CommitFailed))
@@ -140,7 +145,7 @@ impl Writer {
                 (results, false)
             }
         };
-        let appended = self.next_seq - first_seq;
+        let appended = self.next_seq.saturating_sub(first_seq);
         self.metrics
             .record_commit(batch.len(), appended, started.elapsed(), self.next_seq - 1);
         if touched_keys {
@@ -318,11 +323,20 @@ fn decide(
             }
             None => {
                 let namespace = command.namespace();
-                let state = projections::context::load_namespace_state(conn, account, namespace)?;
+                let stream = namespace_stream(account, namespace);
+                let version = log::stream_version(conn, &stream)?;
+                let with_sessions = matches!(command, ContextCommand::DeleteNamespace { .. });
+                let state = projections::context::load_namespace_state(
+                    conn,
+                    account,
+                    namespace,
+                    version,
+                    with_sessions,
+                )?;
                 let events = context::decide_namespace(&state, command)?;
                 Decision {
                     events: tag(account, events),
-                    primary: current(namespace_stream(account, namespace))?,
+                    primary: Some((stream, version)),
                 }
             }
         },

@@ -109,3 +109,23 @@ async fn a_retried_key_issue_does_not_issue_a_second_key() {
         "the first key is still active"
     );
 }
+
+#[tokio::test]
+async fn the_location_of_a_new_account_can_be_read_back() {
+    let app = spawn_app().await;
+    let created = app
+        .admin(
+            "POST",
+            "/admin/accounts",
+            r#"{"account_id":"acme corp/eu"}"#,
+        )
+        .await;
+    let location = created.header("location").unwrap();
+    assert_eq!(location, "/admin/accounts/acme%20corp%2Feu");
+    let account = app.admin("GET", &location, "").await;
+    assert_eq!(account.status, 200, "{}", account.body);
+    assert_eq!(account.json()["account_id"], "acme corp/eu");
+    app.admin("GET", "/admin/accounts/nobody", "")
+        .await
+        .assert_error(404);
+}

@@ -175,7 +175,12 @@ async fn a_read_never_pairs_a_document_with_another_versions_etag() {
         let (app, key) = (app.clone(), key.clone());
         tokio::spawn(async move {
             for n in 1..=300 {
-                assert_eq!(app.call(&key, "PATCH", PATH, &format!(r#"{{"n":{n}}}"#)).await.status, 204);
+                assert_eq!(
+                    app.call(&key, "PATCH", PATH, &format!(r#"{{"n":{n}}}"#))
+                        .await
+                        .status,
+                    204
+                );
             }
         })
     };
@@ -188,7 +193,11 @@ async fn a_read_never_pairs_a_document_with_another_versions_etag() {
                 let read = app.call(&key, "GET", PATH, "").await;
                 let version: u64 = read.etag().trim_matches('"').parse().unwrap();
                 let body = read.json();
-                assert_eq!(body["n"].as_u64().unwrap_or(0), version, "document and ETag of one snapshot");
+                assert_eq!(
+                    body["n"].as_u64().unwrap_or(0),
+                    version,
+                    "document and ETag of one snapshot"
+                );
                 checked += 1;
                 if version == 300 {
                     return checked;
@@ -200,4 +209,83 @@ async fn a_read_never_pairs_a_document_with_another_versions_etag() {
     for reader in readers {
         assert!(reader.await.unwrap() > 0);
     }
+}
+
+#[tokio::test]
+async fn namespace_writes_honour_if_match_against_the_namespace_etag() {
+    let app = spawn_app().await;
+    let key = app.account("acme").await;
+    let created = app
+        .call(
+            &key,
+            "POST",
+            "/v1/account/acme?ttlSecond=60",
+            r#"{"name":"bots"}"#,
+        )
+        .await;
+    assert_eq!(created.etag(), "\"1\"");
+    let stale = app
+        .call_with(
+            &key,
+            "POST",
+            "/v1/account/acme?ttlSecond=90",
+            &[("if-match", "\"0\"")],
+            r#"{"name":"bots"}"#,
+        )
+        .await;
+    stale.assert_error(412);
+    assert_eq!(stale.json()["currentVersion"], 1);
+    app.call_with(
+        &key,
+        "DELETE",
+        "/v1/account/acme/bots",
+        &[("if-match", "\"7\"")],
+        "",
+    )
+    .await
+    .assert_error(412);
+    assert_eq!(
+        app.call(&key, "GET", "/v1/account/acme", "").await.json()[0]["ttlSecond"],
+        60
+    );
+    let deleted = app
+        .call_with(
+            &key,
+            "DELETE",
+            "/v1/account/acme/bots",
+            &[("if-match", "\"1\"")],
+            "",
+        )
+        .await;
+    assert_eq!(deleted.status, 204);
+    assert_eq!(
+        app.call(&key, "GET", "/v1/account/acme", "").await.json(),
+        json!([])
+    );
+}
+
+#[tokio::test]
+async fn an_account_named_admin_does_not_share_the_admin_idempotency_keys() {
+    let app = spawn_app().await;
+    let auth = format!("Bearer {}", crate::helpers::ADMIN_TOKEN);
+    let created = app
+        .request(
+            "POST",
+            "/admin/accounts",
+            &[("authorization", &auth), ("idempotency-key", "k1")],
+            r#"{"account_id":"admin"}"#,
+        )
+        .await;
+    assert_eq!(created.status, 201);
+    let key = app.issue_key("admin").await;
+    let patched = app
+        .call_with(
+            &key,
+            "PATCH",
+            "/v1/account/admin/bots/s/properties",
+            &[("idempotency-key", "k1")],
+            r#"{"a":1}"#,
+        )
+        .await;
+    assert_eq!(patched.status, 204, "{}", patched.body);
 }

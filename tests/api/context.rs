@@ -608,3 +608,96 @@ async fn every_write_is_an_event_with_its_actor_and_request_id() {
         "seq is gapless"
     );
 }
+
+#[tokio::test]
+async fn numbers_come_back_exactly_as_they_were_written() {
+    let app = spawn_app().await;
+    let key = app.account("acme").await;
+    // No digit is lost; only the spelling of an exponent is normalized.
+    let numbers = [
+        (
+            "123456789012345678901234567890",
+            "123456789012345678901234567890",
+        ),
+        ("1E2", "1e+2"),
+        ("-0", "-0"),
+        ("0.1", "0.1"),
+        ("1.5e-300", "1.5e-300"),
+        ("18446744073709551616", "18446744073709551616"),
+    ];
+    for (written, read) in numbers {
+        assert_eq!(
+            app.call(&key, "PUT", &format!("{A}/bots/s/properties/n"), written)
+                .await
+                .status,
+            204
+        );
+        assert_eq!(
+            app.call(&key, "GET", &format!("{A}/bots/s/properties/n"), "")
+                .await
+                .body,
+            read
+        );
+    }
+    app.call(
+        &key,
+        "PATCH",
+        &format!("{A}/bots/s/properties"),
+        r#"{ "spaced" : [ 1 , 2 ] }"#,
+    )
+    .await;
+    let document = app
+        .call(&key, "GET", &format!("{A}/bots/s/properties"), "")
+        .await
+        .body;
+    assert_eq!(
+        document, r#"{"n":18446744073709551616,"spaced":[1,2]}"#,
+        "stored compact"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_include_returns_the_whole_document() {
+    let app = spawn_app().await;
+    let key = app.account("acme").await;
+    app.call(
+        &key,
+        "PATCH",
+        &format!("{A}/bots/s/properties"),
+        r#"{"a":1,"b":2}"#,
+    )
+    .await;
+    let got = app
+        .call(&key, "GET", &format!("{A}/bots/s/properties?include="), "")
+        .await;
+    assert_eq!(got.json(), json!({"a": 1, "b": 2}));
+}
+
+#[tokio::test]
+async fn setting_the_same_session_ttl_twice_appends_one_event_and_registers_the_namespace() {
+    let app = spawn_app().await;
+    let key = app.account("acme").await;
+    for _ in 0..2 {
+        let reply = app
+            .call(
+                &key,
+                "POST",
+                &format!("{A}/namespace/fresh/session?ttlSecond=30"),
+                r#"{"sessionId":"s"}"#,
+            )
+            .await;
+        assert_eq!(reply.status, 204);
+        assert_eq!(reply.etag(), "\"1\"");
+    }
+    let types: Vec<String> = app
+        .events()
+        .into_iter()
+        .skip(2)
+        .map(|event| event.3)
+        .collect();
+    assert_eq!(types, ["NamespaceCreated", "SessionTtlSet"]);
+    assert_eq!(
+        app.call(&key, "GET", A, "").await.json()[0]["name"],
+        "fresh"
+    );
+}

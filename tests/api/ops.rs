@@ -59,3 +59,19 @@ async fn a_generated_admin_token_is_written_with_mode_0600() {
     );
     app.store().shutdown().await;
 }
+
+#[tokio::test]
+async fn unknown_methods_share_one_metrics_label() {
+    let app = spawn_app().await;
+    for method in ["FOO1", "FOO2"] {
+        app.request(method, "/healthz", &[], "")
+            .await
+            .assert_error(405);
+    }
+    let metrics = app.request("GET", "/metrics", &[], "").await.body;
+    assert!(
+        metrics.contains(r#"route="/healthz",method="other",status="405"} 2"#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("FOO1"));
+}
