@@ -84,7 +84,7 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
     let mut response = next.run(request).await;
     state
         .metrics
-        .record_request(&route, &method, response.status().as_u16());
+        .record_request(&route, method, response.status().as_u16());
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
     }
