@@ -88,6 +88,11 @@ impl fmt::Display for LoadReport {
             thousands(self.server.commands),
             thousands(self.server.commits),
         )?;
+        let (server, writer, bench) = self.server.cpu_per_append();
+        write!(
+            f,
+            "\n  CPU per append: server {server:.1} µs (writer thread {writer:.1} µs), load generator {bench:.1} µs",
+        )?;
         if let Some(error) = &self.first_error {
             write!(f, "\n  first error: {error}")?;
         }
@@ -98,6 +103,7 @@ impl fmt::Display for LoadReport {
 /// Runs the workload against the server at `addr` with `api_key` for account `bench`.
 pub async fn run(
     addr: SocketAddr,
+    server_pid: u32,
     api_key: &str,
     settings: &LoadSettings,
 ) -> Result<LoadReport, BoxError> {
@@ -106,7 +112,7 @@ pub async fn run(
         from,
         until: from + settings.duration,
     };
-    let scraper = tokio::spawn(scrape_edges(addr, window));
+    let scraper = tokio::spawn(scrape_edges(addr, server_pid, window));
     let api_key: Arc<str> = api_key.into();
     let clients: Vec<_> = (0..settings.clients)
         .map(|client| tokio::spawn(drive(addr, api_key.clone(), client, window)))
@@ -127,11 +133,15 @@ pub async fn run(
     })
 }
 
-async fn scrape_edges(addr: SocketAddr, window: Window) -> Result<(Scrape, Scrape), BoxError> {
+async fn scrape_edges(
+    addr: SocketAddr,
+    server_pid: u32,
+    window: Window,
+) -> Result<(Scrape, Scrape), BoxError> {
     tokio::time::sleep_until(window.from.into()).await;
-    let before = Scrape::take(addr).await?;
+    let before = Scrape::take(addr, server_pid).await?;
     tokio::time::sleep_until(window.until.into()).await;
-    let after = Scrape::take(addr).await?;
+    let after = Scrape::take(addr, server_pid).await?;
     Ok((before, after))
 }
 

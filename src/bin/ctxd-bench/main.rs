@@ -144,7 +144,7 @@ fn http_workload(args: &Args, data_dir: &Path) -> Result<LoadReport, BoxError> {
     let report = runtime.block_on(async {
         server.wait_ready().await?;
         let api_key = server.issue_api_key("bench").await?;
-        load::run(server.addr, &api_key, &settings).await
+        load::run(server.addr, server.pid(), &api_key, &settings).await
     })?;
     let status = server.stop()?;
     if !status.success() {

@@ -86,6 +86,11 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits for the server to drain and exit.
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn stop(mut self) -> std::io::Result<ExitStatus> {
         self.terminate()
     }
@@ -112,18 +117,65 @@ fn free_local_addr() -> std::io::Result<SocketAddr> {
     TcpListener::bind("127.0.0.1:0")?.local_addr()
 }
 
-/// The write-path counters of `/metrics` at one instant.
+/// The write-path counters of `/metrics` and the CPU time used so far, at one instant.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Scrape {
     commits: f64,
     commands: f64,
     appended: f64,
+    cpu: CpuTime,
+}
+
+/// CPU time in nanoseconds, from `/proc/<pid>/task/*/schedstat` (Linux; zero elsewhere).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuTime {
+    /// Every thread of the server.
+    server: u64,
+    /// The server's writer thread alone.
+    writer: u64,
+    /// Every thread of this benchmark process (the load generator).
+    bench: u64,
+}
+
+impl CpuTime {
+    fn take(server_pid: u32) -> CpuTime {
+        let (server, writer) = process_cpu(server_pid);
+        let (bench, _) = process_cpu(std::process::id());
+        CpuTime {
+            server,
+            writer,
+            bench,
+        }
+    }
+}
+
+/// Total CPU nanoseconds of a process's threads, and of its thread named `ctxd-writer`.
+fn process_cpu(pid: u32) -> (u64, u64) {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return (0, 0);
+    };
+    let (mut total, mut writer) = (0, 0);
+    for task in tasks.flatten() {
+        let read = |file: &str| std::fs::read_to_string(task.path().join(file)).unwrap_or_default();
+        let nanos: u64 = read("schedstat")
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        total += nanos;
+        if read("comm").trim() == "ctxd-writer" {
+            writer += nanos;
+        }
+    }
+    (total, writer)
 }
 
 impl Scrape {
-    pub async fn take(addr: SocketAddr) -> Result<Scrape, BoxError> {
+    pub async fn take(addr: SocketAddr, server_pid: u32) -> Result<Scrape, BoxError> {
         let text = fetch(Method::GET, addr, "/metrics", &[], vec![]).await?;
-        Scrape::parse(&String::from_utf8_lossy(&text))
+        let mut scrape = Scrape::parse(&String::from_utf8_lossy(&text))?;
+        scrape.cpu = CpuTime::take(server_pid);
+        Ok(scrape)
     }
 
     fn parse(text: &str) -> Result<Scrape, BoxError> {
@@ -137,6 +189,7 @@ impl Scrape {
             commits: value("ctxd_commit_batch_size_count")?,
             commands: value("ctxd_commit_batch_size_sum")?,
             appended: value("ctxd_events_appended_total")?,
+            cpu: CpuTime::default(),
         })
     }
 }
@@ -147,6 +200,8 @@ pub struct ServerActivity {
     pub commits: u64,
     pub commands: u64,
     pub appended: u64,
+    /// CPU nanoseconds used in the window: server, its writer thread, the load generator.
+    pub cpu: (u64, u64, u64),
 }
 
 impl ServerActivity {
@@ -156,7 +211,18 @@ impl ServerActivity {
             commits: delta(before.commits, after.commits),
             commands: delta(before.commands, after.commands),
             appended: delta(before.appended, after.appended),
+            cpu: (
+                after.cpu.server.saturating_sub(before.cpu.server),
+                after.cpu.writer.saturating_sub(before.cpu.writer),
+                after.cpu.bench.saturating_sub(before.cpu.bench),
+            ),
         }
+    }
+
+    /// CPU microseconds per appended event: server, writer thread, load generator.
+    pub fn cpu_per_append(&self) -> (f64, f64, f64) {
+        let per = |nanos: u64| nanos as f64 / 1000.0 / self.appended.max(1) as f64;
+        (per(self.cpu.0), per(self.cpu.1), per(self.cpu.2))
     }
 
     /// Commands per group commit.
