@@ -67,7 +67,6 @@ CREATE TABLE properties (
     session_id TEXT NOT NULL,
     key        TEXT NOT NULL,
     value      TEXT NOT NULL,      -- compact JSON
-    updated_at TEXT NOT NULL,
     expires_at INTEGER,            -- unix microseconds; NULL: never
     PRIMARY KEY (account_id, namespace, session_id, key)
 ) WITHOUT ROWID;

@@ -29,7 +29,6 @@ pub fn apply(tables: &mut impl Tables, recorded: &EventRef<'_>) -> Result<(), St
                     session,
                     key,
                     value: value.as_str(),
-                    updated_at: at,
                     expires_at,
                 })?;
             }

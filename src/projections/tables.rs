@@ -25,7 +25,6 @@ pub struct PropertyRow<'a> {
     pub key: &'a str,
     /// Compact JSON.
     pub value: &'a str,
-    pub updated_at: &'a str,
     /// Unix microseconds; `None`: never expires.
     pub expires_at: Option<i64>,
 }
@@ -150,12 +149,11 @@ impl Tables for SqlTables<'_> {
         let s = row.session;
         self.0
             .prepare_cached(
-                "INSERT INTO properties (account_id, namespace, session_id, key, value, updated_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at,
-                                           expires_at = excluded.expires_at",
+                "INSERT INTO properties (account_id, namespace, session_id, key, value, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
             )?
-            .execute(params![s.account_id, s.namespace, s.session_id, row.key, row.value, row.updated_at, row.expires_at])?;
+            .execute(params![s.account_id, s.namespace, s.session_id, row.key, row.value, row.expires_at])?;
         Ok(())
     }
 
@@ -216,8 +214,8 @@ fn split(joined: &str) -> (&str, &str, &str) {
     (next(), next(), next())
 }
 
-/// A property's columns after its key: value, updated at, expires at.
-type PropertyValues = (String, String, Option<i64>);
+/// A property's columns after its key: value, expires at.
+type PropertyValues = (String, Option<i64>);
 
 /// The projection tables held in memory; `write_to` stores them in primary key order.
 #[derive(Debug, Default)]
@@ -231,7 +229,7 @@ pub struct MemoryTables {
     namespaces: BTreeMap<(String, String), (String, Option<u64>)>,
     /// joined session → (ttl, set at)
     session_ttls: HashMap<String, (u64, String)>,
-    /// joined session → property → (value, updated at, expires at)
+    /// joined session → property → (value, expires at)
     properties: HashMap<String, BTreeMap<String, PropertyValues>>,
 }
 
@@ -332,20 +330,13 @@ impl Tables for MemoryTables {
             .expect("inserted above");
         match properties.get_mut(row.key) {
             // Overwrite in place: replays rewrite the same properties many times.
-            Some((value, updated_at, expires_at)) => {
+            Some((value, expires_at)) => {
                 value.clear();
                 value.push_str(row.value);
-                updated_at.clear();
-                updated_at.push_str(row.updated_at);
                 *expires_at = row.expires_at;
             }
             None => {
-                let values = (
-                    row.value.to_string(),
-                    row.updated_at.to_string(),
-                    row.expires_at,
-                );
-                properties.insert(row.key.to_string(), values);
+                properties.insert(row.key.to_string(), (row.value.to_string(), row.expires_at));
             }
         }
         Ok(())
@@ -413,14 +404,14 @@ impl MemoryTables {
             insert.execute(params![account_id, namespace, session_id, ttl, set_at])?;
         }
         let mut insert = conn.prepare(
-            "INSERT INTO properties (account_id, namespace, session_id, key, value, updated_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO properties (account_id, namespace, session_id, key, value, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
         for (session, properties) in sorted(&self.properties) {
             let (account_id, namespace, session_id) = split(session);
-            for (key, (value, updated_at, expires_at)) in properties {
+            for (key, (value, expires_at)) in properties {
                 insert.execute(params![
-                    account_id, namespace, session_id, key, value, updated_at, expires_at
+                    account_id, namespace, session_id, key, value, expires_at
                 ])?;
             }
         }
