@@ -177,39 +177,30 @@ async fn admin(data_dir: &std::path::Path, command: AdminCommand) -> Result<i32,
         actor: "admin:cli".into(),
         ..Default::default()
     };
+    let submit = |command| {
+        store.submit(WriteRequest {
+            command,
+            meta,
+            idempotency: None,
+        })
+    };
     let result = match command {
         AdminCommand::CreateAccount { account_id } => {
             let command = Command::Account(AccountCommand::CreateAccount {
                 account_id: account_id.clone(),
             });
-            store
-                .submit(WriteRequest {
-                    command,
-                    meta,
-                    idempotency: None,
-                })
+            submit(command)
                 .await
-                .map(|_| {
-                    println!("created account {account_id}");
-                })
+                .map(|_| println!("created account {account_id}"))
         }
         AdminCommand::IssueKey { account_id } => {
             let key = generate_api_key();
             let command = Command::Account(AccountCommand::IssueApiKey {
-                account_id: account_id.clone(),
+                account_id,
                 key_id: key.key_id,
                 key_hash: key.key_hash,
             });
-            store
-                .submit(WriteRequest {
-                    command,
-                    meta,
-                    idempotency: None,
-                })
-                .await
-                .map(|_| {
-                    println!("{}", key.key);
-                })
+            submit(command).await.map(|_| println!("{}", key.key))
         }
     };
     store.shutdown().await;

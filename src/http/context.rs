@@ -156,17 +156,7 @@ async fn patch_properties(
         .iter()
         .map(|(key, value)| (key.clone(), JsonText::from_value(value)))
         .collect();
-    let session = session_ref(&target, &write.context);
-    submit(
-        &state,
-        &account,
-        write.context,
-        ContextCommand::PatchProperties {
-            session,
-            properties,
-        },
-    )
-    .await
+    merge(&state, &account, &target, write.context, properties).await
 }
 
 async fn put_property(
@@ -177,12 +167,23 @@ async fn put_property(
 ) -> Result<Response, ApiError> {
     let JsonBody(value) = write.body;
     let property = target.property.clone().unwrap_or_default();
-    let session = session_ref(&target, &write.context);
     let properties = Properties::from([(property, JsonText::from_value(&value))]);
+    merge(&state, &account, &target, write.context, properties).await
+}
+
+/// PATCH and PUT alike: merge `properties` into the target session.
+async fn merge(
+    state: &AppState,
+    account: &Account,
+    target: &Target,
+    context: WriteContext,
+    properties: Properties,
+) -> Result<Response, ApiError> {
+    let session = session_ref(target, &context);
     submit(
-        &state,
-        &account,
-        write.context,
+        state,
+        account,
+        context,
         ContextCommand::PatchProperties {
             session,
             properties,

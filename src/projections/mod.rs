@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod context;
+pub mod memory;
 pub mod tables;
 pub mod verify;
 
@@ -13,7 +14,8 @@ use sha2::{Digest, Sha256};
 use crate::domain::Event;
 use crate::store::StoreError;
 use crate::store::log::{self, RecordedEvent};
-use tables::{MemoryTables, Tables};
+use memory::MemoryTables;
+use tables::Tables;
 
 /// Every projection table and the columns that order its rows for checksums.
 pub const TABLES: &[(&str, &str)] = &[

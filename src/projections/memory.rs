@@ -1,0 +1,437 @@
+//! `MemoryTables`: the projection tables held in memory while the log is replayed, then stored
+//! once, in primary key order (see `tables.rs`).
+
+use std::collections::{BTreeMap, HashMap};
+
+use rusqlite::{Connection, params};
+
+use super::tables::{PropertyRow, SessionKey, Tables};
+use crate::store::StoreError;
+
+/// A session as one string, `account \0 namespace \0 session`: names never contain control
+/// characters, so byte order of this string is the order of the `(account, namespace, session)`
+/// primary key, and one allocation-free lookup finds a session.
+fn joined(s: SessionKey<'_>, buffer: &mut String) {
+    buffer.clear();
+    buffer.push_str(s.account_id);
+    buffer.push('\0');
+    buffer.push_str(s.namespace);
+    buffer.push('\0');
+    buffer.push_str(s.session_id);
+}
+
+fn split(joined: &str) -> (&str, &str, &str) {
+    let mut parts = joined.splitn(3, '\0');
+    let mut next = || parts.next().unwrap_or_default();
+    (next(), next(), next())
+}
+
+/// A property's columns after its key: value, expires at.
+type PropertyValues = (String, Option<i64>);
+
+/// The projection tables held in memory; `write_to` stores them in primary key order.
+#[derive(Debug, Default)]
+pub struct MemoryTables {
+    /// Reused for session lookups.
+    buffer: String,
+    accounts: BTreeMap<String, String>,
+    /// key hash → (key id, account, issued at, revoked at)
+    api_keys: BTreeMap<String, (String, String, String, Option<String>)>,
+    /// (account, namespace) → (created at, ttl)
+    namespaces: BTreeMap<(String, String), (String, Option<u64>)>,
+    /// joined session → (ttl, set at)
+    session_ttls: HashMap<String, (u64, String)>,
+    /// joined session → property → (value, expires at)
+    properties: HashMap<String, BTreeMap<String, PropertyValues>>,
+}
+
+fn duplicate(table: &str, key: &str) -> StoreError {
+    StoreError::Corrupt(format!("the log inserts {key} into {table} twice"))
+}
+
+impl Tables for MemoryTables {
+    fn insert_account(&mut self, account_id: &str, created_at: &str) -> Result<(), StoreError> {
+        match self
+            .accounts
+            .insert(account_id.to_string(), created_at.to_string())
+        {
+            None => Ok(()),
+            Some(_) => Err(duplicate("accounts", account_id)),
+        }
+    }
+
+    fn insert_api_key(
+        &mut self,
+        key_hash: &str,
+        key_id: &str,
+        account_id: &str,
+        issued_at: &str,
+    ) -> Result<(), StoreError> {
+        let row = (
+            key_id.to_string(),
+            account_id.to_string(),
+            issued_at.to_string(),
+            None,
+        );
+        match self.api_keys.insert(key_hash.to_string(), row) {
+            None => Ok(()),
+            Some(_) => Err(duplicate("api_keys", key_id)),
+        }
+    }
+
+    fn revoke_api_key(
+        &mut self,
+        account_id: &str,
+        key_id: &str,
+        revoked_at: &str,
+    ) -> Result<(), StoreError> {
+        for (id, account, _, revoked) in self.api_keys.values_mut() {
+            if id == key_id && account == account_id && revoked.is_none() {
+                *revoked = Some(revoked_at.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    fn insert_namespace(
+        &mut self,
+        account_id: &str,
+        namespace: &str,
+        created_at: &str,
+        ttl_second: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let key = (account_id.to_string(), namespace.to_string());
+        match self
+            .namespaces
+            .insert(key, (created_at.to_string(), ttl_second))
+        {
+            None => Ok(()),
+            Some(_) => Err(duplicate("namespaces", namespace)),
+        }
+    }
+
+    fn set_namespace_ttl(
+        &mut self,
+        account_id: &str,
+        namespace: &str,
+        ttl_second: u64,
+    ) -> Result<(), StoreError> {
+        if let Some(row) = self
+            .namespaces
+            .get_mut(&(account_id.to_string(), namespace.to_string()))
+        {
+            row.1 = Some(ttl_second);
+        }
+        Ok(())
+    }
+
+    fn delete_namespace(&mut self, account_id: &str, namespace: &str) -> Result<(), StoreError> {
+        self.namespaces
+            .remove(&(account_id.to_string(), namespace.to_string()));
+        Ok(())
+    }
+
+    fn upsert_property(&mut self, row: PropertyRow<'_>) -> Result<(), StoreError> {
+        joined(row.session, &mut self.buffer);
+        if !self.properties.contains_key(self.buffer.as_str()) {
+            self.properties.insert(self.buffer.clone(), BTreeMap::new());
+        }
+        let properties = self
+            .properties
+            .get_mut(self.buffer.as_str())
+            .expect("inserted above");
+        match properties.get_mut(row.key) {
+            // Overwrite in place: replays rewrite the same properties many times.
+            Some((value, expires_at)) => {
+                value.clear();
+                value.push_str(row.value);
+                *expires_at = row.expires_at;
+            }
+            None => {
+                properties.insert(row.key.to_string(), (row.value.to_string(), row.expires_at));
+            }
+        }
+        Ok(())
+    }
+
+    fn delete_property(&mut self, session: SessionKey<'_>, key: &str) -> Result<(), StoreError> {
+        joined(session, &mut self.buffer);
+        if let Some(properties) = self.properties.get_mut(self.buffer.as_str()) {
+            properties.remove(key);
+            if properties.is_empty() {
+                self.properties.remove(self.buffer.as_str());
+            }
+        }
+        Ok(())
+    }
+
+    fn delete_session_properties(&mut self, session: SessionKey<'_>) -> Result<(), StoreError> {
+        joined(session, &mut self.buffer);
+        self.properties.remove(self.buffer.as_str());
+        Ok(())
+    }
+
+    fn upsert_session_ttl(
+        &mut self,
+        session: SessionKey<'_>,
+        ttl_second: u64,
+        set_at: &str,
+    ) -> Result<(), StoreError> {
+        joined(session, &mut self.buffer);
+        self.session_ttls
+            .insert(self.buffer.clone(), (ttl_second, set_at.to_string()));
+        Ok(())
+    }
+
+    fn delete_session_ttl(&mut self, session: SessionKey<'_>) -> Result<(), StoreError> {
+        joined(session, &mut self.buffer);
+        self.session_ttls.remove(self.buffer.as_str());
+        Ok(())
+    }
+}
+
+impl MemoryTables {
+    /// Inserts every row into the (empty) projection tables of `conn`, in primary key order.
+    pub fn write_to(&self, conn: &Connection) -> Result<(), StoreError> {
+        let mut insert =
+            conn.prepare("INSERT INTO accounts (account_id, created_at) VALUES (?1, ?2)")?;
+        for (account_id, created_at) in &self.accounts {
+            insert.execute((account_id, created_at))?;
+        }
+        let mut insert = conn
+            .prepare("INSERT INTO api_keys (key_hash, key_id, account_id, issued_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+        for (hash, (key_id, account_id, issued_at, revoked_at)) in &self.api_keys {
+            insert.execute((hash, key_id, account_id, issued_at, revoked_at))?;
+        }
+        let mut insert =
+            conn.prepare("INSERT INTO namespaces (account_id, namespace, created_at, ttl_second) VALUES (?1, ?2, ?3, ?4)")?;
+        for ((account_id, namespace), (created_at, ttl)) in &self.namespaces {
+            insert.execute(params![account_id, namespace, created_at, ttl])?;
+        }
+        let mut insert = conn.prepare(
+            "INSERT INTO session_ttls (account_id, namespace, session_id, ttl_second, ttl_set_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for (session, (ttl, set_at)) in sorted(&self.session_ttls) {
+            let (account_id, namespace, session_id) = split(session);
+            insert.execute(params![account_id, namespace, session_id, ttl, set_at])?;
+        }
+        let mut insert = conn.prepare(
+            "INSERT INTO properties (account_id, namespace, session_id, key, value, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for (session, properties) in sorted(&self.properties) {
+            let (account_id, namespace, session_id) = split(session);
+            for (key, (value, expires_at)) in properties {
+                insert.execute(params![
+                    account_id, namespace, session_id, key, value, expires_at
+                ])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A hash map's entries in key order.
+fn sorted<V>(map: &HashMap<String, V>) -> Vec<(&String, &V)> {
+    let mut entries: Vec<_> = map.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    entries
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+    use crate::domain::events::*;
+    use crate::projections::tables::SqlTables;
+    use crate::projections::{apply, checksums};
+    use crate::store::log::RecordedEvent;
+
+    fn properties(pairs: &[(&str, serde_json::Value)]) -> Properties {
+        pairs
+            .iter()
+            .map(|(key, value)| (key.to_string(), JsonText::from_value(value)))
+            .collect()
+    }
+
+    /// Every event type, including rewrites, deletes of absent rows and re-creation.
+    fn script() -> Vec<(&'static str, Event)> {
+        let s = |id: &str| (String::from("ns"), id.to_string());
+        let patched = |id: &str, pairs: &[(&str, serde_json::Value)], expires: bool| {
+            Event::PropertiesPatched(PropertiesPatched {
+                namespace: s(id).0,
+                session_id: s(id).1,
+                properties: properties(pairs),
+                expires_at: expires.then(|| Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap()),
+            })
+        };
+        vec![
+            (
+                "acme",
+                Event::AccountCreated(AccountCreated {
+                    account_id: "acme".into(),
+                }),
+            ),
+            (
+                "acme",
+                Event::ApiKeyIssued(ApiKeyIssued {
+                    account_id: "acme".into(),
+                    key_id: "k1".into(),
+                    key_hash: "h1".into(),
+                }),
+            ),
+            (
+                "acme",
+                Event::ApiKeyRevoked(ApiKeyRevoked {
+                    account_id: "acme".into(),
+                    key_id: "k1".into(),
+                }),
+            ),
+            (
+                "acme",
+                Event::ApiKeyIssued(ApiKeyIssued {
+                    account_id: "acme".into(),
+                    key_id: "k2".into(),
+                    key_hash: "h2".into(),
+                }),
+            ),
+            (
+                "acme",
+                Event::NamespaceCreated(NamespaceCreated {
+                    namespace: "ns".into(),
+                    ttl_second: None,
+                    implicit: false,
+                }),
+            ),
+            (
+                "acme",
+                Event::NamespaceTtlSet(NamespaceTtlSet {
+                    namespace: "ns".into(),
+                    ttl_second: 60,
+                }),
+            ),
+            (
+                "acme",
+                patched("a", &[("x", 1.into()), ("y", "two".into())], false),
+            ),
+            (
+                "acme",
+                patched("a", &[("x", serde_json::json!({"deep": [1, null]}))], true),
+            ),
+            ("acme", patched("b", &[("z", true.into())], true)),
+            (
+                "acme",
+                Event::SessionTtlSet(SessionTtlSet {
+                    namespace: "ns".into(),
+                    session_id: "b".into(),
+                    ttl_second: 5,
+                }),
+            ),
+            (
+                "acme",
+                Event::SessionTtlSet(SessionTtlSet {
+                    namespace: "ns".into(),
+                    session_id: "b".into(),
+                    ttl_second: 7,
+                }),
+            ),
+            (
+                "acme",
+                Event::PropertyDeleted(PropertyDeleted {
+                    namespace: "ns".into(),
+                    session_id: "a".into(),
+                    property: "y".into(),
+                }),
+            ),
+            (
+                "acme",
+                Event::PropertyDeleted(PropertyDeleted {
+                    namespace: "ns".into(),
+                    session_id: "a".into(),
+                    property: "absent".into(),
+                }),
+            ),
+            (
+                "acme",
+                Event::PropertiesExpired(PropertiesExpired {
+                    namespace: "ns".into(),
+                    session_id: "b".into(),
+                    properties: vec!["z".into()],
+                }),
+            ),
+            ("acme", patched("c", &[("k", 3.into())], false)),
+            (
+                "acme",
+                Event::SessionPropertiesCleared(SessionPropertiesCleared {
+                    namespace: "ns".into(),
+                    session_id: "c".into(),
+                }),
+            ),
+            ("globex", patched("a", &[("other", "tenant".into())], false)),
+            (
+                "acme",
+                Event::SessionDeleted(SessionDeleted {
+                    namespace: "ns".into(),
+                    session_id: "b".into(),
+                    cause: None,
+                }),
+            ),
+            (
+                "acme",
+                Event::NamespaceDeleted(NamespaceDeleted {
+                    namespace: "ns".into(),
+                }),
+            ),
+            (
+                "acme",
+                Event::NamespaceCreated(NamespaceCreated {
+                    namespace: "ns".into(),
+                    ttl_second: Some(9),
+                    implicit: true,
+                }),
+            ),
+        ]
+    }
+
+    #[test]
+    fn sql_and_memory_tables_end_in_the_same_rows_for_every_event_type() {
+        let mut live = Connection::open_in_memory().unwrap();
+        crate::store::migrations::migrate(&mut live).unwrap();
+        let mut memory = MemoryTables::default();
+        for (seq, (account, event)) in script().into_iter().enumerate() {
+            let recorded = RecordedEvent {
+                seq: seq as u64 + 1,
+                account: account.into(),
+                stream: event.stream(account),
+                stream_version: 1,
+                event,
+                meta: "{}".into(),
+                recorded_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, seq as u32).unwrap(),
+            };
+            apply(&mut SqlTables(&live), &recorded).unwrap();
+            apply(&mut memory, &recorded).unwrap();
+        }
+        let mut rebuilt = Connection::open_in_memory().unwrap();
+        crate::store::migrations::migrate(&mut rebuilt).unwrap();
+        memory.write_to(&rebuilt).unwrap();
+        assert_eq!(checksums(&live).unwrap(), checksums(&rebuilt).unwrap());
+        let properties: i64 = live
+            .query_row("SELECT count(*) FROM properties", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(
+            properties, 2,
+            "acme's session a keeps x, globex's session a keeps its own"
+        );
+    }
+
+    #[test]
+    fn a_log_that_inserts_a_row_twice_is_reported_as_corrupt() {
+        let mut memory = MemoryTables::default();
+        memory.insert_account("acme", "t").unwrap();
+        assert!(matches!(
+            memory.insert_account("acme", "t"),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+}
