@@ -5,6 +5,7 @@ mod concurrency;
 mod context;
 mod errors;
 mod helpers;
+mod model;
 mod ops;
 mod process;
 mod ttl;
