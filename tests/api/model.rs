@@ -8,13 +8,16 @@ use serde_json::{Value, json};
 
 use crate::helpers::spawn_app;
 
-/// The model: per (namespace, session), properties with their expiry (seconds on the test clock).
+/// A session's properties: name → (value, expiry in seconds on the test clock).
+type Properties = BTreeMap<String, (Value, Option<i64>)>;
+
+/// The model: per (namespace, session), properties with their expiry.
 #[derive(Default)]
 struct Model {
     now: i64,
     namespace_ttl: BTreeMap<String, u64>,
     session_ttl: BTreeMap<(String, String), u64>,
-    properties: BTreeMap<(String, String), BTreeMap<String, (Value, Option<i64>)>>,
+    properties: BTreeMap<(String, String), Properties>,
 }
 
 impl Model {
