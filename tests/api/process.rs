@@ -227,30 +227,35 @@ async fn every_acknowledged_write_survives_kill_9_and_verify_passes() {
 }
 
 #[tokio::test]
-async fn sigterm_drains_and_exits_0_with_the_wal_checkpointed() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path());
-    let client: Http = Client::builder(TokioExecutor::new()).build_http();
-    let key = create_account(&client, &server.addr).await;
-    let (status, _) = send(
-        &client,
-        &server.addr,
-        "PATCH",
-        "/v1/account/acme/n/s/properties",
-        &[("maven-api-key", &key)],
-        r#"{"a":1}"#,
-    )
-    .await
-    .unwrap();
-    assert_eq!(status, 204);
-    server.signal("-TERM");
-    let status = server.child.wait().unwrap();
-    assert_eq!(status.code(), Some(0));
-    let wal = dir.path().join("ctxd.db-wal");
-    assert!(
-        !wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0,
-        "the WAL was checkpointed"
-    );
+async fn sigterm_and_sigint_drain_and_exit_0_with_the_wal_checkpointed() {
+    for signal in ["-TERM", "-INT"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Server::start(dir.path());
+        let client: Http = Client::builder(TokioExecutor::new()).build_http();
+        let key = create_account(&client, &server.addr).await;
+        let path = "/v1/account/acme/n/s/properties";
+        let (status, _) = send(
+            &client,
+            &server.addr,
+            "PATCH",
+            path,
+            &[("maven-api-key", &key)],
+            r#"{"a":1}"#,
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 204);
+        server.signal(signal);
+        let status = server.child.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "exit status after {signal}");
+        let wal = dir.path().join("ctxd.db-wal");
+        assert!(
+            !wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0,
+            "the WAL was checkpointed after {signal}"
+        );
+        let (code, stdout, _) = ctxd(dir.path(), &["verify"]);
+        assert_eq!(code, 0, "{stdout}");
+    }
 }
 
 #[tokio::test]
