@@ -27,6 +27,7 @@ CREATE TABLE idempotency_keys (
     created_at   INTEGER NOT NULL, -- unix microseconds
     PRIMARY KEY (scope, key)
 ) WITHOUT ROWID;
+CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at);
 
 -- Projections: read tables, a pure function of the log (see src/projections).
 CREATE TABLE accounts (

@@ -27,6 +27,8 @@ pub struct ServeConfig {
     pub admin_token: Option<String>,
     pub writer: WriterConfig,
     pub sweep_interval: Duration,
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_retention: Duration,
 }
 
 /// A built, not yet running, server.
@@ -34,6 +36,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     sweep_interval: Duration,
+    idempotency_retention: Duration,
 }
 
 impl Application {
@@ -61,6 +64,7 @@ impl Application {
                 admin_token_hash,
             },
             sweep_interval: config.sweep_interval,
+            idempotency_retention: config.idempotency_retention,
         })
     }
 
@@ -86,6 +90,7 @@ impl Application {
         let sweeper = tokio::spawn(crate::sweeper::run(
             store.clone(),
             self.sweep_interval,
+            self.idempotency_retention,
             sweeper_stopped,
         ));
         let app = http::router(self.state).into_make_service_with_connect_info::<SocketAddr>();

@@ -66,6 +66,9 @@ pub struct ServeArgs {
     /// Milliseconds between expiry sweeps.
     #[arg(long, env = "CTXD_SWEEP_INTERVAL_MS", default_value_t = 1000)]
     pub sweep_interval_ms: u64,
+    /// Hours an `Idempotency-Key` is remembered.
+    #[arg(long, env = "CTXD_IDEMPOTENCY_RETENTION_HOURS", default_value_t = 24)]
+    pub idempotency_retention_hours: u64,
 }
 
 impl Default for ServeArgs {
@@ -107,6 +110,9 @@ impl ServeArgs {
                 ..WriterConfig::default()
             },
             sweep_interval: Duration::from_millis(self.sweep_interval_ms.max(10)),
+            idempotency_retention: Duration::from_secs(
+                self.idempotency_retention_hours.saturating_mul(3600),
+            ),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The background sweeper: asks the writer to record the expiry of properties whose TTL passed,
-//! so that the log tells when they left.
+//! so that the log tells when they left, and to forget idempotency keys past their retention.
 
 use std::time::Duration;
 
@@ -33,8 +33,28 @@ pub async fn sweep_once(store: &Store) -> Result<usize, WriteError> {
     }
 }
 
+/// Forgets idempotency keys recorded more than `retention` ago.
+pub async fn prune_idempotency_keys(store: &Store, retention: Duration) -> Result<(), WriteError> {
+    let request = WriteRequest {
+        command: Command::PruneIdempotencyKeys {
+            retention_seconds: retention.as_secs(),
+        },
+        meta: EventMeta {
+            actor: "system:sweeper".into(),
+            ..Default::default()
+        },
+        idempotency: None,
+    };
+    store.submit(request).await.map(|_| ())
+}
+
 /// Sweeps every `interval` until `stop` changes.
-pub async fn run(store: Store, interval: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    store: Store,
+    interval: Duration,
+    retention: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -42,6 +62,9 @@ pub async fn run(store: Store, interval: Duration, mut stop: watch::Receiver<boo
             _ = ticker.tick() => {
                 if let Err(error) = sweep_once(&store).await {
                     tracing::warn!(%error, "expiry sweep failed");
+                }
+                if let Err(error) = prune_idempotency_keys(&store, retention).await {
+                    tracing::warn!(%error, "idempotency key pruning failed");
                 }
             }
             _ = stop.changed() => return,

@@ -63,4 +63,8 @@ pub enum Command {
     ExpireProperties {
         limit: usize,
     },
+    /// Sent by the sweeper: forget idempotency keys older than the retention. Appends nothing.
+    PruneIdempotencyKeys {
+        retention_seconds: u64,
+    },
 }

@@ -194,6 +194,15 @@ fn execute(
     now: DateTime<Utc>,
     next_seq: &mut u64,
 ) -> Result<Outcome, WriteError> {
+    if let Command::PruneIdempotencyKeys { retention_seconds } = request.command {
+        let retention = i64::try_from(retention_seconds)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1_000_000);
+        let cutoff = now.timestamp_micros().saturating_sub(retention);
+        conn.prepare_cached("DELETE FROM idempotency_keys WHERE created_at < ?1")?
+            .execute([cutoff])?;
+        return Ok(Outcome::default());
+    }
     if let Some(idempotency) = &request.idempotency {
         let stored: Option<(String, String)> = conn
             .prepare_cached(
@@ -339,6 +348,10 @@ fn decide(
                     primary: Some((stream, version)),
                 }
             }
+        },
+        Command::PruneIdempotencyKeys { .. } => Decision {
+            events: vec![],
+            primary: None,
         },
         Command::ExpireProperties { limit } => {
             let expired = projections::context::expired_properties(conn, now, *limit)?;

@@ -289,3 +289,42 @@ async fn an_account_named_admin_does_not_share_the_admin_idempotency_keys() {
         .await;
     assert_eq!(patched.status, 204, "{}", patched.body);
 }
+
+#[tokio::test]
+async fn an_idempotency_key_is_remembered_for_the_retention_then_forgotten() {
+    let app = spawn_app().await;
+    let key = app.account("acme").await;
+    let retry = [("idempotency-key", "daily")];
+    let day = std::time::Duration::from_secs(24 * 3600);
+    assert_eq!(
+        app.call_with(&key, "PATCH", PATH, &retry, r#"{"n":1}"#)
+            .await
+            .etag(),
+        "\"1\""
+    );
+
+    app.clock.advance(chrono::Duration::hours(23));
+    ctxd::sweeper::prune_idempotency_keys(&app.store, day)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.call_with(&key, "PATCH", PATH, &retry, r#"{"n":1}"#)
+            .await
+            .etag(),
+        "\"1\"",
+        "replayed"
+    );
+
+    app.clock.advance(chrono::Duration::hours(2));
+    ctxd::sweeper::prune_idempotency_keys(&app.store, day)
+        .await
+        .unwrap();
+    let after = app
+        .call_with(&key, "PATCH", PATH, &retry, r#"{"n":1}"#)
+        .await;
+    assert_eq!(
+        after.etag(),
+        "\"2\"",
+        "past the retention the key is new again"
+    );
+}

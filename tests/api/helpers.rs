@@ -93,6 +93,7 @@ pub async fn spawn_app_in(data_dir: &Path, clock: Arc<ManualClock>) -> TestApp {
         writer: WriterConfig::default(),
         // Tests run the sweeper by hand; the background one stays out of their way.
         sweep_interval: Duration::from_secs(3600),
+        idempotency_retention: Duration::from_secs(24 * 3600),
     };
     let app = Application::build(&config, clock.clone())
         .await

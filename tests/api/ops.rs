@@ -45,6 +45,7 @@ async fn a_generated_admin_token_is_written_with_mode_0600() {
         admin_token: None,
         writer: Default::default(),
         sweep_interval: std::time::Duration::from_secs(3600),
+        idempotency_retention: std::time::Duration::from_secs(3600),
     };
     let app = ctxd::app::Application::build(&config, std::sync::Arc::new(ctxd::clock::SystemClock))
         .await
