@@ -435,10 +435,22 @@ async fn session_properties(
                 }
                 let id = serde_json::to_string(session_id).expect("strings serialize");
                 body.push_str(&format!("{{\"sessionId\":{id},\"properties\":{document}}}"));
+                if body.len() > MAX_PAGE_BYTES {
+                    return Ok(None);
+                }
             }
             body.push(']');
-            Ok(body)
+            Ok(Some(body))
         })
         .await?;
+    let body = body.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "this page of sessions is larger than 32 MiB; ask for fewer with perPage",
+        )
+    })?;
     Ok(json_text(body, None))
 }
+
+/// Largest `session-properties` page built in memory (sessions hold up to 800,000 characters each).
+const MAX_PAGE_BYTES: usize = 32 * 1024 * 1024;

@@ -701,3 +701,41 @@ async fn setting_the_same_session_ttl_twice_appends_one_event_and_registers_the_
         "fresh"
     );
 }
+
+#[tokio::test]
+async fn a_page_of_sessions_over_32_mib_is_refused_with_413() {
+    let app = spawn_app().await;
+    let key = app.account("acme").await;
+    let big = format!(r#"{{"v":"{}"}}"#, "x".repeat(790_000));
+    for session in 0..43 {
+        let reply = app
+            .call(
+                &key,
+                "PATCH",
+                &format!("{A}/big/s{session:02}/properties"),
+                &big,
+            )
+            .await;
+        assert_eq!(reply.status, 204);
+    }
+    let message = app
+        .call(
+            &key,
+            "GET",
+            &format!("{A}/big/session-properties?perPage=100"),
+            "",
+        )
+        .await
+        .assert_error(413);
+    assert!(message.contains("perPage"), "{message}");
+    let smaller = app
+        .call(
+            &key,
+            "GET",
+            &format!("{A}/big/session-properties?perPage=10"),
+            "",
+        )
+        .await;
+    assert_eq!(smaller.status, 200);
+    assert_eq!(smaller.json().as_array().unwrap().len(), 10);
+}
