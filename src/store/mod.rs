@@ -3,6 +3,7 @@
 //! Its interface is deliberately narrow — submit a command, read a stream or the feed, run a
 //! projection query — so that another backend can replace SQLite without touching HTTP or domain code.
 
+pub mod idempotency;
 pub mod log;
 pub mod migrations;
 pub mod read;

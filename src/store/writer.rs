@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
+use super::idempotency;
 use super::log::{self, RecordedEvent};
 use super::{KeyRing, Outcome, StoreError, WriteError, WriteRequest};
 use crate::clock::Clock;
@@ -195,32 +196,13 @@ fn execute(
     next_seq: &mut u64,
 ) -> Result<Outcome, WriteError> {
     if let Command::PruneIdempotencyKeys { retention_seconds } = request.command {
-        let retention = i64::try_from(retention_seconds)
-            .unwrap_or(i64::MAX)
-            .saturating_mul(1_000_000);
-        let cutoff = now.timestamp_micros().saturating_sub(retention);
-        conn.prepare_cached("DELETE FROM idempotency_keys WHERE created_at < ?1")?
-            .execute([cutoff])?;
+        idempotency::prune(conn, now, retention_seconds)?;
         return Ok(Outcome::default());
     }
-    if let Some(idempotency) = &request.idempotency {
-        let stored: Option<(String, String)> = conn
-            .prepare_cached(
-                "SELECT fingerprint, outcome FROM idempotency_keys WHERE scope = ?1 AND key = ?2",
-            )?
-            .query_row((&idempotency.scope, &idempotency.key), |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })
-            .optional()?;
-        if let Some((fingerprint, outcome)) = stored {
-            if fingerprint != idempotency.fingerprint {
-                return Err(WriteError::IdempotencyMismatch);
-            }
-            let mut outcome: Outcome = serde_json::from_str(&outcome)
-                .map_err(|error| StoreError::Corrupt(format!("idempotency record: {error}")))?;
-            outcome.replayed = true;
-            return Ok(outcome);
-        }
+    if let Some(key) = &request.idempotency
+        && let Some(first) = idempotency::first_outcome(conn, key)?
+    {
+        return Ok(first);
     }
     let Decision { events, primary } = decide(conn, &request.command, now)?;
     let meta = serde_json::to_string(&request.meta).expect("meta serializes");
@@ -261,17 +243,8 @@ fn execute(
     if let Some((_, version)) = versions.first().filter(|_| has_primary) {
         outcome.version = *version;
     }
-    if let Some(idempotency) = &request.idempotency {
-        conn.prepare_cached(
-            "INSERT INTO idempotency_keys (scope, key, fingerprint, outcome, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?
-        .execute((
-            &idempotency.scope,
-            &idempotency.key,
-            &idempotency.fingerprint,
-            serde_json::to_string(&outcome).expect("outcome serializes"),
-            now.timestamp_micros(),
-        ))?;
+    if let Some(key) = &request.idempotency {
+        idempotency::record(conn, key, &outcome, now)?;
     }
     Ok(outcome)
 }
