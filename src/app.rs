@@ -41,37 +41,22 @@ pub struct Application {
 
 impl Application {
     /// Opens the store and binds the listener (port 0 picks a free port).
-    pub async fn build(
-        config: &ServeConfig,
-        clock: Arc<dyn Clock>,
-    ) -> Result<Application, BoxError> {
+    pub async fn build(config: &ServeConfig, clock: Arc<dyn Clock>) -> Result<Application, BoxError> {
         let metrics = Arc::new(Metrics::default());
-        let store = Store::open(
-            &config.data_dir,
-            config.writer.clone(),
-            clock.clone(),
-            metrics.clone(),
-        )?;
+        let store = Store::open(&config.data_dir, config.writer.clone(), clock.clone(), metrics.clone())?;
         let admin_token_hash =
             crate::auth::admin_token_hash(config.admin_token.as_deref(), &config.data_dir)?;
         let listener = TcpListener::bind(&config.addr).await?;
         Ok(Application {
             listener,
-            state: AppState {
-                store,
-                clock,
-                metrics,
-                admin_token_hash,
-            },
+            state: AppState { store, clock, metrics, admin_token_hash },
             sweep_interval: config.sweep_interval,
             idempotency_retention: config.idempotency_retention,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.listener.local_addr().expect("a bound listener has an address")
     }
 
     /// The store, e.g. for tests that run the sweeper by hand.
@@ -95,9 +80,7 @@ impl Application {
         ));
         let app = http::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
         tracing::info!(addr = %self.listener.local_addr()?, "ctxd listening");
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
         let _ = stop_sweeper.send(true);
         let _ = sweeper.await;
         store.shutdown().await;

@@ -26,11 +26,7 @@ pub struct NewKey {
 pub fn generate_api_key() -> NewKey {
     let key_id = random_hex(6);
     let key = format!("ctxd_{key_id}_{}", random_hex(24));
-    NewKey {
-        key_hash: hash_secret(&key),
-        key,
-        key_id,
-    }
+    NewKey { key_hash: hash_secret(&key), key, key_id }
 }
 
 /// The admin token: `CTXD_ADMIN_TOKEN` if given, else `<data dir>/admin-token`, created (mode 0600)

@@ -16,19 +16,10 @@ use crate::projections;
 use crate::store::{self, EventMeta, Store, StoreError, WriteRequest, WriterConfig};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "ctxd",
-    version,
-    about = "Event-sourced conversation context and journey engine"
-)]
+#[command(name = "ctxd", version, about = "Event-sourced conversation context and journey engine")]
 pub struct Cli {
     /// Directory of the store (the SQLite file, its lock and the admin token).
-    #[arg(
-        long,
-        env = "CTXD_DATA_DIR",
-        default_value = "./ctxd-data",
-        global = true
-    )]
+    #[arg(long, env = "CTXD_DATA_DIR", default_value = "./ctxd-data", global = true)]
     pub data_dir: PathBuf,
     #[command(subcommand)]
     pub command: Option<Commands>,
@@ -73,11 +64,7 @@ pub struct ServeArgs {
 
 impl Default for ServeArgs {
     fn default() -> Self {
-        let Cli {
-            command: Some(Commands::Serve(args)),
-            ..
-        } = Cli::parse_from(["ctxd", "serve"])
-        else {
+        let Cli { command: Some(Commands::Serve(args)), .. } = Cli::parse_from(["ctxd", "serve"]) else {
             unreachable!("`ctxd serve` parses as Serve")
         };
         args
@@ -110,9 +97,7 @@ impl ServeArgs {
                 ..WriterConfig::default()
             },
             sweep_interval: Duration::from_millis(self.sweep_interval_ms.max(10)),
-            idempotency_retention: Duration::from_secs(
-                self.idempotency_retention_hours.saturating_mul(3600),
-            ),
+            idempotency_retention: Duration::from_secs(self.idempotency_retention_hours.saturating_mul(3600)),
         }
     }
 }
@@ -121,8 +106,7 @@ impl ServeArgs {
 pub async fn run(cli: Cli) -> Result<i32, BoxError> {
     match cli.command.unwrap_or(Commands::Serve(ServeArgs::default())) {
         Commands::Serve(args) => {
-            let app = Application::build(&args.config(cli.data_dir.clone()), Arc::new(SystemClock))
-                .await?;
+            let app = Application::build(&args.config(cli.data_dir.clone()), Arc::new(SystemClock)).await?;
             tracing::info!(data_dir = %cli.data_dir.display(), "store opened");
             app.run_until_stopped(shutdown_signal()).await?;
             Ok(0)
@@ -130,8 +114,7 @@ pub async fn run(cli: Cli) -> Result<i32, BoxError> {
         Commands::Admin { command } => admin(&cli.data_dir, command).await,
         Commands::Rebuild => {
             let _lock = store::lock_data_dir(&cli.data_dir)?;
-            let mut conn =
-                store::open_writer_connection(&store::database_path(&cli.data_dir), true)?;
+            let mut conn = store::open_writer_connection(&store::database_path(&cli.data_dir), true)?;
             let started = Instant::now();
             let events = projections::rebuild(&mut conn)?;
             let seconds = started.elapsed().as_secs_f64();
@@ -153,10 +136,7 @@ pub async fn run(cli: Cli) -> Result<i32, BoxError> {
             }
             match report.mismatch {
                 None => {
-                    println!(
-                        "ok: the projections match a rebuild from {} events",
-                        report.events
-                    );
+                    println!("ok: the projections match a rebuild from {} events", report.events);
                     Ok(0)
                 }
                 Some(difference) => {
@@ -183,21 +163,11 @@ async fn admin(data_dir: &std::path::Path, command: AdminCommand) -> Result<i32,
         actor: "admin:cli".into(),
         ..Default::default()
     };
-    let submit = |command| {
-        store.submit(WriteRequest {
-            command,
-            meta,
-            idempotency: None,
-        })
-    };
+    let submit = |command| store.submit(WriteRequest { command, meta, idempotency: None });
     let result = match command {
         AdminCommand::CreateAccount { account_id } => {
-            let command = Command::Account(AccountCommand::CreateAccount {
-                account_id: account_id.clone(),
-            });
-            submit(command)
-                .await
-                .map(|_| println!("created account {account_id}"))
+            let command = Command::Account(AccountCommand::CreateAccount { account_id: account_id.clone() });
+            submit(command).await.map(|_| println!("created account {account_id}"))
         }
         AdminCommand::IssueKey { account_id } => {
             let key = generate_api_key();

@@ -26,15 +26,11 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn starting_at(start: DateTime<Utc>) -> Self {
-        ManualClock {
-            micros: AtomicI64::new(start.timestamp_micros()),
-        }
+        ManualClock { micros: AtomicI64::new(start.timestamp_micros()) }
     }
 
     pub fn advance(&self, by: Duration) {
-        let micros = by
-            .num_microseconds()
-            .expect("test durations fit in microseconds");
+        let micros = by.num_microseconds().expect("test durations fit in microseconds");
         self.micros.fetch_add(micros, Ordering::SeqCst);
     }
 }

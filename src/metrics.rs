@@ -7,13 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Upper bounds of the commit batch size histogram (commands per transaction).
-const BATCH_BUCKETS: &[f64] = &[
-    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
-];
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
 /// Upper bounds of the commit latency histogram, in seconds.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-];
+const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
 
 /// A cumulative histogram with fixed buckets.
 struct Histogram {
@@ -37,8 +33,7 @@ impl Histogram {
         if let Some(index) = self.bounds.iter().position(|bound| value <= *bound) {
             self.counts[index].fetch_add(1, Ordering::Relaxed);
         }
-        self.sum_micros
-            .fetch_add((value * 1e6) as u64, Ordering::Relaxed);
+        self.sum_micros.fetch_add((value * 1e6) as u64, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -51,11 +46,7 @@ impl Histogram {
         }
         let count = self.count.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}",
-            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-        );
+        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
         let _ = writeln!(out, "{name}_count {count}");
     }
 }
@@ -85,9 +76,7 @@ impl Default for Metrics {
 impl Metrics {
     pub fn record_request(&self, route: &str, method: &str, status: u16) {
         let mut requests = self.requests.lock().expect("metrics lock");
-        *requests
-            .entry((route.to_string(), method.to_string(), status))
-            .or_insert(0) += 1;
+        *requests.entry((route.to_string(), method.to_string(), status)).or_insert(0) += 1;
     }
 
     /// Called by the writer after each group commit.
@@ -105,9 +94,7 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        out.push_str(
-            "# HELP ctxd_http_requests_total HTTP requests by route, method and status.\n",
-        );
+        out.push_str("# HELP ctxd_http_requests_total HTTP requests by route, method and status.\n");
         out.push_str("# TYPE ctxd_http_requests_total counter\n");
         for ((route, method, status), count) in self.requests.lock().expect("metrics lock").iter() {
             let _ = writeln!(
@@ -126,11 +113,7 @@ impl Metrics {
             "# HELP ctxd_log_length Events in the log (highest seq).\n# TYPE ctxd_log_length gauge\nctxd_log_length {}",
             self.log_length.load(Ordering::Relaxed)
         );
-        self.batch_size.render(
-            &mut out,
-            "ctxd_commit_batch_size",
-            "Commands per group commit.",
-        );
+        self.batch_size.render(&mut out, "ctxd_commit_batch_size", "Commands per group commit.");
         self.commit_latency.render(
             &mut out,
             "ctxd_commit_seconds",

@@ -36,25 +36,15 @@ pub async fn sweep_once(store: &Store) -> Result<usize, WriteError> {
 /// Forgets idempotency keys recorded more than `retention` ago.
 pub async fn prune_idempotency_keys(store: &Store, retention: Duration) -> Result<(), WriteError> {
     let request = WriteRequest {
-        command: Command::PruneIdempotencyKeys {
-            retention_seconds: retention.as_secs(),
-        },
-        meta: EventMeta {
-            actor: "system:sweeper".into(),
-            ..Default::default()
-        },
+        command: Command::PruneIdempotencyKeys { retention_seconds: retention.as_secs() },
+        meta: EventMeta { actor: "system:sweeper".into(), ..Default::default() },
         idempotency: None,
     };
     store.submit(request).await.map(|_| ())
 }
 
 /// Sweeps every `interval` until `stop` changes.
-pub async fn run(
-    store: Store,
-    interval: Duration,
-    retention: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn run(store: Store, interval: Duration, retention: Duration, mut stop: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

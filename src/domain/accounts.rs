@@ -28,34 +28,24 @@ pub struct AccountState {
 impl AccountCommand {
     pub fn account_id(&self) -> &str {
         match self {
-            AccountCommand::CreateAccount { account_id }
-            | AccountCommand::IssueApiKey { account_id, .. } => account_id,
+            AccountCommand::CreateAccount { account_id } | AccountCommand::IssueApiKey { account_id, .. } => {
+                account_id
+            }
         }
     }
 }
 
 /// Decides an account command.
-pub fn decide_account(
-    state: &AccountState,
-    command: &AccountCommand,
-) -> Result<Vec<Event>, DomainError> {
+pub fn decide_account(state: &AccountState, command: &AccountCommand) -> Result<Vec<Event>, DomainError> {
     check_name("account id", command.account_id())?;
     match command {
         AccountCommand::CreateAccount { account_id } => {
             if state.exists {
-                return Err(DomainError::Conflict(format!(
-                    "account '{account_id}' already exists"
-                )));
+                return Err(DomainError::Conflict(format!("account '{account_id}' already exists")));
             }
-            Ok(vec![Event::AccountCreated(AccountCreated {
-                account_id: account_id.clone(),
-            })])
+            Ok(vec![Event::AccountCreated(AccountCreated { account_id: account_id.clone() })])
         }
-        AccountCommand::IssueApiKey {
-            account_id,
-            key_id,
-            key_hash,
-        } => {
+        AccountCommand::IssueApiKey { account_id, key_id, key_hash } => {
             if !state.exists {
                 return Err(DomainError::NotFound(format!("account '{account_id}'")));
             }
@@ -82,46 +72,25 @@ mod tests {
 
     #[test]
     fn issuing_a_key_revokes_the_active_one() {
-        let state = AccountState {
-            exists: true,
-            active_key_id: Some("old".into()),
-        };
+        let state = AccountState { exists: true, active_key_id: Some("old".into()) };
         let command = AccountCommand::IssueApiKey {
             account_id: "a".into(),
             key_id: "new".into(),
             key_hash: "h".into(),
         };
-        let types: Vec<_> = decide_account(&state, &command)
-            .unwrap()
-            .iter()
-            .map(Event::event_type)
-            .collect();
+        let types: Vec<_> = decide_account(&state, &command).unwrap().iter().map(Event::event_type).collect();
         assert_eq!(types, ["ApiKeyRevoked", "ApiKeyIssued"]);
     }
 
     #[test]
     fn an_account_cannot_be_created_twice_nor_keyed_before_it_exists() {
-        let create = AccountCommand::CreateAccount {
-            account_id: "a".into(),
-        };
+        let create = AccountCommand::CreateAccount { account_id: "a".into() };
         assert!(matches!(
-            decide_account(
-                &AccountState {
-                    exists: true,
-                    active_key_id: None
-                },
-                &create
-            ),
+            decide_account(&AccountState { exists: true, active_key_id: None }, &create),
             Err(DomainError::Conflict(_))
         ));
-        let issue = AccountCommand::IssueApiKey {
-            account_id: "a".into(),
-            key_id: "k".into(),
-            key_hash: "h".into(),
-        };
-        assert!(matches!(
-            decide_account(&AccountState::default(), &issue),
-            Err(DomainError::NotFound(_))
-        ));
+        let issue =
+            AccountCommand::IssueApiKey { account_id: "a".into(), key_id: "k".into(), key_hash: "h".into() };
+        assert!(matches!(decide_account(&AccountState::default(), &issue), Err(DomainError::NotFound(_))));
     }
 }

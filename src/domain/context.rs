@@ -16,35 +16,19 @@ pub const MAX_DOCUMENT_CHARS: usize = 800_000;
 #[derive(Debug, Clone, PartialEq)]
 pub enum ContextCommand {
     /// Register a namespace (idempotent); a TTL given replaces the namespace TTL.
-    CreateNamespace {
-        namespace: String,
-        ttl_second: Option<u64>,
-        expected: ExpectedVersion,
-    },
+    CreateNamespace { namespace: String, ttl_second: Option<u64>, expected: ExpectedVersion },
     /// Remove a namespace with every session and property in it.
-    DeleteNamespace {
-        namespace: String,
-        expected: ExpectedVersion,
-    },
+    DeleteNamespace { namespace: String, expected: ExpectedVersion },
     /// Merge properties into a session (PATCH, and PUT of one property).
-    PatchProperties {
-        session: SessionRef,
-        properties: Properties,
-    },
+    PatchProperties { session: SessionRef, properties: Properties },
     /// Remove one property (idempotent).
-    DeleteProperty {
-        session: SessionRef,
-        property: String,
-    },
+    DeleteProperty { session: SessionRef, property: String },
     /// Remove every property of a session, keeping its TTL setting.
     ClearSession { session: SessionRef },
     /// Remove every property of a session and its TTL setting.
     DeleteSession { session: SessionRef },
     /// Set the TTL stamped on the session's properties written from now on.
-    SetSessionTtl {
-        session: SessionRef,
-        ttl_second: u64,
-    },
+    SetSessionTtl { session: SessionRef, ttl_second: u64 },
 }
 
 /// A session addressed by a write, with the `If-Match` precondition on its stream.
@@ -104,10 +88,7 @@ impl ContextCommand {
 }
 
 /// Decides a namespace command: which events, if any, it appends.
-pub fn decide_namespace(
-    state: &NamespaceState,
-    command: &ContextCommand,
-) -> Result<Vec<Event>, DomainError> {
+pub fn decide_namespace(state: &NamespaceState, command: &ContextCommand) -> Result<Vec<Event>, DomainError> {
     check_namespace(command.namespace())?;
     match command {
         ContextCommand::CreateNamespace { expected, .. }
@@ -115,11 +96,7 @@ pub fn decide_namespace(
         _ => unreachable!("session commands are decided by decide_session"),
     }
     match command {
-        ContextCommand::CreateNamespace {
-            namespace,
-            ttl_second,
-            ..
-        } => {
+        ContextCommand::CreateNamespace { namespace, ttl_second, .. } => {
             if let Some(ttl) = ttl_second {
                 check_ttl(*ttl)?;
             }
@@ -153,9 +130,7 @@ pub fn decide_namespace(
                 })
                 .collect();
             if state.registered || !events.is_empty() {
-                events.push(Event::NamespaceDeleted(NamespaceDeleted {
-                    namespace: namespace.clone(),
-                }));
+                events.push(Event::NamespaceDeleted(NamespaceDeleted { namespace: namespace.clone() }));
             }
             Ok(events)
         }
@@ -169,9 +144,7 @@ pub fn decide_session(
     command: &ContextCommand,
     now: DateTime<Utc>,
 ) -> Result<Vec<Event>, DomainError> {
-    let session = command
-        .session()
-        .expect("decide_session takes session commands");
+    let session = command.session().expect("decide_session takes session commands");
     check_namespace(&session.namespace)?;
     check_name("session id", &session.session_id)?;
     session.expected.check(state.version)?;
@@ -210,20 +183,13 @@ pub fn decide_session(
             if state.live_properties.is_empty() {
                 return Ok(vec![]);
             }
-            vec![Event::SessionPropertiesCleared(SessionPropertiesCleared {
-                namespace,
-                session_id,
-            })]
+            vec![Event::SessionPropertiesCleared(SessionPropertiesCleared { namespace, session_id })]
         }
         ContextCommand::DeleteSession { .. } => {
             if !state.session_known {
                 return Ok(vec![]);
             }
-            vec![Event::SessionDeleted(SessionDeleted {
-                namespace,
-                session_id,
-                cause: None,
-            })]
+            vec![Event::SessionDeleted(SessionDeleted { namespace, session_id, cause: None })]
         }
         ContextCommand::SetSessionTtl { ttl_second, .. } => {
             check_ttl(*ttl_second)?;
@@ -259,9 +225,7 @@ fn registration(state: &SessionState, namespace: &str) -> Vec<Event> {
 
 fn check_ttl(ttl_second: u64) -> Result<(), DomainError> {
     if ttl_second > MAX_TTL_SECONDS {
-        return Err(DomainError::Invalid(format!(
-            "ttlSecond must be at most {MAX_TTL_SECONDS}"
-        )));
+        return Err(DomainError::Invalid(format!("ttlSecond must be at most {MAX_TTL_SECONDS}")));
     }
     Ok(())
 }
@@ -272,19 +236,14 @@ pub fn property_chars(key: &str, value_chars: usize) -> usize {
 }
 
 /// Refuses a patch whose merged session document would exceed `MAX_DOCUMENT_CHARS`.
-fn check_document_size(
-    live: &BTreeMap<String, usize>,
-    patch: &Properties,
-) -> Result<(), DomainError> {
+fn check_document_size(live: &BTreeMap<String, usize>, patch: &Properties) -> Result<(), DomainError> {
     let kept: usize = live
         .iter()
         .filter(|(key, _)| !patch.contains_key(key.as_str()))
         .map(|(key, chars)| property_chars(key, *chars))
         .sum();
-    let written: usize = patch
-        .iter()
-        .map(|(key, value)| property_chars(key, value.as_str().chars().count()))
-        .sum();
+    let written: usize =
+        patch.iter().map(|(key, value)| property_chars(key, value.as_str().chars().count())).sum();
     // Braces, minus the comma the last property does not have.
     if 2 + kept + written > MAX_DOCUMENT_CHARS + 1 {
         return Err(DomainError::DocumentTooLarge);
@@ -298,11 +257,7 @@ mod tests {
     use serde_json::{Value, json};
 
     fn session(expected: ExpectedVersion) -> SessionRef {
-        SessionRef {
-            namespace: "ns".into(),
-            session_id: "s1".into(),
-            expected,
-        }
+        SessionRef { namespace: "ns".into(), session_id: "s1".into(), expected }
     }
 
     fn patch(value: Value) -> ContextCommand {
@@ -320,36 +275,18 @@ mod tests {
     #[test]
     fn first_patch_registers_the_namespace_and_stamps_the_session_ttl() {
         let now = Utc::now();
-        let state = SessionState {
-            session_ttl: Some(60),
-            namespace_ttl: Some(600),
-            ..Default::default()
-        };
+        let state = SessionState { session_ttl: Some(60), namespace_ttl: Some(600), ..Default::default() };
         let events = decide_session(&state, &patch(json!({"a": 1})), now).unwrap();
         assert_eq!(events.len(), 2);
-        assert!(matches!(
-            &events[0],
-            Event::NamespaceCreated(NamespaceCreated { implicit: true, .. })
-        ));
-        let Event::PropertiesPatched(patched) = &events[1] else {
-            panic!("{events:?}")
-        };
-        assert_eq!(
-            patched.expires_at,
-            Some(now + chrono::Duration::seconds(60))
-        );
+        assert!(matches!(&events[0], Event::NamespaceCreated(NamespaceCreated { implicit: true, .. })));
+        let Event::PropertiesPatched(patched) = &events[1] else { panic!("{events:?}") };
+        assert_eq!(patched.expires_at, Some(now + chrono::Duration::seconds(60)));
     }
 
     #[test]
     fn a_stale_if_match_is_refused_with_the_current_version() {
-        let state = SessionState {
-            version: 3,
-            namespace_registered: true,
-            ..Default::default()
-        };
-        let command = ContextCommand::ClearSession {
-            session: session(ExpectedVersion::Exactly(2)),
-        };
+        let state = SessionState { version: 3, namespace_registered: true, ..Default::default() };
+        let command = ContextCommand::ClearSession { session: session(ExpectedVersion::Exactly(2)) };
         assert_eq!(
             decide_session(&state, &command, Utc::now()),
             Err(DomainError::VersionConflict { current: 3 })
@@ -358,22 +295,14 @@ mod tests {
 
     #[test]
     fn deleting_an_absent_property_appends_nothing() {
-        let command = ContextCommand::DeleteProperty {
-            session: session(ExpectedVersion::Any),
-            property: "x".into(),
-        };
-        assert_eq!(
-            decide_session(&SessionState::default(), &command, Utc::now()),
-            Ok(vec![])
-        );
+        let command =
+            ContextCommand::DeleteProperty { session: session(ExpectedVersion::Any), property: "x".into() };
+        assert_eq!(decide_session(&SessionState::default(), &command, Utc::now()), Ok(vec![]));
     }
 
     #[test]
     fn a_document_over_800000_characters_is_too_large() {
-        let state = SessionState {
-            namespace_registered: true,
-            ..Default::default()
-        };
+        let state = SessionState { namespace_registered: true, ..Default::default() };
         let fits = "x".repeat(MAX_DOCUMENT_CHARS - 10);
         assert!(decide_session(&state, &patch(json!({"a": fits})), Utc::now()).is_ok());
         let too_big = "x".repeat(MAX_DOCUMENT_CHARS);
@@ -391,38 +320,23 @@ mod tests {
             ttl_second: None,
             sessions: vec!["a".into(), "b".into()],
         };
-        let delete = |expected| ContextCommand::DeleteNamespace {
-            namespace: "ns".into(),
-            expected,
-        };
+        let delete = |expected| ContextCommand::DeleteNamespace { namespace: "ns".into(), expected };
         assert_eq!(
             decide_namespace(&state, &delete(ExpectedVersion::Exactly(3))),
             Err(DomainError::VersionConflict { current: 4 })
         );
         let events = decide_namespace(&state, &delete(ExpectedVersion::Exactly(4))).unwrap();
         let types: Vec<_> = events.iter().map(Event::event_type).collect();
-        assert_eq!(
-            types,
-            ["SessionDeleted", "SessionDeleted", "NamespaceDeleted"]
-        );
+        assert_eq!(types, ["SessionDeleted", "SessionDeleted", "NamespaceDeleted"]);
     }
 
     #[test]
     fn setting_the_same_session_ttl_again_appends_nothing() {
-        let state = SessionState {
-            namespace_registered: true,
-            session_ttl: Some(5),
-            ..Default::default()
-        };
-        let set = |ttl_second| ContextCommand::SetSessionTtl {
-            session: session(ExpectedVersion::Any),
-            ttl_second,
-        };
+        let state = SessionState { namespace_registered: true, session_ttl: Some(5), ..Default::default() };
+        let set =
+            |ttl_second| ContextCommand::SetSessionTtl { session: session(ExpectedVersion::Any), ttl_second };
         assert_eq!(decide_session(&state, &set(5), Utc::now()), Ok(vec![]));
-        assert_eq!(
-            decide_session(&state, &set(6), Utc::now()).unwrap().len(),
-            1
-        );
+        assert_eq!(decide_session(&state, &set(6), Utc::now()).unwrap().len(), 1);
     }
 
     #[test]

@@ -199,38 +199,15 @@ impl Event {
             }
             Event::NamespaceCreated(NamespaceCreated { namespace, .. })
             | Event::NamespaceTtlSet(NamespaceTtlSet { namespace, .. })
-            | Event::NamespaceDeleted(NamespaceDeleted { namespace }) => {
-                namespace_stream(account, namespace)
+            | Event::NamespaceDeleted(NamespaceDeleted { namespace }) => namespace_stream(account, namespace),
+            Event::PropertiesPatched(PropertiesPatched { namespace, session_id, .. })
+            | Event::PropertyDeleted(PropertyDeleted { namespace, session_id, .. })
+            | Event::SessionPropertiesCleared(SessionPropertiesCleared { namespace, session_id })
+            | Event::SessionDeleted(SessionDeleted { namespace, session_id, .. })
+            | Event::SessionTtlSet(SessionTtlSet { namespace, session_id, .. })
+            | Event::PropertiesExpired(PropertiesExpired { namespace, session_id, .. }) => {
+                session_stream(account, namespace, session_id)
             }
-            Event::PropertiesPatched(PropertiesPatched {
-                namespace,
-                session_id,
-                ..
-            })
-            | Event::PropertyDeleted(PropertyDeleted {
-                namespace,
-                session_id,
-                ..
-            })
-            | Event::SessionPropertiesCleared(SessionPropertiesCleared {
-                namespace,
-                session_id,
-            })
-            | Event::SessionDeleted(SessionDeleted {
-                namespace,
-                session_id,
-                ..
-            })
-            | Event::SessionTtlSet(SessionTtlSet {
-                namespace,
-                session_id,
-                ..
-            })
-            | Event::PropertiesExpired(PropertiesExpired {
-                namespace,
-                session_id,
-                ..
-            }) => session_stream(account, namespace, session_id),
         }
     }
 }
@@ -247,21 +224,12 @@ pub fn namespace_stream(account: &str, namespace: &str) -> String {
 
 /// Stream of one context session (namespace properties are session `__default__`).
 pub fn session_stream(account: &str, namespace: &str, session_id: &str) -> String {
-    format!(
-        "ctx/{}/{}/{}",
-        escape(account),
-        escape(namespace),
-        escape(session_id)
-    )
+    format!("ctx/{}/{}/{}", escape(account), escape(namespace), escape(session_id))
 }
 
 /// Names may contain `/`; escaping it (and `%`) keeps stream ids unambiguous.
 fn escape(name: &str) -> std::borrow::Cow<'_, str> {
-    if name.contains(['/', '%']) {
-        name.replace('%', "%25").replace('/', "%2F").into()
-    } else {
-        name.into()
-    }
+    if name.contains(['/', '%']) { name.replace('%', "%25").replace('/', "%2F").into() } else { name.into() }
 }
 
 #[cfg(test)]
@@ -282,9 +250,6 @@ mod tests {
 
     #[test]
     fn stream_ids_cannot_collide_through_slashes_in_names() {
-        assert_ne!(
-            session_stream("a", "b/c", "d"),
-            session_stream("a", "b", "c/d")
-        );
+        assert_ne!(session_stream("a", "b/c", "d"), session_stream("a", "b", "c/d"));
     }
 }

@@ -7,14 +7,8 @@ use super::DomainError;
 pub const MAX_NAME_BYTES: usize = 256;
 
 /// Namespaces the LivePerson API reserves for its own use; writing to them is a 400.
-pub const RESERVED_NAMESPACES: &[&str] = &[
-    "consumer",
-    "operational",
-    "conversation",
-    "custom",
-    "sde",
-    "faas",
-];
+pub const RESERVED_NAMESPACES: &[&str] =
+    &["consumer", "operational", "conversation", "custom", "sde", "faas"];
 
 /// The session that holds a namespace's own properties.
 pub const DEFAULT_SESSION: &str = "__default__";
@@ -25,14 +19,10 @@ pub fn check_name(what: &str, name: &str) -> Result<(), DomainError> {
         return Err(DomainError::Invalid(format!("{what} must not be empty")));
     }
     if name.len() > MAX_NAME_BYTES {
-        return Err(DomainError::Invalid(format!(
-            "{what} is longer than {MAX_NAME_BYTES} bytes"
-        )));
+        return Err(DomainError::Invalid(format!("{what} is longer than {MAX_NAME_BYTES} bytes")));
     }
     if name.chars().any(char::is_control) {
-        return Err(DomainError::Invalid(format!(
-            "{what} must not contain control characters"
-        )));
+        return Err(DomainError::Invalid(format!("{what} must not contain control characters")));
     }
     Ok(())
 }
@@ -40,13 +30,8 @@ pub fn check_name(what: &str, name: &str) -> Result<(), DomainError> {
 /// A namespace name must be a valid name and not one of the reserved ones.
 pub fn check_namespace(namespace: &str) -> Result<(), DomainError> {
     check_name("namespace", namespace)?;
-    if RESERVED_NAMESPACES
-        .iter()
-        .any(|reserved| reserved.eq_ignore_ascii_case(namespace))
-    {
-        return Err(DomainError::Invalid(format!(
-            "namespace '{namespace}' is reserved"
-        )));
+    if RESERVED_NAMESPACES.iter().any(|reserved| reserved.eq_ignore_ascii_case(namespace)) {
+        return Err(DomainError::Invalid(format!("namespace '{namespace}' is reserved")));
     }
     Ok(())
 }

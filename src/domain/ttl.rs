@@ -28,14 +28,8 @@ mod tests {
     fn session_ttl_wins_over_namespace_ttl_and_zero_means_forever() {
         let now = Utc::now();
         assert_eq!(expires_at(now, None, None), None);
-        assert_eq!(
-            expires_at(now, None, Some(10)),
-            Some(now + Duration::seconds(10))
-        );
-        assert_eq!(
-            expires_at(now, Some(5), Some(10)),
-            Some(now + Duration::seconds(5))
-        );
+        assert_eq!(expires_at(now, None, Some(10)), Some(now + Duration::seconds(10)));
+        assert_eq!(expires_at(now, Some(5), Some(10)), Some(now + Duration::seconds(5)));
         assert_eq!(expires_at(now, Some(0), Some(10)), None);
     }
 }

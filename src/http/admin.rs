@@ -35,19 +35,10 @@ async fn create_account(
     write: Write<JsonBody<NewAccount>>,
 ) -> Result<Response, ApiError> {
     let JsonBody(NewAccount { account_id }) = write.body;
-    let command = Command::Account(AccountCommand::CreateAccount {
-        account_id: account_id.clone(),
-    });
-    state
-        .store
-        .submit(write.context.request("admin".into(), ADMIN_SCOPE, command))
-        .await?;
+    let command = Command::Account(AccountCommand::CreateAccount { account_id: account_id.clone() });
+    state.store.submit(write.context.request("admin".into(), ADMIN_SCOPE, command)).await?;
     let location = format!("/admin/accounts/{}", percent_encode(&account_id));
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        axum::Json(json!({ "account_id": account_id })),
-    )
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], axum::Json(json!({ "account_id": account_id })))
         .into_response())
 }
 
@@ -57,8 +48,7 @@ async fn get_account(
     P(account_id): P<String>,
 ) -> Result<Response, ApiError> {
     let account = state.store.read(|conn| accounts::get(conn, &account_id))?;
-    let account =
-        account.ok_or_else(|| ApiError::not_found(format!("account '{account_id}' not found")))?;
+    let account = account.ok_or_else(|| ApiError::not_found(format!("account '{account_id}' not found")))?;
     Ok(axum::Json(account).into_response())
 }
 
@@ -67,9 +57,7 @@ fn percent_encode(segment: &str) -> String {
     segment
         .bytes()
         .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (byte as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (byte as char).to_string(),
             other => format!("%{other:02X}"),
         })
         .collect()
@@ -92,10 +80,7 @@ async fn issue_key(
         key_id: key.key_id.clone(),
         key_hash: key.key_hash,
     });
-    let outcome = state
-        .store
-        .submit(write.context.request("admin".into(), ADMIN_SCOPE, command))
-        .await?;
+    let outcome = state.store.submit(write.context.request("admin".into(), ADMIN_SCOPE, command)).await?;
     if outcome.replayed {
         // The key of the first request was shown once and is not stored.
         return Ok(axum::Json(json!({

@@ -27,41 +27,24 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(ACCOUNT, post(create_namespace).get(list_namespaces))
         .route(&route("/{namespace}"), delete(delete_namespace))
-        .route(
-            &route("/{namespace}/properties"),
-            patch(patch_properties).get(get_document),
-        )
+        .route(&route("/{namespace}/properties"), patch(patch_properties).get(get_document))
         .route(
             &route("/{namespace}/properties/{property}"),
             put(put_property).get(get_property).delete(delete_property),
         )
         .route(
             &route("/{namespace}/{session}/properties"),
-            patch(patch_properties)
-                .get(get_document)
-                .delete(clear_session),
+            patch(patch_properties).get(get_document).delete(clear_session),
         )
-        .route(
-            &route("/{namespace}/{session}/properties/"),
-            get(get_document).delete(clear_session),
-        )
+        .route(&route("/{namespace}/{session}/properties/"), get(get_document).delete(clear_session))
         .route(
             &route("/{namespace}/{session}/properties/{property}"),
             put(put_property).get(get_property).delete(delete_property),
         )
-        .route(
-            &route("/namespace/{namespace}/session"),
-            post(set_session_ttl).get(list_session_ttls),
-        )
-        .route(
-            &route("/namespace/{namespace}/session/{session}"),
-            delete(delete_session),
-        )
+        .route(&route("/namespace/{namespace}/session"), post(set_session_ttl).get(list_session_ttls))
+        .route(&route("/namespace/{namespace}/session/{session}"), delete(delete_session))
         .route(&route("/{namespace}/session-ids"), get(session_ids))
-        .route(
-            &route("/{namespace}/session-properties"),
-            get(session_properties),
-        )
+        .route(&route("/{namespace}/session-properties"), get(session_properties))
 }
 
 /// Sends a context command for `account` and answers 204 with the stream's new `ETag`.
@@ -71,19 +54,10 @@ async fn submit(
     context: WriteContext,
     command: ContextCommand,
 ) -> Result<Response, ApiError> {
-    let command = Command::Context {
-        account: account.id.clone(),
-        command,
-    };
-    let outcome = state
-        .store
-        .submit(context.request(account.actor(), &account.idempotency_scope(), command))
-        .await?;
-    Ok((
-        StatusCode::NO_CONTENT,
-        [(header::ETAG, etag(outcome.version))],
-    )
-        .into_response())
+    let command = Command::Context { account: account.id.clone(), command };
+    let outcome =
+        state.store.submit(context.request(account.actor(), &account.idempotency_scope(), command)).await?;
+    Ok((StatusCode::NO_CONTENT, [(header::ETAG, etag(outcome.version))]).into_response())
 }
 
 fn session_ref(target: &Target, context: &WriteContext) -> SessionRef {
@@ -121,14 +95,8 @@ async fn create_namespace(
     submit(&state, &account, write.context, command).await
 }
 
-async fn list_namespaces(
-    State(state): State<AppState>,
-    account: Account,
-) -> Result<Response, ApiError> {
-    let namespaces = state
-        .store
-        .read_large(move |conn| read::list_namespaces(conn, &account.id))
-        .await?;
+async fn list_namespaces(State(state): State<AppState>, account: Account) -> Result<Response, ApiError> {
+    let namespaces = state.store.read_large(move |conn| read::list_namespaces(conn, &account.id)).await?;
     Ok(axum::Json(namespaces).into_response())
 }
 
@@ -138,10 +106,8 @@ async fn delete_namespace(
     target: Target,
     write: Write<NoBody>,
 ) -> Result<Response, ApiError> {
-    let command = ContextCommand::DeleteNamespace {
-        namespace: target.namespace,
-        expected: write.context.expected,
-    };
+    let command =
+        ContextCommand::DeleteNamespace { namespace: target.namespace, expected: write.context.expected };
     submit(&state, &account, write.context, command).await
 }
 
@@ -152,10 +118,7 @@ async fn patch_properties(
     write: Write<JsonBody<Map<String, Value>>>,
 ) -> Result<Response, ApiError> {
     let JsonBody(body) = write.body;
-    let properties = body
-        .iter()
-        .map(|(key, value)| (key.clone(), JsonText::from_value(value)))
-        .collect();
+    let properties = body.iter().map(|(key, value)| (key.clone(), JsonText::from_value(value))).collect();
     merge(&state, &account, &target, write.context, properties).await
 }
 
@@ -180,16 +143,7 @@ async fn merge(
     properties: Properties,
 ) -> Result<Response, ApiError> {
     let session = session_ref(target, &context);
-    submit(
-        state,
-        account,
-        context,
-        ContextCommand::PatchProperties {
-            session,
-            properties,
-        },
-    )
-    .await
+    submit(state, account, context, ContextCommand::PatchProperties { session, properties }).await
 }
 
 async fn delete_property(
@@ -200,13 +154,7 @@ async fn delete_property(
 ) -> Result<Response, ApiError> {
     let property = target.property.clone().unwrap_or_default();
     let session = session_ref(&target, &write.context);
-    submit(
-        &state,
-        &account,
-        write.context,
-        ContextCommand::DeleteProperty { session, property },
-    )
-    .await
+    submit(&state, &account, write.context, ContextCommand::DeleteProperty { session, property }).await
 }
 
 async fn clear_session(
@@ -216,13 +164,7 @@ async fn clear_session(
     write: Write<NoBody>,
 ) -> Result<Response, ApiError> {
     let session = session_ref(&target, &write.context);
-    submit(
-        &state,
-        &account,
-        write.context,
-        ContextCommand::ClearSession { session },
-    )
-    .await
+    submit(&state, &account, write.context, ContextCommand::ClearSession { session }).await
 }
 
 async fn delete_session(
@@ -232,13 +174,7 @@ async fn delete_session(
     write: Write<NoBody>,
 ) -> Result<Response, ApiError> {
     let session = session_ref(&target, &write.context);
-    submit(
-        &state,
-        &account,
-        write.context,
-        ContextCommand::DeleteSession { session },
-    )
-    .await
+    submit(&state, &account, write.context, ContextCommand::DeleteSession { session }).await
 }
 
 #[derive(Deserialize)]
@@ -255,25 +191,10 @@ async fn set_session_ttl(
     Q(query): Q<TtlQuery>,
     write: Write<JsonBody<SessionIdBody>>,
 ) -> Result<Response, ApiError> {
-    let ttl_second = query
-        .ttl_second
-        .ok_or_else(|| ApiError::bad_request("ttlSecond is required"))?;
+    let ttl_second = query.ttl_second.ok_or_else(|| ApiError::bad_request("ttlSecond is required"))?;
     let JsonBody(SessionIdBody { session_id }) = write.body;
-    let session = SessionRef {
-        namespace: target.namespace,
-        session_id,
-        expected: write.context.expected,
-    };
-    submit(
-        &state,
-        &account,
-        write.context,
-        ContextCommand::SetSessionTtl {
-            session,
-            ttl_second,
-        },
-    )
-    .await
+    let session = SessionRef { namespace: target.namespace, session_id, expected: write.context.expected };
+    submit(&state, &account, write.context, ContextCommand::SetSessionTtl { session, ttl_second }).await
 }
 
 async fn list_session_ttls(
@@ -323,12 +244,7 @@ async fn get_document(
     // `include=` with no names is treated as no filter.
     let include: Option<Vec<String>> = query
         .include
-        .map(|list| {
-            list.split(',')
-                .map(|key| key.trim().to_string())
-                .filter(|key| !key.is_empty())
-                .collect()
-        })
+        .map(|list| list.split(',').map(|key| key.trim().to_string()).filter(|key| !key.is_empty()).collect())
         .filter(|keys: &Vec<String>| !keys.is_empty());
     let now = state.clock.now();
     let stream = session_stream(&account.id, &target.namespace, &target.session_id);
@@ -356,18 +272,11 @@ async fn get_property(
     let now = state.clock.now();
     let stream = session_stream(&account.id, &target.namespace, &target.session_id);
     let (value, version) = state.store.read(|conn| {
-        let value = read::property_value(
-            conn,
-            &account.id,
-            &target.namespace,
-            &target.session_id,
-            &property,
-            now,
-        )?;
+        let value =
+            read::property_value(conn, &account.id, &target.namespace, &target.session_id, &property, now)?;
         Ok((value, log::stream_version(conn, &stream)?))
     })?;
-    let value =
-        value.ok_or_else(|| ApiError::not_found(format!("property '{property}' not found")))?;
+    let value = value.ok_or_else(|| ApiError::not_found(format!("property '{property}' not found")))?;
     Ok(json_text(value, Some(version)))
 }
 
@@ -400,9 +309,7 @@ async fn session_ids(
     let now = state.clock.now();
     let ids = state
         .store
-        .read_large(move |conn| {
-            read::session_ids(conn, &account.id, &target.namespace, now, page, per_page)
-        })
+        .read_large(move |conn| read::session_ids(conn, &account.id, &target.namespace, now, page, per_page))
         .await?;
     Ok(axum::Json(ids).into_response())
 }
@@ -422,14 +329,8 @@ async fn session_properties(
             let ids = read::session_ids(conn, &account.id, &target.namespace, now, page, per_page)?;
             let mut body = String::from("[");
             for (index, session_id) in ids.iter().enumerate() {
-                let document = read::session_document(
-                    conn,
-                    &account.id,
-                    &target.namespace,
-                    session_id,
-                    now,
-                    None,
-                )?;
+                let document =
+                    read::session_document(conn, &account.id, &target.namespace, session_id, now, None)?;
                 if index > 0 {
                     body.push(',');
                 }

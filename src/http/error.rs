@@ -18,11 +18,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            message: message.into(),
-            current_version: None,
-        }
+        ApiError { status, message: message.into(), current_version: None }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -30,10 +26,7 @@ impl ApiError {
     }
 
     pub fn forbidden() -> Self {
-        Self::new(
-            StatusCode::FORBIDDEN,
-            "Provided API key is either invalid or lacks permission",
-        )
+        Self::new(StatusCode::FORBIDDEN, "Provided API key is either invalid or lacks permission")
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -59,11 +52,7 @@ impl From<DomainError> for ApiError {
             DomainError::VersionConflict { current } => Some(current),
             _ => None,
         };
-        ApiError {
-            status,
-            message: error.to_string(),
-            current_version,
-        }
+        ApiError { status, message: error.to_string(), current_version }
     }
 }
 
@@ -71,9 +60,7 @@ impl From<WriteError> for ApiError {
     fn from(error: WriteError) -> Self {
         match error {
             WriteError::Domain(error) => error.into(),
-            WriteError::IdempotencyMismatch => {
-                Self::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
-            }
+            WriteError::IdempotencyMismatch => Self::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_string()),
             WriteError::Unavailable | WriteError::CommitFailed => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
             }

@@ -31,16 +31,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Q<T> {
 
 /// One named path parameter, percent-decoded.
 fn path_param(params: &RawPathParams, name: &str) -> Option<String> {
-    params
-        .iter()
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value.to_string())
+    params.iter().find(|(key, _)| *key == name).map(|(_, value)| value.to_string())
 }
 
-async fn raw_params<S: Send + Sync>(
-    parts: &mut Parts,
-    state: &S,
-) -> Result<RawPathParams, ApiError> {
+async fn raw_params<S: Send + Sync>(parts: &mut Parts, state: &S) -> Result<RawPathParams, ApiError> {
     RawPathParams::from_request_parts(parts, state)
         .await
         .map_err(|rejection| ApiError::bad_request(rejection.body_text()))
@@ -86,17 +80,11 @@ impl FromRequestParts<AppState> for Account {
         let params = raw_params(parts, state).await?;
         let account = path_param(&params, "account").ok_or_else(ApiError::forbidden)?;
         let key = presented_key(&parts.headers).ok_or_else(ApiError::forbidden)?;
-        let owner = state
-            .store
-            .key_owner(&hash_secret(key))
-            .ok_or_else(ApiError::forbidden)?;
+        let owner = state.store.key_owner(&hash_secret(key)).ok_or_else(ApiError::forbidden)?;
         if owner.account != account {
             return Err(ApiError::forbidden());
         }
-        Ok(Account {
-            id: owner.account,
-            key_id: owner.key_id,
-        })
+        Ok(Account { id: owner.account, key_id: owner.key_id })
     }
 }
 
@@ -109,10 +97,7 @@ impl FromRequestParts<AppState> for Admin {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         match bearer_token(&parts.headers) {
             Some(token) if hash_secret(token) == state.admin_token_hash => Ok(Admin),
-            _ => Err(ApiError::new(
-                axum::http::StatusCode::FORBIDDEN,
-                "admin token missing or wrong",
-            )),
+            _ => Err(ApiError::new(axum::http::StatusCode::FORBIDDEN, "admin token missing or wrong")),
         }
     }
 }
@@ -133,8 +118,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Target {
         let params = raw_params(parts, state).await?;
         Ok(Target {
             namespace: path_param(&params, "namespace").unwrap_or_default(),
-            session_id: path_param(&params, "session")
-                .unwrap_or_else(|| DEFAULT_SESSION.to_string()),
+            session_id: path_param(&params, "session").unwrap_or_else(|| DEFAULT_SESSION.to_string()),
             property: path_param(&params, "property"),
         })
     }
@@ -211,33 +195,22 @@ impl<S: Send + Sync, B: FromBody> FromRequest<S> for Write<B> {
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         let (parts, body) = request.into_parts();
-        let request_id = parts
-            .extensions
-            .get::<RequestId>()
-            .map(|id| id.0.clone())
-            .unwrap_or_default();
-        let client_addr = parts
-            .extensions
-            .get::<ConnectInfo<std::net::SocketAddr>>()
-            .map(|info| info.0.to_string());
+        let request_id = parts.extensions.get::<RequestId>().map(|id| id.0.clone()).unwrap_or_default();
+        let client_addr =
+            parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>().map(|info| info.0.to_string());
         let expected = parse_if_match(&parts.headers)?;
         let idempotency_key = match parts.headers.get("idempotency-key") {
             None => None,
             Some(value) => {
-                let key = value
-                    .to_str()
-                    .ok()
-                    .filter(|key| !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY);
+                let key =
+                    value.to_str().ok().filter(|key| !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY);
                 Some(key.ok_or_else(|| {
                     ApiError::bad_request("Idempotency-Key must be 1 to 255 visible characters")
                 })?)
             }
         };
-        let fingerprint_prefix = format!(
-            "{} {}\n",
-            parts.method,
-            parts.uri.path_and_query().map_or("", |p| p.as_str())
-        );
+        let fingerprint_prefix =
+            format!("{} {}\n", parts.method, parts.uri.path_and_query().map_or("", |p| p.as_str()));
         let idempotency_key = idempotency_key.map(str::to_string);
         let bytes = Bytes::from_request(Request::from_parts(parts, body), state)
             .await
@@ -250,12 +223,7 @@ impl<S: Send + Sync, B: FromBody> FromRequest<S> for Write<B> {
         });
         Ok(Write {
             body: B::from_body(&bytes)?,
-            context: WriteContext {
-                request_id,
-                idempotency,
-                expected,
-                client_addr,
-            },
+            context: WriteContext { request_id, idempotency, expected, client_addr },
         })
     }
 }
@@ -273,9 +241,7 @@ fn parse_if_match(headers: &HeaderMap) -> Result<ExpectedVersion, ApiError> {
         .trim_matches('"')
         .parse()
         .map(ExpectedVersion::Exactly)
-        .map_err(|_| {
-            ApiError::bad_request("If-Match must be an ETag this API returned, such as \"3\"")
-        })
+        .map_err(|_| ApiError::bad_request("If-Match must be an ETag this API returned, such as \"3\""))
 }
 
 /// Path parameters, with a JSON 400 when they cannot be decoded.

@@ -45,10 +45,7 @@ pub fn router(state: AppState) -> Router {
         .merge(context::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed on this route",
-            )
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -63,9 +60,7 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
         .and_then(|value| value.to_str().ok())
         .filter(|id| !id.is_empty() && id.len() <= 128)
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
-    request
-        .extensions_mut()
-        .insert(RequestId(request_id.clone()));
+    request.extensions_mut().insert(RequestId(request_id.clone()));
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -82,9 +77,7 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
         _ => "other",
     };
     let mut response = next.run(request).await;
-    state
-        .metrics
-        .record_request(&route, method, response.status().as_u16());
+    state.metrics.record_request(&route, method, response.status().as_u16());
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
     }

@@ -13,10 +13,7 @@ use crate::store::log;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(json!({ "status": "ok" })) }),
-        )
+        .route("/healthz", get(|| async { axum::Json(json!({ "status": "ok" })) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
 }
@@ -24,20 +21,12 @@ pub fn router() -> Router<AppState> {
 /// Ready when the writer accepts commands and the database answers a read.
 async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     if !state.store.is_writable() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the writer is not running",
-        ));
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the writer is not running"));
     }
     let last_seq = state.store.read(log::last_seq)?;
-    Ok(axum::Json(
-        json!({ "status": "ready", "last_seq": last_seq }),
-    ))
+    Ok(axum::Json(json!({ "status": "ready", "last_seq": last_seq })))
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }

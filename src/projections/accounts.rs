@@ -32,10 +32,7 @@ pub fn load_state(conn: &Connection, account_id: &str) -> Result<AccountState, S
         .prepare_cached("SELECT key_id FROM api_keys WHERE account_id = ?1 AND revoked_at IS NULL")?
         .query_row([account_id], |row| row.get(0))
         .optional()?;
-    Ok(AccountState {
-        exists,
-        active_key_id,
-    })
+    Ok(AccountState { exists, active_key_id })
 }
 
 /// Every unrevoked key, by hash.
@@ -43,13 +40,7 @@ pub fn active_keys(conn: &Connection) -> Result<HashMap<String, KeyOwner>, Store
     let mut statement =
         conn.prepare("SELECT key_hash, account_id, key_id FROM api_keys WHERE revoked_at IS NULL")?;
     let rows = statement.query_map([], |row| {
-        Ok((
-            row.get::<_, String>(0)?,
-            KeyOwner {
-                account: row.get(1)?,
-                key_id: row.get(2)?,
-            },
-        ))
+        Ok((row.get::<_, String>(0)?, KeyOwner { account: row.get(1)?, key_id: row.get(2)? }))
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -77,9 +68,5 @@ pub fn get(conn: &Connection, account_id: &str) -> Result<Option<AccountSummary>
 }
 
 fn summary(row: &rusqlite::Row<'_>) -> rusqlite::Result<AccountSummary> {
-    Ok(AccountSummary {
-        account_id: row.get(0)?,
-        created_at: row.get(1)?,
-        active_key_id: row.get(2)?,
-    })
+    Ok(AccountSummary { account_id: row.get(0)?, created_at: row.get(1)?, active_key_id: row.get(2)? })
 }

@@ -16,21 +16,14 @@ use crate::store::StoreError;
 pub fn apply(tables: &mut impl Tables, recorded: &EventRef<'_>) -> Result<(), StoreError> {
     let (account, at) = (recorded.account, recorded.recorded_at);
     match recorded.event {
-        Event::NamespaceCreated(e) => {
-            tables.insert_namespace(account, &e.namespace, at, e.ttl_second)
-        }
+        Event::NamespaceCreated(e) => tables.insert_namespace(account, &e.namespace, at, e.ttl_second),
         Event::NamespaceTtlSet(e) => tables.set_namespace_ttl(account, &e.namespace, e.ttl_second),
         Event::NamespaceDeleted(e) => tables.delete_namespace(account, &e.namespace),
         Event::PropertiesPatched(e) => {
             let session = key(account, &e.namespace, &e.session_id);
             let expires_at = e.expires_at.map(|time| time.timestamp_micros());
             for (key, value) in &e.properties {
-                tables.upsert_property(PropertyRow {
-                    session,
-                    key,
-                    value: value.as_str(),
-                    expires_at,
-                })?;
+                tables.upsert_property(PropertyRow { session, key, value: value.as_str(), expires_at })?;
             }
             Ok(())
         }
@@ -39,9 +32,7 @@ pub fn apply(tables: &mut impl Tables, recorded: &EventRef<'_>) -> Result<(), St
         }
         Event::PropertiesExpired(e) => {
             let session = key(account, &e.namespace, &e.session_id);
-            e.properties
-                .iter()
-                .try_for_each(|property| tables.delete_property(session, property))
+            e.properties.iter().try_for_each(|property| tables.delete_property(session, property))
         }
         Event::SessionPropertiesCleared(e) => {
             tables.delete_session_properties(key(account, &e.namespace, &e.session_id))
@@ -59,11 +50,7 @@ pub fn apply(tables: &mut impl Tables, recorded: &EventRef<'_>) -> Result<(), St
 }
 
 fn key<'a>(account_id: &'a str, namespace: &'a str, session_id: &'a str) -> SessionKey<'a> {
-    SessionKey {
-        account_id,
-        namespace,
-        session_id,
-    }
+    SessionKey { account_id, namespace, session_id }
 }
 
 /// What a session command is decided against.
@@ -76,9 +63,7 @@ pub fn load_session_state(
     now: DateTime<Utc>,
 ) -> Result<SessionState, StoreError> {
     let namespace_row: Option<Option<u64>> = conn
-        .prepare_cached(
-            "SELECT ttl_second FROM namespaces WHERE account_id = ?1 AND namespace = ?2",
-        )?
+        .prepare_cached("SELECT ttl_second FROM namespaces WHERE account_id = ?1 AND namespace = ?2")?
         .query_row(params![account, namespace], |row| row.get(0))
         .optional()?;
     let session_ttl: Option<u64> = conn
@@ -91,12 +76,7 @@ pub fn load_session_state(
         "SELECT key, length(value), coalesce(expires_at > ?4, 1) FROM properties
          WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3",
     )?;
-    let mut rows = statement.query(params![
-        account,
-        namespace,
-        session_id,
-        now.timestamp_micros()
-    ])?;
+    let mut rows = statement.query(params![account, namespace, session_id, now.timestamp_micros()])?;
     let mut live_properties = std::collections::BTreeMap::new();
     let mut has_property_rows = false;
     while let Some(row) = rows.next()? {
@@ -124,9 +104,7 @@ pub fn load_namespace_state(
     with_sessions: bool,
 ) -> Result<NamespaceState, StoreError> {
     let row: Option<Option<u64>> = conn
-        .prepare_cached(
-            "SELECT ttl_second FROM namespaces WHERE account_id = ?1 AND namespace = ?2",
-        )?
+        .prepare_cached("SELECT ttl_second FROM namespaces WHERE account_id = ?1 AND namespace = ?2")?
         .query_row(params![account, namespace], |row| row.get(0))
         .optional()?;
     let sessions = if with_sessions {
@@ -140,12 +118,7 @@ pub fn load_namespace_state(
     } else {
         Vec::new()
     };
-    Ok(NamespaceState {
-        version,
-        registered: row.is_some(),
-        ttl_second: row.flatten(),
-        sessions,
-    })
+    Ok(NamespaceState { version, registered: row.is_some(), ttl_second: row.flatten(), sessions })
 }
 
 /// Properties whose expiry is at or before `now`, oldest first, grouped by session.
@@ -189,11 +162,7 @@ pub fn list_namespaces(conn: &Connection, account: &str) -> Result<Vec<Namespace
         "SELECT namespace, {MILLIS}, ttl_second FROM namespaces WHERE account_id = ?1 ORDER BY namespace"
     ))?;
     let rows = statement.query_map([account], |row| {
-        Ok(NamespaceInfo {
-            name: row.get(0)?,
-            created_at: row.get(1)?,
-            ttl_second: row.get(2)?,
-        })
+        Ok(NamespaceInfo { name: row.get(0)?, created_at: row.get(1)?, ttl_second: row.get(2)? })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -219,11 +188,7 @@ pub fn list_session_ttls(
          WHERE account_id = ?1 AND namespace = ?2 ORDER BY session_id",
     )?;
     let rows = statement.query_map(params![account, namespace], |row| {
-        Ok(SessionTtlInfo {
-            session_id: row.get(0)?,
-            created_at: row.get(1)?,
-            ttl_second: row.get(2)?,
-        })
+        Ok(SessionTtlInfo { session_id: row.get(0)?, created_at: row.get(1)?, ttl_second: row.get(2)? })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -242,10 +207,10 @@ pub fn session_document(
          WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3 AND (expires_at IS NULL OR expires_at > ?4)
          ORDER BY key",
     )?;
-    let rows = statement.query_map(
-        params![account, namespace, session_id, now.timestamp_micros()],
-        |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
-    )?;
+    let rows = statement
+        .query_map(params![account, namespace, session_id, now.timestamp_micros()], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })?;
     let mut document = String::from("{");
     for row in rows {
         let (key, value) = row?;
@@ -297,13 +262,7 @@ pub fn session_ids(
     )?;
     let offset = page.saturating_mul(per_page).min(i64::MAX as u64);
     let rows = statement.query_map(
-        params![
-            account,
-            namespace,
-            now.timestamp_micros(),
-            per_page as i64,
-            offset as i64
-        ],
+        params![account, namespace, now.timestamp_micros(), per_page as i64, offset as i64],
         |row| row.get(0),
     )?;
     Ok(rows.collect::<Result<_, _>>()?)

@@ -51,10 +51,7 @@ fn duplicate(table: &str, key: &str) -> StoreError {
 
 impl Tables for MemoryTables {
     fn insert_account(&mut self, account_id: &str, created_at: &str) -> Result<(), StoreError> {
-        match self
-            .accounts
-            .insert(account_id.to_string(), created_at.to_string())
-        {
+        match self.accounts.insert(account_id.to_string(), created_at.to_string()) {
             None => Ok(()),
             Some(_) => Err(duplicate("accounts", account_id)),
         }
@@ -67,24 +64,14 @@ impl Tables for MemoryTables {
         account_id: &str,
         issued_at: &str,
     ) -> Result<(), StoreError> {
-        let row = (
-            key_id.to_string(),
-            account_id.to_string(),
-            issued_at.to_string(),
-            None,
-        );
+        let row = (key_id.to_string(), account_id.to_string(), issued_at.to_string(), None);
         match self.api_keys.insert(key_hash.to_string(), row) {
             None => Ok(()),
             Some(_) => Err(duplicate("api_keys", key_id)),
         }
     }
 
-    fn revoke_api_key(
-        &mut self,
-        account_id: &str,
-        key_id: &str,
-        revoked_at: &str,
-    ) -> Result<(), StoreError> {
+    fn revoke_api_key(&mut self, account_id: &str, key_id: &str, revoked_at: &str) -> Result<(), StoreError> {
         for (id, account, _, revoked) in self.api_keys.values_mut() {
             if id == key_id && account == account_id && revoked.is_none() {
                 *revoked = Some(revoked_at.to_string());
@@ -101,10 +88,7 @@ impl Tables for MemoryTables {
         ttl_second: Option<u64>,
     ) -> Result<(), StoreError> {
         let key = (account_id.to_string(), namespace.to_string());
-        match self
-            .namespaces
-            .insert(key, (created_at.to_string(), ttl_second))
-        {
+        match self.namespaces.insert(key, (created_at.to_string(), ttl_second)) {
             None => Ok(()),
             Some(_) => Err(duplicate("namespaces", namespace)),
         }
@@ -116,18 +100,14 @@ impl Tables for MemoryTables {
         namespace: &str,
         ttl_second: u64,
     ) -> Result<(), StoreError> {
-        if let Some(row) = self
-            .namespaces
-            .get_mut(&(account_id.to_string(), namespace.to_string()))
-        {
+        if let Some(row) = self.namespaces.get_mut(&(account_id.to_string(), namespace.to_string())) {
             row.1 = Some(ttl_second);
         }
         Ok(())
     }
 
     fn delete_namespace(&mut self, account_id: &str, namespace: &str) -> Result<(), StoreError> {
-        self.namespaces
-            .remove(&(account_id.to_string(), namespace.to_string()));
+        self.namespaces.remove(&(account_id.to_string(), namespace.to_string()));
         Ok(())
     }
 
@@ -136,10 +116,7 @@ impl Tables for MemoryTables {
         if !self.properties.contains_key(self.buffer.as_str()) {
             self.properties.insert(self.buffer.clone(), BTreeMap::new());
         }
-        let properties = self
-            .properties
-            .get_mut(self.buffer.as_str())
-            .expect("inserted above");
+        let properties = self.properties.get_mut(self.buffer.as_str()).expect("inserted above");
         match properties.get_mut(row.key) {
             // Overwrite in place: replays rewrite the same properties many times.
             Some((value, expires_at)) => {
@@ -178,8 +155,7 @@ impl Tables for MemoryTables {
         set_at: &str,
     ) -> Result<(), StoreError> {
         joined(session, &mut self.buffer);
-        self.session_ttls
-            .insert(self.buffer.clone(), (ttl_second, set_at.to_string()));
+        self.session_ttls.insert(self.buffer.clone(), (ttl_second, set_at.to_string()));
         Ok(())
     }
 
@@ -193,8 +169,7 @@ impl Tables for MemoryTables {
 impl MemoryTables {
     /// Inserts every row into the (empty) projection tables of `conn`, in primary key order.
     pub fn write_to(&self, conn: &Connection) -> Result<(), StoreError> {
-        let mut insert =
-            conn.prepare("INSERT INTO accounts (account_id, created_at) VALUES (?1, ?2)")?;
+        let mut insert = conn.prepare("INSERT INTO accounts (account_id, created_at) VALUES (?1, ?2)")?;
         for (account_id, created_at) in &self.accounts {
             insert.execute((account_id, created_at))?;
         }
@@ -203,8 +178,9 @@ impl MemoryTables {
         for (hash, (key_id, account_id, issued_at, revoked_at)) in &self.api_keys {
             insert.execute((hash, key_id, account_id, issued_at, revoked_at))?;
         }
-        let mut insert =
-            conn.prepare("INSERT INTO namespaces (account_id, namespace, created_at, ttl_second) VALUES (?1, ?2, ?3, ?4)")?;
+        let mut insert = conn.prepare(
+            "INSERT INTO namespaces (account_id, namespace, created_at, ttl_second) VALUES (?1, ?2, ?3, ?4)",
+        )?;
         for ((account_id, namespace), (created_at, ttl)) in &self.namespaces {
             insert.execute(params![account_id, namespace, created_at, ttl])?;
         }
@@ -222,9 +198,7 @@ impl MemoryTables {
         for (session, properties) in sorted(&self.properties) {
             let (account_id, namespace, session_id) = split(session);
             for (key, (value, expires_at)) in properties {
-                insert.execute(params![
-                    account_id, namespace, session_id, key, value, expires_at
-                ])?;
+                insert.execute(params![account_id, namespace, session_id, key, value, expires_at])?;
             }
         }
         Ok(())
@@ -249,10 +223,7 @@ mod tests {
     use crate::store::log::RecordedEvent;
 
     fn properties(pairs: &[(&str, serde_json::Value)]) -> Properties {
-        pairs
-            .iter()
-            .map(|(key, value)| (key.to_string(), JsonText::from_value(value)))
-            .collect()
+        pairs.iter().map(|(key, value)| (key.to_string(), JsonText::from_value(value))).collect()
     }
 
     /// Every event type, including rewrites, deletes of absent rows and re-creation.
@@ -267,12 +238,7 @@ mod tests {
             })
         };
         vec![
-            (
-                "acme",
-                Event::AccountCreated(AccountCreated {
-                    account_id: "acme".into(),
-                }),
-            ),
+            ("acme", Event::AccountCreated(AccountCreated { account_id: "acme".into() })),
             (
                 "acme",
                 Event::ApiKeyIssued(ApiKeyIssued {
@@ -281,13 +247,7 @@ mod tests {
                     key_hash: "h1".into(),
                 }),
             ),
-            (
-                "acme",
-                Event::ApiKeyRevoked(ApiKeyRevoked {
-                    account_id: "acme".into(),
-                    key_id: "k1".into(),
-                }),
-            ),
+            ("acme", Event::ApiKeyRevoked(ApiKeyRevoked { account_id: "acme".into(), key_id: "k1".into() })),
             (
                 "acme",
                 Event::ApiKeyIssued(ApiKeyIssued {
@@ -304,21 +264,9 @@ mod tests {
                     implicit: false,
                 }),
             ),
-            (
-                "acme",
-                Event::NamespaceTtlSet(NamespaceTtlSet {
-                    namespace: "ns".into(),
-                    ttl_second: 60,
-                }),
-            ),
-            (
-                "acme",
-                patched("a", &[("x", 1.into()), ("y", "two".into())], false),
-            ),
-            (
-                "acme",
-                patched("a", &[("x", serde_json::json!({"deep": [1, null]}))], true),
-            ),
+            ("acme", Event::NamespaceTtlSet(NamespaceTtlSet { namespace: "ns".into(), ttl_second: 60 })),
+            ("acme", patched("a", &[("x", 1.into()), ("y", "two".into())], false)),
+            ("acme", patched("a", &[("x", serde_json::json!({"deep": [1, null]}))], true)),
             ("acme", patched("b", &[("z", true.into())], true)),
             (
                 "acme",
@@ -377,12 +325,7 @@ mod tests {
                     cause: None,
                 }),
             ),
-            (
-                "acme",
-                Event::NamespaceDeleted(NamespaceDeleted {
-                    namespace: "ns".into(),
-                }),
-            ),
+            ("acme", Event::NamespaceDeleted(NamespaceDeleted { namespace: "ns".into() })),
             (
                 "acme",
                 Event::NamespaceCreated(NamespaceCreated {
@@ -416,22 +359,15 @@ mod tests {
         crate::store::migrations::migrate(&mut rebuilt).unwrap();
         memory.write_to(&rebuilt).unwrap();
         assert_eq!(checksums(&live).unwrap(), checksums(&rebuilt).unwrap());
-        let properties: i64 = live
-            .query_row("SELECT count(*) FROM properties", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(
-            properties, 2,
-            "acme's session a keeps x, globex's session a keeps its own"
-        );
+        let properties: i64 =
+            live.query_row("SELECT count(*) FROM properties", [], |row| row.get(0)).unwrap();
+        assert_eq!(properties, 2, "acme's session a keeps x, globex's session a keeps its own");
     }
 
     #[test]
     fn a_log_that_inserts_a_row_twice_is_reported_as_corrupt() {
         let mut memory = MemoryTables::default();
         memory.insert_account("acme", "t").unwrap();
-        assert!(matches!(
-            memory.insert_account("acme", "t"),
-            Err(StoreError::Corrupt(_))
-        ));
+        assert!(matches!(memory.insert_account("acme", "t"), Err(StoreError::Corrupt(_))));
     }
 }

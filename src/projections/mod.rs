@@ -40,11 +40,7 @@ pub fn apply(tables: &mut impl Tables, recorded: &RecordedEvent) -> Result<(), S
     let recorded_at = log::format_time(recorded.recorded_at);
     apply_event(
         tables,
-        &EventRef {
-            account: &recorded.account,
-            recorded_at: &recorded_at,
-            event: &recorded.event,
-        },
+        &EventRef { account: &recorded.account, recorded_at: &recorded_at, event: &recorded.event },
     )
 }
 
@@ -59,31 +55,18 @@ fn apply_event(tables: &mut impl Tables, event: &EventRef<'_>) -> Result<(), Sto
 
 /// Replays the events with `seq <= up_to` of `source` onto `target`, streaming them and reading
 /// only what projections need. Returns the number of events applied.
-pub fn replay(
-    source: &Connection,
-    target: &mut impl Tables,
-    up_to: u64,
-) -> Result<u64, StoreError> {
-    let mut statement =
-        source.prepare("SELECT seq, account, event_type, data, recorded_at FROM events WHERE seq <= ?1 ORDER BY seq")?;
+pub fn replay(source: &Connection, target: &mut impl Tables, up_to: u64) -> Result<u64, StoreError> {
+    let mut statement = source.prepare(
+        "SELECT seq, account, event_type, data, recorded_at FROM events WHERE seq <= ?1 ORDER BY seq",
+    )?;
     let mut rows = statement.query([up_to])?;
     let mut applied = 0;
     while let Some(row) = rows.next()? {
         let seq: u64 = row.get(0)?;
-        let text = |index| {
-            row.get_ref(index)
-                .and_then(|value| value.as_str().map_err(Into::into))
-        };
+        let text = |index| row.get_ref(index).and_then(|value| value.as_str().map_err(Into::into));
         let event = Event::decode(text(2)?, text(3)?)
             .map_err(|error| StoreError::Corrupt(format!("event {seq}: {error}")))?;
-        apply_event(
-            target,
-            &EventRef {
-                account: text(1)?,
-                recorded_at: text(4)?,
-                event: &event,
-            },
-        )?;
+        apply_event(target, &EventRef { account: text(1)?, recorded_at: text(4)?, event: &event })?;
         applied += 1;
     }
     Ok(applied)
@@ -115,11 +98,7 @@ pub fn rebuild(conn: &mut Connection) -> Result<u64, StoreError> {
 }
 
 /// A deterministic sha256 of one projection table's rows, hex.
-pub fn table_checksum(
-    conn: &Connection,
-    table: &str,
-    order_by: &str,
-) -> Result<String, StoreError> {
+pub fn table_checksum(conn: &Connection, table: &str, order_by: &str) -> Result<String, StoreError> {
     let mut statement = conn.prepare(&format!("SELECT * FROM {table} ORDER BY {order_by}"))?;
     let columns = statement.column_count();
     let mut rows = statement.query([])?;

@@ -37,12 +37,7 @@ pub trait Tables {
         account_id: &str,
         issued_at: &str,
     ) -> Result<(), StoreError>;
-    fn revoke_api_key(
-        &mut self,
-        account_id: &str,
-        key_id: &str,
-        revoked_at: &str,
-    ) -> Result<(), StoreError>;
+    fn revoke_api_key(&mut self, account_id: &str, key_id: &str, revoked_at: &str) -> Result<(), StoreError>;
     fn insert_namespace(
         &mut self,
         account_id: &str,
@@ -88,17 +83,14 @@ impl Tables for SqlTables<'_> {
         issued_at: &str,
     ) -> Result<(), StoreError> {
         self.0
-            .prepare_cached("INSERT INTO api_keys (key_hash, key_id, account_id, issued_at) VALUES (?1, ?2, ?3, ?4)")?
+            .prepare_cached(
+                "INSERT INTO api_keys (key_hash, key_id, account_id, issued_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
             .execute((key_hash, key_id, account_id, issued_at))?;
         Ok(())
     }
 
-    fn revoke_api_key(
-        &mut self,
-        account_id: &str,
-        key_id: &str,
-        revoked_at: &str,
-    ) -> Result<(), StoreError> {
+    fn revoke_api_key(&mut self, account_id: &str, key_id: &str, revoked_at: &str) -> Result<(), StoreError> {
         self.0
             .prepare_cached(
                 "UPDATE api_keys SET revoked_at = ?3 WHERE account_id = ?1 AND key_id = ?2 AND revoked_at IS NULL",
@@ -129,9 +121,7 @@ impl Tables for SqlTables<'_> {
         ttl_second: u64,
     ) -> Result<(), StoreError> {
         self.0
-            .prepare_cached(
-                "UPDATE namespaces SET ttl_second = ?3 WHERE account_id = ?1 AND namespace = ?2",
-            )?
+            .prepare_cached("UPDATE namespaces SET ttl_second = ?3 WHERE account_id = ?1 AND namespace = ?2")?
             .execute(params![account_id, namespace, ttl_second])?;
         Ok(())
     }
@@ -166,7 +156,9 @@ impl Tables for SqlTables<'_> {
 
     fn delete_session_properties(&mut self, s: SessionKey<'_>) -> Result<(), StoreError> {
         self.0
-            .prepare_cached("DELETE FROM properties WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3")?
+            .prepare_cached(
+                "DELETE FROM properties WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3",
+            )?
             .execute((s.account_id, s.namespace, s.session_id))?;
         Ok(())
     }
@@ -188,7 +180,9 @@ impl Tables for SqlTables<'_> {
 
     fn delete_session_ttl(&mut self, s: SessionKey<'_>) -> Result<(), StoreError> {
         self.0
-            .prepare_cached("DELETE FROM session_ttls WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3")?
+            .prepare_cached(
+                "DELETE FROM session_ttls WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3",
+            )?
             .execute((s.account_id, s.namespace, s.session_id))?;
         Ok(())
     }

@@ -42,21 +42,14 @@ fn verify_in_snapshot(live: &Connection) -> Result<Report, StoreError> {
         .find(|((a, b), _)| a.1 != b.1)
         .map(|(_, (table, order_by))| first_difference(live, &scratch, table, order_by))
         .transpose()?;
-    Ok(Report {
-        events,
-        tables,
-        mismatch,
-    })
+    Ok(Report { events, tables, mismatch })
 }
 
 fn rows(conn: &Connection, table: &str, order_by: &str) -> Result<Vec<Vec<Value>>, StoreError> {
     let mut statement = conn.prepare(&format!("SELECT * FROM {table} ORDER BY {order_by}"))?;
     let columns = statement.column_count();
-    let rows = statement.query_map([], |row| {
-        (0..columns)
-            .map(|index| row.get::<_, Value>(index))
-            .collect()
-    })?;
+    let rows =
+        statement.query_map([], |row| (0..columns).map(|index| row.get::<_, Value>(index)).collect())?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -71,9 +64,7 @@ fn first_difference(
     for index in 0..live_rows.len().max(rebuilt_rows.len()) {
         let (a, b) = (live_rows.get(index), rebuilt_rows.get(index));
         if a != b {
-            return Ok(format!(
-                "table {table}, row {index}: live {a:?}, rebuilt from the log {b:?}"
-            ));
+            return Ok(format!("table {table}, row {index}: live {a:?}, rebuilt from the log {b:?}"));
         }
     }
     Ok(format!("table {table}: checksums differ"))

@@ -10,9 +10,7 @@ use super::{Idempotency, Outcome, StoreError, WriteError};
 /// key was used for a different request.
 pub fn first_outcome(conn: &Connection, key: &Idempotency) -> Result<Option<Outcome>, WriteError> {
     let stored: Option<(String, String)> = conn
-        .prepare_cached(
-            "SELECT fingerprint, outcome FROM idempotency_keys WHERE scope = ?1 AND key = ?2",
-        )?
+        .prepare_cached("SELECT fingerprint, outcome FROM idempotency_keys WHERE scope = ?1 AND key = ?2")?
         .query_row((&key.scope, &key.key), |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
     let Some((fingerprint, outcome)) = stored else {
@@ -48,16 +46,9 @@ pub fn record(
 }
 
 /// Forgets keys recorded more than `retention_seconds` before `now`.
-pub fn prune(
-    conn: &Connection,
-    now: DateTime<Utc>,
-    retention_seconds: u64,
-) -> Result<(), StoreError> {
-    let retention = i64::try_from(retention_seconds)
-        .unwrap_or(i64::MAX)
-        .saturating_mul(1_000_000);
+pub fn prune(conn: &Connection, now: DateTime<Utc>, retention_seconds: u64) -> Result<(), StoreError> {
+    let retention = i64::try_from(retention_seconds).unwrap_or(i64::MAX).saturating_mul(1_000_000);
     let cutoff = now.timestamp_micros().saturating_sub(retention);
-    conn.prepare_cached("DELETE FROM idempotency_keys WHERE created_at < ?1")?
-        .execute([cutoff])?;
+    conn.prepare_cached("DELETE FROM idempotency_keys WHERE created_at < ?1")?.execute([cutoff])?;
     Ok(())
 }

@@ -38,10 +38,8 @@ pub fn stream_version(conn: &Connection, stream: &str) -> Result<StreamVersion, 
 
 /// Highest seq in the log (0 when empty).
 pub fn last_seq(conn: &Connection) -> Result<u64, StoreError> {
-    let seq: Option<u64> = conn
-        .query_row("SELECT max(seq) FROM events", [], |row| row.get(0))
-        .optional()?
-        .flatten();
+    let seq: Option<u64> =
+        conn.query_row("SELECT max(seq) FROM events", [], |row| row.get(0)).optional()?.flatten();
     Ok(seq.unwrap_or(0))
 }
 
@@ -96,15 +94,7 @@ pub fn read_range(
         let recorded_at = DateTime::parse_from_rfc3339(&recorded_at)
             .map_err(|error| StoreError::Corrupt(format!("event {seq}: recorded_at: {error}")))?
             .with_timezone(&Utc);
-        events.push(RecordedEvent {
-            seq,
-            account,
-            stream,
-            stream_version,
-            event,
-            meta,
-            recorded_at,
-        });
+        events.push(RecordedEvent { seq, account, stream, stream_version, event, meta, recorded_at });
     }
     Ok(events)
 }

@@ -13,11 +13,8 @@ pub struct Migration {
 }
 
 /// Every migration, in order. `migrations_dir_matches_this_list` keeps it in step with the folder.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_init.sql",
-    sql: include_str!("../../migrations/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] =
+    &[Migration { version: 1, name: "0001_init.sql", sql: include_str!("../../migrations/0001_init.sql") }];
 
 /// The schema version this binary writes.
 pub fn latest_version() -> u32 {
@@ -33,11 +30,8 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             applied_at TEXT NOT NULL
         )",
     )?;
-    let current: u32 = conn.query_row(
-        "SELECT coalesce(max(version), 0) FROM schema_version",
-        [],
-        |row| row.get(0),
-    )?;
+    let current: u32 =
+        conn.query_row("SELECT coalesce(max(version), 0) FROM schema_version", [], |row| row.get(0))?;
     if current > latest_version() {
         return Err(StoreError::Schema(format!(
             "the database is at schema version {current}, newer than this binary's {}; run a newer ctxd",
@@ -49,17 +43,9 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.execute_batch(migration.sql)?;
         tx.execute(
             "INSERT INTO schema_version (version, name, applied_at) VALUES (?1, ?2, ?3)",
-            (
-                migration.version,
-                migration.name,
-                chrono::Utc::now().to_rfc3339(),
-            ),
+            (migration.version, migration.name, chrono::Utc::now().to_rfc3339()),
         )?;
-        tracing::info!(
-            version = migration.version,
-            name = migration.name,
-            "applied migration"
-        );
+        tracing::info!(version = migration.version, name = migration.name, "applied migration");
     }
     tx.commit()?;
     Ok(())
@@ -82,11 +68,7 @@ mod tests {
         assert_eq!(files, listed);
         for (index, migration) in MIGRATIONS.iter().enumerate() {
             assert_eq!(migration.version as usize, index + 1);
-            assert!(
-                migration
-                    .name
-                    .starts_with(&format!("{:04}_", migration.version))
-            );
+            assert!(migration.name.starts_with(&format!("{:04}_", migration.version)));
         }
     }
 
@@ -95,15 +77,8 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate(&mut conn).unwrap();
         migrate(&mut conn).unwrap();
-        conn.execute(
-            "INSERT INTO schema_version VALUES (999, 'future.sql', 'now')",
-            [],
-        )
-        .unwrap();
+        conn.execute("INSERT INTO schema_version VALUES (999, 'future.sql', 'now')", []).unwrap();
         let error = migrate(&mut conn).unwrap_err();
-        assert!(
-            error.to_string().contains("newer than this binary"),
-            "{error}"
-        );
+        assert!(error.to_string().contains("newer than this binary"), "{error}");
     }
 }

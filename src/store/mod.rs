@@ -143,21 +143,13 @@ pub fn database_path(data_dir: &Path) -> PathBuf {
 /// Takes the data directory's lock file, so that two processes never write one store.
 pub fn lock_data_dir(data_dir: &Path) -> Result<File, StoreError> {
     std::fs::create_dir_all(data_dir)?;
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(data_dir.join("ctxd.lock"))?;
-    lock.try_lock()
-        .map_err(|_| StoreError::Locked(data_dir.to_path_buf()))?;
+    let lock = File::options().create(true).truncate(false).write(true).open(data_dir.join("ctxd.lock"))?;
+    lock.try_lock().map_err(|_| StoreError::Locked(data_dir.to_path_buf()))?;
     Ok(lock)
 }
 
 /// Opens the write connection with the pragmas every writer uses, and migrates it.
-pub fn open_writer_connection(
-    path: &Path,
-    synchronous_full: bool,
-) -> Result<Connection, StoreError> {
+pub fn open_writer_connection(path: &Path, synchronous_full: bool) -> Result<Connection, StoreError> {
     let mut conn = Connection::open(path)?;
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL;
@@ -186,9 +178,7 @@ impl Store {
         let lock = lock_data_dir(data_dir)?;
         let path = database_path(data_dir);
         let conn = open_writer_connection(&path, config.synchronous_full)?;
-        let keys = Arc::new(RwLock::new(crate::projections::accounts::active_keys(
-            &conn,
-        )?));
+        let keys = Arc::new(RwLock::new(crate::projections::accounts::active_keys(&conn)?));
         metrics.set_log_length(log::last_seq(&conn)?);
         let (sender, receiver) = mpsc::channel(config.queue_capacity);
         let thread = writer::spawn(conn, receiver, config, clock, metrics, keys.clone())?;
@@ -214,20 +204,14 @@ impl Store {
         let (reply, answer) = oneshot::channel();
         self.inner
             .sender
-            .send(writer::Message::Write {
-                request: Box::new(request),
-                reply,
-            })
+            .send(writer::Message::Write { request: Box::new(request), reply })
             .await
             .map_err(|_| WriteError::Unavailable)?;
         answer.await.map_err(|_| WriteError::Unavailable)?
     }
 
     /// Runs a query on a read-only connection.
-    pub fn read<T>(
-        &self,
-        query: impl FnOnce(&Connection) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+    pub fn read<T>(&self, query: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
         self.inner.reads.read(query)
     }
 
@@ -245,12 +229,7 @@ impl Store {
 
     /// The owner of an API key, by the key's sha256.
     pub fn key_owner(&self, key_hash: &str) -> Option<KeyOwner> {
-        self.inner
-            .keys
-            .read()
-            .expect("key ring lock")
-            .get(key_hash)
-            .cloned()
+        self.inner.keys.read().expect("key ring lock").get(key_hash).cloned()
     }
 
     /// True while the writer thread accepts commands.
@@ -261,21 +240,10 @@ impl Store {
     /// Lets the writer finish everything queued, checkpoints the WAL and stops the thread.
     pub async fn shutdown(&self) {
         let (ack, done) = oneshot::channel();
-        if self
-            .inner
-            .sender
-            .send(writer::Message::Stop { ack })
-            .await
-            .is_ok()
-        {
+        if self.inner.sender.send(writer::Message::Stop { ack }).await.is_ok() {
             let _ = done.await;
         }
-        let thread = self
-            .inner
-            .writer_thread
-            .lock()
-            .expect("writer thread lock")
-            .take();
+        let thread = self.inner.writer_thread.lock().expect("writer thread lock").take();
         if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }

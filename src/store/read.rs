@@ -16,18 +16,12 @@ pub struct ReadPool {
 
 impl ReadPool {
     pub fn new(path: PathBuf) -> Self {
-        ReadPool {
-            path,
-            idle: Mutex::new(Vec::new()),
-        }
+        ReadPool { path, idle: Mutex::new(Vec::new()) }
     }
 
     /// Runs `query` on an idle read-only connection, inside one read transaction: every statement
     /// of the query sees the same snapshot (a document and its ETag never come from two commits).
-    pub fn read<T>(
-        &self,
-        query: impl FnOnce(&Connection) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+    pub fn read<T>(&self, query: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let pooled = self.idle.lock().expect("read pool lock").pop();
         let conn = match pooled {
             Some(conn) => conn,
@@ -54,9 +48,7 @@ fn in_snapshot<T>(
 pub fn open_read_only(path: &std::path::Path) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
     )?;
     conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = -16384;")?;
     conn.set_prepared_statement_cache_capacity(super::STATEMENT_CACHE);

@@ -36,28 +36,16 @@ pub struct WriterConfig {
 
 impl Default for WriterConfig {
     fn default() -> Self {
-        WriterConfig {
-            synchronous_full: true,
-            max_batch: 1024,
-            queue_capacity: 8192,
-        }
+        WriterConfig { synchronous_full: true, max_batch: 1024, queue_capacity: 8192 }
     }
 }
 
 pub(super) enum Message {
-    Write {
-        request: Box<WriteRequest>,
-        reply: oneshot::Sender<Result<Outcome, WriteError>>,
-    },
-    Stop {
-        ack: oneshot::Sender<()>,
-    },
+    Write { request: Box<WriteRequest>, reply: oneshot::Sender<Result<Outcome, WriteError>> },
+    Stop { ack: oneshot::Sender<()> },
 }
 
-type Pending = (
-    Box<WriteRequest>,
-    oneshot::Sender<Result<Outcome, WriteError>>,
-);
+type Pending = (Box<WriteRequest>, oneshot::Sender<Result<Outcome, WriteError>>);
 
 pub(super) fn spawn(
     conn: Connection,
@@ -67,17 +55,9 @@ pub(super) fn spawn(
     metrics: Arc<Metrics>,
     keys: Arc<KeyRing>,
 ) -> Result<std::thread::JoinHandle<()>, StoreError> {
-    let mut writer = Writer {
-        next_seq: log::last_seq(&conn)? + 1,
-        conn,
-        config,
-        clock,
-        metrics,
-        keys,
-    };
-    let thread = std::thread::Builder::new()
-        .name("ctxd-writer".into())
-        .spawn(move || writer.run(receiver))?;
+    let mut writer = Writer { next_seq: log::last_seq(&conn)? + 1, conn, config, clock, metrics, keys };
+    let thread =
+        std::thread::Builder::new().name("ctxd-writer".into()).spawn(move || writer.run(receiver))?;
     Ok(thread)
 }
 
@@ -139,16 +119,12 @@ impl Writer {
                     Ok(last) => last + 1,
                     Err(_) => first_seq,
                 };
-                let results = batch
-                    .iter()
-                    .map(|_| Err(WriteError::CommitFailed))
-                    .collect();
+                let results = batch.iter().map(|_| Err(WriteError::CommitFailed)).collect();
                 (results, false)
             }
         };
         let appended = self.next_seq.saturating_sub(first_seq);
-        self.metrics
-            .record_commit(batch.len(), appended, started.elapsed(), self.next_seq - 1);
+        self.metrics.record_commit(batch.len(), appended, started.elapsed(), self.next_seq - 1);
         if touched_keys {
             match projections::accounts::active_keys(&self.conn) {
                 Ok(active) => *self.keys.write().expect("key ring lock") = active,
@@ -165,9 +141,7 @@ impl Writer {
         batch: &[Pending],
     ) -> Result<(Vec<Result<Outcome, WriteError>>, bool), StoreError> {
         let now = self.clock.now();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut results = Vec::with_capacity(batch.len());
         let mut touched_keys = false;
         for (request, _) in batch {
@@ -206,10 +180,7 @@ fn execute(
     }
     let Decision { events, primary } = decide(conn, &request.command, now)?;
     let meta = serde_json::to_string(&request.meta).expect("meta serializes");
-    let mut outcome = Outcome {
-        appended: events.len(),
-        ..Outcome::default()
-    };
+    let mut outcome = Outcome { appended: events.len(), ..Outcome::default() };
     // Stream versions this command has seen, so each stream's index is read at most once.
     let has_primary = primary.is_some();
     let mut versions: Vec<(String, StreamVersion)> = primary.into_iter().collect();
@@ -257,19 +228,9 @@ struct Decision {
 }
 
 /// Loads the state a command is decided against and decides it.
-fn decide(
-    conn: &Connection,
-    command: &Command,
-    now: DateTime<Utc>,
-) -> Result<Decision, WriteError> {
+fn decide(conn: &Connection, command: &Command, now: DateTime<Utc>) -> Result<Decision, WriteError> {
     let tag = |account: &str, events: Vec<Event>| -> Vec<NewEvent> {
-        events
-            .into_iter()
-            .map(|event| NewEvent {
-                account: account.to_string(),
-                event,
-            })
-            .collect()
+        events.into_iter().map(|event| NewEvent { account: account.to_string(), event }).collect()
     };
     let current = |stream: String| -> Result<Option<(String, StreamVersion)>, WriteError> {
         let version = log::stream_version(conn, &stream)?;
@@ -280,10 +241,7 @@ fn decide(
             let account = command.account_id();
             let state = projections::accounts::load_state(conn, account)?;
             let events = accounts::decide_account(&state, command)?;
-            Decision {
-                events: tag(account, events),
-                primary: current(account_stream(account))?,
-            }
+            Decision { events: tag(account, events), primary: current(account_stream(account))? }
         }
         Command::Context { account, command } => match command.session() {
             Some(session) => {
@@ -298,10 +256,7 @@ fn decide(
                     now,
                 )?;
                 let events = context::decide_session(&state, command, now)?;
-                Decision {
-                    events: tag(account, events),
-                    primary: Some((stream, version)),
-                }
+                Decision { events: tag(account, events), primary: Some((stream, version)) }
             }
             None => {
                 let namespace = command.namespace();
@@ -316,22 +271,13 @@ fn decide(
                     with_sessions,
                 )?;
                 let events = context::decide_namespace(&state, command)?;
-                Decision {
-                    events: tag(account, events),
-                    primary: Some((stream, version)),
-                }
+                Decision { events: tag(account, events), primary: Some((stream, version)) }
             }
         },
-        Command::PruneIdempotencyKeys { .. } => Decision {
-            events: vec![],
-            primary: None,
-        },
+        Command::PruneIdempotencyKeys { .. } => Decision { events: vec![], primary: None },
         Command::ExpireProperties { limit } => {
             let expired = projections::context::expired_properties(conn, now, *limit)?;
-            Decision {
-                events: context::decide_expiry(expired),
-                primary: None,
-            }
+            Decision { events: context::decide_expiry(expired), primary: None }
         }
     })
 }

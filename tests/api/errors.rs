@@ -14,25 +14,13 @@ async fn malformed_bodies_are_400_and_write_nothing() {
         ("PATCH", format!("{A}/bots/s/properties"), "[1,2,3]"),
         ("PATCH", format!("{A}/bots/s/properties"), "\"a string\""),
         ("PATCH", format!("{A}/bots/s/properties"), ""),
-        (
-            "PUT",
-            format!("{A}/bots/s/properties/p"),
-            "{\"unterminated\":",
-        ),
+        ("PUT", format!("{A}/bots/s/properties/p"), "{\"unterminated\":"),
         ("PUT", format!("{A}/bots/s/properties/p"), ""),
         ("POST", A.to_string(), "{}"),
         ("POST", A.to_string(), r#"{"name":42}"#),
         ("POST", A.to_string(), r#"{"name":"x","extra":1}"#),
-        (
-            "POST",
-            format!("{A}/namespace/bots/session?ttlSecond=5"),
-            r#"{"session":"s"}"#,
-        ),
-        (
-            "POST",
-            format!("{A}/namespace/bots/session"),
-            r#"{"sessionId":"s"}"#,
-        ),
+        ("POST", format!("{A}/namespace/bots/session?ttlSecond=5"), r#"{"session":"s"}"#),
+        ("POST", format!("{A}/namespace/bots/session"), r#"{"sessionId":"s"}"#),
     ];
     for (method, path, body) in cases {
         app.call(&key, method, &path, body).await.assert_error(400);
@@ -55,38 +43,19 @@ async fn bad_names_are_400_and_write_nothing() {
         format!("{A}/bots/s/properties/p%7F"),
     ];
     for path in &cases {
-        let method = if path.ends_with("/properties") {
-            "PATCH"
-        } else {
-            "PUT"
-        };
+        let method = if path.ends_with("/properties") { "PATCH" } else { "PUT" };
         let body = if method == "PATCH" { r#"{"a":1}"# } else { "1" };
         app.call(&key, method, path, body).await.assert_error(400);
         app.call(&key, "GET", path, "").await.assert_error(400);
     }
-    for body in [
-        format!(r#"{{"{long}":1}}"#),
-        r#"{"":1}"#.to_string(),
-        r#"{"a\u0000b":1}"#.to_string(),
-    ] {
-        app.call(&key, "PATCH", &format!("{A}/bots/s/properties"), &body)
-            .await
-            .assert_error(400);
+    for body in [format!(r#"{{"{long}":1}}"#), r#"{"":1}"#.to_string(), r#"{"a\u0000b":1}"#.to_string()] {
+        app.call(&key, "PATCH", &format!("{A}/bots/s/properties"), &body).await.assert_error(400);
     }
-    app.call(&key, "POST", A, r#"{"name":""}"#)
+    app.call(&key, "POST", A, r#"{"name":""}"#).await.assert_error(400);
+    app.call(&key, "POST", A, &format!(r#"{{"name":"{long}"}}"#)).await.assert_error(400);
+    app.call(&key, "POST", &format!("{A}/namespace/bots/session?ttlSecond=5"), r#"{"sessionId":""}"#)
         .await
         .assert_error(400);
-    app.call(&key, "POST", A, &format!(r#"{{"name":"{long}"}}"#))
-        .await
-        .assert_error(400);
-    app.call(
-        &key,
-        "POST",
-        &format!("{A}/namespace/bots/session?ttlSecond=5"),
-        r#"{"sessionId":""}"#,
-    )
-    .await
-    .assert_error(400);
     assert_eq!(app.event_count(), before);
 }
 
@@ -95,43 +64,15 @@ async fn bad_ttls_and_headers_are_400() {
     let app = spawn_app().await;
     let key = app.account("acme").await;
     for ttl in ["-1", "abc", "1.5", "99999999999999999999"] {
-        app.call(
-            &key,
-            "POST",
-            &format!("{A}?ttlSecond={ttl}"),
-            r#"{"name":"n"}"#,
-        )
+        app.call(&key, "POST", &format!("{A}?ttlSecond={ttl}"), r#"{"name":"n"}"#).await.assert_error(400);
+    }
+    app.call(&key, "POST", &format!("{A}?ttlSecond=999999999999"), r#"{"name":"n"}"#).await.assert_error(400);
+    let path = format!("{A}/bots/s/properties");
+    app.call_with(&key, "PATCH", &path, &[("if-match", "\"abc\"")], r#"{"a":1}"#).await.assert_error(400);
+    let long_key = "k".repeat(300);
+    app.call_with(&key, "PATCH", &path, &[("idempotency-key", &long_key)], r#"{"a":1}"#)
         .await
         .assert_error(400);
-    }
-    app.call(
-        &key,
-        "POST",
-        &format!("{A}?ttlSecond=999999999999"),
-        r#"{"name":"n"}"#,
-    )
-    .await
-    .assert_error(400);
-    let path = format!("{A}/bots/s/properties");
-    app.call_with(
-        &key,
-        "PATCH",
-        &path,
-        &[("if-match", "\"abc\"")],
-        r#"{"a":1}"#,
-    )
-    .await
-    .assert_error(400);
-    let long_key = "k".repeat(300);
-    app.call_with(
-        &key,
-        "PATCH",
-        &path,
-        &[("idempotency-key", &long_key)],
-        r#"{"a":1}"#,
-    )
-    .await
-    .assert_error(400);
 }
 
 #[tokio::test]
@@ -139,9 +80,7 @@ async fn a_huge_body_is_413_with_a_json_message() {
     let app = spawn_app().await;
     let key = app.account("acme").await;
     let huge = format!(r#"{{"a":"{}"}}"#, "x".repeat(5 * 1024 * 1024));
-    app.call(&key, "PATCH", &format!("{A}/bots/s/properties"), &huge)
-        .await
-        .assert_error(413);
+    app.call(&key, "PATCH", &format!("{A}/bots/s/properties"), &huge).await.assert_error(413);
     assert_eq!(app.event_count(), 2);
 }
 
@@ -149,15 +88,9 @@ async fn a_huge_body_is_413_with_a_json_message() {
 async fn unknown_routes_and_methods_get_json_errors() {
     let app = spawn_app().await;
     let key = app.account("acme").await;
-    app.call(&key, "GET", "/nothing/here", "")
-        .await
-        .assert_error(404);
-    app.call(&key, "GET", &format!("{A}/bots/s/properties/p/extra"), "")
-        .await
-        .assert_error(404);
-    app.call(&key, "POST", &format!("{A}/bots/s/properties"), "{}")
-        .await
-        .assert_error(405);
+    app.call(&key, "GET", "/nothing/here", "").await.assert_error(404);
+    app.call(&key, "GET", &format!("{A}/bots/s/properties/p/extra"), "").await.assert_error(404);
+    app.call(&key, "POST", &format!("{A}/bots/s/properties"), "{}").await.assert_error(405);
     app.call(&key, "PATCH", A, "{}").await.assert_error(405);
 }
 
@@ -168,54 +101,27 @@ async fn keys_that_are_missing_wrong_revoked_or_for_another_account_get_403() {
     let key = app.issue_key("acme").await;
     let other_key = app.account("globex").await;
     let path = format!("{A}/bots/s/properties");
-    assert_eq!(
-        app.call(&key, "PATCH", &path, r#"{"secret":1}"#)
-            .await
-            .status,
-        204
-    );
+    assert_eq!(app.call(&key, "PATCH", &path, r#"{"secret":1}"#).await.status, 204);
     let before = app.event_count();
 
     app.request("GET", &path, &[], "").await.assert_error(403);
-    app.call("ctxd_wrong", "GET", &path, "")
-        .await
-        .assert_error(403);
+    app.call("ctxd_wrong", "GET", &path, "").await.assert_error(403);
     app.call(&old_key, "GET", &path, "").await.assert_error(403);
     for (method, body) in [("GET", ""), ("PATCH", r#"{"x":1}"#), ("DELETE", "")] {
-        app.call(&other_key, method, &path, body)
-            .await
-            .assert_error(403);
+        app.call(&other_key, method, &path, body).await.assert_error(403);
     }
     app.call(&other_key, "GET", A, "").await.assert_error(403);
-    app.call(&other_key, "DELETE", &format!("{A}/bots"), "")
-        .await
-        .assert_error(403);
-    app.call(&key, "GET", "/v1/account/unknown/bots/s/properties", "")
-        .await
-        .assert_error(403);
+    app.call(&other_key, "DELETE", &format!("{A}/bots"), "").await.assert_error(403);
+    app.call(&key, "GET", "/v1/account/unknown/bots/s/properties", "").await.assert_error(403);
     assert_eq!(app.event_count(), before);
 
     // The other account sees nothing of acme's under its own path either.
-    let own = app
-        .call(
-            &other_key,
-            "GET",
-            "/v1/account/globex/bots/s/properties",
-            "",
-        )
-        .await;
+    let own = app.call(&other_key, "GET", "/v1/account/globex/bots/s/properties", "").await;
     assert_eq!(own.body, "{}");
-    assert_eq!(
-        app.call(&other_key, "GET", "/v1/account/globex", "")
-            .await
-            .body,
-        "[]"
-    );
+    assert_eq!(app.call(&other_key, "GET", "/v1/account/globex", "").await.body, "[]");
 
     // Bearer works as well as maven-api-key.
     let bearer = format!("Bearer {key}");
-    let got = app
-        .request("GET", &path, &[("authorization", &bearer)], "")
-        .await;
+    let got = app.request("GET", &path, &[("authorization", &bearer)], "").await;
     assert_eq!(got.body, r#"{"secret":1}"#);
 }

@@ -44,14 +44,11 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|error| panic!("not JSON ({error}): {}", self.body))
+        serde_json::from_str(&self.body).unwrap_or_else(|error| panic!("not JSON ({error}): {}", self.body))
     }
 
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .get(name)
-            .map(|value| value.to_str().unwrap().to_string())
+        self.headers.get(name).map(|value| value.to_str().unwrap().to_string())
     }
 
     pub fn etag(&self) -> String {
@@ -75,9 +72,7 @@ pub async fn spawn_app() -> TestApp {
     let dir = temp.path().to_path_buf();
     let mut app = spawn_app_in(
         &dir,
-        Arc::new(ManualClock::starting_at(
-            Utc.with_ymd_and_hms(2026, 1, 1, 10, 0, 0).unwrap(),
-        )),
+        Arc::new(ManualClock::starting_at(Utc.with_ymd_and_hms(2026, 1, 1, 10, 0, 0).unwrap())),
     )
     .await;
     app._temp = Some(temp);
@@ -95,9 +90,7 @@ pub async fn spawn_app_in(data_dir: &Path, clock: Arc<ManualClock>) -> TestApp {
         sweep_interval: Duration::from_secs(3600),
         idempotency_retention: Duration::from_secs(24 * 3600),
     };
-    let app = Application::build(&config, clock.clone())
-        .await
-        .expect("server builds");
+    let app = Application::build(&config, clock.clone()).await.expect("server builds");
     let addr = app.local_addr();
     let store = app.store();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -125,13 +118,7 @@ impl TestApp {
     pub async fn restart(mut self) -> TestApp {
         self.shutdown().await;
         // Dropping every handle on the old store releases the data dir's lock.
-        let TestApp {
-            data_dir,
-            clock,
-            _temp,
-            store,
-            ..
-        } = self;
+        let TestApp { data_dir, clock, _temp, store, .. } = self;
         drop(store);
         let mut next = spawn_app_in(&data_dir, clock).await;
         next._temp = _temp;
@@ -154,50 +141,34 @@ impl TestApp {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> Reply {
-        let mut builder = hyper::Request::builder()
-            .method(method)
-            .uri(format!("http://{}{}", self.addr, path));
+        let mut builder =
+            hyper::Request::builder().method(method).uri(format!("http://{}{}", self.addr, path));
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        let response = self
-            .client
-            .request(builder.body(Full::new(body.into())).unwrap())
-            .await
-            .expect("request sent");
+        let response =
+            self.client.request(builder.body(Full::new(body.into())).unwrap()).await.expect("request sent");
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        Reply {
-            status,
-            headers,
-            body: String::from_utf8(bytes.to_vec()).unwrap(),
-        }
+        Reply { status, headers, body: String::from_utf8(bytes.to_vec()).unwrap() }
     }
 
     pub async fn admin(&self, method: &str, path: &str, body: &str) -> Reply {
         let auth = format!("Bearer {ADMIN_TOKEN}");
-        self.request(method, path, &[("authorization", &auth)], body.to_string())
-            .await
+        self.request(method, path, &[("authorization", &auth)], body.to_string()).await
     }
 
     /// Creates an account and returns a fresh API key for it.
     pub async fn account(&self, account_id: &str) -> String {
-        let created = self
-            .admin(
-                "POST",
-                "/admin/accounts",
-                &format!(r#"{{"account_id":"{account_id}"}}"#),
-            )
-            .await;
+        let created =
+            self.admin("POST", "/admin/accounts", &format!(r#"{{"account_id":"{account_id}"}}"#)).await;
         assert_eq!(created.status, 201, "{}", created.body);
         self.issue_key(account_id).await
     }
 
     pub async fn issue_key(&self, account_id: &str) -> String {
-        let issued = self
-            .admin("POST", &format!("/admin/accounts/{account_id}/api-key"), "")
-            .await;
+        let issued = self.admin("POST", &format!("/admin/accounts/{account_id}/api-key"), "").await;
         assert_eq!(issued.status, 201, "{}", issued.body);
         issued.json()["api_key"].as_str().unwrap().to_string()
     }

@@ -37,12 +37,7 @@ impl Model {
 
     fn patch(&mut self, namespace: &str, session: &str, values: &BTreeMap<String, Value>) {
         let key = (namespace.to_string(), session.to_string());
-        let ttl = self
-            .session_ttl
-            .get(&key)
-            .or(self.namespace_ttl.get(namespace))
-            .copied()
-            .unwrap_or(0);
+        let ttl = self.session_ttl.get(&key).or(self.namespace_ttl.get(namespace)).copied().unwrap_or(0);
         let expiry = (ttl > 0).then(|| self.now + ttl as i64);
         let properties = self.properties.entry(key).or_default();
         for (name, value) in values {
@@ -82,53 +77,24 @@ async fn random_operations_match_a_naive_model_and_verify_passes() {
             0..40 => {
                 let values: BTreeMap<String, Value> = (0..1 + rng.below(3))
                     .map(|_| {
-                        (
-                            KEYS[rng.below(4) as usize].to_string(),
-                            json!({"step": step, "n": rng.below(10)}),
-                        )
+                        (KEYS[rng.below(4) as usize].to_string(), json!({"step": step, "n": rng.below(10)}))
                     })
                     .collect();
-                let reply = app
-                    .call(
-                        &key,
-                        "PATCH",
-                        &base,
-                        &serde_json::to_string(&values).unwrap(),
-                    )
-                    .await;
+                let reply = app.call(&key, "PATCH", &base, &serde_json::to_string(&values).unwrap()).await;
                 assert_eq!(reply.status, 204, "{}", reply.body);
                 model.patch(namespace, session, &values);
             }
             40..50 => {
                 let value = json!([step, "put"]);
                 assert_eq!(
-                    app.call(
-                        &key,
-                        "PUT",
-                        &format!("{base}/{property}"),
-                        &value.to_string()
-                    )
-                    .await
-                    .status,
+                    app.call(&key, "PUT", &format!("{base}/{property}"), &value.to_string()).await.status,
                     204
                 );
-                model.patch(
-                    namespace,
-                    session,
-                    &BTreeMap::from([(property.to_string(), value)]),
-                );
+                model.patch(namespace, session, &BTreeMap::from([(property.to_string(), value)]));
             }
             50..60 => {
-                assert_eq!(
-                    app.call(&key, "DELETE", &format!("{base}/{property}"), "")
-                        .await
-                        .status,
-                    204
-                );
-                if let Some(properties) = model
-                    .properties
-                    .get_mut(&(namespace.into(), session.into()))
-                {
+                assert_eq!(app.call(&key, "DELETE", &format!("{base}/{property}"), "").await.status, 204);
+                if let Some(properties) = model.properties.get_mut(&(namespace.into(), session.into())) {
                     properties.remove(property);
                 }
             }
@@ -140,43 +106,27 @@ async fn random_operations_match_a_naive_model_and_verify_passes() {
                 let path = format!("/v1/account/acme/namespace/{namespace}/session/{session}");
                 assert_eq!(app.call(&key, "DELETE", &path, "").await.status, 204);
                 model.properties.remove(&(namespace.into(), session.into()));
-                model
-                    .session_ttl
-                    .remove(&(namespace.into(), session.into()));
+                model.session_ttl.remove(&(namespace.into(), session.into()));
             }
             67..72 => {
                 let ttl = rng.below(4) * 30;
-                let path =
-                    format!("/v1/account/acme/namespace/{namespace}/session?ttlSecond={ttl}");
-                let reply = app
-                    .call(
-                        &key,
-                        "POST",
-                        &path,
-                        &json!({"sessionId": session}).to_string(),
-                    )
-                    .await;
+                let path = format!("/v1/account/acme/namespace/{namespace}/session?ttlSecond={ttl}");
+                let reply = app.call(&key, "POST", &path, &json!({"sessionId": session}).to_string()).await;
                 assert_eq!(reply.status, 204, "{}", reply.body);
-                model
-                    .session_ttl
-                    .insert((namespace.into(), session.into()), ttl);
+                model.session_ttl.insert((namespace.into(), session.into()), ttl);
             }
             72..76 => {
                 let ttl = rng.below(3) * 45;
                 let path = format!("/v1/account/acme?ttlSecond={ttl}");
                 assert_eq!(
-                    app.call(&key, "POST", &path, &json!({"name": namespace}).to_string())
-                        .await
-                        .status,
+                    app.call(&key, "POST", &path, &json!({"name": namespace}).to_string()).await.status,
                     204
                 );
                 model.namespace_ttl.insert(namespace.into(), ttl);
             }
             76..78 => {
                 assert_eq!(
-                    app.call(&key, "DELETE", &format!("/v1/account/acme/{namespace}"), "")
-                        .await
-                        .status,
+                    app.call(&key, "DELETE", &format!("/v1/account/acme/{namespace}"), "").await.status,
                     204
                 );
                 model.namespace_ttl.remove(namespace);
@@ -192,50 +142,26 @@ async fn random_operations_match_a_naive_model_and_verify_passes() {
                 ctxd::sweeper::sweep_once(&app.store).await.unwrap();
             }
             _ => {
-                let reply = app
-                    .call(&key, "GET", &format!("{base}/{property}"), "")
-                    .await;
+                let reply = app.call(&key, "GET", &format!("{base}/{property}"), "").await;
                 match model.live(namespace, session).get(property) {
                     Some(value) => assert_eq!(reply.json(), *value, "step {step}: GET one"),
-                    None => assert_eq!(
-                        reply.status, 404,
-                        "step {step}: GET one of an absent property"
-                    ),
+                    None => assert_eq!(reply.status, 404, "step {step}: GET one of an absent property"),
                 }
             }
         }
         let document = app.call(&key, "GET", &base, "").await.json();
-        let expected: serde_json::Map<String, Value> =
-            model.live(namespace, session).into_iter().collect();
-        assert_eq!(
-            document,
-            Value::Object(expected),
-            "step {step}: {namespace}/{session}"
-        );
+        let expected: serde_json::Map<String, Value> = model.live(namespace, session).into_iter().collect();
+        assert_eq!(document, Value::Object(expected), "step {step}: {namespace}/{session}");
     }
     for namespace in NAMESPACES {
-        let ids = app
-            .call(
-                &key,
-                "GET",
-                &format!("/v1/account/acme/{namespace}/session-ids"),
-                "",
-            )
-            .await
-            .json();
-        let expected: Vec<&str> = SESSIONS
-            .iter()
-            .copied()
-            .filter(|session| !model.live(namespace, session).is_empty())
-            .collect();
+        let ids =
+            app.call(&key, "GET", &format!("/v1/account/acme/{namespace}/session-ids"), "").await.json();
+        let expected: Vec<&str> =
+            SESSIONS.iter().copied().filter(|session| !model.live(namespace, session).is_empty()).collect();
         assert_eq!(ids, json!(expected), "session-ids of {namespace}");
     }
     ctxd::sweeper::sweep_once(&app.store).await.unwrap();
     let report = app.verify();
     assert!(report.mismatch.is_none(), "{:?}", report.mismatch);
-    assert!(
-        report.events > 500,
-        "the run wrote a real history: {} events",
-        report.events
-    );
+    assert!(report.events > 500, "the run wrote a real history: {} events", report.events);
 }

@@ -6,17 +6,8 @@ use crate::helpers::spawn_app;
 async fn health_readiness_and_metrics_answer() {
     let app = spawn_app().await;
     let key = app.account("acme").await;
-    app.call(
-        &key,
-        "PATCH",
-        "/v1/account/acme/bots/s/properties",
-        r#"{"a":1}"#,
-    )
-    .await;
-    assert_eq!(
-        app.request("GET", "/healthz", &[], "").await.json()["status"],
-        "ok"
-    );
+    app.call(&key, "PATCH", "/v1/account/acme/bots/s/properties", r#"{"a":1}"#).await;
+    assert_eq!(app.request("GET", "/healthz", &[], "").await.json()["status"], "ok");
     let ready = app.request("GET", "/readyz", &[], "").await;
     assert_eq!(ready.status, 200);
     assert_eq!(ready.json()["last_seq"], 4);
@@ -29,10 +20,7 @@ async fn health_readiness_and_metrics_answer() {
         "ctxd_commit_batch_size_count",
         "ctxd_commit_seconds_bucket{le=\"+Inf\"}",
     ] {
-        assert!(
-            metrics.contains(expected),
-            "missing {expected} in\n{metrics}"
-        );
+        assert!(metrics.contains(expected), "missing {expected} in\n{metrics}");
     }
 }
 
@@ -47,17 +35,13 @@ async fn a_generated_admin_token_is_written_with_mode_0600() {
         sweep_interval: std::time::Duration::from_secs(3600),
         idempotency_retention: std::time::Duration::from_secs(3600),
     };
-    let app = ctxd::app::Application::build(&config, std::sync::Arc::new(ctxd::clock::SystemClock))
-        .await
-        .unwrap();
+    let app =
+        ctxd::app::Application::build(&config, std::sync::Arc::new(ctxd::clock::SystemClock)).await.unwrap();
     let path = dir.path().join("admin-token");
     let token = std::fs::read_to_string(&path).unwrap();
     assert_eq!(token.len(), 64);
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     app.store().shutdown().await;
 }
 
@@ -65,14 +49,9 @@ async fn a_generated_admin_token_is_written_with_mode_0600() {
 async fn unknown_methods_share_one_metrics_label() {
     let app = spawn_app().await;
     for method in ["FOO1", "FOO2"] {
-        app.request(method, "/healthz", &[], "")
-            .await
-            .assert_error(405);
+        app.request(method, "/healthz", &[], "").await.assert_error(405);
     }
     let metrics = app.request("GET", "/metrics", &[], "").await.body;
-    assert!(
-        metrics.contains(r#"route="/healthz",method="other",status="405"} 2"#),
-        "{metrics}"
-    );
+    assert!(metrics.contains(r#"route="/healthz",method="other",status="405"} 2"#), "{metrics}");
     assert!(!metrics.contains("FOO1"));
 }

@@ -43,10 +43,7 @@ impl Server {
     }
 
     fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
+        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
         assert!(status.success());
     }
 }
@@ -68,59 +65,28 @@ async fn send(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Result<(u16, String), String> {
-    let mut request = hyper::Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"));
+    let mut request = hyper::Request::builder().method(method).uri(format!("http://{addr}{path}"));
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
     let response = client
-        .request(
-            request
-                .body(Full::new(Bytes::from(body.to_string())))
-                .unwrap(),
-        )
+        .request(request.body(Full::new(Bytes::from(body.to_string()))).unwrap())
         .await
         .map_err(|e| e.to_string())?;
     let status = response.status().as_u16();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
+    let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 async fn create_account(client: &Http, addr: &str) -> String {
     let admin = format!("Bearer {ADMIN}");
     let auth = [("authorization", admin.as_str())];
-    let (status, _) = send(
-        client,
-        addr,
-        "POST",
-        "/admin/accounts",
-        &auth,
-        r#"{"account_id":"acme"}"#,
-    )
-    .await
-    .unwrap();
+    let (status, _) =
+        send(client, addr, "POST", "/admin/accounts", &auth, r#"{"account_id":"acme"}"#).await.unwrap();
     assert_eq!(status, 201);
-    let (status, body) = send(
-        client,
-        addr,
-        "POST",
-        "/admin/accounts/acme/api-key",
-        &auth,
-        "",
-    )
-    .await
-    .unwrap();
+    let (status, body) = send(client, addr, "POST", "/admin/accounts/acme/api-key", &auth, "").await.unwrap();
     assert_eq!(status, 201);
-    serde_json::from_str::<serde_json::Value>(&body).unwrap()["api_key"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    serde_json::from_str::<serde_json::Value>(&body).unwrap()["api_key"].as_str().unwrap().to_string()
 }
 
 fn ctxd(data_dir: &Path, args: &[&str]) -> (i32, String, String) {
@@ -158,32 +124,14 @@ async fn acknowledged_writes_survive(signal: &str) {
     let acknowledged: Arc<Mutex<HashMap<usize, Vec<usize>>>> = Arc::default();
     let mut writers = Vec::new();
     for writer in 0..16 {
-        let (client, addr, key, acknowledged) = (
-            client.clone(),
-            server.addr.clone(),
-            key.clone(),
-            acknowledged.clone(),
-        );
+        let (client, addr, key, acknowledged) =
+            (client.clone(), server.addr.clone(), key.clone(), acknowledged.clone());
         writers.push(tokio::spawn(async move {
             for n in 0.. {
                 let path = format!("/v1/account/acme/crash/w{writer}/properties");
                 let body = format!(r#"{{"k{n}":{n}}}"#);
-                match send(
-                    &client,
-                    &addr,
-                    "PATCH",
-                    &path,
-                    &[("maven-api-key", &key)],
-                    &body,
-                )
-                .await
-                {
-                    Ok((204, _)) => acknowledged
-                        .lock()
-                        .unwrap()
-                        .entry(writer)
-                        .or_default()
-                        .push(n),
+                match send(&client, &addr, "PATCH", &path, &[("maven-api-key", &key)], &body).await {
+                    Ok((204, _)) => acknowledged.lock().unwrap().entry(writer).or_default().push(n),
                     // Refused while shutting down: not acknowledged, so not promised.
                     Ok((503, _)) => return,
                     Ok((status, body)) => panic!("unexpected {status}: {body}"),
@@ -192,14 +140,7 @@ async fn acknowledged_writes_survive(signal: &str) {
             }
         }));
     }
-    while acknowledged
-        .lock()
-        .unwrap()
-        .values()
-        .map(Vec::len)
-        .sum::<usize>()
-        < 2000
-    {
+    while acknowledged.lock().unwrap().values().map(Vec::len).sum::<usize>() < 2000 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     server.signal(signal);
@@ -216,24 +157,12 @@ async fn acknowledged_writes_survive(signal: &str) {
     let mut total = 0;
     for (writer, keys) in &acknowledged {
         let path = format!("/v1/account/acme/crash/w{writer}/properties");
-        let (status, body) = send(
-            &client,
-            &server.addr,
-            "GET",
-            &path,
-            &[("maven-api-key", &key)],
-            "",
-        )
-        .await
-        .unwrap();
+        let (status, body) =
+            send(&client, &server.addr, "GET", &path, &[("maven-api-key", &key)], "").await.unwrap();
         assert_eq!(status, 200);
         let stored: serde_json::Value = serde_json::from_str(&body).unwrap();
         for n in keys {
-            assert_eq!(
-                stored[format!("k{n}")],
-                *n,
-                "acknowledged write k{n} of writer {writer} is lost"
-            );
+            assert_eq!(stored[format!("k{n}")], *n, "acknowledged write k{n} of writer {writer} is lost");
         }
         total += keys.len();
     }
@@ -250,16 +179,10 @@ async fn sigterm_and_sigint_drain_and_exit_0_with_the_wal_checkpointed() {
         let client: Http = Client::builder(TokioExecutor::new()).build_http();
         let key = create_account(&client, &server.addr).await;
         let path = "/v1/account/acme/n/s/properties";
-        let (status, _) = send(
-            &client,
-            &server.addr,
-            "PATCH",
-            path,
-            &[("maven-api-key", &key)],
-            r#"{"a":1}"#,
-        )
-        .await
-        .unwrap();
+        let (status, _) =
+            send(&client, &server.addr, "PATCH", path, &[("maven-api-key", &key)], r#"{"a":1}"#)
+                .await
+                .unwrap();
         assert_eq!(status, 204);
         server.signal(signal);
         let status = server.child.wait().unwrap();
@@ -303,10 +226,7 @@ async fn the_cli_creates_accounts_issues_keys_rebuilds_and_verifies() {
     }
     let (code, _, stderr) = ctxd(dir.path(), &["admin", "create-account", "other"]);
     assert_ne!(code, 0);
-    assert!(
-        stderr.contains("/admin/accounts"),
-        "points to the admin API while the server runs: {stderr}"
-    );
+    assert!(stderr.contains("/admin/accounts"), "points to the admin API while the server runs: {stderr}");
     let (code, stdout, _) = ctxd(dir.path(), &["verify"]);
     assert_eq!(code, 0, "verify runs beside a live server: {stdout}");
     drop(server);
@@ -317,20 +237,14 @@ async fn the_cli_creates_accounts_issues_keys_rebuilds_and_verifies() {
     assert_eq!(ctxd(dir.path(), &["verify"]).0, 0);
 
     let conn = rusqlite::Connection::open(dir.path().join("ctxd.db")).unwrap();
-    conn.execute(
-        "UPDATE properties SET value = '999' WHERE session_id = 's1'",
-        [],
-    )
-    .unwrap();
+    conn.execute("UPDATE properties SET value = '999' WHERE session_id = 's1'", []).unwrap();
     drop(conn);
     let (code, stdout, _) = ctxd(dir.path(), &["verify"]);
     assert_eq!(code, 1);
     assert!(stdout.contains("MISMATCH: table properties"), "{stdout}");
 
     let conn = rusqlite::Connection::open(dir.path().join("ctxd.db")).unwrap();
-    let error = conn
-        .execute("DELETE FROM events WHERE seq = 1", [])
-        .unwrap_err();
+    let error = conn.execute("DELETE FROM events WHERE seq = 1", []).unwrap_err();
     assert!(error.to_string().contains("append-only"));
 }
 
@@ -339,11 +253,7 @@ async fn a_database_from_a_newer_binary_is_refused_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     assert_eq!(ctxd(dir.path(), &["admin", "create-account", "acme"]).0, 0);
     let conn = rusqlite::Connection::open(dir.path().join("ctxd.db")).unwrap();
-    conn.execute(
-        "INSERT INTO schema_version VALUES (999, '0999_future.sql', 'later')",
-        [],
-    )
-    .unwrap();
+    conn.execute("INSERT INTO schema_version VALUES (999, '0999_future.sql', 'later')", []).unwrap();
     drop(conn);
     let (code, _, stderr) = ctxd(dir.path(), &["admin", "create-account", "other"]);
     assert_ne!(code, 0);

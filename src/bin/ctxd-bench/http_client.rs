@@ -26,10 +26,7 @@ impl Client {
 
     /// Sends `request` and reads the whole response. The connection is kept only when the
     /// exchange succeeded.
-    pub async fn send(
-        &mut self,
-        request: Request<Full<Bytes>>,
-    ) -> Result<(StatusCode, Bytes), BoxError> {
+    pub async fn send(&mut self, request: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), BoxError> {
         let mut sender = match self.sender.take() {
             Some(sender) => sender,
             None => connect(self.addr).await?,
@@ -62,19 +59,14 @@ pub fn request(
     headers: &[(&str, &str)],
     body: Vec<u8>,
 ) -> Request<Full<Bytes>> {
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(HOST, addr.to_string());
+    let mut builder = Request::builder().method(method).uri(path).header(HOST, addr.to_string());
     if !body.is_empty() {
         builder = builder.header(CONTENT_TYPE, "application/json");
     }
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
-    builder
-        .body(Full::new(Bytes::from(body)))
-        .expect("the bench builds valid requests")
+    builder.body(Full::new(Bytes::from(body))).expect("the bench builds valid requests")
 }
 
 /// One request on a connection of its own, for setup and metrics; fails unless the status is 2xx.

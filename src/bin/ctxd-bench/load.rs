@@ -108,10 +108,7 @@ pub async fn run(
     settings: &LoadSettings,
 ) -> Result<LoadReport, BoxError> {
     let from = Instant::now() + settings.warmup;
-    let window = Window {
-        from,
-        until: from + settings.duration,
-    };
+    let window = Window { from, until: from + settings.duration };
     let scraper = tokio::spawn(scrape_edges(addr, server_pid, window));
     let api_key: Arc<str> = api_key.into();
     let clients: Vec<_> = (0..settings.clients)
@@ -156,9 +153,9 @@ struct Tally {
 impl Tally {
     fn record(&mut self, outcome: Result<StatusCode, BoxError>, latency: Duration) {
         match outcome {
-            Ok(StatusCode::NO_CONTENT) => self
-                .latencies
-                .push(u32::try_from(latency.as_micros()).unwrap_or(u32::MAX)),
+            Ok(StatusCode::NO_CONTENT) => {
+                self.latencies.push(u32::try_from(latency.as_micros()).unwrap_or(u32::MAX))
+            }
             Ok(status) => self.error(format!("status {status}")),
             Err(error) => self.error(error.to_string()),
         }
@@ -187,10 +184,7 @@ async fn drive(addr: SocketAddr, api_key: Arc<str>, client: u32, window: Window)
         if started >= window.until {
             break;
         }
-        let path = format!(
-            "/v1/account/{ACCOUNT}/{NAMESPACE}/{}/properties",
-            session_id(client, step)
-        );
+        let path = format!("/v1/account/{ACCOUNT}/{NAMESPACE}/{}/properties", session_id(client, step));
         let body = serde_json::to_vec(&properties(step)).expect("properties serialize");
         let headers = [("maven-api-key", &*api_key)];
         let patch = request(Method::PATCH, addr, &path, &headers, body);

@@ -34,10 +34,7 @@ use load::{LoadReport, LoadSettings};
 use server::Server;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "ctxd-bench",
-    about = "Measures ctxd's write throughput, latency and rebuild speed"
-)]
+#[command(name = "ctxd-bench", about = "Measures ctxd's write throughput, latency and rebuild speed")]
 struct Args {
     /// Concurrent HTTP clients, each on its own keep-alive connection.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
@@ -89,18 +86,11 @@ fn run(args: Args) -> Result<(), BoxError> {
         println!("{report}");
         server_figures = Some((report.appends_per_second(), report.server.average_batch()));
     }
-    let raw_batch = args
-        .raw_batch
-        .or(server_figures.map(|(_, batch)| batch.round().max(1.0) as u64));
+    let raw_batch = args.raw_batch.or(server_figures.map(|(_, batch)| batch.round().max(1.0) as u64));
     if let Some(batch) = raw_batch {
         let server_rate = server_figures.map(|(rate, _)| rate);
         for with_projections in [false, true] {
-            let settings = raw::RawSettings {
-                batch,
-                duration,
-                clients: args.clients,
-                with_projections,
-            };
+            let settings = raw::RawSettings { batch, duration, clients: args.clients, with_projections };
             let report = raw::measure(&scratch.path, &settings)?;
             println!("{}", report.line(server_rate));
         }
@@ -132,9 +122,7 @@ fn print_header(args: &Args, scratch: &Path) {
 
 /// Starts the server on `data_dir`, runs the context workload against it, and stops it.
 fn http_workload(args: &Args, data_dir: &Path) -> Result<LoadReport, BoxError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut server = Server::start(data_dir)?;
     let settings = LoadSettings {
         clients: args.clients,
@@ -165,17 +153,10 @@ impl ScratchDir {
             Some(root) => root.clone(),
             None => default_scratch_root()?,
         };
-        let name = format!(
-            "run-{}-{}",
-            chrono::Utc::now().format("%Y%m%d-%H%M%S"),
-            std::process::id()
-        );
+        let name = format!("run-{}-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S"), std::process::id());
         let path = root.join(name);
         std::fs::create_dir_all(&path)?;
-        Ok(ScratchDir {
-            path,
-            keep: args.keep_data,
-        })
+        Ok(ScratchDir { path, keep: args.keep_data })
     }
 }
 

@@ -37,11 +37,7 @@ pub struct RawReport {
 impl RawReport {
     /// `raw SQLite (same rows, batches of 48, synchronous=FULL): 120,000 rows/s; server/raw = 0.19`
     pub fn line(&self, server_per_second: Option<f64>) -> String {
-        let what = if self.settings.with_projections {
-            "raw SQLite + projections"
-        } else {
-            "raw SQLite"
-        };
+        let what = if self.settings.with_projections { "raw SQLite + projections" } else { "raw SQLite" };
         let raw_per_second = self.rows.per_second();
         let mut line = format!(
             "{what} (same rows, batches of {}, synchronous=FULL): {} rows/s",
@@ -57,11 +53,7 @@ impl RawReport {
 
 /// Runs one baseline on a fresh file in `dir` for `settings.duration`.
 pub fn measure(dir: &Path, settings: &RawSettings) -> Result<RawReport, BoxError> {
-    let name = if settings.with_projections {
-        "raw-projections.db"
-    } else {
-        "raw.db"
-    };
+    let name = if settings.with_projections { "raw-projections.db" } else { "raw.db" };
     let mut conn = open_writer_connection(&dir.join(name), true)?;
     let mut rows = WorkloadRows::new(settings.clients);
     let started = Instant::now();
@@ -72,10 +64,7 @@ pub fn measure(dir: &Path, settings: &RawSettings) -> Result<RawReport, BoxError
     }
     Ok(RawReport {
         settings: settings.clone(),
-        rows: Throughput {
-            items: written,
-            elapsed: started.elapsed(),
-        },
+        rows: Throughput { items: written, elapsed: started.elapsed() },
     })
 }
 
@@ -108,11 +97,7 @@ struct WorkloadRows {
 
 impl WorkloadRows {
     fn new(clients: u32) -> Self {
-        WorkloadRows {
-            clients,
-            next_seq: 1,
-            versions: HashMap::new(),
-        }
+        WorkloadRows { clients, next_seq: 1, versions: HashMap::new() }
     }
 
     fn next(&mut self, now: DateTime<Utc>) -> RecordedEvent {

@@ -25,16 +25,7 @@ const NAMESPACES: &[&str] = &["orders", "billing", "support", "journeys"];
 /// Sessions the events are spread over.
 const SESSIONS: u64 = 100_000;
 /// Property names the events write and delete.
-const KEYS: &[&str] = &[
-    "intent",
-    "step",
-    "agent",
-    "channel",
-    "language",
-    "sentiment",
-    "queue",
-    "tier",
-];
+const KEYS: &[&str] = &["intent", "step", "agent", "channel", "language", "sentiment", "queue", "tier"];
 /// Events per transaction of the fill.
 const FILL_TRANSACTION: u64 = 50_000;
 
@@ -45,19 +36,13 @@ pub fn run(dir: &Path, events: u64) -> Result<(), BoxError> {
     let mut conn = open_writer_connection(&path, true)?;
     eprintln!("filling a store with {} events…", thousands(events));
     let fill = timed(|| fill(&mut conn, events))?;
-    println!(
-        "fill (append + apply, {} per transaction): {fill}",
-        thousands(FILL_TRANSACTION)
-    );
+    println!("fill (append + apply, {} per transaction): {fill}", thousands(FILL_TRANSACTION));
     let rebuild = timed(|| projections::rebuild(&mut conn))?;
     println!("rebuild: {rebuild}");
     let reader = open_read_only(&path)?;
     let started = Instant::now();
     let report = projections::verify::verify(&reader)?;
-    let verify = Throughput {
-        items: report.events,
-        elapsed: started.elapsed(),
-    };
+    let verify = Throughput { items: report.events, elapsed: started.elapsed() };
     match report.mismatch {
         None => println!("verify: {verify} (projections match)"),
         Some(difference) => println!("verify: {verify} — MISMATCH: {difference}"),
@@ -69,10 +54,7 @@ pub fn run(dir: &Path, events: u64) -> Result<(), BoxError> {
 fn timed(work: impl FnOnce() -> Result<u64, StoreError>) -> Result<Throughput, StoreError> {
     let started = Instant::now();
     let items = work()?;
-    Ok(Throughput {
-        items,
-        elapsed: started.elapsed(),
-    })
+    Ok(Throughput { items, elapsed: started.elapsed() })
 }
 
 /// Appends `events` generated events and applies them, as the writer would.
@@ -105,12 +87,7 @@ struct EventMix {
 
 impl EventMix {
     fn new(started_at: DateTime<Utc>) -> Self {
-        EventMix {
-            random: SplitMix64(0x5eed),
-            next_seq: 1,
-            versions: vec![0; SESSIONS as usize],
-            started_at,
-        }
+        EventMix { random: SplitMix64(0x5eed), next_seq: 1, versions: vec![0; SESSIONS as usize], started_at }
     }
 
     fn next(&mut self) -> RecordedEvent {
@@ -148,11 +125,7 @@ impl EventMix {
                 session_id,
                 property: self.key().to_string(),
             }),
-            _ => Event::SessionTtlSet(SessionTtlSet {
-                namespace,
-                session_id,
-                ttl_second: 3600,
-            }),
+            _ => Event::SessionTtlSet(SessionTtlSet { namespace, session_id, ttl_second: 3600 }),
         };
         let version = &mut self.versions[session as usize];
         *version += 1;

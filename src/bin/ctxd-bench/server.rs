@@ -27,11 +27,9 @@ impl Server {
     pub fn start(data_dir: &Path) -> Result<Server, BoxError> {
         let binary = std::env::current_exe()?.with_file_name("ctxd");
         if !binary.exists() {
-            return Err(format!(
-                "{} not found: run `cargo build --release --bins` first",
-                binary.display()
-            )
-            .into());
+            return Err(
+                format!("{} not found: run `cargo build --release --bins` first", binary.display()).into()
+            );
         }
         let addr = free_local_addr()?;
         let admin_token = uuid::Uuid::new_v4().simple().to_string();
@@ -43,11 +41,7 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()?;
-        Ok(Server {
-            child,
-            addr,
-            admin_token,
-        })
+        Ok(Server { child, addr, admin_token })
     }
 
     /// Waits until `GET /readyz` answers 200, or fails if the server exits or takes too long.
@@ -57,10 +51,7 @@ impl Server {
             if let Some(status) = self.child.try_wait()? {
                 return Err(format!("ctxd exited with {status} before it was ready").into());
             }
-            if fetch(Method::GET, self.addr, "/readyz", &[], vec![])
-                .await
-                .is_ok()
-            {
+            if fetch(Method::GET, self.addr, "/readyz", &[], vec![]).await.is_ok() {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -99,9 +90,7 @@ impl Server {
         if let Some(status) = self.child.try_wait()? {
             return Ok(status);
         }
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()?;
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
         self.child.wait()
     }
 }
@@ -141,11 +130,7 @@ impl CpuTime {
     fn take(server_pid: u32) -> CpuTime {
         let (server, writer) = process_cpu(server_pid);
         let (bench, _) = process_cpu(std::process::id());
-        CpuTime {
-            server,
-            writer,
-            bench,
-        }
+        CpuTime { server, writer, bench }
     }
 }
 
@@ -157,11 +142,8 @@ fn process_cpu(pid: u32) -> (u64, u64) {
     let (mut total, mut writer) = (0, 0);
     for task in tasks.flatten() {
         let read = |file: &str| std::fs::read_to_string(task.path().join(file)).unwrap_or_default();
-        let nanos: u64 = read("schedstat")
-            .split_whitespace()
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
+        let nanos: u64 =
+            read("schedstat").split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
         total += nanos;
         if read("comm").trim() == "ctxd-writer" {
             writer += nanos;
@@ -240,9 +222,6 @@ mod tests {
         let text = "ctxd_events_appended_total 120\nctxd_commit_batch_size_bucket{le=\"1\"} 3\n\
                     ctxd_commit_batch_size_sum 100\nctxd_commit_batch_size_count 4\n";
         let scrape = Scrape::parse(text).unwrap();
-        assert_eq!(
-            (scrape.commits, scrape.commands, scrape.appended),
-            (4.0, 100.0, 120.0)
-        );
+        assert_eq!((scrape.commits, scrape.commands, scrape.appended), (4.0, 100.0, 120.0));
     }
 }
