@@ -67,12 +67,17 @@ pub trait Tables {
 /// Writes straight into the projection tables of a connection.
 pub struct SqlTables<'c>(pub &'c Connection);
 
+impl SqlTables<'_> {
+    /// Runs one cached write statement.
+    fn run(&self, sql: &str, params: impl rusqlite::Params) -> Result<(), StoreError> {
+        self.0.prepare_cached(sql)?.execute(params)?;
+        Ok(())
+    }
+}
+
 impl Tables for SqlTables<'_> {
     fn insert_account(&mut self, account_id: &str, created_at: &str) -> Result<(), StoreError> {
-        self.0
-            .prepare_cached("INSERT INTO accounts (account_id, created_at) VALUES (?1, ?2)")?
-            .execute((account_id, created_at))?;
-        Ok(())
+        self.run("INSERT INTO accounts (account_id, created_at) VALUES (?1, ?2)", (account_id, created_at))
     }
 
     fn insert_api_key(
@@ -82,21 +87,14 @@ impl Tables for SqlTables<'_> {
         account_id: &str,
         issued_at: &str,
     ) -> Result<(), StoreError> {
-        self.0
-            .prepare_cached(
-                "INSERT INTO api_keys (key_hash, key_id, account_id, issued_at) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute((key_hash, key_id, account_id, issued_at))?;
-        Ok(())
+        self.run(
+            "INSERT INTO api_keys (key_hash, key_id, account_id, issued_at) VALUES (?1, ?2, ?3, ?4)",
+            (key_hash, key_id, account_id, issued_at),
+        )
     }
 
     fn revoke_api_key(&mut self, account_id: &str, key_id: &str, revoked_at: &str) -> Result<(), StoreError> {
-        self.0
-            .prepare_cached(
-                "UPDATE api_keys SET revoked_at = ?3 WHERE account_id = ?1 AND key_id = ?2 AND revoked_at IS NULL",
-            )?
-            .execute((account_id, key_id, revoked_at))?;
-        Ok(())
+        self.run("UPDATE api_keys SET revoked_at = ?3 WHERE account_id = ?1 AND key_id = ?2 AND revoked_at IS NULL", (account_id, key_id, revoked_at))
     }
 
     fn insert_namespace(
@@ -106,12 +104,10 @@ impl Tables for SqlTables<'_> {
         created_at: &str,
         ttl_second: Option<u64>,
     ) -> Result<(), StoreError> {
-        self.0
-            .prepare_cached(
-                "INSERT INTO namespaces (account_id, namespace, created_at, ttl_second) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![account_id, namespace, created_at, ttl_second])?;
-        Ok(())
+        self.run(
+            "INSERT INTO namespaces (account_id, namespace, created_at, ttl_second) VALUES (?1, ?2, ?3, ?4)",
+            params![account_id, namespace, created_at, ttl_second],
+        )
     }
 
     fn set_namespace_ttl(
@@ -120,47 +116,35 @@ impl Tables for SqlTables<'_> {
         namespace: &str,
         ttl_second: u64,
     ) -> Result<(), StoreError> {
-        self.0
-            .prepare_cached("UPDATE namespaces SET ttl_second = ?3 WHERE account_id = ?1 AND namespace = ?2")?
-            .execute(params![account_id, namespace, ttl_second])?;
-        Ok(())
+        self.run(
+            "UPDATE namespaces SET ttl_second = ?3 WHERE account_id = ?1 AND namespace = ?2",
+            params![account_id, namespace, ttl_second],
+        )
     }
 
     fn delete_namespace(&mut self, account_id: &str, namespace: &str) -> Result<(), StoreError> {
-        self.0
-            .prepare_cached("DELETE FROM namespaces WHERE account_id = ?1 AND namespace = ?2")?
-            .execute((account_id, namespace))?;
-        Ok(())
+        self.run("DELETE FROM namespaces WHERE account_id = ?1 AND namespace = ?2", (account_id, namespace))
     }
 
     fn upsert_property(&mut self, row: PropertyRow<'_>) -> Result<(), StoreError> {
         let s = row.session;
-        self.0
-            .prepare_cached(
-                "INSERT INTO properties (account_id, namespace, session_id, key, value, expires_at)
+        self.run(
+            "INSERT INTO properties (account_id, namespace, session_id, key, value, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
-            )?
-            .execute(params![s.account_id, s.namespace, s.session_id, row.key, row.value, row.expires_at])?;
-        Ok(())
+            params![s.account_id, s.namespace, s.session_id, row.key, row.value, row.expires_at],
+        )
     }
 
     fn delete_property(&mut self, s: SessionKey<'_>, key: &str) -> Result<(), StoreError> {
-        self.0
-            .prepare_cached(
-                "DELETE FROM properties WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3 AND key = ?4",
-            )?
-            .execute((s.account_id, s.namespace, s.session_id, key))?;
-        Ok(())
+        self.run("DELETE FROM properties WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3 AND key = ?4", (s.account_id, s.namespace, s.session_id, key))
     }
 
     fn delete_session_properties(&mut self, s: SessionKey<'_>) -> Result<(), StoreError> {
-        self.0
-            .prepare_cached(
-                "DELETE FROM properties WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3",
-            )?
-            .execute((s.account_id, s.namespace, s.session_id))?;
-        Ok(())
+        self.run(
+            "DELETE FROM properties WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3",
+            (s.account_id, s.namespace, s.session_id),
+        )
     }
 
     fn upsert_session_ttl(
@@ -169,21 +153,14 @@ impl Tables for SqlTables<'_> {
         ttl_second: u64,
         set_at: &str,
     ) -> Result<(), StoreError> {
-        self.0
-            .prepare_cached(
-                "INSERT INTO session_ttls (account_id, namespace, session_id, ttl_second, ttl_set_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT DO UPDATE SET ttl_second = excluded.ttl_second, ttl_set_at = excluded.ttl_set_at",
-            )?
-            .execute(params![s.account_id, s.namespace, s.session_id, ttl_second, set_at])?;
-        Ok(())
+        self.run("INSERT INTO session_ttls (account_id, namespace, session_id, ttl_second, ttl_set_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT DO UPDATE SET ttl_second = excluded.ttl_second, ttl_set_at = excluded.ttl_set_at", params![s.account_id, s.namespace, s.session_id, ttl_second, set_at])
     }
 
     fn delete_session_ttl(&mut self, s: SessionKey<'_>) -> Result<(), StoreError> {
-        self.0
-            .prepare_cached(
-                "DELETE FROM session_ttls WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3",
-            )?
-            .execute((s.account_id, s.namespace, s.session_id))?;
-        Ok(())
+        self.run(
+            "DELETE FROM session_ttls WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3",
+            (s.account_id, s.namespace, s.session_id),
+        )
     }
 }
