@@ -1,5 +1,6 @@
 //! The background sweeper: asks the writer to record the expiry of properties whose TTL passed,
-//! so that the log tells when they left, and to forget idempotency keys past their retention.
+//! to expire or auto-complete services that are due, so that the log tells when they left,
+//! and to forget idempotency keys past their retention.
 
 use std::time::Duration;
 
@@ -8,16 +9,23 @@ use tokio::sync::watch;
 use crate::domain::Command;
 use crate::store::{EventMeta, Store, WriteError, WriteRequest};
 
-/// Most expired properties recorded per command.
+/// Most expired properties, or due services, handled per command.
 const SWEEP_BATCH: usize = 1000;
 
-/// Records every expiry due now, one command per batch of `SWEEP_BATCH` properties.
-/// Returns the number of `PropertiesExpired` events appended.
+/// Records every property expiry, service expiry and service auto-completion due now.
+/// Returns the number of events appended.
 pub async fn sweep_once(store: &Store) -> Result<usize, WriteError> {
+    let properties = sweep_until_done(store, || Command::ExpireProperties { limit: SWEEP_BATCH }).await?;
+    let services = sweep_until_done(store, || Command::SweepServices { limit: SWEEP_BATCH }).await?;
+    Ok(properties + services)
+}
+
+/// Submits the sweep `command` until it appends nothing more.
+async fn sweep_until_done(store: &Store, command: impl Fn() -> Command) -> Result<usize, WriteError> {
     let mut appended = 0;
     loop {
         let request = WriteRequest {
-            command: Command::ExpireProperties { limit: SWEEP_BATCH },
+            command: command(),
             meta: EventMeta {
                 request_id: uuid::Uuid::new_v4().to_string(),
                 actor: "system:sweeper".into(),

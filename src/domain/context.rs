@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::events::*;
 use super::names::{check_name, check_namespace};
-use super::ttl::{MAX_TTL_SECONDS, expires_at};
+use super::ttl::expires_at;
 use super::{DomainError, ExpectedVersion, StreamVersion};
 
 /// Largest session document, in characters of its compact JSON form.
@@ -224,10 +224,7 @@ fn registration(state: &SessionState, namespace: &str) -> Vec<Event> {
 }
 
 fn check_ttl(ttl_second: u64) -> Result<(), DomainError> {
-    if ttl_second > MAX_TTL_SECONDS {
-        return Err(DomainError::Invalid(format!("ttlSecond must be at most {MAX_TTL_SECONDS}")));
-    }
-    Ok(())
+    super::ttl::check("ttlSecond", ttl_second).map(|_| ())
 }
 
 /// Characters one property adds to the compact JSON document: `"key":value` and a comma.

@@ -7,6 +7,12 @@ use std::collections::BTreeMap;
 
 use serde_json::value::RawValue;
 
+pub use super::journeys::events::{
+    CustomerCreated, CustomerReplaced, ExtensionReplaced, IdentificationKeyDefined, JourneySettingsSet,
+    ServiceAssociated, ServiceAutoCompleted, ServiceDeleted, ServiceEnded, ServiceExpired, ServiceExpirySet,
+    ServiceStarted, StateEnded, StateStarted, TaskEnded, TaskStarted,
+};
+
 /// A JSON value kept as its compact text: validated and normalized once where it enters (HTTP),
 /// then stored and returned without being parsed again.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -179,6 +185,22 @@ event_types! {
     SessionDeleted = 1,
     SessionTtlSet = 1,
     PropertiesExpired = 1,
+    ServiceStarted = 1,
+    ServiceEnded = 1,
+    ServiceAutoCompleted = 1,
+    ServiceAssociated = 1,
+    ServiceExpirySet = 1,
+    ServiceDeleted = 1,
+    ServiceExpired = 1,
+    StateStarted = 1,
+    StateEnded = 1,
+    TaskStarted = 1,
+    TaskEnded = 1,
+    ExtensionReplaced = 1,
+    CustomerCreated = 1,
+    CustomerReplaced = 1,
+    IdentificationKeyDefined = 1,
+    JourneySettingsSet = 1,
 }
 
 /// A stored event that this binary cannot read.
@@ -208,8 +230,44 @@ impl Event {
             | Event::PropertiesExpired(PropertiesExpired { namespace, session_id, .. }) => {
                 session_stream(account, namespace, session_id)
             }
+            Event::ServiceStarted(ServiceStarted { service_id, .. })
+            | Event::ServiceEnded(ServiceEnded { service_id, .. })
+            | Event::ServiceAutoCompleted(ServiceAutoCompleted { service_id, .. })
+            | Event::ServiceAssociated(ServiceAssociated { service_id, .. })
+            | Event::ServiceExpirySet(ServiceExpirySet { service_id, .. })
+            | Event::ServiceDeleted(ServiceDeleted { service_id })
+            | Event::ServiceExpired(ServiceExpired { service_id, .. })
+            | Event::StateStarted(StateStarted { service_id, .. })
+            | Event::StateEnded(StateEnded { service_id, .. })
+            | Event::TaskStarted(TaskStarted { service_id, .. })
+            | Event::TaskEnded(TaskEnded { service_id, .. })
+            | Event::ExtensionReplaced(ExtensionReplaced { service_id, .. }) => {
+                service_stream(account, service_id)
+            }
+            Event::CustomerCreated(CustomerCreated { customer_id, .. })
+            | Event::CustomerReplaced(CustomerReplaced { customer_id, .. }) => {
+                customer_stream(account, customer_id)
+            }
+            Event::IdentificationKeyDefined(_) | Event::JourneySettingsSet(_) => {
+                journey_settings_stream(account)
+            }
         }
     }
+}
+
+/// Stream of one service with its states and tasks.
+pub fn service_stream(account: &str, service_id: &str) -> String {
+    format!("svc/{}/{}", escape(account), escape(service_id))
+}
+
+/// Stream of one customer profile.
+pub fn customer_stream(account: &str, customer_id: &str) -> String {
+    format!("cust/{}/{}", escape(account), escape(customer_id))
+}
+
+/// Stream of an account's identification keys and journey settings.
+pub fn journey_settings_stream(account: &str) -> String {
+    format!("cs/{}", escape(account))
 }
 
 /// Stream of an account's lifecycle and keys.

@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod context;
 pub mod events;
+pub mod journeys;
 pub mod names;
 pub mod ttl;
 
@@ -52,6 +53,8 @@ pub enum DomainError {
 }
 
 /// Everything the writer can be asked to do.
+// Commands reach the writer boxed (`Box<WriteRequest>`), so the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Account(accounts::AccountCommand),
@@ -61,6 +64,21 @@ pub enum Command {
     },
     /// Sent by the sweeper: record that properties whose TTL has passed are gone.
     ExpireProperties {
+        limit: usize,
+    },
+    /// A command on one service of `account`, with its `If-Match`.
+    Service {
+        account: String,
+        service_id: String,
+        expected: ExpectedVersion,
+        command: journeys::ServiceCommand,
+    },
+    Customer {
+        account: String,
+        command: journeys::customers::CustomerCommand,
+    },
+    /// Sent by the sweeper: expire or auto-complete the services that are due.
+    SweepServices {
         limit: usize,
     },
     /// Sent by the sweeper: forget idempotency keys older than the retention. Appends nothing.

@@ -5,6 +5,16 @@ pub const MAX_TTL_SECONDS: u64 = 100 * 366 * 24 * 3600;
 
 use chrono::{DateTime, Duration, Utc};
 
+use super::DomainError;
+
+/// Refuses a TTL longer than `MAX_TTL_SECONDS`; `what` names the field in the message.
+pub fn check(what: &str, ttl_second: u64) -> Result<u64, DomainError> {
+    if ttl_second > MAX_TTL_SECONDS {
+        return Err(DomainError::Invalid(format!("{what} must be at most {MAX_TTL_SECONDS}")));
+    }
+    Ok(ttl_second)
+}
+
 /// When a property written at `now` expires: the session TTL wins over the namespace TTL;
 /// a TTL of 0 (or none at all) means the property never expires.
 pub fn expires_at(

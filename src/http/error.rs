@@ -82,12 +82,18 @@ impl IntoResponse for ApiError {
             None => json!({ "message": self.message }),
         };
         let mut response = (self.status, axum::Json(body)).into_response();
+        // Kept for API families that answer errors in another shape (`journeys::error_shape`).
+        response.extensions_mut().insert(ErrorMessage(self.message));
         if let Some(current) = self.current_version {
             response.headers_mut().insert(header::ETAG, etag(current));
         }
         response
     }
 }
+
+/// The message of an error response, for layers that render it in their API family's shape.
+#[derive(Debug, Clone)]
+pub struct ErrorMessage(pub String);
 
 /// The `ETag` of a stream at `version`.
 pub fn etag(version: StreamVersion) -> HeaderValue {

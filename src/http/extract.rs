@@ -79,12 +79,39 @@ impl FromRequestParts<AppState> for Account {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let params = raw_params(parts, state).await?;
         let account = path_param(&params, "account").ok_or_else(ApiError::forbidden)?;
-        let key = presented_key(&parts.headers).ok_or_else(ApiError::forbidden)?;
-        let owner = state.store.key_owner(&hash_secret(key)).ok_or_else(ApiError::forbidden)?;
-        if owner.account != account {
+        let owner = authenticate(parts, state)?;
+        if owner.id != account {
             return Err(ApiError::forbidden());
         }
-        Ok(Account { id: owner.account, key_id: owner.key_id })
+        Ok(owner)
+    }
+}
+
+/// The account whose API key the request presents.
+fn authenticate(parts: &Parts, state: &AppState) -> Result<Account, ApiError> {
+    let key = presented_key(&parts.headers).ok_or_else(ApiError::forbidden)?;
+    let owner = state.store.key_owner(&hash_secret(key)).ok_or_else(ApiError::forbidden)?;
+    Ok(Account { id: owner.account, key_id: owner.key_id })
+}
+
+/// The account of a Genesys-style request: the key decides it, and the optional
+/// `ContactCenterId` header must name that same account.
+pub struct TenantAccount(pub Account);
+
+impl FromRequestParts<AppState> for TenantAccount {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let account = authenticate(parts, state)?;
+        if let Some(tenant) = parts.headers.get("contactcenterid")
+            && tenant.to_str().ok() != Some(account.id.as_str())
+        {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "Invalid tenant specified: the ContactCenterId header must name the API key's account",
+            ));
+        }
+        Ok(TenantAccount(account))
     }
 }
 

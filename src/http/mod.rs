@@ -5,6 +5,7 @@ pub mod admin;
 pub mod context;
 pub mod error;
 pub mod extract;
+pub mod journeys;
 pub mod ops;
 
 use std::sync::Arc;
@@ -43,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::router())
         .merge(admin::router())
         .merge(context::router())
+        .merge(journeys::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")

@@ -45,7 +45,7 @@ pub fn apply(tables: &mut impl Tables, recorded: &EventRef<'_>) -> Result<(), St
         Event::SessionTtlSet(e) => {
             tables.upsert_session_ttl(key(account, &e.namespace, &e.session_id), e.ttl_second, at)
         }
-        Event::AccountCreated(_) | Event::ApiKeyIssued(_) | Event::ApiKeyRevoked(_) => Ok(()),
+        _ => Ok(()),
     }
 }
 

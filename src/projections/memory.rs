@@ -5,7 +5,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::{Connection, params};
 
+use super::journeys::ServiceColumns;
 use super::tables::{PropertyRow, SessionKey, Tables};
+use crate::domain::events::Properties;
+use crate::domain::journeys::customers::attribute_values;
+use crate::domain::journeys::events::IdentificationKeyDefined;
+use crate::domain::journeys::service::ServiceDoc;
 use crate::store::StoreError;
 
 /// A session as one string, `account \0 namespace \0 session`: names never contain control
@@ -43,6 +48,13 @@ pub struct MemoryTables {
     session_ttls: HashMap<String, (u64, String)>,
     /// joined session → property → (value, expires at)
     properties: HashMap<String, BTreeMap<String, PropertyValues>>,
+    /// (account, service id) → service
+    services: HashMap<(String, String), ServiceDoc>,
+    /// (account, customer id) → (profile, created at)
+    customers: BTreeMap<(String, String), (Properties, String)>,
+    /// (account, key name) → (position, key)
+    identification_keys: BTreeMap<(String, String), (usize, IdentificationKeyDefined)>,
+    journey_settings: BTreeMap<String, Option<u64>>,
 }
 
 fn duplicate(table: &str, key: &str) -> StoreError {
@@ -164,11 +176,126 @@ impl Tables for MemoryTables {
         self.session_ttls.remove(self.buffer.as_str());
         Ok(())
     }
+
+    fn take_service(&mut self, account_id: &str, service_id: &str) -> Result<Option<ServiceDoc>, StoreError> {
+        Ok(self.services.remove(&(account_id.to_string(), service_id.to_string())))
+    }
+
+    fn put_service(&mut self, account_id: &str, doc: ServiceDoc) -> Result<(), StoreError> {
+        self.services.insert((account_id.to_string(), doc.service_id.clone()), doc);
+        Ok(())
+    }
+
+    fn delete_service(&mut self, account_id: &str, service_id: &str) -> Result<(), StoreError> {
+        self.services.remove(&(account_id.to_string(), service_id.to_string()));
+        Ok(())
+    }
+
+    fn put_customer(
+        &mut self,
+        account_id: &str,
+        customer_id: &str,
+        profile: &Properties,
+        created_at: &str,
+    ) -> Result<(), StoreError> {
+        let row = self
+            .customers
+            .entry((account_id.to_string(), customer_id.to_string()))
+            .or_insert_with(|| (Properties::new(), created_at.to_string()));
+        row.0 = profile.clone();
+        Ok(())
+    }
+
+    fn insert_identification_key(
+        &mut self,
+        account_id: &str,
+        key: &IdentificationKeyDefined,
+    ) -> Result<(), StoreError> {
+        let position =
+            self.identification_keys.keys().filter(|(account, _)| account == account_id).count() + 1;
+        match self
+            .identification_keys
+            .insert((account_id.to_string(), key.name.clone()), (position, key.clone()))
+        {
+            None => Ok(()),
+            Some(_) => Err(duplicate("identification_keys", &key.name)),
+        }
+    }
+
+    fn set_journey_settings(
+        &mut self,
+        account_id: &str,
+        auto_complete_after: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.journey_settings.insert(account_id.to_string(), auto_complete_after);
+        Ok(())
+    }
 }
 
 impl MemoryTables {
     /// Inserts every row into the (empty) projection tables of `conn`, in primary key order.
     pub fn write_to(&self, conn: &Connection) -> Result<(), StoreError> {
+        self.write_context_to(conn)?;
+        self.write_journeys_to(conn)
+    }
+
+    fn write_journeys_to(&self, conn: &Connection) -> Result<(), StoreError> {
+        let mut insert = conn.prepare(
+            "INSERT INTO services (account_id, service_id, customer_id, contact_key, started_at, active,
+                                   auto_complete_at, expires_at, document)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        let mut services: Vec<_> = self.services.iter().collect();
+        services.sort_by(|a, b| a.0.cmp(b.0));
+        for ((account_id, service_id), doc) in services {
+            let c = ServiceColumns::of(doc);
+            insert.execute(params![
+                account_id,
+                service_id,
+                c.customer_id,
+                c.contact_key,
+                c.started_at,
+                c.active,
+                c.auto_complete_at,
+                c.expires_at,
+                c.document
+            ])?;
+        }
+        let mut insert = conn.prepare(
+            "INSERT INTO customers (account_id, customer_id, profile, created_at) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        let mut attributes = Vec::new();
+        for ((account_id, customer_id), (profile, created_at)) in &self.customers {
+            let text = serde_json::to_string(profile).expect("a profile serializes");
+            insert.execute((account_id, customer_id, text, created_at))?;
+            for (name, value) in attribute_values(profile) {
+                attributes.push((account_id, name, value, customer_id));
+            }
+        }
+        attributes.sort();
+        let mut insert = conn.prepare(
+            "INSERT INTO customer_attributes (account_id, name, value, customer_id) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for row in attributes {
+            insert.execute(row)?;
+        }
+        let mut insert = conn.prepare(
+            "INSERT INTO identification_keys (account_id, name, position, source, attributes, is_unique)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for ((account_id, name), (position, key)) in &self.identification_keys {
+            let names = serde_json::to_string(&key.attributes).expect("names serialize");
+            insert.execute(params![account_id, name, *position as i64, key.source, names, key.unique])?;
+        }
+        let mut insert =
+            conn.prepare("INSERT INTO journey_settings (account_id, auto_complete_after) VALUES (?1, ?2)")?;
+        for (account_id, auto_complete_after) in &self.journey_settings {
+            insert.execute(params![account_id, auto_complete_after])?;
+        }
+        Ok(())
+    }
+
+    fn write_context_to(&self, conn: &Connection) -> Result<(), StoreError> {
         let mut insert = conn.prepare("INSERT INTO accounts (account_id, created_at) VALUES (?1, ?2)")?;
         for (account_id, created_at) in &self.accounts {
             insert.execute((account_id, created_at))?;

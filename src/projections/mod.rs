@@ -3,6 +3,8 @@
 
 pub mod accounts;
 pub mod context;
+pub mod customers;
+pub mod journeys;
 pub mod memory;
 pub mod tables;
 pub mod verify;
@@ -24,6 +26,11 @@ pub const TABLES: &[(&str, &str)] = &[
     ("namespaces", "account_id, namespace"),
     ("session_ttls", "account_id, namespace, session_id"),
     ("properties", "account_id, namespace, session_id, key"),
+    ("services", "account_id, service_id"),
+    ("customers", "account_id, customer_id"),
+    ("customer_attributes", "account_id, name, value, customer_id"),
+    ("identification_keys", "account_id, name"),
+    ("journey_settings", "account_id"),
 ];
 
 /// What projections read of a recorded event.
@@ -49,7 +56,16 @@ fn apply_event(tables: &mut impl Tables, event: &EventRef<'_>) -> Result<(), Sto
         Event::AccountCreated(_) | Event::ApiKeyIssued(_) | Event::ApiKeyRevoked(_) => {
             accounts::apply(tables, event)
         }
-        _ => context::apply(tables, event),
+        Event::NamespaceCreated(_)
+        | Event::NamespaceTtlSet(_)
+        | Event::NamespaceDeleted(_)
+        | Event::PropertiesPatched(_)
+        | Event::PropertyDeleted(_)
+        | Event::SessionPropertiesCleared(_)
+        | Event::SessionDeleted(_)
+        | Event::SessionTtlSet(_)
+        | Event::PropertiesExpired(_) => context::apply(tables, event),
+        _ => journeys::apply(tables, event),
     }
 }
 

@@ -6,6 +6,10 @@
 
 use rusqlite::{Connection, params};
 
+use crate::domain::events::Properties;
+use crate::domain::journeys::customers::attribute_values;
+use crate::domain::journeys::events::IdentificationKeyDefined;
+use crate::domain::journeys::service::ServiceDoc;
 use crate::store::StoreError;
 
 /// The session a property or TTL setting belongs to.
@@ -62,6 +66,28 @@ pub trait Tables {
         set_at: &str,
     ) -> Result<(), StoreError>;
     fn delete_session_ttl(&mut self, session: SessionKey<'_>) -> Result<(), StoreError>;
+    /// The service, which the caller then puts back or deletes (`MemoryTables` hands it over).
+    fn take_service(&mut self, account_id: &str, service_id: &str) -> Result<Option<ServiceDoc>, StoreError>;
+    fn put_service(&mut self, account_id: &str, doc: ServiceDoc) -> Result<(), StoreError>;
+    fn delete_service(&mut self, account_id: &str, service_id: &str) -> Result<(), StoreError>;
+    /// Creates or replaces a profile (a replacement keeps `created_at`) and its attribute index.
+    fn put_customer(
+        &mut self,
+        account_id: &str,
+        customer_id: &str,
+        profile: &Properties,
+        created_at: &str,
+    ) -> Result<(), StoreError>;
+    fn insert_identification_key(
+        &mut self,
+        account_id: &str,
+        key: &IdentificationKeyDefined,
+    ) -> Result<(), StoreError>;
+    fn set_journey_settings(
+        &mut self,
+        account_id: &str,
+        auto_complete_after: Option<u64>,
+    ) -> Result<(), StoreError>;
 }
 
 /// Writes straight into the projection tables of a connection.
@@ -161,6 +187,88 @@ impl Tables for SqlTables<'_> {
         self.run(
             "DELETE FROM session_ttls WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3",
             (s.account_id, s.namespace, s.session_id),
+        )
+    }
+
+    fn take_service(&mut self, account_id: &str, service_id: &str) -> Result<Option<ServiceDoc>, StoreError> {
+        super::journeys::load_service(self.0, account_id, service_id)
+    }
+
+    fn put_service(&mut self, account_id: &str, doc: ServiceDoc) -> Result<(), StoreError> {
+        let c = super::journeys::ServiceColumns::of(&doc);
+        self.run(
+            "INSERT INTO services (account_id, service_id, customer_id, contact_key, started_at, active,
+                                   auto_complete_at, expires_at, document)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT DO UPDATE SET customer_id = excluded.customer_id, active = excluded.active,
+                   auto_complete_at = excluded.auto_complete_at, expires_at = excluded.expires_at,
+                   document = excluded.document",
+            params![
+                account_id,
+                doc.service_id,
+                c.customer_id,
+                c.contact_key,
+                c.started_at,
+                c.active,
+                c.auto_complete_at,
+                c.expires_at,
+                c.document
+            ],
+        )
+    }
+
+    fn delete_service(&mut self, account_id: &str, service_id: &str) -> Result<(), StoreError> {
+        self.run("DELETE FROM services WHERE account_id = ?1 AND service_id = ?2", (account_id, service_id))
+    }
+
+    fn put_customer(
+        &mut self,
+        account_id: &str,
+        customer_id: &str,
+        profile: &Properties,
+        created_at: &str,
+    ) -> Result<(), StoreError> {
+        let text = serde_json::to_string(profile).expect("a profile serializes");
+        self.run(
+            "INSERT INTO customers (account_id, customer_id, profile, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT DO UPDATE SET profile = excluded.profile",
+            (account_id, customer_id, text, created_at),
+        )?;
+        self.run(
+            "DELETE FROM customer_attributes WHERE account_id = ?1 AND customer_id = ?2",
+            (account_id, customer_id),
+        )?;
+        for (name, value) in attribute_values(profile) {
+            self.run(
+                "INSERT INTO customer_attributes (account_id, name, value, customer_id) VALUES (?1, ?2, ?3, ?4)",
+                (account_id, name, value, customer_id),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn insert_identification_key(
+        &mut self,
+        account_id: &str,
+        key: &IdentificationKeyDefined,
+    ) -> Result<(), StoreError> {
+        let attributes = serde_json::to_string(&key.attributes).expect("names serialize");
+        self.run(
+            "INSERT INTO identification_keys (account_id, name, position, source, attributes, is_unique)
+                 VALUES (?1, ?2, (SELECT COUNT(*) + 1 FROM identification_keys WHERE account_id = ?1), ?3, ?4, ?5)",
+            params![account_id, key.name, key.source, attributes, key.unique],
+        )
+    }
+
+    fn set_journey_settings(
+        &mut self,
+        account_id: &str,
+        auto_complete_after: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.run(
+            "INSERT INTO journey_settings (account_id, auto_complete_after) VALUES (?1, ?2)
+                 ON CONFLICT DO UPDATE SET auto_complete_after = excluded.auto_complete_after",
+            params![account_id, auto_complete_after],
         )
     }
 }

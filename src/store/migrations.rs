@@ -13,8 +13,14 @@ pub struct Migration {
 }
 
 /// Every migration, in order. `migrations_dir_matches_this_list` keeps it in step with the folder.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "0001_init.sql", sql: include_str!("../../migrations/0001_init.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "0001_init.sql", sql: include_str!("../../migrations/0001_init.sql") },
+    Migration {
+        version: 2,
+        name: "0002_journeys.sql",
+        sql: include_str!("../../migrations/0002_journeys.sql"),
+    },
+];
 
 /// The schema version this binary writes.
 pub fn latest_version() -> u32 {

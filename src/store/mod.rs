@@ -97,6 +97,9 @@ pub struct Outcome {
     pub appended: usize,
     /// Seq of the last event appended, if any.
     pub last_seq: Option<u64>,
+    /// The id the command gave what it created (a service, state, task or customer), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
     /// True when this is the stored result of an earlier request with the same idempotency key.
     #[serde(skip)]
     pub replayed: bool,

@@ -17,7 +17,12 @@ use super::log::{self, RecordedEvent};
 use super::{KeyRing, Outcome, StoreError, WriteError, WriteRequest};
 use crate::clock::Clock;
 use crate::domain::context::ContextCommand;
-use crate::domain::events::{account_stream, namespace_stream, session_stream};
+use crate::domain::events::{
+    account_stream, customer_stream, journey_settings_stream, namespace_stream, service_stream,
+    session_stream,
+};
+use crate::domain::journeys::customers::{self, CustomerCommand};
+use crate::domain::journeys::{self, ServiceCommand};
 use crate::domain::{Command, Event, NewEvent, StreamVersion, accounts, context};
 use crate::metrics::Metrics;
 use crate::projections;
@@ -178,9 +183,9 @@ fn execute(
     {
         return Ok(first);
     }
-    let Decision { events, primary } = decide(conn, &request.command, now)?;
+    let Decision { events, primary, created } = decide(conn, &request.command, now)?;
     let meta = serde_json::to_string(&request.meta).expect("meta serializes");
-    let mut outcome = Outcome { appended: events.len(), ..Outcome::default() };
+    let mut outcome = Outcome { appended: events.len(), created, ..Outcome::default() };
     // Stream versions this command has seen, so each stream's index is read at most once.
     let has_primary = primary.is_some();
     let mut versions: Vec<(String, StreamVersion)> = primary.into_iter().collect();
@@ -225,13 +230,12 @@ fn execute(
 struct Decision {
     events: Vec<NewEvent>,
     primary: Option<(String, StreamVersion)>,
+    created: Option<String>,
 }
 
 /// Loads the state a command is decided against and decides it.
 fn decide(conn: &Connection, command: &Command, now: DateTime<Utc>) -> Result<Decision, WriteError> {
-    let tag = |account: &str, events: Vec<Event>| -> Vec<NewEvent> {
-        events.into_iter().map(|event| NewEvent { account: account.to_string(), event }).collect()
-    };
+    let tag = tag_all;
     let current = |stream: String| -> Result<Option<(String, StreamVersion)>, WriteError> {
         let version = log::stream_version(conn, &stream)?;
         Ok(Some((stream, version)))
@@ -241,7 +245,11 @@ fn decide(conn: &Connection, command: &Command, now: DateTime<Utc>) -> Result<De
             let account = command.account_id();
             let state = projections::accounts::load_state(conn, account)?;
             let events = accounts::decide_account(&state, command)?;
-            Decision { events: tag(account, events), primary: current(account_stream(account))? }
+            Decision {
+                events: tag(account, events),
+                primary: current(account_stream(account))?,
+                created: None,
+            }
         }
         Command::Context { account, command } => match command.session() {
             Some(session) => {
@@ -256,7 +264,7 @@ fn decide(conn: &Connection, command: &Command, now: DateTime<Utc>) -> Result<De
                     now,
                 )?;
                 let events = context::decide_session(&state, command, now)?;
-                Decision { events: tag(account, events), primary: Some((stream, version)) }
+                Decision { events: tag(account, events), primary: Some((stream, version)), created: None }
             }
             None => {
                 let namespace = command.namespace();
@@ -271,13 +279,103 @@ fn decide(conn: &Connection, command: &Command, now: DateTime<Utc>) -> Result<De
                     with_sessions,
                 )?;
                 let events = context::decide_namespace(&state, command)?;
-                Decision { events: tag(account, events), primary: Some((stream, version)) }
+                Decision { events: tag(account, events), primary: Some((stream, version)), created: None }
             }
         },
-        Command::PruneIdempotencyKeys { .. } => Decision { events: vec![], primary: None },
+        Command::PruneIdempotencyKeys { .. } => Decision { events: vec![], primary: None, created: None },
         Command::ExpireProperties { limit } => {
             let expired = projections::context::expired_properties(conn, now, *limit)?;
-            Decision { events: context::decide_expiry(expired), primary: None }
+            Decision { events: context::decide_expiry(expired), primary: None, created: None }
+        }
+        Command::Service { account, service_id, expected, command } => {
+            let stream = service_stream(account, service_id);
+            let version = log::stream_version(conn, &stream)?;
+            expected.check(version)?;
+            let doc = projections::journeys::load_service(conn, account, service_id)?;
+            let default_auto_complete_after = match command {
+                ServiceCommand::Start { .. } => {
+                    projections::journeys::default_auto_complete_after(conn, account)?
+                }
+                _ => None,
+            };
+            let at = journeys::Circumstances { now, default_auto_complete_after };
+            let events = journeys::decide_service(doc.as_ref(), service_id, command, at)?;
+            let created = events.iter().find_map(created_id);
+            Decision { events: tag(account, events), primary: Some((stream, version)), created }
+        }
+        Command::Customer { account, command } => decide_customer(conn, account, command)?,
+        Command::SweepServices { limit } => {
+            let mut events = Vec::new();
+            for (account, service_id) in projections::journeys::due_services(conn, now, *limit)? {
+                let doc = projections::journeys::load_service(conn, &account, &service_id)?;
+                let at = journeys::Circumstances { now, default_auto_complete_after: None };
+                let swept = journeys::decide_service(doc.as_ref(), &service_id, &ServiceCommand::Sweep, at)?;
+                events.extend(tag(&account, swept));
+            }
+            Decision { events, primary: None, created: None }
         }
     })
+}
+
+/// The id an event gives what it creates, reported to the client.
+fn created_id(event: &Event) -> Option<String> {
+    match event {
+        Event::ServiceStarted(e) => Some(e.service_id.clone()),
+        Event::StateStarted(e) => Some(e.state_id.to_string()),
+        Event::TaskStarted(e) => Some(e.task_id.to_string()),
+        Event::CustomerCreated(e) => Some(e.customer_id.clone()),
+        _ => None,
+    }
+}
+
+/// Loads what a customer command is decided against: the profile it leaves, the unique keys
+/// it must not break, the existing identification keys.
+fn decide_customer(
+    conn: &Connection,
+    account: &str,
+    command: &CustomerCommand,
+) -> Result<Decision, WriteError> {
+    let (stream, exists, conflict) = match command {
+        CustomerCommand::Create { customer_id, profile }
+        | CustomerCommand::Replace { customer_id, profile } => {
+            let old = projections::customers::load_profile(conn, account, customer_id)?;
+            let after = match (&old, command) {
+                (Some(old), CustomerCommand::Replace { .. }) => customers::replaced_profile(old, profile),
+                _ => profile.clone(),
+            };
+            let keys = projections::customers::identification_keys(conn, account)?;
+            let conflict =
+                projections::customers::unique_conflict(conn, account, &keys, &after, customer_id)?;
+            let command = match command {
+                CustomerCommand::Replace { .. } => {
+                    CustomerCommand::Replace { customer_id: customer_id.clone(), profile: after }
+                }
+                other => other.clone(),
+            };
+            let events = customers::decide_customer(&command, old.is_some(), conflict.as_deref())?;
+            let stream = customer_stream(account, customer_id);
+            let version = log::stream_version(conn, &stream)?;
+            let created = events.iter().find_map(created_id);
+            return Ok(Decision {
+                events: tag_all(account, events),
+                primary: Some((stream, version)),
+                created,
+            });
+        }
+        CustomerCommand::DefineIdentificationKey(key) => {
+            let keys = projections::customers::identification_keys(conn, account)?;
+            customers::check_identification_key(key, &keys)?;
+            let duplicates = key.unique && projections::customers::has_duplicates(conn, account, key)?;
+            let conflict = duplicates.then(|| key.name.clone());
+            (journey_settings_stream(account), true, conflict)
+        }
+        CustomerCommand::SetJourneySettings(_) => (journey_settings_stream(account), true, None),
+    };
+    let events = customers::decide_customer(command, exists, conflict.as_deref())?;
+    let version = log::stream_version(conn, &stream)?;
+    Ok(Decision { events: tag_all(account, events), primary: Some((stream, version)), created: None })
+}
+
+fn tag_all(account: &str, events: Vec<Event>) -> Vec<NewEvent> {
+    events.into_iter().map(|event| NewEvent { account: account.to_string(), event }).collect()
 }

@@ -1,0 +1,249 @@
+//! Services: start, end, read, delete, expiry, association, extensions, and the lists by
+//! customer and by anonymous contact key.
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::render::{self, Embed, Extensions};
+use super::{ObjectBody, done, event_body, status_of, submit_service};
+use crate::domain::journeys::ServiceCommand;
+use crate::domain::journeys::events::{Expiry, Item};
+use crate::domain::journeys::fields::{BodyKind, check_extension_name, parse_time};
+use crate::domain::names::check_name;
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use crate::http::extract::{JsonBody, NoBody, P, Q, TenantAccount, Write};
+use crate::projections::journeys::{self as read, Owner, ServiceFilter, Status};
+use axum::http::Uri;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/services/start", post(start))
+        .route("/services/{service_id}", get(get_service).delete(delete_service).put(set_expiry))
+        .route("/services/{service_id}/end", post(end))
+        .route("/services/{service_id}/extensions/{name}", put(replace_extension))
+        .route("/customers/{customer_id}/services/{service_id}", post(associate))
+        .route("/customers/{customer_id}/services", get(customer_services))
+        .route("/customers/{customer_id}/services/active", get(customer_services))
+        .route("/customers/{customer_id}/services/completed", get(customer_services))
+        .route("/services/anonymous/{contact_key}", get(anonymous_services))
+        .route("/services/anonymous/{contact_key}/active", get(anonymous_services))
+        .route("/services/anonymous/{contact_key}/completed", get(anonymous_services))
+        .route("/customers/{customer_id}/journey", get(super::timeline::journey))
+}
+
+async fn start(
+    State(state): State<AppState>,
+    TenantAccount(account): TenantAccount,
+    write: Write<ObjectBody>,
+) -> Result<Response, ApiError> {
+    let body = event_body(write.body.0, BodyKind::ServiceStart)?;
+    let service_id = uuid::Uuid::new_v4().to_string();
+    let outcome =
+        submit_service(&state, &account, write.context, &service_id, ServiceCommand::Start { body }).await?;
+    let service_id = outcome.created.clone().unwrap_or(service_id);
+    Ok(done(&outcome, Some(json!({ "service_id": service_id }))))
+}
+
+async fn end(
+    State(state): State<AppState>,
+    TenantAccount(account): TenantAccount,
+    P(service_id): P<String>,
+    write: Write<ObjectBody>,
+) -> Result<Response, ApiError> {
+    let body = event_body(write.body.0, BodyKind::ServiceEnd)?;
+    let outcome =
+        submit_service(&state, &account, write.context, &service_id, ServiceCommand::End { body }).await?;
+    Ok(done(&outcome, None))
+}
+
+async fn delete_service(
+    State(state): State<AppState>,
+    TenantAccount(account): TenantAccount,
+    P(service_id): P<String>,
+    write: Write<NoBody>,
+) -> Result<Response, ApiError> {
+    let outcome =
+        submit_service(&state, &account, write.context, &service_id, ServiceCommand::Delete).await?;
+    Ok(done(&outcome, None))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpiryBody {
+    ttl: Option<u64>,
+    expiration_time: Option<String>,
+}
+
+async fn set_expiry(
+    State(state): State<AppState>,
+    TenantAccount(account): TenantAccount,
+    P(service_id): P<String>,
+    write: Write<JsonBody<ExpiryBody>>,
+) -> Result<Response, ApiError> {
+    let JsonBody(body) = write.body;
+    let ttl = body.ttl.map(|ttl| crate::domain::ttl::check("ttl", ttl)).transpose()?;
+    let expiration_time =
+        body.expiration_time.map(|time| parse_time("expiration_time", &time)).transpose()?;
+    let command = ServiceCommand::SetExpiry { expiry: Expiry { ttl, expiration_time } };
+    let outcome = submit_service(&state, &account, write.context, &service_id, command).await?;
+    Ok(done(&outcome, None))
+}
+
+async fn associate(
+    State(state): State<AppState>,
+    TenantAccount(account): TenantAccount,
+    P((customer_id, service_id)): P<(String, String)>,
+    write: Write<ObjectBody>,
+) -> Result<Response, ApiError> {
+    check_name("customer_id", &customer_id)?;
+    let body = event_body(write.body.0, BodyKind::Associate)?;
+    let command = ServiceCommand::Associate { customer_id, body };
+    let outcome = submit_service(&state, &account, write.context, &service_id, command).await?;
+    Ok(done(&outcome, None))
+}
+
+/// The value of an extension: an object, or an array (a multi-valued extension).
+pub fn extension_value(value: &Value) -> Result<crate::domain::events::JsonText, ApiError> {
+    if !(value.is_object() || value.is_array()) {
+        return Err(ApiError::bad_request("an extension is a JSON object or an array"));
+    }
+    Ok(crate::domain::events::JsonText::from_value(value))
+}
+
+/// Replaces one extension of the service, one of its states or one of its tasks.
+pub async fn replace(
+    state: &AppState,
+    account: &crate::http::extract::Account,
+    write: Write<JsonBody<Value>>,
+    service_id: &str,
+    item: Item,
+    name: String,
+) -> Result<Response, ApiError> {
+    check_extension_name(&name)?;
+    let JsonBody(value) = write.body;
+    let command = ServiceCommand::ReplaceExtension { item, name, value: extension_value(&value)? };
+    let outcome = submit_service(state, account, write.context, service_id, command).await?;
+    Ok(done(&outcome, None))
+}
+
+async fn replace_extension(
+    State(state): State<AppState>,
+    TenantAccount(account): TenantAccount,
+    P((service_id, name)): P<(String, String)>,
+    write: Write<JsonBody<Value>>,
+) -> Result<Response, ApiError> {
+    replace(&state, &account, write, &service_id, Item::Service, name).await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ServiceQuery {
+    active_states: Option<bool>,
+    completed_states: Option<bool>,
+    active_tasks: Option<bool>,
+    completed_tasks: Option<bool>,
+    extensions: Option<String>,
+    started_from: Option<String>,
+    started_to: Option<String>,
+    service_types: Option<String>,
+}
+
+impl ServiceQuery {
+    fn embed(&self) -> Embed {
+        Embed {
+            active_states: self.active_states.unwrap_or(false),
+            completed_states: self.completed_states.unwrap_or(false),
+            active_tasks: self.active_tasks.unwrap_or(false),
+            completed_tasks: self.completed_tasks.unwrap_or(false),
+        }
+    }
+}
+
+/// A service of the account, or 404.
+pub fn load(
+    state: &AppState,
+    account: &str,
+    service_id: &str,
+) -> Result<crate::domain::journeys::service::ServiceDoc, ApiError> {
+    state
+        .store
+        .read(|conn| read::load_service(conn, account, service_id))?
+        .ok_or_else(|| ApiError::not_found(format!("There is no service {service_id}")))
+}
+
+async fn get_service(
+    State(state): State<AppState>,
+    TenantAccount(account): TenantAccount,
+    P(service_id): P<String>,
+    Q(query): Q<ServiceQuery>,
+) -> Result<Response, ApiError> {
+    if query.started_from.is_some() || query.started_to.is_some() || query.service_types.is_some() {
+        return Err(ApiError::bad_request(
+            "started_from, started_to and service_types filter lists of services",
+        ));
+    }
+    let doc = load(&state, &account.id, &service_id)?;
+    let picked = Extensions::parse(query.extensions.as_deref());
+    Ok(axum::Json(render::service(&doc, query.embed(), &picked)).into_response())
+}
+
+/// A comma-separated list parameter.
+pub fn list(param: Option<&str>) -> Vec<String> {
+    param
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+async fn list_services(
+    state: AppState,
+    account: String,
+    owner: (bool, String),
+    status: Status,
+    query: ServiceQuery,
+) -> Result<Response, ApiError> {
+    let filter = ServiceFilter {
+        status,
+        started_from: query.started_from.as_deref().map(|t| parse_time("started_from", t)).transpose()?,
+        started_to: query.started_to.as_deref().map(|t| parse_time("started_to", t)).transpose()?,
+        service_types: list(query.service_types.as_deref()),
+    };
+    let (embed, picked) = (query.embed(), Extensions::parse(query.extensions.as_deref()));
+    let services = state
+        .store
+        .read_large(move |conn| {
+            let owner = if owner.0 { Owner::Customer(&owner.1) } else { Owner::ContactKey(&owner.1) };
+            read::list_services(conn, &account, owner, &filter)
+        })
+        .await?;
+    let body: Vec<Value> = services.iter().map(|doc| render::service(doc, embed, &picked)).collect();
+    Ok(axum::Json(body).into_response())
+}
+
+async fn customer_services(
+    State(state): State<AppState>,
+    TenantAccount(account): TenantAccount,
+    P(customer_id): P<String>,
+    Q(query): Q<ServiceQuery>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    list_services(state, account.id, (true, customer_id), status_of(&uri), query).await
+}
+
+async fn anonymous_services(
+    State(state): State<AppState>,
+    TenantAccount(account): TenantAccount,
+    P(contact_key): P<String>,
+    Q(query): Q<ServiceQuery>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    list_services(state, account.id, (false, contact_key), status_of(&uri), query).await
+}

@@ -1,0 +1,207 @@
+//! The journeys read model: one row per service (its states and tasks inside its document),
+//! indexed by customer, by contact key and by when the sweeper must look at it.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::EventRef;
+use super::tables::Tables;
+use crate::domain::Event;
+use crate::domain::journeys::fields::label_text;
+use crate::domain::journeys::service::ServiceDoc;
+use crate::store::StoreError;
+use crate::store::log::format_time;
+
+/// Applies a service, customer or journey settings event.
+pub fn apply(tables: &mut impl Tables, recorded: &EventRef<'_>) -> Result<(), StoreError> {
+    let account = recorded.account;
+    let at = || {
+        DateTime::parse_from_rfc3339(recorded.recorded_at)
+            .map(|time| time.with_timezone(&Utc))
+            .map_err(|error| StoreError::Corrupt(format!("recorded_at {}: {error}", recorded.recorded_at)))
+    };
+    match recorded.event {
+        Event::ServiceStarted(e) => tables.put_service(account, ServiceDoc::start(e, at()?)),
+        Event::ServiceDeleted(e) => tables.delete_service(account, &e.service_id),
+        Event::ServiceExpired(e) => tables.delete_service(account, &e.service_id),
+        Event::ServiceEnded(_)
+        | Event::ServiceAutoCompleted(_)
+        | Event::ServiceAssociated(_)
+        | Event::ServiceExpirySet(_)
+        | Event::StateStarted(_)
+        | Event::StateEnded(_)
+        | Event::TaskStarted(_)
+        | Event::TaskEnded(_)
+        | Event::ExtensionReplaced(_) => {
+            let service_id = service_id_of(recorded.event);
+            let mut doc = tables.take_service(account, service_id)?.ok_or_else(|| {
+                StoreError::Corrupt(format!("an event of service {service_id} comes before its start"))
+            })?;
+            doc.apply(recorded.event, at()?);
+            tables.put_service(account, doc)
+        }
+        Event::CustomerCreated(e) => {
+            tables.put_customer(account, &e.customer_id, &e.profile, recorded.recorded_at)
+        }
+        Event::CustomerReplaced(e) => {
+            tables.put_customer(account, &e.customer_id, &e.profile, recorded.recorded_at)
+        }
+        Event::IdentificationKeyDefined(e) => tables.insert_identification_key(account, e),
+        Event::JourneySettingsSet(e) => tables.set_journey_settings(account, e.auto_complete_after),
+        _ => Ok(()),
+    }
+}
+
+fn service_id_of(event: &Event) -> &str {
+    match event {
+        Event::ServiceEnded(e) => &e.service_id,
+        Event::ServiceAutoCompleted(e) => &e.service_id,
+        Event::ServiceAssociated(e) => &e.service_id,
+        Event::ServiceExpirySet(e) => &e.service_id,
+        Event::StateStarted(e) => &e.service_id,
+        Event::StateEnded(e) => &e.service_id,
+        Event::TaskStarted(e) => &e.service_id,
+        Event::TaskEnded(e) => &e.service_id,
+        Event::ExtensionReplaced(e) => &e.service_id,
+        _ => "",
+    }
+}
+
+/// The `services` columns of a document, derived in one place for both table implementations.
+pub struct ServiceColumns {
+    pub customer_id: Option<String>,
+    pub contact_key: Option<String>,
+    pub started_at: String,
+    pub active: bool,
+    pub auto_complete_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub document: String,
+}
+
+impl ServiceColumns {
+    pub fn of(doc: &ServiceDoc) -> ServiceColumns {
+        ServiceColumns {
+            customer_id: doc.customer_id.clone(),
+            contact_key: doc.contact_key.clone(),
+            started_at: format_time(doc.life.started.timestamp),
+            active: doc.is_active(),
+            auto_complete_at: doc.auto_complete_at().map(|time| time.timestamp_micros()),
+            expires_at: doc.expires_at().map(|time| time.timestamp_micros()),
+            document: serde_json::to_string(doc).expect("a service document serializes"),
+        }
+    }
+}
+
+fn parse_doc(text: &str) -> Result<ServiceDoc, StoreError> {
+    serde_json::from_str(text).map_err(|error| StoreError::Corrupt(format!("service document: {error}")))
+}
+
+/// One service of `account`.
+pub fn load_service(
+    conn: &Connection,
+    account: &str,
+    service_id: &str,
+) -> Result<Option<ServiceDoc>, StoreError> {
+    let text: Option<String> = conn
+        .prepare_cached("SELECT document FROM services WHERE account_id = ?1 AND service_id = ?2")?
+        .query_row((account, service_id), |row| row.get(0))
+        .optional()?;
+    text.as_deref().map(parse_doc).transpose()
+}
+
+/// Which services of a list to return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    All,
+    Active,
+    Completed,
+}
+
+/// The filters of the service list endpoints.
+#[derive(Debug, Clone)]
+pub struct ServiceFilter {
+    pub status: Status,
+    pub started_from: Option<DateTime<Utc>>,
+    pub started_to: Option<DateTime<Utc>>,
+    /// Type names or ids; empty: any.
+    pub service_types: Vec<String>,
+}
+
+/// Whose services a list is of.
+pub enum Owner<'a> {
+    Customer(&'a str),
+    /// Anonymous services (no customer) started with this contact key.
+    ContactKey(&'a str),
+}
+
+/// Most services one list returns: the reference has no paging, so a bound keeps a reply sane.
+pub const MAX_LISTED_SERVICES: usize = 1000;
+
+/// The services of a customer or an anonymous contact key, oldest first.
+pub fn list_services(
+    conn: &Connection,
+    account: &str,
+    owner: Owner<'_>,
+    filter: &ServiceFilter,
+) -> Result<Vec<ServiceDoc>, StoreError> {
+    let (column, extra, who) = match owner {
+        Owner::Customer(id) => ("customer_id", "", id),
+        Owner::ContactKey(key) => ("contact_key", "AND customer_id IS NULL", key),
+    };
+    let active = match filter.status {
+        Status::All => None,
+        Status::Active => Some(true),
+        Status::Completed => Some(false),
+    };
+    let sql = format!(
+        "SELECT document FROM services WHERE account_id = ?1 AND {column} = ?2 {extra}
+           AND (?3 IS NULL OR active = ?3) AND (?4 IS NULL OR started_at >= ?4) AND (?5 IS NULL OR started_at <= ?5)
+         ORDER BY started_at, service_id"
+    );
+    let mut statement = conn.prepare_cached(&sql)?;
+    let mut rows = statement.query(params![
+        account,
+        who,
+        active,
+        filter.started_from.map(format_time),
+        filter.started_to.map(format_time)
+    ])?;
+    let mut services = Vec::new();
+    while let Some(row) = rows.next()? {
+        let doc = parse_doc(&row.get::<_, String>(0)?)?;
+        let type_matches = filter.service_types.is_empty()
+            || doc.service_type.as_ref().is_some_and(|t| filter.service_types.contains(&label_text(t)));
+        if type_matches {
+            services.push(doc);
+            if services.len() == MAX_LISTED_SERVICES {
+                break;
+            }
+        }
+    }
+    Ok(services)
+}
+
+/// Services whose expiry or auto-completion is due at `now`, as (account, service id).
+pub fn due_services(
+    conn: &Connection,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT account_id, service_id FROM services WHERE expires_at <= ?1
+         UNION SELECT account_id, service_id FROM services WHERE auto_complete_at <= ?1
+         LIMIT ?2",
+    )?;
+    let rows = statement
+        .query_map(params![now.timestamp_micros(), limit as i64], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The account's default `auto_complete_after`, in seconds.
+pub fn default_auto_complete_after(conn: &Connection, account: &str) -> Result<Option<u64>, StoreError> {
+    let value: Option<Option<u64>> = conn
+        .prepare_cached("SELECT auto_complete_after FROM journey_settings WHERE account_id = ?1")?
+        .query_row([account], |row| row.get(0))
+        .optional()?;
+    Ok(value.flatten())
+}
