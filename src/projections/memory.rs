@@ -462,6 +462,59 @@ mod tests {
                 }),
             ),
         ]
+        .into_iter()
+        .chain(journey_script())
+        .collect()
+    }
+
+    /// Every journey event type, written as stored payloads.
+    fn journey_script() -> Vec<(&'static str, Event)> {
+        let t = r#"{"timestamp":"2026-01-01T00:00:00Z","channel":{"media_type":"voice"}}"#;
+        let start = |id: &str, extra: &str| {
+            format!(
+                r#"{{"service_id":"{id}","service_type":"billing","customer_id":"c1","contact_key":"k",
+                    "opening":{{"est_duration":60,"started":{t},"extensions":{{"E":{{"a":1}}}}}},
+                    "auto_complete_after":60,"expiry":{{"ttl":{extra},"expiration_time":null}}}}"#
+            )
+        };
+        let closing = format!(
+            r#"{{"completed":{t},"disposition":"ok","disposition_desc":"d","closed_by":"state_ended"}}"#
+        );
+        let payloads = [
+            ("ServiceStarted", start("s1", "3600")),
+            ("ServiceStarted", start("s2", "null")),
+            ("ServiceStarted", start("s3", "null")),
+            ("StateStarted", format!(r#"{{"service_id":"s1","state_id":1,"state_type":"ivr","previous_state_id":null,"opening":{{"est_duration":null,"started":{t}}}}}"#)),
+            ("TaskStarted", format!(r#"{{"service_id":"s1","task_id":1,"state_id":1,"task_type":"t","opening":{{"est_duration":5,"started":{t}}}}}"#)),
+            ("TaskEnded", format!(r#"{{"service_id":"s1","task_id":1,"closing":{closing}}}"#)),
+            ("ExtensionReplaced", r#"{"service_id":"s1","item":{"state":1},"name":"N","value":[{"a":1}]}"#.to_string()),
+            ("StateEnded", format!(r#"{{"service_id":"s1","state_id":1,"closing":{closing}}}"#)),
+            ("ServiceAssociated", r#"{"service_id":"s1","customer_id":"c2","previous_customer_id":"c1","service_type":null,"channel":{"media_type":"chat"}}"#.to_string()),
+            ("ServiceExpirySet", r#"{"service_id":"s1","expiry":{"ttl":null,"expiration_time":"2027-01-01T00:00:00Z"}}"#.to_string()),
+            ("ServiceEnded", format!(r#"{{"service_id":"s1","closing":{closing}}}"#)),
+            ("ServiceAutoCompleted", r#"{"service_id":"s2","completed_at":"2026-01-01T00:10:00Z","idle_since":"2026-01-01T00:00:00Z"}"#.to_string()),
+            ("ServiceDeleted", r#"{"service_id":"s3"}"#.to_string()),
+            ("ServiceStarted", start("s4", "1")),
+            ("ServiceExpired", r#"{"service_id":"s4","expired_at":"2026-01-01T00:10:00Z"}"#.to_string()),
+            ("CustomerCreated", r#"{"customer_id":"c1","profile":{"Email":"a@x.org","P":{"n":"1"}}}"#.to_string()),
+            ("CustomerCreated", r#"{"customer_id":"c2","profile":{"Email":["b@x.org","c@x.org"]}}"#.to_string()),
+            ("CustomerReplaced", r#"{"customer_id":"c1","profile":{"Email":"d@x.org","P":{"n":"1"}}}"#.to_string()),
+            ("IdentificationKeyDefined", r#"{"name":"k","source":"profile","attributes":["Email"],"unique":true}"#.to_string()),
+            ("IdentificationKeyDefined", r#"{"name":"j","source":"P","attributes":["n"],"unique":false}"#.to_string()),
+            ("JourneySettingsSet", r#"{"auto_complete_after":300}"#.to_string()),
+        ];
+        payloads.into_iter().map(|(kind, data)| ("acme", Event::decode(kind, &data).unwrap())).collect()
+    }
+
+    #[test]
+    fn the_script_has_every_event_type() {
+        let script = script();
+        for kind in crate::domain::events::EVENT_TYPES {
+            assert!(
+                script.iter().any(|(_, event)| event.event_type() == *kind),
+                "{kind} is not in the script"
+            );
+        }
     }
 
     #[test]

@@ -3,8 +3,10 @@
 mod admin;
 mod concurrency;
 mod context;
+mod customers;
 mod errors;
 mod helpers;
+mod journeys;
 mod model;
 mod ops;
 mod process;

@@ -81,12 +81,10 @@ fn ids(doc: &ServiceDoc, extra: &[(&str, Value)]) -> Map<String, Value> {
 
 /// Where the customer is in an active service: the open state and its open tasks.
 fn current(doc: &ServiceDoc) -> Value {
-    let latest_media = doc
-        .states
-        .iter()
-        .map(|s| &s.life.started)
+    // The channel of the latest start; at equal times the later item (max_by_key keeps the last).
+    let latest_media = std::iter::once(&doc.life.started)
+        .chain(doc.states.iter().map(|s| &s.life.started))
         .chain(doc.tasks.iter().map(|t| &t.life.started))
-        .chain(std::iter::once(&doc.life.started))
         .filter(|touch| touch.channel.contains_key("media_type"))
         .max_by_key(|touch| touch.timestamp)
         .and_then(media_type);
