@@ -1,6 +1,8 @@
-//! The context workload over HTTP: N clients, each on its own keep-alive connection, PATCHing
-//! the properties of its sessions back to back. Requests that complete inside the measured
-//! window are counted; `/metrics` is scraped at the window's edges.
+//! The workloads over HTTP: N clients, each on its own keep-alive connection, sending requests
+//! back to back: PATCHes of session properties (the context workload) or the lifecycle calls of
+//! whole journeys (the journey workload, `journeys.rs`). Requests that complete inside the
+//! measured window are counted; `/metrics` is scraped at the window's edges. Errors are counted
+//! whenever they happen, warm-up included.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -11,9 +13,36 @@ use ctxd::app::BoxError;
 use hyper::{Method, StatusCode};
 
 use crate::http_client::{Client, request};
+use crate::journeys::{self, Call};
 use crate::report::thousands;
 use crate::server::{Scrape, ServerActivity};
 use crate::workload::{ACCOUNT, NAMESPACE, properties, session_id};
+
+/// Which requests the clients send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// PATCH 4 properties of a session: one command, one event.
+    Context,
+    /// The 8 lifecycle calls of a journey (`journeys::Call`), chained by the ids they return.
+    Journeys,
+}
+
+impl Workload {
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Context => "context",
+            Workload::Journeys => "journeys",
+        }
+    }
+
+    /// Kinds of request the latencies are kept apart for.
+    fn kinds(self) -> usize {
+        match self {
+            Workload::Context => 1,
+            Workload::Journeys => Call::ALL.len(),
+        }
+    }
+}
 
 /// How hard and how long to load the server.
 #[derive(Debug, Clone)]
@@ -25,58 +54,56 @@ pub struct LoadSettings {
 
 /// The measured window: after the warm-up, for the duration.
 #[derive(Debug, Clone, Copy)]
-struct Window {
+pub struct Window {
     from: Instant,
-    until: Instant,
+    pub until: Instant,
 }
 
 impl Window {
-    fn contains(&self, instant: Instant) -> bool {
+    pub fn contains(&self, instant: Instant) -> bool {
         self.from <= instant && instant < self.until
     }
 }
 
 /// What the workload measured.
 pub struct LoadReport {
+    workload: Workload,
     clients: u32,
     duration: Duration,
-    /// Latencies of the 204s completed in the window, in microseconds, sorted.
+    /// Latencies of the successful requests completed in the window, in microseconds, sorted.
     latencies: Vec<u32>,
-    /// Anything but a 204 in the window, transport errors included.
-    errors: u64,
-    first_error: Option<String>,
+    /// The same, by kind of request (`Workload::kinds`), each sorted.
+    by_kind: Vec<Vec<u32>>,
+    /// Failed requests (anything but the expected 2xx and body, transport errors included),
+    /// over the whole run.
+    pub errors: u64,
+    pub first_error: Option<String>,
     /// The server's own account of the window.
     pub server: ServerActivity,
 }
 
 impl LoadReport {
-    /// Successful PATCHes per second: each one is one durable append.
-    pub fn appends_per_second(&self) -> f64 {
-        self.latencies.len() as f64 / self.duration.as_secs_f64()
+    /// Successful requests per second: PATCHes (each one durable append) or lifecycle calls.
+    pub fn requests_per_second(&self) -> f64 {
+        self.per_second(self.latencies.len() as u64)
+    }
+
+    fn per_second(&self, count: u64) -> f64 {
+        count as f64 / self.duration.as_secs_f64()
     }
 
     /// Latency at quantile `q` (nearest rank), in milliseconds.
     fn latency_ms(&self, q: f64) -> f64 {
-        let Some(last) = self.latencies.len().checked_sub(1) else {
-            return 0.0;
-        };
-        let rank = ((q * self.latencies.len() as f64).ceil() as usize).clamp(1, last + 1);
-        f64::from(self.latencies[rank - 1]) / 1000.0
+        quantile_ms(&self.latencies, q)
     }
-}
 
-/// `context PATCH over HTTP, 64 clients: 23,456 appends/s, p50 1.9 ms, … (avg batch 48.2)`
-/// and a line of the server's own counters.
-impl fmt::Display for LoadReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    fn context(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "context PATCH over HTTP, {} clients: {} appends/s, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} errors (avg batch {:.1})",
+            "context PATCH over HTTP, {} clients: {} appends/s, {}, {} errors (avg batch {:.1})",
             self.clients,
-            thousands(self.appends_per_second().round() as u64),
-            self.latency_ms(0.50),
-            self.latency_ms(0.99),
-            self.latency_ms(1.0),
+            thousands(self.requests_per_second().round() as u64),
+            self.percentiles(),
             thousands(self.errors),
             self.server.average_batch(),
         )?;
@@ -88,11 +115,85 @@ impl fmt::Display for LoadReport {
             thousands(self.server.commands),
             thousands(self.server.commits),
         )?;
-        let (server, writer, bench) = self.server.cpu_per_append();
+        let (server, writer, bench) = self.server.cpu_per(self.server.appended);
         write!(
             f,
             "\n  CPU per append: server {server:.1} µs (writer thread {writer:.1} µs), load generator {bench:.1} µs",
+        )
+    }
+
+    fn journeys(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let journeys = self.by_kind[Call::EndService.index()].len() as u64;
+        let events = self.server.log_growth;
+        writeln!(
+            f,
+            "journeys over HTTP, {} clients: {} lifecycle calls/s, {} journeys/s, {} events/s, {}, {} errors (avg batch {:.1})",
+            self.clients,
+            thousands(self.requests_per_second().round() as u64),
+            thousands(self.per_second(journeys).round() as u64),
+            thousands(self.per_second(events).round() as u64),
+            self.percentiles(),
+            thousands(self.errors),
+            self.server.average_batch(),
         )?;
+        write!(
+            f,
+            "  server over the {} s window: log length +{} ({} events appended, {:.2} per call), {} commands in {} group commits",
+            self.duration.as_secs(),
+            thousands(events),
+            thousands(self.server.appended),
+            self.server.appended as f64 / self.latencies.len().max(1) as f64,
+            thousands(self.server.commands),
+            thousands(self.server.commits),
+        )?;
+        let (server, writer, bench) = self.server.cpu_per(self.latencies.len() as u64);
+        write!(
+            f,
+            "\n  CPU per lifecycle call: server {server:.1} µs (writer thread {writer:.1} µs), load generator {bench:.1} µs",
+        )?;
+        write!(f, "\n  p50 / p99 by call:")?;
+        for (call, latencies) in Call::ALL.iter().zip(&self.by_kind) {
+            let separator = if call.index() == 0 { "" } else { "," };
+            write!(
+                f,
+                "{separator} {} {:.1} / {:.1} ms",
+                call.label(),
+                quantile_ms(latencies, 0.50),
+                quantile_ms(latencies, 0.99)
+            )?;
+        }
+        Ok(())
+    }
+
+    /// `p50 1.9 ms, p90 4.0 ms, p99 9.9 ms, max 20.1 ms`
+    fn percentiles(&self) -> String {
+        format!(
+            "p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            self.latency_ms(0.50),
+            self.latency_ms(0.90),
+            self.latency_ms(0.99),
+            self.latency_ms(1.0),
+        )
+    }
+}
+
+/// Latency at quantile `q` (nearest rank) of sorted microseconds, in milliseconds; 0 when empty.
+fn quantile_ms(sorted: &[u32], q: f64) -> f64 {
+    let Some(last) = sorted.len().checked_sub(1) else {
+        return 0.0;
+    };
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, last + 1);
+    f64::from(sorted[rank - 1]) / 1000.0
+}
+
+/// `context PATCH over HTTP, 64 clients: 23,456 appends/s, p50 1.9 ms, … (avg batch 48.2)`
+/// (or the journey workload's figures) and lines of the server's own counters.
+impl fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.workload {
+            Workload::Context => self.context(f)?,
+            Workload::Journeys => self.journeys(f)?,
+        }
         if let Some(error) = &self.first_error {
             write!(f, "\n  first error: {error}")?;
         }
@@ -100,8 +201,9 @@ impl fmt::Display for LoadReport {
     }
 }
 
-/// Runs the workload against the server at `addr` with `api_key` for account `bench`.
+/// Runs `workload` against the server at `addr` with `api_key` for account `bench`.
 pub async fn run(
+    workload: Workload,
     addr: SocketAddr,
     server_pid: u32,
     api_key: &str,
@@ -112,18 +214,27 @@ pub async fn run(
     let scraper = tokio::spawn(scrape_edges(addr, server_pid, window));
     let api_key: Arc<str> = api_key.into();
     let clients: Vec<_> = (0..settings.clients)
-        .map(|client| tokio::spawn(drive(addr, api_key.clone(), client, window)))
+        .map(|client| match workload {
+            Workload::Context => tokio::spawn(drive(addr, api_key.clone(), client, window)),
+            Workload::Journeys => tokio::spawn(journeys::drive(addr, api_key.clone(), client, window)),
+        })
         .collect();
-    let mut total = Tally::default();
+    let mut total = Tally::new(workload.kinds());
     for client in clients {
         total.merge(client.await?);
     }
     let (before, after) = scraper.await??;
-    total.latencies.sort_unstable();
+    for latencies in &mut total.by_kind {
+        latencies.sort_unstable();
+    }
+    let mut latencies: Vec<u32> = total.by_kind.concat();
+    latencies.sort_unstable();
     Ok(LoadReport {
+        workload,
         clients: settings.clients,
         duration: settings.duration,
-        latencies: total.latencies,
+        latencies,
+        by_kind: total.by_kind,
         errors: total.errors,
         first_error: total.first_error,
         server: ServerActivity::between(before, after),
@@ -143,31 +254,35 @@ async fn scrape_edges(
 }
 
 /// One client's results.
-#[derive(Default)]
-struct Tally {
-    latencies: Vec<u32>,
+pub struct Tally {
+    /// Latencies in microseconds of the successful requests completed in the window, by kind.
+    by_kind: Vec<Vec<u32>>,
     errors: u64,
     first_error: Option<String>,
 }
 
 impl Tally {
-    fn record(&mut self, outcome: Result<StatusCode, BoxError>, latency: Duration) {
-        match outcome {
-            Ok(StatusCode::NO_CONTENT) => {
-                self.latencies.push(u32::try_from(latency.as_micros()).unwrap_or(u32::MAX))
-            }
-            Ok(status) => self.error(format!("status {status}")),
-            Err(error) => self.error(error.to_string()),
+    pub fn new(kinds: usize) -> Self {
+        Tally { by_kind: vec![Vec::new(); kinds], errors: 0, first_error: None }
+    }
+
+    /// A successful request of `kind` that finished at `finished`: counted if in the window.
+    pub fn success(&mut self, kind: usize, window: &Window, started: Instant, finished: Instant) {
+        if window.contains(finished) {
+            let micros = u32::try_from((finished - started).as_micros()).unwrap_or(u32::MAX);
+            self.by_kind[kind].push(micros);
         }
     }
 
-    fn error(&mut self, description: String) {
+    pub fn error(&mut self, description: String) {
         self.errors += 1;
         self.first_error.get_or_insert(description);
     }
 
     fn merge(&mut self, other: Tally) {
-        self.latencies.extend(other.latencies);
+        for (mine, theirs) in self.by_kind.iter_mut().zip(other.by_kind) {
+            mine.extend(theirs);
+        }
         self.errors += other.errors;
         if self.first_error.is_none() {
             self.first_error = other.first_error;
@@ -178,7 +293,7 @@ impl Tally {
 /// Client `client`'s loop: PATCH, wait for the answer, PATCH again, until the window closes.
 async fn drive(addr: SocketAddr, api_key: Arc<str>, client: u32, window: Window) -> Tally {
     let mut connection = Client::new(addr);
-    let mut tally = Tally::default();
+    let mut tally = Tally::new(Workload::Context.kinds());
     for step in 0u64.. {
         let started = Instant::now();
         if started >= window.until {
@@ -188,10 +303,12 @@ async fn drive(addr: SocketAddr, api_key: Arc<str>, client: u32, window: Window)
         let body = serde_json::to_vec(&properties(step)).expect("properties serialize");
         let headers = [("maven-api-key", &*api_key)];
         let patch = request(Method::PATCH, addr, &path, &headers, body);
-        let outcome = connection.send(patch).await.map(|(status, _)| status);
-        let finished = Instant::now();
-        if window.contains(finished) {
-            tally.record(outcome, finished - started);
+        match connection.send(patch).await {
+            Ok((StatusCode::NO_CONTENT, _)) => tally.success(0, &window, started, Instant::now()),
+            Ok((status, body)) => {
+                tally.error(format!("PATCH {path}: status {status}: {}", String::from_utf8_lossy(&body)))
+            }
+            Err(error) => tally.error(format!("PATCH {path}: {error}")),
         }
     }
     tally

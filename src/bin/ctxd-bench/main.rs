@@ -8,16 +8,27 @@
 //!    as large as the server's average batch, `synchronous=FULL`, on the same disk; then again
 //!    with the projections applied. Their ratio to the server says what HTTP, the domain and the
 //!    writer cost;
-//! 3. **rebuild and verify speed**: a store filled with `--rebuild-events` events, then
+//! 3. **the journey workload over real HTTP** (`journeys.rs`): a fresh server, N clients each
+//!    running whole journeys of 8 lifecycle calls of the Genesys-compatible API (service, state,
+//!    task, transitions, end), chained by the ids the server returns; calls/s, journeys/s,
+//!    events/s and latency percentiles; then its raw SQLite limit (`raw_journeys.rs`): the same
+//!    calls' event rows plus a read and rewrite of the service's row, in batches of the
+//!    server's average size;
+//! 4. **rebuild and verify speed**: a store filled with `--rebuild-events` events, then
 //!    `projections::rebuild` and `projections::verify::verify` timed.
+//!
+//! `--workload context|journeys|all` picks the HTTP workloads (1–2, 3); any failed request makes
+//! the run exit with an error after everything was printed.
 //!
 //! Run it with `cargo build --release --bins && cargo run --release --bin ctxd-bench`
 //! (`--help` lists the flags). Scratch stores go under `target/bench-data/` and are deleted at
 //! the end unless `--keep-data` is given. It prints lines ready to paste into the docs.
 
 mod http_client;
+mod journeys;
 mod load;
 mod raw;
+mod raw_journeys;
 mod rebuild;
 mod report;
 mod server;
@@ -27,32 +38,57 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use ctxd::app::BoxError;
 
-use load::{LoadReport, LoadSettings};
+use load::{LoadReport, LoadSettings, Workload};
 use server::Server;
+
+/// The HTTP workloads a run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Workloads {
+    /// Context PATCHes, with their raw SQLite baselines.
+    Context,
+    /// Journeys of lifecycle calls, with their raw SQLite baselines.
+    Journeys,
+    /// Context, then journeys, each against a fresh server and data directory.
+    All,
+}
+
+impl Workloads {
+    fn selected(self) -> &'static [Workload] {
+        match self {
+            Workloads::Context => &[Workload::Context],
+            Workloads::Journeys => &[Workload::Journeys],
+            Workloads::All => &[Workload::Context, Workload::Journeys],
+        }
+    }
+}
 
 #[derive(Parser, Debug)]
 #[command(name = "ctxd-bench", about = "Measures ctxd's write throughput, latency and rebuild speed")]
 struct Args {
+    /// Which HTTP workloads (and their raw SQLite baselines) to run.
+    #[arg(long, value_enum, default_value_t = Workloads::All)]
+    workload: Workloads,
     /// Concurrent HTTP clients, each on its own keep-alive connection.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     clients: u32,
     /// Seconds of load before the measured window.
     #[arg(long, default_value_t = 2)]
     warmup_secs: u64,
-    /// Seconds measured, for the HTTP workload and for each raw SQLite baseline.
+    /// Seconds measured, for each HTTP workload and for each raw SQLite baseline.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     duration_secs: u64,
     /// Events in the store whose rebuild and verify are timed.
     #[arg(long, default_value_t = 1_000_000)]
     rebuild_events: u64,
-    /// Rows per transaction of the raw SQLite baselines [default: the server's average batch].
+    /// Commands per transaction of the raw SQLite baselines (rows for context, lifecycle calls
+    /// for journeys) [default: the server's average batch in the same workload].
     /// With --skip-http, the baselines run only when this is given.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     raw_batch: Option<u64>,
-    /// Skip the HTTP workload (and, without --raw-batch, the raw SQLite baselines).
+    /// Skip the HTTP workloads (and, without --raw-batch, the raw SQLite baselines).
     #[arg(long)]
     skip_http: bool,
     /// Skip the rebuild and verify timings.
@@ -79,24 +115,60 @@ fn main() -> ExitCode {
 fn run(args: Args) -> Result<(), BoxError> {
     let scratch = ScratchDir::create(&args)?;
     print_header(&args, &scratch.path);
-    let duration = Duration::from_secs(args.duration_secs);
-    let mut server_figures = None;
-    if !args.skip_http {
-        let report = http_workload(&args, &scratch.path.join("server"))?;
-        println!("{report}");
-        server_figures = Some((report.appends_per_second(), report.server.average_batch()));
-    }
-    let raw_batch = args.raw_batch.or(server_figures.map(|(_, batch)| batch.round().max(1.0) as u64));
-    if let Some(batch) = raw_batch {
-        let server_rate = server_figures.map(|(rate, _)| rate);
-        for with_projections in [false, true] {
-            let settings = raw::RawSettings { batch, duration, clients: args.clients, with_projections };
-            let report = raw::measure(&scratch.path, &settings)?;
-            println!("{}", report.line(server_rate));
+    let mut failures = Vec::new();
+    for &workload in args.workload.selected() {
+        let mut server_figures = None;
+        if !args.skip_http {
+            let data_dir = scratch.path.join(format!("server-{}", workload.name()));
+            let report = http_workload(&args, workload, &data_dir)?;
+            println!("{report}");
+            if report.errors > 0 {
+                let first = report.first_error.as_deref().unwrap_or("");
+                failures.push(format!(
+                    "{}: {} failed requests; first: {first}",
+                    workload.name(),
+                    report::thousands(report.errors)
+                ));
+            }
+            server_figures = Some((report.requests_per_second(), report.server.average_batch()));
+        }
+        let raw_batch = args.raw_batch.or(server_figures.map(|(_, batch)| batch.round().max(1.0) as u64));
+        if let Some(batch) = raw_batch {
+            raw_baselines(&args, workload, &scratch.path, batch, server_figures.map(|(rate, _)| rate))?;
         }
     }
     if !args.skip_rebuild {
         rebuild::run(&scratch.path.join("rebuild"), args.rebuild_events)?;
+    }
+    if !failures.is_empty() {
+        return Err(format!("requests failed:\n  {}", failures.join("\n  ")).into());
+    }
+    Ok(())
+}
+
+/// Runs `workload`'s raw SQLite baselines in transactions of `batch` commands and prints them,
+/// as fractions of the server's rate when it was measured.
+fn raw_baselines(
+    args: &Args,
+    workload: Workload,
+    dir: &Path,
+    batch: u64,
+    server_rate: Option<f64>,
+) -> Result<(), BoxError> {
+    let (duration, clients) = (Duration::from_secs(args.duration_secs), args.clients);
+    match workload {
+        Workload::Context => {
+            for with_projections in [false, true] {
+                let settings = raw::RawSettings { batch, duration, clients, with_projections };
+                println!("{}", raw::measure(dir, &settings)?.line(server_rate));
+            }
+        }
+        Workload::Journeys => {
+            for projection_code in [false, true] {
+                let settings = raw_journeys::RawJourneySettings { batch, duration, clients, projection_code };
+                println!("{}", raw_journeys::measure(dir, &settings)?.line(server_rate));
+            }
+        }
     }
     Ok(())
 }
@@ -111,7 +183,8 @@ fn print_header(args: &Args, scratch: &Path) {
     );
     println!("command: {}", command.join(" "));
     println!(
-        "settings: {} clients, warmup {} s, duration {} s, rebuild events {}",
+        "settings: workload {}, {} clients, warmup {} s, duration {} s, rebuild events {}",
+        args.workload.to_possible_value().map_or_else(String::new, |value| value.get_name().to_string()),
         args.clients,
         args.warmup_secs,
         args.duration_secs,
@@ -120,8 +193,8 @@ fn print_header(args: &Args, scratch: &Path) {
     println!("scratch: {}", scratch.display());
 }
 
-/// Starts the server on `data_dir`, runs the context workload against it, and stops it.
-fn http_workload(args: &Args, data_dir: &Path) -> Result<LoadReport, BoxError> {
+/// Starts the server on `data_dir`, runs `workload` against it, and stops it.
+fn http_workload(args: &Args, workload: Workload, data_dir: &Path) -> Result<LoadReport, BoxError> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut server = Server::start(data_dir)?;
     let settings = LoadSettings {
@@ -132,7 +205,7 @@ fn http_workload(args: &Args, data_dir: &Path) -> Result<LoadReport, BoxError> {
     let report = runtime.block_on(async {
         server.wait_ready().await?;
         let api_key = server.issue_api_key("bench").await?;
-        load::run(server.addr, server.pid(), &api_key, &settings).await
+        load::run(workload, server.addr, server.pid(), &api_key, &settings).await
     })?;
     let status = server.stop()?;
     if !status.success() {

@@ -76,12 +76,12 @@ impl Server {
             .ok_or_else(|| format!("no api_key in the answer of POST {path}: {answer}").into())
     }
 
-    /// Sends SIGTERM and waits for the server to drain and exit.
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
+    /// Sends SIGTERM and waits for the server to drain and exit.
     pub fn stop(mut self) -> std::io::Result<ExitStatus> {
         self.terminate()
     }
@@ -112,6 +112,8 @@ pub struct Scrape {
     commits: f64,
     commands: f64,
     appended: f64,
+    /// Events in the log (its highest seq).
+    log_length: f64,
     cpu: CpuTime,
 }
 
@@ -171,6 +173,7 @@ impl Scrape {
             commits: value("ctxd_commit_batch_size_count")?,
             commands: value("ctxd_commit_batch_size_sum")?,
             appended: value("ctxd_events_appended_total")?,
+            log_length: value("ctxd_log_length")?,
             cpu: CpuTime::default(),
         })
     }
@@ -182,6 +185,8 @@ pub struct ServerActivity {
     pub commits: u64,
     pub commands: u64,
     pub appended: u64,
+    /// How many events the log grew by.
+    pub log_growth: u64,
     /// CPU nanoseconds used in the window: server, its writer thread, the load generator.
     pub cpu: (u64, u64, u64),
 }
@@ -193,6 +198,7 @@ impl ServerActivity {
             commits: delta(before.commits, after.commits),
             commands: delta(before.commands, after.commands),
             appended: delta(before.appended, after.appended),
+            log_growth: delta(before.log_length, after.log_length),
             cpu: (
                 after.cpu.server.saturating_sub(before.cpu.server),
                 after.cpu.writer.saturating_sub(before.cpu.writer),
@@ -201,9 +207,10 @@ impl ServerActivity {
         }
     }
 
-    /// CPU microseconds per appended event: server, writer thread, load generator.
-    pub fn cpu_per_append(&self) -> (f64, f64, f64) {
-        let per = |nanos: u64| nanos as f64 / 1000.0 / self.appended.max(1) as f64;
+    /// CPU microseconds per one of `count` things done in the window (appended events,
+    /// lifecycle calls): server, writer thread, load generator.
+    pub fn cpu_per(&self, count: u64) -> (f64, f64, f64) {
+        let per = |nanos: u64| nanos as f64 / 1000.0 / count.max(1) as f64;
         (per(self.cpu.0), per(self.cpu.1), per(self.cpu.2))
     }
 
@@ -219,9 +226,11 @@ mod tests {
 
     #[test]
     fn the_write_counters_are_read_from_the_exposition() {
-        let text = "ctxd_events_appended_total 120\nctxd_commit_batch_size_bucket{le=\"1\"} 3\n\
+        let text = "ctxd_events_appended_total 120\nctxd_log_length 130\n\
+                    ctxd_commit_batch_size_bucket{le=\"1\"} 3\n\
                     ctxd_commit_batch_size_sum 100\nctxd_commit_batch_size_count 4\n";
         let scrape = Scrape::parse(text).unwrap();
-        assert_eq!((scrape.commits, scrape.commands, scrape.appended), (4.0, 100.0, 120.0));
+        let counters = (scrape.commits, scrape.commands, scrape.appended, scrape.log_length);
+        assert_eq!(counters, (4.0, 100.0, 120.0, 130.0));
     }
 }
