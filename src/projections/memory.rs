@@ -532,7 +532,9 @@ mod tests {
                 meta: "{}".into(),
                 recorded_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, seq as u32).unwrap(),
             };
-            apply(&mut SqlTables(&live), &recorded).unwrap();
+            let mut tables = SqlTables::new(&live);
+            apply(&mut tables, &recorded).unwrap();
+            tables.finish().unwrap();
             apply(&mut memory, &recorded).unwrap();
         }
         let mut rebuilt = Connection::open_in_memory().unwrap();

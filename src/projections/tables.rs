@@ -90,13 +90,66 @@ pub trait Tables {
     ) -> Result<(), StoreError>;
 }
 
-/// Writes straight into the projection tables of a connection.
-pub struct SqlTables<'c>(pub &'c Connection);
+/// Writes into the projection tables of a connection. Every table but `services` is written
+/// at once; the service a command works on is kept in memory while the command's events fold
+/// into it and written once by `finish`, so a transition (two or three events) reads and writes
+/// its row once instead of three times.
+pub struct SqlTables<'c> {
+    conn: &'c Connection,
+    /// (account, service) not yet written back.
+    service: Option<(String, ServiceDoc)>,
+}
 
-impl SqlTables<'_> {
+impl<'c> SqlTables<'c> {
+    pub fn new(conn: &'c Connection) -> Self {
+        SqlTables { conn, service: None }
+    }
+
+    /// Starts from a service already loaded (by the decision), saving a read.
+    pub fn with_service(conn: &'c Connection, account_id: &str, doc: ServiceDoc) -> Self {
+        SqlTables { conn, service: Some((account_id.to_string(), doc)) }
+    }
+
+    /// Writes back the service kept in memory. Must be called once the events are applied.
+    pub fn finish(mut self) -> Result<(), StoreError> {
+        self.write_service()
+    }
+
+    fn write_service(&mut self) -> Result<(), StoreError> {
+        let Some((account_id, doc)) = self.service.take() else {
+            return Ok(());
+        };
+        let c = super::journeys::ServiceColumns::of(&doc);
+        self.run(
+            "INSERT INTO services (account_id, service_id, customer_id, contact_key, started_at, active,
+                                   auto_complete_at, expires_at, document)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT DO UPDATE SET customer_id = excluded.customer_id, active = excluded.active,
+                   auto_complete_at = excluded.auto_complete_at, expires_at = excluded.expires_at,
+                   document = excluded.document",
+            params![
+                account_id,
+                doc.service_id,
+                c.customer_id,
+                c.contact_key,
+                c.started_at,
+                c.active,
+                c.auto_complete_at,
+                c.expires_at,
+                c.document
+            ],
+        )
+    }
+
+    fn holds(&self, account_id: &str, service_id: &str) -> bool {
+        self.service
+            .as_ref()
+            .is_some_and(|(account, doc)| account == account_id && doc.service_id == service_id)
+    }
+
     /// Runs one cached write statement.
     fn run(&self, sql: &str, params: impl rusqlite::Params) -> Result<(), StoreError> {
-        self.0.prepare_cached(sql)?.execute(params)?;
+        self.conn.prepare_cached(sql)?.execute(params)?;
         Ok(())
     }
 }
@@ -191,33 +244,25 @@ impl Tables for SqlTables<'_> {
     }
 
     fn take_service(&mut self, account_id: &str, service_id: &str) -> Result<Option<ServiceDoc>, StoreError> {
-        super::journeys::load_service(self.0, account_id, service_id)
+        if self.holds(account_id, service_id) {
+            return Ok(self.service.take().map(|(_, doc)| doc));
+        }
+        self.write_service()?;
+        super::journeys::load_service(self.conn, account_id, service_id)
     }
 
     fn put_service(&mut self, account_id: &str, doc: ServiceDoc) -> Result<(), StoreError> {
-        let c = super::journeys::ServiceColumns::of(&doc);
-        self.run(
-            "INSERT INTO services (account_id, service_id, customer_id, contact_key, started_at, active,
-                                   auto_complete_at, expires_at, document)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT DO UPDATE SET customer_id = excluded.customer_id, active = excluded.active,
-                   auto_complete_at = excluded.auto_complete_at, expires_at = excluded.expires_at,
-                   document = excluded.document",
-            params![
-                account_id,
-                doc.service_id,
-                c.customer_id,
-                c.contact_key,
-                c.started_at,
-                c.active,
-                c.auto_complete_at,
-                c.expires_at,
-                c.document
-            ],
-        )
+        if !self.holds(account_id, &doc.service_id) {
+            self.write_service()?;
+        }
+        self.service = Some((account_id.to_string(), doc));
+        Ok(())
     }
 
     fn delete_service(&mut self, account_id: &str, service_id: &str) -> Result<(), StoreError> {
+        if self.holds(account_id, service_id) {
+            self.service = None;
+        }
         self.run("DELETE FROM services WHERE account_id = ?1 AND service_id = ?2", (account_id, service_id))
     }
 

@@ -22,6 +22,7 @@ use crate::domain::events::{
     session_stream,
 };
 use crate::domain::journeys::customers::{self, CustomerCommand};
+use crate::domain::journeys::service::ServiceDoc;
 use crate::domain::journeys::{self, ServiceCommand};
 use crate::domain::{Command, Event, NewEvent, StreamVersion, accounts, context};
 use crate::metrics::Metrics;
@@ -183,7 +184,11 @@ fn execute(
     {
         return Ok(first);
     }
-    let Decision { events, primary, created } = decide(conn, &request.command, now)?;
+    let Decision { events, primary, created, service } = decide(conn, &request.command, now)?;
+    let mut tables = match service {
+        Some((account, doc)) => SqlTables::with_service(conn, &account, doc),
+        None => SqlTables::new(conn),
+    };
     let meta = serde_json::to_string(&request.meta).expect("meta serializes");
     let mut outcome = Outcome { appended: events.len(), created, ..Outcome::default() };
     // Stream versions this command has seen, so each stream's index is read at most once.
@@ -212,10 +217,11 @@ fn execute(
             recorded_at: now,
         };
         log::append(conn, &recorded)?;
-        projections::apply(&mut SqlTables(conn), &recorded)?;
+        projections::apply(&mut tables, &recorded)?;
         outcome.last_seq = Some(recorded.seq);
         *next_seq += 1;
     }
+    tables.finish()?;
     if let Some((_, version)) = versions.first().filter(|_| has_primary) {
         outcome.version = *version;
     }
@@ -227,10 +233,13 @@ fn execute(
 
 /// The events a command appends, and the stream whose version the reply reports, with the
 /// version it had before them.
+#[derive(Default)]
 struct Decision {
     events: Vec<NewEvent>,
     primary: Option<(String, StreamVersion)>,
     created: Option<String>,
+    /// The service the decision loaded, as (account, service): the projection starts from it.
+    service: Option<(String, ServiceDoc)>,
 }
 
 /// Loads the state a command is decided against and decides it.
@@ -248,7 +257,7 @@ fn decide(conn: &Connection, command: &Command, now: DateTime<Utc>) -> Result<De
             Decision {
                 events: tag(account, events),
                 primary: current(account_stream(account))?,
-                created: None,
+                ..Decision::default()
             }
         }
         Command::Context { account, command } => match command.session() {
@@ -264,7 +273,11 @@ fn decide(conn: &Connection, command: &Command, now: DateTime<Utc>) -> Result<De
                     now,
                 )?;
                 let events = context::decide_session(&state, command, now)?;
-                Decision { events: tag(account, events), primary: Some((stream, version)), created: None }
+                Decision {
+                    events: tag(account, events),
+                    primary: Some((stream, version)),
+                    ..Decision::default()
+                }
             }
             None => {
                 let namespace = command.namespace();
@@ -279,13 +292,17 @@ fn decide(conn: &Connection, command: &Command, now: DateTime<Utc>) -> Result<De
                     with_sessions,
                 )?;
                 let events = context::decide_namespace(&state, command)?;
-                Decision { events: tag(account, events), primary: Some((stream, version)), created: None }
+                Decision {
+                    events: tag(account, events),
+                    primary: Some((stream, version)),
+                    ..Decision::default()
+                }
             }
         },
-        Command::PruneIdempotencyKeys { .. } => Decision { events: vec![], primary: None, created: None },
+        Command::PruneIdempotencyKeys { .. } => Decision::default(),
         Command::ExpireProperties { limit } => {
             let expired = projections::context::expired_properties(conn, now, *limit)?;
-            Decision { events: context::decide_expiry(expired), primary: None, created: None }
+            Decision { events: context::decide_expiry(expired), ..Decision::default() }
         }
         Command::Service { account, service_id, expected, command } => {
             let stream = service_stream(account, service_id);
@@ -301,7 +318,8 @@ fn decide(conn: &Connection, command: &Command, now: DateTime<Utc>) -> Result<De
             let at = journeys::Circumstances { now, default_auto_complete_after };
             let events = journeys::decide_service(doc.as_ref(), service_id, command, at)?;
             let created = events.iter().find_map(created_id);
-            Decision { events: tag(account, events), primary: Some((stream, version)), created }
+            let service = doc.map(|doc| (account.clone(), doc));
+            Decision { events: tag(account, events), primary: Some((stream, version)), created, service }
         }
         Command::Customer { account, command } => decide_customer(conn, account, command)?,
         Command::SweepServices { limit } => {
@@ -312,7 +330,7 @@ fn decide(conn: &Connection, command: &Command, now: DateTime<Utc>) -> Result<De
                 let swept = journeys::decide_service(doc.as_ref(), &service_id, &ServiceCommand::Sweep, at)?;
                 events.extend(tag(&account, swept));
             }
-            Decision { events, primary: None, created: None }
+            Decision { events, ..Decision::default() }
         }
     })
 }
@@ -360,6 +378,7 @@ fn decide_customer(
                 events: tag_all(account, events),
                 primary: Some((stream, version)),
                 created,
+                ..Decision::default()
             });
         }
         CustomerCommand::DefineIdentificationKey(key) => {
@@ -373,7 +392,7 @@ fn decide_customer(
     };
     let events = customers::decide_customer(command, exists, conflict.as_deref())?;
     let version = log::stream_version(conn, &stream)?;
-    Ok(Decision { events: tag_all(account, events), primary: Some((stream, version)), created: None })
+    Ok(Decision { events: tag_all(account, events), primary: Some((stream, version)), ..Decision::default() })
 }
 
 fn tag_all(account: &str, events: Vec<Event>) -> Vec<NewEvent> {

@@ -80,7 +80,9 @@ fn commit_batch(
         let recorded = rows.next(now);
         log::append(&tx, &recorded)?;
         if settings.with_projections {
-            projections::apply(&mut projections::tables::SqlTables(&tx), &recorded)?;
+            let mut tables = projections::tables::SqlTables::new(&tx);
+            projections::apply(&mut tables, &recorded)?;
+            tables.finish()?;
         }
     }
     tx.commit()?;

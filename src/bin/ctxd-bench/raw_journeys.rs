@@ -95,10 +95,13 @@ fn commit_batch(
     for _ in 0..settings.batch {
         let call = calls.next(now);
         if settings.projection_code {
+            // One `SqlTables` per call, as the server's writer keeps one per command.
+            let mut tables = projections::tables::SqlTables::new(&tx);
             for recorded in &call.events {
                 log::append(&tx, recorded)?;
-                projections::apply(&mut projections::tables::SqlTables(&tx), recorded)?;
+                projections::apply(&mut tables, recorded)?;
             }
+            tables.finish()?;
         } else {
             let _document: Option<String> = tx
                 .prepare_cached("SELECT document FROM services WHERE account_id = ?1 AND service_id = ?2")?

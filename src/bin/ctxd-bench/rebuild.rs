@@ -66,7 +66,9 @@ fn fill(conn: &mut Connection, events: u64) -> Result<u64, StoreError> {
         for _ in 0..FILL_TRANSACTION.min(events - written) {
             let recorded = generator.next();
             log::append(&tx, &recorded)?;
-            projections::apply(&mut projections::tables::SqlTables(&tx), &recorded)?;
+            let mut tables = projections::tables::SqlTables::new(&tx);
+            projections::apply(&mut tables, &recorded)?;
+            tables.finish()?;
             written += 1;
         }
         tx.commit()?;
