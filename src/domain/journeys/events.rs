@@ -10,6 +10,7 @@ use crate::domain::events::{JsonText, Properties};
 /// What a start event brings to a service, state or task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Opening {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub est_duration: Option<u64>,
     pub started: Touch,
     #[serde(default, skip_serializing_if = "Properties::is_empty")]
@@ -21,7 +22,9 @@ pub struct Opening {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Closing {
     pub completed: Touch,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disposition: Option<JsonText>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disposition_desc: Option<String>,
     #[serde(default, skip_serializing_if = "Properties::is_empty")]
     pub extensions: Properties,
@@ -45,7 +48,9 @@ pub enum ClosedBy {
 /// A service's expiry: `ttl` seconds after its last update, or else a fixed time.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Expiry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiration_time: Option<DateTime<Utc>>,
 }
 
@@ -53,19 +58,27 @@ impl Expiry {
     pub fn is_set(&self) -> bool {
         self.ttl.is_some() || self.expiration_time.is_some()
     }
+
+    pub fn is_unset(&self) -> bool {
+        !self.is_set()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceStarted {
     pub service_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_type: Option<JsonText>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contact_key: Option<String>,
     pub opening: Opening,
     /// Seconds of inactivity after which the sweeper completes the service: the start event's
     /// own setting, else the account default at start time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_complete_after: Option<u64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Expiry::is_unset")]
     pub expiry: Expiry,
 }
 
@@ -91,7 +104,9 @@ pub struct ServiceAssociated {
     pub service_id: String,
     pub customer_id: String,
     /// The customer the service belonged to before, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_customer_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_type: Option<JsonText>,
     /// Channel fields of the start event replaced by the association body.
     #[serde(default, skip_serializing_if = "Properties::is_empty")]
@@ -121,7 +136,9 @@ pub struct ServiceExpired {
 pub struct StateStarted {
     pub service_id: String,
     pub state_id: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_type: Option<JsonText>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_state_id: Option<u32>,
     pub opening: Opening,
 }
@@ -138,7 +155,9 @@ pub struct TaskStarted {
     pub service_id: String,
     pub task_id: u32,
     /// The state the task belongs to; none: directly the service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_id: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_type: Option<JsonText>,
     pub opening: Opening,
 }

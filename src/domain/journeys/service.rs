@@ -13,12 +13,16 @@ use crate::domain::events::{JsonText, Properties};
 /// Start, end and extensions of a service, state or task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lifecycle {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub est_duration: Option<u64>,
     pub started: Touch,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed: Option<Touch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disposition: Option<JsonText>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disposition_desc: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Properties::is_empty")]
     pub extensions: Properties,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub closed_by: Option<ClosedBy>,
@@ -62,7 +66,9 @@ fn merge(into: &mut Properties, from: &Properties) {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StateDoc {
     pub state_id: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_type: Option<JsonText>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_state_id: Option<u32>,
     pub life: Lifecycle,
 }
@@ -70,7 +76,9 @@ pub struct StateDoc {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskDoc {
     pub task_id: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_id: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_type: Option<JsonText>,
     pub life: Lifecycle,
 }
@@ -79,13 +87,20 @@ pub struct TaskDoc {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceDoc {
     pub service_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_type: Option<JsonText>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contact_key: Option<String>,
     pub life: Lifecycle,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub states: Vec<StateDoc>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tasks: Vec<TaskDoc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_complete_after: Option<u64>,
+    #[serde(default, skip_serializing_if = "Expiry::is_unset")]
     pub expiry: Expiry,
     /// Server time of the last event: inactivity and sliding TTL count from here.
     pub updated_at: DateTime<Utc>,
