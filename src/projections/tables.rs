@@ -98,16 +98,20 @@ pub struct SqlTables<'c> {
     conn: &'c Connection,
     /// (account, service) not yet written back.
     service: Option<(String, ServiceDoc)>,
+    /// (account, service id, customer id) of a service row as it is stored: when the customer is
+    /// unchanged, the write-back leaves the customer index alone.
+    stored: Option<(String, String, Option<String>)>,
 }
 
 impl<'c> SqlTables<'c> {
     pub fn new(conn: &'c Connection) -> Self {
-        SqlTables { conn, service: None }
+        SqlTables { conn, service: None, stored: None }
     }
 
     /// Starts from a service already loaded (by the decision), saving a read.
     pub fn with_service(conn: &'c Connection, account_id: &str, doc: ServiceDoc) -> Self {
-        SqlTables { conn, service: Some((account_id.to_string(), doc)) }
+        let stored = Some((account_id.to_string(), doc.service_id.clone(), doc.customer_id.clone()));
+        SqlTables { conn, service: Some((account_id.to_string(), doc)), stored }
     }
 
     /// Writes back the service kept in memory. Must be called once the events are applied.
@@ -120,6 +124,19 @@ impl<'c> SqlTables<'c> {
             return Ok(());
         };
         let c = super::journeys::ServiceColumns::of(&doc);
+        let unchanged_customer = match self.stored.take() {
+            Some((account, service_id, customer_id)) => {
+                account == account_id && service_id == doc.service_id && customer_id == doc.customer_id
+            }
+            None => false,
+        };
+        if unchanged_customer {
+            return self.run(
+                "UPDATE services SET active = ?3, auto_complete_at = ?4, expires_at = ?5, document = ?6
+                 WHERE account_id = ?1 AND service_id = ?2",
+                params![account_id, doc.service_id, c.active, c.auto_complete_at, c.expires_at, c.document],
+            );
+        }
         self.run(
             "INSERT INTO services (account_id, service_id, customer_id, contact_key, started_at, active,
                                    auto_complete_at, expires_at, document)
@@ -248,7 +265,11 @@ impl Tables for SqlTables<'_> {
             return Ok(self.service.take().map(|(_, doc)| doc));
         }
         self.write_service()?;
-        super::journeys::load_service(self.conn, account_id, service_id)
+        let doc = super::journeys::load_service(self.conn, account_id, service_id)?;
+        if let Some(doc) = &doc {
+            self.stored = Some((account_id.to_string(), service_id.to_string(), doc.customer_id.clone()));
+        }
+        Ok(doc)
     }
 
     fn put_service(&mut self, account_id: &str, doc: ServiceDoc) -> Result<(), StoreError> {
@@ -262,6 +283,7 @@ impl Tables for SqlTables<'_> {
     fn delete_service(&mut self, account_id: &str, service_id: &str) -> Result<(), StoreError> {
         if self.holds(account_id, service_id) {
             self.service = None;
+            self.stored = None;
         }
         self.run("DELETE FROM services WHERE account_id = ?1 AND service_id = ?2", (account_id, service_id))
     }
