@@ -514,3 +514,22 @@ async fn a_retried_start_with_the_same_idempotency_key_returns_the_same_service(
     assert_eq!(first, again);
     assert_eq!(app.events().iter().filter(|e| e.3 == "ServiceStarted").count(), 1);
 }
+
+#[tokio::test]
+async fn service_writes_answer_the_stream_version_and_honour_if_match() {
+    let app = spawn_app().await;
+    let cs = Cs::new(&app, "acme").await;
+    let started = cs.post("/services/start", json!({"customer_id": "c1"})).await;
+    assert_eq!(started.etag(), "\"1\"");
+    let s = started.json()["service_id"].as_str().unwrap().to_string();
+    let state = cs.post(&format!("/services/{s}/states/start"), json!({})).await;
+    assert_eq!(state.etag(), "\"2\"");
+    let path = format!("{CS}/services/{s}/end");
+    let stale = app.call_with(&cs.key, "POST", &path, &[("if-match", "\"1\"")], "{}").await;
+    assert_cs_error(&stale, 412);
+    assert_eq!(stale.etag(), "\"2\"");
+    let ended = app.call_with(&cs.key, "POST", &path, &[("if-match", "\"2\"")], "{}").await;
+    assert_eq!(ended.etag(), "\"4\"", "the open state's StateEnded and the ServiceEnded");
+    let versions: Vec<u64> = app.events().into_iter().filter(|e| e.1.starts_with("svc/")).map(|e| e.2).collect();
+    assert_eq!(versions, [1, 2, 3, 4]);
+}
