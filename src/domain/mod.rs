@@ -73,8 +73,11 @@ pub enum Command {
         expected: ExpectedVersion,
         command: journeys::ServiceCommand,
     },
+    /// A command on a customer profile, or on the account's identification keys or journey
+    /// settings, with its `If-Match`.
     Customer {
         account: String,
+        expected: ExpectedVersion,
         command: journeys::customers::CustomerCommand,
     },
     /// Sent by the sweeper: expire or auto-complete the services that are due.

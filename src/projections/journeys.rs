@@ -83,13 +83,19 @@ impl ServiceColumns {
         ServiceColumns {
             customer_id: doc.customer_id.clone(),
             contact_key: doc.contact_key.clone(),
-            started_at: format_time(doc.life.started.timestamp),
+            started_at: format_time(millis(doc.life.started.timestamp)),
             active: doc.is_active(),
             auto_complete_at: doc.auto_complete_at().map(|time| time.timestamp_micros()),
             expires_at: doc.expires_at().map(|time| time.timestamp_micros()),
             document: serde_json::to_string(doc).expect("a service document serializes"),
         }
     }
+}
+
+/// A time cut to the millisecond: the precision the API shows, so a filter with a time the API
+/// returned finds that item.
+fn millis(time: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(time.timestamp_millis()).unwrap_or(time)
 }
 
 fn parse_doc(text: &str) -> Result<ServiceDoc, StoreError> {
@@ -179,6 +185,30 @@ pub fn list_services(
         }
     }
     Ok(services)
+}
+
+/// A customer's services for the journey timeline: every active one first, then the most
+/// recently started completed ones, `MAX_LISTED_SERVICES` in all; and how many the customer has.
+pub fn journey_services(
+    conn: &Connection,
+    account: &str,
+    customer_id: &str,
+) -> Result<(Vec<ServiceDoc>, u64), StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT document FROM services WHERE account_id = ?1 AND customer_id = ?2
+         ORDER BY active DESC, started_at DESC LIMIT ?3",
+    )?;
+    let rows = statement.query_map(params![account, customer_id, MAX_LISTED_SERVICES as i64], |row| {
+        row.get::<_, String>(0)
+    })?;
+    let mut services = Vec::new();
+    for text in rows {
+        services.push(parse_doc(&text?)?);
+    }
+    let total: u64 = conn
+        .prepare_cached("SELECT count(*) FROM services WHERE account_id = ?1 AND customer_id = ?2")?
+        .query_row((account, customer_id), |row| row.get(0))?;
+    Ok((services, total))
 }
 
 /// Services whose expiry or auto-completion is due at `now`, as (account, service id).

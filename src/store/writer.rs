@@ -24,7 +24,7 @@ use crate::domain::events::{
 use crate::domain::journeys::customers::{self, CustomerCommand};
 use crate::domain::journeys::service::ServiceDoc;
 use crate::domain::journeys::{self, ServiceCommand};
-use crate::domain::{Command, Event, NewEvent, StreamVersion, accounts, context};
+use crate::domain::{Command, Event, ExpectedVersion, NewEvent, StreamVersion, accounts, context};
 use crate::metrics::Metrics;
 use crate::projections;
 use crate::projections::tables::SqlTables;
@@ -321,7 +321,9 @@ fn decide(conn: &Connection, command: &Command, now: DateTime<Utc>) -> Result<De
             let service = doc.map(|doc| (account.clone(), doc));
             Decision { events: tag(account, events), primary: Some((stream, version)), created, service }
         }
-        Command::Customer { account, command } => decide_customer(conn, account, command)?,
+        Command::Customer { account, expected, command } => {
+            decide_customer(conn, account, *expected, command)?
+        }
         Command::SweepServices { limit } => {
             let mut events = Vec::new();
             for (account, service_id) in projections::journeys::due_services(conn, now, *limit)? {
@@ -347,13 +349,25 @@ fn created_id(event: &Event) -> Option<String> {
 }
 
 /// Loads what a customer command is decided against: the profile it leaves, the unique keys
-/// it must not break, the existing identification keys.
+/// it must not break, the existing identification keys; checks `If-Match` on the stream it
+/// addresses (the customer's, or `cs/<account>` for keys and settings).
 fn decide_customer(
     conn: &Connection,
     account: &str,
+    expected: ExpectedVersion,
     command: &CustomerCommand,
 ) -> Result<Decision, WriteError> {
-    let (stream, exists, conflict) = match command {
+    let stream = match command {
+        CustomerCommand::Create { customer_id, .. } | CustomerCommand::Replace { customer_id, .. } => {
+            customer_stream(account, customer_id)
+        }
+        CustomerCommand::DefineIdentificationKey(_) | CustomerCommand::SetJourneySettings(_) => {
+            journey_settings_stream(account)
+        }
+    };
+    let version = log::stream_version(conn, &stream)?;
+    expected.check(version)?;
+    let events = match command {
         CustomerCommand::Create { customer_id, profile }
         | CustomerCommand::Replace { customer_id, profile } => {
             let old = projections::customers::load_profile(conn, account, customer_id)?;
@@ -370,29 +384,23 @@ fn decide_customer(
                 }
                 other => other.clone(),
             };
-            let events = customers::decide_customer(&command, old.is_some(), conflict.as_deref())?;
-            let stream = customer_stream(account, customer_id);
-            let version = log::stream_version(conn, &stream)?;
-            let created = events.iter().find_map(created_id);
-            return Ok(Decision {
-                events: tag_all(account, events),
-                primary: Some((stream, version)),
-                created,
-                ..Decision::default()
-            });
+            customers::decide_customer(&command, old.is_some(), conflict.as_deref())?
         }
         CustomerCommand::DefineIdentificationKey(key) => {
             let keys = projections::customers::identification_keys(conn, account)?;
             customers::check_identification_key(key, &keys)?;
             let duplicates = key.unique && projections::customers::has_duplicates(conn, account, key)?;
-            let conflict = duplicates.then(|| key.name.clone());
-            (journey_settings_stream(account), true, conflict)
+            customers::decide_customer(command, true, duplicates.then_some(key.name.as_str()))?
         }
-        CustomerCommand::SetJourneySettings(_) => (journey_settings_stream(account), true, None),
+        CustomerCommand::SetJourneySettings(_) => customers::decide_customer(command, true, None)?,
     };
-    let events = customers::decide_customer(command, exists, conflict.as_deref())?;
-    let version = log::stream_version(conn, &stream)?;
-    Ok(Decision { events: tag_all(account, events), primary: Some((stream, version)), ..Decision::default() })
+    let created = events.iter().find_map(created_id);
+    Ok(Decision {
+        events: tag_all(account, events),
+        primary: Some((stream, version)),
+        created,
+        ..Decision::default()
+    })
 }
 
 fn tag_all(account: &str, events: Vec<Event>) -> Vec<NewEvent> {

@@ -530,6 +530,103 @@ async fn service_writes_answer_the_stream_version_and_honour_if_match() {
     assert_eq!(stale.etag(), "\"2\"");
     let ended = app.call_with(&cs.key, "POST", &path, &[("if-match", "\"2\"")], "{}").await;
     assert_eq!(ended.etag(), "\"4\"", "the open state's StateEnded and the ServiceEnded");
-    let versions: Vec<u64> = app.events().into_iter().filter(|e| e.1.starts_with("svc/")).map(|e| e.2).collect();
+    let versions: Vec<u64> =
+        app.events().into_iter().filter(|e| e.1.starts_with("svc/")).map(|e| e.2).collect();
     assert_eq!(versions, [1, 2, 3, 4]);
+}
+
+#[tokio::test]
+async fn out_of_range_values_and_impossible_times_are_refused_with_400() {
+    let app = spawn_app().await;
+    let cs = Cs::new(&app, "acme").await;
+    let s = cs.start_service(json!({"customer_id": "c1", "timestamp": "2026-11-22T10:00:00.000Z"})).await;
+    let before = app.event_count();
+    for reply in [
+        cs.put("/settings", json!({"auto_complete_after": 9_223_372_036_854_775_808u64})).await,
+        cs.put("/settings", json!({"auto_complete_after": 0})).await,
+        cs.post(
+            "/services/start",
+            json!({"customer_id": "c", "auto_complete_after": 18_446_744_073_709_551_615u64}),
+        )
+        .await,
+        cs.post("/services/start", json!({"customer_id": "c", "timestamp": "9999-12-31T23:59:59-01:00"}))
+            .await,
+        cs.post("/services/start", json!({"customer_id": "c", "timestamp": "0000-01-01T00:00:00+01:00"}))
+            .await,
+        cs.post(&format!("/services/{s}/end"), json!({"timestamp": "2026-11-22T09:59:59.999Z"})).await,
+        cs.post("/services/start", json!({"customer_id": "c", "service_id": "mine"})).await,
+    ] {
+        assert_cs_error(&reply, 400);
+    }
+    assert_eq!(app.event_count(), before);
+    // The reference's end event repeats the service id, and a task's end its state id.
+    let state = cs.start_state(&s, json!({})).await;
+    let task = cs.start_task(&s, json!({"state_id": state})).await;
+    assert_cs_error(
+        &cs.post(&format!("/services/{s}/tasks/{task}/end"), json!({"state_id": state + 1})).await,
+        400,
+    );
+    cs.ok(cs.post(&format!("/services/{s}/tasks/{task}/end"), json!({"state_id": state})).await).await;
+    cs.ok(cs.post(&format!("/services/{s}/end"), json!({"service_id": s})).await).await;
+}
+
+#[tokio::test]
+async fn a_service_holds_at_most_800000_characters_of_extensions() {
+    let app = spawn_app().await;
+    let cs = Cs::new(&app, "acme").await;
+    let s = cs.start_service(json!({"customer_id": "c1"})).await;
+    let big = json!({"text": "x".repeat(300_000)});
+    cs.ok(cs.put(&format!("/services/{s}/extensions/A"), big.clone()).await).await;
+    cs.ok(cs.put(&format!("/services/{s}/extensions/B"), big.clone()).await).await;
+    assert_cs_error(&cs.put(&format!("/services/{s}/extensions/C"), big.clone()).await, 413);
+    assert_cs_error(&cs.post(&format!("/services/{s}/states/start"), json!({"Notes": big})).await, 413);
+    let profile = json!({"Notes": {"text": "x".repeat(800_001)}});
+    assert_cs_error(&cs.post("/profiles", profile).await, 413);
+}
+
+#[tokio::test]
+async fn reads_answer_what_filters_and_preconditions_need() {
+    let app = spawn_app().await;
+    let cs = Cs::new(&app, "acme").await;
+    let s = cs.start_service(json!({"contact_key": "active"})).await;
+    assert_eq!(cs.list("/services/anonymous/active", "service_id").await, std::slice::from_ref(&s));
+    assert_eq!(cs.list("/services/anonymous/active/active", "service_id").await, std::slice::from_ref(&s));
+    let read = cs.get(&format!("/services/{s}")).await;
+    assert_eq!(read.etag(), "\"1\"");
+    // A time the API showed finds the service it belongs to.
+    let started = read.json()["started"]["timestamp"].as_str().unwrap().to_string();
+    cs.ok(cs.post(&format!("/customers/c1/services/{s}"), json!({})).await).await;
+    let path = format!("/customers/c1/services?started_from={started}&started_to={started}");
+    assert_eq!(cs.list(&path, "service_id").await, std::slice::from_ref(&s));
+    let stale =
+        app.call_with(&cs.key, "POST", &format!("{CS}/services/{s}/end"), &[("if-match", "\"1\"")], "").await;
+    assert_cs_error(&stale, 412);
+    assert_eq!(stale.json()["currentVersion"], 2);
+    assert_cs_error(&cs.get("/").await, 404);
+
+    let created = cs.post("/profiles", json!({"Name": "Ann"})).await;
+    let id = created.json()["customer_id"].as_str().unwrap().to_string();
+    let stale =
+        app.call_with(&cs.key, "PUT", &format!("{CS}/profiles/{id}"), &[("if-match", "\"5\"")], "{}").await;
+    assert_cs_error(&stale, 412);
+    let stale =
+        app.call_with(&cs.key, "PUT", &format!("{CS}/settings"), &[("if-match", "\"3\"")], "{}").await;
+    assert_cs_error(&stale, 412);
+}
+
+#[tokio::test]
+async fn the_timeline_of_a_customer_with_many_services_shows_the_open_ones_and_the_newest() {
+    let app = spawn_app().await;
+    let cs = Cs::new(&app, "acme").await;
+    for _ in 0..1000 {
+        let s = cs.start_service(json!({"customer_id": "many", "media_type": "voice"})).await;
+        cs.ok(cs.post(&format!("/services/{s}/end"), json!({})).await).await;
+        app.clock.advance(Duration::milliseconds(1));
+    }
+    let open = cs.start_service(json!({"customer_id": "many", "media_type": "chat"})).await;
+    let journey = cs.ok(cs.get("/customers/many/journey").await).await;
+    assert_eq!(journey["services"], 1001);
+    assert_eq!(journey["shown_services"], 1000);
+    assert_eq!(journey["current"][0]["service_id"], open.as_str());
+    assert!(journey["channels"].as_array().unwrap().contains(&json!("chat")));
 }

@@ -12,6 +12,15 @@ use crate::domain::events::{JsonText, Properties};
 use crate::domain::names::check_name;
 use crate::domain::{DomainError, Event};
 
+/// Largest profile, and largest sum of a service's extensions, in characters of compact JSON:
+/// the context store's document limit, so that no single row makes the writer slow for everyone.
+pub const MAX_DOCUMENT_CHARS: usize = 800_000;
+
+/// Characters of a profile's values (names included), as stored.
+fn profile_chars(profile: &Properties) -> usize {
+    profile.iter().map(|(name, value)| name.len() + value.as_str().len()).sum()
+}
+
 /// Longest identification key name, and most attributes in one key.
 const MAX_KEY_NAME: usize = 26;
 const MAX_KEY_ATTRIBUTES: usize = 8;
@@ -173,6 +182,11 @@ pub fn decide_customer(
             "another customer has the same values of the unique identification key {key}"
         )));
     }
+    if let CustomerCommand::Create { profile, .. } | CustomerCommand::Replace { profile, .. } = command
+        && profile_chars(profile) > MAX_DOCUMENT_CHARS
+    {
+        return Err(DomainError::DocumentTooLarge);
+    }
     Ok(match command {
         CustomerCommand::Create { customer_id, profile } => {
             if exists {
@@ -194,11 +208,7 @@ pub fn decide_customer(
         }
         CustomerCommand::DefineIdentificationKey(key) => vec![Event::IdentificationKeyDefined(key.clone())],
         CustomerCommand::SetJourneySettings(settings) => {
-            if settings.auto_complete_after == Some(0) {
-                return Err(DomainError::Invalid(
-                    "auto_complete_after must be positive, or null for never".into(),
-                ));
-            }
+            settings.auto_complete_after.map(super::fields::check_auto_complete_after).transpose()?;
             vec![Event::JourneySettingsSet(settings.clone())]
         }
     })

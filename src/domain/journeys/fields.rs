@@ -1,7 +1,9 @@
 //! The fields of the reference's start, end and associate bodies, checked once where a request
 //! enters. Known fields have fixed types and limits; every other key is an extension.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
+
+use crate::domain::ttl::MAX_TTL_SECONDS;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -48,7 +50,9 @@ impl BodyKind {
             "auto_complete_after" | "customer_id" | "contact_key" => self == ServiceStart,
             "service_type" => matches!(self, ServiceStart | Associate),
             "state_type" | "previous_state_id" => self == StateStart,
-            "task_type" | "state_id" => self == TaskStart,
+            "task_type" => self == TaskStart,
+            "state_id" => matches!(self, TaskStart | TaskEnd),
+            "service_id" => self == ServiceEnd,
             _ => CHANNEL_FIELDS.contains(&field),
         }
     }
@@ -56,6 +60,7 @@ impl BodyKind {
 
 /// Every field name with a meaning of its own; any other key of a body is an extension.
 const KNOWN_FIELDS: &[&str] = &[
+    "service_id",
     "timestamp",
     "est_duration",
     "disposition",
@@ -154,11 +159,13 @@ pub fn parse_body(object: Map<String, Value>, kind: BodyKind) -> Result<Body, Do
             continue;
         }
         match name.as_str() {
+            // The reference's end event repeats the service id; the path decides which service.
+            "service_id" => {}
             "timestamp" => body.timestamp = Some(time(&name, &value)?),
             "expiration_time" => body.expiration_time = Some(time(&name, &value)?),
             "est_duration" => body.est_duration = Some(count(&name, &value)?),
             "ttl" => body.ttl = Some(crate::domain::ttl::check(&name, count(&name, &value)?)?),
-            "auto_complete_after" => body.auto_complete_after = Some(positive(&name, &value)?),
+            "auto_complete_after" => body.auto_complete_after = Some(auto_complete_after(&value)?),
             "disposition" => body.disposition = Some(label(&name, &value)?),
             "disposition_desc" => body.disposition_desc = Some(text(&name, &value, MAX_DISPOSITION_DESC)?),
             "customer_id" => body.customer_id = Some(identifier(&name, &value)?),
@@ -255,11 +262,16 @@ fn count(name: &str, value: &Value) -> Result<u64, DomainError> {
     value.as_u64().ok_or_else(|| invalid(format!("{name} must be a non-negative integer")))
 }
 
-fn positive(name: &str, value: &Value) -> Result<u64, DomainError> {
-    count(name, value)?
-        .checked_sub(1)
-        .map(|n| n + 1)
-        .ok_or_else(|| invalid(format!("{name} must be positive")))
+/// Seconds of inactivity before auto-completion: positive and at most `MAX_TTL_SECONDS`.
+pub fn check_auto_complete_after(seconds: u64) -> Result<u64, DomainError> {
+    if seconds == 0 || seconds > MAX_TTL_SECONDS {
+        return Err(invalid(format!("auto_complete_after must be 1 to {MAX_TTL_SECONDS} seconds")));
+    }
+    Ok(seconds)
+}
+
+fn auto_complete_after(value: &Value) -> Result<u64, DomainError> {
+    check_auto_complete_after(count("auto_complete_after", value)?)
 }
 
 fn item_id(name: &str, value: &Value) -> Result<u32, DomainError> {
@@ -270,11 +282,14 @@ fn item_id(name: &str, value: &Value) -> Result<u32, DomainError> {
         .ok_or_else(|| invalid(format!("{name} must be a positive integer")))
 }
 
-/// An RFC 3339 time such as `2026-11-22T10:42:00.000Z`.
+/// An RFC 3339 time such as `2026-11-22T10:42:00.000Z`, within the years 0000–9999 in UTC (so
+/// that stored times sort as text).
 pub fn parse_time(name: &str, text: &str) -> Result<DateTime<Utc>, DomainError> {
     DateTime::parse_from_rfc3339(text)
         .map(|time| time.with_timezone(&Utc))
-        .map_err(|_| invalid(format!("{name} must be an ISO 8601 time such as 2026-11-22T10:42:00.000Z")))
+        .ok()
+        .filter(|time| (0..=9999).contains(&time.year()))
+        .ok_or_else(|| invalid(format!("{name} must be an ISO 8601 time such as 2026-11-22T10:42:00.000Z")))
 }
 
 fn time(name: &str, value: &Value) -> Result<DateTime<Utc>, DomainError> {

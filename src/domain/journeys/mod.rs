@@ -97,11 +97,13 @@ pub fn decide_service(
         (None, _) => return Err(DomainError::NotFound(format!("service {service_id}"))),
         (Some(doc), _) => doc,
     };
+    check_document_size(doc, command)?;
     let service_id = service_id.to_string();
     Ok(match command {
         ServiceCommand::Start { .. } => unreachable!("handled above"),
         ServiceCommand::End { body } => {
             require_active(doc)?;
+            check_end_time(&doc.life.started, body, "the service")?;
             let closing = closing(body, now, None);
             let mut events = close_children(doc, &closing.completed, ClosedBy::ServiceEnded, None);
             let expiry = Expiry { ttl: body.ttl, expiration_time: body.expiration_time };
@@ -161,6 +163,10 @@ pub fn decide_service(
             if !task.life.is_active() {
                 return Err(invalid(format!("task {task_id} is already completed")));
             }
+            if body.link.is_some_and(|state_id| task.state_id != Some(state_id)) {
+                return Err(invalid(format!("task {task_id} is not in that state_id")));
+            }
+            check_end_time(&task.life.started, body, &format!("task {task_id}"))?;
             vec![Event::TaskEnded(TaskEnded {
                 service_id,
                 task_id: *task_id,
@@ -169,6 +175,44 @@ pub fn decide_service(
         }
         ServiceCommand::Sweep => sweep(doc, now),
     })
+}
+
+/// Refuses a command that would take the extensions held by the service beyond
+/// `MAX_DOCUMENT_CHARS` (every other part of a service is bounded by the field limits).
+fn check_document_size(doc: &ServiceDoc, command: &ServiceCommand) -> Result<(), DomainError> {
+    let chars =
+        |extensions: &Properties| extensions.iter().map(|(n, v)| n.len() + v.as_str().len()).sum::<usize>();
+    let added = match command {
+        ServiceCommand::End { body }
+        | ServiceCommand::Associate { body, .. }
+        | ServiceCommand::StartState { body }
+        | ServiceCommand::EndState { body, .. }
+        | ServiceCommand::StartTask { body }
+        | ServiceCommand::EndTask { body, .. } => chars(&body.extensions),
+        ServiceCommand::Transition { end, start, .. } => chars(&end.extensions) + chars(&start.extensions),
+        ServiceCommand::ReplaceExtension { name, value, .. } => name.len() + value.as_str().len(),
+        _ => 0,
+    };
+    if added == 0 {
+        return Ok(());
+    }
+    let held = chars(&doc.life.extensions)
+        + doc.states.iter().map(|s| chars(&s.life.extensions)).sum::<usize>()
+        + doc.tasks.iter().map(|t| chars(&t.life.extensions)).sum::<usize>();
+    if held + added > customers::MAX_DOCUMENT_CHARS {
+        return Err(DomainError::DocumentTooLarge);
+    }
+    Ok(())
+}
+
+/// Refuses an end whose time is before the item's start: it would make a negative duration.
+fn check_end_time(started: &Touch, body: &Body, what: &str) -> Result<(), DomainError> {
+    match body.timestamp {
+        Some(end) if end < started.timestamp => {
+            Err(invalid(format!("the end timestamp of {what} is before its start")))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn item_name(item: Item) -> String {
@@ -243,6 +287,7 @@ fn end_state(
     if !state.life.is_active() {
         return Err(invalid(format!("state {state_id} is not active")));
     }
+    check_end_time(&state.life.started, body, &format!("state {state_id}"))?;
     let closing = closing(body, now, None);
     let mut events = close_children(doc, &closing.completed, ClosedBy::StateEnded, Some(state_id));
     events.push(Event::StateEnded(StateEnded { service_id: doc.service_id.clone(), state_id, closing }));

@@ -38,7 +38,7 @@ async fn submit(
     context: WriteContext,
     command: CustomerCommand,
 ) -> Result<Outcome, ApiError> {
-    let command = Command::Customer { account: account.id.clone(), command };
+    let command = Command::Customer { account: account.id.clone(), expected: context.expected, command };
     Ok(state.store.submit(context.request(account.actor(), &account.idempotency_scope(), command)).await?)
 }
 

@@ -1,7 +1,7 @@
 //! States and tasks of a service: start, end, transition, read, list, extensions.
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{MatchedPath, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Deserialize;
@@ -157,13 +157,13 @@ async fn list_states(
     TenantAccount(account): TenantAccount,
     P(service_id): P<String>,
     Q(query): Q<ItemQuery>,
-    uri: axum::http::Uri,
+    route: MatchedPath,
 ) -> Result<Response, ApiError> {
     if query.task_types.is_some() || query.state_id.is_some() {
         return Err(ApiError::bad_request("task_types and state_id filter lists of tasks"));
     }
     let doc = load(&state, &account.id, &service_id)?;
-    let (status, types) = (status_of(&uri), list(query.state_types.as_deref()));
+    let (status, types) = (status_of(&route), list(query.state_types.as_deref()));
     let picked = Extensions::parse(query.extensions.as_deref()).for_listed_states();
     let states = doc.states.iter().filter(|s| wanted(status, s.life.is_active()));
     let body: Vec<Value> = states
@@ -194,13 +194,13 @@ async fn list_tasks(
     TenantAccount(account): TenantAccount,
     P(service_id): P<String>,
     Q(query): Q<ItemQuery>,
-    uri: axum::http::Uri,
+    route: MatchedPath,
 ) -> Result<Response, ApiError> {
     if query.state_types.is_some() || query.active_tasks.is_some() || query.completed_tasks.is_some() {
         return Err(ApiError::bad_request("this route takes state_id, task_types and extensions"));
     }
     let doc = load(&state, &account.id, &service_id)?;
-    let (status, types) = (status_of(&uri), list(query.task_types.as_deref()));
+    let (status, types) = (status_of(&route), list(query.task_types.as_deref()));
     let picked = Extensions::parse(query.extensions.as_deref()).for_listed_tasks();
     let tasks = doc.tasks.iter().filter(|t| wanted(status, t.life.is_active()));
     let body: Vec<Value> = tasks

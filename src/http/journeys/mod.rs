@@ -13,6 +13,7 @@ use axum::body::Body;
 use axum::http::{StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
+use axum::routing::any;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
@@ -36,7 +37,11 @@ pub fn router() -> Router<AppState> {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
         })
         .layer(middleware::map_response(error_shape));
-    Router::new().nest(BASE, inner)
+    // `BASE/` itself lies outside the nested router; it answers in this family's shape too.
+    let base = Router::new()
+        .route(&format!("{BASE}/"), any(|| async { ApiError::not_found("no such route") }))
+        .layer(middleware::map_response(error_shape));
+    Router::new().nest(BASE, inner).merge(base)
 }
 
 /// Renders every error of this family as `{"message": ..., "exception": ...}`.
@@ -56,8 +61,17 @@ async fn error_shape(response: Response) -> Response {
         StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailableException",
         _ => "InternalException",
     };
+    let current_version =
+        response.headers().get(header::ETAG).filter(|_| response.status() == StatusCode::PRECONDITION_FAILED);
+    let current_version = current_version
+        .and_then(|etag| etag.to_str().ok())
+        .and_then(|etag| etag.trim_matches('"').parse::<u64>().ok());
     let (mut parts, _) = response.into_parts();
-    let body = json!({ "message": message, "exception": exception }).to_string();
+    let body = match current_version {
+        Some(current) => json!({ "message": message, "exception": exception, "currentVersion": current }),
+        None => json!({ "message": message, "exception": exception }),
+    }
+    .to_string();
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(body))
 }
@@ -113,9 +127,10 @@ fn done(outcome: &Outcome, body: Option<Value>) -> Response {
     }
 }
 
-/// Which items a list route asks for: its path ends in `/active`, `/completed`, or neither.
-fn status_of(uri: &axum::http::Uri) -> Status {
-    let path = uri.path();
+/// Which items a list route asks for: its route (not the request's path, where a contact key
+/// may be called `active`) ends in `/active`, `/completed`, or neither.
+fn status_of(route: &axum::extract::MatchedPath) -> Status {
+    let path = route.as_str();
     if path.ends_with("/active") {
         Status::Active
     } else if path.ends_with("/completed") {

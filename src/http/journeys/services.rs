@@ -2,7 +2,7 @@
 //! customer and by anonymous contact key.
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{MatchedPath, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Deserialize;
@@ -10,15 +10,16 @@ use serde_json::{Value, json};
 
 use super::render::{self, Embed, Extensions};
 use super::{ObjectBody, done, event_body, status_of, submit_service};
+use crate::domain::events::service_stream;
 use crate::domain::journeys::ServiceCommand;
 use crate::domain::journeys::events::{Expiry, Item};
 use crate::domain::journeys::fields::{BodyKind, check_extension_name, parse_time};
 use crate::domain::names::check_name;
 use crate::http::AppState;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, etag};
 use crate::http::extract::{JsonBody, NoBody, P, Q, TenantAccount, Write};
 use crate::projections::journeys::{self as read, Owner, ServiceFilter, Status};
-use axum::http::Uri;
+use crate::store::log;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -187,9 +188,14 @@ async fn get_service(
             "started_from, started_to and service_types filter lists of services",
         ));
     }
-    let doc = load(&state, &account.id, &service_id)?;
+    let (doc, version) = state.store.read(|conn| {
+        let doc = read::load_service(conn, &account.id, &service_id)?;
+        Ok((doc, log::stream_version(conn, &service_stream(&account.id, &service_id))?))
+    })?;
+    let doc = doc.ok_or_else(|| ApiError::not_found(format!("There is no service {service_id}")))?;
     let picked = Extensions::parse(query.extensions.as_deref());
-    Ok(axum::Json(render::service(&doc, query.embed(), &picked)).into_response())
+    let headers = [(axum::http::header::ETAG, etag(version))];
+    Ok((headers, axum::Json(render::service(&doc, query.embed(), &picked))).into_response())
 }
 
 /// A comma-separated list parameter.
@@ -233,9 +239,9 @@ async fn customer_services(
     TenantAccount(account): TenantAccount,
     P(customer_id): P<String>,
     Q(query): Q<ServiceQuery>,
-    uri: Uri,
+    route: MatchedPath,
 ) -> Result<Response, ApiError> {
-    list_services(state, account.id, (true, customer_id), status_of(&uri), query).await
+    list_services(state, account.id, (true, customer_id), status_of(&route), query).await
 }
 
 async fn anonymous_services(
@@ -243,7 +249,7 @@ async fn anonymous_services(
     TenantAccount(account): TenantAccount,
     P(contact_key): P<String>,
     Q(query): Q<ServiceQuery>,
-    uri: Uri,
+    route: MatchedPath,
 ) -> Result<Response, ApiError> {
-    list_services(state, account.id, (false, contact_key), status_of(&uri), query).await
+    list_services(state, account.id, (false, contact_key), status_of(&route), query).await
 }

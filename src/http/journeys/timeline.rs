@@ -15,7 +15,7 @@ use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::{P, TenantAccount};
 use crate::projections::customers::load_profile;
-use crate::projections::journeys::{Owner, ServiceFilter, Status, list_services};
+use crate::projections::journeys::journey_services;
 
 fn json(text: &JsonText) -> Value {
     serde_json::from_str(text.as_str()).expect("stored JSON parses")
@@ -120,17 +120,11 @@ pub async fn journey(
     P(customer_id): P<String>,
 ) -> Result<Response, ApiError> {
     let (account_id, id) = (account.id.clone(), customer_id.clone());
-    let (services, profile) = state
+    let (services, total, profile) = state
         .store
         .read_large(move |conn| {
-            let filter = ServiceFilter {
-                status: Status::All,
-                started_from: None,
-                started_to: None,
-                service_types: vec![],
-            };
-            let services = list_services(conn, &account_id, Owner::Customer(&id), &filter)?;
-            Ok((services, load_profile(conn, &account_id, &id)?))
+            let (services, total) = journey_services(conn, &account_id, &id)?;
+            Ok((services, total, load_profile(conn, &account_id, &id)?))
         })
         .await?;
     if services.is_empty() && profile.is_none() {
@@ -172,7 +166,8 @@ pub async fn journey(
     let active: Vec<Value> = services.iter().filter(|doc| doc.is_active()).map(current).collect();
     Ok(axum::Json(json!({
         "customer_id": customer_id,
-        "services": services.len(),
+        "services": total,
+        "shown_services": services.len(),
         "active_services": active.len(),
         "current": active,
         "channels": channels,
