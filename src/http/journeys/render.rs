@@ -161,18 +161,29 @@ pub fn service(doc: &ServiceDoc, embed: Embed, picked: &Extensions) -> Value {
     if embed.completed_states {
         object.insert("completed_states".into(), state_list(false));
     }
-    let task_pick = Extensions { own: picked.tasks.clone(), ..Extensions::default() };
-    let task_list = |active: bool| -> Value {
-        let tasks = doc.tasks.iter().filter(|t| t.life.is_active() == active);
-        tasks.map(|t| task(doc, t, &task_pick, false)).collect()
+    embed_tasks(&mut object, doc, None, embed, &picked.tasks);
+    Value::Object(object)
+}
+
+/// Adds `active_tasks` / `completed_tasks` as `embed` asks: the service's tasks, or those of `state`.
+fn embed_tasks(
+    object: &mut Map<String, Value>,
+    doc: &ServiceDoc,
+    state: Option<u32>,
+    embed: Embed,
+    pick: &Pick,
+) {
+    let picked = Extensions { own: pick.clone(), ..Extensions::default() };
+    let list = |active: bool| -> Value {
+        let tasks = doc.tasks.iter().filter(|t| state.is_none_or(|id| t.state_id == Some(id)));
+        tasks.filter(|t| t.life.is_active() == active).map(|t| task(doc, t, &picked, false)).collect()
     };
     if embed.active_tasks {
-        object.insert("active_tasks".into(), task_list(true));
+        object.insert("active_tasks".into(), list(true));
     }
     if embed.completed_tasks {
-        object.insert("completed_tasks".into(), task_list(false));
+        object.insert("completed_tasks".into(), list(false));
     }
-    Value::Object(object)
 }
 
 /// A state; `top_level` adds `service_id`; `embed` may add its tasks.
@@ -193,18 +204,7 @@ pub fn state(
         object.insert("previous_state_id".into(), previous.into());
     }
     lifecycle(&mut object, &state.life, &picked.own);
-    let task_pick = Extensions { own: picked.tasks.clone(), ..Extensions::default() };
-    let task_list = |active: bool| -> Value {
-        let tasks =
-            doc.tasks.iter().filter(|t| t.state_id == Some(state.state_id) && t.life.is_active() == active);
-        tasks.map(|t| task(doc, t, &task_pick, false)).collect()
-    };
-    if embed.active_tasks {
-        object.insert("active_tasks".into(), task_list(true));
-    }
-    if embed.completed_tasks {
-        object.insert("completed_tasks".into(), task_list(false));
-    }
+    embed_tasks(&mut object, doc, Some(state.state_id), embed, &picked.tasks);
     Value::Object(object)
 }
 
