@@ -55,6 +55,7 @@ CREATE TABLE identification_keys (
 ) WITHOUT ROWID;
 
 CREATE TABLE journey_settings (
-    account_id          TEXT PRIMARY KEY,
-    auto_complete_after INTEGER -- seconds; NULL: services without their own setting never auto-complete
+    account_id           TEXT PRIMARY KEY,
+    auto_complete_after  INTEGER, -- seconds; NULL: services without their own setting never auto-complete
+    abandon_dispositions TEXT     -- JSON array; NULL: the default list
 ) WITHOUT ROWID;

@@ -7,6 +7,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::EventRef;
 use super::tables::Tables;
 use crate::domain::Event;
+use crate::domain::journeys::JourneySettings;
 use crate::domain::journeys::fields::label_text;
 use crate::domain::journeys::service::ServiceDoc;
 use crate::store::StoreError;
@@ -47,7 +48,7 @@ pub fn apply(tables: &mut impl Tables, recorded: &EventRef<'_>) -> Result<(), St
             tables.put_customer(account, &e.customer_id, &e.profile, recorded.recorded_at)
         }
         Event::IdentificationKeyDefined(e) => tables.insert_identification_key(account, e),
-        Event::JourneySettingsSet(e) => tables.set_journey_settings(account, e.auto_complete_after),
+        Event::JourneySettingsSet(e) => tables.set_journey_settings(account, e),
         _ => Ok(()),
     }
 }
@@ -227,11 +228,20 @@ pub fn due_services(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// The account's default `auto_complete_after`, in seconds.
-pub fn default_auto_complete_after(conn: &Connection, account: &str) -> Result<Option<u64>, StoreError> {
-    let value: Option<Option<u64>> = conn
-        .prepare_cached("SELECT auto_complete_after FROM journey_settings WHERE account_id = ?1")?
-        .query_row([account], |row| row.get(0))
+/// The account's journey settings (defaults when it never set any).
+pub fn journey_settings(conn: &Connection, account: &str) -> Result<JourneySettings, StoreError> {
+    let row: Option<(Option<u64>, Option<String>)> = conn
+        .prepare_cached(
+            "SELECT auto_complete_after, abandon_dispositions FROM journey_settings WHERE account_id = ?1",
+        )?
+        .query_row([account], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
-    Ok(value.flatten())
+    let Some((auto_complete_after, dispositions)) = row else {
+        return Ok(JourneySettings::default());
+    };
+    let abandon_dispositions = dispositions
+        .map(|text| serde_json::from_str(&text))
+        .transpose()
+        .map_err(|error| StoreError::Corrupt(format!("abandon_dispositions: {error}")))?;
+    Ok(JourneySettings { auto_complete_after, abandon_dispositions })
 }

@@ -9,7 +9,7 @@ use super::journeys::ServiceColumns;
 use super::tables::{PropertyRow, SessionKey, Tables};
 use crate::domain::events::Properties;
 use crate::domain::journeys::customers::attribute_values;
-use crate::domain::journeys::events::IdentificationKeyDefined;
+use crate::domain::journeys::events::{IdentificationKeyDefined, JourneySettingsSet};
 use crate::domain::journeys::service::ServiceDoc;
 use crate::store::StoreError;
 
@@ -54,7 +54,7 @@ pub struct MemoryTables {
     customers: BTreeMap<(String, String), (Properties, String)>,
     /// (account, key name) → (position, key)
     identification_keys: BTreeMap<(String, String), (usize, IdentificationKeyDefined)>,
-    journey_settings: BTreeMap<String, Option<u64>>,
+    journey_settings: BTreeMap<String, JourneySettingsSet>,
 }
 
 fn duplicate(table: &str, key: &str) -> StoreError {
@@ -225,9 +225,9 @@ impl Tables for MemoryTables {
     fn set_journey_settings(
         &mut self,
         account_id: &str,
-        auto_complete_after: Option<u64>,
+        settings: &JourneySettingsSet,
     ) -> Result<(), StoreError> {
-        self.journey_settings.insert(account_id.to_string(), auto_complete_after);
+        self.journey_settings.insert(account_id.to_string(), settings.clone());
         Ok(())
     }
 }
@@ -287,10 +287,15 @@ impl MemoryTables {
             let names = serde_json::to_string(&key.attributes).expect("names serialize");
             insert.execute(params![account_id, name, *position as i64, key.source, names, key.unique])?;
         }
-        let mut insert =
-            conn.prepare("INSERT INTO journey_settings (account_id, auto_complete_after) VALUES (?1, ?2)")?;
-        for (account_id, auto_complete_after) in &self.journey_settings {
-            insert.execute(params![account_id, auto_complete_after])?;
+        let mut insert = conn.prepare(
+            "INSERT INTO journey_settings (account_id, auto_complete_after, abandon_dispositions) VALUES (?1, ?2, ?3)",
+        )?;
+        for (account_id, settings) in &self.journey_settings {
+            let dispositions = settings
+                .abandon_dispositions
+                .as_ref()
+                .map(|list| serde_json::to_string(list).expect("names serialize"));
+            insert.execute(params![account_id, settings.auto_complete_after, dispositions])?;
         }
         Ok(())
     }
@@ -501,7 +506,7 @@ mod tests {
             ("CustomerReplaced", r#"{"customer_id":"c1","profile":{"Email":"d@x.org","P":{"n":"1"}}}"#.to_string()),
             ("IdentificationKeyDefined", r#"{"name":"k","source":"profile","attributes":["Email"],"unique":true}"#.to_string()),
             ("IdentificationKeyDefined", r#"{"name":"j","source":"P","attributes":["n"],"unique":false}"#.to_string()),
-            ("JourneySettingsSet", r#"{"auto_complete_after":300}"#.to_string()),
+            ("JourneySettingsSet", r#"{"auto_complete_after":300,"abandon_dispositions":["gave_up"]}"#.to_string()),
         ];
         payloads.into_iter().map(|(kind, data)| ("acme", Event::decode(kind, &data).unwrap())).collect()
     }

@@ -8,7 +8,7 @@ use rusqlite::{Connection, params};
 
 use crate::domain::events::Properties;
 use crate::domain::journeys::customers::attribute_values;
-use crate::domain::journeys::events::IdentificationKeyDefined;
+use crate::domain::journeys::events::{IdentificationKeyDefined, JourneySettingsSet};
 use crate::domain::journeys::service::ServiceDoc;
 use crate::store::StoreError;
 
@@ -86,7 +86,7 @@ pub trait Tables {
     fn set_journey_settings(
         &mut self,
         account_id: &str,
-        auto_complete_after: Option<u64>,
+        settings: &JourneySettingsSet,
     ) -> Result<(), StoreError>;
 }
 
@@ -330,12 +330,17 @@ impl Tables for SqlTables<'_> {
     fn set_journey_settings(
         &mut self,
         account_id: &str,
-        auto_complete_after: Option<u64>,
+        settings: &JourneySettingsSet,
     ) -> Result<(), StoreError> {
+        let dispositions = settings
+            .abandon_dispositions
+            .as_ref()
+            .map(|list| serde_json::to_string(list).expect("names serialize"));
         self.run(
-            "INSERT INTO journey_settings (account_id, auto_complete_after) VALUES (?1, ?2)
-                 ON CONFLICT DO UPDATE SET auto_complete_after = excluded.auto_complete_after",
-            params![account_id, auto_complete_after],
+            "INSERT INTO journey_settings (account_id, auto_complete_after, abandon_dispositions) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO UPDATE SET auto_complete_after = excluded.auto_complete_after,
+                   abandon_dispositions = excluded.abandon_dispositions",
+            params![account_id, settings.auto_complete_after, dispositions],
         )
     }
 }

@@ -23,7 +23,7 @@ use crate::domain::events::{
 };
 use crate::domain::journeys::customers::{self, CustomerCommand};
 use crate::domain::journeys::service::ServiceDoc;
-use crate::domain::journeys::{self, ServiceCommand};
+use crate::domain::journeys::{self, JourneySettings, ServiceCommand};
 use crate::domain::{Command, Event, ExpectedVersion, NewEvent, StreamVersion, accounts, context};
 use crate::metrics::Metrics;
 use crate::projections;
@@ -309,13 +309,13 @@ fn decide(conn: &Connection, command: &Command, now: DateTime<Utc>) -> Result<De
             let version = log::stream_version(conn, &stream)?;
             expected.check(version)?;
             let doc = projections::journeys::load_service(conn, account, service_id)?;
-            let default_auto_complete_after = match command {
-                ServiceCommand::Start { .. } => {
-                    projections::journeys::default_auto_complete_after(conn, account)?
+            let settings = match command {
+                ServiceCommand::Start { .. } | ServiceCommand::End { .. } => {
+                    projections::journeys::journey_settings(conn, account)?
                 }
-                _ => None,
+                _ => JourneySettings::default(),
             };
-            let at = journeys::Circumstances { now, default_auto_complete_after };
+            let at = journeys::Circumstances { now, settings: &settings };
             let events = journeys::decide_service(doc.as_ref(), service_id, command, at)?;
             let created = events.iter().find_map(created_id);
             let service = doc.map(|doc| (account.clone(), doc));
@@ -328,7 +328,7 @@ fn decide(conn: &Connection, command: &Command, now: DateTime<Utc>) -> Result<De
             let mut events = Vec::new();
             for (account, service_id) in projections::journeys::due_services(conn, now, *limit)? {
                 let doc = projections::journeys::load_service(conn, &account, &service_id)?;
-                let at = journeys::Circumstances { now, default_auto_complete_after: None };
+                let at = journeys::Circumstances { now, settings: &JourneySettings::default() };
                 let swept = journeys::decide_service(doc.as_ref(), &service_id, &ServiceCommand::Sweep, at)?;
                 events.extend(tag(&account, swept));
             }

@@ -208,6 +208,7 @@ impl Call {
                 Event::ServiceEnded(ServiceEnded {
                     service_id,
                     closing: closing(None, Some("resolved"), None),
+                    abandoned: false,
                     expiry: None,
                 }),
             ],
@@ -352,7 +353,8 @@ mod tests {
         let (service_id, customer) = ("0b7f0c8e-5d2a-4f7e-9a51-3c2d1e0f9a8b", customer_id(3, 7));
         let mut doc: Option<ServiceDoc> = None;
         let mut ids = Ids { service_id: service_id.to_string(), ..Ids::default() };
-        let at = Circumstances { now, default_auto_complete_after: None };
+        let settings = ctxd::domain::journeys::JourneySettings::default();
+        let at = Circumstances { now, settings: &settings };
         let mut total = 0;
         for call in Call::ALL {
             let (_, body) = call.request(&customer, &ids);

@@ -86,6 +86,9 @@ pub struct ServiceStarted {
 pub struct ServiceEnded {
     pub service_id: String,
     pub closing: Closing,
+    /// Decided at the end by the account's abandonment dispositions (docs/ANALYTICS.md).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub abandoned: bool,
     /// Replaces the service's expiry when the end event set one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry: Option<Expiry>,
@@ -213,4 +216,7 @@ pub struct IdentificationKeyDefined {
 pub struct JourneySettingsSet {
     /// Default inactivity, in seconds, after which services started from now on auto-complete.
     pub auto_complete_after: Option<u64>,
+    /// Dispositions that make an ended service count as abandoned; none: the default list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abandon_dispositions: Option<Vec<String>>,
 }

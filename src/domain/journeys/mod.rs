@@ -68,12 +68,43 @@ pub enum ServiceCommand {
     Sweep,
 }
 
+/// Dispositions that make an ended service abandoned when the account lists none of its own.
+pub const DEFAULT_ABANDON_DISPOSITIONS: &[&str] = &["abandoned", "customer_hangup", "timeout"];
+
+/// An account's journey settings, as its `JourneySettingsSet` events left them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JourneySettings {
+    /// The default `auto_complete_after`, for services that start without one.
+    pub auto_complete_after: Option<u64>,
+    /// The account's abandonment dispositions; none: `DEFAULT_ABANDON_DISPOSITIONS`.
+    pub abandon_dispositions: Option<Vec<String>>,
+}
+
+impl JourneySettings {
+    /// The abandonment dispositions in force.
+    pub fn abandon_dispositions(&self) -> Vec<String> {
+        match &self.abandon_dispositions {
+            Some(list) => list.clone(),
+            None => DEFAULT_ABANDON_DISPOSITIONS.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    /// Whether ending a service with `disposition` abandons it.
+    pub fn abandons(&self, disposition: Option<&JsonText>) -> bool {
+        let Some(disposition) = disposition else { return false };
+        let text = fields::label_text(disposition);
+        match &self.abandon_dispositions {
+            Some(list) => list.contains(&text),
+            None => DEFAULT_ABANDON_DISPOSITIONS.contains(&text.as_str()),
+        }
+    }
+}
+
 /// What a service command is decided against, besides the service itself.
 #[derive(Debug, Clone, Copy)]
-pub struct Circumstances {
+pub struct Circumstances<'a> {
     pub now: DateTime<Utc>,
-    /// The account's default `auto_complete_after`, for services that start without one.
-    pub default_auto_complete_after: Option<u64>,
+    pub settings: &'a JourneySettings,
 }
 
 fn invalid(message: String) -> DomainError {
@@ -85,7 +116,7 @@ pub fn decide_service(
     doc: Option<&ServiceDoc>,
     service_id: &str,
     command: &ServiceCommand,
-    at: Circumstances,
+    at: Circumstances<'_>,
 ) -> Result<Vec<Event>, DomainError> {
     let now = at.now;
     let doc = match (doc, command) {
@@ -107,9 +138,11 @@ pub fn decide_service(
             let closing = closing(body, now, None);
             let mut events = close_children(doc, &closing.completed, ClosedBy::ServiceEnded, None);
             let expiry = Expiry { ttl: body.ttl, expiration_time: body.expiration_time };
+            let abandoned = at.settings.abandons(closing.disposition.as_ref());
             events.push(Event::ServiceEnded(ServiceEnded {
                 service_id,
                 closing,
+                abandoned,
                 expiry: expiry.is_set().then_some(expiry),
             }));
             events
@@ -245,7 +278,7 @@ fn closing(body: &Body, now: DateTime<Utc>, closed_by: Option<ClosedBy>) -> Clos
     }
 }
 
-fn start_service(service_id: &str, body: &Body, at: Circumstances) -> Result<Event, DomainError> {
+fn start_service(service_id: &str, body: &Body, at: Circumstances<'_>) -> Result<Event, DomainError> {
     if body.customer_id.is_none() && body.contact_key.is_none() {
         return Err(invalid("customer_id or contact_key is required".into()));
     }
@@ -255,7 +288,7 @@ fn start_service(service_id: &str, body: &Body, at: Circumstances) -> Result<Eve
         customer_id: body.customer_id.clone(),
         contact_key: body.contact_key.clone(),
         opening: opening(body, at.now),
-        auto_complete_after: body.auto_complete_after.or(at.default_auto_complete_after),
+        auto_complete_after: body.auto_complete_after.or(at.settings.auto_complete_after),
         expiry: Expiry { ttl: body.ttl, expiration_time: body.expiration_time },
     }))
 }

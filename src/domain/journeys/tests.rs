@@ -14,8 +14,11 @@ fn body(value: serde_json::Value, kind: BodyKind) -> Body {
     parse_body(value.as_object().unwrap().clone(), kind).unwrap()
 }
 
-fn at(now: DateTime<Utc>) -> Circumstances {
-    Circumstances { now, default_auto_complete_after: None }
+static NO_SETTINGS: JourneySettings =
+    JourneySettings { auto_complete_after: None, abandon_dispositions: None };
+
+fn at(now: DateTime<Utc>) -> Circumstances<'static> {
+    Circumstances { now, settings: &NO_SETTINGS }
 }
 
 /// Folds `commands` into a service from nothing, as the writer and projection would.
@@ -118,8 +121,32 @@ fn the_sweep_auto_completes_after_inactivity_and_expires_after_the_ttl() {
 
 #[test]
 fn the_account_default_applies_only_when_the_start_sets_no_auto_complete() {
-    let with_default = Circumstances { now: now(), default_auto_complete_after: Some(300) };
+    let settings = JourneySettings { auto_complete_after: Some(300), abandon_dispositions: None };
+    let with_default = Circumstances { now: now(), settings: &settings };
     let events = decide_service(None, "s1", &start(), with_default).unwrap();
     let Event::ServiceStarted(started) = &events[0] else { unreachable!() };
     assert_eq!(started.auto_complete_after, Some(300));
+}
+
+#[test]
+fn an_end_with_an_abandonment_disposition_is_decided_abandoned() {
+    let doc = given(&[start()]);
+    let end_with = |disposition: &str, settings: &JourneySettings| {
+        let body = body(json!({ "disposition": disposition }), BodyKind::ServiceEnd);
+        let events = decide_service(
+            Some(&doc),
+            "s1",
+            &ServiceCommand::End { body },
+            Circumstances { now: now(), settings },
+        )
+        .unwrap();
+        let Event::ServiceEnded(ended) = events.last().unwrap() else { unreachable!() };
+        ended.abandoned
+    };
+    assert!(end_with("customer_hangup", &NO_SETTINGS));
+    assert!(!end_with("resolved", &NO_SETTINGS));
+    let own =
+        JourneySettings { auto_complete_after: None, abandon_dispositions: Some(vec!["gave_up".into()]) };
+    assert!(end_with("gave_up", &own));
+    assert!(!end_with("customer_hangup", &own));
 }

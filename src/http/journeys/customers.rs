@@ -15,13 +15,14 @@ use super::ObjectBody;
 use super::services::list;
 use crate::domain::Command;
 use crate::domain::events::Properties;
+use crate::domain::journeys::JourneySettings;
 use crate::domain::journeys::customers::{CustomerCommand, is_extension, key_index_names, parse_profile};
 use crate::domain::journeys::events::{IdentificationKeyDefined, JourneySettingsSet};
 use crate::http::AppState;
 use crate::http::error::{ApiError, etag};
 use crate::http::extract::{Account, JsonBody, P, Q, TenantAccount, Write, WriteContext};
 use crate::projections::customers as read;
-use crate::projections::journeys::default_auto_complete_after;
+use crate::projections::journeys::journey_settings;
 use crate::store::Outcome;
 
 pub fn router() -> Router<AppState> {
@@ -247,23 +248,39 @@ async fn get_settings(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
 ) -> Result<Response, ApiError> {
-    let after = state.store.read(|conn| default_auto_complete_after(conn, &account.id))?;
-    Ok(axum::Json(json!({ "auto_complete_after": after })).into_response())
+    let settings = state.store.read(|conn| journey_settings(conn, &account.id))?;
+    Ok(axum::Json(settings_json(&settings)).into_response())
+}
+
+fn settings_json(settings: &JourneySettings) -> Value {
+    json!({
+        "auto_complete_after": settings.auto_complete_after,
+        "abandon_dispositions": settings.abandon_dispositions(),
+    })
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SettingsBody {
     auto_complete_after: Option<u64>,
+    abandon_dispositions: Option<Vec<String>>,
 }
 
+/// Replaces the settings: a field left out returns to its default.
 async fn set_settings(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
     write: Write<JsonBody<SettingsBody>>,
 ) -> Result<Response, ApiError> {
-    let JsonBody(SettingsBody { auto_complete_after }) = write.body;
-    let command = CustomerCommand::SetJourneySettings(JourneySettingsSet { auto_complete_after });
-    submit(&state, &account, write.context, command).await?;
-    Ok(axum::Json(json!({ "auto_complete_after": auto_complete_after })).into_response())
+    let JsonBody(SettingsBody { auto_complete_after, abandon_dispositions }) = write.body;
+    for disposition in abandon_dispositions.iter().flatten() {
+        crate::domain::names::check_name("a disposition", disposition)?;
+    }
+    let settings = JourneySettingsSet { auto_complete_after, abandon_dispositions };
+    submit(&state, &account, write.context, CustomerCommand::SetJourneySettings(settings.clone())).await?;
+    let settings = JourneySettings {
+        auto_complete_after: settings.auto_complete_after,
+        abandon_dispositions: settings.abandon_dispositions,
+    };
+    Ok(axum::Json(settings_json(&settings)).into_response())
 }
