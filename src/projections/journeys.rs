@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::EventRef;
+use super::analytics;
 use super::tables::Tables;
 use crate::domain::Event;
 use crate::domain::journeys::JourneySettings;
@@ -22,9 +23,18 @@ pub fn apply(tables: &mut impl Tables, recorded: &EventRef<'_>) -> Result<(), St
             .map_err(|error| StoreError::Corrupt(format!("recorded_at {}: {error}", recorded.recorded_at)))
     };
     match recorded.event {
-        Event::ServiceStarted(e) => tables.put_service(account, ServiceDoc::start(e, at()?)),
+        Event::ServiceStarted(e) => {
+            let doc = ServiceDoc::start(e, at()?);
+            analytics::service_started(tables, account, &doc)?;
+            tables.put_service(account, doc)
+        }
+        // A deleted service leaves the analytics as they were: the journey happened.
         Event::ServiceDeleted(e) => tables.delete_service(account, &e.service_id),
-        Event::ServiceExpired(e) => tables.delete_service(account, &e.service_id),
+        Event::ServiceExpired(e) => {
+            let doc = take(tables, account, &e.service_id)?;
+            analytics::apply(tables, account, &doc, recorded.event, recorded.recorded_at)?;
+            tables.delete_service(account, &e.service_id)
+        }
         Event::ServiceEnded(_)
         | Event::ServiceAutoCompleted(_)
         | Event::ServiceAssociated(_)
@@ -34,10 +44,8 @@ pub fn apply(tables: &mut impl Tables, recorded: &EventRef<'_>) -> Result<(), St
         | Event::TaskStarted(_)
         | Event::TaskEnded(_)
         | Event::ExtensionReplaced(_) => {
-            let service_id = service_id_of(recorded.event);
-            let mut doc = tables.take_service(account, service_id)?.ok_or_else(|| {
-                StoreError::Corrupt(format!("an event of service {service_id} comes before its start"))
-            })?;
+            let mut doc = take(tables, account, service_id_of(recorded.event))?;
+            analytics::apply(tables, account, &doc, recorded.event, recorded.recorded_at)?;
             doc.apply(recorded.event, at()?);
             tables.put_service(account, doc)
         }
@@ -51,6 +59,13 @@ pub fn apply(tables: &mut impl Tables, recorded: &EventRef<'_>) -> Result<(), St
         Event::JourneySettingsSet(e) => tables.set_journey_settings(account, e),
         _ => Ok(()),
     }
+}
+
+/// The service an event is about, which must exist.
+fn take(tables: &mut impl Tables, account: &str, service_id: &str) -> Result<ServiceDoc, StoreError> {
+    tables.take_service(account, service_id)?.ok_or_else(|| {
+        StoreError::Corrupt(format!("an event of service {service_id} comes before its start"))
+    })
 }
 
 fn service_id_of(event: &Event) -> &str {

@@ -5,8 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::{Connection, params};
 
+use super::analytics::{AbandonedRow, Counter};
 use super::journeys::ServiceColumns;
-use super::tables::{PropertyRow, SessionKey, Tables};
+use super::tables::{INSERT_ABANDONED, PropertyRow, SessionKey, Tables, counter_insert_sql};
 use crate::domain::events::Properties;
 use crate::domain::journeys::customers::attribute_values;
 use crate::domain::journeys::events::{IdentificationKeyDefined, JourneySettingsSet};
@@ -55,6 +56,9 @@ pub struct MemoryTables {
     /// (account, key name) → (position, key)
     identification_keys: BTreeMap<(String, String), (usize, IdentificationKeyDefined)>,
     journey_settings: BTreeMap<String, JourneySettingsSet>,
+    /// (counter, account and keys) → counts
+    counters: HashMap<(Counter, Vec<String>), Vec<i64>>,
+    abandoned: Vec<(String, AbandonedRow)>,
 }
 
 fn duplicate(table: &str, key: &str) -> StoreError {
@@ -230,13 +234,59 @@ impl Tables for MemoryTables {
         self.journey_settings.insert(account_id.to_string(), settings.clone());
         Ok(())
     }
+
+    fn add_counts(
+        &mut self,
+        account_id: &str,
+        counter: Counter,
+        keys: &[&str],
+        deltas: &[i64],
+    ) -> Result<(), StoreError> {
+        let key = std::iter::once(account_id).chain(keys.iter().copied()).map(str::to_string).collect();
+        let counts = self.counters.entry((counter, key)).or_insert_with(|| vec![0; deltas.len()]);
+        for (count, delta) in counts.iter_mut().zip(deltas) {
+            *count += delta;
+        }
+        Ok(())
+    }
+
+    fn insert_abandoned(&mut self, account_id: &str, row: AbandonedRow) -> Result<(), StoreError> {
+        self.abandoned.push((account_id.to_string(), row));
+        Ok(())
+    }
 }
 
 impl MemoryTables {
     /// Inserts every row into the (empty) projection tables of `conn`, in primary key order.
     pub fn write_to(&self, conn: &Connection) -> Result<(), StoreError> {
         self.write_context_to(conn)?;
-        self.write_journeys_to(conn)
+        self.write_journeys_to(conn)?;
+        self.write_analytics_to(conn)
+    }
+
+    fn write_analytics_to(&self, conn: &Connection) -> Result<(), StoreError> {
+        let mut rows: Vec<_> = self.counters.iter().collect();
+        rows.sort();
+        for ((counter, keys), counts) in rows {
+            let mut insert = conn.prepare_cached(&counter_insert_sql(*counter))?;
+            let values = keys.iter().map(|k| rusqlite::types::Value::Text(k.clone()));
+            let values = values.chain(counts.iter().map(|c| rusqlite::types::Value::Integer(*c)));
+            insert.execute(rusqlite::params_from_iter(values))?;
+        }
+        let mut insert = conn.prepare(INSERT_ABANDONED)?;
+        for (account_id, row) in &self.abandoned {
+            insert.execute(params![
+                account_id,
+                row.ended_at,
+                row.service_id,
+                row.service_type,
+                row.hour,
+                row.media_type,
+                row.state_type,
+                row.detail
+            ])?;
+        }
+        Ok(())
     }
 
     fn write_journeys_to(&self, conn: &Connection) -> Result<(), StoreError> {

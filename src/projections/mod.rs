@@ -2,6 +2,7 @@
 //! that updates them, live in the writer's transaction and during `ctxd rebuild` / `verify`.
 
 pub mod accounts;
+pub mod analytics;
 pub mod context;
 pub mod customers;
 pub mod journeys;
@@ -31,6 +32,11 @@ pub const TABLES: &[(&str, &str)] = &[
     ("customer_attributes", "account_id, name, value, customer_id"),
     ("identification_keys", "account_id, name"),
     ("journey_settings", "account_id"),
+    ("analytics_services", "account_id, service_type, hour, media_type"),
+    ("analytics_states", "account_id, service_type, hour, media_type, state_type"),
+    ("analytics_state_durations", "account_id, service_type, hour, media_type, state_type, bucket"),
+    ("analytics_transitions", "account_id, service_type, hour, media_type, from_type, to_type"),
+    ("analytics_abandoned", "account_id, ended_at, service_id"),
 ];
 
 /// What projections read of a recorded event.

@@ -6,6 +6,7 @@
 
 use rusqlite::{Connection, params};
 
+use super::analytics::{AbandonedRow, Counter};
 use crate::domain::events::Properties;
 use crate::domain::journeys::customers::attribute_values;
 use crate::domain::journeys::events::{IdentificationKeyDefined, JourneySettingsSet};
@@ -88,7 +89,53 @@ pub trait Tables {
         account_id: &str,
         settings: &JourneySettingsSet,
     ) -> Result<(), StoreError>;
+    /// Adds `deltas` (in `counter.values()` order) to the counter row of `keys`, creating it.
+    fn add_counts(
+        &mut self,
+        account_id: &str,
+        counter: Counter,
+        keys: &[&str],
+        deltas: &[i64],
+    ) -> Result<(), StoreError>;
+    fn insert_abandoned(&mut self, account_id: &str, row: AbandonedRow) -> Result<(), StoreError>;
 }
+
+/// The upsert that adds to one counter row, built once per counter table.
+fn counter_sql(counter: Counter) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        Counter::ALL
+            .iter()
+            .map(|c| {
+                let columns: Vec<&str> = std::iter::once("account_id")
+                    .chain(c.keys().iter().copied())
+                    .chain(c.values().iter().copied())
+                    .collect();
+                let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+                let updates: Vec<String> =
+                    c.values().iter().map(|v| format!("{v} = {v} + excluded.{v}")).collect();
+                format!(
+                    "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT DO UPDATE SET {}",
+                    c.table(),
+                    columns.join(", "),
+                    placeholders.join(", "),
+                    updates.join(", ")
+                )
+            })
+            .collect()
+    });
+    &all[Counter::ALL.iter().position(|c| *c == counter).expect("every counter is in ALL")]
+}
+
+/// The plain insert of a counter table's rows, for `MemoryTables::write_to`.
+pub fn counter_insert_sql(counter: Counter) -> String {
+    let sql = counter_sql(counter);
+    sql[..sql.find(" ON CONFLICT").expect("an upsert")].to_string()
+}
+
+pub const INSERT_ABANDONED: &str = "INSERT INTO analytics_abandoned
+    (account_id, ended_at, service_id, service_type, hour, media_type, state_type, detail)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
 /// Writes into the projection tables of a connection. Every table but `services` is written
 /// at once; the service a command works on is kept in memory while the command's events fold
@@ -341,6 +388,44 @@ impl Tables for SqlTables<'_> {
                  ON CONFLICT DO UPDATE SET auto_complete_after = excluded.auto_complete_after,
                    abandon_dispositions = excluded.abandon_dispositions",
             params![account_id, settings.auto_complete_after, dispositions],
+        )
+    }
+
+    fn add_counts(
+        &mut self,
+        account_id: &str,
+        counter: Counter,
+        keys: &[&str],
+        deltas: &[i64],
+    ) -> Result<(), StoreError> {
+        let mut statement = self.conn.prepare_cached(counter_sql(counter))?;
+        let mut index = 1;
+        statement.raw_bind_parameter(index, account_id)?;
+        for key in keys {
+            index += 1;
+            statement.raw_bind_parameter(index, key)?;
+        }
+        for delta in deltas {
+            index += 1;
+            statement.raw_bind_parameter(index, delta)?;
+        }
+        statement.raw_execute()?;
+        Ok(())
+    }
+
+    fn insert_abandoned(&mut self, account_id: &str, row: AbandonedRow) -> Result<(), StoreError> {
+        self.run(
+            INSERT_ABANDONED,
+            params![
+                account_id,
+                row.ended_at,
+                row.service_id,
+                row.service_type,
+                row.hour,
+                row.media_type,
+                row.state_type,
+                row.detail
+            ],
         )
     }
 }

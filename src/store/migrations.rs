@@ -20,6 +20,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_journeys.sql",
         sql: include_str!("../../migrations/0002_journeys.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_analytics.sql",
+        sql: include_str!("../../migrations/0003_analytics.sql"),
+    },
 ];
 
 /// The schema version this binary writes.

@@ -83,6 +83,26 @@ pub struct TaskDoc {
     pub life: Lifecycle,
 }
 
+/// What analytics count a service under, fixed when it starts (docs/ANALYTICS.md): its service
+/// type, the hour it started (client time, `YYYY-MM-DDTHH`) and the media type it started on;
+/// `""` for a type or media type not given.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cohort {
+    pub service_type: String,
+    pub hour: String,
+    pub media_type: String,
+}
+
+/// A label as analytics key it: its text, or `""` when absent.
+pub fn label_key(label: Option<&JsonText>) -> String {
+    label.map(super::fields::label_text).unwrap_or_default()
+}
+
+/// The media type a touch carried, as analytics key it.
+pub fn media_key(touch: &Touch) -> String {
+    label_key(touch.channel.get("media_type"))
+}
+
 /// A service with its states and tasks, in id order (ids are 1, 2, 3 … within the service).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceDoc {
@@ -104,6 +124,8 @@ pub struct ServiceDoc {
     pub expiry: Expiry,
     /// Server time of the last event: inactivity and sliding TTL count from here.
     pub updated_at: DateTime<Utc>,
+    #[serde(default)]
+    pub cohort: Cohort,
 }
 
 impl ServiceDoc {
@@ -120,6 +142,11 @@ impl ServiceDoc {
             auto_complete_after: event.auto_complete_after,
             expiry: event.expiry.clone(),
             updated_at: at,
+            cohort: Cohort {
+                service_type: label_key(event.service_type.as_ref()),
+                hour: event.opening.started.timestamp.format("%Y-%m-%dT%H").to_string(),
+                media_type: media_key(&event.opening.started),
+            },
         }
     }
 

@@ -1,0 +1,279 @@
+//! Journey analytics (docs/ANALYTICS.md): counters per cohort and state type, maintained as a
+//! service's events are applied, so queries sum a few rows per state type and hour. The rules
+//! that decide what counts (drop-off point, onward, channel switch) live here and only here.
+
+use serde_json::{Value, json};
+
+use super::tables::Tables;
+use crate::domain::Event;
+use crate::domain::journeys::events::ClosedBy;
+use crate::domain::journeys::service::{ServiceDoc, StateDoc, label_key, media_key};
+use crate::store::StoreError;
+
+/// The step before a service's first state, and the two ends of a service.
+pub const START: &str = "(start)";
+pub const COMPLETED: &str = "(completed)";
+pub const ABANDONED: &str = "(abandoned)";
+/// The drop-off point of a service abandoned before it entered any state.
+pub const BEFORE_FIRST_STATE: &str = "(before first state)";
+
+/// Upper bounds, in seconds, of the buckets of the time-in-state histogram; a last bucket holds
+/// everything longer. Medians and p90s are reported as the bound of the bucket they fall in.
+pub const DURATION_BOUNDS_S: &[u64] = &[
+    1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 240, 300, 450, 600, 900, 1200, 1800, 2700, 3600, 7200,
+    14400, 28800, 86400,
+];
+
+/// The histogram bucket of a time in state.
+pub fn duration_bucket(duration_ms: i64) -> usize {
+    DURATION_BOUNDS_S
+        .iter()
+        .position(|bound| duration_ms <= (*bound as i64) * 1000)
+        .unwrap_or(DURATION_BOUNDS_S.len())
+}
+
+/// The counter tables, their key columns (after `account_id`) and their counter columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Counter {
+    Services,
+    States,
+    Durations,
+    Transitions,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 4] =
+        [Counter::Services, Counter::States, Counter::Durations, Counter::Transitions];
+
+    pub fn table(self) -> &'static str {
+        match self {
+            Counter::Services => "analytics_services",
+            Counter::States => "analytics_states",
+            Counter::Durations => "analytics_state_durations",
+            Counter::Transitions => "analytics_transitions",
+        }
+    }
+
+    pub fn keys(self) -> &'static [&'static str] {
+        match self {
+            Counter::Services => &["service_type", "hour", "media_type"],
+            Counter::States => &["service_type", "hour", "media_type", "state_type"],
+            Counter::Durations => &["service_type", "hour", "media_type", "state_type", "bucket"],
+            Counter::Transitions => &["service_type", "hour", "media_type", "from_type", "to_type"],
+        }
+    }
+
+    pub fn values(self) -> &'static [&'static str] {
+        match self {
+            Counter::Services => &["started", "completed", "abandoned"],
+            Counter::States => &[
+                "entered",
+                "onward",
+                "abandoned",
+                "timed",
+                "duration_ms",
+                "estimated",
+                "est_duration_s",
+                "est_actual_ms",
+            ],
+            Counter::Durations => &["count"],
+            Counter::Transitions => &["count", "channel_switches"],
+        }
+    }
+}
+
+/// An abandoned service as the `abandoned` list shows it.
+#[derive(Debug, Clone)]
+pub struct AbandonedRow {
+    pub ended_at: String,
+    pub service_id: String,
+    pub service_type: String,
+    pub hour: String,
+    pub media_type: String,
+    pub state_type: String,
+    /// JSON.
+    pub detail: String,
+}
+
+/// Named deltas for one counter row, in `Counter::values` order.
+fn deltas(counter: Counter, named: &[(&str, i64)]) -> Vec<i64> {
+    counter.values().iter().map(|v| named.iter().find(|(n, _)| n == v).map_or(0, |(_, d)| *d)).collect()
+}
+
+fn add(
+    tables: &mut impl Tables,
+    account: &str,
+    doc: &ServiceDoc,
+    counter: Counter,
+    extra_keys: &[&str],
+    named: &[(&str, i64)],
+) -> Result<(), StoreError> {
+    let c = &doc.cohort;
+    let mut keys = vec![c.service_type.as_str(), c.hour.as_str(), c.media_type.as_str()];
+    keys.extend_from_slice(extra_keys);
+    tables.add_counts(account, counter, &keys, &deltas(counter, named))
+}
+
+/// A new service: counted as started in its cohort.
+pub fn service_started(tables: &mut impl Tables, account: &str, doc: &ServiceDoc) -> Result<(), StoreError> {
+    add(tables, account, doc, Counter::Services, &[], &[("started", 1)])
+}
+
+/// The state a state follows: its `previous_state_id`, else the one started before it.
+fn predecessor<'a>(doc: &'a ServiceDoc, index: usize) -> Option<&'a StateDoc> {
+    match doc.states[index].previous_state_id {
+        Some(id) => doc.state(id),
+        None => index.checked_sub(1).map(|i| &doc.states[i]),
+    }
+}
+
+fn has_successor(doc: &ServiceDoc, state_id: u32) -> bool {
+    (0..doc.states.len()).any(|i| predecessor(doc, i).is_some_and(|p| p.state_id == state_id))
+}
+
+fn state_type(state: &StateDoc) -> String {
+    label_key(state.state_type.as_ref())
+}
+
+/// Counts what `event` does to the service `before` (the service as it was before the event).
+pub fn apply(
+    tables: &mut impl Tables,
+    account: &str,
+    before: &ServiceDoc,
+    event: &Event,
+    recorded_at: &str,
+) -> Result<(), StoreError> {
+    match event {
+        Event::StateStarted(e) => {
+            let to = label_key(e.state_type.as_ref());
+            let predecessor = match e.previous_state_id {
+                Some(id) => before.state(id),
+                None => before.states.last(),
+            };
+            let (from, from_media) = match predecessor {
+                Some(p) => (state_type(p), media_key(&p.life.started)),
+                None => (START.to_string(), media_key(&before.life.started)),
+            };
+            let media = media_key(&e.opening.started);
+            let switched = i64::from(!media.is_empty() && !from_media.is_empty() && media != from_media);
+            add(tables, account, before, Counter::States, &[&to], &[("entered", 1)])?;
+            add(
+                tables,
+                account,
+                before,
+                Counter::Transitions,
+                &[&from, &to],
+                &[("count", 1), ("channel_switches", switched)],
+            )?;
+            if let Some(p) = predecessor.filter(|p| !has_successor(before, p.state_id)) {
+                add(tables, account, before, Counter::States, &[&state_type(p)], &[("onward", 1)])?;
+            }
+            Ok(())
+        }
+        Event::StateEnded(e) if e.closing.closed_by.is_none() => {
+            let Some(state) = before.state(e.state_id) else { return Ok(()) };
+            let ms = (e.closing.completed.timestamp - state.life.started.timestamp).num_milliseconds().max(0);
+            let kind = state_type(state);
+            let (estimated, est_s, est_actual) = match state.life.est_duration {
+                Some(est) => (1, i64::try_from(est).unwrap_or(i64::MAX), ms),
+                None => (0, 0, 0),
+            };
+            let named = [
+                ("timed", 1),
+                ("duration_ms", ms),
+                ("estimated", estimated),
+                ("est_duration_s", est_s),
+                ("est_actual_ms", est_actual),
+            ];
+            add(tables, account, before, Counter::States, &[&kind], &named)?;
+            let bucket = duration_bucket(ms).to_string();
+            add(tables, account, before, Counter::Durations, &[&kind, &bucket], &[("count", 1)])
+        }
+        Event::ServiceEnded(e) => {
+            let how = if e.abandoned { "ended with an abandonment disposition" } else { "ended" };
+            let disposition = e.closing.disposition.as_ref().map(|d| label_key(Some(d)));
+            end(tables, account, before, e.abandoned, how, disposition, recorded_at)
+        }
+        Event::ServiceAutoCompleted(_) => {
+            end(tables, account, before, true, "auto_completed", None, recorded_at)
+        }
+        Event::ServiceExpired(_) if before.is_active() => {
+            end(tables, account, before, true, "expired", None, recorded_at)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The drop-off point of a service that ends now: the most recently started state that was
+/// open (or closed by this very end), else the most recently completed state.
+pub fn dropoff_point(before: &ServiceDoc) -> Option<&StateDoc> {
+    let closed_by_end = |s: &&StateDoc| {
+        s.life.is_active()
+            || matches!(s.life.closed_by, Some(ClosedBy::ServiceEnded | ClosedBy::ServiceAutoCompleted))
+    };
+    let open =
+        before.states.iter().filter(closed_by_end).max_by_key(|s| (s.life.started.timestamp, s.state_id));
+    open.or_else(|| {
+        let completed =
+            before.states.iter().filter_map(|s| s.life.completed.as_ref().map(|c| (c.timestamp, s)));
+        completed.max_by_key(|(at, s)| (*at, s.state_id)).map(|(_, s)| s)
+    })
+}
+
+fn end(
+    tables: &mut impl Tables,
+    account: &str,
+    before: &ServiceDoc,
+    abandoned: bool,
+    how: &str,
+    disposition: Option<String>,
+    recorded_at: &str,
+) -> Result<(), StoreError> {
+    if !abandoned {
+        add(tables, account, before, Counter::Services, &[], &[("completed", 1)])?;
+        let last = before.states.iter().max_by_key(|s| (s.life.started.timestamp, s.state_id));
+        let from = last.map_or_else(|| START.to_string(), state_type);
+        add(tables, account, before, Counter::Transitions, &[&from, COMPLETED], &[("count", 1)])?;
+        for state in before.states.iter().filter(|s| !has_successor(before, s.state_id)) {
+            add(tables, account, before, Counter::States, &[&state_type(state)], &[("onward", 1)])?;
+        }
+        return Ok(());
+    }
+    add(tables, account, before, Counter::Services, &[], &[("abandoned", 1)])?;
+    let dropoff = dropoff_point(before);
+    let point = dropoff.map_or_else(|| BEFORE_FIRST_STATE.to_string(), state_type);
+    if dropoff.is_some() {
+        add(tables, account, before, Counter::States, &[&point], &[("abandoned", 1)])?;
+    }
+    let from = dropoff.map_or_else(|| START.to_string(), state_type);
+    add(tables, account, before, Counter::Transitions, &[&from, ABANDONED], &[("count", 1)])?;
+    let json_of = |text: &crate::domain::events::JsonText| -> Value {
+        serde_json::from_str(text.as_str()).expect("stored JSON parses")
+    };
+    let extensions = |ext: &crate::domain::events::Properties| -> Value {
+        Value::Object(ext.iter().map(|(n, v)| (n.clone(), json_of(v))).collect())
+    };
+    let detail = json!({
+        "customer_id": before.customer_id,
+        "contact_key": before.contact_key,
+        "how": how,
+        "disposition": disposition,
+        "started": before.life.started.timestamp.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        "dropoff": dropoff.map(|s| json!({"state_id": s.state_id, "state_type": state_type(s),
+                                           "since": s.life.started.timestamp.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()})),
+        "extensions": extensions(&before.life.extensions),
+        "state_extensions": dropoff.map(|s| extensions(&s.life.extensions)),
+    });
+    tables.insert_abandoned(
+        account,
+        AbandonedRow {
+            ended_at: recorded_at.to_string(),
+            service_id: before.service_id.clone(),
+            service_type: before.cohort.service_type.clone(),
+            hour: before.cohort.hour.clone(),
+            media_type: before.cohort.media_type.clone(),
+            state_type: point,
+            detail: detail.to_string(),
+        },
+    )
+}
