@@ -120,7 +120,7 @@ pub fn service_started(tables: &mut impl Tables, account: &str, doc: &ServiceDoc
 }
 
 /// The state a state follows: its `previous_state_id`, else the one started before it.
-fn predecessor<'a>(doc: &'a ServiceDoc, index: usize) -> Option<&'a StateDoc> {
+fn predecessor(doc: &ServiceDoc, index: usize) -> Option<&StateDoc> {
     match doc.states[index].previous_state_id {
         Some(id) => doc.state(id),
         None => index.checked_sub(1).map(|i| &doc.states[i]),
