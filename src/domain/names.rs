@@ -6,9 +6,10 @@ use super::DomainError;
 /// Longest accepted name, in bytes.
 pub const MAX_NAME_BYTES: usize = 256;
 
-/// Namespaces the LivePerson API reserves for its own use; writing to them is a 400.
+/// Namespaces the LivePerson API reserves for its own use, and those whose paths ctxd's own
+/// routes take (`/v1/account/{a}/analytics/…`, and `events`, `audit` to come); writing to them is a 400.
 pub const RESERVED_NAMESPACES: &[&str] =
-    &["consumer", "operational", "conversation", "custom", "sde", "faas"];
+    &["consumer", "operational", "conversation", "custom", "sde", "faas", "analytics", "events", "audit"];
 
 /// The session that holds a namespace's own properties.
 pub const DEFAULT_SESSION: &str = "__default__";

@@ -2,6 +2,7 @@
 //! for unknown routes and methods.
 
 pub mod admin;
+pub mod analytics;
 pub mod context;
 pub mod error;
 pub mod extract;
@@ -45,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::router())
         .merge(context::router())
         .merge(journeys::router())
+        .merge(analytics::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")

@@ -1,6 +1,7 @@
 //! Black-box tests over real HTTP against a real SQLite file. One binary, one module per area.
 
 mod admin;
+mod analytics;
 mod concurrency;
 mod context;
 mod customers;

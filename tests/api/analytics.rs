@@ -1,0 +1,380 @@
+//! Drop-off analytics: random journeys written over HTTP, every figure of every endpoint
+//! compared with a naive recomputation from what the test itself did.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use serde_json::{Value, json};
+
+use crate::helpers::spawn_app;
+use crate::journeys::{Cs, assert_cs_error};
+use crate::model::Rng;
+
+const STATE_TYPES: [&str; 4] = ["ivr", "queue", "callback", "agent"];
+const BOUNDS_S: [i64; 25] = [
+    1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 240, 300, 450, 600, 900, 1200, 1800, 2700, 3600, 7200,
+    14400, 28800, 86400,
+];
+
+/// One state as the test drove it.
+struct Step {
+    kind: &'static str,
+    media: &'static str,
+    est: Option<i64>,
+    /// Time in state, when it ended by a transition or by its own end call.
+    timed_ms: Option<i64>,
+}
+
+#[derive(PartialEq, Clone, Copy, Debug)]
+enum Outcome {
+    Completed,
+    Abandoned,
+    Active,
+}
+
+/// One service as the test drove it.
+struct Journey {
+    kind: &'static str,
+    media: &'static str,
+    hour: u32,
+    steps: Vec<Step>,
+    outcome: Outcome,
+}
+
+fn at(hour: u32, seconds: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 20, hour, 0, 0).unwrap() + Duration::seconds(seconds)
+}
+
+fn stamp(time: DateTime<Utc>) -> String {
+    time.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// Drives one random journey and returns what it was, and whether it waits for the sweeper
+/// to auto-complete it (it is left active here, with `auto_complete_after`).
+async fn drive(cs: &Cs<'_>, rng: &mut Rng) -> (Journey, bool) {
+    let kind = ["billing", "sales"][rng.below(2) as usize];
+    let media = ["voice", "chat"][rng.below(2) as usize];
+    let hour = 9 + rng.below(3) as u32;
+    let mut clock = rng.below(1800) as i64;
+    let ending = rng.below(10);
+    let auto_complete = (6..8).contains(&ending);
+    let mut start = json!({"customer_id": format!("c{}", rng.below(20)), "service_type": kind, "media_type": media,
+                           "timestamp": stamp(at(hour, clock))});
+    if auto_complete {
+        start["auto_complete_after"] = json!(60);
+    }
+    let id = cs.start_service(start).await;
+    let (mut steps, mut starts): (Vec<Step>, Vec<i64>) = (Vec::new(), Vec::new());
+    for _ in 0..rng.below(5) {
+        let kind = STATE_TYPES[rng.below(4) as usize];
+        let step_media = if rng.below(10) < 3 { ["voice", "chat"][rng.below(2) as usize] } else { media };
+        let est = [None, Some(30), Some(120)][rng.below(3) as usize];
+        clock += 1 + rng.below(400) as i64;
+        let mut fields = json!({"media_type": step_media, "timestamp": stamp(at(hour, clock))});
+        if let Some(est) = est {
+            fields["est_duration"] = json!(est);
+        }
+        if steps.is_empty() {
+            fields["state_type"] = json!(kind);
+            cs.start_state(&id, fields).await;
+        } else {
+            let last = steps.len() - 1;
+            cs.transition(&id, steps.len() as u64, kind, fields).await;
+            steps[last].timed_ms = Some((clock - starts[last]) * 1000);
+        }
+        starts.push(clock);
+        steps.push(Step { kind, media: step_media, est, timed_ms: None });
+    }
+    let mut outcome = Outcome::Active;
+    if ending < 6 {
+        clock += 1 + rng.below(100) as i64;
+        // Sometimes the last state ends by its own call first: it is then the last completed one.
+        if rng.below(3) == 0 && !steps.is_empty() {
+            let last = steps.len() - 1;
+            let body = json!({"timestamp": stamp(at(hour, clock))});
+            cs.ok(cs.post(&format!("/services/{id}/states/{}/end", last + 1), body).await).await;
+            steps[last].timed_ms = Some((clock - starts[last]) * 1000);
+            clock += 1;
+        }
+        let (disposition, ended) = if ending < 4 {
+            ("resolved", Outcome::Completed)
+        } else {
+            ("customer_hangup", Outcome::Abandoned)
+        };
+        let body = json!({"disposition": disposition, "timestamp": stamp(at(hour, clock))});
+        cs.ok(cs.post(&format!("/services/{id}/end"), body).await).await;
+        outcome = ended;
+    }
+    (Journey { kind, media, hour, steps, outcome }, auto_complete)
+}
+
+/// The bound of the histogram bucket holding the `q` quantile of `durations` (ms).
+fn quantile(durations: &[i64], q: f64) -> Value {
+    if durations.is_empty() {
+        return Value::Null;
+    }
+    let mut sorted = durations.to_vec();
+    sorted.sort();
+    let rank = ((sorted.len() as f64) * q).ceil().max(1.0) as usize;
+    let value = sorted[rank - 1];
+    BOUNDS_S.iter().find(|bound| value <= **bound * 1000).map_or(Value::Null, |bound| json!(bound))
+}
+
+fn average(sum: i64, count: i64) -> Value {
+    if count == 0 { Value::Null } else { json!((sum as f64) / (count as f64)) }
+}
+
+/// What `dropoff` must answer for the journeys `selected`, computed the naive way.
+fn expected_dropoff(journeys: &[&Journey]) -> (Value, Vec<Value>) {
+    let count = |outcome| journeys.iter().filter(|j| j.outcome == outcome).count() as i64;
+    let (completed, abandoned, active) =
+        (count(Outcome::Completed), count(Outcome::Abandoned), count(Outcome::Active));
+    let started = journeys.len() as i64;
+    let before_first =
+        journeys.iter().filter(|j| j.outcome == Outcome::Abandoned && j.steps.is_empty()).count();
+    let totals = json!({
+        "started": started, "completed": completed, "abandoned": abandoned, "active": active,
+        "completion_rate": if started == 0 { Value::Null } else { json!((completed as f64) / (started as f64)) },
+        "abandoned_before_first_state": before_first, "before_first_state_label": "(before first state)",
+    });
+    let mut per_type: BTreeMap<&str, (i64, i64, i64, Vec<i64>, i64, i64, i64)> = BTreeMap::new();
+    for journey in journeys {
+        for (i, step) in journey.steps.iter().enumerate() {
+            let row = per_type.entry(step.kind).or_default();
+            row.0 += 1;
+            let last = i + 1 == journey.steps.len();
+            if !last || journey.outcome == Outcome::Completed {
+                row.1 += 1;
+            }
+            if last && journey.outcome == Outcome::Abandoned {
+                row.2 += 1;
+            }
+            if let Some(ms) = step.timed_ms {
+                row.3.push(ms);
+                if let Some(est) = step.est {
+                    row.4 += 1;
+                    row.5 += est;
+                    row.6 += ms;
+                }
+            }
+        }
+    }
+    let mut states: Vec<(&str, Value)> = per_type
+        .into_iter()
+        .map(|(kind, (entered, onward, abandoned_here, durations, estimated, est_s, actual_ms))| {
+            let timed = durations.len() as i64;
+            let value = json!({
+                "state_type": kind, "entered": entered, "left_onward": onward, "abandoned_here": abandoned_here,
+                "dropoff_rate": if entered == 0 { Value::Null } else { json!((abandoned_here as f64) / (entered as f64)) },
+                "timed": timed,
+                "median_time_in_state_s": quantile(&durations, 0.5), "p90_time_in_state_s": quantile(&durations, 0.9),
+                "avg_time_in_state_s": average(durations.iter().sum(), timed * 1000),
+                "estimated": estimated, "avg_est_duration_s": average(est_s, estimated),
+                "avg_actual_duration_s": average(actual_ms, estimated * 1000),
+            });
+            (kind, value)
+        })
+        .collect();
+    states.sort_by(|a, b| {
+        b.1["abandoned_here"].as_i64().cmp(&a.1["abandoned_here"].as_i64()).then(a.0.cmp(b.0))
+    });
+    (totals, states.into_iter().map(|(_, v)| v).collect())
+}
+
+/// What `transitions` must answer: (from, to) → (count, channel switches).
+fn expected_transitions(journeys: &[&Journey]) -> BTreeMap<(String, String), (i64, i64)> {
+    let mut moves: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
+    let mut add = |from: &str, to: &str, switched: bool| {
+        let entry = moves.entry((from.to_string(), to.to_string())).or_default();
+        entry.0 += 1;
+        entry.1 += i64::from(switched);
+    };
+    for journey in journeys {
+        let (mut from, mut media) = ("(start)", journey.media);
+        for step in &journey.steps {
+            add(from, step.kind, step.media != media);
+            (from, media) = (step.kind, step.media);
+        }
+        match journey.outcome {
+            Outcome::Completed => add(from, "(completed)", false),
+            Outcome::Abandoned => add(from, "(abandoned)", false),
+            Outcome::Active => {}
+        }
+    }
+    moves
+}
+
+fn assert_close(actual: &Value, expected: &Value, context: &str) {
+    match (actual, expected) {
+        (Value::Number(a), Value::Number(e)) if a.as_f64().is_some() && e.as_f64().is_some() => {
+            let (a, e) = (a.as_f64().unwrap(), e.as_f64().unwrap());
+            assert!((a - e).abs() < 1e-9, "{context}: {a} != {e}");
+        }
+        (Value::Object(a), Value::Object(e)) => {
+            assert_eq!(a.keys().collect::<Vec<_>>(), e.keys().collect::<Vec<_>>(), "{context}");
+            for (key, value) in e {
+                assert_close(&a[key], value, &format!("{context}.{key}"));
+            }
+        }
+        (Value::Array(a), Value::Array(e)) => {
+            assert_eq!(a.len(), e.len(), "{context}: {actual} vs {expected}");
+            for (i, (a, e)) in a.iter().zip(e).enumerate() {
+                assert_close(a, e, &format!("{context}[{i}]"));
+            }
+        }
+        _ => assert_eq!(actual, expected, "{context}"),
+    }
+}
+
+#[tokio::test]
+async fn every_figure_matches_a_naive_recomputation_of_random_journeys() {
+    let app = spawn_app().await;
+    let cs = Cs::new(&app, "acme").await;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut journeys = Vec::new();
+    for _ in 0..400 {
+        journeys.push(drive(&cs, &mut rng).await);
+    }
+    // The sweeper auto-completes the inactive ones: abandoned at their open step.
+    app.clock.advance(Duration::seconds(61));
+    ctxd::sweeper::sweep_once(&app.store).await.unwrap();
+    let journeys: Vec<Journey> = journeys
+        .into_iter()
+        .map(|(mut journey, auto)| {
+            if auto {
+                journey.outcome = Outcome::Abandoned;
+            }
+            journey
+        })
+        .collect();
+
+    let filters: [(&str, Box<dyn Fn(&Journey) -> bool>); 5] = [
+        ("", Box::new(|_| true)),
+        ("service_type=billing", Box::new(|j| j.kind == "billing")),
+        ("media_type=chat", Box::new(|j| j.media == "chat")),
+        ("from=2026-11-20T10:00:00Z&to=2026-11-20T11:00:00Z", Box::new(|j| j.hour == 10)),
+        (
+            "service_type=sales&media_type=voice&from=2026-11-20T10:00:00Z",
+            Box::new(|j| j.kind == "sales" && j.media == "voice" && j.hour >= 10),
+        ),
+    ];
+    let base = "/v1/account/acme/analytics";
+    for (query, selected) in &filters {
+        let selected: Vec<&Journey> = journeys.iter().filter(|j| selected(j)).collect();
+        let reply = app.call(&cs.key, "GET", &format!("{base}/dropoff?{query}"), "").await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let body = reply.json();
+        let (totals, states) = expected_dropoff(&selected);
+        assert_close(&body["totals"], &totals, &format!("dropoff?{query} totals"));
+        assert_close(&body["states"], &Value::Array(states), &format!("dropoff?{query} states"));
+
+        let body = app.call(&cs.key, "GET", &format!("{base}/transitions?{query}"), "").await.json();
+        let actual: BTreeMap<(String, String), (i64, i64)> = body["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                let key = (t["from"].as_str().unwrap().to_string(), t["to"].as_str().unwrap().to_string());
+                (key, (t["count"].as_i64().unwrap(), t["channel_switches"].as_i64().unwrap()))
+            })
+            .collect();
+        assert_eq!(actual, expected_transitions(&selected), "transitions?{query}");
+
+        let body = app.call(&cs.key, "GET", &format!("{base}/timeseries?{query}"), "").await.json();
+        let mut hours: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
+        for journey in &selected {
+            let row = hours.entry(format!("2026-11-20T{:02}:00:00Z", journey.hour)).or_default();
+            row.0 += 1;
+            row.1 += i64::from(journey.outcome == Outcome::Completed);
+            row.2 += i64::from(journey.outcome == Outcome::Abandoned);
+        }
+        let actual: BTreeMap<String, (i64, i64, i64)> = body["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                let counts = (
+                    b["started"].as_i64().unwrap(),
+                    b["completed"].as_i64().unwrap(),
+                    b["abandoned"].as_i64().unwrap(),
+                );
+                (b["start"].as_str().unwrap().to_string(), counts)
+            })
+            .collect();
+        assert_eq!(actual, hours, "timeseries?{query}");
+
+        let mut listed = 0;
+        let mut after: Option<String> = None;
+        loop {
+            let cursor = after
+                .as_ref()
+                .map(|a| format!("&after={}", a.replace('|', "%7C").replace('+', "%2B")))
+                .unwrap_or_default();
+            let body = app
+                .call(&cs.key, "GET", &format!("{base}/abandoned?limit=7&{query}{cursor}"), "")
+                .await
+                .json();
+            listed += body["services"].as_array().unwrap().len();
+            match body["next"].as_str() {
+                Some(next) => after = Some(next.to_string()),
+                None => break,
+            }
+        }
+        let abandoned = selected.iter().filter(|j| j.outcome == Outcome::Abandoned).count();
+        assert_eq!(listed, abandoned, "abandoned?{query}");
+    }
+    let all = app.call(&cs.key, "GET", &format!("{base}/dropoff"), "").await.json();
+    for figure in ["started", "completed", "abandoned", "active", "abandoned_before_first_state"] {
+        assert!(
+            all["totals"][figure].as_i64().unwrap() > 0,
+            "the random journeys reach every outcome: {figure}"
+        );
+    }
+    assert!(all["states"].as_array().unwrap().iter().all(|s| s["abandoned_here"].as_i64().unwrap() > 0));
+    let by_day = app.call(&cs.key, "GET", &format!("{base}/timeseries?interval=day"), "").await.json();
+    assert_eq!(by_day["buckets"][0]["start"], "2026-11-20T00:00:00Z");
+    assert_eq!(by_day["buckets"][0]["started"], journeys.len());
+    let queue =
+        app.call(&cs.key, "GET", &format!("{base}/abandoned?state_type=queue&limit=1000"), "").await.json();
+    let expected = journeys
+        .iter()
+        .filter(|j| j.outcome == Outcome::Abandoned && j.steps.last().is_some_and(|s| s.kind == "queue"))
+        .count();
+    assert_eq!(queue["services"].as_array().unwrap().len(), expected);
+    assert!(
+        queue["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["dropoff_state_type"] == "queue" && s["dropoff"]["state_type"] == "queue")
+    );
+    assert!(app.verify().mismatch.is_none(), "the analytics tables rebuild from the log");
+}
+
+#[tokio::test]
+async fn analytics_refuse_bad_parameters_and_other_accounts() {
+    let app = spawn_app().await;
+    let cs = Cs::new(&app, "acme").await;
+    let other = app.account("globex").await;
+    let base = "/v1/account/acme/analytics";
+    for query in [
+        "dropoff?bogus=1",
+        "dropoff?from=yesterday",
+        "dropoff?from=2026-11-20T10:30:00Z",
+        "dropoff?from=2026-11-20T11:00:00Z&to=2026-11-20T10:00:00Z",
+        "timeseries?interval=week",
+        "abandoned?limit=0",
+        "abandoned?after=nonsense",
+        "transitions?steps=a",
+    ] {
+        app.call(&cs.key, "GET", &format!("{base}/{query}"), "").await.assert_error(400);
+    }
+    app.call(&other, "GET", &format!("{base}/dropoff"), "").await.assert_error(403);
+    let reply = app.call(&cs.key, "GET", &format!("{base}/dropoff?service_type=billing"), "").await;
+    assert_eq!(reply.json()["query"], json!({"service_type": "billing"}));
+    assert_eq!(reply.json()["totals"]["started"], 0);
+    // The names these routes take are not namespaces.
+    let namespace = app.call(&cs.key, "POST", "/v1/account/acme", r#"{"name": "analytics"}"#).await;
+    namespace.assert_error(400);
+    let _ = assert_cs_error;
+}
