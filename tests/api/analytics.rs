@@ -124,6 +124,13 @@ fn average(sum: i64, count: i64) -> Value {
     if count == 0 { Value::Null } else { json!((sum as f64) / (count as f64)) }
 }
 
+/// Per state type: entered, onward, abandoned here, times in state (ms), estimated, their
+/// summed estimate (s) and their summed actual time (ms).
+type StateFigures = (i64, i64, i64, Vec<i64>, i64, i64, i64);
+
+/// A query string and the journeys it selects.
+type Selection = (&'static str, Box<dyn Fn(&Journey) -> bool>);
+
 /// What `dropoff` must answer for the journeys `selected`, computed the naive way.
 fn expected_dropoff(journeys: &[&Journey]) -> (Value, Vec<Value>) {
     let count = |outcome| journeys.iter().filter(|j| j.outcome == outcome).count() as i64;
@@ -137,7 +144,7 @@ fn expected_dropoff(journeys: &[&Journey]) -> (Value, Vec<Value>) {
         "completion_rate": if started == 0 { Value::Null } else { json!((completed as f64) / (started as f64)) },
         "abandoned_before_first_state": before_first, "before_first_state_label": "(before first state)",
     });
-    let mut per_type: BTreeMap<&str, (i64, i64, i64, Vec<i64>, i64, i64, i64)> = BTreeMap::new();
+    let mut per_type: BTreeMap<&str, StateFigures> = BTreeMap::new();
     for journey in journeys {
         for (i, step) in journey.steps.iter().enumerate() {
             let row = per_type.entry(step.kind).or_default();
@@ -248,7 +255,7 @@ async fn every_figure_matches_a_naive_recomputation_of_random_journeys() {
         })
         .collect();
 
-    let filters: [(&str, Box<dyn Fn(&Journey) -> bool>); 5] = [
+    let filters: [Selection; 5] = [
         ("", Box::new(|_| true)),
         ("service_type=billing", Box::new(|j| j.kind == "billing")),
         ("media_type=chat", Box::new(|j| j.media == "chat")),
