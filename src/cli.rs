@@ -10,10 +10,11 @@ use crate::app::{Application, BoxError, ServeConfig, shutdown_signal};
 use crate::auth::generate_api_key;
 use crate::clock::SystemClock;
 use crate::domain::Command;
+use crate::domain::DomainError;
 use crate::domain::accounts::AccountCommand;
 use crate::metrics::Metrics;
 use crate::projections;
-use crate::store::{self, EventMeta, Store, StoreError, WriteRequest, WriterConfig};
+use crate::store::{self, EventMeta, Store, StoreError, WriteError, WriteRequest, WriterConfig};
 
 #[derive(Parser, Debug)]
 #[command(name = "ctxd", version, about = "Event-sourced conversation context and journey engine")]
@@ -38,6 +39,16 @@ pub enum Commands {
     Rebuild,
     /// Rebuild the projections into a scratch database and compare them with the live ones.
     Verify,
+    /// Load a synthetic contact center's journeys (while no server runs on the data dir) and
+    /// print an API key of the account, to try the journeys, analytics and dashboard with data.
+    Demo {
+        /// Journeys to load.
+        #[arg(long, default_value_t = 5000)]
+        services: u64,
+        /// The account they belong to (created if it does not exist).
+        #[arg(long, default_value = "demo")]
+        account: String,
+    },
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -112,6 +123,7 @@ pub async fn run(cli: Cli) -> Result<i32, BoxError> {
             Ok(0)
         }
         Commands::Admin { command } => admin(&cli.data_dir, command).await,
+        Commands::Demo { services, account } => demo(&cli.data_dir, &account, services).await,
         Commands::Rebuild => {
             let _lock = store::lock_data_dir(&cli.data_dir)?;
             let mut conn = store::open_writer_connection(&store::database_path(&cli.data_dir), true)?;
@@ -148,8 +160,9 @@ pub async fn run(cli: Cli) -> Result<i32, BoxError> {
     }
 }
 
-async fn admin(data_dir: &std::path::Path, command: AdminCommand) -> Result<i32, BoxError> {
-    let store = Store::open(data_dir, WriterConfig::default(), Arc::new(SystemClock), Arc::new(Metrics::default()))
+/// Opens the store for a CLI write, or explains how to do it while a server holds it.
+fn open_for_cli(data_dir: &std::path::Path) -> Result<Store, BoxError> {
+    Store::open(data_dir, WriterConfig::default(), Arc::new(SystemClock), Arc::new(Metrics::default()))
         .map_err(|error| match error {
             StoreError::Locked(_) => format!(
                 "{error}; while the server runs, use the admin API (POST /admin/accounts, POST /admin/accounts/ID/api-key) with the token in {}",
@@ -157,7 +170,11 @@ async fn admin(data_dir: &std::path::Path, command: AdminCommand) -> Result<i32,
             )
             .into(),
             other => BoxError::from(other),
-        })?;
+        })
+}
+
+async fn admin(data_dir: &std::path::Path, command: AdminCommand) -> Result<i32, BoxError> {
+    let store = open_for_cli(data_dir)?;
     let meta = EventMeta {
         request_id: uuid::Uuid::new_v4().to_string(),
         actor: "admin:cli".into(),
@@ -187,4 +204,39 @@ async fn admin(data_dir: &std::path::Path, command: AdminCommand) -> Result<i32,
             Ok(2)
         }
     }
+}
+
+async fn demo(data_dir: &std::path::Path, account: &str, services: u64) -> Result<i32, BoxError> {
+    let store = open_for_cli(data_dir)?;
+    let meta = || EventMeta {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        actor: "admin:cli".into(),
+        ..Default::default()
+    };
+    let create = Command::Account(AccountCommand::CreateAccount { account_id: account.to_string() });
+    match store.submit(WriteRequest { command: create, meta: meta(), idempotency: None }).await {
+        Ok(_) | Err(WriteError::Domain(DomainError::Conflict(_))) => {}
+        Err(error) => return Err(error.into()),
+    }
+    let key = generate_api_key();
+    let issue = Command::Account(AccountCommand::IssueApiKey {
+        account_id: account.to_string(),
+        key_id: key.key_id,
+        key_hash: key.key_hash,
+    });
+    store.submit(WriteRequest { command: issue, meta: meta(), idempotency: None }).await?;
+    let started = Instant::now();
+    let report = crate::demo::load(&store, account, services, 64).await;
+    store.shutdown().await;
+    let report = report?;
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "loaded {} journeys of account {account} ({} completed, {} abandoned, {} still open) with {} lifecycle calls in {seconds:.1} s",
+        report.services, report.completed, report.abandoned, report.active, report.calls
+    );
+    eprintln!(
+        "start the server (cargo run --release), open http://127.0.0.1:8080/ui/ and paste this API key:"
+    );
+    println!("{}", key.key);
+    Ok(0)
 }
