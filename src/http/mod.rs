@@ -8,6 +8,7 @@ pub mod error;
 pub mod extract;
 pub mod journeys;
 pub mod ops;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -47,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .merge(context::router())
         .merge(journeys::router())
         .merge(analytics::router())
+        .merge(ui::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")

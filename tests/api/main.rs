@@ -12,3 +12,4 @@ mod model;
 mod ops;
 mod process;
 mod ttl;
+mod ui;

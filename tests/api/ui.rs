@@ -1,0 +1,130 @@
+//! The dashboard in a real browser: headless Chromium loads `/ui/` against a server with demo
+//! data, and the numbers it shows must be the API's. A screenshot is saved under `target/`.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use crate::helpers::spawn_app;
+
+/// Chromium, installed by `.ci/run` when missing.
+fn chromium() -> String {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|name| Command::new("which").arg(name).output().is_ok_and(|out| out.status.success()))
+        .expect(
+            "the dashboard test needs Chromium: run .ci/run, which installs it, or apt-get install chromium",
+        )
+        .to_string()
+}
+
+/// Runs headless Chromium on `url` with `extra` arguments and returns its standard output.
+fn headless(url: &str, extra: &[&str]) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let output = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=10000",
+            "--window-size=1400,2200",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("chromium runs");
+    assert!(output.status.success(), "chromium failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The text of the first element after `marker` in `html`.
+fn figure_after(html: &str, marker: &str) -> Option<String> {
+    let start = html.find(marker)? + marker.len();
+    let rest = &html[start..];
+    let open = rest.find('>')? + 1;
+    let close = rest[open..].find('<')?;
+    Some(rest[open..open + close].trim().to_string())
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_the_same_numbers_as_the_api() {
+    let app = spawn_app().await;
+    let key = app.account("acme").await;
+    let report = ctxd::demo::load(&app.store, "acme", 300, 16).await.unwrap();
+    assert_eq!(report.services, 300);
+
+    let url = format!("http://{}/ui/#account=acme&key={key}", app.addr);
+    let dom = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || headless(&url, &["--dump-dom"])
+    })
+    .await
+    .unwrap();
+    assert!(
+        dom.contains(r#"data-loaded="true""#),
+        "the page did not load its data: {}",
+        &dom[..dom.len().min(2000)]
+    );
+    // What the page rendered, without its script (which holds the templates).
+    let dom = dom[..dom.find("<script").unwrap_or(dom.len())].to_string();
+
+    let api = app.call(&key, "GET", "/v1/account/acme/analytics/dropoff", "").await.json();
+    for figure in ["started", "completed", "abandoned", "active"] {
+        let shown = figure_after(&dom, &format!(r#"data-figure="totals.{figure}""#)).unwrap();
+        assert_eq!(shown, api["totals"][figure].to_string(), "totals.{figure}");
+    }
+    let mut rows = BTreeMap::new();
+    for row in dom.split(r#"<tr data-state=""#).skip(1) {
+        let state = row[..row.find('"').unwrap()].to_string();
+        let figures: Vec<String> = ["entered", "left_onward", "abandoned_here"]
+            .iter()
+            .map(|f| figure_after(row, &format!(r#"data-figure="{f}""#)).unwrap())
+            .collect();
+        rows.insert(state, figures);
+    }
+    let expected: BTreeMap<String, Vec<String>> = api["states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let figures =
+                ["entered", "left_onward", "abandoned_here"].iter().map(|f| s[f].to_string()).collect();
+            (s["state_type"].as_str().unwrap().to_string(), figures)
+        })
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(rows, expected, "drop-off by step");
+
+    let transitions = app.call(&key, "GET", "/v1/account/acme/analytics/transitions", "").await.json();
+    for t in transitions["transitions"].as_array().unwrap() {
+        let marker = format!(
+            r#"data-from="{}" data-to="{}" data-count=""#,
+            t["from"].as_str().unwrap(),
+            t["to"].as_str().unwrap()
+        );
+        let shown = dom.split(&marker).nth(1).map(|rest| rest[..rest.find('"').unwrap()].to_string());
+        assert_eq!(shown, Some(t["count"].to_string()), "transition {marker}");
+    }
+    let abandoned_rows = dom.matches(r#"class="clickable""#).count();
+    assert_eq!(abandoned_rows as u64, report.abandoned.min(50));
+
+    let screenshot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-dashboard.png");
+    let argument = format!("--screenshot={}", screenshot.display());
+    tokio::task::spawn_blocking(move || headless(&url, &[&argument])).await.unwrap();
+    assert!(std::fs::metadata(&screenshot).unwrap().len() > 10_000, "a screenshot of the dashboard");
+}
+
+#[tokio::test]
+async fn the_dashboard_is_served_by_the_binary_with_nothing_from_elsewhere() {
+    let app = spawn_app().await;
+    let page = app.request("GET", "/ui/", &[], "").await;
+    assert_eq!(page.status, 200);
+    assert!(page.header("content-type").unwrap().starts_with("text/html"));
+    assert!(page.header("content-security-policy").unwrap().contains("default-src 'self'"));
+    assert!(!page.body.contains("http://") && !page.body.contains("https://"), "no external resource");
+    assert_eq!(app.request("GET", "/ui", &[], "").await.status, 308);
+}
