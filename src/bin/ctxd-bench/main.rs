@@ -14,16 +14,23 @@
 //!    events/s and latency percentiles; then its raw SQLite limit (`raw_journeys.rs`): the same
 //!    calls' event rows plus a read and rewrite of the service's row, in batches of the
 //!    server's average size;
-//! 4. **rebuild and verify speed**: a store filled with `--rebuild-events` events, then
+//! 4. **journey analytics at scale** (`analytics.rs`): a store filled with
+//!    `--analytics-services` realistic journeys through the live decide + append + apply path
+//!    (`analytics_fill.rs`), then the real server on it answering the analytics queries
+//!    (`dropoff`, `transitions`, `timeseries`, `abandoned`) one at a time; p50/p90/max per query,
+//!    the fill rate and the store's size;
+//! 5. **rebuild and verify speed**: a store filled with `--rebuild-events` events, then
 //!    `projections::rebuild` and `projections::verify::verify` timed.
 //!
-//! `--workload context|journeys|all` picks the HTTP workloads (1–2, 3); any failed request makes
-//! the run exit with an error after everything was printed.
+//! `--workload context|journeys|analytics|all` picks the HTTP workloads (1–2, 3, 4); any failed
+//! request makes the run exit with an error after everything was printed.
 //!
 //! Run it with `cargo build --release --bins && cargo run --release --bin ctxd-bench`
 //! (`--help` lists the flags). Scratch stores go under `target/bench-data/` and are deleted at
 //! the end unless `--keep-data` is given. It prints lines ready to paste into the docs.
 
+mod analytics;
+mod analytics_fill;
 mod http_client;
 mod journeys;
 mod load;
@@ -51,17 +58,26 @@ enum Workloads {
     Context,
     /// Journeys of lifecycle calls, with their raw SQLite baselines.
     Journeys,
-    /// Context, then journeys, each against a fresh server and data directory.
+    /// Analytics queries over a store filled with `--analytics-services` journeys.
+    Analytics,
+    /// Context, then journeys, then analytics (unless `--analytics-services 0`), each against a
+    /// fresh server and data directory.
     All,
 }
 
 impl Workloads {
+    /// The load workloads selected.
     fn selected(self) -> &'static [Workload] {
         match self {
             Workloads::Context => &[Workload::Context],
             Workloads::Journeys => &[Workload::Journeys],
+            Workloads::Analytics => &[],
             Workloads::All => &[Workload::Context, Workload::Journeys],
         }
+    }
+
+    fn includes_analytics(self) -> bool {
+        matches!(self, Workloads::Analytics | Workloads::All)
     }
 }
 
@@ -83,12 +99,17 @@ struct Args {
     /// Events in the store whose rebuild and verify are timed.
     #[arg(long, default_value_t = 1_000_000)]
     rebuild_events: u64,
+    /// Services (journeys, about 7.5 events each) in the store the analytics queries are timed
+    /// on; 0 skips the analytics workload.
+    #[arg(long, default_value_t = 1_000_000)]
+    analytics_services: u64,
     /// Commands per transaction of the raw SQLite baselines (rows for context, lifecycle calls
     /// for journeys) [default: the server's average batch in the same workload].
     /// With --skip-http, the baselines run only when this is given.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     raw_batch: Option<u64>,
-    /// Skip the HTTP workloads (and, without --raw-batch, the raw SQLite baselines).
+    /// Skip the HTTP workloads, analytics included (and, without --raw-batch, the raw SQLite
+    /// baselines).
     #[arg(long)]
     skip_http: bool,
     /// Skip the rebuild and verify timings.
@@ -137,6 +158,9 @@ fn run(args: Args) -> Result<(), BoxError> {
             raw_baselines(&args, workload, &scratch.path, batch, server_figures.map(|(rate, _)| rate))?;
         }
     }
+    if args.workload.includes_analytics() && args.analytics_services > 0 && !args.skip_http {
+        failures.extend(analytics::run(&scratch.path.join("analytics"), args.analytics_services)?);
+    }
     if !args.skip_rebuild {
         rebuild::run(&scratch.path.join("rebuild"), args.rebuild_events)?;
     }
@@ -183,12 +207,13 @@ fn print_header(args: &Args, scratch: &Path) {
     );
     println!("command: {}", command.join(" "));
     println!(
-        "settings: workload {}, {} clients, warmup {} s, duration {} s, rebuild events {}",
+        "settings: workload {}, {} clients, warmup {} s, duration {} s, rebuild events {}, analytics services {}",
         args.workload.to_possible_value().map_or_else(String::new, |value| value.get_name().to_string()),
         args.clients,
         args.warmup_secs,
         args.duration_secs,
-        report::thousands(args.rebuild_events)
+        report::thousands(args.rebuild_events),
+        report::thousands(args.analytics_services)
     );
     println!("scratch: {}", scratch.display());
 }

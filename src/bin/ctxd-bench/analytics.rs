@@ -1,0 +1,330 @@
+//! Journey analytics at scale: a store is filled with N realistic journeys through the live
+//! write path (`analytics_fill.rs`), then the real server answers the analytics queries over
+//! HTTP, one at a time, and their latencies are printed (target: `dropoff` and `transitions`
+//! in ≤ 50 ms at p50 with 1,000,000 services).
+//!
+//! The account and its API key are created over the admin API of a server started on the empty
+//! data directory, which is stopped before the fill, so the log starts with the account as a
+//! live one would.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use ctxd::app::BoxError;
+use ctxd::projections::analytics::Counter;
+use ctxd::store::{database_path, lock_data_dir, open_writer_connection};
+use hyper::Method;
+use rusqlite::Connection;
+use serde_json::Value;
+
+use crate::analytics_fill::{self, DAYS, FILL_TRANSACTION, FillStats, SERVICE_TYPES};
+use crate::http_client::{Client, request};
+use crate::report::{Throughput, thousands};
+use crate::server::Server;
+use crate::workload::ACCOUNT;
+
+/// Timed requests per query, after the warm-up ones.
+const REPETITIONS: usize = 30;
+/// Requests per query before the timed ones (the first is reported on its own).
+const WARMUP: usize = 3;
+/// The p50 the requirement asks of `dropoff` and `transitions`.
+const TARGET_P50_MS: f64 = 50.0;
+
+/// Fills a store in `dir` with `services` journeys, serves it, times the analytics queries and
+/// prints the figures. Returns the failures (error answers, totals that differ from the fill).
+pub fn run(dir: &Path, services: u64) -> Result<Vec<String>, BoxError> {
+    std::fs::create_dir_all(dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let api_key = {
+        let mut server = Server::start(dir)?;
+        let key = runtime.block_on(async {
+            server.wait_ready().await?;
+            server.issue_api_key(ACCOUNT).await
+        })?;
+        stopped(server)?;
+        key
+    };
+
+    let window = analytics_fill::window_start(Utc::now());
+    eprintln!("filling a store with {} journeys…", thousands(services));
+    let (stats, elapsed, rows) = {
+        let _lock = lock_data_dir(dir)?;
+        let mut conn = open_writer_connection(&database_path(dir), true)?;
+        let started = Instant::now();
+        let stats = analytics_fill::fill(&mut conn, services, window)?;
+        let elapsed = started.elapsed();
+        (stats, elapsed, counter_rows(&conn)?)
+    };
+    print_fill(&stats, elapsed, window, &rows, dir);
+
+    let mut server = Server::start(dir)?;
+    let pid = server.pid();
+    let (results, server_peak) = runtime.block_on(async {
+        server.wait_ready().await?;
+        let results = time_queries(&server, &api_key, window).await?;
+        Ok::<_, BoxError>((results, peak_rss_kib(pid)))
+    })?;
+    stopped(server)?;
+
+    println!(
+        "analytics over HTTP, one keep-alive connection, queries one at a time: {REPETITIONS} timed requests \
+         per query after {WARMUP} warm-up (the first shown apart); target p50 ≤ {TARGET_P50_MS:.0} ms \
+         (required of dropoff and transitions)"
+    );
+    let mut failures = Vec::new();
+    for result in &results {
+        println!("{}", result.line());
+        if let Some(error) = &result.error {
+            failures.push(format!("analytics {}: {error}", result.query));
+        }
+    }
+    let totals = results.first().and_then(|first| first.body.as_ref()).map(|body| body["totals"].clone());
+    match totals {
+        Some(totals) => {
+            let line = totals_line(&totals, &stats);
+            println!("  {line}");
+            if line.contains("DIFFER") {
+                failures.push(format!("analytics totals: {line}"));
+            }
+        }
+        None => failures.push("analytics: no dropoff totals to check".to_string()),
+    }
+    println!(
+        "  store after the run: {}; server peak RSS {}",
+        store_size(dir),
+        server_peak.map_or_else(|| "unknown".to_string(), mib)
+    );
+    Ok(failures)
+}
+
+/// Stops `server` and warns when it did not exit cleanly.
+fn stopped(server: Server) -> Result<(), BoxError> {
+    let status = server.stop()?;
+    if !status.success() {
+        eprintln!("warning: ctxd exited with {status} after SIGTERM");
+    }
+    Ok(())
+}
+
+/// Rows of each analytics table, in `Counter::ALL` order, then `analytics_abandoned`.
+fn counter_rows(conn: &Connection) -> Result<Vec<(&'static str, u64)>, BoxError> {
+    let tables = Counter::ALL.iter().map(|counter| counter.table()).chain(["analytics_abandoned"]);
+    tables
+        .map(|table| {
+            let count: u64 =
+                conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| row.get(0))?;
+            Ok((table, count))
+        })
+        .collect()
+}
+
+fn print_fill(stats: &FillStats, elapsed: Duration, window: DateTime<Utc>, rows: &[(&str, u64)], dir: &Path) {
+    let services = Throughput { items: stats.services, elapsed };
+    let events = Throughput { items: stats.events, elapsed };
+    println!(
+        "analytics fill (decide + append + apply, {} events per transaction): {} services, {} events in {:.1} s = {} services/s, {} events/s",
+        thousands(FILL_TRANSACTION),
+        thousands(stats.services),
+        thousands(stats.events),
+        elapsed.as_secs_f64(),
+        thousands(services.per_second().round() as u64),
+        thousands(events.per_second().round() as u64),
+    );
+    let share = |count: u64| 100.0 * count as f64 / stats.services.max(1) as f64;
+    let per_service = |count: u64| count as f64 / stats.services.max(1) as f64;
+    println!(
+        "  journeys starting {} – {} ({DAYS} days, {} service types, voice/chat): {:.1}% resolved, {:.1}% ended customer_hangup, \
+         {:.1}% auto-completed, {:.1}% active; {:.2} states, {:.2} commands, {:.2} events per service; {:.1}% switched media",
+        window.format("%Y-%m-%d"),
+        (window + TimeDelta::days(DAYS - 1)).format("%Y-%m-%d"),
+        SERVICE_TYPES.len(),
+        share(stats.resolved),
+        share(stats.hangups),
+        share(stats.auto_completed),
+        share(stats.active),
+        per_service(stats.states),
+        per_service(stats.commands),
+        per_service(stats.events),
+        share(stats.switched_media),
+    );
+    let rows: Vec<String> =
+        rows.iter().map(|(table, count)| format!("{table} {}", thousands(*count))).collect();
+    println!(
+        "  store after the fill: {}; rows: {}; bench peak RSS {}",
+        store_size(dir),
+        rows.join(", "),
+        peak_rss_kib(std::process::id()).map_or_else(|| "unknown".to_string(), mib)
+    );
+}
+
+/// `3.21 GiB (WAL 12.0 MiB)`: the database file and its WAL.
+fn store_size(dir: &Path) -> String {
+    let db = database_path(dir);
+    let size = |path: &Path| std::fs::metadata(path).map_or(0, |meta| meta.len());
+    let mut wal = db.clone().into_os_string();
+    wal.push("-wal");
+    let (main, wal) = (size(&db), size(Path::new(&wal)));
+    format!(
+        "{:.2} GiB (ctxd.db {:.2} GiB + WAL {:.1} MiB)",
+        gib(main + wal),
+        gib(main),
+        wal as f64 / 1048576.0
+    )
+}
+
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.0} MiB", kib as f64 / 1024.0)
+}
+
+/// A process's peak resident set (`VmHWM`), in KiB (Linux).
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// One query's timings and what it answered.
+struct QueryResult {
+    query: String,
+    /// Sorted.
+    latencies: Vec<Duration>,
+    first: Duration,
+    bytes: usize,
+    /// What the query's answer holds, e.g. `12 state types`.
+    summary: String,
+    /// The last answer, parsed.
+    body: Option<Value>,
+    error: Option<String>,
+    /// Whether the p50 target is a requirement for this query.
+    required: bool,
+}
+
+impl QueryResult {
+    fn ms(&self, q: f64) -> f64 {
+        let Some(last) = self.latencies.len().checked_sub(1) else { return 0.0 };
+        let rank = ((q * self.latencies.len() as f64).ceil() as usize).clamp(1, last + 1);
+        self.latencies[rank - 1].as_secs_f64() * 1000.0
+    }
+
+    /// `  dropoff: p50 12.3 ms, p90 13.0 ms, max 15.1 ms (first 40.2 ms; 3,456 bytes, 8 state types) — met`
+    fn line(&self) -> String {
+        if let Some(error) = &self.error {
+            return format!("  {}: FAILED: {error}", self.query);
+        }
+        let p50 = self.ms(0.5);
+        let verdict = match (p50 <= TARGET_P50_MS, self.required) {
+            (true, true) => "≤ 50 ms: met",
+            (false, true) => "≤ 50 ms: NOT MET",
+            (true, false) => "≤ 50 ms",
+            (false, false) => "> 50 ms",
+        };
+        format!(
+            "  {}: p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms (first {:.1} ms; {} bytes, {}) — {verdict}",
+            self.query,
+            p50,
+            self.ms(0.9),
+            self.ms(1.0),
+            self.first.as_secs_f64() * 1000.0,
+            thousands(self.bytes as u64),
+            self.summary,
+        )
+    }
+}
+
+/// Times every query against the server, sequentially.
+async fn time_queries(
+    server: &Server,
+    api_key: &str,
+    window: DateTime<Utc>,
+) -> Result<Vec<QueryResult>, BoxError> {
+    let hour = |time: DateTime<Utc>| time.format("%Y-%m-%dT%H:00:00Z").to_string();
+    let (from, to) = (hour(window + TimeDelta::days(7)), hour(window + TimeDelta::days(14)));
+    let week = format!("service_type=billing&media_type=chat&from={from}&to={to}");
+    let queries = [
+        ("dropoff".to_string(), true),
+        (format!("dropoff?{week}"), true),
+        ("transitions".to_string(), true),
+        (format!("transitions?{week}"), true),
+        ("timeseries?interval=day".to_string(), false),
+        ("timeseries?interval=hour".to_string(), false),
+        ("abandoned?limit=100".to_string(), false),
+        (format!("abandoned?limit=100&from={from}&to={to}"), false),
+    ];
+    let mut client = Client::new(server.addr);
+    let headers = [("maven-api-key", api_key)];
+    let mut results = Vec::new();
+    for (query, required) in queries {
+        let path = format!("/v1/account/{ACCOUNT}/analytics/{query}");
+        let mut result = QueryResult {
+            query,
+            latencies: Vec::with_capacity(REPETITIONS),
+            first: Duration::ZERO,
+            bytes: 0,
+            summary: String::new(),
+            body: None,
+            error: None,
+            required,
+        };
+        for attempt in 0..WARMUP + REPETITIONS {
+            let started = Instant::now();
+            let answer = client.send(request(Method::GET, server.addr, &path, &headers, vec![])).await;
+            let elapsed = started.elapsed();
+            let body = match answer {
+                Ok((status, body)) if status.is_success() => body,
+                Ok((status, body)) => {
+                    result.error = Some(format!("status {status}: {}", String::from_utf8_lossy(&body)));
+                    break;
+                }
+                Err(error) => {
+                    result.error = Some(error.to_string());
+                    break;
+                }
+            };
+            match attempt {
+                0 => result.first = elapsed,
+                n if n >= WARMUP => result.latencies.push(elapsed),
+                _ => {}
+            }
+            if attempt + 1 == WARMUP + REPETITIONS {
+                result.bytes = body.len();
+                result.body = serde_json::from_slice(&body).ok();
+            }
+        }
+        result.latencies.sort_unstable();
+        result.summary = summary(result.body.as_ref());
+        results.push(result);
+    }
+    Ok(results)
+}
+
+/// What an answer holds: the length of its list.
+fn summary(body: Option<&Value>) -> String {
+    let Some(body) = body else { return "no JSON answer".to_string() };
+    let count = |field: &str| body[field].as_array().map(Vec::len);
+    match (count("states"), count("transitions"), count("buckets"), count("services")) {
+        (Some(n), ..) => format!("{n} state types"),
+        (_, Some(n), ..) => format!("{n} transitions"),
+        (_, _, Some(n), _) => format!("{n} buckets"),
+        (_, _, _, Some(n)) => format!("{n} services"),
+        _ => "unexpected answer".to_string(),
+    }
+}
+
+/// The account totals `dropoff` answered, checked against what the fill wrote.
+fn totals_line(totals: &Value, stats: &FillStats) -> String {
+    let get = |field: &str| totals[field].as_i64().unwrap_or(-1);
+    let answered = [get("started"), get("completed"), get("abandoned"), get("active")];
+    let expected = [stats.services, stats.resolved, stats.hangups + stats.auto_completed, stats.active]
+        .map(|count| count as i64);
+    let verdict = if answered == expected { "as filled" } else { "DIFFER from the fill" };
+    let [started, completed, abandoned, active] = answered.map(|n| thousands(n.max(0) as u64));
+    format!(
+        "dropoff totals: started {started}, completed {completed}, abandoned {abandoned}, active {active} — {verdict}{}",
+        if answered == expected { String::new() } else { format!(" (expected {expected:?})") }
+    )
+}
