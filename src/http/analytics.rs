@@ -1,13 +1,15 @@
 //! Where customers abandon: `/v1/account/{account}/analytics/…` (docs/ANALYTICS.md). Every
-//! figure is a sum over the counter rows of `projections::analytics`, so a query's cost depends
-//! on the number of state types and hours in range, not on the number of services.
+//! figure is worked out from sums of the counter rows of `projections::analytics`
+//! (`analytics_queries`), so a query's cost depends on the number of state types, paths and
+//! hours in range, not on the number of services.
 
 use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Timelike, Utc};
-use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -15,7 +17,10 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{Account, Q};
 use crate::domain::journeys::fields::parse_time;
-use crate::projections::analytics::{BEFORE_FIRST_STATE, DURATION_BOUNDS_S};
+use crate::projections::analytics::{
+    BEFORE_FIRST_STATE, Counter, DURATION_BOUNDS_S, FUNNEL_DEPTH, HISTOGRAM_BUCKETS,
+};
+use crate::projections::analytics_queries::{self as queries, Cohorts, ServiceTotals, Sums};
 use crate::store::StoreError;
 
 const BASE: &str = "/v1/account/{account}/analytics";
@@ -23,6 +28,7 @@ const BASE: &str = "/v1/account/{account}/analytics";
 pub fn router() -> Router<AppState> {
     Router::new()
         .route(&format!("{BASE}/dropoff"), get(dropoff))
+        .route(&format!("{BASE}/funnel"), get(funnel))
         .route(&format!("{BASE}/transitions"), get(transitions))
         .route(&format!("{BASE}/timeseries"), get(timeseries))
         .route(&format!("{BASE}/abandoned"), get(abandoned))
@@ -44,14 +50,6 @@ struct Filter {
     to: Option<String>,
 }
 
-/// The filter as SQL parameters: service type, media type, first hour, hour after the last.
-struct Bounds {
-    service_type: Option<String>,
-    media_type: Option<String>,
-    from: Option<String>,
-    to: Option<String>,
-}
-
 /// `YYYY-MM-DDTHH` of a time on the hour, the key the counters use.
 fn hour_of(name: &str, text: &str) -> Result<String, ApiError> {
     let time: DateTime<Utc> = parse_time(name, text)?;
@@ -64,25 +62,31 @@ fn hour_of(name: &str, text: &str) -> Result<String, ApiError> {
 }
 
 impl Filter {
-    fn bounds(&self) -> Result<Bounds, ApiError> {
-        let from = self.from.as_deref().map(|t| hour_of("from", t)).transpose()?;
-        let to = self.to.as_deref().map(|t| hour_of("to", t)).transpose()?;
-        if let (Some(from), Some(to)) = (&from, &to)
+    /// The account's cohorts this filter selects.
+    fn cohorts(&self, account: &Account) -> Result<Cohorts, ApiError> {
+        let from_hour = self.from.as_deref().map(|t| hour_of("from", t)).transpose()?;
+        let to_hour = self.to.as_deref().map(|t| hour_of("to", t)).transpose()?;
+        if let (Some(from), Some(to)) = (&from_hour, &to_hour)
             && from >= to
         {
             return Err(ApiError::bad_request("from must be before to"));
         }
-        Ok(Bounds { service_type: self.service_type.clone(), media_type: self.media_type.clone(), from, to })
+        Ok(Cohorts {
+            account_id: account.id.clone(),
+            service_type: self.service_type.clone(),
+            media_type: self.media_type.clone(),
+            from_hour,
+            to_hour,
+        })
     }
 }
 
-/// The `WHERE` of a counter query: account ?1, service type ?2, media type ?3, hours [?4, ?5).
-const WHERE: &str =
-    "account_id = ?1 AND (?2 IS NULL OR service_type = ?2) AND (?3 IS NULL OR media_type = ?3)
-    AND (?4 IS NULL OR hour >= ?4) AND (?5 IS NULL OR hour < ?5)";
-
 fn rate(part: i64, whole: i64) -> Value {
     if whole == 0 { Value::Null } else { json!((part as f64) / (whole as f64)) }
+}
+
+fn average(sum: i64, count: i64) -> Value {
+    if count == 0 { Value::Null } else { json!((sum as f64) / (count as f64)) }
 }
 
 /// The bound, in seconds, of the histogram bucket holding the `quantile` of `counts`
@@ -108,79 +112,22 @@ async fn dropoff(
     account: Account,
     Q(filter): Q<Filter>,
 ) -> Result<Response, ApiError> {
-    let bounds = filter.bounds()?;
-    let account_id = account.id.clone();
-    let body = state.store.read_large(move |conn| dropoff_query(conn, &account_id, &bounds)).await?;
-    Ok(axum::Json(json!({ "query": filter, "totals": body.0, "states": body.1 })).into_response())
+    let cohorts = filter.cohorts(&account)?;
+    let (totals, states) = state
+        .store
+        .read_large(move |conn| {
+            let totals = queries::service_totals(conn, &cohorts)?;
+            Ok((totals, queries::sums(conn, &cohorts, Counter::States, &["state_type"])?))
+        })
+        .await?;
+    Ok(axum::Json(json!({ "query": filter, "totals": dropoff_totals(totals, &states), "states": dropoff_states(states) }))
+        .into_response())
 }
 
-fn dropoff_query(conn: &Connection, account: &str, b: &Bounds) -> Result<(Value, Vec<Value>), StoreError> {
-    let p = params![account, b.service_type, b.media_type, b.from, b.to];
-    let (started, completed, abandoned): (i64, i64, i64) = conn.query_row(
-        &format!(
-            "SELECT coalesce(sum(started), 0), coalesce(sum(completed), 0), coalesce(sum(abandoned), 0)
-             FROM analytics_services WHERE {WHERE}"
-        ),
-        p,
-        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-    )?;
-    let mut statement = conn.prepare(&format!(
-        "SELECT state_type, sum(entered), sum(onward), sum(abandoned), sum(timed), sum(duration_ms),
-                sum(estimated), sum(est_duration_s), sum(est_actual_ms)
-         FROM analytics_states WHERE {WHERE} GROUP BY state_type"
-    ))?;
-    let rows = statement.query_map(p, |row| {
-        let mut counts = [0i64; 8];
-        for (i, count) in counts.iter_mut().enumerate() {
-            *count = row.get(i + 1)?;
-        }
-        Ok((row.get::<_, String>(0)?, counts))
-    })?;
-    let mut states: Vec<(String, [i64; 8])> = rows.collect::<Result<_, _>>()?;
-    let mut histogram = conn.prepare(&format!(
-        "SELECT state_type, bucket, sum(count) FROM analytics_state_durations WHERE {WHERE}
-         GROUP BY state_type, bucket"
-    ))?;
-    let buckets = histogram
-        .query_map(p, |row| Ok((row.get::<_, String>(0)?, row.get::<_, usize>(1)?, row.get::<_, i64>(2)?)))?;
-    let mut histograms: std::collections::HashMap<String, Vec<i64>> = Default::default();
-    for bucket in buckets {
-        let (state_type, index, count) = bucket?;
-        let counts = histograms.entry(state_type).or_insert_with(|| vec![0; DURATION_BOUNDS_S.len() + 1]);
-        if let Some(slot) = counts.get_mut(index) {
-            *slot += count;
-        }
-    }
-    states.sort_by(|a, b| b.1[2].cmp(&a.1[2]).then_with(|| a.0.cmp(&b.0)));
-    let in_states: i64 = states.iter().map(|(_, c)| c[2]).sum();
-    let states: Vec<Value> = states
-        .iter()
-        .map(
-            |(
-                state_type,
-                [entered, onward, abandoned_here, timed, duration_ms, estimated, est_s, est_actual_ms],
-            )| {
-                let counts = histograms.get(state_type).cloned().unwrap_or_default();
-                let average =
-                    |sum: i64, n: i64| if n == 0 { Value::Null } else { json!((sum as f64) / (n as f64)) };
-                json!({
-                    "state_type": state_type,
-                    "entered": entered,
-                    "left_onward": onward,
-                    "abandoned_here": abandoned_here,
-                    "dropoff_rate": rate(*abandoned_here, *entered),
-                    "timed": timed,
-                    "median_time_in_state_s": quantile(&counts, 0.5),
-                    "p90_time_in_state_s": quantile(&counts, 0.9),
-                    "avg_time_in_state_s": average(*duration_ms, *timed * 1000),
-                    "estimated": estimated,
-                    "avg_est_duration_s": average(*est_s, *estimated),
-                    "avg_actual_duration_s": average(*est_actual_ms, *estimated * 1000),
-                })
-            },
-        )
-        .collect();
-    let totals = json!({
+fn dropoff_totals(totals: ServiceTotals, states: &[Sums]) -> Value {
+    let ServiceTotals { started, completed, abandoned } = totals;
+    let in_states: i64 = states.iter().map(|s| s.get(Counter::States, "abandoned")).sum();
+    json!({
         "started": started,
         "completed": completed,
         "abandoned": abandoned,
@@ -188,8 +135,190 @@ fn dropoff_query(conn: &Connection, account: &str, b: &Bounds) -> Result<(Value,
         "completion_rate": rate(completed, started),
         "abandoned_before_first_state": abandoned - in_states,
         "before_first_state_label": BEFORE_FIRST_STATE,
-    });
-    Ok((totals, states))
+    })
+}
+
+/// Per state type, most abandoned first.
+fn dropoff_states(mut states: Vec<Sums>) -> Vec<Value> {
+    let figure = |sums: &Sums, column: &str| sums.get(Counter::States, column);
+    states
+        .sort_by(|a, b| figure(b, "abandoned").cmp(&figure(a, "abandoned")).then_with(|| a.key.cmp(&b.key)));
+    states
+        .iter()
+        .map(|s| {
+            let (entered, abandoned_here, timed, estimated) =
+                (figure(s, "entered"), figure(s, "abandoned"), figure(s, "timed"), figure(s, "estimated"));
+            json!({
+                "state_type": s.key[0],
+                "entered": entered,
+                "left_onward": figure(s, "onward"),
+                "abandoned_here": abandoned_here,
+                "dropoff_rate": rate(abandoned_here, entered),
+                "timed": timed,
+                "median_time_in_state_s": quantile(s.histogram(), 0.5),
+                "p90_time_in_state_s": quantile(s.histogram(), 0.9),
+                "avg_time_in_state_s": average(figure(s, "duration_ms"), timed * 1000),
+                "estimated": estimated,
+                "avg_est_duration_s": average(figure(s, "est_duration_s"), estimated),
+                "avg_actual_duration_s": average(figure(s, "est_actual_ms"), estimated * 1000),
+            })
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct FunnelQuery {
+    #[serde(flatten)]
+    filter: Filter,
+    /// State types, comma-separated, in funnel order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    steps: Option<String>,
+    /// How long after the service's start a step still counts as reached: seconds, or with a
+    /// unit (`90s`, `15m`, `1h`, `1d`), one of the histogram's bounds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    breakdown: Option<String>,
+}
+
+/// The funnel's steps, validated.
+fn funnel_steps(steps: Option<&str>) -> Result<Vec<String>, ApiError> {
+    let text = steps.ok_or_else(|| {
+        ApiError::bad_request(
+            "steps is required: the funnel's state types in order, e.g. steps=ivr,queue,agent",
+        )
+    })?;
+    let steps: Vec<String> = text.split(',').map(str::to_string).collect();
+    if steps.iter().any(String::is_empty) || steps.len() > FUNNEL_DEPTH {
+        return Err(ApiError::bad_request(format!(
+            "steps must be 1 to {FUNNEL_DEPTH} state types, comma-separated, none empty"
+        )));
+    }
+    Ok(steps)
+}
+
+/// The histogram bucket a window ends with: the window must be one of its bounds, so that
+/// "reached within the window" is an exact count.
+fn window_bucket(window: Option<&str>) -> Result<Option<usize>, ApiError> {
+    let Some(text) = window else { return Ok(None) };
+    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let scale = match unit {
+        "" | "s" => Some(1),
+        "m" => Some(60),
+        "h" => Some(3600),
+        "d" => Some(86400),
+        _ => None,
+    };
+    let seconds = digits.parse::<u64>().ok().zip(scale).and_then(|(n, scale)| n.checked_mul(scale));
+    seconds.and_then(|s| DURATION_BOUNDS_S.iter().position(|bound| *bound == s)).map(Some).ok_or_else(|| {
+        let bounds: Vec<String> = DURATION_BOUNDS_S.iter().map(u64::to_string).collect();
+        ApiError::bad_request(format!(
+            "window must be one of these numbers of seconds (optionally as m, h or d): {}",
+            bounds.join(", ")
+        ))
+    })
+}
+
+/// The step of `steps` that a path's last state reaches, matching the steps in order, each at
+/// its first occurrence after the previous one; `None` when the last state matches no step.
+fn reached_step(path: &[String], steps: &[String]) -> Option<usize> {
+    let mut next = 0;
+    for (index, state_type) in path.iter().enumerate() {
+        if steps.get(next) == Some(state_type) {
+            if index + 1 == path.len() {
+                return Some(next);
+            }
+            next += 1;
+        }
+    }
+    None
+}
+
+/// Per step, the histogram of the time from the service's start to reaching it.
+type StepHistograms = Vec<Vec<i64>>;
+
+/// One funnel's figures: its services started, and per step reached, conversions, dropped and
+/// the median time to reach it.
+fn funnel_figures(
+    started: i64,
+    steps: &[String],
+    histograms: &StepHistograms,
+    window: Option<usize>,
+) -> Value {
+    let within = |counts: &[i64]| counts[..window.map_or(counts.len(), |bucket| bucket + 1)].to_vec();
+    let reached: Vec<i64> = histograms.iter().map(|h| within(h).iter().sum()).collect();
+    let figures: Vec<Value> = steps
+        .iter()
+        .enumerate()
+        .map(|(k, step)| {
+            json!({
+                "state_type": step,
+                "reached": reached[k],
+                "conversion_from_previous": rate(reached[k], if k == 0 { started } else { reached[k - 1] }),
+                "conversion_from_first": rate(reached[k], reached[0]),
+                "dropped": reached.get(k + 1).map(|next| reached[k] - next),
+                "median_time_to_reach_s": quantile(&within(&histograms[k]), 0.5),
+            })
+        })
+        .collect();
+    json!({ "started": started, "steps": figures })
+}
+
+async fn funnel(
+    State(state): State<AppState>,
+    account: Account,
+    Q(query): Q<FunnelQuery>,
+) -> Result<Response, ApiError> {
+    let cohorts = query.filter.cohorts(&account)?;
+    let steps = funnel_steps(query.steps.as_deref())?;
+    let window = window_bucket(query.window.as_deref())?;
+    let by_media = match query.breakdown.as_deref() {
+        None => false,
+        Some("media_type") => true,
+        Some(_) => return Err(ApiError::bad_request("breakdown must be media_type")),
+    };
+    let (started, paths) = state
+        .store
+        .read_large(move |conn| {
+            let started = queries::sums(conn, &cohorts, Counter::Services, &["media_type"])?;
+            Ok((started, queries::sums(conn, &cohorts, Counter::Paths, &["media_type", "path"])?))
+        })
+        .await?;
+    // Per media type ("" for all of them): services started and the steps' histograms.
+    let mut groups: BTreeMap<String, (i64, StepHistograms)> = BTreeMap::new();
+    let empty = || (0, vec![vec![0; HISTOGRAM_BUCKETS]; steps.len()]);
+    for sums in &started {
+        for media in ["", sums.key[0].as_str()] {
+            groups.entry(media.to_string()).or_insert_with(empty).0 += sums.get(Counter::Services, "started");
+        }
+    }
+    for sums in &paths {
+        let path: Vec<String> = serde_json::from_str(&sums.key[1])
+            .map_err(|error| StoreError::Corrupt(format!("an analytics path: {error}")))?;
+        let Some(step) = reached_step(&path, &steps) else { continue };
+        for media in ["", sums.key[0].as_str()] {
+            let counts = &mut groups.entry(media.to_string()).or_insert_with(empty).1[step];
+            for (count, add) in counts.iter_mut().zip(sums.histogram()) {
+                *count += add;
+            }
+        }
+    }
+    let (started, all) = groups.remove("").unwrap_or_else(empty);
+    let mut body = funnel_figures(started, &steps, &all, window);
+    body["query"] = json!(query);
+    if by_media {
+        let split: Vec<Value> = groups
+            .iter()
+            .map(|(media, (started, histograms))| {
+                let mut figures = funnel_figures(*started, &steps, histograms, window);
+                figures["media_type"] = json!(media);
+                figures
+            })
+            .collect();
+        body["by_media_type"] = json!(split);
+    }
+    Ok(axum::Json(body).into_response())
 }
 
 async fn transitions(
@@ -197,29 +326,26 @@ async fn transitions(
     account: Account,
     Q(filter): Q<Filter>,
 ) -> Result<Response, ApiError> {
-    let b = filter.bounds()?;
-    let account_id = account.id.clone();
-    let moves = state
+    let cohorts = filter.cohorts(&account)?;
+    let mut moves = state
         .store
         .read_large(move |conn| {
-            let mut statement = conn.prepare(&format!(
-                "SELECT from_type, to_type, sum(count), sum(channel_switches) FROM analytics_transitions
-                 WHERE {WHERE} GROUP BY from_type, to_type ORDER BY sum(count) DESC, from_type, to_type"
-            ))?;
-            let rows = statement.query_map(
-                params![account_id, b.service_type, b.media_type, b.from, b.to],
-                |row| {
-                    Ok(json!({
-                        "from": row.get::<_, String>(0)?,
-                        "to": row.get::<_, String>(1)?,
-                        "count": row.get::<_, i64>(2)?,
-                        "channel_switches": row.get::<_, i64>(3)?,
-                    }))
-                },
-            )?;
-            Ok(rows.collect::<Result<Vec<Value>, _>>()?)
+            queries::sums(conn, &cohorts, Counter::Transitions, &["from_type", "to_type"])
         })
         .await?;
+    let count = |sums: &Sums| sums.get(Counter::Transitions, "count");
+    moves.sort_by(|a, b| count(b).cmp(&count(a)).then_with(|| a.key.cmp(&b.key)));
+    let moves: Vec<Value> = moves
+        .iter()
+        .map(|m| {
+            json!({
+                "from": m.key[0],
+                "to": m.key[1],
+                "count": count(m),
+                "channel_switches": m.get(Counter::Transitions, "channel_switches"),
+            })
+        })
+        .collect();
     Ok(axum::Json(json!({ "query": filter, "transitions": moves })).into_response())
 }
 
@@ -236,35 +362,24 @@ async fn timeseries(
     account: Account,
     Q(query): Q<SeriesQuery>,
 ) -> Result<Response, ApiError> {
-    let b = query.filter.bounds()?;
-    // `YYYY-MM-DDTHH` cut to the day or kept to the hour.
-    let (width, suffix) = match query.interval.as_deref() {
-        None | Some("hour") => (13, ":00:00Z"),
-        Some("day") => (10, "T00:00:00Z"),
+    let cohorts = query.filter.cohorts(&account)?;
+    let (by_day, suffix) = match query.interval.as_deref() {
+        None | Some("hour") => (false, ":00:00Z"),
+        Some("day") => (true, "T00:00:00Z"),
         Some(_) => return Err(ApiError::bad_request("interval must be hour or day")),
     };
-    let account_id = account.id.clone();
-    let buckets = state
-        .store
-        .read_large(move |conn| {
-            let mut statement = conn.prepare(&format!(
-                "SELECT substr(hour, 1, {width}), sum(started), sum(completed), sum(abandoned)
-                 FROM analytics_services WHERE {WHERE} GROUP BY 1 ORDER BY 1"
-            ))?;
-            let rows = statement.query_map(
-                params![account_id, b.service_type, b.media_type, b.from, b.to],
-                |row| {
-                    Ok(json!({
-                        "start": format!("{}{suffix}", row.get::<_, String>(0)?),
-                        "started": row.get::<_, i64>(1)?,
-                        "completed": row.get::<_, i64>(2)?,
-                        "abandoned": row.get::<_, i64>(3)?,
-                    }))
-                },
-            )?;
-            Ok(rows.collect::<Result<Vec<Value>, _>>()?)
+    let series = state.store.read_large(move |conn| queries::series(conn, &cohorts, by_day)).await?;
+    let buckets: Vec<Value> = series
+        .iter()
+        .map(|(start, totals)| {
+            json!({
+                "start": format!("{start}{suffix}"),
+                "started": totals.started,
+                "completed": totals.completed,
+                "abandoned": totals.abandoned,
+            })
         })
-        .await?;
+        .collect();
     Ok(axum::Json(json!({ "query": query, "buckets": buckets })).into_response())
 }
 
@@ -290,7 +405,7 @@ async fn abandoned(
     account: Account,
     Q(query): Q<AbandonedQuery>,
 ) -> Result<Response, ApiError> {
-    let b = query.filter.bounds()?;
+    let cohorts = query.filter.cohorts(&account)?;
     let limit = match query.limit.as_deref() {
         None => DEFAULT_PAGE,
         Some(text) => text
@@ -308,30 +423,24 @@ async fn abandoned(
             )?)
         }
     };
-    let (account_id, state_type) = (account.id.clone(), query.state_type.clone());
+    let state_type = query.state_type.clone();
     let rows = state
         .store
-        .read_large(move |conn| {
-            let (after_at, after_id) = after.unzip();
-            let mut statement = conn.prepare(&format!(
-                "SELECT ended_at, service_id, service_type, media_type, state_type, detail FROM analytics_abandoned
-                 WHERE {WHERE} AND (?6 IS NULL OR state_type = ?6) AND (?7 IS NULL OR (ended_at, service_id) > (?7, ?8))
-                 ORDER BY ended_at, service_id LIMIT ?9"
-            ))?;
-            let p = params![account_id, b.service_type, b.media_type, b.from, b.to, state_type, after_at, after_id, limit as i64];
-            let rows = statement.query_map(p, |row| {
-                let detail: String = row.get(5)?;
-                let mut item: serde_json::Map<String, Value> = serde_json::from_str(&detail).unwrap_or_default();
-                item.insert("ended_at".into(), json!(row.get::<_, String>(0)?));
-                item.insert("service_id".into(), json!(row.get::<_, String>(1)?));
-                item.insert("service_type".into(), json!(row.get::<_, String>(2)?));
-                item.insert("media_type".into(), json!(row.get::<_, String>(3)?));
-                item.insert("dropoff_state_type".into(), json!(row.get::<_, String>(4)?));
-                Ok(Value::Object(item))
-            })?;
-            Ok(rows.collect::<Result<Vec<Value>, _>>()?)
-        })
+        .read_large(move |conn| queries::abandoned(conn, &cohorts, state_type, after, limit))
         .await?;
+    let rows: Vec<Value> = rows
+        .into_iter()
+        .map(|row| {
+            let mut item: serde_json::Map<String, Value> =
+                serde_json::from_str(&row.detail).unwrap_or_default();
+            item.insert("ended_at".into(), json!(row.ended_at));
+            item.insert("service_id".into(), json!(row.service_id));
+            item.insert("service_type".into(), json!(row.service_type));
+            item.insert("media_type".into(), json!(row.media_type));
+            item.insert("dropoff_state_type".into(), json!(row.state_type));
+            Value::Object(item)
+        })
+        .collect();
     let next = (rows.len() == limit)
         .then(|| {
             rows.last().map(|row| {

@@ -24,7 +24,7 @@ pub const DURATION_BOUNDS_S: &[u64] = &[
     14400, 28800, 86400,
 ];
 
-/// The histogram bucket of a time in state.
+/// The histogram bucket of a time in state or to reach a step.
 pub fn duration_bucket(duration_ms: i64) -> usize {
     DURATION_BOUNDS_S
         .iter()
@@ -37,20 +37,19 @@ pub fn duration_bucket(duration_ms: i64) -> usize {
 pub enum Counter {
     Services,
     States,
-    Durations,
     Transitions,
+    Paths,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 4] =
-        [Counter::Services, Counter::States, Counter::Durations, Counter::Transitions];
+    pub const ALL: [Counter; 4] = [Counter::Services, Counter::States, Counter::Transitions, Counter::Paths];
 
     pub fn table(self) -> &'static str {
         match self {
             Counter::Services => "analytics_services",
             Counter::States => "analytics_states",
-            Counter::Durations => "analytics_state_durations",
             Counter::Transitions => "analytics_transitions",
+            Counter::Paths => "analytics_paths",
         }
     }
 
@@ -58,29 +57,43 @@ impl Counter {
         match self {
             Counter::Services => &["service_type", "hour", "media_type"],
             Counter::States => &["service_type", "hour", "media_type", "state_type"],
-            Counter::Durations => &["service_type", "hour", "media_type", "state_type", "bucket"],
             Counter::Transitions => &["service_type", "hour", "media_type", "from_type", "to_type"],
+            Counter::Paths => &["service_type", "hour", "media_type", "path"],
         }
     }
 
     pub fn values(self) -> &'static [&'static str] {
         match self {
             Counter::Services => &["started", "completed", "abandoned"],
+            // The histogram's columns last, on lines of their own.
+            #[rustfmt::skip]
             Counter::States => &[
-                "entered",
-                "onward",
-                "abandoned",
-                "timed",
-                "duration_ms",
-                "estimated",
-                "est_duration_s",
+                "entered", "onward", "abandoned", "timed", "duration_ms", "estimated", "est_duration_s",
                 "est_actual_ms",
+                "d0", "d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8", "d9", "d10", "d11", "d12", "d13",
+                "d14", "d15", "d16", "d17", "d18", "d19", "d20", "d21", "d22", "d23", "d24", "d25",
             ],
-            Counter::Durations => &["count"],
             Counter::Transitions => &["count", "channel_switches"],
+            Counter::Paths => &[
+                "reached", "r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12",
+                "r13", "r14", "r15", "r16", "r17", "r18", "r19", "r20", "r21", "r22", "r23", "r24", "r25",
+            ],
         }
     }
+
+    /// The counter columns of a histogram with one column per bucket of `duration_bucket`:
+    /// time in state for `States`, time from the service's start for `Paths`.
+    pub fn histogram(self) -> &'static [&'static str] {
+        let values = self.values();
+        &values[values.len() - HISTOGRAM_BUCKETS..]
+    }
 }
+
+/// Buckets of a histogram: one per bound, and one for everything longer.
+pub const HISTOGRAM_BUCKETS: usize = DURATION_BOUNDS_S.len() + 1;
+
+/// How many of a journey's first states funnels follow.
+pub const FUNNEL_DEPTH: usize = 12;
 
 /// An abandoned service as the `abandoned` list shows it.
 #[derive(Debug, Clone)]
@@ -168,6 +181,14 @@ pub fn apply(
             if let Some(p) = predecessor.filter(|p| !has_successor(before, p.state_id)) {
                 add(tables, account, before, Counter::States, &[&state_type(p)], &[("onward", 1)])?;
             }
+            if before.states.len() < FUNNEL_DEPTH {
+                let mut path: Vec<String> = before.states.iter().map(state_type).collect();
+                path.push(to);
+                let path = serde_json::to_string(&path).expect("strings serialize");
+                let since_start = e.opening.started.timestamp - before.life.started.timestamp;
+                let bucket = Counter::Paths.histogram()[duration_bucket(since_start.num_milliseconds())];
+                add(tables, account, before, Counter::Paths, &[&path], &[("reached", 1), (bucket, 1)])?;
+            }
             Ok(())
         }
         Event::StateEnded(e) if e.closing.closed_by.is_none() => {
@@ -184,10 +205,9 @@ pub fn apply(
                 ("estimated", estimated),
                 ("est_duration_s", est_s),
                 ("est_actual_ms", est_actual),
+                (Counter::States.histogram()[duration_bucket(ms)], 1),
             ];
-            add(tables, account, before, Counter::States, &[&kind], &named)?;
-            let bucket = duration_bucket(ms).to_string();
-            add(tables, account, before, Counter::Durations, &[&kind, &bucket], &[("count", 1)])
+            add(tables, account, before, Counter::States, &[&kind], &named)
         }
         Event::ServiceEnded(e) => {
             let how = if e.abandoned { "ended with an abandonment disposition" } else { "ended" };

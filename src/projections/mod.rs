@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod analytics;
+pub mod analytics_queries;
 pub mod context;
 pub mod customers;
 pub mod journeys;
@@ -34,8 +35,8 @@ pub const TABLES: &[(&str, &str)] = &[
     ("journey_settings", "account_id"),
     ("analytics_services", "account_id, service_type, hour, media_type"),
     ("analytics_states", "account_id, service_type, hour, media_type, state_type"),
-    ("analytics_state_durations", "account_id, service_type, hour, media_type, state_type, bucket"),
     ("analytics_transitions", "account_id, service_type, hour, media_type, from_type, to_type"),
+    ("analytics_paths", "account_id, service_type, hour, media_type, path"),
     ("analytics_abandoned", "account_id, ended_at, service_id"),
 ];
 

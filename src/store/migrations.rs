@@ -10,20 +10,36 @@ pub struct Migration {
     pub version: u32,
     pub name: &'static str,
     pub sql: &'static str,
+    /// It changes how projections derive from the log: a store that existed before it has
+    /// every projection rebuilt from its log right after migrating.
+    pub rebuilds_projections: bool,
 }
 
 /// Every migration, in order. `migrations_dir_matches_this_list` keeps it in step with the folder.
 pub const MIGRATIONS: &[Migration] = &[
-    Migration { version: 1, name: "0001_init.sql", sql: include_str!("../../migrations/0001_init.sql") },
+    Migration {
+        version: 1,
+        name: "0001_init.sql",
+        sql: include_str!("../../migrations/0001_init.sql"),
+        rebuilds_projections: false,
+    },
     Migration {
         version: 2,
         name: "0002_journeys.sql",
         sql: include_str!("../../migrations/0002_journeys.sql"),
+        rebuilds_projections: false,
     },
     Migration {
         version: 3,
         name: "0003_analytics.sql",
         sql: include_str!("../../migrations/0003_analytics.sql"),
+        rebuilds_projections: false,
+    },
+    Migration {
+        version: 4,
+        name: "0004_funnels.sql",
+        sql: include_str!("../../migrations/0004_funnels.sql"),
+        rebuilds_projections: true,
     },
 ];
 
@@ -32,8 +48,9 @@ pub fn latest_version() -> u32 {
     MIGRATIONS.last().map_or(0, |m| m.version)
 }
 
-/// Brings `conn` up to the latest schema; refuses a database newer than this binary.
-pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+/// Brings `conn` up to the latest schema; refuses a database newer than this binary. Answers
+/// whether the projections must now be rebuilt from the log (`Migration::rebuilds_projections`).
+pub fn migrate(conn: &mut Connection) -> Result<bool, StoreError> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_version (
             version    INTEGER PRIMARY KEY,
@@ -50,6 +67,7 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         )));
     }
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut rebuild = false;
     for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
         tx.execute_batch(migration.sql)?;
         tx.execute(
@@ -57,9 +75,10 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             (migration.version, migration.name, chrono::Utc::now().to_rfc3339()),
         )?;
         tracing::info!(version = migration.version, name = migration.name, "applied migration");
+        rebuild |= migration.rebuilds_projections && current > 0;
     }
     tx.commit()?;
-    Ok(())
+    Ok(rebuild)
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ struct Step {
     est: Option<i64>,
     /// Time in state, when it ended by a transition or by its own end call.
     timed_ms: Option<i64>,
+    /// Seconds from the service's start to this state's start.
+    since_start: i64,
 }
 
 #[derive(PartialEq, Clone, Copy, Debug)]
@@ -56,6 +58,7 @@ async fn drive(cs: &Cs<'_>, rng: &mut Rng) -> (Journey, bool) {
     let media = ["voice", "chat"][rng.below(2) as usize];
     let hour = 9 + rng.below(3) as u32;
     let mut clock = rng.below(1800) as i64;
+    let started = clock;
     let ending = rng.below(10);
     let auto_complete = (6..8).contains(&ending);
     let mut start = json!({"customer_id": format!("c{}", rng.below(20)), "service_type": kind, "media_type": media,
@@ -83,7 +86,7 @@ async fn drive(cs: &Cs<'_>, rng: &mut Rng) -> (Journey, bool) {
             steps[last].timed_ms = Some((clock - starts[last]) * 1000);
         }
         starts.push(clock);
-        steps.push(Step { kind, media: step_media, est, timed_ms: None });
+        steps.push(Step { kind, media: step_media, est, timed_ms: None, since_start: clock - started });
     }
     let mut outcome = Outcome::Active;
     if ending < 6 {
@@ -188,6 +191,58 @@ fn expected_dropoff(journeys: &[&Journey]) -> (Value, Vec<Value>) {
     (totals, states.into_iter().map(|(_, v)| v).collect())
 }
 
+/// What `funnel` must answer for `steps` and an optional window (s), overall and per media type:
+/// a journey reaches a step when its states, in the order they started, hold the steps in order
+/// (each at its first occurrence after the previous one, among its first 12 states), within the
+/// window from the service's start.
+fn expected_funnel(journeys: &[&Journey], steps: &[&str], window: Option<i64>) -> Value {
+    let figures = |journeys: &[&Journey]| {
+        let mut times: Vec<Vec<i64>> = vec![vec![]; steps.len()];
+        for journey in journeys {
+            let mut next = 0;
+            for state in journey.steps.iter().take(12) {
+                if next < steps.len() && state.kind == steps[next] {
+                    if window.is_none_or(|w| state.since_start <= w) {
+                        times[next].push(state.since_start * 1000);
+                    }
+                    next += 1;
+                }
+            }
+        }
+        let reached: Vec<i64> = times.iter().map(|t| t.len() as i64).collect();
+        let rate = |part: i64, whole: i64| {
+            if whole == 0 { Value::Null } else { json!((part as f64) / (whole as f64)) }
+        };
+        let started = journeys.len() as i64;
+        let steps: Vec<Value> = steps
+            .iter()
+            .enumerate()
+            .map(|(k, step)| {
+                json!({
+                    "state_type": step, "reached": reached[k],
+                    "conversion_from_previous": rate(reached[k], if k == 0 { started } else { reached[k - 1] }),
+                    "conversion_from_first": rate(reached[k], reached[0]),
+                    "dropped": reached.get(k + 1).map(|next| reached[k] - next),
+                    "median_time_to_reach_s": quantile(&times[k], 0.5),
+                })
+            })
+            .collect();
+        json!({"started": started, "steps": steps})
+    };
+    let mut expected = figures(journeys);
+    let media: std::collections::BTreeSet<&str> = journeys.iter().map(|j| j.media).collect();
+    let split: Vec<Value> = media
+        .into_iter()
+        .map(|m| {
+            let mut one = figures(&journeys.iter().copied().filter(|j| j.media == m).collect::<Vec<_>>());
+            one["media_type"] = json!(m);
+            one
+        })
+        .collect();
+    expected["by_media_type"] = json!(split);
+    expected
+}
+
 /// What `transitions` must answer: (from, to) → (count, channel switches).
 fn expected_transitions(journeys: &[&Journey]) -> BTreeMap<(String, String), (i64, i64)> {
     let mut moves: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
@@ -287,6 +342,27 @@ async fn every_figure_matches_a_naive_recomputation_of_random_journeys() {
             .collect();
         assert_eq!(actual, expected_transitions(&selected), "transitions?{query}");
 
+        for (funnel, steps, window) in [
+            ("steps=ivr,queue,agent", &["ivr", "queue", "agent"][..], None),
+            ("steps=queue,queue&window=300", &["queue", "queue"][..], Some(300)),
+            ("steps=agent&window=15m&breakdown=media_type", &["agent"][..], Some(900)),
+            (
+                "steps=queue,agent,callback,ivr&window=1h&breakdown=media_type",
+                &["queue", "agent", "callback", "ivr"][..],
+                Some(3600),
+            ),
+        ] {
+            let reply = app.call(&cs.key, "GET", &format!("{base}/funnel?{funnel}&{query}"), "").await;
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            let mut body = reply.json();
+            let mut expected = expected_funnel(&selected, steps, window);
+            if !funnel.contains("breakdown") {
+                expected.as_object_mut().unwrap().remove("by_media_type");
+            }
+            body.as_object_mut().unwrap().remove("query");
+            assert_close(&body, &expected, &format!("funnel?{funnel}&{query}"));
+        }
+
         let body = app.call(&cs.key, "GET", &format!("{base}/timeseries?{query}"), "").await.json();
         let mut hours: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
         for journey in &selected {
@@ -338,6 +414,17 @@ async fn every_figure_matches_a_naive_recomputation_of_random_journeys() {
         );
     }
     assert!(all["states"].as_array().unwrap().iter().all(|s| s["abandoned_here"].as_i64().unwrap() > 0));
+    // The funnels above are not empty, and their windows cut some journeys off.
+    let funnel = |query: &str| format!("{base}/funnel?{query}");
+    let three = app.call(&cs.key, "GET", &funnel("steps=ivr,queue,agent"), "").await.json();
+    assert!(three["steps"][2]["reached"].as_i64().unwrap() > 0, "{three}");
+    let all = app.call(&cs.key, "GET", &funnel("steps=queue,queue"), "").await.json();
+    let windowed = app.call(&cs.key, "GET", &funnel("steps=queue,queue&window=300"), "").await.json();
+    assert!(windowed["steps"][1]["reached"].as_i64().unwrap() > 0, "{windowed}");
+    assert!(
+        windowed["steps"][1]["reached"].as_i64() < all["steps"][1]["reached"].as_i64(),
+        "{all} {windowed}"
+    );
     let by_day = app.call(&cs.key, "GET", &format!("{base}/timeseries?interval=day"), "").await.json();
     assert_eq!(by_day["buckets"][0]["start"], "2026-11-20T00:00:00Z");
     assert_eq!(by_day["buckets"][0]["started"], journeys.len());
@@ -373,6 +460,14 @@ async fn analytics_refuse_bad_parameters_and_other_accounts() {
         "abandoned?limit=0",
         "abandoned?after=nonsense",
         "transitions?steps=a",
+        "funnel",
+        "funnel?steps=ivr,,agent",
+        "funnel?steps=a,b,c,d,e,f,g,h,i,j,k,l,m",
+        "funnel?steps=ivr&window=7m",
+        "funnel?steps=ivr&window=soon",
+        "funnel?steps=ivr&window=-5",
+        "funnel?steps=ivr&breakdown=channel",
+        "funnel?steps=ivr&from=2026-11-20T10:15:00Z",
     ] {
         app.call(&cs.key, "GET", &format!("{base}/{query}"), "").await.assert_error(400);
     }
@@ -384,4 +479,35 @@ async fn analytics_refuse_bad_parameters_and_other_accounts() {
     let namespace = app.call(&cs.key, "POST", "/v1/account/acme", r#"{"name": "analytics"}"#).await;
     namespace.assert_error(400);
     let _ = assert_cs_error;
+}
+
+#[tokio::test]
+async fn a_store_from_before_the_funnels_has_its_analytics_rebuilt_when_it_opens() {
+    let app = spawn_app().await;
+    let cs = Cs::new(&app, "acme").await;
+    let s = cs
+        .start_service(json!({"customer_id": "c1", "service_type": "billing", "media_type": "voice"}))
+        .await;
+    let ivr = cs.start_state(&s, json!({"state_type": "ivr"})).await;
+    cs.transition(&s, ivr, "queue", json!({})).await;
+    let key = cs.key.clone();
+    let funnel = "/v1/account/acme/analytics/funnel?steps=ivr,queue";
+    let before = app.call(&key, "GET", funnel, "").await.json();
+    assert_eq!(before["steps"][1]["reached"], 1);
+    // Back to schema version 3: no paths, the histogram in its own table, counters as they were.
+    let app = app
+        .restart_with(|dir| {
+            let conn = rusqlite::Connection::open(dir.join("ctxd.db")).unwrap();
+            conn.execute_batch(
+                "DELETE FROM schema_version WHERE version = 4; DROP TABLE analytics_paths;
+                 DELETE FROM analytics_states; DELETE FROM analytics_transitions;
+                 CREATE TABLE analytics_state_durations (account_id TEXT);",
+            )
+            .unwrap();
+        })
+        .await;
+    assert_eq!(app.call(&key, "GET", funnel, "").await.json(), before);
+    let transitions = app.call(&key, "GET", "/v1/account/acme/analytics/transitions", "").await.json();
+    assert_eq!(transitions["transitions"].as_array().unwrap().len(), 2, "{transitions}");
+    assert!(app.verify().mismatch.is_none());
 }

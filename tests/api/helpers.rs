@@ -115,11 +115,18 @@ pub async fn spawn_app_in(data_dir: &Path, clock: Arc<ManualClock>) -> TestApp {
 
 impl TestApp {
     /// Stops the server gracefully and starts a new one on the same data dir and clock.
-    pub async fn restart(mut self) -> TestApp {
+    pub async fn restart(self) -> TestApp {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Stops the server, lets `between` do what it will to the stopped store's data dir, and
+    /// starts a new server on it.
+    pub async fn restart_with(mut self, between: impl FnOnce(&Path)) -> TestApp {
         self.shutdown().await;
         // Dropping every handle on the old store releases the data dir's lock.
         let TestApp { data_dir, clock, _temp, store, .. } = self;
         drop(store);
+        between(&data_dir);
         let mut next = spawn_app_in(&data_dir, clock).await;
         next._temp = _temp;
         next

@@ -1,0 +1,178 @@
+//! Reads of the analytics counters (`analytics.rs` writes them). Each query sums the rows of the
+//! cohorts a `Cohorts` selects, so its cost depends on the number of hours, state types and
+//! paths in range, never on the number of services. Rates, quantiles and funnels are worked out
+//! from these sums by the HTTP layer.
+
+use rusqlite::Connection;
+use rusqlite::types::Value as SqlValue;
+
+use super::analytics::{AbandonedRow, Counter, HISTOGRAM_BUCKETS};
+use crate::store::StoreError;
+
+/// Which cohorts a query sums: an account's services, optionally of one service type, started
+/// on one media type, in the hours `[from, to)` (`YYYY-MM-DDTHH`).
+#[derive(Debug, Clone, Default)]
+pub struct Cohorts {
+    pub account_id: String,
+    pub service_type: Option<String>,
+    pub media_type: Option<String>,
+    pub from_hour: Option<String>,
+    pub to_hour: Option<String>,
+}
+
+/// A `WHERE` clause and its parameters, with only the conditions that apply, so that SQLite
+/// seeks the primary key's range (account, service type, hours) rather than testing every row.
+struct Where {
+    conditions: Vec<&'static str>,
+    params: Vec<SqlValue>,
+}
+
+impl Where {
+    fn and(self, condition: &'static str, value: Option<impl Into<SqlValue>>) -> Where {
+        self.and_all(condition, value.map(|v| vec![v.into()]))
+    }
+
+    /// A condition with several parameters.
+    fn and_all(mut self, condition: &'static str, values: Option<Vec<SqlValue>>) -> Where {
+        if let Some(values) = values {
+            self.conditions.push(condition);
+            self.params.extend(values);
+        }
+        self
+    }
+
+    fn sql(&self) -> String {
+        self.conditions.join(" AND ")
+    }
+}
+
+impl Cohorts {
+    fn filter(&self) -> Where {
+        Where { conditions: vec![], params: vec![] }
+            .and("account_id = ?", Some(self.account_id.clone()))
+            .and("service_type = ?", self.service_type.clone())
+            .and("media_type = ?", self.media_type.clone())
+            .and("hour >= ?", self.from_hour.clone())
+            .and("hour < ?", self.to_hour.clone())
+    }
+}
+
+/// Services started, completed and abandoned.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServiceTotals {
+    pub started: i64,
+    pub completed: i64,
+    pub abandoned: i64,
+}
+
+pub fn service_totals(conn: &Connection, cohorts: &Cohorts) -> Result<ServiceTotals, StoreError> {
+    let filter = cohorts.filter();
+    let sql = format!(
+        "SELECT coalesce(sum(started), 0), coalesce(sum(completed), 0), coalesce(sum(abandoned), 0)
+         FROM analytics_services WHERE {}",
+        filter.sql()
+    );
+    Ok(conn.query_row(&sql, rusqlite::params_from_iter(filter.params), |row| {
+        Ok(ServiceTotals { started: row.get(0)?, completed: row.get(1)?, abandoned: row.get(2)? })
+    })?)
+}
+
+/// One group of summed counter rows: its key, and its counters in `Counter::values` order.
+#[derive(Debug, Clone)]
+pub struct Sums {
+    pub key: Vec<String>,
+    pub values: Vec<i64>,
+}
+
+impl Sums {
+    /// A counter by its column name.
+    pub fn get(&self, counter: Counter, column: &str) -> i64 {
+        let index = counter.values().iter().position(|c| *c == column).expect("a counter column");
+        self.values[index]
+    }
+
+    /// The histogram's buckets.
+    pub fn histogram(&self) -> &[i64] {
+        &self.values[self.values.len() - HISTOGRAM_BUCKETS..]
+    }
+}
+
+/// The sums of `counter`'s columns over the selected cohorts, grouped by the key columns `by`.
+pub fn sums(
+    conn: &Connection,
+    cohorts: &Cohorts,
+    counter: Counter,
+    by: &[&str],
+) -> Result<Vec<Sums>, StoreError> {
+    let filter = cohorts.filter();
+    let totals: Vec<String> = counter.values().iter().map(|v| format!("sum({v})")).collect();
+    let sql = format!(
+        "SELECT {group}, {totals} FROM {table} WHERE {filter} GROUP BY {group}",
+        group = by.join(", "),
+        totals = totals.join(", "),
+        table = counter.table(),
+        filter = filter.sql(),
+    );
+    let mut statement = conn.prepare(&sql)?;
+    let rows = statement.query_map(rusqlite::params_from_iter(filter.params), |row| {
+        let key = (0..by.len()).map(|i| row.get(i)).collect::<Result<_, _>>()?;
+        let values =
+            (by.len()..by.len() + counter.values().len()).map(|i| row.get(i)).collect::<Result<_, _>>()?;
+        Ok(Sums { key, values })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Services started, completed and abandoned per hour or day (`YYYY-MM-DDTHH` or `YYYY-MM-DD`).
+pub fn series(
+    conn: &Connection,
+    cohorts: &Cohorts,
+    by_day: bool,
+) -> Result<Vec<(String, ServiceTotals)>, StoreError> {
+    let filter = cohorts.filter();
+    let width = if by_day { 10 } else { 13 };
+    let sql = format!(
+        "SELECT substr(hour, 1, {width}), sum(started), sum(completed), sum(abandoned)
+         FROM analytics_services WHERE {} GROUP BY 1 ORDER BY 1",
+        filter.sql()
+    );
+    let mut statement = conn.prepare(&sql)?;
+    let rows = statement.query_map(rusqlite::params_from_iter(filter.params), |row| {
+        let totals = ServiceTotals { started: row.get(1)?, completed: row.get(2)?, abandoned: row.get(3)? };
+        Ok((row.get(0)?, totals))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A page of abandoned services in the order they were abandoned, after the cursor
+/// `(ended_at, service_id)`, optionally only those that dropped off at `state_type`.
+pub fn abandoned(
+    conn: &Connection,
+    cohorts: &Cohorts,
+    state_type: Option<String>,
+    after: Option<(String, String)>,
+    limit: usize,
+) -> Result<Vec<AbandonedRow>, StoreError> {
+    let after = after.map(|(at, id)| vec![at.into(), id.into()]);
+    let mut filter =
+        cohorts.filter().and("state_type = ?", state_type).and_all("(ended_at, service_id) > (?, ?)", after);
+    filter.params.push(SqlValue::Integer(limit as i64));
+    let sql = format!(
+        "SELECT ended_at, service_id, service_type, hour, media_type, state_type, detail FROM analytics_abandoned
+         WHERE {} ORDER BY ended_at, service_id LIMIT ?",
+        filter.sql()
+    );
+    let mut statement = conn.prepare(&sql)?;
+    let rows = statement.query_map(rusqlite::params_from_iter(filter.params), |row| {
+        Ok(AbandonedRow {
+            ended_at: row.get(0)?,
+            service_id: row.get(1)?,
+            service_type: row.get(2)?,
+            hour: row.get(3)?,
+            media_type: row.get(4)?,
+            state_type: row.get(5)?,
+            detail: row.get(6)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
