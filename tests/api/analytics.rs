@@ -10,6 +10,8 @@ use crate::helpers::spawn_app;
 use crate::journeys::{Cs, assert_cs_error};
 use crate::model::Rng;
 
+/// Random journeys the figures are checked on.
+const JOURNEYS: usize = 2000;
 const STATE_TYPES: [&str; 4] = ["ivr", "queue", "callback", "agent"];
 const BOUNDS_S: [i64; 25] = [
     1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 240, 300, 450, 600, 900, 1200, 1800, 2700, 3600, 7200,
@@ -36,6 +38,10 @@ enum Outcome {
 
 /// One service as the test drove it.
 struct Journey {
+    id: String,
+    customer: String,
+    /// How an abandoned journey ended, as `abandoned` tells it.
+    how: &'static str,
     kind: &'static str,
     media: &'static str,
     hour: u32,
@@ -61,14 +67,17 @@ async fn drive(cs: &Cs<'_>, rng: &mut Rng) -> (Journey, bool) {
     let started = clock;
     let ending = rng.below(10);
     let auto_complete = (6..8).contains(&ending);
-    let mut start = json!({"customer_id": format!("c{}", rng.below(20)), "service_type": kind, "media_type": media,
+    let customer = format!("c{}", rng.below(20));
+    let mut start = json!({"customer_id": customer, "service_type": kind, "media_type": media,
                            "timestamp": stamp(at(hour, clock))});
     if auto_complete {
         start["auto_complete_after"] = json!(60);
     }
     let id = cs.start_service(start).await;
     let (mut steps, mut starts): (Vec<Step>, Vec<i64>) = (Vec::new(), Vec::new());
-    for _ in 0..rng.below(5) {
+    // Mostly short journeys; some longer than the 12 states funnels follow.
+    let states = if rng.below(20) == 0 { 10 + rng.below(6) } else { rng.below(5) };
+    for _ in 0..states {
         let kind = STATE_TYPES[rng.below(4) as usize];
         let step_media = if rng.below(10) < 3 { ["voice", "chat"][rng.below(2) as usize] } else { media };
         let est = [None, Some(30), Some(120)][rng.below(3) as usize];
@@ -108,7 +117,8 @@ async fn drive(cs: &Cs<'_>, rng: &mut Rng) -> (Journey, bool) {
         cs.ok(cs.post(&format!("/services/{id}/end"), body).await).await;
         outcome = ended;
     }
-    (Journey { kind, media, hour, steps, outcome }, auto_complete)
+    let how = "ended with an abandonment disposition";
+    (Journey { id, customer, how, kind, media, hour, steps, outcome }, auto_complete)
 }
 
 /// The bound of the histogram bucket holding the `q` quantile of `durations` (ms).
@@ -294,7 +304,7 @@ async fn every_figure_matches_a_naive_recomputation_of_random_journeys() {
     let cs = Cs::new(&app, "acme").await;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut journeys = Vec::new();
-    for _ in 0..400 {
+    for _ in 0..JOURNEYS {
         journeys.push(drive(&cs, &mut rng).await);
     }
     // The sweeper auto-completes the inactive ones: abandoned at their open step.
@@ -305,6 +315,7 @@ async fn every_figure_matches_a_naive_recomputation_of_random_journeys() {
         .map(|(mut journey, auto)| {
             if auto {
                 journey.outcome = Outcome::Abandoned;
+                journey.how = "auto_completed";
             }
             journey
         })
@@ -386,7 +397,7 @@ async fn every_figure_matches_a_naive_recomputation_of_random_journeys() {
             .collect();
         assert_eq!(actual, hours, "timeseries?{query}");
 
-        let mut listed = 0;
+        let mut listed = std::collections::BTreeSet::new();
         let mut after: Option<String> = None;
         loop {
             let cursor = after
@@ -397,13 +408,25 @@ async fn every_figure_matches_a_naive_recomputation_of_random_journeys() {
                 .call(&cs.key, "GET", &format!("{base}/abandoned?limit=7&{query}{cursor}"), "")
                 .await
                 .json();
-            listed += body["services"].as_array().unwrap().len();
+            for service in body["services"].as_array().unwrap() {
+                let figures =
+                    ["service_id", "dropoff_state_type", "customer_id", "how", "service_type", "media_type"]
+                        .map(|f| service[f].as_str().unwrap().to_string());
+                assert!(listed.insert(figures), "listed once: {service}");
+            }
             match body["next"].as_str() {
                 Some(next) => after = Some(next.to_string()),
                 None => break,
             }
         }
-        let abandoned = selected.iter().filter(|j| j.outcome == Outcome::Abandoned).count();
+        let abandoned: std::collections::BTreeSet<[String; 6]> = selected
+            .iter()
+            .filter(|j| j.outcome == Outcome::Abandoned)
+            .map(|j| {
+                let dropoff = j.steps.last().map_or("(before first state)", |s| s.kind);
+                [&j.id, dropoff, &j.customer, j.how, j.kind, j.media].map(str::to_string)
+            })
+            .collect();
         assert_eq!(listed, abandoned, "abandoned?{query}");
     }
     let all = app.call(&cs.key, "GET", &format!("{base}/dropoff"), "").await.json();
