@@ -20,8 +20,8 @@ pub struct Cohorts {
     pub to_hour: Option<String>,
 }
 
-/// A `WHERE` clause and its parameters, with only the conditions that apply, so that SQLite
-/// seeks the primary key's range (account, service type, hours) rather than testing every row.
+/// A `WHERE` clause and its parameters, with only the conditions that apply: SQLite plans a
+/// condition such as `(? IS NULL OR hour >= ?)` as a test of every row, never as a key range.
 struct Where {
     conditions: Vec<&'static str>,
     params: Vec<SqlValue>,

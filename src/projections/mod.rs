@@ -34,9 +34,9 @@ pub const TABLES: &[(&str, &str)] = &[
     ("identification_keys", "account_id, name"),
     ("journey_settings", "account_id"),
     ("analytics_services", "account_id, service_type, hour, media_type"),
-    ("analytics_states", "account_id, service_type, hour, media_type, state_type"),
-    ("analytics_transitions", "account_id, service_type, hour, media_type, from_type, to_type"),
-    ("analytics_paths", "account_id, service_type, hour, media_type, path"),
+    ("analytics_states", "account_id, state_type, service_type, hour, media_type"),
+    ("analytics_transitions", "account_id, from_type, to_type, service_type, hour, media_type"),
+    ("analytics_paths", "account_id, media_type, path, service_type, hour"),
     ("analytics_abandoned", "account_id, ended_at, service_id"),
 ];
 
