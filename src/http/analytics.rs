@@ -285,26 +285,27 @@ async fn funnel(
             Ok((started, queries::sums(conn, &cohorts, Counter::Paths, &["media_type", "path"])?))
         })
         .await?;
-    // Per media type ("" for all of them): services started and the steps' histograms.
-    let mut groups: BTreeMap<String, (i64, StepHistograms)> = BTreeMap::new();
+    // Per media type (None for all of them; "" is the channel of services started without one):
+    // services started and the steps' histograms.
+    let mut groups: BTreeMap<Option<&str>, (i64, StepHistograms)> = BTreeMap::new();
     let empty = || (0, vec![vec![0; HISTOGRAM_BUCKETS]; steps.len()]);
     for sums in &started {
-        for media in ["", sums.key[0].as_str()] {
-            groups.entry(media.to_string()).or_insert_with(empty).0 += sums.get(Counter::Services, "started");
+        for group in [None, Some(sums.key[0].as_str())] {
+            groups.entry(group).or_insert_with(empty).0 += sums.get(Counter::Services, "started");
         }
     }
     for sums in &paths {
         let path: Vec<String> = serde_json::from_str(&sums.key[1])
             .map_err(|error| StoreError::Corrupt(format!("an analytics path: {error}")))?;
         let Some(step) = reached_step(&path, &steps) else { continue };
-        for media in ["", sums.key[0].as_str()] {
-            let counts = &mut groups.entry(media.to_string()).or_insert_with(empty).1[step];
+        for group in [None, Some(sums.key[0].as_str())] {
+            let counts = &mut groups.entry(group).or_insert_with(empty).1[step];
             for (count, add) in counts.iter_mut().zip(sums.histogram()) {
                 *count += add;
             }
         }
     }
-    let (started, all) = groups.remove("").unwrap_or_else(empty);
+    let (started, all) = groups.remove(&None).unwrap_or_else(empty);
     let mut body = funnel_figures(started, &steps, &all, window);
     body["query"] = json!(query);
     if by_media {

@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
+use serde_json::Value;
+
 use crate::helpers::spawn_app;
 
 /// Chromium, installed by `.ci/run` when missing.
@@ -50,6 +52,65 @@ fn figure_after(html: &str, marker: &str) -> Option<String> {
     Some(rest[open..open + close].trim().to_string())
 }
 
+/// The value of the first `name="…"` attribute in `html`.
+fn attribute(html: &str, name: &str) -> Option<String> {
+    let marker = format!(r#" {name}=""#);
+    let start = html.find(&marker)? + marker.len();
+    Some(html[start..start + html[start..].find('"')?].to_string())
+}
+
+/// The funnel figures the page shows for a step, overall or for one channel.
+const FUNNEL_FIGURES: [&str; 4] = ["reached", "dropped", "conversion_from_first", "conversion_from_previous"];
+
+/// Whether `shown` is how the page writes the API's `figure`: a count as it is, a rate as a
+/// percentage to 0.1, no figure as a dash.
+fn shows(shown: &str, figure: &Value) -> bool {
+    match figure {
+        Value::Null => shown == "—",
+        Value::Number(n) if n.is_i64() => shown == n.to_string(),
+        Value::Number(rate) => shown
+            .strip_suffix('%')
+            .and_then(|percent| percent.parse::<f64>().ok())
+            .is_some_and(|percent| (percent - 100.0 * rate.as_f64().unwrap()).abs() <= 0.05 + 1e-9),
+        _ => false,
+    }
+}
+
+/// A funnel row: its step's index, and its channel (empty for all channels).
+type FunnelRow = (usize, String);
+
+/// The funnel figures the panel shows, per row, as text.
+fn funnel_shown(panel: &str) -> BTreeMap<FunnelRow, Vec<String>> {
+    let mut shown = BTreeMap::new();
+    for row in panel.split(r#"<tr data-funnel-step=""#).skip(1) {
+        let row = &row[..row.find("</tr>").unwrap()];
+        let index = row[..row.find('"').unwrap()].parse().unwrap();
+        let media = attribute(&row[..row.find('>').unwrap()], "data-media").unwrap_or_default();
+        let figures = FUNNEL_FIGURES
+            .iter()
+            .map(|f| figure_after(row, &format!(r#"data-figure="{f}""#)).unwrap())
+            .collect();
+        shown.insert((index, media), figures);
+    }
+    shown
+}
+
+/// The same figures in the API's funnel answer, per row.
+fn funnel_answered(funnel: &Value) -> BTreeMap<FunnelRow, Vec<Value>> {
+    let mut answered = BTreeMap::new();
+    let mut add = |media: &str, figures: &Value| {
+        for (index, step) in figures["steps"].as_array().unwrap().iter().enumerate() {
+            let values = FUNNEL_FIGURES.iter().map(|f| step[f].clone()).collect();
+            answered.insert((index, media.to_string()), values);
+        }
+    };
+    add("", funnel);
+    for channel in funnel["by_media_type"].as_array().unwrap() {
+        add(channel["media_type"].as_str().unwrap(), channel);
+    }
+    answered
+}
+
 #[tokio::test]
 async fn the_dashboard_shows_the_same_numbers_as_the_api() {
     let app = spawn_app().await;
@@ -57,7 +118,8 @@ async fn the_dashboard_shows_the_same_numbers_as_the_api() {
     let report = ctxd::demo::load(&app.store, "acme", 300, 16).await.unwrap();
     assert_eq!(report.services, 300);
 
-    let url = format!("http://{}/ui/#account=acme&key={key}", app.addr);
+    // The funnel is linked to with a window and split by channel; its steps are left to the page.
+    let url = format!("http://{}/ui/#account=acme&key={key}&window=3600&breakdown=media_type", app.addr);
     let dom = tokio::task::spawn_blocking({
         let url = url.clone();
         move || headless(&url, &["--dump-dom"])
@@ -109,6 +171,40 @@ async fn the_dashboard_shows_the_same_numbers_as_the_api() {
         let shown = dom.split(&marker).nth(1).map(|rest| rest[..rest.find('"').unwrap()].to_string());
         assert_eq!(shown, Some(t["count"].to_string()), "transition {marker}");
     }
+
+    // The funnel: the page picks the most frequent path, which starts where most journeys start;
+    // what it shows for those steps is the API's answer, overall and per channel.
+    let panel = &dom[dom.find(r#"id="funnel""#).unwrap()..];
+    let panel_tag = &panel[..panel.find('>').unwrap()];
+    let steps = attribute(panel_tag, "data-steps")
+        .unwrap_or_else(|| panic!("the funnel panel shows no funnel: {}", &panel[..panel.len().min(1000)]));
+    let first_steps =
+        transitions["transitions"].as_array().unwrap().iter().filter(|t| t["from"] == "(start)");
+    let busiest_start = first_steps.max_by_key(|t| t["count"].as_i64()).unwrap();
+    assert_eq!(steps.split(',').next(), busiest_start["to"].as_str(), "the default steps: {steps}");
+    assert!((2..=5).contains(&steps.split(',').count()), "the default steps: {steps}");
+    assert_eq!(attribute(panel_tag, "data-window").as_deref(), Some("3600"));
+    assert_eq!(attribute(panel_tag, "data-breakdown").as_deref(), Some("media_type"));
+    let path = format!("/v1/account/acme/analytics/funnel?steps={steps}&window=3600&breakdown=media_type");
+    let funnel = app.call(&key, "GET", &path, "").await.json();
+    assert_eq!(figure_after(panel, r#"data-figure="funnel.started""#), Some(funnel["started"].to_string()));
+    let channels = funnel["by_media_type"].as_array().unwrap();
+    assert!(channels.len() >= 2, "the demo has voice and chat: {funnel}");
+    for channel in channels {
+        let marker = format!(
+            r#"data-figure="funnel.started" data-media="{}""#,
+            channel["media_type"].as_str().unwrap()
+        );
+        assert_eq!(figure_after(panel, &marker), Some(channel["started"].to_string()), "{marker}");
+    }
+    let (shown, answered) = (funnel_shown(panel), funnel_answered(&funnel));
+    assert_eq!(shown.keys().collect::<Vec<_>>(), answered.keys().collect::<Vec<_>>(), "funnel rows");
+    for (row, values) in &answered {
+        for ((name, value), text) in FUNNEL_FIGURES.iter().zip(values).zip(&shown[row]) {
+            assert!(shows(text, value), "funnel row {row:?} {name}: shown {text}, the API says {value}");
+        }
+    }
+
     let abandoned_rows = dom.matches(r#"class="clickable""#).count();
     assert_eq!(abandoned_rows as u64, report.abandoned.min(50));
 
