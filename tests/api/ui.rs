@@ -118,8 +118,12 @@ async fn the_dashboard_shows_the_same_numbers_as_the_api() {
     let report = ctxd::demo::load(&app.store, "acme", 300, 16).await.unwrap();
     assert_eq!(report.services, 300);
 
-    // The funnel is linked to with a window and split by channel; its steps are left to the page.
-    let url = format!("http://{}/ui/#account=acme&key={key}&window=3600&breakdown=media_type", app.addr);
+    // The page is linked to with a first day (the demo spans the last seven days), and the funnel
+    // with a window and split by channel; its steps are left to the page.
+    let day = (chrono::Utc::now() - chrono::Duration::days(3)).format("%Y-%m-%d");
+    let filter = format!("from={day}T00:00:00Z");
+    let url =
+        format!("http://{}/ui/#account=acme&key={key}&from={day}&window=3600&breakdown=media_type", app.addr);
     let dom = tokio::task::spawn_blocking({
         let url = url.clone();
         move || headless(&url, &["--dump-dom"])
@@ -134,7 +138,9 @@ async fn the_dashboard_shows_the_same_numbers_as_the_api() {
     // What the page rendered, without its script (which holds the templates).
     let dom = dom[..dom.find("<script").unwrap_or(dom.len())].to_string();
 
-    let api = app.call(&key, "GET", "/v1/account/acme/analytics/dropoff", "").await.json();
+    let api = app.call(&key, "GET", &format!("/v1/account/acme/analytics/dropoff?{filter}"), "").await.json();
+    let started = api["totals"]["started"].as_i64().unwrap();
+    assert!(started > 0 && started < 300, "the first day leaves some journeys out: {started}");
     for figure in ["started", "completed", "abandoned", "active"] {
         let shown = figure_after(&dom, &format!(r#"data-figure="totals.{figure}""#)).unwrap();
         assert_eq!(shown, api["totals"][figure].to_string(), "totals.{figure}");
@@ -161,7 +167,8 @@ async fn the_dashboard_shows_the_same_numbers_as_the_api() {
     assert!(!expected.is_empty());
     assert_eq!(rows, expected, "drop-off by step");
 
-    let transitions = app.call(&key, "GET", "/v1/account/acme/analytics/transitions", "").await.json();
+    let path = format!("/v1/account/acme/analytics/transitions?{filter}");
+    let transitions = app.call(&key, "GET", &path, "").await.json();
     for t in transitions["transitions"].as_array().unwrap() {
         let marker = format!(
             r#"data-from="{}" data-to="{}" data-count=""#,
@@ -185,7 +192,8 @@ async fn the_dashboard_shows_the_same_numbers_as_the_api() {
     assert!((2..=5).contains(&steps.split(',').count()), "the default steps: {steps}");
     assert_eq!(attribute(panel_tag, "data-window").as_deref(), Some("3600"));
     assert_eq!(attribute(panel_tag, "data-breakdown").as_deref(), Some("media_type"));
-    let path = format!("/v1/account/acme/analytics/funnel?steps={steps}&window=3600&breakdown=media_type");
+    let path =
+        format!("/v1/account/acme/analytics/funnel?steps={steps}&window=3600&breakdown=media_type&{filter}");
     let funnel = app.call(&key, "GET", &path, "").await.json();
     assert_eq!(figure_after(panel, r#"data-figure="funnel.started""#), Some(funnel["started"].to_string()));
     let channels = funnel["by_media_type"].as_array().unwrap();
