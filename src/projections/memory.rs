@@ -7,7 +7,7 @@ use rusqlite::{Connection, params};
 
 use super::analytics::{AbandonedRow, Counter};
 use super::journeys::ServiceColumns;
-use super::tables::{INSERT_ABANDONED, PropertyRow, SessionKey, Tables, counter_insert_sql};
+use super::tables::{INSERT_ABANDONED, PendingCounts, PropertyRow, SessionKey, Tables};
 use crate::domain::events::Properties;
 use crate::domain::journeys::customers::attribute_values;
 use crate::domain::journeys::events::{IdentificationKeyDefined, JourneySettingsSet};
@@ -56,8 +56,7 @@ pub struct MemoryTables {
     /// (account, key name) → (position, key)
     identification_keys: BTreeMap<(String, String), (usize, IdentificationKeyDefined)>,
     journey_settings: BTreeMap<String, JourneySettingsSet>,
-    /// (counter, account and keys) → counts
-    counters: HashMap<(Counter, Vec<String>), Vec<i64>>,
+    counters: PendingCounts,
     abandoned: Vec<(String, AbandonedRow)>,
 }
 
@@ -242,11 +241,7 @@ impl Tables for MemoryTables {
         keys: &[&str],
         deltas: &[i64],
     ) -> Result<(), StoreError> {
-        let key = std::iter::once(account_id).chain(keys.iter().copied()).map(str::to_string).collect();
-        let counts = self.counters.entry((counter, key)).or_insert_with(|| vec![0; deltas.len()]);
-        for (count, delta) in counts.iter_mut().zip(deltas) {
-            *count += delta;
-        }
+        self.counters.add(account_id, counter, keys, deltas);
         Ok(())
     }
 
@@ -265,14 +260,7 @@ impl MemoryTables {
     }
 
     fn write_analytics_to(&self, conn: &Connection) -> Result<(), StoreError> {
-        let mut rows: Vec<_> = self.counters.iter().collect();
-        rows.sort();
-        for ((counter, keys), counts) in rows {
-            let mut insert = conn.prepare_cached(&counter_insert_sql(*counter))?;
-            let values = keys.iter().map(|k| rusqlite::types::Value::Text(k.clone()));
-            let values = values.chain(counts.iter().map(|c| rusqlite::types::Value::Integer(*c)));
-            insert.execute(rusqlite::params_from_iter(values))?;
-        }
+        self.counters.write(conn)?;
         let mut insert = conn.prepare(INSERT_ABANDONED)?;
         for (account_id, row) in &self.abandoned {
             insert.execute(params![
@@ -589,7 +577,7 @@ mod tests {
             };
             let mut tables = SqlTables::new(&live);
             apply(&mut tables, &recorded).unwrap();
-            tables.finish().unwrap();
+            tables.finish().unwrap().write(&live).unwrap();
             apply(&mut memory, &recorded).unwrap();
         }
         let mut rebuilt = Connection::open_in_memory().unwrap();

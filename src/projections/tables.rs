@@ -4,6 +4,9 @@
 //! times faster than replaying row by row. `apply` is the same code for both, and `ctxd verify`
 //! compares what the two produce, table by table.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
 use rusqlite::{Connection, params};
 
 use super::analytics::{AbandonedRow, Counter};
@@ -127,10 +130,53 @@ fn counter_sql(counter: Counter) -> &'static str {
     &all[Counter::ALL.iter().position(|c| *c == counter).expect("every counter is in ALL")]
 }
 
-/// The plain insert of a counter table's rows, for `MemoryTables::write_to`.
-pub fn counter_insert_sql(counter: Counter) -> String {
-    let sql = counter_sql(counter);
-    sql[..sql.find(" ON CONFLICT").expect("an upsert")].to_string()
+/// Counter deltas not yet written, summed per row: (counter, account and keys) → deltas in
+/// `Counter::values` order. The writer gathers those of a whole group commit and writes each
+/// row once before the commit (services of one cohort share rows); rebuild gathers the whole log.
+#[derive(Debug, Default)]
+pub struct PendingCounts(HashMap<(Counter, Vec<String>), Vec<i64>>);
+
+impl PendingCounts {
+    pub fn add(&mut self, account_id: &str, counter: Counter, keys: &[&str], deltas: &[i64]) {
+        let key = std::iter::once(account_id).chain(keys.iter().copied()).map(str::to_string).collect();
+        let counts = self.0.entry((counter, key)).or_insert_with(|| vec![0; deltas.len()]);
+        for (count, delta) in counts.iter_mut().zip(deltas) {
+            *count += delta;
+        }
+    }
+
+    /// Adds `other`'s deltas to these.
+    pub fn merge(&mut self, other: PendingCounts) {
+        for (row, deltas) in other.0 {
+            match self.0.entry(row) {
+                Entry::Occupied(mut counts) => {
+                    for (count, delta) in counts.get_mut().iter_mut().zip(deltas) {
+                        *count += delta;
+                    }
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(deltas);
+                }
+            }
+        }
+    }
+
+    /// Adds every row's deltas to its counter row in `conn`, in key order.
+    pub fn write(&self, conn: &Connection) -> Result<(), StoreError> {
+        let mut rows: Vec<_> = self.0.iter().collect();
+        rows.sort_unstable();
+        for ((counter, key), deltas) in rows {
+            let mut statement = conn.prepare_cached(counter_sql(*counter))?;
+            for (index, key) in key.iter().enumerate() {
+                statement.raw_bind_parameter(index + 1, key)?;
+            }
+            for (index, delta) in deltas.iter().enumerate() {
+                statement.raw_bind_parameter(key.len() + index + 1, delta)?;
+            }
+            statement.raw_execute()?;
+        }
+        Ok(())
+    }
 }
 
 pub const INSERT_ABANDONED: &str = "INSERT INTO analytics_abandoned
@@ -148,22 +194,32 @@ pub struct SqlTables<'c> {
     /// (account, service id, customer id) of a service row as it is stored: when the customer is
     /// unchanged, the write-back leaves the customer index alone.
     stored: Option<(String, String, Option<String>)>,
+    /// The command's counter deltas, for the caller to write (`finish`).
+    counts: PendingCounts,
 }
 
 impl<'c> SqlTables<'c> {
     pub fn new(conn: &'c Connection) -> Self {
-        SqlTables { conn, service: None, stored: None }
+        SqlTables { conn, service: None, stored: None, counts: PendingCounts::default() }
     }
 
     /// Starts from a service already loaded (by the decision), saving a read.
     pub fn with_service(conn: &'c Connection, account_id: &str, doc: ServiceDoc) -> Self {
         let stored = Some((account_id.to_string(), doc.service_id.clone(), doc.customer_id.clone()));
-        SqlTables { conn, service: Some((account_id.to_string(), doc)), stored }
+        SqlTables {
+            conn,
+            service: Some((account_id.to_string(), doc)),
+            stored,
+            counts: PendingCounts::default(),
+        }
     }
 
-    /// Writes back the service kept in memory. Must be called once the events are applied.
-    pub fn finish(mut self) -> Result<(), StoreError> {
-        self.write_service()
+    /// Writes back the service kept in memory, and answers the counter deltas the events made,
+    /// for the caller to write (`PendingCounts::write`) with those of the other commands of its
+    /// transaction. Must be called once the events are applied.
+    pub fn finish(mut self) -> Result<PendingCounts, StoreError> {
+        self.write_service()?;
+        Ok(self.counts)
     }
 
     fn write_service(&mut self) -> Result<(), StoreError> {
@@ -398,18 +454,7 @@ impl Tables for SqlTables<'_> {
         keys: &[&str],
         deltas: &[i64],
     ) -> Result<(), StoreError> {
-        let mut statement = self.conn.prepare_cached(counter_sql(counter))?;
-        let mut index = 1;
-        statement.raw_bind_parameter(index, account_id)?;
-        for key in keys {
-            index += 1;
-            statement.raw_bind_parameter(index, key)?;
-        }
-        for delta in deltas {
-            index += 1;
-            statement.raw_bind_parameter(index, delta)?;
-        }
-        statement.raw_execute()?;
+        self.counts.add(account_id, counter, keys, deltas);
         Ok(())
     }
 

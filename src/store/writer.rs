@@ -27,7 +27,7 @@ use crate::domain::journeys::{self, JourneySettings, ServiceCommand};
 use crate::domain::{Command, Event, ExpectedVersion, NewEvent, StreamVersion, accounts, context};
 use crate::metrics::Metrics;
 use crate::projections;
-use crate::projections::tables::SqlTables;
+use crate::projections::tables::{PendingCounts, SqlTables};
 
 /// Tuning of the write path.
 #[derive(Debug, Clone)]
@@ -150,39 +150,49 @@ impl Writer {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut results = Vec::with_capacity(batch.len());
         let mut touched_keys = false;
+        // The counter deltas of the commands that succeeded, written once per row before the commit.
+        let mut counts = PendingCounts::default();
         for (request, _) in batch {
             let seq_before = self.next_seq;
             // Cached statements: a savepoint per command must not cost a statement preparation.
             tx.prepare_cached("SAVEPOINT command")?.execute([])?;
-            let result = execute(&tx, request, now, &mut self.next_seq);
-            if result.is_err() {
-                tx.prepare_cached("ROLLBACK TO command")?.execute([])?;
-                self.next_seq = seq_before;
-            }
+            let result = match execute(&tx, request, now, &mut self.next_seq) {
+                Ok((outcome, command_counts)) => {
+                    counts.merge(command_counts);
+                    Ok(outcome)
+                }
+                Err(error) => {
+                    tx.prepare_cached("ROLLBACK TO command")?.execute([])?;
+                    self.next_seq = seq_before;
+                    Err(error)
+                }
+            };
             tx.prepare_cached("RELEASE command")?.execute([])?;
             touched_keys |= result.is_ok() && matches!(request.command, Command::Account(_));
             results.push(result);
         }
+        counts.write(&tx)?;
         tx.commit()?;
         Ok((results, touched_keys))
     }
 }
 
-/// Decides and appends one command inside the current savepoint.
+/// Decides and appends one command inside the current savepoint; answers its outcome and the
+/// counter deltas its events made, which the caller writes with those of the whole group.
 fn execute(
     conn: &Connection,
     request: &WriteRequest,
     now: DateTime<Utc>,
     next_seq: &mut u64,
-) -> Result<Outcome, WriteError> {
+) -> Result<(Outcome, PendingCounts), WriteError> {
     if let Command::PruneIdempotencyKeys { retention_seconds } = request.command {
         idempotency::prune(conn, now, retention_seconds)?;
-        return Ok(Outcome::default());
+        return Ok((Outcome::default(), PendingCounts::default()));
     }
     if let Some(key) = &request.idempotency
         && let Some(first) = idempotency::first_outcome(conn, key)?
     {
-        return Ok(first);
+        return Ok((first, PendingCounts::default()));
     }
     let Decision { events, primary, created, service } = decide(conn, &request.command, now)?;
     let mut tables = match service {
@@ -221,14 +231,14 @@ fn execute(
         outcome.last_seq = Some(recorded.seq);
         *next_seq += 1;
     }
-    tables.finish()?;
+    let counts = tables.finish()?;
     if let Some((_, version)) = versions.first().filter(|_| has_primary) {
         outcome.version = *version;
     }
     if let Some(key) = &request.idempotency {
         idempotency::record(conn, key, &outcome, now)?;
     }
-    Ok(outcome)
+    Ok((outcome, counts))
 }
 
 /// The events a command appends, and the stream whose version the reply reports, with the

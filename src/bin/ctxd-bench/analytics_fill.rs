@@ -24,7 +24,7 @@ use ctxd::domain::journeys::fields::Body;
 use ctxd::domain::journeys::service::ServiceDoc;
 use ctxd::domain::journeys::{Circumstances, JourneySettings, ServiceCommand, decide_service};
 use ctxd::projections;
-use ctxd::projections::tables::SqlTables;
+use ctxd::projections::tables::{PendingCounts, SqlTables};
 use ctxd::store::EventMeta;
 use ctxd::store::log::{self, RecordedEvent};
 use rusqlite::Connection;
@@ -472,6 +472,8 @@ pub fn fill(
     while !done {
         let tx = conn.transaction()?;
         let mut in_transaction = 0;
+        // As the writer does: counter deltas written once per row before the commit.
+        let mut counts = PendingCounts::default();
         while in_transaction < FILL_TRANSACTION {
             let Some((number, server_ms, command)) = simulation.next_call() else {
                 done = true;
@@ -514,12 +516,13 @@ pub fn fill(
                 next_seq += 1;
                 in_transaction += 1;
             }
-            tables.finish()?;
+            counts.merge(tables.finish()?);
             simulation.stats.commands += 1;
             if journey.calls.is_empty() {
                 simulation.journeys.remove(&number);
             }
         }
+        counts.write(&tx)?;
         tx.commit()?;
         simulation.stats.events += in_transaction;
     }

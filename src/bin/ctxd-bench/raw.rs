@@ -82,7 +82,7 @@ fn commit_batch(
         if settings.with_projections {
             let mut tables = projections::tables::SqlTables::new(&tx);
             projections::apply(&mut tables, &recorded)?;
-            tables.finish()?;
+            tables.finish()?.write(&tx)?;
         }
     }
     tx.commit()?;

@@ -92,6 +92,8 @@ fn commit_batch(
     // The server's clock (microseconds), so that timestamps take as many bytes as the server's.
     let now = SystemClock.now();
     let mut appended = 0;
+    // As the writer does: the counter deltas of the batch, written once per row before the commit.
+    let mut counts = projections::tables::PendingCounts::default();
     for _ in 0..settings.batch {
         let call = calls.next(now);
         if settings.projection_code {
@@ -101,7 +103,7 @@ fn commit_batch(
                 log::append(&tx, recorded)?;
                 projections::apply(&mut tables, recorded)?;
             }
-            tables.finish()?;
+            counts.merge(tables.finish()?);
         } else {
             let _document: Option<String> = tx
                 .prepare_cached("SELECT document FROM services WHERE account_id = ?1 AND service_id = ?2")?
@@ -129,6 +131,7 @@ fn commit_batch(
         }
         appended += call.events.len() as u64;
     }
+    counts.write(&tx)?;
     tx.commit()?;
     Ok(appended)
 }

@@ -68,7 +68,7 @@ fn fill(conn: &mut Connection, events: u64) -> Result<u64, StoreError> {
             log::append(&tx, &recorded)?;
             let mut tables = projections::tables::SqlTables::new(&tx);
             projections::apply(&mut tables, &recorded)?;
-            tables.finish()?;
+            tables.finish()?.write(&tx)?;
             written += 1;
         }
         tx.commit()?;
