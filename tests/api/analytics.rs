@@ -542,3 +542,50 @@ async fn a_store_from_before_the_funnels_has_its_analytics_rebuilt_when_it_opens
     assert_eq!(transitions["transitions"].as_array().unwrap().len(), 2, "{transitions}");
     assert!(app.verify().mismatch.is_none());
 }
+
+#[tokio::test]
+async fn journeys_written_at_once_are_counted_once_each() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    let key = Cs::new(&app, "acme").await.key;
+    // 48 journeys at once: the writer groups their calls into shared commits, whose counter
+    // rows it sums before writing; one call in each journey is refused, inside the same commits.
+    let mut tasks = Vec::new();
+    for i in 0..48 {
+        let (app, key) = (app.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let cs = Cs { app: &app, key };
+            let start =
+                json!({"customer_id": format!("c{i}"), "service_type": "billing", "media_type": "voice"});
+            let id = cs.start_service(start).await;
+            let ivr = cs.start_state(&id, json!({"state_type": "ivr"})).await;
+            cs.transition(&id, ivr, "queue", json!({})).await;
+            let refused = cs.post(&format!("/services/{id}/states/{ivr}/end"), json!({})).await;
+            assert_eq!(refused.status, 400, "ivr has ended already");
+            let disposition = if i % 4 == 0 { "customer_hangup" } else { "resolved" };
+            cs.ok(cs.post(&format!("/services/{id}/end"), json!({"disposition": disposition})).await).await;
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let base = "/v1/account/acme/analytics";
+    let dropoff = app.call(&key, "GET", &format!("{base}/dropoff"), "").await.json();
+    assert_eq!(dropoff["totals"]["started"], 48);
+    assert_eq!(dropoff["totals"]["completed"], 36);
+    assert_eq!(dropoff["totals"]["abandoned"], 12);
+    let funnel = app.call(&key, "GET", &format!("{base}/funnel?steps=ivr,queue"), "").await.json();
+    assert_eq!(funnel["steps"][1]["reached"], 48, "{funnel}");
+    let transitions = app.call(&key, "GET", &format!("{base}/transitions"), "").await.json();
+    let count = |from: &str, to: &str| {
+        transitions["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["from"] == from && t["to"] == to)
+            .unwrap()["count"]
+            .clone()
+    };
+    assert_eq!(count("ivr", "queue"), 48);
+    assert_eq!(count("queue", "(abandoned)"), 12);
+    assert!(app.verify().mismatch.is_none(), "the summed counters equal a replay of the log");
+}

@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeDelta, Utc};
 use ctxd::app::BoxError;
 use ctxd::projections::analytics::Counter;
+use ctxd::projections::analytics_queries::{self as queries, Cohorts};
+use ctxd::store::StoreError;
 use ctxd::store::{database_path, lock_data_dir, open_writer_connection};
 use hyper::Method;
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 
 use crate::analytics_fill::{self, DAYS, FILL_TRANSACTION, FillStats, SERVICE_TYPES};
@@ -66,6 +68,7 @@ pub fn run(dir: &Path, services: u64) -> Result<Vec<String>, BoxError> {
         Ok::<_, BoxError>((results, peak_rss_kib(pid)))
     })?;
     stopped(server)?;
+    let raw = raw_baseline(dir)?;
 
     println!(
         "analytics over HTTP, one keep-alive connection, queries one at a time: {REPETITIONS} timed requests \
@@ -79,6 +82,12 @@ pub fn run(dir: &Path, services: u64) -> Result<Vec<String>, BoxError> {
             failures.push(format!("analytics {}: {error}", result.query));
         }
     }
+    let raw: Vec<String> = raw.iter().map(|(query, p50)| format!("{query} p50 {p50:.1} ms")).collect();
+    println!(
+        "  raw SQLite limit (the sums the same queries read, run in-process on a read-only connection, \
+         no HTTP or JSON; whole account): {}",
+        raw.join(", ")
+    );
     let totals = results.first().and_then(|first| first.body.as_ref()).map(|body| body["totals"].clone());
     match totals {
         Some(totals) => {
@@ -186,6 +195,42 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The raw SQLite limit of the required queries over the whole account: the counter sums each
+/// reads (`projections::analytics_queries`, the server's own SQL), timed in-process on a
+/// read-only connection, without HTTP or JSON. Answers each query's p50 in ms.
+fn raw_baseline(dir: &Path) -> Result<Vec<(&'static str, f64)>, BoxError> {
+    let conn = Connection::open_with_flags(database_path(dir), OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let cohorts = Cohorts { account_id: ACCOUNT.to_string(), ..Cohorts::default() };
+    type Sums = fn(&Connection, &Cohorts) -> Result<usize, StoreError>;
+    let queries: [(&str, Sums); 3] = [
+        ("dropoff", |conn, cohorts| {
+            queries::service_totals(conn, cohorts)?;
+            Ok(queries::sums(conn, cohorts, Counter::States, &["state_type"])?.len())
+        }),
+        ("funnel", |conn, cohorts| {
+            queries::sums(conn, cohorts, Counter::Services, &["media_type"])?;
+            Ok(queries::sums(conn, cohorts, Counter::Paths, &["media_type", "path"])?.len())
+        }),
+        ("transitions", |conn, cohorts| {
+            Ok(queries::sums(conn, cohorts, Counter::Transitions, &["from_type", "to_type"])?.len())
+        }),
+    ];
+    let mut p50s = Vec::new();
+    for (name, query) in queries {
+        let mut latencies = Vec::with_capacity(REPETITIONS);
+        for attempt in 0..WARMUP + REPETITIONS {
+            let started = Instant::now();
+            query(&conn, &cohorts)?;
+            if attempt >= WARMUP {
+                latencies.push(started.elapsed());
+            }
+        }
+        latencies.sort_unstable();
+        p50s.push((name, latencies[(REPETITIONS - 1) / 2].as_secs_f64() * 1000.0));
+    }
+    Ok(p50s)
 }
 
 /// One query's timings and what it answered.
