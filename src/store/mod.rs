@@ -154,11 +154,13 @@ pub fn lock_data_dir(data_dir: &Path) -> Result<File, StoreError> {
 /// Opens the write connection with the pragmas every writer uses, and migrates it.
 pub fn open_writer_connection(path: &Path, synchronous_full: bool) -> Result<Connection, StoreError> {
     let mut conn = Connection::open(path)?;
+    // A 16 MiB page cache: SQLite walks its page cache's hash table at the end of every commit
+    // (`pcache1TruncateUnsafe`), so a larger cache costs every commit (docs/PERFORMANCE.md).
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = {};
          PRAGMA busy_timeout = 5000;
-         PRAGMA cache_size = -65536;
+         PRAGMA cache_size = -16384;
          PRAGMA temp_store = MEMORY;
          PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES};
          PRAGMA journal_size_limit = 67108864;",
