@@ -189,13 +189,20 @@ fn funnel_steps(steps: Option<&str>) -> Result<Vec<String>, ApiError> {
             "steps is required: the funnel's state types in order, e.g. steps=ivr,queue,agent",
         )
     })?;
-    let steps: Vec<String> = text.split(',').map(str::to_string).collect();
-    if steps.iter().any(String::is_empty) || steps.len() > FUNNEL_DEPTH {
-        return Err(ApiError::bad_request(format!(
-            "steps must be 1 to {FUNNEL_DEPTH} state types, comma-separated, none empty"
-        )));
-    }
-    Ok(steps)
+    // A JSON array of strings names state types that hold commas.
+    let steps: Option<Vec<String>> = if text.starts_with('[') {
+        serde_json::from_str(text).ok()
+    } else {
+        Some(text.split(',').map(str::to_string).collect())
+    };
+    steps
+        .filter(|steps| !steps.iter().any(String::is_empty) && (1..=FUNNEL_DEPTH).contains(&steps.len()))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "steps must be 1 to {FUNNEL_DEPTH} state types, none empty: comma-separated, \
+                 or a JSON array of strings"
+            ))
+        })
 }
 
 /// The histogram bucket a window ends with: the window must be one of its bounds, so that

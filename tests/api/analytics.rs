@@ -493,6 +493,9 @@ async fn analytics_refuse_bad_parameters_and_other_accounts() {
         "transitions?steps=a",
         "funnel",
         "funnel?steps=ivr,,agent",
+        "funnel?steps=%5B%22ivr%22",
+        "funnel?steps=%5B%5D",
+        "funnel?steps=%5B1%2C2%5D",
         "funnel?steps=a,b,c,d,e,f,g,h,i,j,k,l,m",
         "funnel?steps=ivr&window=7m",
         "funnel?steps=ivr&window=soon",
@@ -588,4 +591,19 @@ async fn journeys_written_at_once_are_counted_once_each() {
     assert_eq!(count("ivr", "queue"), 48);
     assert_eq!(count("queue", "(abandoned)"), 12);
     assert!(app.verify().mismatch.is_none(), "the summed counters equal a replay of the log");
+}
+
+#[tokio::test]
+async fn a_funnel_step_with_a_comma_is_named_in_a_json_array() {
+    let app = spawn_app().await;
+    let cs = Cs::new(&app, "acme").await;
+    let key = cs.key.clone();
+    // A state type with a comma is named in a JSON array.
+    let s = cs.start_service(json!({"customer_id": "c1", "service_type": "billing"})).await;
+    cs.start_state(&s, json!({"state_type": "billing, disputes"})).await;
+    let steps = "%5B%22billing%2C%20disputes%22%5D"; // ["billing, disputes"]
+    let funnel =
+        app.call(&key, "GET", &format!("/v1/account/acme/analytics/funnel?steps={steps}"), "").await.json();
+    assert_eq!(funnel["steps"][0]["state_type"], "billing, disputes");
+    assert_eq!(funnel["steps"][0]["reached"], 1, "{funnel}");
 }
