@@ -7,15 +7,17 @@ use serde_json::{Value, json};
 use super::tables::Tables;
 use crate::domain::Event;
 use crate::domain::journeys::events::ClosedBy;
+use crate::domain::journeys::fields::STEP_MARKERS;
 use crate::domain::journeys::service::{ServiceDoc, StateDoc, label_key, media_key};
 use crate::store::StoreError;
 
 /// The step before a service's first state, and the two ends of a service.
-pub const START: &str = "(start)";
-pub const COMPLETED: &str = "(completed)";
-pub const ABANDONED: &str = "(abandoned)";
+/// (No state may take these names: `fields::STEP_MARKERS`.)
+pub const START: &str = STEP_MARKERS[0];
+pub const COMPLETED: &str = STEP_MARKERS[1];
+pub const ABANDONED: &str = STEP_MARKERS[2];
 /// The drop-off point of a service abandoned before it entered any state.
-pub const BEFORE_FIRST_STATE: &str = "(before first state)";
+pub const BEFORE_FIRST_STATE: &str = STEP_MARKERS[3];
 
 /// Upper bounds, in seconds, of the buckets of the time-in-state histogram; a last bucket holds
 /// everything longer. Medians and p90s are reported as the bound of the bucket they fall in.
@@ -92,6 +94,10 @@ impl Counter {
 /// Buckets of a histogram: one per bound, and one for everything longer.
 pub const HISTOGRAM_BUCKETS: usize = DURATION_BOUNDS_S.len() + 1;
 
+/// The longest time in state the sums count: 100 years. Client timestamps may lie 10,000 years
+/// apart; counting such a state whole would let a few thousand of them overflow a sum.
+const MAX_COUNTED_MS: i64 = 100 * 366 * 24 * 3600 * 1000;
+
 /// How many of a journey's first states funnels follow.
 pub const FUNNEL_DEPTH: usize = 12;
 
@@ -165,7 +171,8 @@ pub fn apply(
             };
             let (from, from_media) = match predecessor {
                 Some(p) => (state_type(p), media_key(&p.life.started)),
-                None => (START.to_string(), media_key(&before.life.started)),
+                // The channel the service started on: an association may add one later.
+                None => (START.to_string(), before.cohort.media_type.clone()),
             };
             let media = media_key(&e.opening.started);
             let switched = i64::from(!media.is_empty() && !from_media.is_empty() && media != from_media);
@@ -193,10 +200,12 @@ pub fn apply(
         }
         Event::StateEnded(e) if e.closing.closed_by.is_none() => {
             let Some(state) = before.state(e.state_id) else { return Ok(()) };
-            let ms = (e.closing.completed.timestamp - state.life.started.timestamp).num_milliseconds().max(0);
+            let ms = (e.closing.completed.timestamp - state.life.started.timestamp)
+                .num_milliseconds()
+                .clamp(0, MAX_COUNTED_MS);
             let kind = state_type(state);
             let (estimated, est_s, est_actual) = match state.life.est_duration {
-                Some(est) => (1, i64::try_from(est).unwrap_or(i64::MAX), ms),
+                Some(est) => (1, i64::try_from(est).unwrap_or(i64::MAX).min(MAX_COUNTED_MS / 1000), ms),
                 None => (0, 0, 0),
             };
             let named = [

@@ -113,10 +113,16 @@ pub fn fold(source: &Connection, up_to: u64) -> Result<(MemoryTables, u64), Stor
 /// Drops the projections and rebuilds them from the log, in one transaction.
 pub fn rebuild(conn: &mut Connection) -> Result<u64, StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let (tables, applied) = fold(&tx, log::last_seq(&tx)?)?;
-    clear(&tx)?;
-    tables.write_to(&tx)?;
+    let applied = rebuild_within(&tx)?;
     tx.commit()?;
+    Ok(applied)
+}
+
+/// `rebuild` inside the caller's transaction (a migration's, so that the two commit together).
+pub fn rebuild_within(tx: &Connection) -> Result<u64, StoreError> {
+    let (tables, applied) = fold(tx, log::last_seq(tx)?)?;
+    clear(tx)?;
+    tables.write_to(tx)?;
     Ok(applied)
 }
 

@@ -141,7 +141,7 @@ impl PendingCounts {
         let key = std::iter::once(account_id).chain(keys.iter().copied()).map(str::to_string).collect();
         let counts = self.0.entry((counter, key)).or_insert_with(|| vec![0; deltas.len()]);
         for (count, delta) in counts.iter_mut().zip(deltas) {
-            *count += delta;
+            *count = count.saturating_add(*delta);
         }
     }
 
@@ -151,7 +151,7 @@ impl PendingCounts {
             match self.0.entry(row) {
                 Entry::Occupied(mut counts) => {
                     for (count, delta) in counts.get_mut().iter_mut().zip(deltas) {
-                        *count += delta;
+                        *count = count.saturating_add(delta);
                     }
                 }
                 Entry::Vacant(slot) => {

@@ -48,9 +48,19 @@ pub fn latest_version() -> u32 {
     MIGRATIONS.last().map_or(0, |m| m.version)
 }
 
-/// Brings `conn` up to the latest schema; refuses a database newer than this binary. Answers
-/// whether the projections must now be rebuilt from the log (`Migration::rebuilds_projections`).
-pub fn migrate(conn: &mut Connection) -> Result<bool, StoreError> {
+/// Brings `conn` up to the latest schema; refuses a database newer than this binary.
+pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    migrate_then_rebuild(conn, |_| Ok(()))
+}
+
+/// `migrate`, and when a migration applied to an existing store changes how projections derive
+/// from the log (`Migration::rebuilds_projections`), `rebuild` in the same transaction: a crash
+/// leaves the store either as it was or migrated and rebuilt, never migrated with projections
+/// still to rebuild.
+pub fn migrate_then_rebuild(
+    conn: &mut Connection,
+    rebuild: impl FnOnce(&Connection) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_version (
             version    INTEGER PRIMARY KEY,
@@ -67,7 +77,7 @@ pub fn migrate(conn: &mut Connection) -> Result<bool, StoreError> {
         )));
     }
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let mut rebuild = false;
+    let mut must_rebuild = false;
     for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
         tx.execute_batch(migration.sql)?;
         tx.execute(
@@ -75,10 +85,13 @@ pub fn migrate(conn: &mut Connection) -> Result<bool, StoreError> {
             (migration.version, migration.name, chrono::Utc::now().to_rfc3339()),
         )?;
         tracing::info!(version = migration.version, name = migration.name, "applied migration");
-        rebuild |= migration.rebuilds_projections && current > 0;
+        must_rebuild |= migration.rebuilds_projections && current > 0;
+    }
+    if must_rebuild {
+        rebuild(&tx)?;
     }
     tx.commit()?;
-    Ok(rebuild)
+    Ok(())
 }
 
 #[cfg(test)]

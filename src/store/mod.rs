@@ -166,11 +166,12 @@ pub fn open_writer_connection(path: &Path, synchronous_full: bool) -> Result<Con
          PRAGMA journal_size_limit = 67108864;",
         if synchronous_full { "FULL" } else { "NORMAL" },
     ))?;
-    if migrations::migrate(&mut conn)? {
+    migrations::migrate_then_rebuild(&mut conn, |tx| {
         tracing::info!(path = %path.display(), "rebuilding the projections from the log after a migration");
-        let events = crate::projections::rebuild(&mut conn)?;
+        let events = crate::projections::rebuild_within(tx)?;
         tracing::info!(events, "projections rebuilt");
-    }
+        Ok(())
+    })?;
     // The writer cycles through a few dozen statements; the default cache of 16 would re-prepare them.
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)

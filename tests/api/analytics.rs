@@ -607,3 +607,49 @@ async fn a_funnel_step_with_a_comma_is_named_in_a_json_array() {
     assert_eq!(funnel["steps"][0]["state_type"], "billing, disputes");
     assert_eq!(funnel["steps"][0]["reached"], 1, "{funnel}");
 }
+
+#[tokio::test]
+async fn what_analytics_count_stays_well_formed() {
+    let app = spawn_app().await;
+    let cs = Cs::new(&app, "acme").await;
+    let base = "/v1/account/acme/analytics";
+    // An estimate beyond a century is refused; one of a century is counted without overflow.
+    let s = cs.start_service(json!({"customer_id": "c1", "service_type": "billing"})).await;
+    let century = 100 * 366 * 24 * 3600_u64;
+    let refused = cs
+        .post(
+            &format!("/services/{s}/states/start"),
+            json!({"state_type": "ivr", "est_duration": century + 1}),
+        )
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    for _ in 0..3 {
+        let s = cs.start_service(json!({"customer_id": "c1", "service_type": "billing"})).await;
+        let ivr = cs.start_state(&s, json!({"state_type": "ivr", "est_duration": century})).await;
+        cs.ok(cs
+            .post(&format!("/services/{s}/states/{ivr}/end"), json!({"timestamp": "9999-01-01T00:00:00Z"}))
+            .await)
+            .await;
+    }
+    let dropoff = app.call(&cs.key, "GET", &format!("{base}/dropoff"), "").await;
+    assert_eq!(dropoff.status, 200, "{}", dropoff.body);
+    assert_eq!(dropoff.json()["states"][0]["avg_est_duration_s"], century as f64);
+    // The names analytics give the ends of a journey are no state's.
+    for marker in ["(start)", "(completed)", "(abandoned)", "(before first state)"] {
+        let refused = cs.post(&format!("/services/{s}/states/start"), json!({"state_type": marker})).await;
+        assert_eq!(refused.status, 400, "{marker}: {}", refused.body);
+    }
+    let ivr = cs.start_state(&s, json!({"state_type": "ivr"})).await;
+    let body = json!({"from": {"state_id": ivr}, "to": {"state_type": "(completed)"}});
+    assert_eq!(cs.post(&format!("/services/{s}/states/transition"), body).await.status, 400);
+    // The first step's channel switch is judged against the channel the service started on,
+    // even when an association adds one later.
+    let voice =
+        cs.start_service(json!({"contact_key": "k1", "service_type": "sales", "media_type": "voice"})).await;
+    cs.ok(cs.post(&format!("/customers/c2/services/{voice}"), json!({"media_type": "chat"})).await).await;
+    cs.start_state(&voice, json!({"state_type": "bot", "media_type": "chat"})).await;
+    let moves = app.call(&cs.key, "GET", &format!("{base}/transitions?service_type=sales"), "").await.json();
+    assert_eq!(moves["transitions"][0]["from"], "(start)");
+    assert_eq!(moves["transitions"][0]["channel_switches"], 1, "{moves}");
+    assert!(app.verify().mismatch.is_none());
+}

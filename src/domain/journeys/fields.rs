@@ -163,14 +163,15 @@ pub fn parse_body(object: Map<String, Value>, kind: BodyKind) -> Result<Body, Do
             "service_id" => {}
             "timestamp" => body.timestamp = Some(time(&name, &value)?),
             "expiration_time" => body.expiration_time = Some(time(&name, &value)?),
-            "est_duration" => body.est_duration = Some(count(&name, &value)?),
+            "est_duration" => body.est_duration = Some(est_duration(&value)?),
             "ttl" => body.ttl = Some(crate::domain::ttl::check(&name, count(&name, &value)?)?),
             "auto_complete_after" => body.auto_complete_after = Some(auto_complete_after(&value)?),
             "disposition" => body.disposition = Some(label(&name, &value)?),
             "disposition_desc" => body.disposition_desc = Some(text(&name, &value, MAX_DISPOSITION_DESC)?),
             "customer_id" => body.customer_id = Some(identifier(&name, &value)?),
             "contact_key" => body.contact_key = Some(identifier(&name, &value)?),
-            "service_type" | "state_type" | "task_type" => body.item_type = Some(label(&name, &value)?),
+            "state_type" => body.item_type = Some(state_type(&name, &value)?),
+            "service_type" | "task_type" => body.item_type = Some(label(&name, &value)?),
             "previous_state_id" | "state_id" => body.link = Some(item_id(&name, &value)?),
             "session_id" => {
                 text(&name, &value, MAX_SESSION_ID)?;
@@ -238,6 +239,19 @@ pub fn label(name: &str, value: &Value) -> Result<JsonText, DomainError> {
     }
 }
 
+/// The names analytics give the ends of a journey (docs/ANALYTICS.md); no state may take one.
+pub const STEP_MARKERS: [&str; 4] = ["(start)", "(completed)", "(abandoned)", "(before first state)"];
+
+/// A state type: a label that is not one of the `STEP_MARKERS`.
+fn state_type(name: &str, value: &Value) -> Result<JsonText, DomainError> {
+    let label = label(name, value)?;
+    let text = label_text(&label);
+    if STEP_MARKERS.contains(&text.as_str()) {
+        return Err(invalid(format!("{name} {text} is reserved: analytics name the ends of a journey so")));
+    }
+    Ok(label)
+}
+
 /// A label as text, for filters: a string's content, or an integer's digits.
 pub fn label_text(label: &JsonText) -> String {
     serde_json::from_str::<String>(label.as_str()).unwrap_or_else(|_| label.as_str().to_string())
@@ -260,6 +274,15 @@ fn identifier(name: &str, value: &Value) -> Result<String, DomainError> {
 
 fn count(name: &str, value: &Value) -> Result<u64, DomainError> {
     value.as_u64().ok_or_else(|| invalid(format!("{name} must be a non-negative integer")))
+}
+
+/// An estimated duration in seconds: at most `MAX_TTL_SECONDS`, as long as anything lives here,
+/// which also keeps the analytics' sums of estimates far from overflowing.
+fn est_duration(value: &Value) -> Result<u64, DomainError> {
+    value
+        .as_u64()
+        .filter(|seconds| *seconds <= MAX_TTL_SECONDS)
+        .ok_or_else(|| invalid(format!("est_duration must be 0 to {MAX_TTL_SECONDS} seconds")))
 }
 
 /// Seconds of inactivity before auto-completion: positive and at most `MAX_TTL_SECONDS`.
@@ -324,6 +347,12 @@ mod tests {
         assert!(parse(json!({"disposition": "ok"}), BodyKind::StateStart).is_err());
         assert!(parse(json!({"session_id": "x".repeat(33)}), BodyKind::TaskEnd).is_err());
         assert!(parse(json!({"est_duration": -1}), BodyKind::TaskStart).is_err());
+        assert!(parse(json!({"est_duration": MAX_TTL_SECONDS + 1}), BodyKind::StateStart).is_err());
+        assert!(parse(json!({"est_duration": MAX_TTL_SECONDS}), BodyKind::StateStart).is_ok());
+        for marker in STEP_MARKERS {
+            assert!(parse(json!({"state_type": marker}), BodyKind::StateStart).is_err(), "{marker}");
+        }
+        assert!(parse(json!({"state_type": "(start"}), BodyKind::StateStart).is_ok());
         assert!(parse(json!({"timestamp": "yesterday"}), BodyKind::ServiceEnd).is_err());
         assert!(parse(json!({"media_type": {"a": 1}}), BodyKind::ServiceEnd).is_err());
         assert!(parse(json!({"state_id": 0}), BodyKind::TaskStart).is_err());
