@@ -59,6 +59,20 @@ fn attribute(html: &str, name: &str) -> Option<String> {
     Some(html[start..start + html[start..].find('"')?].to_string())
 }
 
+/// Text as the DOM dump writes it in an attribute.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// Text as it was before HTML escaping (what the page's `esc` and the DOM dump write).
+fn unescape(html: &str) -> String {
+    html.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
 /// The funnel figures the page shows for a step, overall or for one channel.
 const FUNNEL_FIGURES: [&str; 4] = ["reached", "dropped", "conversion_from_first", "conversion_from_previous"];
 
@@ -117,6 +131,15 @@ async fn the_dashboard_shows_the_same_numbers_as_the_api() {
     let key = app.account("acme").await;
     let report = ctxd::demo::load(&app.store, "acme", 300, 16).await.unwrap();
     assert_eq!(report.services, 300);
+    // One more journey, now: a step repeated (queue → queue, a loop in the flow diagram) and a
+    // state type that is markup, which the page must show as text.
+    let cs = crate::journeys::Cs { app: &app, key: key.clone() };
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    let start = serde_json::json!({"customer_id": "odd", "service_type": "billing", "media_type": "voice", "timestamp": now});
+    let s = cs.start_service(start).await;
+    let queue = cs.start_state(&s, serde_json::json!({"state_type": "queue", "timestamp": now})).await;
+    let again = cs.transition(&s, queue, "queue", serde_json::json!({"timestamp": now})).await;
+    cs.transition(&s, again, "<img src=x onerror=alert(1)>", serde_json::json!({"timestamp": now})).await;
 
     // The page is linked to with a first day (the demo spans the last seven days), and the funnel
     // with a window and split by channel; its steps are left to the page.
@@ -137,6 +160,12 @@ async fn the_dashboard_shows_the_same_numbers_as_the_api() {
     );
     // What the page rendered, without its script (which holds the templates).
     let dom = dom[..dom.find("<script").unwrap_or(dom.len())].to_string();
+    assert!(!dom.contains("<img"), "markup in a state type stays text");
+    assert!(dom.contains("&lt;img src=x"), "the markup state type is shown as text");
+    assert!(
+        dom.contains(r#"data-from="queue" data-to="queue" data-count="1""#),
+        "the queue → queue loop is drawn"
+    );
 
     let api = app.call(&key, "GET", &format!("/v1/account/acme/analytics/dropoff?{filter}"), "").await.json();
     let started = api["totals"]["started"].as_i64().unwrap();
@@ -147,7 +176,7 @@ async fn the_dashboard_shows_the_same_numbers_as_the_api() {
     }
     let mut rows = BTreeMap::new();
     for row in dom.split(r#"<tr data-state=""#).skip(1) {
-        let state = row[..row.find('"').unwrap()].to_string();
+        let state = unescape(&row[..row.find('"').unwrap()]);
         let figures: Vec<String> = ["entered", "left_onward", "abandoned_here"]
             .iter()
             .map(|f| figure_after(row, &format!(r#"data-figure="{f}""#)).unwrap())
@@ -172,8 +201,8 @@ async fn the_dashboard_shows_the_same_numbers_as_the_api() {
     for t in transitions["transitions"].as_array().unwrap() {
         let marker = format!(
             r#"data-from="{}" data-to="{}" data-count=""#,
-            t["from"].as_str().unwrap(),
-            t["to"].as_str().unwrap()
+            escape(t["from"].as_str().unwrap()),
+            escape(t["to"].as_str().unwrap())
         );
         let shown = dom.split(&marker).nth(1).map(|rest| rest[..rest.find('"').unwrap()].to_string());
         assert_eq!(shown, Some(t["count"].to_string()), "transition {marker}");
