@@ -134,6 +134,7 @@ fn counter_sql(counter: Counter) -> &'static str {
 /// `Counter::values` order. The writer gathers those of a whole group commit and writes each
 /// row once before the commit (services of one cohort share rows); rebuild gathers the whole log.
 #[derive(Debug, Default)]
+#[must_use = "counter deltas are lost unless written (`PendingCounts::write`) or merged"]
 pub struct PendingCounts(HashMap<(Counter, Vec<String>), Vec<i64>>);
 
 impl PendingCounts {
