@@ -80,6 +80,12 @@ impl Application {
         ));
         let app = http::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
         tracing::info!(addr = %self.listener.local_addr()?, "ctxd listening");
+        // Feed followers never end by themselves: they are told first, so that the drain ends.
+        let feeds = store.clone();
+        let shutdown = async move {
+            shutdown.await;
+            feeds.close_feeds();
+        };
         let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
         let _ = stop_sweeper.send(true);
         let _ = sweeper.await;

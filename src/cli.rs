@@ -1,6 +1,8 @@
-//! The command line: `ctxd [serve]`, `ctxd admin …`, `ctxd rebuild`, `ctxd verify`.
+//! The command line: `ctxd [serve]`, `ctxd admin …`, `ctxd rebuild`, `ctxd verify [--chain]`,
+//! `ctxd export`, `ctxd import`.
 
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +16,8 @@ use crate::domain::DomainError;
 use crate::domain::accounts::AccountCommand;
 use crate::metrics::Metrics;
 use crate::projections;
-use crate::store::{self, EventMeta, Store, StoreError, WriteError, WriteRequest, WriterConfig};
+use crate::store::transfer::{self, Selection};
+use crate::store::{self, EventMeta, Store, StoreError, WriteError, WriteRequest, WriterConfig, chain};
 
 #[derive(Parser, Debug)]
 #[command(name = "ctxd", version, about = "Event-sourced conversation context and journey engine")]
@@ -38,7 +41,27 @@ pub enum Commands {
     /// Drop the projections and replay the whole log into them.
     Rebuild,
     /// Rebuild the projections into a scratch database and compare them with the live ones.
-    Verify,
+    Verify {
+        /// Also walk the hash chain of the log and report the first event that does not verify.
+        #[arg(long)]
+        chain: bool,
+    },
+    /// Write the log to stdout as NDJSON, one event per line with every stored column, from one
+    /// snapshot (safe beside a running server).
+    Export {
+        /// Only this account's events (such an export cannot be imported).
+        #[arg(long)]
+        account: Option<String>,
+        /// Only the events after this seq (such an export cannot be imported).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
+    /// Load a whole export into an empty store (while no server runs on the data dir), check its
+    /// hash chain and rebuild the projections; all or nothing.
+    Import {
+        /// The NDJSON file `ctxd export` wrote, or `-` for stdin.
+        file: PathBuf,
+    },
     /// Load a synthetic contact center's journeys (while no server runs on the data dir) and
     /// print an API key of the account, to try the journeys, analytics and dashboard with data.
     Demo {
@@ -129,35 +152,105 @@ pub async fn run(cli: Cli) -> Result<i32, BoxError> {
             let mut conn = store::open_writer_connection(&store::database_path(&cli.data_dir), true)?;
             let started = Instant::now();
             let events = projections::rebuild(&mut conn)?;
-            let seconds = started.elapsed().as_secs_f64();
-            println!(
-                "rebuilt the projections from {events} events in {seconds:.2} s ({:.0} events/s)",
-                events as f64 / seconds.max(1e-9)
-            );
+            println!("rebuilt the projections from {events} events in {}", elapsed_rate(events, started));
             Ok(0)
         }
-        Commands::Verify => {
-            let path = store::database_path(&cli.data_dir);
-            if !path.exists() {
-                return Err(format!("no store at {}", path.display()).into());
-            }
-            let conn = store::read::open_read_only(&path)?;
-            let report = projections::verify::verify(&conn)?;
-            for (table, checksum) in &report.tables {
-                println!("{table:<12} {checksum}");
-            }
-            match report.mismatch {
-                None => {
-                    println!("ok: the projections match a rebuild from {} events", report.events);
-                    Ok(0)
-                }
-                Some(difference) => {
-                    println!("MISMATCH: {difference}");
-                    Ok(1)
-                }
-            }
+        Commands::Verify { chain } => verify(&cli.data_dir, chain),
+        Commands::Export { account, after } => export(&cli.data_dir, &Selection { account, after }),
+        Commands::Import { file } => import(&cli.data_dir, &file),
+    }
+}
+
+/// A read-only connection to an existing store, which may be in use by a server.
+fn open_existing(data_dir: &Path) -> Result<rusqlite::Connection, BoxError> {
+    let path = store::database_path(data_dir);
+    if !path.exists() {
+        return Err(format!("no store at {}", path.display()).into());
+    }
+    Ok(store::read::open_read_only(&path)?)
+}
+
+/// `ctxd verify [--chain]`: exit 1 when the projections or (with `--chain`) the chain fail.
+fn verify(data_dir: &Path, with_chain: bool) -> Result<i32, BoxError> {
+    let conn = open_existing(data_dir)?;
+    let report = projections::verify::verify(&conn)?;
+    for (table, checksum) in &report.tables {
+        println!("{table:<12} {checksum}");
+    }
+    let projections_match = match report.mismatch {
+        None => {
+            println!("ok: the projections match a rebuild from {} events", report.events);
+            true
+        }
+        Some(difference) => {
+            println!("MISMATCH: {difference}");
+            false
+        }
+    };
+    // Its own snapshot: `projections::verify` opens and ends one of its own.
+    let chain_intact = !with_chain || verify_chain(&conn)?;
+    Ok(if projections_match && chain_intact { 0 } else { 1 })
+}
+
+/// Walks the hash chain in one read snapshot and prints what it found.
+fn verify_chain(conn: &rusqlite::Connection) -> Result<bool, BoxError> {
+    conn.execute_batch("BEGIN")?;
+    let report = chain::verify(conn);
+    conn.execute_batch("COMMIT")?;
+    let report = report?;
+    match report.first_bad {
+        None => {
+            let head = hex::encode(report.head);
+            println!("chain intact: {} events, head {} {head}", report.events, report.last_seq);
+            Ok(true)
+        }
+        Some((seq, reason)) => {
+            println!("chain broken at seq {seq}: {reason}");
+            Ok(false)
         }
     }
+}
+
+/// `ctxd export`: NDJSON on stdout, the count on stderr.
+fn export(data_dir: &Path, selection: &Selection) -> Result<i32, BoxError> {
+    let conn = open_existing(data_dir)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+    let started = Instant::now();
+    let events = transfer::export(&conn, selection, &mut out)?;
+    out.flush()?;
+    eprintln!("exported {events} events in {}", elapsed_rate(events, started));
+    Ok(0)
+}
+
+/// `ctxd import FILE|-`: holds the data dir's lock, like `rebuild`, since no server may run.
+fn import(data_dir: &Path, file: &Path) -> Result<i32, BoxError> {
+    let _lock = store::lock_data_dir(data_dir).map_err(|error| match error {
+        StoreError::Locked(_) => format!("{error}; stop the server before importing").into(),
+        other => BoxError::from(other),
+    })?;
+    let input: Box<dyn BufRead> = if file == Path::new("-") {
+        Box::new(BufReader::with_capacity(1 << 20, std::io::stdin().lock()))
+    } else {
+        let opened = std::fs::File::open(file).map_err(|error| format!("{}: {error}", file.display()))?;
+        Box::new(BufReader::with_capacity(1 << 20, opened))
+    };
+    let mut conn = store::open_writer_connection(&store::database_path(data_dir), true)?;
+    let started = Instant::now();
+    let imported = transfer::import(&mut conn, input)?;
+    println!(
+        "imported {} events in {}; chain intact, head {} {}",
+        imported.events,
+        elapsed_rate(imported.events, started),
+        imported.last_seq,
+        hex::encode(imported.head)
+    );
+    Ok(0)
+}
+
+/// `2.00 s (500000 events/s)`.
+fn elapsed_rate(events: u64, started: Instant) -> String {
+    let seconds = started.elapsed().as_secs_f64();
+    format!("{seconds:.2} s ({:.0} events/s)", events as f64 / seconds.max(1e-9))
 }
 
 /// Opens the store for a CLI write, or explains how to do it while a server holds it.

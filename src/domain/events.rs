@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::value::RawValue;
 
+pub use super::erasure::{CustomerErased, SessionErased};
 pub use super::journeys::events::{
     CustomerCreated, CustomerReplaced, ExtensionReplaced, IdentificationKeyDefined, JourneySettingsSet,
     ServiceAssociated, ServiceAutoCompleted, ServiceDeleted, ServiceEnded, ServiceExpired, ServiceExpirySet,
@@ -201,6 +202,8 @@ event_types! {
     CustomerReplaced = 1,
     IdentificationKeyDefined = 1,
     JourneySettingsSet = 1,
+    CustomerErased = 1,
+    SessionErased = 1,
 }
 
 /// A stored event that this binary cannot read.
@@ -227,7 +230,8 @@ impl Event {
             | Event::SessionPropertiesCleared(SessionPropertiesCleared { namespace, session_id })
             | Event::SessionDeleted(SessionDeleted { namespace, session_id, .. })
             | Event::SessionTtlSet(SessionTtlSet { namespace, session_id, .. })
-            | Event::PropertiesExpired(PropertiesExpired { namespace, session_id, .. }) => {
+            | Event::PropertiesExpired(PropertiesExpired { namespace, session_id, .. })
+            | Event::SessionErased(SessionErased { namespace, session_id, .. }) => {
                 session_stream(account, namespace, session_id)
             }
             Event::ServiceStarted(ServiceStarted { service_id, .. })
@@ -245,7 +249,8 @@ impl Event {
                 service_stream(account, service_id)
             }
             Event::CustomerCreated(CustomerCreated { customer_id, .. })
-            | Event::CustomerReplaced(CustomerReplaced { customer_id, .. }) => {
+            | Event::CustomerReplaced(CustomerReplaced { customer_id, .. })
+            | Event::CustomerErased(CustomerErased { customer_id, .. }) => {
                 customer_stream(account, customer_id)
             }
             Event::IdentificationKeyDefined(_) | Event::JourneySettingsSet(_) => {

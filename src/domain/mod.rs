@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod context;
+pub mod erasure;
 pub mod events;
 pub mod journeys;
 pub mod names;
@@ -83,6 +84,12 @@ pub enum Command {
     /// Sent by the sweeper: expire or auto-complete the services that are due.
     SweepServices {
         limit: usize,
+    },
+    /// Redact a customer's or a session's personal data from the log (the one change the log
+    /// allows, docs/AUDIT.md) and record the erasure.
+    Erase {
+        account: String,
+        target: erasure::ErasureTarget,
     },
     /// Sent by the sweeper: forget idempotency keys older than the retention. Appends nothing.
     PruneIdempotencyKeys {

@@ -13,10 +13,12 @@ use serde_json::{Map, Value};
 use super::AppState;
 use super::error::{ApiError, etag};
 use super::extract::{Account, JsonBody, NoBody, Q, Target, Write, WriteContext};
+use super::history::AsOf;
 use crate::domain::Command;
 use crate::domain::context::{ContextCommand, SessionRef};
 use crate::domain::events::{JsonText, Properties, session_stream};
 use crate::domain::names::{check_name, check_namespace};
+use crate::projections::as_of::Streams;
 use crate::projections::context as read;
 use crate::store::log;
 
@@ -220,7 +222,7 @@ fn json_text(body: String, version: Option<u64>) -> Response {
 }
 
 /// Checks the names a read addresses, as writes do, so that bad names are a 400 everywhere.
-fn check_target(target: &Target) -> Result<(), ApiError> {
+pub(super) fn check_target(target: &Target) -> Result<(), ApiError> {
     check_namespace(&target.namespace)?;
     check_name("session id", &target.session_id)?;
     if let Some(property) = &target.property {
@@ -238,6 +240,7 @@ async fn get_document(
     State(state): State<AppState>,
     account: Account,
     target: Target,
+    at: AsOf,
     Q(query): Q<IncludeQuery>,
 ) -> Result<Response, ApiError> {
     check_target(&target)?;
@@ -246,19 +249,20 @@ async fn get_document(
         .include
         .map(|list| list.split(',').map(|key| key.trim().to_string()).filter(|key| !key.is_empty()).collect())
         .filter(|keys: &Vec<String>| !keys.is_empty());
-    let now = state.clock.now();
     let stream = session_stream(&account.id, &target.namespace, &target.session_id);
-    let (document, version) = state.store.read(|conn| {
-        let document = read::session_document(
-            conn,
-            &account.id,
-            &target.namespace,
-            &target.session_id,
-            now,
-            include.as_deref(),
-        )?;
-        Ok((document, log::stream_version(conn, &stream)?))
-    })?;
+    let (document, version) = at
+        .read(&state, Streams::one(stream.clone()), move |conn, now| {
+            let document = read::session_document(
+                conn,
+                &account.id,
+                &target.namespace,
+                &target.session_id,
+                now,
+                include.as_deref(),
+            )?;
+            Ok((document, log::stream_version(conn, &stream)?))
+        })
+        .await?;
     Ok(json_text(document, Some(version)))
 }
 
@@ -266,16 +270,19 @@ async fn get_property(
     State(state): State<AppState>,
     account: Account,
     target: Target,
+    at: AsOf,
 ) -> Result<Response, ApiError> {
     check_target(&target)?;
     let property = target.property.clone().unwrap_or_default();
-    let now = state.clock.now();
     let stream = session_stream(&account.id, &target.namespace, &target.session_id);
-    let (value, version) = state.store.read(|conn| {
-        let value =
-            read::property_value(conn, &account.id, &target.namespace, &target.session_id, &property, now)?;
-        Ok((value, log::stream_version(conn, &stream)?))
-    })?;
+    let key = property.clone();
+    let (value, version) = at
+        .read(&state, Streams::one(stream.clone()), move |conn, now| {
+            let value =
+                read::property_value(conn, &account.id, &target.namespace, &target.session_id, &key, now)?;
+            Ok((value, log::stream_version(conn, &stream)?))
+        })
+        .await?;
     let value = value.ok_or_else(|| ApiError::not_found(format!("property '{property}' not found")))?;
     Ok(json_text(value, Some(version)))
 }

@@ -3,9 +3,11 @@
 
 pub mod admin;
 pub mod analytics;
+pub mod audit;
 pub mod context;
 pub mod error;
 pub mod extract;
+pub mod history;
 pub mod journeys;
 pub mod ops;
 pub mod ui;
@@ -46,8 +48,10 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::router())
         .merge(admin::router())
         .merge(context::router())
+        .merge(history::router())
         .merge(journeys::router())
         .merge(analytics::router())
+        .merge(audit::router())
         .merge(ui::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {

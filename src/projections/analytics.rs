@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::tables::Tables;
 use crate::domain::Event;
+use crate::domain::erasure;
 use crate::domain::journeys::events::ClosedBy;
 use crate::domain::journeys::fields::STEP_MARKERS;
 use crate::domain::journeys::service::{ServiceDoc, StateDoc, label_key, media_key};
@@ -305,4 +306,21 @@ fn end(
             detail: detail.to_string(),
         },
     )
+}
+
+/// An abandoned journey's `detail` as the customer's redacted events would have built it: the
+/// contact key and extension values read `erasure::MARKER`.
+pub fn redacted_detail(detail: &str) -> Result<String, StoreError> {
+    let mut value: Value = serde_json::from_str(detail)
+        .map_err(|error| StoreError::Corrupt(format!("abandoned journey detail: {error}")))?;
+    let marker = || Value::String(erasure::MARKER.into());
+    if value["contact_key"].is_string() {
+        value["contact_key"] = marker();
+    }
+    for field in ["extensions", "state_extensions"] {
+        if let Some(extensions) = value.get_mut(field).and_then(Value::as_object_mut) {
+            extensions.values_mut().for_each(|v| *v = marker());
+        }
+    }
+    Ok(value.to_string())
 }

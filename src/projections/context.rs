@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::EventRef;
 use super::tables::{PropertyRow, SessionKey, Tables};
 use crate::domain::Event;
+use crate::domain::events::{SessionDeleted, SessionErased};
 use crate::domain::StreamVersion;
 use crate::domain::context::{ExpiredProperty, NamespaceState, SessionState};
 use crate::store::StoreError;
@@ -37,8 +38,10 @@ pub fn apply(tables: &mut impl Tables, recorded: &EventRef<'_>) -> Result<(), St
         Event::SessionPropertiesCleared(e) => {
             tables.delete_session_properties(key(account, &e.namespace, &e.session_id))
         }
-        Event::SessionDeleted(e) => {
-            let session = key(account, &e.namespace, &e.session_id);
+        // An erased session is left as a deleted one: its redacted events rebuild it, then this.
+        Event::SessionDeleted(SessionDeleted { namespace, session_id, .. })
+        | Event::SessionErased(SessionErased { namespace, session_id, .. }) => {
+            let session = key(account, namespace, session_id);
             tables.delete_session_properties(session)?;
             tables.delete_session_ttl(session)
         }

@@ -8,6 +8,7 @@ use super::EventRef;
 use super::analytics;
 use super::tables::Tables;
 use crate::domain::Event;
+use crate::domain::erasure;
 use crate::domain::journeys::JourneySettings;
 use crate::domain::journeys::fields::label_text;
 use crate::domain::journeys::service::ServiceDoc;
@@ -54,6 +55,18 @@ pub fn apply(tables: &mut impl Tables, recorded: &EventRef<'_>) -> Result<(), St
         }
         Event::CustomerReplaced(e) => {
             tables.put_customer(account, &e.customer_id, &e.profile, recorded.recorded_at)
+        }
+        // The redacted events already rebuild the services redacted: redacting again changes
+        // nothing there, and live it redacts what the customer's services hold.
+        Event::CustomerErased(e) => {
+            for service_id in &e.services {
+                if let Some(mut doc) = tables.take_service(account, service_id)? {
+                    erasure::redact_service(&mut doc);
+                    tables.put_service(account, doc)?;
+                }
+                tables.redact_abandoned(account, service_id)?;
+            }
+            tables.delete_customer(account, &e.customer_id)
         }
         Event::IdentificationKeyDefined(e) => tables.insert_identification_key(account, e),
         Event::JourneySettingsSet(e) => tables.set_journey_settings(account, e),
@@ -129,6 +142,18 @@ pub fn load_service(
         .query_row((account, service_id), |row| row.get(0))
         .optional()?;
     text.as_deref().map(parse_doc).transpose()
+}
+
+/// Every service that was ever `customer_id`'s (started for them or associated with them, even
+/// if since deleted or associated with someone else), from the log: what an erasure redacts.
+pub fn services_ever_of(conn: &Connection, account: &str, customer_id: &str) -> Result<Vec<String>, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT DISTINCT json_extract(data, '$.service_id') FROM events
+         WHERE account = ?1 AND event_type IN ('ServiceStarted', 'ServiceAssociated')
+           AND json_extract(data, '$.customer_id') = ?2",
+    )?;
+    let rows = statement.query_map((account, customer_id), |row| row.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Which services of a list to return.

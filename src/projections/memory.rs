@@ -209,6 +209,11 @@ impl Tables for MemoryTables {
         Ok(())
     }
 
+    fn delete_customer(&mut self, account_id: &str, customer_id: &str) -> Result<(), StoreError> {
+        self.customers.remove(&(account_id.to_string(), customer_id.to_string()));
+        Ok(())
+    }
+
     fn insert_identification_key(
         &mut self,
         account_id: &str,
@@ -247,6 +252,15 @@ impl Tables for MemoryTables {
 
     fn insert_abandoned(&mut self, account_id: &str, row: AbandonedRow) -> Result<(), StoreError> {
         self.abandoned.push((account_id.to_string(), row));
+        Ok(())
+    }
+
+    fn redact_abandoned(&mut self, account_id: &str, service_id: &str) -> Result<(), StoreError> {
+        for (account, row) in &mut self.abandoned {
+            if account == account_id && row.service_id == service_id {
+                row.detail = super::analytics::redacted_detail(&row.detail)?;
+            }
+        }
         Ok(())
     }
 }

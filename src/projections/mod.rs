@@ -4,8 +4,10 @@
 pub mod accounts;
 pub mod analytics;
 pub mod analytics_queries;
+pub mod as_of;
 pub mod context;
 pub mod customers;
+pub mod history;
 pub mod journeys;
 pub mod memory;
 pub mod tables;
@@ -71,18 +73,67 @@ fn apply_event(tables: &mut impl Tables, event: &EventRef<'_>) -> Result<(), Sto
         | Event::SessionPropertiesCleared(_)
         | Event::SessionDeleted(_)
         | Event::SessionTtlSet(_)
-        | Event::PropertiesExpired(_) => context::apply(tables, event),
+        | Event::PropertiesExpired(_)
+        | Event::SessionErased(_) => context::apply(tables, event),
         _ => journeys::apply(tables, event),
     }
 }
 
-/// Replays the events with `seq <= up_to` of `source` onto `target`, streaming them and reading
-/// only what projections need. Returns the number of events applied.
-pub fn replay(source: &Connection, target: &mut impl Tables, up_to: u64) -> Result<u64, StoreError> {
-    let mut statement = source.prepare(
-        "SELECT seq, account, event_type, data, recorded_at FROM events WHERE seq <= ?1 ORDER BY seq",
-    )?;
-    let mut rows = statement.query([up_to])?;
+/// Which events of the log `replay` folds.
+#[derive(Debug, Clone, Copy)]
+pub struct Selection<'a> {
+    /// Only the events of these streams; `None`: every stream.
+    pub streams: Option<&'a [String]>,
+    pub until: Until<'a>,
+}
+
+/// The last point of the log a fold includes.
+#[derive(Debug, Clone, Copy)]
+pub enum Until<'a> {
+    /// Events with `seq <= n`.
+    Seq(u64),
+    /// Events recorded at or before this time, written as `log::format_time` writes
+    /// `recorded_at` (so that text order is time order).
+    RecordedAt(&'a str),
+}
+
+impl Until<'_> {
+    /// The SQL condition on `events`, with the bound as parameter `?2`.
+    pub fn condition(&self) -> &'static str {
+        match self {
+            Until::Seq(_) => "seq <= ?2",
+            Until::RecordedAt(_) => "recorded_at <= ?2",
+        }
+    }
+
+    /// The bound, for parameter `?2`.
+    pub fn bound(&self) -> rusqlite::types::Value {
+        match self {
+            Until::Seq(seq) => rusqlite::types::Value::Integer(i64::try_from(*seq).unwrap_or(i64::MAX)),
+            Until::RecordedAt(time) => rusqlite::types::Value::Text(time.to_string()),
+        }
+    }
+}
+
+/// Replays the `events` of `source` onto `target` in seq order, streaming them and reading only
+/// what projections need. Returns the number of events applied.
+pub fn replay(
+    source: &Connection,
+    target: &mut impl Tables,
+    events: Selection<'_>,
+) -> Result<u64, StoreError> {
+    // Two statements rather than one with an optional filter: SQLite plans a statement once,
+    // and only the one that names the streams can use the `(stream, stream_version)` index.
+    let streams = match events.streams {
+        None => "?1 IS NULL",
+        Some(_) => "stream IN (SELECT value FROM json_each(?1))",
+    };
+    let mut statement = source.prepare(&format!(
+        "SELECT seq, account, event_type, data, recorded_at FROM events WHERE {streams} AND {} ORDER BY seq",
+        events.until.condition()
+    ))?;
+    let names = events.streams.map(|names| serde_json::to_string(names).expect("names serialize"));
+    let mut rows = statement.query(rusqlite::params![names, events.until.bound()])?;
     let mut applied = 0;
     while let Some(row) = rows.next()? {
         let seq: u64 = row.get(0)?;
@@ -106,7 +157,7 @@ pub fn clear(conn: &Connection) -> Result<(), StoreError> {
 /// Folds the log up to `up_to` into projection tables held in memory.
 pub fn fold(source: &Connection, up_to: u64) -> Result<(MemoryTables, u64), StoreError> {
     let mut tables = MemoryTables::default();
-    let applied = replay(source, &mut tables, up_to)?;
+    let applied = replay(source, &mut tables, Selection { streams: None, until: Until::Seq(up_to) })?;
     Ok((tables, applied))
 }
 

@@ -9,7 +9,7 @@ use std::collections::hash_map::Entry;
 
 use rusqlite::{Connection, params};
 
-use super::analytics::{AbandonedRow, Counter};
+use super::analytics::{AbandonedRow, Counter, redacted_detail};
 use crate::domain::events::Properties;
 use crate::domain::journeys::customers::attribute_values;
 use crate::domain::journeys::events::{IdentificationKeyDefined, JourneySettingsSet};
@@ -82,6 +82,8 @@ pub trait Tables {
         profile: &Properties,
         created_at: &str,
     ) -> Result<(), StoreError>;
+    /// Removes a profile and its attribute index (an erasure).
+    fn delete_customer(&mut self, account_id: &str, customer_id: &str) -> Result<(), StoreError>;
     fn insert_identification_key(
         &mut self,
         account_id: &str,
@@ -101,6 +103,8 @@ pub trait Tables {
         deltas: &[i64],
     ) -> Result<(), StoreError>;
     fn insert_abandoned(&mut self, account_id: &str, row: AbandonedRow) -> Result<(), StoreError>;
+    /// Redacts the personal values of a service's abandoned-journey rows (an erasure).
+    fn redact_abandoned(&mut self, account_id: &str, service_id: &str) -> Result<(), StoreError>;
 }
 
 /// The upsert that adds to one counter row, built once per counter table.
@@ -192,9 +196,9 @@ pub struct SqlTables<'c> {
     conn: &'c Connection,
     /// (account, service) not yet written back.
     service: Option<(String, ServiceDoc)>,
-    /// (account, service id, customer id) of a service row as it is stored: when the customer is
-    /// unchanged, the write-back leaves the customer index alone.
-    stored: Option<(String, String, Option<String>)>,
+    /// (account, service id, indexed keys) of a service row as it is stored: when the keys are
+    /// unchanged, the write-back leaves the customer and contact key indexes alone.
+    stored: Option<(String, String, Keys)>,
     /// The command's counter deltas, for the caller to write (`finish`).
     counts: PendingCounts,
 }
@@ -206,7 +210,7 @@ impl<'c> SqlTables<'c> {
 
     /// Starts from a service already loaded (by the decision), saving a read.
     pub fn with_service(conn: &'c Connection, account_id: &str, doc: ServiceDoc) -> Self {
-        let stored = Some((account_id.to_string(), doc.service_id.clone(), doc.customer_id.clone()));
+        let stored = Some((account_id.to_string(), doc.service_id.clone(), Keys::of(&doc)));
         SqlTables {
             conn,
             service: Some((account_id.to_string(), doc)),
@@ -228,13 +232,13 @@ impl<'c> SqlTables<'c> {
             return Ok(());
         };
         let c = super::journeys::ServiceColumns::of(&doc);
-        let unchanged_customer = match self.stored.take() {
-            Some((account, service_id, customer_id)) => {
-                account == account_id && service_id == doc.service_id && customer_id == doc.customer_id
+        let unchanged_keys = match self.stored.take() {
+            Some((account, service_id, keys)) => {
+                account == account_id && service_id == doc.service_id && keys == Keys::of(&doc)
             }
             None => false,
         };
-        if unchanged_customer {
+        if unchanged_keys {
             return self.run(
                 "UPDATE services SET active = ?3, auto_complete_at = ?4, expires_at = ?5, document = ?6
                  WHERE account_id = ?1 AND service_id = ?2",
@@ -245,7 +249,8 @@ impl<'c> SqlTables<'c> {
             "INSERT INTO services (account_id, service_id, customer_id, contact_key, started_at, active,
                                    auto_complete_at, expires_at, document)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT DO UPDATE SET customer_id = excluded.customer_id, active = excluded.active,
+                 ON CONFLICT DO UPDATE SET customer_id = excluded.customer_id,
+                   contact_key = excluded.contact_key, active = excluded.active,
                    auto_complete_at = excluded.auto_complete_at, expires_at = excluded.expires_at,
                    document = excluded.document",
             params![
@@ -272,6 +277,20 @@ impl<'c> SqlTables<'c> {
     fn run(&self, sql: &str, params: impl rusqlite::Params) -> Result<(), StoreError> {
         self.conn.prepare_cached(sql)?.execute(params)?;
         Ok(())
+    }
+}
+
+/// The indexed columns of a service row that lifecycle calls leave as they are: the customer,
+/// and the contact key (changed only by an erasure).
+#[derive(Debug, Clone, PartialEq)]
+struct Keys {
+    customer_id: Option<String>,
+    contact_key: Option<String>,
+}
+
+impl Keys {
+    fn of(doc: &ServiceDoc) -> Keys {
+        Keys { customer_id: doc.customer_id.clone(), contact_key: doc.contact_key.clone() }
     }
 }
 
@@ -371,7 +390,7 @@ impl Tables for SqlTables<'_> {
         self.write_service()?;
         let doc = super::journeys::load_service(self.conn, account_id, service_id)?;
         if let Some(doc) = &doc {
-            self.stored = Some((account_id.to_string(), service_id.to_string(), doc.customer_id.clone()));
+            self.stored = Some((account_id.to_string(), service_id.to_string(), Keys::of(doc)));
         }
         Ok(doc)
     }
@@ -418,6 +437,14 @@ impl Tables for SqlTables<'_> {
         Ok(())
     }
 
+    fn delete_customer(&mut self, account_id: &str, customer_id: &str) -> Result<(), StoreError> {
+        self.run("DELETE FROM customers WHERE account_id = ?1 AND customer_id = ?2", (account_id, customer_id))?;
+        self.run(
+            "DELETE FROM customer_attributes WHERE account_id = ?1 AND customer_id = ?2",
+            (account_id, customer_id),
+        )
+    }
+
     fn insert_identification_key(
         &mut self,
         account_id: &str,
@@ -456,6 +483,23 @@ impl Tables for SqlTables<'_> {
         deltas: &[i64],
     ) -> Result<(), StoreError> {
         self.counts.add(account_id, counter, keys, deltas);
+        Ok(())
+    }
+
+    fn redact_abandoned(&mut self, account_id: &str, service_id: &str) -> Result<(), StoreError> {
+        let rows: Vec<(String, String)> = self
+            .conn
+            .prepare_cached(
+                "SELECT ended_at, detail FROM analytics_abandoned WHERE account_id = ?1 AND service_id = ?2",
+            )?
+            .query_map((account_id, service_id), |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        for (ended_at, detail) in rows {
+            self.run(
+                "UPDATE analytics_abandoned SET detail = ?1 WHERE account_id = ?2 AND ended_at = ?3 AND service_id = ?4",
+                (redacted_detail(&detail)?, account_id, ended_at, service_id),
+            )?;
+        }
         Ok(())
     }
 

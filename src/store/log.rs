@@ -1,10 +1,11 @@
 //! The event log table: append, stream versions, and reading events back in order.
-//! This is the only code that writes `events`, and it only inserts.
+//! This is the only code that writes `events`: it inserts, and redacts a payload for an erasure.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StoreError;
+use super::chain::{self, Hash};
 use crate::domain::{Event, StreamVersion};
 
 /// An event as stored in the log.
@@ -43,24 +44,125 @@ pub fn last_seq(conn: &Connection) -> Result<u64, StoreError> {
     Ok(seq.unwrap_or(0))
 }
 
-/// Inserts one event row.
-pub fn append(conn: &Connection, recorded: &RecordedEvent) -> Result<(), StoreError> {
+/// Inserts one event row chained to `previous`, the hash of the event before it, and answers
+/// the new event's hash.
+pub fn append(conn: &Connection, recorded: &RecordedEvent, previous: &Hash) -> Result<Hash, StoreError> {
+    let data = recorded.event.data_json();
+    let recorded_at = format_time(recorded.recorded_at);
+    let columns = chain::Columns {
+        seq: recorded.seq,
+        account: &recorded.account,
+        stream: &recorded.stream,
+        stream_version: recorded.stream_version,
+        event_type: recorded.event.event_type(),
+        event_version: recorded.event.event_version(),
+        meta: &recorded.meta,
+        recorded_at: &recorded_at,
+    };
+    let payload_hash = chain::payload_hash(&data);
+    let hash = chain::link(previous, &columns, &payload_hash);
     conn.prepare_cached(
-        "INSERT INTO events (seq, account, stream, stream_version, event_type, event_version, data, meta, recorded_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO events (seq, account, stream, stream_version, event_type, event_version, data, meta,
+                             recorded_at, payload_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
-        recorded.seq,
-        recorded.account,
-        recorded.stream,
-        recorded.stream_version,
-        recorded.event.event_type(),
-        recorded.event.event_version(),
-        recorded.event.data_json(),
-        recorded.meta,
-        format_time(recorded.recorded_at),
+        columns.seq,
+        columns.account,
+        columns.stream,
+        columns.stream_version,
+        columns.event_type,
+        columns.event_version,
+        data,
+        columns.meta,
+        recorded_at,
+        payload_hash.as_slice(),
+        hash.as_slice(),
     ])?;
+    Ok(hash)
+}
+
+/// Replaces the payload of event `seq` with its redacted form: the one change the log allows,
+/// made only for an erasure (`domain::erasure`). Its `payload_hash` and `hash` stay, so the
+/// chain still links; the erasure event records the sha256 of the new payload.
+pub fn redact_payload(conn: &Connection, seq: u64, redacted: &str) -> Result<(), StoreError> {
+    conn.execute("INSERT INTO erasure_in_progress (only) VALUES (1)", [])?;
+    let changed = conn.execute("UPDATE events SET data = ?1 WHERE seq = ?2", params![redacted, seq])?;
+    conn.execute("DELETE FROM erasure_in_progress", [])?;
+    if changed != 1 {
+        return Err(StoreError::Corrupt(format!("event {seq} to redact is not in the log")));
+    }
     Ok(())
+}
+
+/// Seq, type and payload of every event of the streams named, in seq order.
+pub fn stream_payloads(conn: &Connection, streams: &[String]) -> Result<Vec<(u64, String, String)>, StoreError> {
+    let mut statement =
+        conn.prepare_cached("SELECT seq, event_type, data FROM events WHERE stream = ?1 ORDER BY stream_version")?;
+    let mut all = Vec::new();
+    for stream in streams {
+        let rows = statement.query_map([stream], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+        for row in rows {
+            all.push(row?);
+        }
+    }
+    all.sort_by_key(|(seq, _, _)| *seq);
+    Ok(all)
+}
+
+/// One event of the feed, as stored: payload and meta are JSON texts, passed on unparsed.
+#[derive(Debug, Clone)]
+pub struct FeedEvent {
+    pub seq: u64,
+    pub stream: String,
+    pub stream_version: u64,
+    pub event_type: String,
+    pub event_version: u32,
+    pub data: String,
+    pub meta: String,
+    pub recorded_at: String,
+    pub hash: Vec<u8>,
+}
+
+/// What part of an account's events the feed reads.
+#[derive(Debug, Clone, Default)]
+pub struct FeedFilter {
+    pub stream: Option<String>,
+    pub event_type: Option<String>,
+}
+
+/// Up to `limit` events of `account` with `seq > after`, in seq order. Seqs are assigned by
+/// the one writer and become visible a whole commit at a time, so `after` is a stable cursor.
+pub fn read_feed(
+    conn: &Connection,
+    account: &str,
+    after: u64,
+    limit: usize,
+    filter: &FeedFilter,
+) -> Result<Vec<FeedEvent>, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT seq, stream, stream_version, event_type, event_version, data, meta, recorded_at, hash
+         FROM events
+         WHERE account = ?1 AND seq > ?2 AND (?3 IS NULL OR stream = ?3) AND (?4 IS NULL OR event_type = ?4)
+         ORDER BY seq LIMIT ?5",
+    )?;
+    let rows = statement.query_map(
+        params![account, after, filter.stream, filter.event_type, limit as i64],
+        |row| {
+            Ok(FeedEvent {
+                seq: row.get(0)?,
+                stream: row.get(1)?,
+                stream_version: row.get(2)?,
+                event_type: row.get(3)?,
+                event_version: row.get(4)?,
+                data: row.get(5)?,
+                meta: row.get(6)?,
+                recorded_at: row.get(7)?,
+                hash: row.get(8)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Up to `limit` events with `after < seq <= up_to`, in seq order.

@@ -13,6 +13,8 @@ pub struct Migration {
     /// It changes how projections derive from the log: a store that existed before it has
     /// every projection rebuilt from its log right after migrating.
     pub rebuilds_projections: bool,
+    /// A step that SQL cannot do, run in the same transaction right after `sql`.
+    pub then: Option<fn(&Connection) -> Result<(), StoreError>>,
 }
 
 /// Every migration, in order. `migrations_dir_matches_this_list` keeps it in step with the folder.
@@ -22,24 +24,42 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0001_init.sql",
         sql: include_str!("../../migrations/0001_init.sql"),
         rebuilds_projections: false,
+        then: None,
     },
     Migration {
         version: 2,
         name: "0002_journeys.sql",
         sql: include_str!("../../migrations/0002_journeys.sql"),
         rebuilds_projections: false,
+        then: None,
     },
     Migration {
         version: 3,
         name: "0003_analytics.sql",
         sql: include_str!("../../migrations/0003_analytics.sql"),
         rebuilds_projections: false,
+        then: None,
     },
     Migration {
         version: 4,
         name: "0004_funnels.sql",
         sql: include_str!("../../migrations/0004_funnels.sql"),
         rebuilds_projections: true,
+        then: None,
+    },
+    Migration {
+        version: 5,
+        name: "0005_chain.sql",
+        sql: include_str!("../../migrations/0005_chain.sql"),
+        rebuilds_projections: false,
+        then: Some(super::chain::backfill),
+    },
+    Migration {
+        version: 6,
+        name: "0006_append_only.sql",
+        sql: include_str!("../../migrations/0006_append_only.sql"),
+        rebuilds_projections: false,
+        then: None,
     },
 ];
 
@@ -80,6 +100,9 @@ pub fn migrate_then_rebuild(
     let mut must_rebuild = false;
     for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
         tx.execute_batch(migration.sql)?;
+        if let Some(step) = migration.then {
+            step(&tx)?;
+        }
         tx.execute(
             "INSERT INTO schema_version (version, name, applied_at) VALUES (?1, ?2, ?3)",
             (migration.version, migration.name, chrono::Utc::now().to_rfc3339()),

@@ -3,10 +3,12 @@
 //! Its interface is deliberately narrow — submit a command, read a stream or the feed, run a
 //! projection query — so that another backend can replace SQLite without touching HTTP or domain code.
 
+pub mod chain;
 pub mod idempotency;
 pub mod log;
 pub mod migrations;
 pub mod read;
+pub mod transfer;
 pub mod writer;
 
 use std::fs::File;
@@ -15,7 +17,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clock::Clock;
 use crate::domain::{Command, DomainError, StreamVersion};
@@ -115,6 +117,14 @@ pub struct KeyOwner {
 /// Active API keys by their sha256, refreshed by the writer after it commits key events.
 pub type KeyRing = RwLock<std::collections::HashMap<String, KeyOwner>>;
 
+/// What the event feed's followers watch: the log's last committed seq, and whether the server
+/// is stopping (followers then end their streams so that the HTTP server can drain).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FeedHead {
+    pub last_seq: u64,
+    pub closed: bool,
+}
+
 /// Handle to an open store. Cloning is cheap; all clones share the one writer.
 #[derive(Clone)]
 pub struct Store {
@@ -126,6 +136,7 @@ struct Inner {
     sender: mpsc::Sender<writer::Message>,
     reads: ReadPool,
     keys: Arc<KeyRing>,
+    feed: Arc<watch::Sender<FeedHead>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Held for the store's lifetime: one process per data directory.
     _lock: File,
@@ -189,15 +200,18 @@ impl Store {
         let path = database_path(data_dir);
         let conn = open_writer_connection(&path, config.synchronous_full)?;
         let keys = Arc::new(RwLock::new(crate::projections::accounts::active_keys(&conn)?));
-        metrics.set_log_length(log::last_seq(&conn)?);
+        let last_seq = log::last_seq(&conn)?;
+        metrics.set_log_length(last_seq);
+        let feed = Arc::new(watch::Sender::new(FeedHead { last_seq, closed: false }));
         let (sender, receiver) = mpsc::channel(config.queue_capacity);
-        let thread = writer::spawn(conn, receiver, config, clock, metrics, keys.clone())?;
+        let thread = writer::spawn(conn, receiver, config, clock, metrics, keys.clone(), feed.clone())?;
         Ok(Store {
             inner: Arc::new(Inner {
                 reads: ReadPool::new(path.clone()),
                 path,
                 sender,
                 keys,
+                feed,
                 writer_thread: Mutex::new(Some(thread)),
                 _lock: lock,
             }),
@@ -240,6 +254,16 @@ impl Store {
     /// The owner of an API key, by the key's sha256.
     pub fn key_owner(&self, key_hash: &str) -> Option<KeyOwner> {
         self.inner.keys.read().expect("key ring lock").get(key_hash).cloned()
+    }
+
+    /// Follows the log's head: changes after every commit that appended events.
+    pub fn watch_feed(&self) -> watch::Receiver<FeedHead> {
+        self.inner.feed.subscribe()
+    }
+
+    /// Tells the feed's followers that the server is stopping.
+    pub fn close_feeds(&self) {
+        self.inner.feed.send_modify(|head| head.closed = true);
     }
 
     /// True while the writer thread accepts commands.

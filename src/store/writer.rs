@@ -10,11 +10,12 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, TransactionBehavior};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
+use super::chain::{self, Hash};
 use super::idempotency;
 use super::log::{self, RecordedEvent};
-use super::{KeyRing, Outcome, StoreError, WriteError, WriteRequest};
+use super::{FeedHead, KeyRing, Outcome, StoreError, WriteError, WriteRequest};
 use crate::clock::Clock;
 use crate::domain::context::ContextCommand;
 use crate::domain::events::{
@@ -24,7 +25,10 @@ use crate::domain::events::{
 use crate::domain::journeys::customers::{self, CustomerCommand};
 use crate::domain::journeys::service::ServiceDoc;
 use crate::domain::journeys::{self, JourneySettings, ServiceCommand};
-use crate::domain::{Command, Event, ExpectedVersion, NewEvent, StreamVersion, accounts, context};
+use crate::domain::erasure::{self, CustomerErased, ErasureTarget, Redaction, SessionErased};
+use crate::domain::{
+    Command, DomainError, Event, ExpectedVersion, NewEvent, StreamVersion, accounts, context,
+};
 use crate::metrics::Metrics;
 use crate::projections;
 use crate::projections::tables::{PendingCounts, SqlTables};
@@ -60,20 +64,37 @@ pub(super) fn spawn(
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     keys: Arc<KeyRing>,
+    feed: Arc<watch::Sender<FeedHead>>,
 ) -> Result<std::thread::JoinHandle<()>, StoreError> {
-    let mut writer = Writer { next_seq: log::last_seq(&conn)? + 1, conn, config, clock, metrics, keys };
+    let cursor = Cursor::of(&conn)?;
+    let mut writer = Writer { cursor, conn, config, clock, metrics, keys, feed };
     let thread =
         std::thread::Builder::new().name("ctxd-writer".into()).spawn(move || writer.run(receiver))?;
     Ok(thread)
 }
 
+/// Where the next event goes: its seq and the hash it chains to.
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    next_seq: u64,
+    previous: Hash,
+}
+
+impl Cursor {
+    /// The end of the log as the database holds it.
+    fn of(conn: &Connection) -> Result<Cursor, StoreError> {
+        Ok(Cursor { next_seq: log::last_seq(conn)? + 1, previous: chain::head(conn)? })
+    }
+}
+
 struct Writer {
     conn: Connection,
-    next_seq: u64,
+    cursor: Cursor,
     config: WriterConfig,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     keys: Arc<KeyRing>,
+    feed: Arc<watch::Sender<FeedHead>>,
 }
 
 impl Writer {
@@ -115,27 +136,29 @@ impl Writer {
     /// Commits one group and replies to every command in it.
     fn commit_group(&mut self, batch: &mut Vec<Pending>) {
         let started = Instant::now();
-        let first_seq = self.next_seq;
+        let first = self.cursor;
         let (results, touched_keys) = match self.try_commit_group(batch) {
             Ok(done) => done,
             Err(error) => {
                 tracing::error!(%error, "group commit failed; every command in it is refused");
                 // Ask the database rather than assume the failed commit left nothing behind.
-                self.next_seq = match log::last_seq(&self.conn) {
-                    Ok(last) => last + 1,
-                    Err(_) => first_seq,
-                };
+                self.cursor = Cursor::of(&self.conn).unwrap_or(first);
                 let results = batch.iter().map(|_| Err(WriteError::CommitFailed)).collect();
                 (results, false)
             }
         };
-        let appended = self.next_seq.saturating_sub(first_seq);
-        self.metrics.record_commit(batch.len(), appended, started.elapsed(), self.next_seq - 1);
+        let appended = self.cursor.next_seq.saturating_sub(first.next_seq);
+        self.metrics.record_commit(batch.len(), appended, started.elapsed(), self.cursor.next_seq - 1);
         if touched_keys {
             match projections::accounts::active_keys(&self.conn) {
                 Ok(active) => *self.keys.write().expect("key ring lock") = active,
                 Err(error) => tracing::error!(%error, "reloading API keys failed"),
             }
+        }
+        if appended > 0 {
+            // Never blocks: followers read the new events from the log, at their own pace.
+            let last_seq = self.cursor.next_seq - 1;
+            self.feed.send_modify(|head| head.last_seq = last_seq);
         }
         for ((_, reply), result) in batch.drain(..).zip(results) {
             let _ = reply.send(result);
@@ -153,17 +176,17 @@ impl Writer {
         // The counter deltas of the commands that succeeded, written once per row before the commit.
         let mut counts = PendingCounts::default();
         for (request, _) in batch {
-            let seq_before = self.next_seq;
+            let before = self.cursor;
             // Cached statements: a savepoint per command must not cost a statement preparation.
             tx.prepare_cached("SAVEPOINT command")?.execute([])?;
-            let result = match execute(&tx, request, now, &mut self.next_seq) {
+            let result = match execute(&tx, request, now, &mut self.cursor) {
                 Ok((outcome, command_counts)) => {
                     counts.merge(command_counts);
                     Ok(outcome)
                 }
                 Err(error) => {
                     tx.prepare_cached("ROLLBACK TO command")?.execute([])?;
-                    self.next_seq = seq_before;
+                    self.cursor = before;
                     Err(error)
                 }
             };
@@ -183,7 +206,7 @@ fn execute(
     conn: &Connection,
     request: &WriteRequest,
     now: DateTime<Utc>,
-    next_seq: &mut u64,
+    cursor: &mut Cursor,
 ) -> Result<(Outcome, PendingCounts), WriteError> {
     if let Command::PruneIdempotencyKeys { retention_seconds } = request.command {
         idempotency::prune(conn, now, retention_seconds)?;
@@ -218,7 +241,7 @@ fn execute(
             }
         };
         let recorded = RecordedEvent {
-            seq: *next_seq,
+            seq: cursor.next_seq,
             stream_version,
             account,
             stream,
@@ -226,10 +249,10 @@ fn execute(
             meta: meta.clone(),
             recorded_at: now,
         };
-        log::append(conn, &recorded)?;
+        cursor.previous = log::append(conn, &recorded, &cursor.previous)?;
         projections::apply(&mut tables, &recorded)?;
         outcome.last_seq = Some(recorded.seq);
-        *next_seq += 1;
+        cursor.next_seq += 1;
     }
     let counts = tables.finish()?;
     if let Some((_, version)) = versions.first().filter(|_| has_primary) {
@@ -334,6 +357,7 @@ fn decide(conn: &Connection, command: &Command, now: DateTime<Utc>) -> Result<De
         Command::Customer { account, expected, command } => {
             decide_customer(conn, account, *expected, command)?
         }
+        Command::Erase { account, target } => erase(conn, account, target)?,
         Command::SweepServices { limit } => {
             let mut events = Vec::new();
             for (account, service_id) in projections::journeys::due_services(conn, now, *limit)? {
@@ -345,6 +369,54 @@ fn decide(conn: &Connection, command: &Command, now: DateTime<Utc>) -> Result<De
             Decision { events, ..Decision::default() }
         }
     })
+}
+
+/// Redacts the payloads an erasure covers, in place, and answers the event that records it.
+/// Unlike other decisions this one writes (inside the command's savepoint): the redaction and
+/// its record commit together or not at all.
+fn erase(conn: &Connection, account: &str, target: &ErasureTarget) -> Result<Decision, WriteError> {
+    let (stream, streams, services) = match target {
+        ErasureTarget::Customer { customer_id } => {
+            let stream = customer_stream(account, customer_id);
+            let services = projections::journeys::services_ever_of(conn, account, customer_id)?;
+            let mut streams = vec![stream.clone()];
+            streams.extend(services.iter().map(|service_id| service_stream(account, service_id)));
+            (stream, streams, services)
+        }
+        ErasureTarget::Session { namespace, session_id } => {
+            let stream = session_stream(account, namespace, session_id);
+            (stream.clone(), vec![stream], Vec::new())
+        }
+    };
+    let version = log::stream_version(conn, &stream)?;
+    if version == 0 && services.is_empty() {
+        return Err(DomainError::NotFound(match target {
+            ErasureTarget::Customer { customer_id } => format!("customer {customer_id}"),
+            ErasureTarget::Session { session_id, .. } => format!("session {session_id}"),
+        })
+        .into());
+    }
+    let mut redacted = Vec::new();
+    for (seq, event_type, data) in log::stream_payloads(conn, &streams)? {
+        let event = Event::decode(&event_type, &data)
+            .map_err(|error| StoreError::Corrupt(format!("event {seq}: {error}")))?;
+        let redacted_data = erasure::redact(&event).data_json();
+        if redacted_data != data {
+            log::redact_payload(conn, seq, &redacted_data)?;
+            redacted.push(Redaction { seq, redacted_sha256: hex::encode(chain::payload_hash(&redacted_data)) });
+        }
+    }
+    let event = match target {
+        ErasureTarget::Customer { customer_id } => {
+            Event::CustomerErased(CustomerErased { customer_id: customer_id.clone(), services, redacted })
+        }
+        ErasureTarget::Session { namespace, session_id } => Event::SessionErased(SessionErased {
+            namespace: namespace.clone(),
+            session_id: session_id.clone(),
+            redacted,
+        }),
+    };
+    Ok(Decision { events: tag_all(account, vec![event]), primary: Some((stream, version)), ..Decision::default() })
 }
 
 /// The id an event gives what it creates, reported to the client.

@@ -2,11 +2,13 @@
 
 mod admin;
 mod analytics;
+mod audit;
 mod concurrency;
 mod context;
 mod customers;
 mod errors;
 mod helpers;
+mod history;
 mod journeys;
 mod model;
 mod ops;

@@ -26,6 +26,7 @@ use ctxd::domain::journeys::{Circumstances, JourneySettings, ServiceCommand, dec
 use ctxd::projections;
 use ctxd::projections::tables::{PendingCounts, SqlTables};
 use ctxd::store::EventMeta;
+use ctxd::store::chain;
 use ctxd::store::log::{self, RecordedEvent};
 use rusqlite::Connection;
 use serde_json::Value;
@@ -471,6 +472,7 @@ pub fn fill(
     let mut done = false;
     while !done {
         let tx = conn.transaction()?;
+        let mut previous = chain::head(&tx)?;
         let mut in_transaction = 0;
         // As the writer does: counter deltas written once per row before the commit.
         let mut counts = PendingCounts::default();
@@ -504,7 +506,7 @@ pub fn fill(
                     meta: meta.clone(),
                     recorded_at: now,
                 };
-                log::append(&tx, &recorded)?;
+                previous = log::append(&tx, &recorded, &previous)?;
                 projections::apply(&mut tables, &recorded)?;
                 match (&mut journey.doc, &recorded.event) {
                     (Some(doc), event) => doc.apply(event, now),

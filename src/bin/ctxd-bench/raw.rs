@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use ctxd::app::BoxError;
 use ctxd::projections;
+use ctxd::store::chain;
 use ctxd::store::log::{self, RecordedEvent};
 use ctxd::store::{StoreError, open_writer_connection};
 use rusqlite::{Connection, TransactionBehavior};
@@ -76,9 +77,10 @@ fn commit_batch(
 ) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = Utc::now();
+    let mut previous = chain::head(&tx)?;
     for _ in 0..settings.batch {
         let recorded = rows.next(now);
-        log::append(&tx, &recorded)?;
+        previous = log::append(&tx, &recorded, &previous)?;
         if settings.with_projections {
             let mut tables = projections::tables::SqlTables::new(&tx);
             projections::apply(&mut tables, &recorded)?;

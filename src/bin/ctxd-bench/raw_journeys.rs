@@ -14,6 +14,7 @@ use ctxd::app::BoxError;
 use ctxd::clock::{Clock, SystemClock};
 use ctxd::domain::events::service_stream;
 use ctxd::projections;
+use ctxd::store::chain;
 use ctxd::store::log::{self, RecordedEvent, format_time};
 use ctxd::store::{StoreError, open_writer_connection};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -92,6 +93,7 @@ fn commit_batch(
     // The server's clock (microseconds), so that timestamps take as many bytes as the server's.
     let now = SystemClock.now();
     let mut appended = 0;
+    let mut previous = chain::head(&tx)?;
     // As the writer does: the counter deltas of the batch, written once per row before the commit.
     let mut counts = projections::tables::PendingCounts::default();
     for _ in 0..settings.batch {
@@ -100,7 +102,7 @@ fn commit_batch(
             // One `SqlTables` per call, as the server's writer keeps one per command.
             let mut tables = projections::tables::SqlTables::new(&tx);
             for recorded in &call.events {
-                log::append(&tx, recorded)?;
+                previous = log::append(&tx, recorded, &previous)?;
                 projections::apply(&mut tables, recorded)?;
             }
             counts.merge(tables.finish()?);
@@ -110,7 +112,7 @@ fn commit_batch(
                 .query_row((ACCOUNT, &call.service_id), |row| row.get(0))
                 .optional()?;
             for recorded in &call.events {
-                log::append(&tx, recorded)?;
+                previous = log::append(&tx, recorded, &previous)?;
             }
             tx.prepare_cached(
                 "INSERT INTO services (account_id, service_id, customer_id, contact_key, started_at, active,

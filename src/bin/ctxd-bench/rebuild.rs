@@ -1,7 +1,11 @@
-//! Rebuild and verify speed: a store is filled with a realistic mix of context events through
-//! the live code path (`log::append` + `projections::apply`, in large transactions), then
-//! `projections::rebuild` and `projections::verify::verify` are timed on it.
+//! Rebuild, verify, export and import speed: a store is filled with a realistic mix of context
+//! events through the live code path (`log::append` + `projections::apply`, in large
+//! transactions), then `projections::rebuild`, `projections::verify::verify`, `transfer::export`
+//! (to an NDJSON file beside the store) and `transfer::import` (of that file into a second,
+//! empty store: insert, chain check and rebuild in one transaction) are timed on it.
 
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
 use std::path::Path;
 use std::time::Instant;
 
@@ -12,7 +16,9 @@ use ctxd::domain::events::{
     JsonText, NamespaceCreated, Properties, PropertiesPatched, PropertyDeleted, SessionTtlSet,
 };
 use ctxd::projections;
+use ctxd::store::chain;
 use ctxd::store::log::{self, RecordedEvent};
+use ctxd::store::transfer::{self, Selection, TransferError};
 use ctxd::store::{StoreError, database_path, open_writer_connection, read::open_read_only};
 use rusqlite::Connection;
 use serde_json::Value;
@@ -29,7 +35,8 @@ const KEYS: &[&str] = &["intent", "step", "agent", "channel", "language", "senti
 /// Events per transaction of the fill.
 const FILL_TRANSACTION: u64 = 50_000;
 
-/// Fills a store in `dir` with `events` events, then times rebuild and verify, printing each.
+/// Fills a store in `dir` with `events` events, then times rebuild, verify, export and import
+/// (into `dir` + `-import`), printing each.
 pub fn run(dir: &Path, events: u64) -> Result<(), BoxError> {
     std::fs::create_dir_all(dir)?;
     let path = database_path(dir);
@@ -47,11 +54,34 @@ pub fn run(dir: &Path, events: u64) -> Result<(), BoxError> {
         None => println!("verify: {verify} (projections match)"),
         Some(difference) => println!("verify: {verify} — MISMATCH: {difference}"),
     }
+    let file = dir.join("export.ndjson");
+    let export = timed(|| export_to_file(&reader, &file))?;
+    let megabytes = std::fs::metadata(&file)?.len() as f64 / 1e6;
+    println!("export (NDJSON to a file, {megabytes:.0} MB): {export}");
+    let import_dir = dir.with_file_name(format!("{}-import", dir.file_name().unwrap_or_default().display()));
+    let import = timed(|| import_file(&import_dir, &file))?;
+    println!("import (parse + insert, chain check, rebuild, one transaction): {import}");
     Ok(())
 }
 
+/// `ctxd export > file`, as the CLI does it.
+fn export_to_file(reader: &Connection, file: &Path) -> Result<u64, TransferError> {
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(file)?);
+    let events = transfer::export(reader, &Selection::default(), &mut out)?;
+    out.flush()?;
+    Ok(events)
+}
+
+/// `ctxd import file` into a new store in `dir`, as the CLI does it, the store's creation included.
+fn import_file(dir: &Path, file: &Path) -> Result<u64, TransferError> {
+    std::fs::create_dir_all(dir)?;
+    let mut conn = open_writer_connection(&database_path(dir), true)?;
+    let input = BufReader::with_capacity(1 << 20, File::open(file)?);
+    Ok(transfer::import(&mut conn, input)?.events)
+}
+
 /// Runs `work`, which returns how many events it handled, and times it.
-fn timed(work: impl FnOnce() -> Result<u64, StoreError>) -> Result<Throughput, StoreError> {
+fn timed<E>(work: impl FnOnce() -> Result<u64, E>) -> Result<Throughput, E> {
     let started = Instant::now();
     let items = work()?;
     Ok(Throughput { items, elapsed: started.elapsed() })
@@ -63,9 +93,10 @@ fn fill(conn: &mut Connection, events: u64) -> Result<u64, StoreError> {
     let mut written = 0;
     while written < events {
         let tx = conn.transaction()?;
+        let mut previous = chain::head(&tx)?;
         for _ in 0..FILL_TRANSACTION.min(events - written) {
             let recorded = generator.next();
-            log::append(&tx, &recorded)?;
+            previous = log::append(&tx, &recorded, &previous)?;
             let mut tables = projections::tables::SqlTables::new(&tx);
             projections::apply(&mut tables, &recorded)?;
             tables.finish()?.write(&tx)?;

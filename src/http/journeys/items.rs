@@ -5,6 +5,7 @@ use axum::extract::{MatchedPath, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
 use super::render::{self, Embed, Extensions};
@@ -16,6 +17,7 @@ use crate::domain::journeys::fields::{BodyKind, label_text, parse_transition};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBody, P, Q, TenantAccount, Write};
+use crate::http::history::AsOf;
 use crate::projections::journeys::Status;
 
 pub fn router() -> Router<AppState> {
@@ -127,6 +129,11 @@ struct ItemQuery {
     state_types: Option<String>,
     task_types: Option<String>,
     state_id: Option<u32>,
+    /// `as_of` and `as_of_seq` are read by the `AsOf` extractor.
+    #[serde(rename = "as_of")]
+    _as_of: Option<IgnoredAny>,
+    #[serde(rename = "as_of_seq")]
+    _as_of_seq: Option<IgnoredAny>,
 }
 
 impl ItemQuery {
@@ -156,13 +163,14 @@ async fn list_states(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
     P(service_id): P<String>,
+    at: AsOf,
     Q(query): Q<ItemQuery>,
     route: MatchedPath,
 ) -> Result<Response, ApiError> {
     if query.task_types.is_some() || query.state_id.is_some() {
         return Err(ApiError::bad_request("task_types and state_id filter lists of tasks"));
     }
-    let doc = load(&state, &account.id, &service_id)?;
+    let doc = load(&state, at, &account.id, &service_id).await?;
     let (status, types) = (status_of(&route), list(query.state_types.as_deref()));
     let picked = Extensions::parse(query.extensions.as_deref()).for_listed_states();
     let states = doc.states.iter().filter(|s| wanted(status, s.life.is_active()));
@@ -177,12 +185,13 @@ async fn get_state(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
     P((service_id, state_id)): P<(String, u32)>,
+    at: AsOf,
     Q(query): Q<ItemQuery>,
 ) -> Result<Response, ApiError> {
     if query.task_types.is_some() || query.state_id.is_some() || query.state_types.is_some() {
         return Err(ApiError::bad_request("this route takes active_tasks, completed_tasks and extensions"));
     }
-    let doc = load(&state, &account.id, &service_id)?;
+    let doc = load(&state, at, &account.id, &service_id).await?;
     let found =
         doc.state(state_id).ok_or_else(|| ApiError::not_found(format!("There is no state {state_id}")))?;
     let picked = Extensions::parse(query.extensions.as_deref()).for_listed_states();
@@ -193,13 +202,14 @@ async fn list_tasks(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
     P(service_id): P<String>,
+    at: AsOf,
     Q(query): Q<ItemQuery>,
     route: MatchedPath,
 ) -> Result<Response, ApiError> {
     if query.state_types.is_some() || query.active_tasks.is_some() || query.completed_tasks.is_some() {
         return Err(ApiError::bad_request("this route takes state_id, task_types and extensions"));
     }
-    let doc = load(&state, &account.id, &service_id)?;
+    let doc = load(&state, at, &account.id, &service_id).await?;
     let (status, types) = (status_of(&route), list(query.task_types.as_deref()));
     let picked = Extensions::parse(query.extensions.as_deref()).for_listed_tasks();
     let tasks = doc.tasks.iter().filter(|t| wanted(status, t.life.is_active()));
@@ -215,13 +225,14 @@ async fn get_task(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
     P((service_id, task_id)): P<(String, u32)>,
+    at: AsOf,
     Q(query): Q<ItemQuery>,
 ) -> Result<Response, ApiError> {
     let others = [query.active_tasks.is_some(), query.completed_tasks.is_some(), query.state_id.is_some()];
     if others.contains(&true) || query.state_types.is_some() || query.task_types.is_some() {
         return Err(ApiError::bad_request("this route takes extensions only"));
     }
-    let doc = load(&state, &account.id, &service_id)?;
+    let doc = load(&state, at, &account.id, &service_id).await?;
     let found =
         doc.task(task_id).ok_or_else(|| ApiError::not_found(format!("There is no task {task_id}")))?;
     let picked = Extensions::parse(query.extensions.as_deref()).for_listed_tasks();

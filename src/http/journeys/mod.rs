@@ -32,6 +32,7 @@ pub fn router() -> Router<AppState> {
     let inner = services::router()
         .merge(items::router())
         .merge(customers::router())
+        .merge(super::audit::journeys_router())
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")

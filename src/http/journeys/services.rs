@@ -6,6 +6,7 @@ use axum::extract::{MatchedPath, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
 use super::render::{self, Embed, Extensions};
@@ -18,6 +19,8 @@ use crate::domain::names::check_name;
 use crate::http::AppState;
 use crate::http::error::{ApiError, etag};
 use crate::http::extract::{JsonBody, NoBody, P, Q, TenantAccount, Write};
+use crate::http::history::{AsOf, service_history};
+use crate::projections::as_of::Streams;
 use crate::projections::journeys::{self as read, Owner, ServiceFilter, Status};
 use crate::store::log;
 
@@ -26,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .route("/services/start", post(start))
         .route("/services/{service_id}", get(get_service).delete(delete_service).put(set_expiry))
         .route("/services/{service_id}/end", post(end))
+        .route("/services/{service_id}/history", get(service_history))
         .route("/services/{service_id}/extensions/{name}", put(replace_extension))
         .route("/customers/{customer_id}/services/{service_id}", post(associate))
         .route("/customers/{customer_id}/services", get(customer_services))
@@ -152,6 +156,11 @@ struct ServiceQuery {
     started_from: Option<String>,
     started_to: Option<String>,
     service_types: Option<String>,
+    /// `as_of` and `as_of_seq` are read by the `AsOf` extractor.
+    #[serde(rename = "as_of")]
+    _as_of: Option<IgnoredAny>,
+    #[serde(rename = "as_of_seq")]
+    _as_of_seq: Option<IgnoredAny>,
 }
 
 impl ServiceQuery {
@@ -165,15 +174,17 @@ impl ServiceQuery {
     }
 }
 
-/// A service of the account, or 404.
-pub fn load(
+/// A service of the account at `at`, or 404.
+pub async fn load(
     state: &AppState,
+    at: AsOf,
     account: &str,
     service_id: &str,
 ) -> Result<crate::domain::journeys::service::ServiceDoc, ApiError> {
-    state
-        .store
-        .read(|conn| read::load_service(conn, account, service_id))?
+    let (account, id) = (account.to_string(), service_id.to_string());
+    let streams = Streams::one(service_stream(&account, &id));
+    at.read(state, streams, move |conn, _| read::load_service(conn, &account, &id))
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("There is no service {service_id}")))
 }
 
@@ -181,6 +192,7 @@ async fn get_service(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
     P(service_id): P<String>,
+    at: AsOf,
     Q(query): Q<ServiceQuery>,
 ) -> Result<Response, ApiError> {
     if query.started_from.is_some() || query.started_to.is_some() || query.service_types.is_some() {
@@ -188,10 +200,12 @@ async fn get_service(
             "started_from, started_to and service_types filter lists of services",
         ));
     }
-    let (doc, version) = state.store.read(|conn| {
-        let doc = read::load_service(conn, &account.id, &service_id)?;
-        Ok((doc, log::stream_version(conn, &service_stream(&account.id, &service_id))?))
-    })?;
+    let (stream, id) = (service_stream(&account.id, &service_id), service_id.clone());
+    let (doc, version) = at
+        .read(&state, Streams::one(stream.clone()), move |conn, _| {
+            Ok((read::load_service(conn, &account.id, &id)?, log::stream_version(conn, &stream)?))
+        })
+        .await?;
     let doc = doc.ok_or_else(|| ApiError::not_found(format!("There is no service {service_id}")))?;
     let picked = Extensions::parse(query.extensions.as_deref());
     let headers = [(axum::http::header::ETAG, etag(version))];
@@ -211,6 +225,7 @@ pub fn list(param: Option<&str>) -> Vec<String> {
 
 async fn list_services(
     state: AppState,
+    at: AsOf,
     account: String,
     owner: (bool, String),
     status: Status,
@@ -223,9 +238,12 @@ async fn list_services(
         service_types: list(query.service_types.as_deref()),
     };
     let (embed, picked) = (query.embed(), Extensions::parse(query.extensions.as_deref()));
-    let services = state
-        .store
-        .read_large(move |conn| {
+    let streams = match owner.0 {
+        true => Streams::Customer { account: account.clone(), customer_id: owner.1.clone() },
+        false => Streams::ContactKey { account: account.clone(), contact_key: owner.1.clone() },
+    };
+    let services = at
+        .read_large(&state, streams, move |conn, _| {
             let owner = if owner.0 { Owner::Customer(&owner.1) } else { Owner::ContactKey(&owner.1) };
             read::list_services(conn, &account, owner, &filter)
         })
@@ -238,18 +256,20 @@ async fn customer_services(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
     P(customer_id): P<String>,
+    at: AsOf,
     Q(query): Q<ServiceQuery>,
     route: MatchedPath,
 ) -> Result<Response, ApiError> {
-    list_services(state, account.id, (true, customer_id), status_of(&route), query).await
+    list_services(state, at, account.id, (true, customer_id), status_of(&route), query).await
 }
 
 async fn anonymous_services(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
     P(contact_key): P<String>,
+    at: AsOf,
     Q(query): Q<ServiceQuery>,
     route: MatchedPath,
 ) -> Result<Response, ApiError> {
-    list_services(state, account.id, (false, contact_key), status_of(&route), query).await
+    list_services(state, at, account.id, (false, contact_key), status_of(&route), query).await
 }

@@ -14,6 +14,8 @@ use crate::domain::journeys::service::{Lifecycle, ServiceDoc};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::{P, TenantAccount};
+use crate::http::history::AsOf;
+use crate::projections::as_of::Streams;
 use crate::projections::customers::load_profile;
 use crate::projections::journeys::journey_services;
 
@@ -118,11 +120,12 @@ pub async fn journey(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
     P(customer_id): P<String>,
+    at: AsOf,
 ) -> Result<Response, ApiError> {
     let (account_id, id) = (account.id.clone(), customer_id.clone());
-    let (services, total, profile) = state
-        .store
-        .read_large(move |conn| {
+    let streams = Streams::Customer { account: account.id, customer_id: customer_id.clone() };
+    let (services, total, profile) = at
+        .read_large(&state, streams, move |conn, _| {
             let (services, total) = journey_services(conn, &account_id, &id)?;
             Ok((services, total, load_profile(conn, &account_id, &id)?))
         })

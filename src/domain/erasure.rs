@@ -1,0 +1,119 @@
+//! Erasure ("right to be forgotten"): which parts of an event are personal, and their redacted
+//! form. The one place that decides what an erasure removes; `store::log::redact_payload` is
+//! the one place that writes it (docs/AUDIT.md).
+//!
+//! Personal: context property values, customer profile values, extension values, a service's
+//! contact key and free-text disposition descriptions. Kept: ids, names, types, channels,
+//! dispositions and times — what the analytics count, so erasure leaves every count as it was.
+
+use serde::{Deserialize, Serialize};
+
+use super::Event;
+use super::events::{JsonText, Properties};
+use super::journeys::events::{Closing, Opening};
+use super::journeys::service::{Lifecycle, ServiceDoc};
+
+/// What a redacted value reads as, wherever a personal value stood.
+pub const MARKER: &str = "[erased]";
+
+/// One redacted payload: the event's seq and the sha256 (hex) of its payload after redaction,
+/// so that `chain::verify` can tell an erasure from tampering.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Redaction {
+    pub seq: u64,
+    pub redacted_sha256: String,
+}
+
+/// A customer's personal data was erased from their profile's events and from every event of
+/// the services that were ever theirs. Appended to the customer's stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomerErased {
+    pub customer_id: String,
+    /// The services whose events were redacted.
+    pub services: Vec<String>,
+    pub redacted: Vec<Redaction>,
+}
+
+/// A context session's property values were erased from its events. Appended to the session's
+/// stream; the session is left empty, as `SessionDeleted` leaves it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionErased {
+    pub namespace: String,
+    pub session_id: String,
+    pub redacted: Vec<Redaction>,
+}
+
+/// Whose personal data an erasure removes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ErasureTarget {
+    /// A customer profile and every service that was ever theirs.
+    Customer { customer_id: String },
+    /// A context session (namespace properties are session `__default__`).
+    Session { namespace: String, session_id: String },
+}
+
+fn marker() -> JsonText {
+    JsonText::from_value(&serde_json::Value::String(MARKER.into()))
+}
+
+fn redact_values(values: &mut Properties) {
+    for value in values.values_mut() {
+        *value = marker();
+    }
+}
+
+fn redact_text(text: &mut Option<String>) {
+    if text.is_some() {
+        *text = Some(MARKER.into());
+    }
+}
+
+fn redact_opening(opening: &mut Opening) {
+    redact_values(&mut opening.extensions);
+}
+
+fn redact_closing(closing: &mut Closing) {
+    redact_values(&mut closing.extensions);
+    redact_text(&mut closing.disposition_desc);
+}
+
+/// The event with its personal values replaced by `MARKER`. Redacting twice changes nothing.
+pub fn redact(event: &Event) -> Event {
+    let mut event = event.clone();
+    match &mut event {
+        Event::PropertiesPatched(e) => redact_values(&mut e.properties),
+        Event::CustomerCreated(e) => redact_values(&mut e.profile),
+        Event::CustomerReplaced(e) => redact_values(&mut e.profile),
+        Event::ServiceStarted(e) => {
+            redact_text(&mut e.contact_key);
+            redact_opening(&mut e.opening);
+        }
+        Event::StateStarted(e) => redact_opening(&mut e.opening),
+        Event::TaskStarted(e) => redact_opening(&mut e.opening),
+        Event::ServiceEnded(e) => redact_closing(&mut e.closing),
+        Event::StateEnded(e) => redact_closing(&mut e.closing),
+        Event::TaskEnded(e) => redact_closing(&mut e.closing),
+        Event::ServiceAssociated(e) => redact_values(&mut e.extensions),
+        Event::ExtensionReplaced(e) => e.value = marker(),
+        _ => {}
+    }
+    event
+}
+
+fn redact_life(life: &mut Lifecycle) {
+    redact_values(&mut life.extensions);
+    redact_text(&mut life.disposition_desc);
+}
+
+/// A service document as its redacted events would have built it: `redact` applied to the fold
+/// equals the fold of `redact`, which keeps the live projection equal to a rebuild.
+pub fn redact_service(doc: &mut ServiceDoc) {
+    redact_text(&mut doc.contact_key);
+    redact_life(&mut doc.life);
+    for state in &mut doc.states {
+        redact_life(&mut state.life);
+    }
+    for task in &mut doc.tasks {
+        redact_life(&mut task.life);
+    }
+}

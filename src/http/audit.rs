@@ -1,0 +1,293 @@
+//! What auditors and integrations read from the log itself (docs/AUDIT.md): the account's event
+//! feed, paged or followed live over Server-Sent Events, the hash chain's verification, and
+//! erasure of a context session or a customer.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio::sync::watch;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{Account, NoBody, P, Q, Target, TenantAccount, Write};
+use crate::domain::Command;
+use crate::domain::erasure::ErasureTarget;
+use crate::domain::events::EVENT_TYPES;
+use crate::domain::names::{check_name, check_namespace};
+use crate::store::log::{FeedEvent, FeedFilter, read_feed};
+use crate::store::{FeedHead, Store, StoreError, chain};
+
+const ACCOUNT: &str = "/v1/account/{account}";
+
+/// Most events in one page of the feed.
+const MAX_PAGE: usize = 1000;
+
+/// Events a live follower reads from the log at a time: all it ever holds in memory.
+const FOLLOW_PAGE: usize = 256;
+
+/// The routes under `/v1/account/{account}`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(&format!("{ACCOUNT}/events"), get(feed))
+        .route(&format!("{ACCOUNT}/events/stream"), get(follow))
+        .route(&format!("{ACCOUNT}/audit/verify"), get(verify_chain))
+        .route(&format!("{ACCOUNT}/namespace/{{namespace}}/session/{{session}}/erase"), post(erase_session))
+}
+
+/// The routes of the journeys family, relative to its base.
+pub fn journeys_router() -> Router<AppState> {
+    Router::new().route("/profiles/{customer_id}/erase", post(erase_customer))
+}
+
+/// One event as the feed shows it.
+#[derive(Serialize)]
+struct Entry<'a> {
+    seq: u64,
+    stream: &'a str,
+    stream_version: u64,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    event_version: u32,
+    recorded_at: &'a str,
+    data: &'a RawValue,
+    meta: &'a RawValue,
+    /// The event's link in the hash chain, hex.
+    hash: String,
+}
+
+fn json_text<'a>(seq: u64, text: &'a str) -> Result<&'a RawValue, StoreError> {
+    serde_json::from_str(text).map_err(|error| StoreError::Corrupt(format!("event {seq}: {error}")))
+}
+
+/// The feed's JSON form of a stored event.
+fn entry_json(event: &FeedEvent) -> Result<String, StoreError> {
+    let entry = Entry {
+        seq: event.seq,
+        stream: &event.stream,
+        stream_version: event.stream_version,
+        event_type: &event.event_type,
+        event_version: event.event_version,
+        recorded_at: &event.recorded_at,
+        data: json_text(event.seq, &event.data)?,
+        meta: json_text(event.seq, &event.meta)?,
+        hash: hex::encode(&event.hash),
+    };
+    Ok(serde_json::to_string(&entry).expect("an entry serializes"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+    stream: Option<String>,
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+}
+
+impl FeedQuery {
+    fn filter(&self) -> Result<FeedFilter, ApiError> {
+        if let Some(event_type) = &self.event_type
+            && !EVENT_TYPES.contains(&event_type.as_str())
+        {
+            return Err(ApiError::bad_request(format!(
+                "unknown event type '{event_type}'; docs/EVENTS.md lists them"
+            )));
+        }
+        if self.stream.as_deref().is_some_and(|stream| stream.is_empty() || stream.len() > 4096) {
+            return Err(ApiError::bad_request("stream must be 1 to 4096 characters"));
+        }
+        Ok(FeedFilter { stream: self.stream.clone(), event_type: self.event_type.clone() })
+    }
+}
+
+/// `GET …/events`: a page of the account's events after a seq.
+async fn feed(
+    State(state): State<AppState>,
+    account: Account,
+    Q(query): Q<FeedQuery>,
+) -> Result<Response, ApiError> {
+    let filter = query.filter()?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(format!("limit must be between 1 and {MAX_PAGE}")));
+    }
+    let after = query.after.unwrap_or(0);
+    let body = state
+        .store
+        .read_large(move |conn| {
+            // One more than asked tells whether there is more.
+            let mut events = read_feed(conn, &account.id, after, limit + 1, &filter)?;
+            let has_more = events.len() > limit;
+            events.truncate(limit);
+            let next_after = events.last().map_or(after, |event| event.seq);
+            let entries = events.iter().map(entry_json).collect::<Result<Vec<_>, _>>()?;
+            Ok(format!(
+                r#"{{"events":[{}],"next_after":{next_after},"has_more":{has_more}}}"#,
+                entries.join(",")
+            ))
+        })
+        .await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FollowQuery {
+    after: Option<u64>,
+    stream: Option<String>,
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+}
+
+/// `GET …/events/stream`: Server-Sent Events from `Last-Event-ID` (else `after`, else the
+/// start), then live. Each event's SSE id is its seq, so a reconnect resumes exactly.
+async fn follow(
+    State(state): State<AppState>,
+    account: Account,
+    headers: HeaderMap,
+    Q(query): Q<FollowQuery>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let filter = FeedQuery { after: None, limit: None, stream: query.stream, event_type: query.event_type }
+        .filter()?;
+    let after = match headers.get("last-event-id") {
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+            .ok_or_else(|| ApiError::bad_request("Last-Event-ID must be the seq of an event"))?,
+        None => query.after.unwrap_or(0),
+    };
+    let follower = Follower {
+        head: state.store.watch_feed(),
+        store: state.store,
+        account: account.id,
+        filter,
+        after,
+        read_up_to: 0,
+        page: VecDeque::new(),
+    };
+    let events = futures_util::stream::unfold(follower, Follower::next);
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// One live subscriber. It holds at most one page of events: a slow client slows only itself
+/// (its socket fills and its stream stops being polled), and the writer never waits for it.
+struct Follower {
+    store: Store,
+    account: String,
+    filter: FeedFilter,
+    /// The seq of the last event sent (or the cursor it started from).
+    after: u64,
+    /// The log's head when this follower last found nothing more to read.
+    read_up_to: u64,
+    head: watch::Receiver<FeedHead>,
+    page: VecDeque<FeedEvent>,
+}
+
+impl Follower {
+    /// The next SSE event; `None` ends the stream (server stopping, or a read failed: the
+    /// client reconnects with `Last-Event-ID` and loses nothing).
+    async fn next(mut self) -> Option<(Result<SseEvent, Infallible>, Follower)> {
+        loop {
+            if let Some(event) = self.page.pop_front() {
+                self.after = event.seq;
+                let data = entry_json(&event).ok()?;
+                return Some((Ok(SseEvent::default().id(event.seq.to_string()).data(data)), self));
+            }
+            let head = *self.head.borrow_and_update();
+            if head.closed {
+                return None;
+            }
+            if head.last_seq > self.read_up_to {
+                let (account, filter, after) = (self.account.clone(), self.filter.clone(), self.after);
+                let page = self
+                    .store
+                    .read_large(move |conn| read_feed(conn, &account, after, FOLLOW_PAGE, &filter))
+                    .await
+                    .ok()?;
+                if page.len() < FOLLOW_PAGE {
+                    self.read_up_to = head.last_seq;
+                }
+                self.page = page.into();
+                continue;
+            }
+            self.head.changed().await.ok()?;
+        }
+    }
+}
+
+/// `GET …/audit/verify`: walks the whole hash chain (it links every account's events, so a
+/// proof for one account's events needs all of them) and reports the first bad seq.
+async fn verify_chain(State(state): State<AppState>, _account: Account) -> Result<Response, ApiError> {
+    // One walk at a time: it reads the whole log.
+    static WALKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+    let _turn = WALKS.acquire().await.map_err(|_| ApiError::from(StoreError::Schema("closed".into())))?;
+    let report = state
+        .store
+        // A read runs in one snapshot: the walk sees one state of the log.
+        .read_large(|conn| chain::verify(conn))
+        .await?;
+    let mut body = serde_json::json!({
+        "intact": report.first_bad.is_none(),
+        "events": report.events,
+        "last_seq": report.last_seq,
+        "head": hex::encode(report.head),
+    });
+    if let Some((seq, reason)) = report.first_bad {
+        body["first_bad_seq"] = seq.into();
+        body["reason"] = reason.into();
+    }
+    Ok(axum::Json(body).into_response())
+}
+
+/// Sends an erasure and answers the event that records it.
+async fn erase(
+    state: &AppState,
+    account: &Account,
+    write: Write<NoBody>,
+    target: ErasureTarget,
+) -> Result<Response, ApiError> {
+    let command = Command::Erase { account: account.id.clone(), target };
+    let request = write.context.request(account.actor(), &account.idempotency_scope(), command);
+    let outcome = state.store.submit(request).await?;
+    let seq = outcome.last_seq.unwrap_or_default();
+    let id = account.id.clone();
+    let recorded =
+        state.store.read(|conn| read_feed(conn, &id, seq.saturating_sub(1), 1, &FeedFilter::default()))?;
+    let entry = recorded.first().map(entry_json).transpose()?.unwrap_or_else(|| "null".into());
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], entry).into_response())
+}
+
+/// `POST /v1/account/{account}/namespace/{namespace}/session/{session}/erase`.
+async fn erase_session(
+    State(state): State<AppState>,
+    account: Account,
+    target: Target,
+    write: Write<NoBody>,
+) -> Result<Response, ApiError> {
+    check_namespace(&target.namespace)?;
+    check_name("session id", &target.session_id)?;
+    let target = ErasureTarget::Session { namespace: target.namespace, session_id: target.session_id };
+    erase(&state, &account, write, target).await
+}
+
+/// `POST /genesys/1/cs/profiles/{customer_id}/erase`.
+async fn erase_customer(
+    State(state): State<AppState>,
+    TenantAccount(account): TenantAccount,
+    P(customer_id): P<String>,
+    write: Write<NoBody>,
+) -> Result<Response, ApiError> {
+    erase(&state, &account, write, ErasureTarget::Customer { customer_id }).await
+}

@@ -1,0 +1,182 @@
+//! History and as-of reads. `AsOf` is the `as_of` / `as_of_seq` of a GET: its `read` runs the
+//! GET's query on today's projections, or on a snapshot folded from the log at that point
+//! (`projections::as_of`). The change history routes of the context store live here; the
+//! service history route is in the journeys router, so that its errors take that family's shape.
+
+use axum::Router;
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use rusqlite::Connection;
+use serde::Deserialize;
+
+use super::AppState;
+use super::context::check_target;
+use super::error::ApiError;
+use super::extract::{Account, P, Q, Target, TenantAccount};
+use crate::domain::events::{service_stream, session_stream};
+use crate::projections::as_of::{self, AsOfError, Point, Streams};
+use crate::projections::history::{self, Page};
+use crate::store::StoreError;
+
+/// The point a GET reads at: today, or `as_of=<RFC 3339 time>` / `as_of_seq=<seq>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    Now,
+    At(Point),
+}
+
+#[derive(Deserialize)]
+struct AsOfParams {
+    as_of: Option<String>,
+    as_of_seq: Option<String>,
+}
+
+impl FromRequestParts<AppState> for AsOf {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Query(params) = Query::<AsOfParams>::try_from_uri(&parts.uri)
+            .map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+        match (params.as_of, params.as_of_seq) {
+            (None, None) => Ok(AsOf::Now),
+            (Some(_), Some(_)) => Err(ApiError::bad_request("give as_of or as_of_seq, not both")),
+            (Some(time), None) => {
+                let time = DateTime::parse_from_rfc3339(&time).map_err(|_| {
+                    ApiError::bad_request("as_of must be an RFC 3339 time, such as 2026-01-01T10:42:00Z")
+                })?;
+                let time = time.with_timezone(&Utc);
+                if time > state.clock.now() {
+                    return Err(ApiError::bad_request("as_of is in the future: the log has no answer yet"));
+                }
+                Ok(AsOf::At(Point::Time(time)))
+            }
+            (None, Some(seq)) => seq
+                .parse()
+                .map(|seq| AsOf::At(Point::Seq(seq)))
+                .map_err(|_| ApiError::bad_request("as_of_seq must be a seq of the log: 0, 1, 2, …")),
+        }
+    }
+}
+
+impl AsOf {
+    /// Runs `query` with the time that expiries are compared with: today, inline on a pooled
+    /// connection as any point read; at a point, on a snapshot of `streams`, on the blocking pool.
+    pub async fn read<T: Send + 'static>(
+        self,
+        state: &AppState,
+        streams: Streams,
+        query: impl FnOnce(&Connection, DateTime<Utc>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        match self {
+            AsOf::Now => {
+                let now = state.clock.now();
+                Ok(state.store.read(|conn| query(conn, now))?)
+            }
+            AsOf::At(point) => at(state, point, streams, query).await,
+        }
+    }
+
+    /// `read` for listings, which today already run on the blocking pool.
+    pub async fn read_large<T: Send + 'static>(
+        self,
+        state: &AppState,
+        streams: Streams,
+        query: impl FnOnce(&Connection, DateTime<Utc>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        match self {
+            AsOf::Now => {
+                let now = state.clock.now();
+                Ok(state.store.read_large(move |conn| query(conn, now)).await?)
+            }
+            AsOf::At(point) => at(state, point, streams, query).await,
+        }
+    }
+}
+
+async fn at<T: Send + 'static>(
+    state: &AppState,
+    point: Point,
+    streams: Streams,
+    query: impl FnOnce(&Connection, DateTime<Utc>) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let answer = state
+        .store
+        .read_large(move |conn| match as_of::snapshot(conn, point, &streams) {
+            Ok(snapshot) => query(&snapshot.conn, snapshot.now).map(Ok),
+            Err(AsOfError::Store(error)) => Err(error),
+            Err(refused) => Ok(Err(refused)),
+        })
+        .await?;
+    answer.map_err(|refused| ApiError::bad_request(refused.to_string()))
+}
+
+const ACCOUNT: &str = "/v1/account/{account}";
+
+/// The context store's history routes (the service's is in the journeys router).
+pub fn router() -> Router<AppState> {
+    let route = |suffix: &str| format!("{ACCOUNT}{suffix}");
+    Router::new()
+        .route(&route("/{namespace}/history"), get(session_history))
+        .route(&route("/{namespace}/properties/{property}/history"), get(session_history))
+        .route(&route("/{namespace}/{session}/history"), get(session_history))
+        .route(&route("/{namespace}/{session}/properties/{property}/history"), get(session_history))
+}
+
+/// `after` and `limit` of a history page.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+impl PageQuery {
+    /// `after` a seq (default 0), `limit` from 1 to 1000 (default 100).
+    fn checked(&self) -> Result<Page, ApiError> {
+        let limit = self.limit.unwrap_or(100);
+        if !(1..=1000).contains(&limit) {
+            return Err(ApiError::bad_request("limit must be between 1 and 1000"));
+        }
+        Ok(Page { after: self.after.unwrap_or(0), limit })
+    }
+}
+
+/// Every change of a session (a namespace's: `__default__`), or of one of its properties.
+async fn session_history(
+    State(state): State<AppState>,
+    account: Account,
+    target: Target,
+    Q(query): Q<PageQuery>,
+) -> Result<Response, ApiError> {
+    check_target(&target)?;
+    let page = query.checked()?;
+    let stream = session_stream(&account.id, &target.namespace, &target.session_id);
+    let property = target.property.clone();
+    let history = state
+        .store
+        .read_large(move |conn| history::session_history(conn, &stream, property.as_deref(), page))
+        .await?;
+    let history = history.ok_or_else(|| match &target.property {
+        Some(property) => ApiError::not_found(format!("property '{property}' has no history")),
+        None => ApiError::not_found(format!("session '{}' has no history", target.session_id)),
+    })?;
+    Ok(axum::Json(history).into_response())
+}
+
+/// `GET /genesys/1/cs/services/{service_id}/history`: the service's events, states and tasks
+/// included, with their payloads.
+pub async fn service_history(
+    State(state): State<AppState>,
+    TenantAccount(account): TenantAccount,
+    P(service_id): P<String>,
+    Q(query): Q<PageQuery>,
+) -> Result<Response, ApiError> {
+    let page = query.checked()?;
+    let stream = service_stream(&account.id, &service_id);
+    let history = state.store.read_large(move |conn| history::service_history(conn, &stream, page)).await?;
+    let history = history.ok_or_else(|| ApiError::not_found(format!("There is no service {service_id}")))?;
+    Ok(axum::Json(history).into_response())
+}

@@ -1,0 +1,267 @@
+//! Change history: the events of one stream, each with who made it (actor, request id) and
+//! what it changed. For a context session that is each property's value before and after,
+//! found by folding the session's events from its first; for a service, the event's payload.
+
+use std::collections::BTreeMap;
+
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::domain::Event;
+use crate::domain::events::JsonText;
+use crate::store::StoreError;
+use crate::store::log::format_time;
+
+/// Which part of a history to return: the entries after seq `after`, at most `limit`.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub after: u64,
+    pub limit: usize,
+}
+
+/// One page of a history.
+#[derive(Debug, Serialize)]
+pub struct History<C> {
+    pub history: Vec<Entry<C>>,
+    /// The `after` of the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<u64>,
+}
+
+/// One event of a history: when, by whom, and what changed.
+#[derive(Debug, Serialize)]
+pub struct Entry<C> {
+    pub seq: u64,
+    pub recorded_at: String,
+    /// `key:<key id>`, `admin`, `system:sweeper`, … (the event's `meta`).
+    pub actor: String,
+    pub request_id: String,
+    pub event_type: String,
+    #[serde(flatten)]
+    pub change: C,
+}
+
+/// What one event did to a session.
+#[derive(Debug, Default, Serialize)]
+pub struct SessionChange {
+    /// Every property the event touched.
+    pub properties: BTreeMap<String, PropertyChange>,
+    /// The session TTL a `SessionTtlSet` set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl_second: Option<u64>,
+    /// Why a session was deleted (`namespace_deleted`), when not by its own call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+}
+
+/// A property's value before and after an event; `None` (null) when absent.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PropertyChange {
+    pub old: Option<JsonText>,
+    pub new: Option<JsonText>,
+    /// The expiry a patch stamped on the new value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+/// What one event of a service was: its payload as stored.
+#[derive(Debug, Serialize)]
+pub struct ServiceChange {
+    pub change: Box<RawValue>,
+}
+
+/// The part of an event's `meta` that history shows.
+#[derive(Deserialize)]
+struct Meta {
+    #[serde(default)]
+    actor: String,
+    #[serde(default)]
+    request_id: String,
+}
+
+/// The properties of one session as its events leave them: the last value written, until a
+/// delete, clear, expiry or session delete removes it. (A value past its expiry that the
+/// sweeper has not yet recorded is still there: history shows changes as they were recorded.)
+#[derive(Debug, Default)]
+pub struct SessionFold {
+    values: BTreeMap<String, JsonText>,
+}
+
+impl SessionFold {
+    /// Applies a session event and says what it changed.
+    pub fn apply(&mut self, event: &Event) -> SessionChange {
+        let mut change = SessionChange::default();
+        let removed = |old| PropertyChange { old, new: None, expires_at: None };
+        match event {
+            Event::PropertiesPatched(e) => {
+                for (key, value) in &e.properties {
+                    let old = self.values.insert(key.clone(), value.clone());
+                    let expires_at = e.expires_at.map(format_time);
+                    change
+                        .properties
+                        .insert(key.clone(), PropertyChange { old, new: Some(value.clone()), expires_at });
+                }
+            }
+            Event::PropertyDeleted(e) => {
+                change.properties.insert(e.property.clone(), removed(self.values.remove(&e.property)));
+            }
+            Event::PropertiesExpired(e) => {
+                for key in &e.properties {
+                    change.properties.insert(key.clone(), removed(self.values.remove(key)));
+                }
+            }
+            Event::SessionPropertiesCleared(_) | Event::SessionErased(_) => {
+                change.properties = self.take_all();
+            }
+            Event::SessionDeleted(e) => {
+                change.properties = self.take_all();
+                change.cause = e.cause.clone();
+            }
+            Event::SessionTtlSet(e) => change.ttl_second = Some(e.ttl_second),
+            _ => {}
+        }
+        change
+    }
+
+    fn take_all(&mut self) -> BTreeMap<String, PropertyChange> {
+        let values = std::mem::take(&mut self.values);
+        values
+            .into_iter()
+            .map(|(key, old)| (key, PropertyChange { old: Some(old), new: None, expires_at: None }))
+            .collect()
+    }
+
+    /// The properties held now, as (name, value text).
+    pub fn values(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values.iter().map(|(key, value)| (key.as_str(), value.as_str()))
+    }
+}
+
+/// One stored event of a stream.
+struct Row {
+    seq: u64,
+    recorded_at: String,
+    event_type: String,
+    data: String,
+    meta: String,
+}
+
+impl Row {
+    fn entry<C>(self, change: C) -> Result<Entry<C>, StoreError> {
+        let meta: Meta = serde_json::from_str(&self.meta)
+            .map_err(|error| StoreError::Corrupt(format!("event {}: meta: {error}", self.seq)))?;
+        Ok(Entry {
+            seq: self.seq,
+            recorded_at: self.recorded_at,
+            actor: meta.actor,
+            request_id: meta.request_id,
+            event_type: self.event_type,
+            change,
+        })
+    }
+
+    fn event(&self) -> Result<Event, StoreError> {
+        Event::decode(&self.event_type, &self.data)
+            .map_err(|error| StoreError::Corrupt(format!("event {}: {error}", self.seq)))
+    }
+}
+
+/// Calls `visit` with each event of `stream` with `seq > after`, in order, until it answers
+/// false. Returns whether the stream has any event at all.
+fn each_event(
+    conn: &Connection,
+    stream: &str,
+    after: u64,
+    mut visit: impl FnMut(Row) -> Result<bool, StoreError>,
+) -> Result<bool, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT seq, recorded_at, event_type, data, meta FROM events
+         WHERE stream = ?1 AND seq > ?2 ORDER BY stream_version",
+    )?;
+    let mut rows = statement.query(rusqlite::params![stream, after])?;
+    let mut any = false;
+    while let Some(row) = rows.next()? {
+        any = true;
+        let row = Row {
+            seq: row.get(0)?,
+            recorded_at: row.get(1)?,
+            event_type: row.get(2)?,
+            data: row.get(3)?,
+            meta: row.get(4)?,
+        };
+        if !visit(row)? {
+            break;
+        }
+    }
+    Ok(any)
+}
+
+/// Collects entries into a page: `push` answers false once the page is full, having noted
+/// where the next one starts.
+struct Pager<C> {
+    page: Page,
+    history: History<C>,
+}
+
+impl<C> Pager<C> {
+    fn new(page: Page) -> Self {
+        Pager { page, history: History { history: Vec::new(), next_after: None } }
+    }
+
+    fn push(&mut self, entry: Entry<C>) -> bool {
+        if self.history.history.len() == self.page.limit {
+            self.history.next_after = self.history.history.last().map(|last| last.seq);
+            return false;
+        }
+        self.history.history.push(entry);
+        true
+    }
+}
+
+/// A session's changes, or only those of `property`. `None` when the stream has no event (or,
+/// for one property, no event ever touched it).
+pub fn session_history(
+    conn: &Connection,
+    stream: &str,
+    property: Option<&str>,
+    page: Page,
+) -> Result<Option<History<SessionChange>>, StoreError> {
+    let mut fold = SessionFold::default();
+    let mut pager = Pager::new(page);
+    let mut touched = false;
+    let any = each_event(conn, stream, 0, |row| {
+        let mut change = fold.apply(&row.event()?);
+        if let Some(property) = property {
+            let Some(one) = change.properties.remove(property) else {
+                return Ok(true);
+            };
+            change = SessionChange { properties: BTreeMap::from([(property.to_string(), one)]), ..change };
+            touched = true;
+        }
+        if row.seq <= page.after {
+            return Ok(true);
+        }
+        Ok(pager.push(row.entry(change)?))
+    })?;
+    let found = if property.is_some() { touched } else { any };
+    Ok(found.then_some(pager.history))
+}
+
+/// A service's events, with their payloads. `None` when the stream has no event.
+pub fn service_history(
+    conn: &Connection,
+    stream: &str,
+    page: Page,
+) -> Result<Option<History<ServiceChange>>, StoreError> {
+    if crate::store::log::stream_version(conn, stream)? == 0 {
+        return Ok(None);
+    }
+    let mut pager = Pager::new(page);
+    each_event(conn, stream, page.after, |row| {
+        let change = RawValue::from_string(row.data.clone())
+            .map_err(|error| StoreError::Corrupt(format!("event {}: {error}", row.seq)))?;
+        Ok(pager.push(row.entry(ServiceChange { change })?))
+    })?;
+    Ok(Some(pager.history))
+}

@@ -1,0 +1,437 @@
+//! The audit surface over real HTTP and a real SQLite file: the event feed (paged and live over
+//! Server-Sent Events), the hash chain and its verification, and erasure of a customer or a
+//! context session.
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rusqlite::Connection;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, spawn_app};
+use crate::journeys::{Cs, assert_cs_error};
+
+/// `(seq, data)` of every event of `account`, from the SQLite file.
+fn account_events(app: &TestApp, account: &str) -> Vec<(u64, String)> {
+    let conn = ctxd::store::read::open_read_only(app.store.path()).unwrap();
+    let mut statement = conn.prepare("SELECT seq, data FROM events WHERE account = ?1 ORDER BY seq").unwrap();
+    statement
+        .query_map([account], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// A read-write connection to the store's file beside the running server: what someone with
+/// access to the disk could do.
+fn raw(app: &TestApp) -> Connection {
+    Connection::open(app.store.path()).unwrap()
+}
+
+async fn patch(app: &TestApp, key: &str, account: &str, session: &str, body: Value) {
+    let path = format!("/v1/account/{account}/ns/{session}/properties");
+    let reply = app.call(key, "PATCH", &path, &body.to_string()).await;
+    assert_eq!(reply.status, 204, "{}", reply.body);
+}
+
+async fn feed(app: &TestApp, key: &str, query: &str) -> Value {
+    let reply = app.call(key, "GET", &format!("/v1/account/acme/events?{query}"), "").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.json()
+}
+
+fn seqs(events: &Value) -> Vec<u64> {
+    events.as_array().unwrap().iter().map(|event| event["seq"].as_u64().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn the_feed_pages_an_accounts_events_in_order_with_a_stable_cursor() {
+    let app = spawn_app().await;
+    let key = app.account("acme").await;
+    let other = app.account("other").await;
+    for round in 0..5 {
+        patch(&app, &key, "acme", &format!("s{}", round % 2), json!({"round": round})).await;
+        patch(&app, &other, "other", "s", json!({"secret": round})).await;
+    }
+    let stored = account_events(&app, "acme");
+
+    // Pages of two, each starting after the last seq of the one before, give exactly the log.
+    let (mut after, mut seen) = (0, Vec::new());
+    loop {
+        let page = feed(&app, &key, &format!("after={after}&limit=2")).await;
+        seen.extend(seqs(&page["events"]));
+        after = page["next_after"].as_u64().unwrap();
+        // A write between pages lands after the cursor: it is read once, on a later page.
+        if seen.len() == 2 {
+            patch(&app, &key, "acme", "late", json!({"late": true})).await;
+        }
+        if !page["has_more"].as_bool().unwrap() {
+            break;
+        }
+    }
+    let stored_after = account_events(&app, "acme");
+    assert_eq!(seen, stored_after.iter().map(|(seq, _)| *seq).collect::<Vec<_>>());
+    assert_eq!(stored_after.len(), stored.len() + 1);
+
+    // Every stored column comes through: payload and meta as JSON, the chain link in hex.
+    let all = feed(&app, &key, "limit=1000").await;
+    let first_patch =
+        all["events"].as_array().unwrap().iter().find(|e| e["type"] == "PropertiesPatched").unwrap();
+    let seq = first_patch["seq"].as_u64().unwrap();
+    let (data, meta, hash): (String, String, Vec<u8>) = raw(&app)
+        .query_row("SELECT data, meta, hash FROM events WHERE seq = ?1", [seq], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .unwrap();
+    assert_eq!(first_patch["data"], serde_json::from_str::<Value>(&data).unwrap());
+    assert_eq!(first_patch["meta"], serde_json::from_str::<Value>(&meta).unwrap());
+    assert_eq!(first_patch["hash"], hex::encode(hash));
+    assert_eq!(first_patch["stream"], "ctx/acme/ns/s0");
+    assert!(first_patch["meta"]["actor"].as_str().unwrap().starts_with("key:"));
+    assert!(!all.to_string().contains("secret"), "another account's events leak: {all}");
+
+    // Filters by type and by stream.
+    let patches = feed(&app, &key, "type=PropertiesPatched").await;
+    assert_eq!(patches["events"].as_array().unwrap().len(), 6);
+    let s1 = feed(&app, &key, "stream=ctx/acme/ns/s1").await;
+    assert_eq!(seqs(&s1["events"]).len(), 2);
+    assert!(s1["events"].as_array().unwrap().iter().all(|e| e["stream"] == "ctx/acme/ns/s1"));
+    let foreign = feed(&app, &key, "stream=ctx/other/ns/s").await;
+    assert_eq!(foreign["events"], json!([]));
+
+    for bad in ["limit=0", "limit=1001", "type=Nope", "after=-1", "after=x", "color=red", "stream="] {
+        let reply = app.call(&key, "GET", &format!("/v1/account/acme/events?{bad}"), "").await;
+        reply.assert_error(400);
+    }
+    for path in ["/v1/account/acme/events", "/v1/account/acme/events/stream", "/v1/account/acme/audit/verify"]
+    {
+        app.call(&other, "GET", path, "").await.assert_error(403);
+        app.request("GET", path, &[], "").await.assert_error(403);
+    }
+    let erase = "/v1/account/acme/namespace/ns/session/s0/erase";
+    app.call(&other, "POST", erase, "").await.assert_error(403);
+}
+
+/// Reads Server-Sent Events from a response body.
+struct SseReader {
+    body: Incoming,
+    buffer: String,
+}
+
+impl SseReader {
+    async fn open(app: &TestApp, key: &str, query: &str, last_event_id: Option<u64>) -> SseReader {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let mut request =
+            hyper::Request::get(format!("http://{}/v1/account/acme/events/stream{query}", app.addr))
+                .header("maven-api-key", key);
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id.to_string());
+        }
+        let response = client.request(request.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        SseReader { body: response.into_body(), buffer: String::new() }
+    }
+
+    /// The next event's id and data; None when the server ends the stream.
+    async fn next(&mut self) -> Option<(u64, Value)> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let field = |name: &str| {
+                    block
+                        .lines()
+                        .find_map(|line| line.strip_prefix(name).map(|rest| rest.trim_start().to_string()))
+                };
+                if let (Some(id), Some(data)) = (field("id:"), field("data:")) {
+                    return Some((id.parse().unwrap(), serde_json::from_str(&data).unwrap()));
+                }
+                continue;
+            }
+            let frame = tokio::time::timeout(Duration::from_secs(10), self.body.frame())
+                .await
+                .expect("an event within 10 s")?
+                .unwrap();
+            if let Ok(data) = frame.into_data() {
+                self.buffer.push_str(std::str::from_utf8(&data).unwrap());
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_follower_sees_every_event_once_in_order_across_a_reconnect() {
+    let app = spawn_app().await;
+    let key = app.account("acme").await;
+    let other = app.account("other").await;
+    let start = account_events(&app, "acme").last().unwrap().0;
+
+    let mut stream = SseReader::open(&app, &key, &format!("?after={start}"), None).await;
+    let writer = {
+        let (app_addr, key, other) = (app.addr, key.clone(), other.clone());
+        tokio::spawn(async move {
+            let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+            for round in 0..40 {
+                for (account, key) in [("acme", &key), ("other", &other)] {
+                    let request = hyper::Request::patch(format!(
+                        "http://{app_addr}/v1/account/{account}/ns/s{}/properties",
+                        round % 3
+                    ))
+                    .header("maven-api-key", key.as_str())
+                    .body(Full::new(Bytes::from(json!({ "round": round }).to_string())))
+                    .unwrap();
+                    let reply = client.request(request).await.unwrap();
+                    assert_eq!(reply.status(), 204);
+                    reply.into_body().collect().await.unwrap();
+                }
+            }
+        })
+    };
+    let mut received = Vec::new();
+    while received.len() < 15 {
+        let (id, event) = stream.next().await.unwrap();
+        assert_eq!(event["seq"].as_u64(), Some(id));
+        assert!(event["stream"].as_str().unwrap().contains("/acme/"), "{event}");
+        received.push(id);
+    }
+    drop(stream);
+    let mut resumed = SseReader::open(&app, &key, "", Some(*received.last().unwrap())).await;
+    writer.await.unwrap();
+    let expected: Vec<u64> =
+        account_events(&app, "acme").iter().map(|(seq, _)| *seq).filter(|seq| *seq > start).collect();
+    assert!(expected.len() >= 40, "{expected:?}");
+    while received.len() < expected.len() {
+        received.push(resumed.next().await.unwrap().0);
+    }
+    assert_eq!(received, expected, "every event once, in order");
+
+    // A filter applies live too; a bad Last-Event-ID is refused.
+    let mut patches =
+        SseReader::open(&app, &key, "?type=PropertiesPatched&stream=ctx/acme/ns/s1", None).await;
+    let (_, first) = patches.next().await.unwrap();
+    assert_eq!(first["stream"], "ctx/acme/ns/s1");
+    let bad = app
+        .call_with(&key, "GET", "/v1/account/acme/events/stream", &[("last-event-id", "yesterday")], "")
+        .await;
+    bad.assert_error(400);
+
+    // An open follower does not hold up a graceful shutdown: the server ends its stream.
+    let mut app = app;
+    let mut open = SseReader::open(&app, &key, &format!("?after={}", expected.last().unwrap()), None).await;
+    tokio::time::timeout(Duration::from_secs(10), app.shutdown()).await.expect("shutdown drains followers");
+    assert!(open.next().await.is_none());
+}
+
+async fn verify_chain(app: &TestApp, key: &str) -> Value {
+    let reply = app.call(key, "GET", "/v1/account/acme/audit/verify", "").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.json()
+}
+
+#[tokio::test]
+async fn the_chain_verifies_and_a_row_edited_with_plain_sql_is_reported() {
+    let app = spawn_app().await;
+    let key = app.account("acme").await;
+    for round in 0..6 {
+        patch(&app, &key, "acme", "s", json!({"round": round})).await;
+    }
+    let report = verify_chain(&app, &key).await;
+    let last = app.event_count() as u64;
+    let head: Vec<u8> =
+        raw(&app).query_row("SELECT hash FROM events WHERE seq = ?1", [last], |row| row.get(0)).unwrap();
+    assert_eq!(report, json!({"intact": true, "events": last, "last_seq": last, "head": hex::encode(head)}));
+
+    // The triggers refuse edits and deletes outside an erasure, of the payload as of any column.
+    let conn = raw(&app);
+    for sql in [
+        "UPDATE events SET data = '{}' WHERE seq = 3",
+        "UPDATE events SET hash = x'00' WHERE seq = 3",
+        "DELETE FROM events WHERE seq = 3",
+    ] {
+        let error = conn.execute(sql, []).unwrap_err().to_string();
+        assert!(error.contains("append-only"), "{sql}: {error}");
+    }
+
+    // Someone who drops the trigger can edit a row; the chain shows where.
+    conn.execute_batch("DROP TRIGGER events_are_append_only_update").unwrap();
+    let target = last - 2;
+    conn.execute(
+        "UPDATE events SET data = replace(data, '\"round\":3', '\"round\":30') WHERE seq = ?1",
+        [target],
+    )
+    .unwrap();
+    let report = verify_chain(&app, &key).await;
+    assert_eq!(report["intact"], false);
+    assert_eq!(report["first_bad_seq"], target, "{report}");
+    assert!(report["reason"].as_str().unwrap().contains("payload"), "{report}");
+
+    // Recomputing the payload hash does not help: the link no longer matches.
+    let data: String =
+        conn.query_row("SELECT data FROM events WHERE seq = ?1", [target], |row| row.get(0)).unwrap();
+    let forged = ctxd::store::chain::payload_hash(&data);
+    conn.execute("UPDATE events SET payload_hash = ?1 WHERE seq = ?2", (forged.as_slice(), target)).unwrap();
+    let report = verify_chain(&app, &key).await;
+    assert_eq!(report["first_bad_seq"], target, "{report}");
+    assert!(report["reason"].as_str().unwrap().contains("hash"), "{report}");
+
+    // An earlier row's meta (who did it) is covered as well.
+    let changed = conn.execute("UPDATE events SET meta = replace(meta, 'admin', 'nobody') WHERE seq = 1", []).unwrap();
+    assert_eq!(changed, 1);
+    assert_eq!(verify_chain(&app, &key).await["first_bad_seq"], 1);
+}
+
+/// Every analytics answer of the account, to compare before and after an erasure.
+async fn analytics(app: &TestApp, key: &str) -> Vec<Value> {
+    let mut answers = Vec::new();
+    for query in ["dropoff", "transitions", "funnel?steps=ivr,queue", "timeseries?interval=day"] {
+        let reply = app.call(key, "GET", &format!("/v1/account/acme/analytics/{query}"), "").await;
+        assert_eq!(reply.status, 200, "{query}: {}", reply.body);
+        answers.push(reply.json());
+    }
+    answers
+}
+
+#[tokio::test]
+async fn erasing_a_customer_redacts_their_events_keeps_the_chain_and_the_counts() {
+    let app = spawn_app().await;
+    let cs = Cs::new(&app, "acme").await;
+    let created = cs.post("/profiles", json!({"FirstName": "Ann", "EmailAddress": "ann@example.org"})).await;
+    let ann = created.json()["customer_id"].as_str().unwrap().to_string();
+    let bob = cs.post("/profiles", json!({"FirstName": "Bob"})).await.json()["customer_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Ann: a completed journey and an abandoned one, with personal extensions and notes.
+    let first = cs
+        .start_service(json!({"customer_id": ann, "service_type": "billing", "media_type": "voice", "Reason": {"text": "double charge"}}))
+        .await;
+    let ivr = cs.start_state(&first, json!({"state_type": "ivr", "Account": {"number": "123-456"}})).await;
+    cs.transition(&first, ivr, "queue", json!({})).await;
+    cs.ok(cs
+        .post(
+            &format!("/services/{first}/end"),
+            json!({"disposition": "resolved", "disposition_desc": "refund to Ann"}),
+        )
+        .await)
+        .await;
+    let second = cs
+        .start_service(
+            json!({"contact_key": "408-555-0101", "service_type": "billing", "media_type": "chat"}),
+        )
+        .await;
+    cs.ok(cs
+        .post(&format!("/customers/{ann}/services/{second}"), json!({"Lead": {"phone": "555-0101"}}))
+        .await)
+        .await;
+    cs.start_state(&second, json!({"state_type": "ivr"})).await;
+    cs.ok(cs.post(&format!("/services/{second}/end"), json!({"disposition": "abandoned"})).await).await;
+    // Bob's journey stays as it is.
+    let bobs = cs
+        .start_service(
+            json!({"customer_id": bob, "service_type": "billing", "Reason": {"text": "bob's question"}}),
+        )
+        .await;
+
+    let before = analytics(&app, &cs.key).await;
+    let abandoned_before = app.call(&cs.key, "GET", "/v1/account/acme/analytics/abandoned", "").await.json();
+    assert!(abandoned_before.to_string().contains("555-0101"), "{abandoned_before}");
+
+    let reply = cs.post(&format!("/profiles/{ann}/erase"), json!({})).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let erased = reply.json();
+    assert_eq!(erased["type"], "CustomerErased");
+    assert_eq!(erased["stream"], format!("cust/acme/{ann}"));
+    assert!(erased["meta"]["actor"].as_str().unwrap().starts_with("key:"));
+    let mut services: Vec<String> = erased["data"]["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    services.sort();
+    let mut expected = vec![first.clone(), second.clone()];
+    expected.sort();
+    assert_eq!(services, expected);
+    assert!(!erased["data"]["redacted"].as_array().unwrap().is_empty());
+
+    // Nothing personal of Ann's is left in the log; Bob's is untouched.
+    let log = account_events(&app, "acme").into_iter().map(|(_, data)| data).collect::<Vec<_>>().join("\n");
+    for personal in
+        ["Ann", "ann@example.org", "double charge", "123-456", "refund to Ann", "408-555-0101", "555-0101"]
+    {
+        assert!(!log.contains(personal), "{personal} is still in the log");
+    }
+    assert!(log.contains("bob's question") && log.contains("Bob"));
+    assert!(log.contains("[erased]"));
+
+    // Reads: the profile is gone, the services show the marker, the counts are as they were.
+    assert_cs_error(&cs.get(&format!("/profiles/{ann}")).await, 404);
+    let service = cs.service(&first, "extensions=*&completed_states=true").await;
+    assert_eq!(service["Reason"], "[erased]", "{service}");
+    assert_eq!(service["disposition_desc"], "[erased]", "{service}");
+    assert_eq!(cs.service(&bobs, "extensions=*").await["Reason"], json!({"text": "bob's question"}));
+    assert_eq!(analytics(&app, &cs.key).await, before);
+    let abandoned_after = app.call(&cs.key, "GET", "/v1/account/acme/analytics/abandoned", "").await.json();
+    assert_eq!(abandoned_after.as_array().map(Vec::len), abandoned_before.as_array().map(Vec::len));
+    assert!(!abandoned_after.to_string().contains("555-0101"), "{abandoned_after}");
+
+    // The projections equal a replay of the redacted log, and the chain still verifies.
+    assert!(app.verify().mismatch.is_none(), "{:?}", app.verify().mismatch);
+    assert_eq!(verify_chain(&app, &cs.key).await["intact"], true);
+    // The erasure did not open the log to other edits.
+    let error = raw(&app).execute("UPDATE events SET data = '{}' WHERE seq = 1", []).unwrap_err();
+    assert!(error.to_string().contains("append-only"));
+
+    // Erasing again records the request and redacts nothing more; unknown customers are 404;
+    // another account's key cannot reach Ann.
+    let again = cs.post(&format!("/profiles/{ann}/erase"), json!({})).await;
+    assert_eq!(again.json()["data"]["redacted"], json!([]), "{}", again.body);
+    assert_cs_error(&cs.post("/profiles/nobody/erase", json!({})).await, 404);
+    let stranger = Cs::new(&app, "other").await;
+    assert_cs_error(&stranger.post(&format!("/profiles/{ann}/erase"), json!({})).await, 404);
+    assert!(app.verify().mismatch.is_none());
+
+    // A restart replays nothing differently: the rebuilt projections still match.
+    let app = app.restart().await;
+    assert!(app.verify().mismatch.is_none());
+}
+
+#[tokio::test]
+async fn erasing_a_session_redacts_its_values_and_leaves_it_empty() {
+    let app = spawn_app().await;
+    let key = app.account("acme").await;
+    patch(&app, &key, "acme", "caller", json!({"phone": "555-0199", "intent": "refund"})).await;
+    let put = app.call(&key, "PUT", "/v1/account/acme/ns/caller/properties/name", "\"Carol\"").await;
+    assert_eq!(put.status, 204);
+    patch(&app, &key, "acme", "neighbour", json!({"phone": "555-0111"})).await;
+
+    let reply = app.call(&key, "POST", "/v1/account/acme/namespace/ns/session/caller/erase", "").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let erased = reply.json();
+    assert_eq!(erased["type"], "SessionErased");
+    assert_eq!(erased["data"]["redacted"].as_array().unwrap().len(), 2);
+
+    let document = app.call(&key, "GET", "/v1/account/acme/ns/caller/properties", "").await;
+    assert_eq!(document.json(), json!({}));
+    let patches = feed(&app, &key, "type=PropertiesPatched&stream=ctx/acme/ns/caller").await;
+    assert_eq!(
+        patches["events"][0]["data"]["properties"],
+        json!({"intent": "[erased]", "phone": "[erased]"})
+    );
+    assert_eq!(patches["events"][1]["data"]["properties"], json!({"name": "[erased]"}));
+    let neighbour = app.call(&key, "GET", "/v1/account/acme/ns/neighbour/properties", "").await;
+    assert_eq!(neighbour.json(), json!({"phone": "555-0111"}));
+    assert!(app.verify().mismatch.is_none());
+    assert_eq!(verify_chain(&app, &key).await["intact"], true);
+
+    // The session can be written again afterwards; unknown sessions and bad names are refused.
+    patch(&app, &key, "acme", "caller", json!({"intent": "new"})).await;
+    let unknown = app.call(&key, "POST", "/v1/account/acme/namespace/ns/session/nobody/erase", "").await;
+    unknown.assert_error(404);
+    let bad = app.call(&key, "POST", "/v1/account/acme/namespace/events/session/x/erase", "").await;
+    bad.assert_error(400);
+}
