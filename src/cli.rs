@@ -1,7 +1,7 @@
 //! The command line: `ctxd [serve]`, `ctxd admin …`, `ctxd rebuild`, `ctxd verify [--chain]`,
 //! `ctxd export`, `ctxd import`.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use crate::domain::DomainError;
 use crate::domain::accounts::AccountCommand;
 use crate::metrics::Metrics;
 use crate::projections;
-use crate::store::transfer::{self, Selection};
+use crate::store::transfer::{self, Selection, TransferError};
 use crate::store::{self, EventMeta, Store, StoreError, WriteError, WriteRequest, WriterConfig, chain};
 
 #[derive(Parser, Debug)]
@@ -216,9 +216,16 @@ fn export(data_dir: &Path, selection: &Selection) -> Result<i32, BoxError> {
     let conn = open_existing(data_dir)?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
     let started = Instant::now();
-    let events = transfer::export(&conn, selection, &mut out)?;
-    out.flush()?;
-    eprintln!("exported {events} events in {}", elapsed_rate(events, started));
+    let events = transfer::export(&conn, selection, &mut out).and_then(|events| {
+        out.flush().map_err(StoreError::Io)?;
+        Ok(events)
+    });
+    match events {
+        Ok(events) => eprintln!("exported {events} events in {}", elapsed_rate(events, started)),
+        // The reader stopped early (`ctxd export | head`): what it read is what it asked for.
+        Err(TransferError::Store(StoreError::Io(error))) if error.kind() == ErrorKind::BrokenPipe => {}
+        Err(error) => return Err(error.into()),
+    }
     Ok(0)
 }
 
@@ -228,8 +235,8 @@ fn import(data_dir: &Path, file: &Path) -> Result<i32, BoxError> {
         StoreError::Locked(_) => format!("{error}; stop the server before importing").into(),
         other => BoxError::from(other),
     })?;
-    let input: Box<dyn BufRead> = if file == Path::new("-") {
-        Box::new(BufReader::with_capacity(1 << 20, std::io::stdin().lock()))
+    let input: Box<dyn BufRead + Send> = if file == Path::new("-") {
+        Box::new(BufReader::with_capacity(1 << 20, std::io::stdin()))
     } else {
         let opened = std::fs::File::open(file).map_err(|error| format!("{}: {error}", file.display()))?;
         Box::new(BufReader::with_capacity(1 << 20, opened))
@@ -237,13 +244,9 @@ fn import(data_dir: &Path, file: &Path) -> Result<i32, BoxError> {
     let mut conn = store::open_writer_connection(&store::database_path(data_dir), true)?;
     let started = Instant::now();
     let imported = transfer::import(&mut conn, input)?;
-    println!(
-        "imported {} events in {}; chain intact, head {} {}",
-        imported.events,
-        elapsed_rate(imported.events, started),
-        imported.last_seq,
-        hex::encode(imported.head)
-    );
+    let head = hex::encode(imported.head);
+    println!("imported {} events; chain intact, head {} {head}", imported.events, imported.last_seq);
+    println!("in {}: {}", elapsed_rate(imported.events, started), imported.phases);
     Ok(0)
 }
 

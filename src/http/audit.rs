@@ -65,7 +65,7 @@ struct Entry<'a> {
     hash: String,
 }
 
-fn json_text<'a>(seq: u64, text: &'a str) -> Result<&'a RawValue, StoreError> {
+fn json_text(seq: u64, text: &str) -> Result<&RawValue, StoreError> {
     serde_json::from_str(text).map_err(|error| StoreError::Corrupt(format!("event {seq}: {error}")))
 }
 
@@ -236,7 +236,7 @@ async fn verify_chain(State(state): State<AppState>, _account: Account) -> Resul
     let report = state
         .store
         // A read runs in one snapshot: the walk sees one state of the log.
-        .read_large(|conn| chain::verify(conn))
+        .read_large(chain::verify)
         .await?;
     let mut body = serde_json::json!({
         "intact": report.first_bad.is_none(),

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use super::AppState;
 use super::error::{ApiError, etag};
 use super::extract::{Account, JsonBody, NoBody, Q, Target, Write, WriteContext};
-use super::history::AsOf;
+use super::history::{AsOf, Live};
 use crate::domain::Command;
 use crate::domain::context::{ContextCommand, SessionRef};
 use crate::domain::events::{JsonText, Properties, session_stream};
@@ -97,7 +97,11 @@ async fn create_namespace(
     submit(&state, &account, write.context, command).await
 }
 
-async fn list_namespaces(State(state): State<AppState>, account: Account) -> Result<Response, ApiError> {
+async fn list_namespaces(
+    State(state): State<AppState>,
+    account: Account,
+    _: Live,
+) -> Result<Response, ApiError> {
     let namespaces = state.store.read_large(move |conn| read::list_namespaces(conn, &account.id)).await?;
     Ok(axum::Json(namespaces).into_response())
 }
@@ -203,6 +207,7 @@ async fn list_session_ttls(
     State(state): State<AppState>,
     account: Account,
     target: Target,
+    _: Live,
 ) -> Result<Response, ApiError> {
     check_namespace(&target.namespace)?;
     let sessions = state
@@ -309,6 +314,7 @@ async fn session_ids(
     State(state): State<AppState>,
     account: Account,
     target: Target,
+    _: Live,
     Q(query): Q<PageQuery>,
 ) -> Result<Response, ApiError> {
     check_namespace(&target.namespace)?;
@@ -325,6 +331,7 @@ async fn session_properties(
     State(state): State<AppState>,
     account: Account,
     target: Target,
+    _: Live,
     Q(query): Q<PageQuery>,
 ) -> Result<Response, ApiError> {
     check_namespace(&target.namespace)?;

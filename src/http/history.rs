@@ -61,6 +61,21 @@ impl FromRequestParts<AppState> for AsOf {
     }
 }
 
+/// A GET that answers from today's projections only: `as_of` or `as_of_seq` there is a 400,
+/// not today's answer passed off as the past's.
+pub struct Live;
+
+impl FromRequestParts<AppState> for Live {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match AsOf::from_request_parts(parts, state).await? {
+            AsOf::Now => Ok(Live),
+            AsOf::At(_) => Err(ApiError::bad_request("this route does not answer as_of or as_of_seq")),
+        }
+    }
+}
+
 impl AsOf {
     /// Runs `query` with the time that expiries are compared with: today, inline on a pooled
     /// connection as any point read; at a point, on a snapshot of `streams`, on the blocking pool.

@@ -4,12 +4,14 @@
 //! it. Same projection code, same query code: the answer is the one the GET gave then, byte
 //! for byte, `ETag` included (the snapshot's `events` holds each folded stream's last event).
 
+use std::sync::OnceLock;
+
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::memory::MemoryTables;
 use super::{Selection, Until, replay};
-use crate::domain::events::customer_stream;
+use crate::domain::events::{customer_stream, service_stream};
 use crate::store::log::{self, format_time};
 use crate::store::{StoreError, migrations};
 
@@ -35,6 +37,7 @@ pub enum Streams {
 }
 
 impl Streams {
+    /// Just one stream.
     pub fn one(stream: String) -> Streams {
         Streams::Named(vec![stream])
     }
@@ -84,14 +87,39 @@ fn fold(source: &Connection, streams: &Streams, until: Until<'_>) -> Result<Conn
     let mut tables = MemoryTables::default();
     replay(source, &mut tables, Selection { streams: Some(&names), until })?;
     let mut conn = Connection::open_in_memory()?;
-    migrations::migrate(&mut conn)?;
     let tx = conn.transaction()?;
+    tx.execute_batch(schema()?)?;
     tables.write_to(&tx)?;
     for stream in &names {
         copy_last_event(source, &tx, stream, until)?;
     }
     tx.commit()?;
     Ok(conn)
+}
+
+/// The full schema as SQL, taken once from a database that `migrations::migrate` built: every
+/// snapshot then creates it in one batch, without running (and logging) each migration again.
+fn schema() -> Result<&'static str, StoreError> {
+    static SCHEMA: OnceLock<String> = OnceLock::new();
+    if let Some(schema) = SCHEMA.get() {
+        return Ok(schema);
+    }
+    let mut conn = Connection::open_in_memory()?;
+    // Its migrations are not the store's: keep their log lines out of the server's log.
+    tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+        migrations::migrate(&mut conn)
+    })?;
+    let mut statement = conn.prepare(
+        "SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%'
+         ORDER BY CASE type WHEN 'table' THEN 0 WHEN 'index' THEN 1 ELSE 2 END, rowid",
+    )?;
+    let statements = statement.query_map([], |row| row.get::<_, String>(0))?;
+    let mut schema = String::new();
+    for sql in statements {
+        schema.push_str(&sql?);
+        schema.push_str(";\n");
+    }
+    Ok(SCHEMA.get_or_init(|| schema))
 }
 
 /// When the event `seq` (or the last one before it) was recorded; the epoch before any.
@@ -110,31 +138,24 @@ fn time_of(source: &Connection, seq: u64) -> Result<DateTime<Utc>, StoreError> {
 
 /// The stream ids `streams` names at `until`.
 fn stream_names(source: &Connection, streams: &Streams, until: Until<'_>) -> Result<Vec<String>, StoreError> {
-    let (account, condition, value, mut names) = match streams {
+    let (account, contact_key) = match streams {
         Streams::Named(names) => return Ok(names.clone()),
-        Streams::Customer { account, customer_id } => (
-            account,
-            "event_type IN ('ServiceStarted', 'ServiceAssociated') AND json_extract(data, '$.customer_id') = ?3",
-            customer_id,
-            vec![customer_stream(account, customer_id)],
-        ),
-        Streams::ContactKey { account, contact_key } => (
-            account,
-            "event_type = 'ServiceStarted' AND json_extract(data, '$.contact_key') = ?3",
-            contact_key,
-            Vec::new(),
-        ),
+        Streams::Customer { account, customer_id } => {
+            let services = super::journeys::services_ever_of(source, account, customer_id, until)?;
+            let mut names = vec![customer_stream(account, customer_id)];
+            names.extend(services.iter().map(|service_id| service_stream(account, service_id)));
+            return Ok(names);
+        }
+        Streams::ContactKey { account, contact_key } => (account, contact_key),
     };
     let sql = format!(
-        "SELECT DISTINCT stream FROM events WHERE account = ?1 AND {} AND {condition} ORDER BY stream",
+        "SELECT DISTINCT stream FROM events WHERE account = ?1 AND {}
+           AND event_type = 'ServiceStarted' AND json_extract(data, '$.contact_key') = ?3 ORDER BY stream",
         until.condition()
     );
     let mut statement = source.prepare_cached(&sql)?;
-    let rows = statement.query_map(params![account, until.bound(), value], |row| row.get::<_, String>(0))?;
-    for name in rows {
-        names.push(name?);
-    }
-    Ok(names)
+    let rows = statement.query_map(params![account, until.bound(), contact_key], |row| row.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Copies the last event of `stream` at `until` into the snapshot, so that `log::stream_version`
@@ -163,4 +184,95 @@ fn copy_last_event(
             .execute(rusqlite::params_from_iter(values))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::events::{service_stream, session_stream};
+    use crate::projections::{context, journeys};
+
+    /// A log of `(recorded_at second, event type, payload)` in account `acme`, seq from 1.
+    fn log_of(events: &[(u32, &str, String)]) -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrations::migrate(&mut conn).unwrap();
+        let mut versions = std::collections::HashMap::new();
+        for (index, (second, event_type, data)) in events.iter().enumerate() {
+            let event = crate::domain::Event::decode(event_type, data).unwrap();
+            let stream = event.stream("acme");
+            let version = versions.entry(stream.clone()).and_modify(|v| *v += 1).or_insert(1u64);
+            conn.execute(
+                "INSERT INTO events (seq, account, stream, stream_version, event_type, event_version, data, meta, recorded_at)
+                 VALUES (?1, 'acme', ?2, ?3, ?4, 1, ?5, '{}', ?6)",
+                params![index as u64 + 1, stream, *version, event_type, data, format!("2026-01-01T10:00:{second:02}.000000Z")],
+            )
+            .unwrap();
+        }
+        conn
+    }
+
+    fn patch(session: &str, properties: &str) -> (&'static str, String) {
+        let data = format!(
+            r#"{{"namespace":"ns","session_id":"{session}","properties":{properties},"expires_at":null}}"#
+        );
+        ("PropertiesPatched", data)
+    }
+
+    fn document(source: &Connection, point: Point) -> (String, u64) {
+        let stream = session_stream("acme", "ns", "s");
+        let snapshot = snapshot(source, point, &Streams::one(stream.clone())).unwrap();
+        let conn = &snapshot.conn;
+        let document = context::session_document(conn, "acme", "ns", "s", snapshot.now, None).unwrap();
+        (document, log::stream_version(conn, &stream).unwrap())
+    }
+
+    #[test]
+    fn a_session_is_folded_up_to_a_seq_or_a_time_with_its_version_then() {
+        let events = [
+            (1, patch("s", r#"{"a":1}"#)),
+            (2, patch("other", r#"{"x":1}"#)),
+            (3, patch("s", r#"{"a":2,"b":true}"#)),
+            (4, ("PropertyDeleted", r#"{"namespace":"ns","session_id":"s","property":"a"}"#.to_string())),
+        ];
+        let events: Vec<(u32, &str, String)> =
+            events.into_iter().map(|(t, (kind, data))| (t, kind, data)).collect();
+        let source = log_of(&events);
+        assert_eq!(document(&source, Point::Seq(0)), ("{}".into(), 0));
+        assert_eq!(document(&source, Point::Seq(1)), (r#"{"a":1}"#.into(), 1));
+        assert_eq!(document(&source, Point::Seq(2)), (r#"{"a":1}"#.into(), 1));
+        assert_eq!(document(&source, Point::Seq(3)), (r#"{"a":2,"b":true}"#.into(), 2));
+        assert_eq!(document(&source, Point::Seq(4)), (r#"{"b":true}"#.into(), 3));
+        let at = |second: u32| Point::Time(format!("2026-01-01T10:00:{second:02}.5Z").parse().unwrap());
+        assert_eq!(document(&source, at(0)), ("{}".into(), 0));
+        assert_eq!(document(&source, at(3)), (r#"{"a":2,"b":true}"#.into(), 2));
+        let beyond = snapshot(&source, Point::Seq(5), &Streams::Named(Vec::new()));
+        assert!(matches!(beyond, Err(AsOfError::BeyondLog { asked: 5, last: 4 })));
+    }
+
+    #[test]
+    fn a_customers_services_are_those_that_were_theirs_at_the_point() {
+        let t = r#"{"timestamp":"2026-01-01T00:00:00Z","channel":{}}"#;
+        let start = |id: &str| {
+            let data = format!(r#"{{"service_id":"{id}","customer_id":"c1","opening":{{"started":{t}}}}}"#);
+            (1, "ServiceStarted", data)
+        };
+        let moved = r#"{"service_id":"s1","customer_id":"c2","previous_customer_id":"c1"}"#.to_string();
+        let source = log_of(&[start("s1"), start("s2"), (2, "ServiceAssociated", moved)]);
+        let services = |seq: u64, customer: &str| {
+            let streams = Streams::Customer { account: "acme".into(), customer_id: customer.into() };
+            let snapshot = snapshot(&source, Point::Seq(seq), &streams).unwrap();
+            let (docs, _) = journeys::journey_services(&snapshot.conn, "acme", customer).unwrap();
+            let mut ids: Vec<String> = docs.into_iter().map(|doc| doc.service_id).collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(services(1, "c1"), ["s1"]);
+        assert_eq!(services(2, "c1"), ["s1", "s2"]);
+        assert_eq!(services(3, "c1"), ["s2"]);
+        assert_eq!(services(2, "c2"), Vec::<String>::new());
+        assert_eq!(services(3, "c2"), ["s1"]);
+        let stream = service_stream("acme", "s1");
+        let snapshot = snapshot(&source, Point::Seq(3), &Streams::one(stream.clone())).unwrap();
+        assert_eq!(log::stream_version(&snapshot.conn, &stream).unwrap(), 2);
+    }
 }

@@ -265,3 +265,75 @@ pub fn service_history(
     })?;
     Ok(Some(pager.history))
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+    use crate::projections::memory::MemoryTables;
+    use crate::projections::{apply, context};
+    use crate::store::log::RecordedEvent;
+
+    /// A session event of `ns`/`s` with the payload fields `fields` besides those two.
+    fn event(event_type: &str, fields: &str) -> Event {
+        let separator = if fields.is_empty() { "" } else { "," };
+        Event::decode(event_type, &format!(r#"{{"namespace":"ns","session_id":"s"{separator}{fields}}}"#))
+            .unwrap()
+    }
+
+    /// The session's document as the projection holds it after `events`.
+    fn projected(events: &[Event]) -> String {
+        let mut tables = MemoryTables::default();
+        for (index, event) in events.iter().enumerate() {
+            let recorded = RecordedEvent {
+                seq: index as u64 + 1,
+                account: "acme".into(),
+                stream: event.stream("acme"),
+                stream_version: index as u64 + 1,
+                event: event.clone(),
+                meta: "{}".into(),
+                recorded_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+            };
+            apply(&mut tables, &recorded).unwrap();
+        }
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::store::migrations::migrate(&mut conn).unwrap();
+        tables.write_to(&conn).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        context::session_document(&conn, "acme", "ns", "s", now, None).unwrap()
+    }
+
+    #[test]
+    fn the_history_fold_holds_what_the_projection_holds_after_every_event_type() {
+        let events = [
+            event("PropertiesPatched", r#""properties":{"a":1,"b":[true]},"expires_at":null"#),
+            event("SessionTtlSet", r#""ttl_second":5"#),
+            event("PropertiesPatched", r#""properties":{"a":2,"c":"x"},"expires_at":"2030-01-01T00:00:00Z""#),
+            event("PropertyDeleted", r#""property":"b""#),
+            event("PropertiesExpired", r#""properties":["c"]"#),
+            event("SessionPropertiesCleared", ""),
+            event("PropertiesPatched", r#""properties":{"d":{"e":null}},"expires_at":null"#),
+            event("SessionDeleted", r#""cause":"namespace_deleted""#),
+            event("PropertiesPatched", r#""properties":{"f":0},"expires_at":null"#),
+        ];
+        let mut fold = SessionFold::default();
+        for upto in 1..=events.len() {
+            let change = fold.apply(&events[upto - 1]);
+            let held: Vec<String> = fold.values().map(|(key, value)| format!("{key:?}:{value}")).collect();
+            assert_eq!(format!("{{{}}}", held.join(",")), projected(&events[..upto]), "after event {upto}");
+            for (key, changed) in &change.properties {
+                let now = fold.values().find(|(held, _)| held == key).map(|(_, value)| value.to_string());
+                assert_eq!(changed.new.as_ref().map(|v| v.as_str().to_string()), now, "{key} after {upto}");
+            }
+        }
+        let mut fold = SessionFold::default();
+        let changes: Vec<_> = events.iter().map(|event| fold.apply(event)).collect();
+        let a = &changes[2].properties["a"];
+        assert_eq!((a.old.as_ref().unwrap().as_str(), a.new.as_ref().unwrap().as_str()), ("1", "2"));
+        assert_eq!(a.expires_at.as_deref(), Some("2030-01-01T00:00:00.000000Z"));
+        assert_eq!(changes[1].ttl_second, Some(5));
+        assert_eq!(changes[5].properties.keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(changes[7].cause.as_deref(), Some("namespace_deleted"));
+    }
+}

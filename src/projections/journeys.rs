@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::EventRef;
+use super::{EventRef, Until};
 use super::analytics;
 use super::tables::Tables;
 use crate::domain::Event;
@@ -144,15 +144,24 @@ pub fn load_service(
     text.as_deref().map(parse_doc).transpose()
 }
 
-/// Every service that was ever `customer_id`'s (started for them or associated with them, even
-/// if since deleted or associated with someone else), from the log: what an erasure redacts.
-pub fn services_ever_of(conn: &Connection, account: &str, customer_id: &str) -> Result<Vec<String>, StoreError> {
-    let mut statement = conn.prepare_cached(
-        "SELECT DISTINCT json_extract(data, '$.service_id') FROM events
-         WHERE account = ?1 AND event_type IN ('ServiceStarted', 'ServiceAssociated')
-           AND json_extract(data, '$.customer_id') = ?2",
-    )?;
-    let rows = statement.query_map((account, customer_id), |row| row.get(0))?;
+/// Every service that had been `customer_id`'s by `until` (started for them or associated with
+/// them, even if since deleted or associated with someone else), from the log, in id order:
+/// what an erasure redacts, and what an as-of read of the customer's services folds.
+pub fn services_ever_of(
+    conn: &Connection,
+    account: &str,
+    customer_id: &str,
+    until: Until<'_>,
+) -> Result<Vec<String>, StoreError> {
+    let sql = format!(
+        "SELECT DISTINCT json_extract(data, '$.service_id') AS service_id FROM events
+         WHERE account = ?1 AND {} AND event_type IN ('ServiceStarted', 'ServiceAssociated')
+           AND json_extract(data, '$.customer_id') = ?3
+         ORDER BY service_id",
+        until.condition()
+    );
+    let mut statement = conn.prepare_cached(&sql)?;
+    let rows = statement.query_map(params![account, until.bound(), customer_id], |row| row.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

@@ -188,3 +188,80 @@ fn erasure_list(event: &Event) -> Vec<(u64, Hash)> {
     let decode = |text: &str| -> Option<Hash> { hex::decode(text).ok()?.try_into().ok() };
     redactions.iter().filter_map(|r| Some((r.seq, decode(&r.redacted_sha256)?))).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::migrations::{MIGRATIONS, migrate};
+
+    /// A store written before the chain existed (schema 4), with three events.
+    fn store_before_the_chain() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
+            .unwrap();
+        for migration in MIGRATIONS.iter().filter(|m| m.version <= 4) {
+            conn.execute_batch(migration.sql).unwrap();
+            conn.execute(
+                "INSERT INTO schema_version VALUES (?1, ?2, 'then')",
+                (migration.version, migration.name),
+            )
+            .unwrap();
+        }
+        for seq in 1..=3 {
+            conn.execute(
+                "INSERT INTO events (seq, account, stream, stream_version, event_type, event_version, data, meta, recorded_at)
+                 VALUES (?1, 'a', 'account/a', ?1, 'AccountCreated', 1, '{\"account_id\":\"a\"}', '{\"actor\":\"admin\"}',
+                         '2026-01-01T00:00:00.000000Z')",
+                [seq],
+            )
+            .unwrap();
+        }
+        conn
+    }
+
+    #[test]
+    fn migrating_an_existing_log_chains_it_and_then_keeps_it_append_only() {
+        let mut conn = store_before_the_chain();
+        migrate(&mut conn).unwrap();
+        let report = verify(&conn).unwrap();
+        assert_eq!((report.events, report.last_seq, report.first_bad.clone()), (3, 3, None));
+        let columns = Columns {
+            seq: 1,
+            account: "a",
+            stream: "account/a",
+            stream_version: 1,
+            event_type: "AccountCreated",
+            event_version: 1,
+            meta: r#"{"actor":"admin"}"#,
+            recorded_at: "2026-01-01T00:00:00.000000Z",
+        };
+        let first: Vec<u8> =
+            conn.query_row("SELECT hash FROM events WHERE seq = 1", [], |row| row.get(0)).unwrap();
+        assert_eq!(first, link(&GENESIS, &columns, &payload_hash(r#"{"account_id":"a"}"#)));
+        assert_eq!(head(&conn).unwrap(), report.head);
+        for sql in
+            ["UPDATE events SET hash = x'00' WHERE seq = 2", "UPDATE events SET data = '{}' WHERE seq = 2"]
+        {
+            let error = conn.execute(sql, []).unwrap_err().to_string();
+            assert!(error.contains("append-only"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_missing_event_and_a_redaction_without_a_record_are_reported() {
+        let mut conn = store_before_the_chain();
+        migrate(&mut conn).unwrap();
+        conn.execute_batch("DROP TRIGGER events_are_append_only_delete; DELETE FROM events WHERE seq = 2")
+            .unwrap();
+        let report = verify(&conn).unwrap();
+        assert_eq!(report.first_bad.map(|(seq, _)| seq), Some(2));
+
+        let mut conn = store_before_the_chain();
+        migrate(&mut conn).unwrap();
+        // The erasure door alone (a permit row, as an erasure opens it) does not make a
+        // redaction valid: the chain wants an erasure event that records it.
+        crate::store::log::redact_payload(&conn, 3, r#"{"account_id":"[erased]"}"#).unwrap();
+        let report = verify(&conn).unwrap();
+        assert_eq!(report.first_bad.map(|(seq, _)| seq), Some(3));
+    }
+}

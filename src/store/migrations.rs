@@ -5,6 +5,9 @@ use rusqlite::Connection;
 
 use super::StoreError;
 
+/// Work a migration does in Rust, inside its transaction.
+pub type Step = fn(&Connection) -> Result<(), StoreError>;
+
 /// One migration file, embedded in the binary.
 pub struct Migration {
     pub version: u32,
@@ -14,7 +17,7 @@ pub struct Migration {
     /// every projection rebuilt from its log right after migrating.
     pub rebuilds_projections: bool,
     /// A step that SQL cannot do, run in the same transaction right after `sql`.
-    pub then: Option<fn(&Connection) -> Result<(), StoreError>>,
+    pub then: Option<Step>,
 }
 
 /// Every migration, in order. `migrations_dir_matches_this_list` keeps it in step with the folder.

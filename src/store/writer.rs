@@ -378,7 +378,8 @@ fn erase(conn: &Connection, account: &str, target: &ErasureTarget) -> Result<Dec
     let (stream, streams, services) = match target {
         ErasureTarget::Customer { customer_id } => {
             let stream = customer_stream(account, customer_id);
-            let services = projections::journeys::services_ever_of(conn, account, customer_id)?;
+            let all = projections::Until::Seq(u64::MAX);
+            let services = projections::journeys::services_ever_of(conn, account, customer_id, all)?;
             let mut streams = vec![stream.clone()];
             streams.extend(services.iter().map(|service_id| service_stream(account, service_id)));
             (stream, streams, services)

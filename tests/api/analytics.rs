@@ -528,18 +528,27 @@ async fn a_store_from_before_the_funnels_has_its_analytics_rebuilt_when_it_opens
     let funnel = "/v1/account/acme/analytics/funnel?steps=ivr,queue";
     let before = app.call(&key, "GET", funnel, "").await.json();
     assert_eq!(before["steps"][1]["reached"], 1);
-    // Back to schema version 3: no paths, the histogram in its own table, counters as they were.
+    // Back to schema version 3: no paths, the histogram in its own table, counters as they were,
+    // and a log without its hash chain (0005, 0006), which must be chained on the way up.
     let app = app
         .restart_with(|dir| {
             let conn = rusqlite::Connection::open(dir.join("ctxd.db")).unwrap();
             conn.execute_batch(
-                "DELETE FROM schema_version WHERE version = 4; DROP TABLE analytics_paths;
+                "DELETE FROM schema_version WHERE version >= 4; DROP TABLE analytics_paths;
                  DELETE FROM analytics_states; DELETE FROM analytics_transitions;
-                 CREATE TABLE analytics_state_durations (account_id TEXT);",
+                 CREATE TABLE analytics_state_durations (account_id TEXT);
+                 DROP TRIGGER events_are_append_only_update; DROP INDEX events_by_account;
+                 DROP TABLE erasure_in_progress;
+                 ALTER TABLE events DROP COLUMN payload_hash; ALTER TABLE events DROP COLUMN hash;
+                 CREATE TRIGGER events_are_append_only_update BEFORE UPDATE ON events
+                 BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;",
             )
             .unwrap();
         })
         .await;
+    let chain = app.call(&key, "GET", "/v1/account/acme/audit/verify", "").await.json();
+    assert_eq!(chain["intact"], true, "{chain}");
+    assert_eq!(chain["events"], app.event_count());
     assert_eq!(app.call(&key, "GET", funnel, "").await.json(), before);
     let transitions = app.call(&key, "GET", "/v1/account/acme/analytics/transitions", "").await.json();
     assert_eq!(transitions["transitions"].as_array().unwrap().len(), 2, "{transitions}");

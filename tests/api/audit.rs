@@ -374,6 +374,11 @@ async fn erasing_a_customer_redacts_their_events_keeps_the_chain_and_the_counts(
     assert_eq!(service["Reason"], "[erased]", "{service}");
     assert_eq!(service["disposition_desc"], "[erased]", "{service}");
     assert_eq!(cs.service(&bobs, "extensions=*").await["Reason"], json!({"text": "bob's question"}));
+    let started = erased["data"]["redacted"][0]["seq"].as_u64().unwrap();
+    let journey = cs.get(&format!("/customers/{ann}/journey?as_of_seq={}", started + 3)).await;
+    assert!(!journey.body.contains("double charge"), "{}", journey.body);
+    let service_history = cs.ok(cs.get(&format!("/services/{first}/history")).await).await;
+    assert_eq!(service_history["history"][0]["change"]["opening"]["extensions"]["Reason"], "[erased]");
     assert_eq!(analytics(&app, &cs.key).await, before);
     let abandoned_after = app.call(&cs.key, "GET", "/v1/account/acme/analytics/abandoned", "").await.json();
     assert_eq!(abandoned_after.as_array().map(Vec::len), abandoned_before.as_array().map(Vec::len));
@@ -423,6 +428,18 @@ async fn erasing_a_session_redacts_its_values_and_leaves_it_empty() {
         json!({"intent": "[erased]", "phone": "[erased]"})
     );
     assert_eq!(patches["events"][1]["data"]["properties"], json!({"name": "[erased]"}));
+    // History and as-of reads fold the redacted log: they show the marker, never the data.
+    let history = app.call(&key, "GET", "/v1/account/acme/ns/caller/history", "").await;
+    assert_eq!(history.status, 200, "{}", history.body);
+    let history = history.json();
+    assert_eq!(history["history"][0]["properties"]["phone"], json!({"old": null, "new": "[erased]"}));
+    assert_eq!(history["history"].as_array().unwrap().last().unwrap()["event_type"], "SessionErased");
+    let first_patch = patches["events"][0]["seq"].as_u64().unwrap();
+    let then = app
+        .call(&key, "GET", &format!("/v1/account/acme/ns/caller/properties?as_of_seq={first_patch}"), "")
+        .await;
+    assert_eq!(then.json(), json!({"intent": "[erased]", "phone": "[erased]"}));
+    assert!(!history.to_string().contains("555-0199") && !then.body.contains("555-0199"));
     let neighbour = app.call(&key, "GET", "/v1/account/acme/ns/neighbour/properties", "").await;
     assert_eq!(neighbour.json(), json!({"phone": "555-0111"}));
     assert!(app.verify().mismatch.is_none());

@@ -13,5 +13,6 @@ mod journeys;
 mod model;
 mod ops;
 mod process;
+mod transfer;
 mod ttl;
 mod ui;

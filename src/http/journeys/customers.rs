@@ -21,6 +21,7 @@ use crate::domain::journeys::events::{IdentificationKeyDefined, JourneySettingsS
 use crate::http::AppState;
 use crate::http::error::{ApiError, etag};
 use crate::http::extract::{Account, JsonBody, P, Q, TenantAccount, Write, WriteContext};
+use crate::http::history::Live;
 use crate::projections::customers as read;
 use crate::projections::journeys::journey_settings;
 use crate::store::Outcome;
@@ -104,6 +105,7 @@ async fn get_profile(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
     P(customer_id): P<String>,
+    _: Live,
     Q(query): Q<ProfileQuery>,
 ) -> Result<Response, ApiError> {
     let profile = state
@@ -123,6 +125,7 @@ const IDENTIFY_OPTIONS: &[&str] = &["id_key", "include_profile", "extensions", "
 async fn identify(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
+    _: Live,
     Q(query): Q<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let include_profile = match query.get("include_profile").map(String::as_str) {
@@ -235,6 +238,7 @@ async fn define_key(
 async fn list_keys(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
+    _: Live,
 ) -> Result<Response, ApiError> {
     let keys = state.store.read(|conn| read::identification_keys(conn, &account.id))?;
     let body: Vec<Value> = keys
@@ -247,6 +251,7 @@ async fn list_keys(
 async fn get_settings(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
+    _: Live,
 ) -> Result<Response, ApiError> {
     let settings = state.store.read(|conn| journey_settings(conn, &account.id))?;
     Ok(axum::Json(settings_json(&settings)).into_response())
