@@ -8,9 +8,9 @@ use serde::Serialize;
 use super::EventRef;
 use super::tables::{PropertyRow, SessionKey, Tables};
 use crate::domain::Event;
-use crate::domain::events::{SessionDeleted, SessionErased};
 use crate::domain::StreamVersion;
 use crate::domain::context::{ExpiredProperty, NamespaceState, SessionState};
+use crate::domain::events::{SessionDeleted, SessionErased};
 use crate::store::StoreError;
 
 /// Applies a context event to the namespaces, session TTL and properties tables.

@@ -4,9 +4,9 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{EventRef, Until};
 use super::analytics;
 use super::tables::Tables;
+use super::{EventRef, Until};
 use crate::domain::Event;
 use crate::domain::erasure;
 use crate::domain::journeys::JourneySettings;

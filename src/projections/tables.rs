@@ -438,7 +438,10 @@ impl Tables for SqlTables<'_> {
     }
 
     fn delete_customer(&mut self, account_id: &str, customer_id: &str) -> Result<(), StoreError> {
-        self.run("DELETE FROM customers WHERE account_id = ?1 AND customer_id = ?2", (account_id, customer_id))?;
+        self.run(
+            "DELETE FROM customers WHERE account_id = ?1 AND customer_id = ?2",
+            (account_id, customer_id),
+        )?;
         self.run(
             "DELETE FROM customer_attributes WHERE account_id = ?1 AND customer_id = ?2",
             (account_id, customer_id),

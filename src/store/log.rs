@@ -96,9 +96,13 @@ pub fn redact_payload(conn: &Connection, seq: u64, redacted: &str) -> Result<(),
 }
 
 /// Seq, type and payload of every event of the streams named, in seq order.
-pub fn stream_payloads(conn: &Connection, streams: &[String]) -> Result<Vec<(u64, String, String)>, StoreError> {
-    let mut statement =
-        conn.prepare_cached("SELECT seq, event_type, data FROM events WHERE stream = ?1 ORDER BY stream_version")?;
+pub fn stream_payloads(
+    conn: &Connection,
+    streams: &[String],
+) -> Result<Vec<(u64, String, String)>, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT seq, event_type, data FROM events WHERE stream = ?1 ORDER BY stream_version",
+    )?;
     let mut all = Vec::new();
     for stream in streams {
         let rows = statement.query_map([stream], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;

@@ -18,6 +18,7 @@ use super::log::{self, RecordedEvent};
 use super::{FeedHead, KeyRing, Outcome, StoreError, WriteError, WriteRequest};
 use crate::clock::Clock;
 use crate::domain::context::ContextCommand;
+use crate::domain::erasure::{self, CustomerErased, ErasureTarget, Redaction, SessionErased};
 use crate::domain::events::{
     account_stream, customer_stream, journey_settings_stream, namespace_stream, service_stream,
     session_stream,
@@ -25,7 +26,6 @@ use crate::domain::events::{
 use crate::domain::journeys::customers::{self, CustomerCommand};
 use crate::domain::journeys::service::ServiceDoc;
 use crate::domain::journeys::{self, JourneySettings, ServiceCommand};
-use crate::domain::erasure::{self, CustomerErased, ErasureTarget, Redaction, SessionErased};
 use crate::domain::{
     Command, DomainError, Event, ExpectedVersion, NewEvent, StreamVersion, accounts, context,
 };
@@ -404,7 +404,8 @@ fn erase(conn: &Connection, account: &str, target: &ErasureTarget) -> Result<Dec
         let redacted_data = erasure::redact(&event).data_json();
         if redacted_data != data {
             log::redact_payload(conn, seq, &redacted_data)?;
-            redacted.push(Redaction { seq, redacted_sha256: hex::encode(chain::payload_hash(&redacted_data)) });
+            redacted
+                .push(Redaction { seq, redacted_sha256: hex::encode(chain::payload_hash(&redacted_data)) });
         }
     }
     let event = match target {
@@ -417,7 +418,11 @@ fn erase(conn: &Connection, account: &str, target: &ErasureTarget) -> Result<Dec
             redacted,
         }),
     };
-    Ok(Decision { events: tag_all(account, vec![event]), primary: Some((stream, version)), ..Decision::default() })
+    Ok(Decision {
+        events: tag_all(account, vec![event]),
+        primary: Some((stream, version)),
+        ..Decision::default()
+    })
 }
 
 /// The id an event gives what it creates, reported to the client.

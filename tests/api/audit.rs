@@ -278,7 +278,8 @@ async fn the_chain_verifies_and_a_row_edited_with_plain_sql_is_reported() {
     assert!(report["reason"].as_str().unwrap().contains("hash"), "{report}");
 
     // An earlier row's meta (who did it) is covered as well.
-    let changed = conn.execute("UPDATE events SET meta = replace(meta, 'admin', 'nobody') WHERE seq = 1", []).unwrap();
+    let changed =
+        conn.execute("UPDATE events SET meta = replace(meta, 'admin', 'nobody') WHERE seq = 1", []).unwrap();
     assert_eq!(changed, 1);
     assert_eq!(verify_chain(&app, &key).await["first_bad_seq"], 1);
 }
