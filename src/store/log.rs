@@ -150,6 +150,8 @@ pub fn read_feed(
          WHERE account = ?1 AND seq > ?2 AND (?3 IS NULL OR stream = ?3) AND (?4 IS NULL OR event_type = ?4)
          ORDER BY seq LIMIT ?5",
     )?;
+    // No seq exceeds i64::MAX (SQLite's integers): a larger cursor is simply past the end.
+    let after = after.min(i64::MAX as u64);
     let rows = statement.query_map(
         params![account, after, filter.stream, filter.event_type, limit as i64],
         |row| {

@@ -101,6 +101,8 @@ async fn the_feed_pages_an_accounts_events_in_order_with_a_stable_cursor() {
     assert!(s1["events"].as_array().unwrap().iter().all(|e| e["stream"] == "ctx/acme/ns/s1"));
     let foreign = feed(&app, &key, "stream=ctx/other/ns/s").await;
     assert_eq!(foreign["events"], json!([]));
+    let past_the_end = feed(&app, &key, "after=18446744073709551615").await;
+    assert_eq!(past_the_end["events"], json!([]));
 
     for bad in ["limit=0", "limit=1001", "type=Nope", "after=-1", "after=x", "color=red", "stream="] {
         let reply = app.call(&key, "GET", &format!("/v1/account/acme/events?{bad}"), "").await;
