@@ -262,16 +262,21 @@ pub fn journey_services(
 }
 
 /// Services whose expiry or auto-completion is due at `now`, as (account, service id).
+/// Two seeks on the partial indexes, the second leaving out what the first found. (`UNION`,
+/// which removes duplicates itself, made SQLite 3.54 merge two full scans of `services` in key
+/// order: 0.6 s per sweep over 133,000 services, in the writer.)
+const DUE_SERVICES: &str = "SELECT account_id, service_id FROM services WHERE expires_at <= ?1
+     UNION ALL
+     SELECT account_id, service_id FROM services
+      WHERE auto_complete_at <= ?1 AND (expires_at IS NULL OR expires_at > ?1)
+     LIMIT ?2";
+
 pub fn due_services(
     conn: &Connection,
     now: DateTime<Utc>,
     limit: usize,
 ) -> Result<Vec<(String, String)>, StoreError> {
-    let mut statement = conn.prepare_cached(
-        "SELECT account_id, service_id FROM services WHERE expires_at <= ?1
-         UNION SELECT account_id, service_id FROM services WHERE auto_complete_at <= ?1
-         LIMIT ?2",
-    )?;
+    let mut statement = conn.prepare_cached(DUE_SERVICES)?;
     let rows = statement
         .query_map(params![now.timestamp_micros(), limit as i64], |row| Ok((row.get(0)?, row.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -293,4 +298,25 @@ pub fn journey_settings(conn: &Connection, account: &str) -> Result<JourneySetti
         .transpose()
         .map_err(|error| StoreError::Corrupt(format!("abandon_dispositions: {error}")))?;
     Ok(JourneySettings { auto_complete_after, abandon_dispositions })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sweeper_seeks_due_services_on_their_indexes() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::store::migrations::migrate(&mut conn).unwrap();
+        let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {DUE_SERVICES}")).unwrap();
+        let plan: Vec<String> = statement
+            .query_map([0, 10], |row| row.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let plan = plan.join("\n");
+        assert!(plan.contains("USING INDEX services_expiry (expires_at<?)"), "{plan}");
+        assert!(plan.contains("USING INDEX services_auto_complete (auto_complete_at<?)"), "{plan}");
+        assert!(!plan.contains("SCAN"), "{plan}");
+    }
 }
