@@ -74,6 +74,22 @@ const SELECT_ROWS: &str =
     "SELECT seq, account, stream, stream_version, event_type, event_version, data, meta,
         recorded_at, payload_hash, hash FROM events ORDER BY seq";
 
+/// The columns and the payload of a row of `SELECT_ROWS`.
+fn read_row<'r>(row: &'r rusqlite::Row<'_>) -> Result<(Columns<'r>, &'r str), StoreError> {
+    let text = |index| row.get_ref(index).and_then(|value| value.as_str().map_err(Into::into));
+    let columns = Columns {
+        seq: row.get(0)?,
+        account: text(1)?,
+        stream: text(2)?,
+        stream_version: row.get(3)?,
+        event_type: text(4)?,
+        event_version: row.get(5)?,
+        meta: text(7)?,
+        recorded_at: text(8)?,
+    };
+    Ok((columns, text(6)?))
+}
+
 /// Hashes the events written before the chain existed (migration 0005), in seq order.
 pub fn backfill(conn: &Connection) -> Result<(), StoreError> {
     let mut previous = GENESIS;
@@ -81,18 +97,8 @@ pub fn backfill(conn: &Connection) -> Result<(), StoreError> {
     let mut select = conn.prepare(SELECT_ROWS)?;
     let mut rows = select.query([])?;
     while let Some(row) = rows.next()? {
-        let text = |index| row.get_ref(index).and_then(|value| value.as_str().map_err(Into::into));
-        let columns = Columns {
-            seq: row.get(0)?,
-            account: text(1)?,
-            stream: text(2)?,
-            stream_version: row.get(3)?,
-            event_type: text(4)?,
-            event_version: row.get(5)?,
-            meta: text(7)?,
-            recorded_at: text(8)?,
-        };
-        let payload = payload_hash(text(6)?);
+        let (columns, data) = read_row(row)?;
+        let payload = payload_hash(data);
         previous = link(&previous, &columns, &payload);
         update.execute(params![payload.as_slice(), previous.as_slice(), columns.seq])?;
     }
@@ -126,17 +132,7 @@ pub fn verify(conn: &Connection) -> Result<ChainReport, StoreError> {
         }
     };
     while let Some(row) = rows.next()? {
-        let text = |index| row.get_ref(index).and_then(|value| value.as_str().map_err(Into::into));
-        let columns = Columns {
-            seq: row.get(0)?,
-            account: text(1)?,
-            stream: text(2)?,
-            stream_version: row.get(3)?,
-            event_type: text(4)?,
-            event_version: row.get(5)?,
-            meta: text(7)?,
-            recorded_at: text(8)?,
-        };
+        let (columns, data) = read_row(row)?;
         let seq = columns.seq;
         if seq != report.last_seq + 1 {
             bad(
@@ -145,7 +141,6 @@ pub fn verify(conn: &Connection) -> Result<ChainReport, StoreError> {
                 &mut report,
             );
         }
-        let data = text(6)?;
         let stored_payload: Vec<u8> = row.get(9)?;
         let stored_hash: Vec<u8> = row.get(10)?;
         let actual = payload_hash(data);
