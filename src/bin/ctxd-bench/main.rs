@@ -19,10 +19,13 @@
 //!    (`analytics_fill.rs`), then the real server on it answering the analytics queries
 //!    (`dropoff`, `transitions`, `timeseries`, `abandoned`) one at a time; p50/p90/max per query,
 //!    the fill rate and the store's size;
-//! 5. **rebuild and verify speed**: a store filled with `--rebuild-events` events, then
+//! 5. **audit reads** (`audit.rs`): as-of GETs of a session with `--audit-changes` changes, the
+//!    account's event feed over SSE (catching up, then live under load) and the hash chain's
+//!    verification, on a store filled with `--audit-events` events, each beside its raw limit;
+//! 6. **rebuild and verify speed**: a store filled with `--rebuild-events` events, then
 //!    `projections::rebuild` and `projections::verify::verify` timed.
 //!
-//! `--workload context|journeys|analytics|all` picks the HTTP workloads (1–2, 3, 4); any failed
+//! `--workload context|journeys|analytics|audit|all` picks the HTTP workloads (1–2, 3, 4, 5); any failed
 //! request makes the run exit with an error after everything was printed.
 //!
 //! Run it with `cargo build --release --bins && cargo run --release --bin ctxd-bench`
@@ -31,6 +34,8 @@
 
 mod analytics;
 mod analytics_fill;
+mod audit;
+mod audit_feed;
 mod http_client;
 mod journeys;
 mod load;
@@ -60,8 +65,11 @@ enum Workloads {
     Journeys,
     /// Analytics queries over a store filled with `--analytics-services` journeys.
     Analytics,
-    /// Context, then journeys, then analytics (unless `--analytics-services 0`), each against a
-    /// fresh server and data directory.
+    /// As-of reads, the event feed over SSE and the chain's verification, on a store filled
+    /// with `--audit-events` events.
+    Audit,
+    /// Context, then journeys, then analytics (unless `--analytics-services 0`), then audit
+    /// (unless `--audit-events 0`), each against a fresh server and data directory.
     All,
 }
 
@@ -71,13 +79,17 @@ impl Workloads {
         match self {
             Workloads::Context => &[Workload::Context],
             Workloads::Journeys => &[Workload::Journeys],
-            Workloads::Analytics => &[],
+            Workloads::Analytics | Workloads::Audit => &[],
             Workloads::All => &[Workload::Context, Workload::Journeys],
         }
     }
 
     fn includes_analytics(self) -> bool {
         matches!(self, Workloads::Analytics | Workloads::All)
+    }
+
+    fn includes_audit(self) -> bool {
+        matches!(self, Workloads::Audit | Workloads::All)
     }
 }
 
@@ -103,6 +115,14 @@ struct Args {
     /// on; 0 skips the analytics workload.
     #[arg(long, default_value_t = 1_000_000)]
     analytics_services: u64,
+    /// Events (journeys) in the store the audit workload's feed and chain figures are measured
+    /// on; 0 skips the audit workload. The live feed runs under `--clients`, `--warmup-secs`
+    /// and `--duration-secs`.
+    #[arg(long, default_value_t = 1_000_000)]
+    audit_events: u64,
+    /// Changes (PATCHes) of the one session the audit workload's as-of reads read.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    audit_changes: u64,
     /// Commands per transaction of the raw SQLite baselines (rows for context, lifecycle calls
     /// for journeys) [default: the server's average batch in the same workload].
     /// With --skip-http, the baselines run only when this is given.
@@ -161,6 +181,10 @@ fn run(args: Args) -> Result<(), BoxError> {
     if args.workload.includes_analytics() && args.analytics_services > 0 && !args.skip_http {
         failures.extend(analytics::run(&scratch.path.join("analytics"), args.analytics_services)?);
     }
+    if args.workload.includes_audit() && args.audit_events > 0 && !args.skip_http {
+        let sizes = audit::Sizes { events: args.audit_events, changes: args.audit_changes };
+        failures.extend(audit::run(&scratch.path.join("audit"), &sizes, &load_settings(&args))?);
+    }
     if !args.skip_rebuild {
         rebuild::run(&scratch.path.join("rebuild"), args.rebuild_events)?;
     }
@@ -207,13 +231,15 @@ fn print_header(args: &Args, scratch: &Path) {
     );
     println!("command: {}", command.join(" "));
     println!(
-        "settings: workload {}, {} clients, warmup {} s, duration {} s, rebuild events {}, analytics services {}",
+        "settings: workload {}, {} clients, warmup {} s, duration {} s, rebuild events {}, analytics services {}, audit events {} and changes {}",
         args.workload.to_possible_value().map_or_else(String::new, |value| value.get_name().to_string()),
         args.clients,
         args.warmup_secs,
         args.duration_secs,
         report::thousands(args.rebuild_events),
-        report::thousands(args.analytics_services)
+        report::thousands(args.analytics_services),
+        report::thousands(args.audit_events),
+        report::thousands(args.audit_changes)
     );
     println!("scratch: {}", scratch.display());
 }
@@ -222,11 +248,7 @@ fn print_header(args: &Args, scratch: &Path) {
 fn http_workload(args: &Args, workload: Workload, data_dir: &Path) -> Result<LoadReport, BoxError> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut server = Server::start(data_dir)?;
-    let settings = LoadSettings {
-        clients: args.clients,
-        warmup: Duration::from_secs(args.warmup_secs),
-        duration: Duration::from_secs(args.duration_secs),
-    };
+    let settings = load_settings(args);
     let report = runtime.block_on(async {
         server.wait_ready().await?;
         let api_key = server.issue_api_key("bench").await?;
@@ -237,6 +259,15 @@ fn http_workload(args: &Args, workload: Workload, data_dir: &Path) -> Result<Loa
         eprintln!("warning: ctxd exited with {status} after SIGTERM");
     }
     Ok(report)
+}
+
+/// The load of the HTTP workloads, as the flags set it.
+fn load_settings(args: &Args) -> LoadSettings {
+    LoadSettings {
+        clients: args.clients,
+        warmup: Duration::from_secs(args.warmup_secs),
+        duration: Duration::from_secs(args.duration_secs),
+    }
 }
 
 /// The run's scratch directory, deleted when the run ends unless `--keep-data` was given.

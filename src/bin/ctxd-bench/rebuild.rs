@@ -18,7 +18,7 @@ use ctxd::domain::events::{
 use ctxd::projections;
 use ctxd::store::chain;
 use ctxd::store::log::{self, RecordedEvent};
-use ctxd::store::transfer::{self, Selection, TransferError};
+use ctxd::store::transfer::{self, Imported, Selection, TransferError};
 use ctxd::store::{StoreError, database_path, open_writer_connection, read::open_read_only};
 use rusqlite::Connection;
 use serde_json::Value;
@@ -57,11 +57,60 @@ pub fn run(dir: &Path, events: u64) -> Result<(), BoxError> {
     let file = dir.join("export.ndjson");
     let export = timed(|| export_to_file(&reader, &file))?;
     let megabytes = std::fs::metadata(&file)?.len() as f64 / 1e6;
-    println!("export (NDJSON to a file, {megabytes:.0} MB): {export}");
+    let raw_export = timed(|| read_every_column(&reader))?;
+    println!(
+        "export (NDJSON to a file, {megabytes:.0} MB): {export}; raw SQLite limit (read every column of every row, same run): {raw_export}; export/raw = {:.2}",
+        export.per_second() / raw_export.per_second()
+    );
     let import_dir = dir.with_file_name(format!("{}-import", dir.file_name().unwrap_or_default().display()));
-    let import = timed(|| import_file(&import_dir, &file))?;
-    println!("import (parse + insert, chain check, rebuild, one transaction): {import}");
+    let started = Instant::now();
+    let imported = import_file(&import_dir, &file)?;
+    let import = Throughput { items: imported.events, elapsed: started.elapsed() };
+    let same = projections::checksums(&reader)?
+        == projections::checksums(&open_read_only(&database_path(&import_dir))?)?;
+    let same = if same { "same checksums as the source" } else { "CHECKSUMS DIFFER from the source" };
+    println!("import (one transaction: {}): {import} ({same})", imported.phases);
+    let raw_dir = dir.with_file_name(format!("{}-raw-import", dir.file_name().unwrap_or_default().display()));
+    let raw_import = timed(|| copy_rows(&raw_dir, &path))?;
+    println!(
+        "  raw SQLite limit (same run): INSERT … SELECT of every row into an empty store, one transaction: {raw_import}; import/raw = {:.2}",
+        import.per_second() / raw_import.per_second()
+    );
+    std::fs::remove_dir_all(&raw_dir)?;
     Ok(())
+}
+
+/// What an export cannot avoid: reading every column of every event row in seq order.
+fn read_every_column(reader: &Connection) -> Result<u64, StoreError> {
+    let mut statement = reader.prepare("SELECT * FROM events ORDER BY seq")?;
+    let columns = statement.column_count();
+    let mut rows = statement.query([])?;
+    let (mut events, mut bytes) = (0, 0usize);
+    while let Some(row) = rows.next()? {
+        for index in 0..columns {
+            bytes += row.get_ref(index)?.as_bytes().map_or(8, <[u8]>::len);
+        }
+        events += 1;
+    }
+    std::hint::black_box(bytes);
+    Ok(events)
+}
+
+/// What an import cannot avoid: inserting the rows into an empty store's `events`, with the
+/// import's journal and cache settings, in one transaction — no parsing, no checks, no rebuild.
+fn copy_rows(dir: &Path, source: &Path) -> Result<u64, StoreError> {
+    std::fs::create_dir_all(dir)?;
+    let mut conn = open_writer_connection(&database_path(dir), true)?;
+    conn.execute_batch("PRAGMA journal_mode = DELETE; PRAGMA cache_size = -262144;")?;
+    conn.execute("ATTACH DATABASE ?1 AS source", [source.display().to_string()])?;
+    let tx = conn.transaction()?;
+    let columns = "seq, account, stream, stream_version, event_type, event_version, data, meta, recorded_at, payload_hash, hash";
+    let copied = tx.execute(
+        &format!("INSERT INTO main.events ({columns}) SELECT {columns} FROM source.events ORDER BY seq"),
+        [],
+    )?;
+    tx.commit()?;
+    Ok(copied as u64)
 }
 
 /// `ctxd export > file`, as the CLI does it.
@@ -73,11 +122,11 @@ fn export_to_file(reader: &Connection, file: &Path) -> Result<u64, TransferError
 }
 
 /// `ctxd import file` into a new store in `dir`, as the CLI does it, the store's creation included.
-fn import_file(dir: &Path, file: &Path) -> Result<u64, TransferError> {
+fn import_file(dir: &Path, file: &Path) -> Result<Imported, TransferError> {
     std::fs::create_dir_all(dir)?;
     let mut conn = open_writer_connection(&database_path(dir), true)?;
     let input = BufReader::with_capacity(1 << 20, File::open(file)?);
-    Ok(transfer::import(&mut conn, input)?.events)
+    transfer::import(&mut conn, input)
 }
 
 /// Runs `work`, which returns how many events it handled, and times it.
