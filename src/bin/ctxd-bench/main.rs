@@ -22,8 +22,10 @@
 //! 5. **audit reads** (`audit.rs`): as-of GETs of a session with `--audit-changes` changes, the
 //!    account's event feed over SSE (catching up, then live under load) and the hash chain's
 //!    verification, on a store filled with `--audit-events` events, each beside its raw limit;
-//! 6. **rebuild and verify speed**: a store filled with `--rebuild-events` events, then
-//!    `projections::rebuild` and `projections::verify::verify` timed.
+//! 6. **rebuild, verify, export and import speed**: a store filled with `--rebuild-events`
+//!    events, then `projections::rebuild`, `projections::verify::verify`, `ctxd export` to a
+//!    file and `ctxd import` of it into an empty store timed, export and import each beside a
+//!    raw SQLite limit (reading every row; `INSERT … SELECT` of every row).
 //!
 //! `--workload context|journeys|analytics|audit|all` picks the HTTP workloads (1–2, 3, 4, 5); any failed
 //! request makes the run exit with an error after everything was printed.
@@ -132,7 +134,7 @@ struct Args {
     /// baselines).
     #[arg(long)]
     skip_http: bool,
-    /// Skip the rebuild and verify timings.
+    /// Skip the rebuild, verify, export and import timings.
     #[arg(long)]
     skip_rebuild: bool,
     /// Directory for the scratch stores [default: `bench-data` in the target directory].
