@@ -205,11 +205,15 @@ impl Follower {
                 let data = entry_json(&event).ok()?;
                 return Some((Ok(SseEvent::default().id(event.seq.to_string()).data(data)), self));
             }
-            let head = *self.head.borrow_and_update();
+            let head = self.head.borrow_and_update().clone();
             if head.closed {
                 return None;
             }
-            if head.last_seq > self.read_up_to {
+            let only_others = self.read_up_to >= head.commit_after && !head.accounts.contains(&self.account);
+            if head.last_seq > self.read_up_to && only_others {
+                // The one commit not yet looked at wrote to other accounts only.
+                self.read_up_to = head.last_seq;
+            } else if head.last_seq > self.read_up_to {
                 let (account, filter, after) = (self.account.clone(), self.filter.clone(), self.after);
                 let page = self
                     .store

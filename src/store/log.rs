@@ -135,6 +135,22 @@ pub struct FeedFilter {
     pub event_type: Option<String>,
 }
 
+/// The feed of an account, on its `(account, seq)` index.
+const FEED_BY_ACCOUNT: &str =
+    "SELECT seq, stream, stream_version, event_type, event_version, data, meta, recorded_at, hash
+     FROM events
+     WHERE account = ?1 AND seq > ?2 AND ?3 IS NULL AND (?4 IS NULL OR event_type = ?4)
+     ORDER BY seq LIMIT ?5";
+
+/// The feed of one stream, on the stream's own index: within a stream, seq order is
+/// stream_version order, and the index holds the seq. (`+account` keeps SQLite from choosing
+/// the account's index, which would read every event of the account.)
+const FEED_BY_STREAM: &str =
+    "SELECT seq, stream, stream_version, event_type, event_version, data, meta, recorded_at, hash
+     FROM events
+     WHERE stream = ?3 AND seq > ?2 AND +account = ?1 AND (?4 IS NULL OR event_type = ?4)
+     ORDER BY stream_version LIMIT ?5";
+
 /// Up to `limit` events of `account` with `seq > after`, in seq order. Seqs are assigned by
 /// the one writer and become visible a whole commit at a time, so `after` is a stable cursor.
 pub fn read_feed(
@@ -144,12 +160,8 @@ pub fn read_feed(
     limit: usize,
     filter: &FeedFilter,
 ) -> Result<Vec<FeedEvent>, StoreError> {
-    let mut statement = conn.prepare_cached(
-        "SELECT seq, stream, stream_version, event_type, event_version, data, meta, recorded_at, hash
-         FROM events
-         WHERE account = ?1 AND seq > ?2 AND (?3 IS NULL OR stream = ?3) AND (?4 IS NULL OR event_type = ?4)
-         ORDER BY seq LIMIT ?5",
-    )?;
+    let sql = if filter.stream.is_some() { FEED_BY_STREAM } else { FEED_BY_ACCOUNT };
+    let mut statement = conn.prepare_cached(sql)?;
     // No seq exceeds i64::MAX (SQLite's integers): a larger cursor is simply past the end.
     let after = after.min(i64::MAX as u64);
     let rows = statement.query_map(
@@ -205,4 +217,28 @@ pub fn read_range(
         events.push(RecordedEvent { seq, account, stream, stream_version, event, meta, recorded_at });
     }
     Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_feed_seeks_an_account_or_a_stream_on_an_index() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::store::migrations::migrate(&mut conn).unwrap();
+        let plan = |sql: &str| -> String {
+            let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let rows =
+                statement.query_map(params!["a", 0, "ctx/a/ns/s", "x", 10], |row| row.get::<_, String>(3));
+            rows.unwrap().map(Result::unwrap).collect::<Vec<_>>().join("; ")
+        };
+        let by_account = plan(FEED_BY_ACCOUNT);
+        assert!(by_account.contains("events_by_account (account=? AND seq>?)"), "{by_account}");
+        let by_stream = plan(FEED_BY_STREAM);
+        assert!(by_stream.contains("sqlite_autoindex_events_1 (stream=?"), "{by_stream}");
+        for plan in [by_account, by_stream] {
+            assert!(!plan.contains("TEMP B-TREE") && !plan.contains("SCAN"), "{plan}");
+        }
+    }
 }

@@ -117,11 +117,17 @@ pub struct KeyOwner {
 /// Active API keys by their sha256, refreshed by the writer after it commits key events.
 pub type KeyRing = RwLock<std::collections::HashMap<String, KeyOwner>>;
 
-/// What the event feed's followers watch: the log's last committed seq, and whether the server
-/// is stopping (followers then end their streams so that the HTTP server can drain).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What the event feed's followers watch: the log's last committed seq, which accounts the
+/// latest commit wrote to, and whether the server is stopping (followers then end their streams
+/// so that the HTTP server can drain).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FeedHead {
     pub last_seq: u64,
+    /// The seq just before the latest commit's first event.
+    pub commit_after: u64,
+    /// The accounts whose events the latest commit appended: a follower that had read up to
+    /// `commit_after` has nothing to read unless its account is one of them.
+    pub accounts: Arc<[String]>,
     pub closed: bool,
 }
 
@@ -202,7 +208,11 @@ impl Store {
         let keys = Arc::new(RwLock::new(crate::projections::accounts::active_keys(&conn)?));
         let last_seq = log::last_seq(&conn)?;
         metrics.set_log_length(last_seq);
-        let feed = Arc::new(watch::Sender::new(FeedHead { last_seq, closed: false }));
+        let feed = Arc::new(watch::Sender::new(FeedHead {
+            last_seq,
+            commit_after: last_seq,
+            ..FeedHead::default()
+        }));
         let (sender, receiver) = mpsc::channel(config.queue_capacity);
         let thread = writer::spawn(conn, receiver, config, clock, metrics, keys.clone(), feed.clone())?;
         Ok(Store {

@@ -137,7 +137,8 @@ impl Writer {
     fn commit_group(&mut self, batch: &mut Vec<Pending>) {
         let started = Instant::now();
         let first = self.cursor;
-        let (results, touched_keys) = match self.try_commit_group(batch) {
+        let mut accounts = Vec::new();
+        let (results, touched_keys) = match self.try_commit_group(batch, &mut accounts) {
             Ok(done) => done,
             Err(error) => {
                 tracing::error!(%error, "group commit failed; every command in it is refused");
@@ -157,17 +158,24 @@ impl Writer {
         }
         if appended > 0 {
             // Never blocks: followers read the new events from the log, at their own pace.
-            let last_seq = self.cursor.next_seq - 1;
-            self.feed.send_modify(|head| head.last_seq = last_seq);
+            let head = FeedHead {
+                last_seq: self.cursor.next_seq - 1,
+                commit_after: first.next_seq - 1,
+                accounts: accounts.into(),
+                closed: false,
+            };
+            self.feed.send_modify(|current| *current = FeedHead { closed: current.closed, ..head });
         }
         for ((_, reply), result) in batch.drain(..).zip(results) {
             let _ = reply.send(result);
         }
     }
 
+    /// Commits the group; `accounts` collects the accounts whose events it appended.
     fn try_commit_group(
         &mut self,
         batch: &[Pending],
+        accounts: &mut Vec<String>,
     ) -> Result<(Vec<Result<Outcome, WriteError>>, bool), StoreError> {
         let now = self.clock.now();
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -176,10 +184,10 @@ impl Writer {
         // The counter deltas of the commands that succeeded, written once per row before the commit.
         let mut counts = PendingCounts::default();
         for (request, _) in batch {
-            let before = self.cursor;
+            let (before, accounts_before) = (self.cursor, accounts.len());
             // Cached statements: a savepoint per command must not cost a statement preparation.
             tx.prepare_cached("SAVEPOINT command")?.execute([])?;
-            let result = match execute(&tx, request, now, &mut self.cursor) {
+            let result = match execute(&tx, request, now, &mut self.cursor, accounts) {
                 Ok((outcome, command_counts)) => {
                     counts.merge(command_counts);
                     Ok(outcome)
@@ -187,6 +195,7 @@ impl Writer {
                 Err(error) => {
                     tx.prepare_cached("ROLLBACK TO command")?.execute([])?;
                     self.cursor = before;
+                    accounts.truncate(accounts_before);
                     Err(error)
                 }
             };
@@ -207,6 +216,7 @@ fn execute(
     request: &WriteRequest,
     now: DateTime<Utc>,
     cursor: &mut Cursor,
+    accounts: &mut Vec<String>,
 ) -> Result<(Outcome, PendingCounts), WriteError> {
     if let Command::PruneIdempotencyKeys { retention_seconds } = request.command {
         idempotency::prune(conn, now, retention_seconds)?;
@@ -228,6 +238,9 @@ fn execute(
     let has_primary = primary.is_some();
     let mut versions: Vec<(String, StreamVersion)> = primary.into_iter().collect();
     for NewEvent { account, event } in events {
+        if !accounts.contains(&account) {
+            accounts.push(account.clone());
+        }
         let stream = event.stream(&account);
         let stream_version = match versions.iter_mut().find(|(known, _)| *known == stream) {
             Some((_, version)) => {

@@ -242,8 +242,13 @@ async fn the_dashboard_shows_the_same_numbers_as_the_api() {
         }
     }
 
-    let abandoned_rows = dom.matches(r#"class="clickable""#).count();
-    assert_eq!(abandoned_rows as u64, report.abandoned.min(50));
+    // The abandoned journeys the page lists are the API's under the same filter (the page asks
+    // for 50): not the demo's total, which the first day leaves partly out.
+    let path = format!("/v1/account/acme/analytics/abandoned?limit=50&{filter}");
+    let abandoned = app.call(&key, "GET", &path, "").await.json();
+    let listed = abandoned["services"].as_array().unwrap().len();
+    assert!(listed > 0 && listed as u64 <= report.abandoned, "{abandoned}");
+    assert_eq!(dom.matches(r#"class="clickable""#).count(), listed);
 
     let screenshot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-dashboard.png");
     let argument = format!("--screenshot={}", screenshot.display());
