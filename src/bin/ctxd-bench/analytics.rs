@@ -38,15 +38,7 @@ const TARGET_P50_MS: f64 = 50.0;
 pub fn run(dir: &Path, services: u64) -> Result<Vec<String>, BoxError> {
     std::fs::create_dir_all(dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let api_key = {
-        let mut server = Server::start(dir)?;
-        let key = runtime.block_on(async {
-            server.wait_ready().await?;
-            server.issue_api_key(ACCOUNT).await
-        })?;
-        stopped(server)?;
-        key
-    };
+    let api_key = Server::account_key(&runtime, dir, ACCOUNT)?;
 
     let window = analytics_fill::window_start(Utc::now());
     eprintln!("filling a store with {} journeys…", thousands(services));
@@ -67,7 +59,7 @@ pub fn run(dir: &Path, services: u64) -> Result<Vec<String>, BoxError> {
         let results = time_queries(&server, &api_key, window).await?;
         Ok::<_, BoxError>((results, peak_rss_kib(pid)))
     })?;
-    stopped(server)?;
+    server.stop_warning()?;
     let raw = raw_baseline(dir)?;
 
     println!(
@@ -108,14 +100,6 @@ pub fn run(dir: &Path, services: u64) -> Result<Vec<String>, BoxError> {
 }
 
 /// Stops `server` and warns when it did not exit cleanly.
-fn stopped(server: Server) -> Result<(), BoxError> {
-    let status = server.stop()?;
-    if !status.success() {
-        eprintln!("warning: ctxd exited with {status} after SIGTERM");
-    }
-    Ok(())
-}
-
 /// Rows of each analytics table, in `Counter::ALL` order, then `analytics_abandoned`.
 fn counter_rows(conn: &Connection) -> Result<Vec<(&'static str, u64)>, BoxError> {
     let tables = Counter::ALL.iter().map(|counter| counter.table()).chain(["analytics_abandoned"]);

@@ -75,15 +75,7 @@ pub struct Sizes {
 pub fn run(dir: &Path, sizes: &Sizes, live: &LoadSettings) -> Result<Vec<String>, BoxError> {
     std::fs::create_dir_all(dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let api_key = {
-        let mut server = Server::start(dir)?;
-        let key = runtime.block_on(async {
-            server.wait_ready().await?;
-            server.issue_api_key(ACCOUNT).await
-        })?;
-        stop(server)?;
-        key
-    };
+    let api_key = Server::account_key(&runtime, dir, ACCOUNT)?;
     let services = (sizes.events as f64 / EVENTS_PER_SERVICE).ceil() as u64;
     eprintln!("audit: filling a store with {} journeys…", thousands(services));
     let fill = {
@@ -114,7 +106,7 @@ pub fn run(dir: &Path, sizes: &Sizes, live: &LoadSettings) -> Result<Vec<String>
     chain_rows(&runtime, &http, &reader, &mut rows, &mut failures)?;
     let live = runtime.block_on(follow_live(&http, server.pid(), &reader, live))?;
     rows.push(live.row(&mut failures));
-    stop(server)?;
+    server.stop_warning()?;
 
     println!(
         "| audit reads ({} changes of one session; {} events of the account) | server | raw SQLite limit, same run |",
@@ -130,14 +122,6 @@ pub fn run(dir: &Path, sizes: &Sizes, live: &LoadSettings) -> Result<Vec<String>
 }
 
 /// Stops `server` and warns when it did not exit cleanly.
-fn stop(server: Server) -> Result<(), BoxError> {
-    let status = server.stop()?;
-    if !status.success() {
-        eprintln!("warning: ctxd exited with {status} after SIGTERM");
-    }
-    Ok(())
-}
-
 /// Where the server is and the API key of the account.
 #[derive(Clone)]
 pub struct Http {

@@ -86,6 +86,31 @@ impl Server {
         self.terminate()
     }
 
+    /// Stops the server; an unclean exit is reported, not fatal.
+    pub fn stop_warning(self) -> Result<(), BoxError> {
+        let status = self.stop()?;
+        if !status.success() {
+            eprintln!("warning: ctxd exited with {status} after SIGTERM");
+        }
+        Ok(())
+    }
+
+    /// Serves `data_dir` just long enough to create `account` and issue its API key, and stops:
+    /// the stores that are then filled in-process need the account and the key.
+    pub fn account_key(
+        runtime: &tokio::runtime::Runtime,
+        data_dir: &Path,
+        account: &str,
+    ) -> Result<String, BoxError> {
+        let mut server = Server::start(data_dir)?;
+        let key = runtime.block_on(async {
+            server.wait_ready().await?;
+            server.issue_api_key(account).await
+        })?;
+        server.stop_warning()?;
+        Ok(key)
+    }
+
     fn terminate(&mut self) -> std::io::Result<ExitStatus> {
         if let Some(status) = self.child.try_wait()? {
             return Ok(status);
