@@ -135,6 +135,12 @@ pub struct FeedFilter {
     pub event_type: Option<String>,
 }
 
+/// A seq given by a client as a cursor, as SQLite can bind it: no seq exceeds i64::MAX (SQLite's
+/// integers), so a larger cursor is simply past the end.
+pub fn cursor(after: u64) -> u64 {
+    after.min(i64::MAX as u64)
+}
+
 /// The feed of an account, on its `(account, seq)` index.
 const FEED_BY_ACCOUNT: &str =
     "SELECT seq, stream, stream_version, event_type, event_version, data, meta, recorded_at, hash
@@ -162,8 +168,7 @@ pub fn read_feed(
 ) -> Result<Vec<FeedEvent>, StoreError> {
     let sql = if filter.stream.is_some() { FEED_BY_STREAM } else { FEED_BY_ACCOUNT };
     let mut statement = conn.prepare_cached(sql)?;
-    // No seq exceeds i64::MAX (SQLite's integers): a larger cursor is simply past the end.
-    let after = after.min(i64::MAX as u64);
+    let after = cursor(after);
     let rows = statement.query_map(
         params![account, after, filter.stream, filter.event_type, limit as i64],
         |row| {

@@ -173,8 +173,11 @@ pub fn open_writer_connection(path: &Path, synchronous_full: bool) -> Result<Con
     let mut conn = Connection::open(path)?;
     // A 16 MiB page cache: SQLite walks its page cache's hash table at the end of every commit
     // (`pcache1TruncateUnsafe`), so a larger cache costs every commit (docs/PERFORMANCE.md).
+    // `secure_delete`: what an update or a delete frees is overwritten with zeros, so an erased
+    // value does not live on in the file's free space (docs/AUDIT.md).
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL;
+         PRAGMA secure_delete = ON;
          PRAGMA synchronous = {};
          PRAGMA busy_timeout = 5000;
          PRAGMA cache_size = -16384;

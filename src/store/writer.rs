@@ -150,6 +150,22 @@ impl Writer {
         };
         let appended = self.cursor.next_seq.saturating_sub(first.next_seq);
         self.metrics.record_commit(batch.len(), appended, started.elapsed(), self.cursor.next_seq - 1);
+        let erased = results
+            .iter()
+            .zip(batch.iter())
+            .any(|(result, (request, _))| result.is_ok() && matches!(request.command, Command::Erase { .. }));
+        if erased {
+            // The WAL still holds the pages as they were before the redaction: copy the new ones
+            // back and empty it, so the erased values leave the files now, not at some later
+            // checkpoint. A reader holding an older snapshot can keep it from finishing.
+            match self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get::<_, i64>(0)) {
+                Ok(0) => {}
+                Ok(_) => tracing::warn!(
+                    "checkpoint after an erasure was blocked by a reader; the WAL empties later"
+                ),
+                Err(error) => tracing::warn!(%error, "checkpoint after an erasure failed"),
+            }
+        }
         if touched_keys {
             match projections::accounts::active_keys(&self.conn) {
                 Ok(active) => *self.keys.write().expect("key ring lock") = active,

@@ -380,6 +380,8 @@ async fn erasing_a_customer_redacts_their_events_keeps_the_chain_and_the_counts(
     let started = erased["data"]["redacted"][0]["seq"].as_u64().unwrap();
     let journey = cs.get(&format!("/customers/{ann}/journey?as_of_seq={}", started + 3)).await;
     assert!(!journey.body.contains("double charge"), "{}", journey.body);
+    let past_the_end = cs.get(&format!("/services/{first}/history?after=18446744073709551615")).await;
+    assert_eq!(cs.ok(past_the_end).await["history"], json!([]));
     let service_history = cs.ok(cs.get(&format!("/services/{first}/history")).await).await;
     assert_eq!(service_history["history"][0]["change"]["opening"]["extensions"]["Reason"], "[erased]");
     assert_eq!(analytics(&app, &cs.key).await, before);
@@ -402,6 +404,18 @@ async fn erasing_a_customer_redacts_their_events_keeps_the_chain_and_the_counts(
     let stranger = Cs::new(&app, "other").await;
     assert_cs_error(&stranger.post(&format!("/profiles/{ann}/erase"), json!({})).await, 404);
     assert!(app.verify().mismatch.is_none());
+
+    // Nor is anything of it left in the files: freed space is zeroed, the WAL was emptied.
+    let files = |app: &TestApp| {
+        let db = app.store.path().to_path_buf();
+        let wal = db.with_extension("db-wal");
+        [std::fs::read(&db).unwrap(), std::fs::read(&wal).unwrap_or_default()].concat()
+    };
+    let bytes = files(&app);
+    for personal in ["ann@example.org", "double charge", "refund to Ann", "555-0101"] {
+        let found = bytes.windows(personal.len()).any(|window| window == personal.as_bytes());
+        assert!(!found, "{personal} is still in the database files");
+    }
 
     // A restart replays nothing differently: the rebuilt projections still match.
     let app = app.restart().await;
