@@ -34,6 +34,16 @@ pub struct CustomerErased {
     pub redacted: Vec<Redaction>,
 }
 
+/// A service's events were redacted by the erasure of a customer it was ever given to; the
+/// service's own stream records it (so its version, the `ETag`, moves), just before the
+/// customer's `CustomerErased`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceErased {
+    pub service_id: String,
+    /// The customer whose erasure it was.
+    pub customer_id: String,
+}
+
 /// A context session's property values were erased from its events. Appended to the session's
 /// stream; the session is left empty, as `SessionDeleted` leaves it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::value::RawValue;
 
-pub use super::erasure::{CustomerErased, SessionErased};
+pub use super::erasure::{CustomerErased, ServiceErased, SessionErased};
 pub use super::journeys::events::{
     CustomerCreated, CustomerReplaced, ExtensionReplaced, IdentificationKeyDefined, JourneySettingsSet,
     ServiceAssociated, ServiceAutoCompleted, ServiceDeleted, ServiceEnded, ServiceExpired, ServiceExpirySet,
@@ -204,6 +204,7 @@ event_types! {
     JourneySettingsSet = 1,
     CustomerErased = 1,
     SessionErased = 1,
+    ServiceErased = 1,
 }
 
 /// A stored event that this binary cannot read.
@@ -245,7 +246,8 @@ impl Event {
             | Event::StateEnded(StateEnded { service_id, .. })
             | Event::TaskStarted(TaskStarted { service_id, .. })
             | Event::TaskEnded(TaskEnded { service_id, .. })
-            | Event::ExtensionReplaced(ExtensionReplaced { service_id, .. }) => {
+            | Event::ExtensionReplaced(ExtensionReplaced { service_id, .. })
+            | Event::ServiceErased(ServiceErased { service_id, .. }) => {
                 service_stream(account, service_id)
             }
             Event::CustomerCreated(CustomerCreated { customer_id, .. })

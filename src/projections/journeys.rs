@@ -56,18 +56,16 @@ pub fn apply(tables: &mut impl Tables, recorded: &EventRef<'_>) -> Result<(), St
         Event::CustomerReplaced(e) => {
             tables.put_customer(account, &e.customer_id, &e.profile, recorded.recorded_at)
         }
-        // The redacted events already rebuild the services redacted: redacting again changes
-        // nothing there, and live it redacts what the customer's services hold.
-        Event::CustomerErased(e) => {
-            for service_id in &e.services {
-                if let Some(mut doc) = tables.take_service(account, service_id)? {
-                    erasure::redact_service(&mut doc);
-                    tables.put_service(account, doc)?;
-                }
-                tables.redact_abandoned(account, service_id)?;
+        // The redacted events already rebuild the service redacted: redacting again changes
+        // nothing there, and live it redacts what the service holds (a deleted one, nothing).
+        Event::ServiceErased(e) => {
+            if let Some(mut doc) = tables.take_service(account, &e.service_id)? {
+                erasure::redact_service(&mut doc);
+                tables.put_service(account, doc)?;
             }
-            tables.delete_customer(account, &e.customer_id)
+            tables.redact_abandoned(account, &e.service_id)
         }
+        Event::CustomerErased(e) => tables.delete_customer(account, &e.customer_id),
         Event::IdentificationKeyDefined(e) => tables.insert_identification_key(account, e),
         Event::JourneySettingsSet(e) => tables.set_journey_settings(account, e),
         _ => Ok(()),

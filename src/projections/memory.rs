@@ -559,7 +559,9 @@ mod tests {
             ("IdentificationKeyDefined", r#"{"name":"k","source":"profile","attributes":["Email"],"unique":true}"#.to_string()),
             ("IdentificationKeyDefined", r#"{"name":"j","source":"P","attributes":["n"],"unique":false}"#.to_string()),
             ("JourneySettingsSet", r#"{"auto_complete_after":300,"abandon_dispositions":["gave_up"]}"#.to_string()),
-            ("CustomerErased", r#"{"customer_id":"c2","services":["s1","s2","s3"],"redacted":[]}"#.to_string()),
+            ("ServiceErased", r#"{"service_id":"s1","customer_id":"c2"}"#.to_string()),
+            ("ServiceErased", r#"{"service_id":"s3","customer_id":"c2"}"#.to_string()),
+            ("CustomerErased", r#"{"customer_id":"c2","services":["s1","s3"],"redacted":[]}"#.to_string()),
             ("SessionErased", r#"{"namespace":"ns","session_id":"b","redacted":[]}"#.to_string()),
         ];
         payloads.into_iter().map(|(kind, data)| ("acme", Event::decode(kind, &data).unwrap())).collect()

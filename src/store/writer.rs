@@ -18,7 +18,7 @@ use super::log::{self, RecordedEvent};
 use super::{FeedHead, KeyRing, Outcome, StoreError, WriteError, WriteRequest};
 use crate::clock::Clock;
 use crate::domain::context::ContextCommand;
-use crate::domain::erasure::{self, CustomerErased, ErasureTarget, Redaction, SessionErased};
+use crate::domain::erasure::{self, CustomerErased, ErasureTarget, Redaction, ServiceErased, SessionErased};
 use crate::domain::events::{
     account_stream, customer_stream, journey_settings_stream, namespace_stream, service_stream,
     session_stream,
@@ -437,21 +437,28 @@ fn erase(conn: &Connection, account: &str, target: &ErasureTarget) -> Result<Dec
                 .push(Redaction { seq, redacted_sha256: hex::encode(chain::payload_hash(&redacted_data)) });
         }
     }
-    let event = match target {
+    let events = match target {
+        // Each service's own stream records its redaction first (its version, the ETag, moves),
+        // as a namespace delete records each session's delete first.
         ErasureTarget::Customer { customer_id } => {
-            Event::CustomerErased(CustomerErased { customer_id: customer_id.clone(), services, redacted })
+            let mut events: Vec<Event> = services
+                .iter()
+                .map(|service_id| {
+                    let service_id = service_id.clone();
+                    Event::ServiceErased(ServiceErased { service_id, customer_id: customer_id.clone() })
+                })
+                .collect();
+            let customer_id = customer_id.clone();
+            events.push(Event::CustomerErased(CustomerErased { customer_id, services, redacted }));
+            events
         }
-        ErasureTarget::Session { namespace, session_id } => Event::SessionErased(SessionErased {
+        ErasureTarget::Session { namespace, session_id } => vec![Event::SessionErased(SessionErased {
             namespace: namespace.clone(),
             session_id: session_id.clone(),
             redacted,
-        }),
+        })],
     };
-    Ok(Decision {
-        events: tag_all(account, vec![event]),
-        primary: Some((stream, version)),
-        ..Decision::default()
-    })
+    Ok(Decision { events: tag_all(account, events), primary: Some((stream, version)), ..Decision::default() })
 }
 
 /// The id an event gives what it creates, reported to the client.

@@ -343,6 +343,7 @@ async fn erasing_a_customer_redacts_their_events_keeps_the_chain_and_the_counts(
     let abandoned_before = app.call(&cs.key, "GET", "/v1/account/acme/analytics/abandoned", "").await.json();
     assert!(abandoned_before.to_string().contains("555-0101"), "{abandoned_before}");
 
+    let etag_before = cs.get(&format!("/services/{first}")).await.etag();
     let reply = cs.post(&format!("/profiles/{ann}/erase"), json!({})).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     let erased = reply.json();
@@ -384,6 +385,12 @@ async fn erasing_a_customer_redacts_their_events_keeps_the_chain_and_the_counts(
     assert_eq!(cs.ok(past_the_end).await["history"], json!([]));
     let service_history = cs.ok(cs.get(&format!("/services/{first}/history")).await).await;
     assert_eq!(service_history["history"][0]["change"]["opening"]["extensions"]["Reason"], "[erased]");
+    // The service's own stream records its redaction: its ETag moves, so no cache or If-Match
+    // takes the redacted document for the one it knew.
+    let last = service_history["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["event_type"], "ServiceErased", "{last}");
+    assert_eq!(last["change"], json!({"service_id": first, "customer_id": ann}));
+    assert_ne!(cs.get(&format!("/services/{first}")).await.etag(), etag_before);
     assert_eq!(analytics(&app, &cs.key).await, before);
     let abandoned_after = app.call(&cs.key, "GET", "/v1/account/acme/analytics/abandoned", "").await.json();
     assert_eq!(abandoned_after.as_array().map(Vec::len), abandoned_before.as_array().map(Vec::len));
