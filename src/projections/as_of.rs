@@ -71,7 +71,8 @@ pub fn snapshot(source: &Connection, point: Point, streams: &Streams) -> Result<
             if asked > last {
                 return Err(AsOfError::BeyondLog { asked, last });
             }
-            (Until::Seq(asked), time_of(source, asked)?)
+            let end = command_end(source, asked)?;
+            (Until::Seq(end), time_of(source, end)?)
         }
         Point::Time(time) => {
             recorded_at = format_time(time);
@@ -120,6 +121,28 @@ fn schema() -> Result<&'static str, StoreError> {
         schema.push_str(";\n");
     }
     Ok(SCHEMA.get_or_init(|| schema))
+}
+
+/// The last event of the command that appended event `seq`, so that a point inside a command
+/// (ending a service appends its states' ends, then its own) reads as after it: no GET ever saw
+/// a command half applied. A command's events are consecutive and share one `meta` (its
+/// request id) and one `recorded_at`.
+fn command_end(source: &Connection, seq: u64) -> Result<u64, StoreError> {
+    let mut statement =
+        source.prepare_cached("SELECT seq, meta, recorded_at FROM events WHERE seq >= ?1 ORDER BY seq")?;
+    let mut rows = statement.query([seq])?;
+    let Some(first) = rows.next()? else {
+        return Ok(seq);
+    };
+    let (mut end, meta, recorded_at): (u64, String, String) = (first.get(0)?, first.get(1)?, first.get(2)?);
+    while let Some(row) = rows.next()? {
+        let (next_meta, next_recorded_at): (String, String) = (row.get(1)?, row.get(2)?);
+        if next_meta != meta || next_recorded_at != recorded_at {
+            break;
+        }
+        end = row.get(0)?;
+    }
+    Ok(end)
 }
 
 /// When the event `seq` (or the last one before it) was recorded; the epoch before any.

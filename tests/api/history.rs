@@ -641,3 +641,23 @@ async fn another_accounts_key_is_refused_on_every_history_and_as_of_route() {
     let services = format!("{CS}/customers/c1/services?as_of_seq={last}");
     assert_eq!(app.call(&other, "GET", &services, "").await.body, "[]");
 }
+
+#[tokio::test]
+async fn a_seq_inside_a_command_reads_as_after_the_whole_command() {
+    let app = spawn_app().await;
+    let cs = crate::journeys::Cs::new(&app, "acme").await;
+    let service = cs.start_service(json!({"customer_id": "c1", "service_type": "billing"})).await;
+    cs.start_state(&service, json!({"state_type": "ivr"})).await;
+    cs.ok(cs.post(&format!("/services/{service}/end"), json!({})).await).await;
+    // Ending the service appended the state's end, then the service's: two seqs of one command.
+    let history = cs.ok(cs.get(&format!("/services/{service}/history")).await).await;
+    let entries = history["history"].as_array().unwrap();
+    let types: Vec<&str> = entries.iter().map(|e| e["event_type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["ServiceStarted", "StateStarted", "StateEnded", "ServiceEnded"]);
+    let (inside, end) = (entries[2]["seq"].as_u64().unwrap(), entries[3]["seq"].as_u64().unwrap());
+    let path = |seq: u64| format!("/services/{service}?completed_states=true&as_of_seq={seq}");
+    let (at_inside, at_end) = (cs.get(&path(inside)).await, cs.get(&path(end)).await);
+    assert_eq!((at_inside.status, at_inside.etag()), (200, "\"4\"".to_string()));
+    assert_eq!(at_inside.body, at_end.body);
+    assert_eq!(at_end.body, cs.get(&format!("/services/{service}?completed_states=true")).await.body);
+}
