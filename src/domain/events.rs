@@ -247,9 +247,7 @@ impl Event {
             | Event::TaskStarted(TaskStarted { service_id, .. })
             | Event::TaskEnded(TaskEnded { service_id, .. })
             | Event::ExtensionReplaced(ExtensionReplaced { service_id, .. })
-            | Event::ServiceErased(ServiceErased { service_id, .. }) => {
-                service_stream(account, service_id)
-            }
+            | Event::ServiceErased(ServiceErased { service_id, .. }) => service_stream(account, service_id),
             Event::CustomerCreated(CustomerCreated { customer_id, .. })
             | Event::CustomerReplaced(CustomerReplaced { customer_id, .. })
             | Event::CustomerErased(CustomerErased { customer_id, .. }) => {
