@@ -128,6 +128,9 @@ fn schema() -> Result<&'static str, StoreError> {
 /// a command half applied. A command's events are consecutive and share one `meta` (its
 /// request id) and one `recorded_at`.
 fn command_end(source: &Connection, seq: u64) -> Result<u64, StoreError> {
+    if seq == 0 {
+        return Ok(0);
+    }
     let mut statement =
         source.prepare_cached("SELECT seq, meta, recorded_at FROM events WHERE seq >= ?1 ORDER BY seq")?;
     let mut rows = statement.query([seq])?;
@@ -215,7 +218,8 @@ mod tests {
     use crate::domain::events::{service_stream, session_stream};
     use crate::projections::{context, journeys};
 
-    /// A log of `(recorded_at second, event type, payload)` in account `acme`, seq from 1.
+    /// A log of `(recorded_at second, event type, payload)` in account `acme`, seq from 1, each
+    /// event appended by a command of its own.
     fn log_of(events: &[(u32, &str, String)]) -> Connection {
         let mut conn = Connection::open_in_memory().unwrap();
         migrations::migrate(&mut conn).unwrap();
@@ -226,8 +230,17 @@ mod tests {
             let version = versions.entry(stream.clone()).and_modify(|v| *v += 1).or_insert(1u64);
             conn.execute(
                 "INSERT INTO events (seq, account, stream, stream_version, event_type, event_version, data, meta, recorded_at)
-                 VALUES (?1, 'acme', ?2, ?3, ?4, 1, ?5, '{}', ?6)",
-                params![index as u64 + 1, stream, *version, event_type, data, format!("2026-01-01T10:00:{second:02}.000000Z")],
+                 VALUES (?1, 'acme', ?2, ?3, ?4, 1, ?5, ?6, ?7)",
+                params![
+                    index as u64 + 1,
+                    stream,
+                    *version,
+                    event_type,
+                    data,
+                    // Each event its own request, so each is a command of its own.
+                    format!(r#"{{"request_id":"r{index}"}}"#),
+                    format!("2026-01-01T10:00:{second:02}.000000Z")
+                ],
             )
             .unwrap();
         }
