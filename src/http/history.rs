@@ -85,13 +85,7 @@ impl AsOf {
         streams: Streams,
         query: impl FnOnce(&Connection, DateTime<Utc>) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        match self {
-            AsOf::Now => {
-                let now = state.clock.now();
-                Ok(state.store.read(|conn| query(conn, now))?)
-            }
-            AsOf::At(point) => at(state, point, streams, query).await,
-        }
+        self.answer(state, streams, false, query).await
     }
 
     /// `read` for listings, which today already run on the blocking pool.
@@ -101,13 +95,22 @@ impl AsOf {
         streams: Streams,
         query: impl FnOnce(&Connection, DateTime<Utc>) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        match self {
-            AsOf::Now => {
-                let now = state.clock.now();
-                Ok(state.store.read_large(move |conn| query(conn, now)).await?)
-            }
-            AsOf::At(point) => at(state, point, streams, query).await,
-        }
+        self.answer(state, streams, true, query).await
+    }
+
+    async fn answer<T: Send + 'static>(
+        self,
+        state: &AppState,
+        streams: Streams,
+        large: bool,
+        query: impl FnOnce(&Connection, DateTime<Utc>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let now = state.clock.now();
+        Ok(match self {
+            AsOf::Now if large => state.store.read_large(move |conn| query(conn, now)).await?,
+            AsOf::Now => state.store.read(|conn| query(conn, now))?,
+            AsOf::At(point) => at(state, point, streams, query).await?,
+        })
     }
 }
 
