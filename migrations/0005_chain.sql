@@ -2,9 +2,8 @@
 --
 -- Each event keeps the sha256 of its payload and a hash chained over the previous event's hash
 -- and its own columns, with the payload counted by its hash: an erasure can redact a payload
--- and the chain still verifies. Rows written before this migration are hashed by the Rust step
--- that runs right after this file (store::chain::backfill), before 0006 makes the hashes
--- immutable.
+-- and the chain still verifies. Rows written before this migration are hashed by 0007, which
+-- chains each account's events anew (a Rust step that hashed them here first was removed with it).
 ALTER TABLE events ADD COLUMN payload_hash BLOB NOT NULL DEFAULT x'';
 ALTER TABLE events ADD COLUMN hash BLOB NOT NULL DEFAULT x'';
 

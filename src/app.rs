@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use crate::clock::Clock;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
+use crate::signing::{HeadSigner, KeySource};
 use crate::store::{Store, WriterConfig};
 
 /// Errors at the edges of the program (startup, CLI).
@@ -29,6 +30,8 @@ pub struct ServeConfig {
     pub sweep_interval: Duration,
     /// How long an `Idempotency-Key` is remembered.
     pub idempotency_retention: Duration,
+    /// The key that signs account heads (`crate::signing`).
+    pub signing_key: KeySource,
 }
 
 /// A built, not yet running, server.
@@ -46,10 +49,11 @@ impl Application {
         let store = Store::open(&config.data_dir, config.writer.clone(), clock.clone(), metrics.clone())?;
         let admin_token_hash =
             crate::auth::admin_token_hash(config.admin_token.as_deref(), &config.data_dir)?;
+        let signer = Arc::new(HeadSigner::load(&config.signing_key, &config.data_dir)?);
         let listener = TcpListener::bind(&config.addr).await?;
         Ok(Application {
             listener,
-            state: AppState { store, clock, metrics, admin_token_hash },
+            state: AppState { store, clock, metrics, admin_token_hash, signer },
             sweep_interval: config.sweep_interval,
             idempotency_retention: config.idempotency_retention,
         })

@@ -16,6 +16,7 @@ use crate::domain::DomainError;
 use crate::domain::accounts::AccountCommand;
 use crate::metrics::Metrics;
 use crate::projections;
+use crate::signing::KeySource;
 use crate::store::transfer::{self, Selection, TransferError};
 use crate::store::{self, EventMeta, Store, StoreError, WriteError, WriteRequest, WriterConfig, chain};
 
@@ -42,22 +43,23 @@ pub enum Commands {
     Rebuild,
     /// Rebuild the projections into a scratch database and compare them with the live ones.
     Verify {
-        /// Also walk the hash chain of the log and report the first event that does not verify.
+        /// Also walk every account's hash chain and report the first event that does not verify.
         #[arg(long)]
         chain: bool,
     },
     /// Write the log to stdout as NDJSON, one event per line with every stored column, from one
     /// snapshot (safe beside a running server).
     Export {
-        /// Only this account's events (such an export cannot be imported).
+        /// Only this account's log: what `ctxd import` needs to move the tenant to another store.
         #[arg(long)]
         account: Option<String>,
-        /// Only the events after this seq (such an export cannot be imported).
-        #[arg(long, default_value_t = 0)]
+        /// Only the account's events after this seq (such an export cannot be imported).
+        #[arg(long, default_value_t = 0, requires = "account")]
         after: u64,
     },
-    /// Load a whole export into an empty store (while no server runs on the data dir), check its
-    /// hash chain and rebuild the projections; all or nothing.
+    /// Load an export (a whole store's, or whole accounts') into a store that holds none of its
+    /// accounts, while no server runs on the data dir; check each account's hash chain and build
+    /// their projections; all or nothing.
     Import {
         /// The NDJSON file `ctxd export` wrote, or `-` for stdin.
         file: PathBuf,
@@ -94,6 +96,14 @@ pub struct ServeArgs {
     /// Hours an `Idempotency-Key` is remembered.
     #[arg(long, env = "CTXD_IDEMPOTENCY_RETENTION_HOURS", default_value_t = 24)]
     pub idempotency_retention_hours: u64,
+    /// The head-signing key, base64 of its 32-byte Ed25519 seed, so that several nodes sign with
+    /// one key; when unset, `--signing-key-file`, else `<data dir>/signing-key`, generated on
+    /// first start.
+    #[arg(long, env = "CTXD_SIGNING_KEY", hide_env_values = true, conflicts_with = "signing_key_file")]
+    pub signing_key: Option<String>,
+    /// A file holding the head-signing key (base64 of its 32-byte seed).
+    #[arg(long, env = "CTXD_SIGNING_KEY_FILE")]
+    pub signing_key_file: Option<PathBuf>,
 }
 
 impl Default for ServeArgs {
@@ -132,6 +142,11 @@ impl ServeArgs {
             },
             sweep_interval: Duration::from_millis(self.sweep_interval_ms.max(10)),
             idempotency_retention: Duration::from_secs(self.idempotency_retention_hours.saturating_mul(3600)),
+            signing_key: match (&self.signing_key, &self.signing_key_file) {
+                (Some(key), _) => KeySource::Given(key.clone()),
+                (None, Some(file)) => KeySource::File(file.clone()),
+                (None, None) => KeySource::DataDir,
+            },
         }
     }
 }
@@ -192,23 +207,38 @@ fn verify(data_dir: &Path, with_chain: bool) -> Result<i32, BoxError> {
     Ok(if projections_match && chain_intact { 0 } else { 1 })
 }
 
-/// Walks the hash chain in one read snapshot and prints what it found.
+/// Walks every account's hash chain in one read snapshot and prints what it found.
 fn verify_chain(conn: &rusqlite::Connection) -> Result<bool, BoxError> {
     conn.execute_batch("BEGIN")?;
-    let report = chain::verify(conn);
+    let reports = chain::verify_all(conn).and_then(|reports| Ok((reports, chain::global_head(conn)?)));
     conn.execute_batch("COMMIT")?;
-    let report = report?;
-    match report.first_bad {
-        None => {
-            let head = hex::encode(report.head);
-            println!("chain intact: {} events, head {} {head}", report.events, report.last_seq);
-            Ok(true)
-        }
-        Some((seq, reason)) => {
-            println!("chain broken at seq {seq}: {reason}");
-            Ok(false)
+    let (reports, global) = reports?;
+    if let Some((last_seq, head)) = global {
+        println!(
+            "before per-account logs (migration 0007), the store-wide chain ended at seq {last_seq} with head {}",
+            hex::encode(head)
+        );
+    }
+    let mut intact = true;
+    for report in &reports {
+        let account = &report.account;
+        match &report.first_bad {
+            None => {
+                let head = hex::encode(report.head);
+                println!("account {account}: chain intact, {} events, head {} {head}", report.events, report.last_seq);
+            }
+            Some((seq, reason)) => {
+                println!("account {account}: chain broken at seq {seq}: {reason}");
+                intact = false;
+            }
         }
     }
+    let events: u64 = reports.iter().map(|report| report.events).sum();
+    match intact {
+        true => println!("chains intact: {} accounts, {events} events", reports.len()),
+        false => println!("CHAIN BROKEN: see the accounts above"),
+    }
+    Ok(intact)
 }
 
 /// `ctxd export`: NDJSON on stdout, the count on stderr.
@@ -244,8 +274,11 @@ fn import(data_dir: &Path, file: &Path) -> Result<i32, BoxError> {
     let mut conn = store::open_writer_connection(&store::database_path(data_dir), true)?;
     let started = Instant::now();
     let imported = transfer::import(&mut conn, input)?;
-    let head = hex::encode(imported.head);
-    println!("imported {} events; chain intact, head {} {head}", imported.events, imported.last_seq);
+    for report in &imported.accounts {
+        let head = hex::encode(report.head);
+        println!("account {}: {} events, chain intact, head {} {head}", report.account, report.events, report.last_seq);
+    }
+    println!("imported {} events of {} accounts", imported.events, imported.accounts.len());
     println!("in {}: {}", elapsed_rate(imported.events, started), imported.phases);
     Ok(0)
 }

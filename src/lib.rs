@@ -13,5 +13,6 @@ pub mod domain;
 pub mod http;
 pub mod metrics;
 pub mod projections;
+pub mod signing;
 pub mod store;
 pub mod sweeper;

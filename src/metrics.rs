@@ -110,7 +110,7 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP ctxd_log_length Events in the log (highest seq).\n# TYPE ctxd_log_length gauge\nctxd_log_length {}",
+            "# HELP ctxd_log_length Events in the log, all accounts.\n# TYPE ctxd_log_length gauge\nctxd_log_length {}",
             self.log_length.load(Ordering::Relaxed)
         );
         self.batch_size.render(&mut out, "ctxd_commit_batch_size", "Commands per group commit.");

@@ -217,6 +217,20 @@ pub enum DecodeError {
 }
 
 impl Event {
+    /// Whether this event, stored in `stream` of `account`'s log, is one of that account's
+    /// events: its stream is the one it belongs to there, and an account event names that
+    /// account. An import checks every event with it, so that no file can write to another
+    /// account (an API key, say) from inside its own log.
+    pub fn is_of(&self, account: &str, stream: &str) -> bool {
+        let named = match self {
+            Event::AccountCreated(AccountCreated { account_id })
+            | Event::ApiKeyIssued(ApiKeyIssued { account_id, .. })
+            | Event::ApiKeyRevoked(ApiKeyRevoked { account_id, .. }) => Some(account_id),
+            _ => None,
+        };
+        named.is_none_or(|named| named == account) && self.stream(account) == stream
+    }
+
     /// The stream this event belongs to within `account`'s log.
     pub fn stream(&self, account: &str) -> String {
         match self {

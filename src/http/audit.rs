@@ -1,6 +1,6 @@
 //! What auditors and integrations read from the log itself (docs/AUDIT.md): the account's event
-//! feed, paged or followed live over Server-Sent Events, the hash chain's verification, and
-//! erasure of a context session or a customer.
+//! feed, paged or followed live over Server-Sent Events, its hash chain's verification, its
+//! signed head, and erasure of a context session or a customer.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -25,6 +25,7 @@ use crate::domain::erasure::ErasureTarget;
 use crate::domain::events::EVENT_TYPES;
 use crate::domain::names::{check_name, check_namespace};
 use crate::store::log::{FeedEvent, FeedFilter, read_feed};
+use crate::signing::head_text;
 use crate::store::{FeedHead, Store, StoreError, chain};
 
 const ACCOUNT: &str = "/v1/account/{account}";
@@ -41,6 +42,8 @@ pub fn router() -> Router<AppState> {
         .route(&format!("{ACCOUNT}/events"), get(feed))
         .route(&format!("{ACCOUNT}/events/stream"), get(follow))
         .route(&format!("{ACCOUNT}/audit/verify"), get(verify_chain))
+        .route(&format!("{ACCOUNT}/audit/head"), get(signed_head))
+        .route("/audit/public-key", get(public_key))
         .route(&format!("{ACCOUNT}/namespace/{{namespace}}/session/{{session}}/erase"), post(erase_session))
 }
 
@@ -189,7 +192,7 @@ struct Follower {
     filter: FeedFilter,
     /// The seq of the last event sent (or the cursor it started from).
     after: u64,
-    /// The log's head when this follower last found nothing more to read.
+    /// The log's head (store-wide id) when this follower last found nothing more to read.
     read_up_to: u64,
     head: watch::Receiver<FeedHead>,
     page: VecDeque<FeedEvent>,
@@ -210,10 +213,10 @@ impl Follower {
                 return None;
             }
             let only_others = self.read_up_to >= head.commit_after && !head.accounts.contains(&self.account);
-            if head.last_seq > self.read_up_to && only_others {
+            if head.last_id > self.read_up_to && only_others {
                 // The one commit not yet looked at wrote to other accounts only.
-                self.read_up_to = head.last_seq;
-            } else if head.last_seq > self.read_up_to {
+                self.read_up_to = head.last_id;
+            } else if head.last_id > self.read_up_to {
                 let (account, filter, after) = (self.account.clone(), self.filter.clone(), self.after);
                 let page = self
                     .store
@@ -221,7 +224,7 @@ impl Follower {
                     .await
                     .ok()?;
                 if page.len() < FOLLOW_PAGE {
-                    self.read_up_to = head.last_seq;
+                    self.read_up_to = head.last_id;
                 }
                 self.page = page.into();
                 continue;
@@ -231,16 +234,15 @@ impl Follower {
     }
 }
 
-/// `GET …/audit/verify`: walks the whole hash chain (it links every account's events, so a
-/// proof for one account's events needs all of them) and reports the first bad seq.
-async fn verify_chain(State(state): State<AppState>, _account: Account) -> Result<Response, ApiError> {
-    // One walk at a time: it reads the whole log.
+/// `GET …/audit/verify`: walks the account's hash chain and reports the first bad seq.
+async fn verify_chain(State(state): State<AppState>, account: Account) -> Result<Response, ApiError> {
+    // One walk at a time: each reads a whole account's log.
     static WALKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
     let _turn = WALKS.acquire().await.map_err(|_| ApiError::from(StoreError::Schema("closed".into())))?;
     let report = state
         .store
         // A read runs in one snapshot: the walk sees one state of the log.
-        .read_large(chain::verify)
+        .read_large(move |conn| chain::verify(conn, &account.id))
         .await?;
     let mut body = serde_json::json!({
         "intact": report.first_bad.is_none(),
@@ -253,6 +255,32 @@ async fn verify_chain(State(state): State<AppState>, _account: Account) -> Resul
         body["reason"] = reason.into();
     }
     Ok(axum::Json(body).into_response())
+}
+
+/// `GET …/audit/head`: the account's last position and hash, signed with the store's key.
+async fn signed_head(State(state): State<AppState>, account: Account) -> Result<Response, ApiError> {
+    let id = account.id.clone();
+    let head = state
+        .store
+        .read(|conn| chain::head(conn, &id))?
+        .ok_or_else(|| ApiError::not_found(format!("account {} has no events", account.id)))?;
+    let hash = hex::encode(head.hash);
+    let signed = head_text(&account.id, head.seq, &hash, &head.recorded_at);
+    Ok(axum::Json(serde_json::json!({
+        "account": account.id,
+        "seq": head.seq,
+        "hash": hash,
+        "recorded_at": head.recorded_at,
+        "signature": state.signer.sign(&signed),
+        "signed": signed,
+        "public_key": state.signer.public_key(),
+    }))
+    .into_response())
+}
+
+/// `GET /audit/public-key` (no key needed): the key that verifies signed heads.
+async fn public_key(State(state): State<AppState>) -> Response {
+    axum::Json(serde_json::json!({ "public_key": state.signer.public_key() })).into_response()
 }
 
 /// Sends an erasure and answers the event that records it.

@@ -256,7 +256,7 @@ async fn get_document(
         .filter(|keys: &Vec<String>| !keys.is_empty());
     let stream = session_stream(&account.id, &target.namespace, &target.session_id);
     let (document, version) = at
-        .read(&state, Streams::one(stream.clone()), move |conn, now| {
+        .read(&state, Streams::one(&account.id, stream.clone()), move |conn, now| {
             let document = read::session_document(
                 conn,
                 &account.id,
@@ -282,7 +282,7 @@ async fn get_property(
     let stream = session_stream(&account.id, &target.namespace, &target.session_id);
     let key = property.clone();
     let (value, version) = at
-        .read(&state, Streams::one(stream.clone()), move |conn, now| {
+        .read(&state, Streams::one(&account.id, stream.clone()), move |conn, now| {
             let value =
                 read::property_value(conn, &account.id, &target.namespace, &target.session_id, &key, now)?;
             Ok((value, log::stream_version(conn, &stream)?))

@@ -36,6 +36,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// sha256 of the admin token.
     pub admin_token_hash: String,
+    /// Signs account heads.
+    pub signer: Arc<crate::signing::HeadSigner>,
 }
 
 /// The request's id: the client's `X-Request-ID` when it is usable, else a new UUID.

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::memory::MemoryTables;
-use super::{Selection, Until, replay};
+use super::{Events, Selection, Until, replay};
 use crate::domain::events::{customer_stream, service_stream};
 use crate::store::log::{self, format_time};
 use crate::store::{StoreError, migrations};
@@ -18,7 +18,7 @@ use crate::store::{StoreError, migrations};
 /// A point of the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Point {
-    /// After the event with this seq (0: before the first event).
+    /// After the account's event at this position (0: before its first event).
     Seq(u64),
     /// After every event recorded at or before this time.
     Time(DateTime<Utc>),
@@ -27,8 +27,8 @@ pub enum Point {
 /// The streams a GET reads, whose events a snapshot folds.
 #[derive(Debug, Clone)]
 pub enum Streams {
-    /// These streams (a session, a service).
-    Named(Vec<String>),
+    /// These streams of the account (a session, a service).
+    Named { account: String, names: Vec<String> },
     /// A customer's profile and every service that a `ServiceStarted` or `ServiceAssociated`
     /// had given to that customer by the point (it may have moved to another customer since).
     Customer { account: String, customer_id: String },
@@ -37,16 +37,25 @@ pub enum Streams {
 }
 
 impl Streams {
-    /// Just one stream.
-    pub fn one(stream: String) -> Streams {
-        Streams::Named(vec![stream])
+    /// Just one stream of `account`.
+    pub fn one(account: &str, stream: String) -> Streams {
+        Streams::Named { account: account.to_string(), names: vec![stream] }
+    }
+
+    /// The account whose log the streams are part of.
+    pub fn account(&self) -> &str {
+        match self {
+            Streams::Named { account, .. }
+            | Streams::Customer { account, .. }
+            | Streams::ContactKey { account, .. } => account,
+        }
     }
 }
 
 /// Why a point cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum AsOfError {
-    #[error("as_of_seq {asked} is beyond the end of the log (its last seq is {last})")]
+    #[error("as_of_seq {asked} is beyond the end of the account's log (its last seq is {last})")]
     BeyondLog { asked: u64, last: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -61,18 +70,20 @@ pub struct Snapshot {
     pub now: DateTime<Utc>,
 }
 
-/// Folds `streams` of the log in `source` up to `point`. `source` should be inside one read
-/// transaction, so that the streams found and the events folded come from one commit.
+/// Folds `streams` of the log in `source` up to `point` of their account's log. `source` should
+/// be inside one read transaction, so that the streams found and the events folded come from
+/// one commit.
 pub fn snapshot(source: &Connection, point: Point, streams: &Streams) -> Result<Snapshot, AsOfError> {
+    let account = streams.account();
     let recorded_at;
     let (until, now) = match point {
         Point::Seq(asked) => {
-            let last = log::last_seq(source)?;
+            let last = log::last_seq(source, account)?;
             if asked > last {
                 return Err(AsOfError::BeyondLog { asked, last });
             }
-            let end = command_end(source, asked)?;
-            (Until::Seq(end), time_of(source, end)?)
+            let end = command_end(source, account, asked)?;
+            (Until::Seq(end), time_of(source, account, end)?)
         }
         Point::Time(time) => {
             recorded_at = format_time(time);
@@ -86,7 +97,7 @@ pub fn snapshot(source: &Connection, point: Point, streams: &Streams) -> Result<
 fn fold(source: &Connection, streams: &Streams, until: Until<'_>) -> Result<Connection, StoreError> {
     let names = stream_names(source, streams, until)?;
     let mut tables = MemoryTables::default();
-    replay(source, &mut tables, Selection { streams: Some(&names), until })?;
+    replay(source, &mut tables, Selection { events: Events::Streams(&names), until })?;
     let mut conn = Connection::open_in_memory()?;
     let tx = conn.transaction()?;
     tx.execute_batch(schema()?)?;
@@ -123,17 +134,18 @@ fn schema() -> Result<&'static str, StoreError> {
     Ok(SCHEMA.get_or_init(|| schema))
 }
 
-/// The last event of the command that appended event `seq`, so that a point inside a command
+/// The last event of `account` of the command that appended its event `seq`, so that a point inside a command
 /// (ending a service appends its states' ends, then its own) reads as after it: no GET ever saw
 /// a command half applied. A command's events are consecutive and share one `meta` (its
 /// request id) and one `recorded_at`.
-fn command_end(source: &Connection, seq: u64) -> Result<u64, StoreError> {
+fn command_end(source: &Connection, account: &str, seq: u64) -> Result<u64, StoreError> {
     if seq == 0 {
         return Ok(0);
     }
-    let mut statement =
-        source.prepare_cached("SELECT seq, meta, recorded_at FROM events WHERE seq >= ?1 ORDER BY seq")?;
-    let mut rows = statement.query([seq])?;
+    let mut statement = source.prepare_cached(
+        "SELECT seq, meta, recorded_at FROM events WHERE account = ?1 AND seq >= ?2 ORDER BY seq",
+    )?;
+    let mut rows = statement.query(params![account, seq])?;
     let Some(first) = rows.next()? else {
         return Ok(seq);
     };
@@ -148,11 +160,13 @@ fn command_end(source: &Connection, seq: u64) -> Result<u64, StoreError> {
     Ok(end)
 }
 
-/// When the event `seq` (or the last one before it) was recorded; the epoch before any.
-fn time_of(source: &Connection, seq: u64) -> Result<DateTime<Utc>, StoreError> {
+/// When `account`'s event `seq` (or its last one before it) was recorded; the epoch before any.
+fn time_of(source: &Connection, account: &str, seq: u64) -> Result<DateTime<Utc>, StoreError> {
     let text: Option<String> = source
-        .prepare_cached("SELECT recorded_at FROM events WHERE seq <= ?1 ORDER BY seq DESC LIMIT 1")?
-        .query_row([seq], |row| row.get(0))
+        .prepare_cached(
+            "SELECT recorded_at FROM events WHERE account = ?1 AND seq <= ?2 ORDER BY seq DESC LIMIT 1",
+        )?
+        .query_row(params![account, seq], |row| row.get(0))
         .optional()?;
     let Some(text) = text else {
         return Ok(DateTime::UNIX_EPOCH);
@@ -165,7 +179,7 @@ fn time_of(source: &Connection, seq: u64) -> Result<DateTime<Utc>, StoreError> {
 /// The stream ids `streams` names at `until`.
 fn stream_names(source: &Connection, streams: &Streams, until: Until<'_>) -> Result<Vec<String>, StoreError> {
     let (account, contact_key) = match streams {
-        Streams::Named(names) => return Ok(names.clone()),
+        Streams::Named { names, .. } => return Ok(names.clone()),
         Streams::Customer { account, customer_id } => {
             let services = super::journeys::services_ever_of(source, account, customer_id, until)?;
             let mut names = vec![customer_stream(account, customer_id)];
@@ -192,8 +206,8 @@ fn copy_last_event(
     stream: &str,
     until: Until<'_>,
 ) -> Result<(), StoreError> {
-    const COLUMNS: &str =
-        "seq, account, stream, stream_version, event_type, event_version, data, meta, recorded_at";
+    const COLUMNS: &str = "id, seq, account, stream, stream_version, event_type, event_version, data, meta,
+        recorded_at, payload_hash, hash";
     let sql = format!(
         "SELECT {COLUMNS} FROM events WHERE stream = ?1 AND {} ORDER BY stream_version DESC LIMIT 1",
         until.condition()
@@ -202,10 +216,10 @@ fn copy_last_event(
     let mut rows = statement.query(params![stream, until.bound()])?;
     if let Some(row) = rows.next()? {
         let values: Vec<rusqlite::types::Value> =
-            (0..9).map(|index| row.get(index)).collect::<Result<_, _>>()?;
+            (0..12).map(|index| row.get(index)).collect::<Result<_, _>>()?;
         target
             .prepare_cached(&format!(
-                "INSERT INTO events ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                "INSERT INTO events ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
             ))?
             .execute(rusqlite::params_from_iter(values))?;
     }
@@ -229,8 +243,8 @@ mod tests {
             let stream = event.stream("acme");
             let version = versions.entry(stream.clone()).and_modify(|v| *v += 1).or_insert(1u64);
             conn.execute(
-                "INSERT INTO events (seq, account, stream, stream_version, event_type, event_version, data, meta, recorded_at)
-                 VALUES (?1, 'acme', ?2, ?3, ?4, 1, ?5, ?6, ?7)",
+                "INSERT INTO events (id, seq, account, stream, stream_version, event_type, event_version, data, meta, recorded_at, payload_hash, hash)
+                 VALUES (?1, ?1, 'acme', ?2, ?3, ?4, 1, ?5, ?6, ?7, x'', x'')",
                 params![
                     index as u64 + 1,
                     stream,
@@ -256,7 +270,7 @@ mod tests {
 
     fn document(source: &Connection, point: Point) -> (String, u64) {
         let stream = session_stream("acme", "ns", "s");
-        let snapshot = snapshot(source, point, &Streams::one(stream.clone())).unwrap();
+        let snapshot = snapshot(source, point, &Streams::one("acme", stream.clone())).unwrap();
         let conn = &snapshot.conn;
         let document = context::session_document(conn, "acme", "ns", "s", snapshot.now, None).unwrap();
         (document, log::stream_version(conn, &stream).unwrap())
@@ -281,7 +295,7 @@ mod tests {
         let at = |second: u32| Point::Time(format!("2026-01-01T10:00:{second:02}.5Z").parse().unwrap());
         assert_eq!(document(&source, at(0)), ("{}".into(), 0));
         assert_eq!(document(&source, at(3)), (r#"{"a":2,"b":true}"#.into(), 2));
-        let beyond = snapshot(&source, Point::Seq(5), &Streams::Named(Vec::new()));
+        let beyond = snapshot(&source, Point::Seq(5), &Streams::Named { account: "acme".into(), names: Vec::new() });
         assert!(matches!(beyond, Err(AsOfError::BeyondLog { asked: 5, last: 4 })));
     }
 
@@ -308,7 +322,7 @@ mod tests {
         assert_eq!(services(2, "c2"), Vec::<String>::new());
         assert_eq!(services(3, "c2"), ["s1"]);
         let stream = service_stream("acme", "s1");
-        let snapshot = snapshot(&source, Point::Seq(3), &Streams::one(stream.clone())).unwrap();
+        let snapshot = snapshot(&source, Point::Seq(3), &Streams::one("acme", stream.clone())).unwrap();
         assert_eq!(log::stream_version(&snapshot.conn, &stream).unwrap(), 2);
     }
 }

@@ -287,6 +287,7 @@ mod tests {
         let mut tables = MemoryTables::default();
         for (index, event) in events.iter().enumerate() {
             let recorded = RecordedEvent {
+                id: index as u64 + 1,
                 seq: index as u64 + 1,
                 account: "acme".into(),
                 stream: event.stream("acme"),

@@ -585,6 +585,7 @@ mod tests {
         let mut memory = MemoryTables::default();
         for (seq, (account, event)) in script().into_iter().enumerate() {
             let recorded = RecordedEvent {
+                id: seq as u64 + 1,
                 seq: seq as u64 + 1,
                 account: account.into(),
                 stream: event.stream(account),

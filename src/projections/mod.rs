@@ -82,15 +82,27 @@ fn apply_event(tables: &mut impl Tables, event: &EventRef<'_>) -> Result<(), Sto
 /// Which events of the log `replay` folds.
 #[derive(Debug, Clone, Copy)]
 pub struct Selection<'a> {
-    /// Only the events of these streams; `None`: every stream.
-    pub streams: Option<&'a [String]>,
+    pub events: Events<'a>,
     pub until: Until<'a>,
+}
+
+/// The streams or accounts whose events `replay` folds.
+#[derive(Debug, Clone, Copy)]
+pub enum Events<'a> {
+    All,
+    /// Only the events of these streams.
+    Streams(&'a [String]),
+    /// Only the events of these accounts.
+    Accounts(&'a [String]),
 }
 
 /// The last point of the log a fold includes.
 #[derive(Debug, Clone, Copy)]
 pub enum Until<'a> {
-    /// Events with `seq <= n`.
+    /// Every event (of the caller's snapshot).
+    End,
+    /// Events with `seq <= n`: positions in one account's log, so only for a selection of
+    /// that account's streams.
     Seq(u64),
     /// Events recorded at or before this time, written as `log::format_time` writes
     /// `recorded_at` (so that text order is time order).
@@ -101,6 +113,7 @@ impl Until<'_> {
     /// The SQL condition on `events`, with the bound as parameter `?2`.
     pub fn condition(&self) -> &'static str {
         match self {
+            Until::End => "?2 IS NULL",
             Until::Seq(_) => "seq <= ?2",
             Until::RecordedAt(_) => "recorded_at <= ?2",
         }
@@ -109,37 +122,41 @@ impl Until<'_> {
     /// The bound, for parameter `?2`.
     pub fn bound(&self) -> rusqlite::types::Value {
         match self {
+            Until::End => rusqlite::types::Value::Null,
             Until::Seq(seq) => rusqlite::types::Value::Integer(i64::try_from(*seq).unwrap_or(i64::MAX)),
             Until::RecordedAt(time) => rusqlite::types::Value::Text(time.to_string()),
         }
     }
 }
 
-/// Replays the `events` of `source` onto `target` in seq order, streaming them and reading only
-/// what projections need. Returns the number of events applied.
+/// Replays the `events` of `source` onto `target` in the order they were committed (store-wide
+/// `id`; within an account, seq order), streaming them and reading only what projections need.
+/// Returns the number of events applied.
 pub fn replay(
     source: &Connection,
     target: &mut impl Tables,
     events: Selection<'_>,
 ) -> Result<u64, StoreError> {
-    // Two statements rather than one with an optional filter: SQLite plans a statement once,
-    // and only the one that names the streams can use the `(stream, stream_version)` index.
-    let streams = match events.streams {
-        None => "?1 IS NULL",
-        Some(_) => "stream IN (SELECT value FROM json_each(?1))",
+    // A statement for each kind of selection rather than one with an optional filter: SQLite
+    // plans a statement once, and only one that names the streams (or the accounts) can use
+    // their index.
+    let (filter, names) = match events.events {
+        Events::All => ("?1 IS NULL", None),
+        Events::Streams(names) => ("stream IN (SELECT value FROM json_each(?1))", Some(names)),
+        Events::Accounts(names) => ("account IN (SELECT value FROM json_each(?1))", Some(names)),
     };
     let mut statement = source.prepare(&format!(
-        "SELECT seq, account, event_type, data, recorded_at FROM events WHERE {streams} AND {} ORDER BY seq",
+        "SELECT id, account, event_type, data, recorded_at FROM events WHERE {filter} AND {} ORDER BY id",
         events.until.condition()
     ))?;
-    let names = events.streams.map(|names| serde_json::to_string(names).expect("names serialize"));
+    let names = names.map(|names| serde_json::to_string(names).expect("names serialize"));
     let mut rows = statement.query(rusqlite::params![names, events.until.bound()])?;
     let mut applied = 0;
     while let Some(row) = rows.next()? {
-        let seq: u64 = row.get(0)?;
+        let id: u64 = row.get(0)?;
         let text = |index| row.get_ref(index).and_then(|value| value.as_str().map_err(Into::into));
         let event = Event::decode(text(2)?, text(3)?)
-            .map_err(|error| StoreError::Corrupt(format!("event {seq}: {error}")))?;
+            .map_err(|error| StoreError::Corrupt(format!("event id {id}: {error}")))?;
         apply_event(target, &EventRef { account: text(1)?, recorded_at: text(4)?, event: &event })?;
         applied += 1;
     }
@@ -154,10 +171,11 @@ pub fn clear(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Folds the log up to `up_to` into projection tables held in memory.
-pub fn fold(source: &Connection, up_to: u64) -> Result<(MemoryTables, u64), StoreError> {
+/// Folds the log (`Events::All`, or some accounts' logs) into projection tables held in memory.
+/// Run it inside a read transaction, so that it folds one snapshot.
+pub fn fold(source: &Connection, events: Events<'_>) -> Result<(MemoryTables, u64), StoreError> {
     let mut tables = MemoryTables::default();
-    let applied = replay(source, &mut tables, Selection { streams: None, until: Until::Seq(up_to) })?;
+    let applied = replay(source, &mut tables, Selection { events, until: Until::End })?;
     Ok((tables, applied))
 }
 
@@ -171,7 +189,7 @@ pub fn rebuild(conn: &mut Connection) -> Result<u64, StoreError> {
 
 /// `rebuild` inside the caller's transaction (a migration's, so that the two commit together).
 pub fn rebuild_within(tx: &Connection) -> Result<u64, StoreError> {
-    let (tables, applied) = fold(tx, log::last_seq(tx)?)?;
+    let (tables, applied) = fold(tx, Events::All)?;
     clear(tx)?;
     tables.write_to(tx)?;
     Ok(applied)

@@ -1,10 +1,12 @@
-//! The hash chain that makes the log tamper-evident (docs/AUDIT.md).
+//! The hash chains that make the log tamper-evident (docs/AUDIT.md): one per account.
 //!
 //! Every event stores `payload_hash`, the sha256 of its `data`, and `hash`, the sha256 of the
-//! previous event's `hash` and of its own columns with the payload counted by `payload_hash`.
-//! Changing any stored column breaks the event's own link or, for `hash`, the next one. An
-//! erasure replaces a payload but keeps `payload_hash`, so the chain still links; the erasure
-//! event records the sha256 of each redacted payload, and that event is itself in the chain.
+//! hash of the account's previous event and of its own columns, with the payload counted by
+//! `payload_hash`. Changing any stored column breaks the event's own link or, for `hash`, the
+//! next one. An erasure replaces a payload but keeps `payload_hash`, so the chain still links;
+//! the erasure event records the sha256 of each redacted payload, and that event is itself in
+//! the chain. The store-wide `id` is not hashed: an account's chain is the same in any store
+//! it is moved to.
 
 use std::collections::HashMap;
 
@@ -16,12 +18,13 @@ use crate::domain::Event;
 
 pub type Hash = [u8; 32];
 
-/// The `hash` before the first event.
+/// The `hash` before an account's first event.
 pub const GENESIS: Hash = [0; 32];
 
 /// The columns of one event row as stored, apart from its payload and hashes.
 #[derive(Debug, Clone, Copy)]
 pub struct Columns<'a> {
+    /// The event's position in its account's log.
     pub seq: u64,
     pub account: &'a str,
     pub stream: &'a str,
@@ -59,20 +62,36 @@ pub fn link(previous: &Hash, columns: &Columns<'_>, payload_hash: &Hash) -> Hash
     hasher.finalize().into()
 }
 
-/// The hash of the last event (`GENESIS` for an empty log).
-pub fn head(conn: &Connection) -> Result<Hash, StoreError> {
-    let stored: Option<Vec<u8>> = conn
-        .query_row("SELECT hash FROM events ORDER BY seq DESC LIMIT 1", [], |row| row.get(0))
-        .optional()?;
-    match stored {
-        None => Ok(GENESIS),
-        Some(bytes) => bytes.try_into().map_err(|_| StoreError::Corrupt("the last event has no hash".into())),
-    }
+/// The last event of an account's log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: Hash,
+    pub recorded_at: String,
 }
 
+/// The head of `account`'s log; `None` for an account without events.
+pub fn head(conn: &Connection, account: &str) -> Result<Option<Head>, StoreError> {
+    let stored: Option<(u64, Vec<u8>, String)> = conn
+        .prepare_cached(
+            "SELECT seq, hash, recorded_at FROM events WHERE account = ?1 ORDER BY seq DESC LIMIT 1",
+        )?
+        .query_row([account], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .optional()?;
+    stored
+        .map(|(seq, hash, recorded_at)| {
+            let hash = hash.try_into().map_err(|_| {
+                StoreError::Corrupt(format!("account {account}: event {seq} has no hash"))
+            })?;
+            Ok(Head { seq, hash, recorded_at })
+        })
+        .transpose()
+}
+
+/// Every column of an event row but the store-wide `id`, in the order `read_row` reads.
 const SELECT_ROWS: &str =
     "SELECT seq, account, stream, stream_version, event_type, event_version, data, meta,
-        recorded_at, payload_hash, hash FROM events ORDER BY seq";
+        recorded_at, payload_hash, hash FROM events";
 
 /// The columns and the payload of a row of `SELECT_ROWS`.
 fn read_row<'r>(row: &'r rusqlite::Row<'_>) -> Result<(Columns<'r>, &'r str), StoreError> {
@@ -90,42 +109,109 @@ fn read_row<'r>(row: &'r rusqlite::Row<'_>) -> Result<(Columns<'r>, &'r str), St
     Ok((columns, text(6)?))
 }
 
-/// Hashes the events written before the chain existed (migration 0005), in seq order.
-pub fn backfill(conn: &Connection) -> Result<(), StoreError> {
-    let mut previous = GENESIS;
-    let mut update = conn.prepare("UPDATE events SET payload_hash = ?1, hash = ?2 WHERE seq = ?3")?;
-    let mut select = conn.prepare(SELECT_ROWS)?;
+/// Migration 0007: copies the store-wide log into `events_per_account`, numbering each
+/// account's events 1, 2, 3 … in the old order and chaining them per account. The store-wide
+/// seq becomes the internal `id`. Erasure records name the events they redacted by position,
+/// so their payloads are renumbered too (and hashed anew); every other payload keeps the hash
+/// it was first written with, so redacted payloads still link. The old chain's head is kept
+/// in `global_chain_heads` and logged.
+pub fn split_per_account(conn: &Connection) -> Result<(), StoreError> {
+    let mut heads: HashMap<String, (u64, Hash)> = HashMap::new();
+    let mut insert = conn.prepare(
+        "INSERT INTO events_per_account (id, account, seq, stream, stream_version, event_type,
+             event_version, data, meta, recorded_at, payload_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?;
+    let mut position = conn.prepare("SELECT seq FROM events_per_account WHERE id = ?1")?;
+    let mut select = conn.prepare(&format!("{SELECT_ROWS} ORDER BY seq"))?;
     let mut rows = select.query([])?;
+    let mut old_head: Option<(u64, Vec<u8>)> = None;
     while let Some(row) = rows.next()? {
-        let (columns, data) = read_row(row)?;
-        let payload = payload_hash(data);
-        previous = link(&previous, &columns, &payload);
-        update.execute(params![payload.as_slice(), previous.as_slice(), columns.seq])?;
+        let (old, data) = read_row(row)?;
+        let id = old.seq;
+        let stored_payload: Vec<u8> = row.get(9)?;
+        let (data, payload) = if ERASURE_TYPES.contains(&old.event_type) {
+            let mut event = Event::decode(old.event_type, data)
+                .map_err(|error| StoreError::Corrupt(format!("event {id}: {error}")))?;
+            for redaction in redactions_mut(&mut event) {
+                redaction.seq = position.query_row([redaction.seq], |row| row.get(0))?;
+            }
+            let renumbered = event.data_json();
+            let payload = payload_hash(&renumbered);
+            (renumbered, payload)
+        } else {
+            let payload = stored_payload.as_slice().try_into().unwrap_or_else(|_| payload_hash(data));
+            (data.to_string(), payload)
+        };
+        let head = heads.entry(old.account.to_string()).or_insert((0, GENESIS));
+        let columns = Columns { seq: head.0 + 1, ..old };
+        let hash = link(&head.1, &columns, &payload);
+        *head = (columns.seq, hash);
+        insert.execute(params![
+            id,
+            columns.account,
+            columns.seq,
+            columns.stream,
+            columns.stream_version,
+            columns.event_type,
+            columns.event_version,
+            data,
+            columns.meta,
+            columns.recorded_at,
+            payload.as_slice(),
+            hash.as_slice(),
+        ])?;
+        old_head = Some((id, row.get(10)?));
+    }
+    // A log chained before (not one that 0005 hashed in this same run) had a head someone may keep.
+    if let Some((last_seq, head)) = old_head.filter(|(_, head)| head.len() == 32) {
+        conn.execute(
+            "INSERT INTO global_chain_heads (last_seq, head, migrated_at) VALUES (?1, ?2, ?3)",
+            params![last_seq, head, chrono::Utc::now().to_rfc3339()],
+        )?;
+        tracing::info!(
+            last_seq,
+            head = hex::encode(&head),
+            accounts = heads.len(),
+            "split the store-wide hash chain into one chain per account; its last head is kept in global_chain_heads"
+        );
     }
     Ok(())
 }
 
-/// What a walk of the chain found.
+/// Where the store-wide chain ended when migration 0007 split it per account (`None` for a store
+/// created since, or whose log was empty then).
+pub fn global_head(conn: &Connection) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+    let head = conn
+        .query_row("SELECT last_seq, head FROM global_chain_heads", [], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    Ok(head)
+}
+
+/// What a walk of one account's chain found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChainReport {
+    pub account: String,
     pub events: u64,
-    /// Seq and hash of the last event: keep them elsewhere to detect a later truncation.
+    /// Position and hash of the account's last event: keep them elsewhere (or keep a signed
+    /// head) to detect a later truncation.
     pub last_seq: u64,
     pub head: Hash,
-    /// The first event that does not verify, and why.
+    /// The first event that does not verify (its position), and why.
     pub first_bad: Option<(u64, String)>,
 }
 
-/// Walks the whole log in seq order, recomputing every payload hash and link. Run it inside a
-/// read transaction so that it sees one snapshot.
-pub fn verify(conn: &Connection) -> Result<ChainReport, StoreError> {
-    let mut report = ChainReport { events: 0, last_seq: 0, head: GENESIS, first_bad: None };
+/// Walks `account`'s chain in position order, recomputing every payload hash and link. Run it
+/// inside a read transaction so that it sees one snapshot.
+pub fn verify(conn: &Connection, account: &str) -> Result<ChainReport, StoreError> {
+    let mut report =
+        ChainReport { account: account.to_string(), events: 0, last_seq: 0, head: GENESIS, first_bad: None };
     // Payloads whose hash no longer matches: sound only if a later erasure redacted them to
     // exactly this content.
     let mut changed: Vec<(u64, Hash)> = Vec::new();
     let mut redacted: HashMap<u64, Hash> = HashMap::new();
-    let mut select = conn.prepare(SELECT_ROWS)?;
-    let mut rows = select.query([])?;
+    let mut select = conn.prepare_cached(&format!("{SELECT_ROWS} WHERE account = ?1 ORDER BY seq"))?;
+    let mut rows = select.query([account])?;
     let bad = |seq: u64, why: String, report: &mut ChainReport| {
         if report.first_bad.as_ref().is_none_or(|(first, _)| seq < *first) {
             report.first_bad = Some((seq, why));
@@ -135,11 +221,8 @@ pub fn verify(conn: &Connection) -> Result<ChainReport, StoreError> {
         let (columns, data) = read_row(row)?;
         let seq = columns.seq;
         if seq != report.last_seq + 1 {
-            bad(
-                report.last_seq + 1,
-                format!("events {} to {} are missing", report.last_seq + 1, seq - 1),
-                &mut report,
-            );
+            let why = format!("events {} to {} are missing", report.last_seq + 1, seq.wrapping_sub(1));
+            bad(report.last_seq + 1, why, &mut report);
         }
         let stored_payload: Vec<u8> = row.get(9)?;
         let stored_hash: Vec<u8> = row.get(10)?;
@@ -154,7 +237,7 @@ pub fn verify(conn: &Connection) -> Result<ChainReport, StoreError> {
         }
         if ERASURE_TYPES.contains(&columns.event_type) {
             match Event::decode(columns.event_type, data) {
-                Ok(event) => redacted.extend(erasure_list(&event)),
+                Ok(mut event) => redacted.extend(erasure_list(&mut event)),
                 Err(error) => bad(seq, format!("its payload does not read: {error}"), &mut report),
             }
         }
@@ -170,18 +253,34 @@ pub fn verify(conn: &Connection) -> Result<ChainReport, StoreError> {
     Ok(report)
 }
 
+/// Every account that has events, in order.
+pub fn accounts(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut statement = conn.prepare("SELECT DISTINCT account FROM events ORDER BY account")?;
+    let rows = statement.query_map([], |row| row.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Walks every account's chain (`ctxd verify --chain`), in account order.
+pub fn verify_all(conn: &Connection) -> Result<Vec<ChainReport>, StoreError> {
+    accounts(conn)?.iter().map(|account| verify(conn, account)).collect()
+}
+
 /// The event types that record an erasure.
 const ERASURE_TYPES: &[&str] = &["CustomerErased", "SessionErased"];
 
+/// The redactions an erasure event records (none for any other event).
+fn redactions_mut(event: &mut Event) -> &mut [crate::domain::erasure::Redaction] {
+    match event {
+        Event::CustomerErased(erased) => &mut erased.redacted,
+        Event::SessionErased(erased) => &mut erased.redacted,
+        _ => &mut [],
+    }
+}
+
 /// The payloads an erasure event redacted, with the sha256 of each redacted form.
-fn erasure_list(event: &Event) -> Vec<(u64, Hash)> {
-    let redactions = match event {
-        Event::CustomerErased(erased) => &erased.redacted,
-        Event::SessionErased(erased) => &erased.redacted,
-        _ => return Vec::new(),
-    };
+fn erasure_list(event: &mut Event) -> Vec<(u64, Hash)> {
     let decode = |text: &str| -> Option<Hash> { hex::decode(text).ok()?.try_into().ok() };
-    redactions.iter().filter_map(|r| Some((r.seq, decode(&r.redacted_sha256)?))).collect()
+    redactions_mut(event).iter().filter_map(|r| Some((r.seq, decode(&r.redacted_sha256)?))).collect()
 }
 
 #[cfg(test)]
@@ -189,74 +288,157 @@ mod tests {
     use super::*;
     use crate::store::migrations::{MIGRATIONS, migrate};
 
-    /// A store written before the chain existed (schema 4), with three events.
-    fn store_before_the_chain() -> Connection {
+    /// A store as the release before per-account logs wrote it (schema 6): one store-wide seq
+    /// and chain over `events`, each `(account, stream, event type, payload)`.
+    fn store_at_schema_6(events: &[(&str, &str, &str, &str)]) -> Connection {
+        store_at(6, events)
+    }
+
+    /// A store at schema `version`, 4 (before the chain) or 6.
+    fn store_at(version: u32, events: &[(&str, &str, &str, &str)]) -> Connection {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
             .unwrap();
-        for migration in MIGRATIONS.iter().filter(|m| m.version <= 4) {
+        let chained = version >= 6;
+        for migration in MIGRATIONS.iter().filter(|m| m.version <= version) {
             conn.execute_batch(migration.sql).unwrap();
-            conn.execute(
-                "INSERT INTO schema_version VALUES (?1, ?2, 'then')",
-                (migration.version, migration.name),
-            )
-            .unwrap();
+            conn.execute("INSERT INTO schema_version VALUES (?1, ?2, 'then')", (migration.version, migration.name))
+                .unwrap();
         }
-        for seq in 1..=3 {
+        let mut previous = GENESIS;
+        let mut versions: HashMap<&str, u64> = HashMap::new();
+        for (index, (account, stream, event_type, data)) in events.iter().enumerate() {
+            let version = versions.entry(stream).and_modify(|v| *v += 1).or_insert(1);
+            let columns = Columns {
+                seq: index as u64 + 1,
+                account,
+                stream,
+                stream_version: *version,
+                event_type,
+                event_version: 1,
+                meta: r#"{"actor":"admin"}"#,
+                recorded_at: "2026-01-01T00:00:00.000000Z",
+            };
+            let payload = payload_hash(data);
+            previous = link(&previous, &columns, &payload);
+            let (payload, hash) = (payload.to_vec(), previous.to_vec());
+            let mut values = params![
+                columns.seq,
+                account,
+                stream,
+                columns.stream_version,
+                event_type,
+                data,
+                columns.meta,
+                columns.recorded_at,
+                payload,
+                hash
+            ]
+            .to_vec();
+            let (hashed, hashes) = match chained {
+                true => (", payload_hash, hash", ", ?9, ?10"),
+                false => {
+                    values.truncate(8);
+                    ("", "")
+                }
+            };
             conn.execute(
-                "INSERT INTO events (seq, account, stream, stream_version, event_type, event_version, data, meta, recorded_at)
-                 VALUES (?1, 'a', 'account/a', ?1, 'AccountCreated', 1, '{\"account_id\":\"a\"}', '{\"actor\":\"admin\"}',
-                         '2026-01-01T00:00:00.000000Z')",
-                [seq],
+                &format!(
+                    "INSERT INTO events (seq, account, stream, stream_version, event_type, event_version, data,
+                                         meta, recorded_at{hashed}) VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8{hashes})"
+                ),
+                values.as_slice(),
             )
             .unwrap();
         }
         conn
     }
 
+    const CREATED_A: (&str, &str, &str, &str) =
+        ("a", "account/a", "AccountCreated", r#"{"account_id":"a"}"#);
+    const CREATED_B: (&str, &str, &str, &str) =
+        ("b", "account/b", "AccountCreated", r#"{"account_id":"b"}"#);
+
+    fn positions(conn: &Connection) -> Vec<(u64, String, u64)> {
+        let mut statement = conn.prepare("SELECT id, account, seq FROM events ORDER BY id").unwrap();
+        statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))).unwrap().map(Result::unwrap).collect()
+    }
+
     #[test]
-    fn migrating_an_existing_log_chains_it_and_then_keeps_it_append_only() {
-        let mut conn = store_before_the_chain();
+    fn migrating_a_store_wide_log_numbers_and_chains_each_account_and_keeps_the_old_head() {
+        fn patch(account: &'static str, value: &'static str) -> (&'static str, &'static str, &'static str, &'static str) {
+            (account, if account == "a" { "ctx/a/ns/s" } else { "ctx/b/ns/s" }, "PropertiesPatched", value)
+        }
+        let events = [
+            CREATED_A,
+            CREATED_B,
+            patch("a", r#"{"namespace":"ns","session_id":"s","properties":{"x":1},"expires_at":null}"#),
+            patch("b", r#"{"namespace":"ns","session_id":"s","properties":{"y":1},"expires_at":null}"#),
+            patch("a", r#"{"namespace":"ns","session_id":"s","properties":{"x":2},"expires_at":null}"#),
+        ];
+        let mut conn = store_at_schema_6(&events);
+        let old_head: Vec<u8> = conn.query_row("SELECT hash FROM events WHERE seq = 5", [], |row| row.get(0)).unwrap();
         migrate(&mut conn).unwrap();
-        let report = verify(&conn).unwrap();
-        assert_eq!((report.events, report.last_seq, report.first_bad.clone()), (3, 3, None));
-        let columns = Columns {
-            seq: 1,
-            account: "a",
-            stream: "account/a",
-            stream_version: 1,
-            event_type: "AccountCreated",
-            event_version: 1,
-            meta: r#"{"actor":"admin"}"#,
-            recorded_at: "2026-01-01T00:00:00.000000Z",
-        };
-        let first: Vec<u8> =
-            conn.query_row("SELECT hash FROM events WHERE seq = 1", [], |row| row.get(0)).unwrap();
-        assert_eq!(first, link(&GENESIS, &columns, &payload_hash(r#"{"account_id":"a"}"#)));
-        assert_eq!(head(&conn).unwrap(), report.head);
-        for sql in
-            ["UPDATE events SET hash = x'00' WHERE seq = 2", "UPDATE events SET data = '{}' WHERE seq = 2"]
-        {
+        let expected = [(1, "a", 1), (2, "b", 1), (3, "a", 2), (4, "b", 2), (5, "a", 3)];
+        let expected: Vec<(u64, String, u64)> =
+            expected.iter().map(|(id, account, seq)| (*id, account.to_string(), *seq)).collect();
+        assert_eq!(positions(&conn), expected);
+        for (account, events) in [("a", 3), ("b", 2)] {
+            let report = verify(&conn, account).unwrap();
+            assert_eq!((report.events, report.last_seq, report.first_bad), (events, events, None), "{account}");
+            assert_eq!(head(&conn, account).unwrap().unwrap().hash, report.head);
+        }
+        let (last_seq, head): (u64, Vec<u8>) =
+            conn.query_row("SELECT last_seq, head FROM global_chain_heads", [], |row| Ok((row.get(0)?, row.get(1)?))).unwrap();
+        assert_eq!((last_seq, head), (5, old_head));
+        // Still append-only, the new position column included.
+        for sql in ["UPDATE events SET seq = 9 WHERE id = 2", "UPDATE events SET data = '{}' WHERE id = 2", "DELETE FROM events"] {
             let error = conn.execute(sql, []).unwrap_err().to_string();
             assert!(error.contains("append-only"), "{error}");
         }
     }
 
     #[test]
-    fn a_missing_event_and_a_redaction_without_a_record_are_reported() {
-        let mut conn = store_before_the_chain();
+    fn a_store_from_before_the_chain_is_chained_per_account() {
+        // Schema 4 had no hashes: 0005 to 0008 run in one go.
+        let mut conn = store_at(4, &[CREATED_A, CREATED_B]);
         migrate(&mut conn).unwrap();
-        conn.execute_batch("DROP TRIGGER events_are_append_only_delete; DELETE FROM events WHERE seq = 2")
-            .unwrap();
-        let report = verify(&conn).unwrap();
-        assert_eq!(report.first_bad.map(|(seq, _)| seq), Some(2));
+        let first = Columns {
+            seq: 1,
+            account: "b",
+            stream: "account/b",
+            stream_version: 1,
+            event_type: "AccountCreated",
+            event_version: 1,
+            meta: r#"{"actor":"admin"}"#,
+            recorded_at: "2026-01-01T00:00:00.000000Z",
+        };
+        let expected = link(&GENESIS, &first, &payload_hash(r#"{"account_id":"b"}"#));
+        assert_eq!(verify(&conn, "b").unwrap().head, expected);
+        let kept: u64 = conn.query_row("SELECT count(*) FROM global_chain_heads", [], |row| row.get(0)).unwrap();
+        assert_eq!(kept, 0, "no one kept a head of a log that had none");
+    }
 
-        let mut conn = store_before_the_chain();
+    #[test]
+    fn a_missing_event_and_a_redaction_without_a_record_are_reported_in_their_account_only() {
+        let mut conn = store_at_schema_6(&[CREATED_A, CREATED_B, CREATED_A]);
+        migrate(&mut conn).unwrap();
+        // (The second AccountCreated of `a` shares a stream version with the first in no real log;
+        // the chain does not care.)
+        conn.execute_batch("DROP TRIGGER events_are_append_only_delete; DELETE FROM events WHERE account = 'a' AND seq = 1")
+            .unwrap();
+        let report = verify(&conn, "a").unwrap();
+        assert_eq!(report.first_bad.map(|(seq, _)| seq), Some(1));
+        assert_eq!(verify(&conn, "b").unwrap().first_bad, None);
+
+        let mut conn = store_at_schema_6(&[CREATED_A, CREATED_B, CREATED_A]);
         migrate(&mut conn).unwrap();
         // The erasure door alone (a permit row, as an erasure opens it) does not make a
         // redaction valid: the chain wants an erasure event that records it.
-        crate::store::log::redact_payload(&conn, 3, r#"{"account_id":"[erased]"}"#).unwrap();
-        let report = verify(&conn).unwrap();
-        assert_eq!(report.first_bad.map(|(seq, _)| seq), Some(3));
+        crate::store::log::redact_payload(&conn, "a", 2, r#"{"account_id":"[erased]"}"#).unwrap();
+        let reports = verify_all(&conn).unwrap();
+        let bad: Vec<(String, Option<u64>)> =
+            reports.into_iter().map(|r| (r.account, r.first_bad.map(|(seq, _)| seq))).collect();
+        assert_eq!(bad, [("a".to_string(), Some(2)), ("b".to_string(), None)]);
     }
 }

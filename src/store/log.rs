@@ -11,6 +11,9 @@ use crate::domain::{Event, StreamVersion};
 /// An event as stored in the log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordedEvent {
+    /// Store-wide commit order: internal, never shown by the API.
+    pub id: u64,
+    /// Position in its account's log (1, 2, 3 …): the `seq` the API shows.
     pub seq: u64,
     pub account: String,
     pub stream: String,
@@ -37,15 +40,25 @@ pub fn stream_version(conn: &Connection, stream: &str) -> Result<StreamVersion, 
     Ok(version.unwrap_or(0))
 }
 
-/// Highest seq in the log (0 when empty).
-pub fn last_seq(conn: &Connection) -> Result<u64, StoreError> {
-    let seq: Option<u64> =
-        conn.query_row("SELECT max(seq) FROM events", [], |row| row.get(0)).optional()?.flatten();
+/// Highest store-wide id in the log (0 when empty): internal, never shown by the API.
+pub fn last_id(conn: &Connection) -> Result<u64, StoreError> {
+    let id: Option<u64> =
+        conn.query_row("SELECT max(id) FROM events", [], |row| row.get(0)).optional()?.flatten();
+    Ok(id.unwrap_or(0))
+}
+
+/// Position of `account`'s last event (0 when it has none).
+pub fn last_seq(conn: &Connection, account: &str) -> Result<u64, StoreError> {
+    let seq: Option<u64> = conn
+        .prepare_cached("SELECT max(seq) FROM events WHERE account = ?1")?
+        .query_row([account], |row| row.get(0))
+        .optional()?
+        .flatten();
     Ok(seq.unwrap_or(0))
 }
 
-/// Inserts one event row chained to `previous`, the hash of the event before it, and answers
-/// the new event's hash.
+/// Inserts one event row chained to `previous`, the hash of its account's event before it, and
+/// answers the new event's hash.
 pub fn append(conn: &Connection, recorded: &RecordedEvent, previous: &Hash) -> Result<Hash, StoreError> {
     let data = recorded.event.data_json();
     let recorded_at = format_time(recorded.recorded_at);
@@ -63,8 +76,8 @@ pub fn append(conn: &Connection, recorded: &RecordedEvent, previous: &Hash) -> R
     let hash = chain::link(previous, &columns, &payload_hash);
     conn.prepare_cached(
         "INSERT INTO events (seq, account, stream, stream_version, event_type, event_version, data, meta,
-                             recorded_at, payload_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                             recorded_at, payload_hash, hash, id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?
     .execute(params![
         columns.seq,
@@ -78,24 +91,28 @@ pub fn append(conn: &Connection, recorded: &RecordedEvent, previous: &Hash) -> R
         recorded_at,
         payload_hash.as_slice(),
         hash.as_slice(),
+        recorded.id,
     ])?;
     Ok(hash)
 }
 
-/// Replaces the payload of event `seq` with its redacted form: the one change the log allows,
+/// Replaces the payload of `account`'s event `seq` with its redacted form: the one change the log allows,
 /// made only for an erasure (`domain::erasure`). Its `payload_hash` and `hash` stay, so the
 /// chain still links; the erasure event records the sha256 of the new payload.
-pub fn redact_payload(conn: &Connection, seq: u64, redacted: &str) -> Result<(), StoreError> {
+pub fn redact_payload(conn: &Connection, account: &str, seq: u64, redacted: &str) -> Result<(), StoreError> {
     conn.execute("INSERT INTO erasure_in_progress (only) VALUES (1)", [])?;
-    let changed = conn.execute("UPDATE events SET data = ?1 WHERE seq = ?2", params![redacted, seq])?;
+    let changed = conn.execute(
+        "UPDATE events SET data = ?1 WHERE account = ?2 AND seq = ?3",
+        params![redacted, account, seq],
+    )?;
     conn.execute("DELETE FROM erasure_in_progress", [])?;
     if changed != 1 {
-        return Err(StoreError::Corrupt(format!("event {seq} to redact is not in the log")));
+        return Err(StoreError::Corrupt(format!("event {seq} of {account} to redact is not in the log")));
     }
     Ok(())
 }
 
-/// Seq, type and payload of every event of the streams named, in seq order.
+/// Seq, type and payload of every event of the streams named (all of one account), in seq order.
 pub fn stream_payloads(
     conn: &Connection,
     streams: &[String],
@@ -149,16 +166,17 @@ const FEED_BY_ACCOUNT: &str =
      ORDER BY seq LIMIT ?5";
 
 /// The feed of one stream, on the stream's own index: within a stream, seq order is
-/// stream_version order, and the index holds the seq. (`+account` keeps SQLite from choosing
-/// the account's index, which would read every event of the account.)
+/// stream_version order. (`+account` keeps SQLite from choosing the account's index, which
+/// would read every event of the account.)
 const FEED_BY_STREAM: &str =
     "SELECT seq, stream, stream_version, event_type, event_version, data, meta, recorded_at, hash
      FROM events
      WHERE stream = ?3 AND seq > ?2 AND +account = ?1 AND (?4 IS NULL OR event_type = ?4)
      ORDER BY stream_version LIMIT ?5";
 
-/// Up to `limit` events of `account` with `seq > after`, in seq order. Seqs are assigned by
-/// the one writer and become visible a whole commit at a time, so `after` is a stable cursor.
+/// Up to `limit` events of `account` with `seq > after`, in seq order. An account's positions
+/// are assigned by the one writer and become visible a whole commit at a time, so `after` is a
+/// stable cursor.
 pub fn read_feed(
     conn: &Connection,
     account: &str,
@@ -188,42 +206,6 @@ pub fn read_feed(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Up to `limit` events with `after < seq <= up_to`, in seq order.
-pub fn read_range(
-    conn: &Connection,
-    after: u64,
-    up_to: u64,
-    limit: usize,
-) -> Result<Vec<RecordedEvent>, StoreError> {
-    let mut statement = conn.prepare_cached(
-        "SELECT seq, account, stream, stream_version, event_type, data, meta, recorded_at
-         FROM events WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
-    )?;
-    let rows = statement.query_map(params![after, up_to, limit as i64], |row| {
-        Ok((
-            row.get::<_, u64>(0)?,
-            row.get::<_, String>(1)?,
-            row.get::<_, String>(2)?,
-            row.get::<_, u64>(3)?,
-            row.get::<_, String>(4)?,
-            row.get::<_, String>(5)?,
-            row.get::<_, String>(6)?,
-            row.get::<_, String>(7)?,
-        ))
-    })?;
-    let mut events = Vec::with_capacity(limit.min(65_536));
-    for row in rows {
-        let (seq, account, stream, stream_version, event_type, data, meta, recorded_at) = row?;
-        let event = Event::decode(&event_type, &data)
-            .map_err(|error| StoreError::Corrupt(format!("event {seq}: {error}")))?;
-        let recorded_at = DateTime::parse_from_rfc3339(&recorded_at)
-            .map_err(|error| StoreError::Corrupt(format!("event {seq}: recorded_at: {error}")))?
-            .with_timezone(&Utc);
-        events.push(RecordedEvent { seq, account, stream, stream_version, event, meta, recorded_at });
-    }
-    Ok(events)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,9 +221,9 @@ mod tests {
             rows.unwrap().map(Result::unwrap).collect::<Vec<_>>().join("; ")
         };
         let by_account = plan(FEED_BY_ACCOUNT);
-        assert!(by_account.contains("events_by_account (account=? AND seq>?)"), "{by_account}");
+        assert!(by_account.contains("(account=? AND seq>?)"), "{by_account}");
         let by_stream = plan(FEED_BY_STREAM);
-        assert!(by_stream.contains("sqlite_autoindex_events_1 (stream=?"), "{by_stream}");
+        assert!(by_stream.contains("(stream=?"), "{by_stream}");
         for plan in [by_account, by_stream] {
             assert!(!plan.contains("TEMP B-TREE") && !plan.contains("SCAN"), "{plan}");
         }

@@ -55,12 +55,27 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0005_chain.sql",
         sql: include_str!("../../migrations/0005_chain.sql"),
         rebuilds_projections: false,
-        then: Some(super::chain::backfill),
+        // Hashed by 0007, which chains each account's events anew.
+        then: None,
     },
     Migration {
         version: 6,
         name: "0006_append_only.sql",
         sql: include_str!("../../migrations/0006_append_only.sql"),
+        rebuilds_projections: false,
+        then: None,
+    },
+    Migration {
+        version: 7,
+        name: "0007_account_logs.sql",
+        sql: include_str!("../../migrations/0007_account_logs.sql"),
+        rebuilds_projections: false,
+        then: Some(super::chain::split_per_account),
+    },
+    Migration {
+        version: 8,
+        name: "0008_account_logs_in_place.sql",
+        sql: include_str!("../../migrations/0008_account_logs_in_place.sql"),
         rebuilds_projections: false,
         then: None,
     },

@@ -97,7 +97,7 @@ pub struct Outcome {
     pub version: StreamVersion,
     /// Number of events appended.
     pub appended: usize,
-    /// Seq of the last event appended, if any.
+    /// Position in its account's log of the last event appended, if any.
     pub last_seq: Option<u64>,
     /// The id the command gave what it created (a service, state, task or customer), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -117,13 +117,13 @@ pub struct KeyOwner {
 /// Active API keys by their sha256, refreshed by the writer after it commits key events.
 pub type KeyRing = RwLock<std::collections::HashMap<String, KeyOwner>>;
 
-/// What the event feed's followers watch: the log's last committed seq, which accounts the
-/// latest commit wrote to, and whether the server is stopping (followers then end their streams
-/// so that the HTTP server can drain).
+/// What the event feed's followers watch: the log's last committed store-wide id, which accounts
+/// the latest commit wrote to, and whether the server is stopping (followers then end their
+/// streams so that the HTTP server can drain). Ids are internal: followers only compare them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FeedHead {
-    pub last_seq: u64,
-    /// The seq just before the latest commit's first event.
+    pub last_id: u64,
+    /// The id just before the latest commit's first event.
     pub commit_after: u64,
     /// The accounts whose events the latest commit appended: a follower that had read up to
     /// `commit_after` has nothing to read unless its account is one of them.
@@ -209,11 +209,11 @@ impl Store {
         let path = database_path(data_dir);
         let conn = open_writer_connection(&path, config.synchronous_full)?;
         let keys = Arc::new(RwLock::new(crate::projections::accounts::active_keys(&conn)?));
-        let last_seq = log::last_seq(&conn)?;
-        metrics.set_log_length(last_seq);
+        let last_id = log::last_id(&conn)?;
+        metrics.set_log_length(last_id);
         let feed = Arc::new(watch::Sender::new(FeedHead {
-            last_seq,
-            commit_after: last_seq,
+            last_id,
+            commit_after: last_id,
             ..FeedHead::default()
         }));
         let (sender, receiver) = mpsc::channel(config.queue_capacity);

@@ -1,12 +1,14 @@
 //! `ctxd export` and `ctxd import`: the event log as NDJSON, one event per line with every
-//! stored column, so that a store can be archived, inspected with ordinary tools, or moved and
-//! rebuilt elsewhere (docs/AUDIT.md).
+//! stored column (but the internal store-wide id), so that a store or one account's log can be
+//! archived, inspected with ordinary tools, or moved to another store and rebuilt there
+//! (docs/AUDIT.md).
 //!
 //! `data` and `meta` travel as raw JSON: an export writes exactly the stored text and an import
 //! stores exactly the text it reads, never re-serialized, so every payload hash and link of the
 //! chain is the same on both sides and the imported chain verifies.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 use std::io::{BufRead, Write};
 use std::ops::Range;
@@ -20,13 +22,16 @@ use serde_json::value::RawValue;
 use super::StoreError;
 use super::chain::{self, Hash};
 use super::log;
+use crate::domain::Event;
+use crate::projections::Events;
 
 /// Which events an export writes.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
-    /// Only this account's events (an export that cannot be imported: its seqs have gaps).
+    /// Only this account's log (the whole log moves a tenant to another store).
     pub account: Option<String>,
-    /// Only the events with a greater seq (0: from the first).
+    /// Only the account's events after this position (0: from the first); such an export
+    /// cannot be imported. Ignored without `account`.
     pub after: u64,
 }
 
@@ -34,9 +39,8 @@ pub struct Selection {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Imported {
     pub events: u64,
-    /// Seq and hash of the last event: the chain head, as `ctxd verify --chain` prints it.
-    pub last_seq: u64,
-    pub head: Hash,
+    /// Each imported account's chain, as `ctxd verify --chain` reports it, in account order.
+    pub accounts: Vec<chain::ChainReport>,
     /// Where the time went, for the benchmark and the command's report.
     pub phases: Phases,
 }
@@ -66,19 +70,21 @@ impl fmt::Display for Phases {
     }
 }
 
-/// Why an export or an import stopped. An import that fails leaves the store empty.
+/// Why an export or an import stopped. An import that fails leaves the store as it was.
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
     #[error("line {line}: {reason}")]
     Line { line: u64, reason: String },
     #[error(
-        "the store already holds events (up to seq {0}): import only into an empty store, a fresh --data-dir"
+        "the store already holds account {0}: an account is imported only into a store that does not hold it; nothing was imported"
     )]
-    NotEmpty(u64),
+    AccountExists(String),
     #[error("the input holds no event")]
     NoEvents,
-    #[error("the imported log's hash chain is broken at seq {seq}: {reason}; nothing was imported")]
-    ChainBroken { seq: u64, reason: String },
+    #[error(
+        "the imported log of account {account}'s hash chain is broken at seq {seq}: {reason}; nothing was imported"
+    )]
+    ChainBroken { account: String, seq: u64, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -95,10 +101,11 @@ impl From<std::io::Error> for TransferError {
     }
 }
 
-/// One line of an export: one event row, every column, in the order of the table.
+/// One line of an export: one event row, every column but the store-wide id.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Line<'a> {
+    /// The position in the account's log.
     seq: u64,
     #[serde(borrow)]
     account: Cow<'a, str>,
@@ -126,7 +133,7 @@ struct Line<'a> {
 const COLUMNS: &str = "seq, account, stream, stream_version, event_type, event_version, data, meta,
     recorded_at, payload_hash, hash";
 
-/// Writes the selected events to `out` in seq order, one JSON object per line, from one read
+/// Writes the selected events to `out` in commit order, one JSON object per line, from one read
 /// snapshot of `conn` (so it may run beside a live server), streaming rows: memory stays
 /// constant whatever the size of the log. Returns the number of events written.
 pub fn export(conn: &Connection, selection: &Selection, out: &mut impl Write) -> Result<u64, TransferError> {
@@ -144,10 +151,10 @@ fn export_in_snapshot(
     // Two statements rather than one with an optional filter: SQLite plans a statement once, and
     // only the one that names the account can use the `(account, seq)` index.
     let filter = match selection.account {
-        None => "seq > ?1 AND ?2 IS NULL",
-        Some(_) => "account = ?2 AND seq > ?1",
+        None => "?1 >= 0 AND ?2 IS NULL ORDER BY id",
+        Some(_) => "account = ?2 AND seq > ?1 ORDER BY seq",
     };
-    let mut statement = conn.prepare(&format!("SELECT {COLUMNS} FROM events WHERE {filter} ORDER BY seq"))?;
+    let mut statement = conn.prepare(&format!("SELECT {COLUMNS} FROM events WHERE {filter}"))?;
     let after = i64::try_from(selection.after).unwrap_or(i64::MAX);
     let mut rows = statement.query(params![after, selection.account])?;
     let mut written = 0;
@@ -198,19 +205,17 @@ fn stored_hash_hex(seq: u64, column: &str, stored: &[u8]) -> Result<[u8; 64], Tr
     Ok(hex)
 }
 
-/// Loads an export into the empty store of `conn` (a writer connection; no server may run on
-/// the store), checks the chain of what it loaded and rebuilds the projections from it.
+/// Loads an export into the store of `conn` (a writer connection; no server may run on the
+/// store), checks the chain of each account it loaded and brings their projections up.
 ///
-/// Each line must be a complete event, with seqs consecutive from 1: a partial export (by
-/// account, or after a seq) cannot be imported, because the chain links every event to the one
-/// before it.
-///
-/// One transaction for the whole import, not one per batch of lines: events can never be deleted
+/// The input holds whole account logs: each account's events with seqs consecutive from 1 (a
+/// store's export, or `ctxd export --account`), none of them an account the store holds. One
+/// transaction for the whole import, not one per batch of lines: events can never be deleted
 /// (the append-only triggers), so a failure after a first committed batch would leave rows that
 /// nothing may remove. In one transaction a bad line, a broken chain or a failed rebuild leaves
-/// the store exactly as empty as it was.
+/// the store exactly as it was.
 pub fn import(conn: &mut Connection, input: impl BufRead + Send) -> Result<Imported, TransferError> {
-    // That one transaction writes a whole store. In WAL mode each page would be written twice,
+    // That one transaction may write a whole store. In WAL mode each page would be written twice,
     // into the WAL (as large as the store) and again by the checkpoint after the commit; with a
     // rollback journal the pages of an empty store go straight into the file, since pages added
     // to a file need no journal (measured on 1,000,000 events: the commit's 2 s down to 0.4 s,
@@ -239,27 +244,35 @@ fn import_in_one_transaction(
     input: impl BufRead + Send,
 ) -> Result<Imported, TransferError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let existing = log::last_seq(&tx)?;
-    if existing > 0 {
-        return Err(TransferError::NotEmpty(existing));
-    }
+    let first_id = log::last_id(&tx)? + 1;
     let mut lap = Instant::now();
     let mut took = || std::mem::replace(&mut lap, Instant::now()).elapsed();
-    let events = insert_lines(&tx, input)?;
+    let (events, mut accounts) = insert_lines(&tx, input, first_id)?;
     if events == 0 {
         return Err(TransferError::NoEvents);
     }
     let insert = took();
-    let report = chain::verify(&tx)?;
-    if let Some((seq, reason)) = report.first_bad {
-        return Err(TransferError::ChainBroken { seq, reason });
+    accounts.sort();
+    let mut reports = Vec::with_capacity(accounts.len());
+    for account in &accounts {
+        let report = chain::verify(&tx, account)?;
+        if let Some((seq, reason)) = report.first_bad {
+            return Err(TransferError::ChainBroken { account: account.clone(), seq, reason });
+        }
+        reports.push(report);
     }
     let chain = took();
-    crate::projections::rebuild_within(&tx)?;
+    if first_id == 1 {
+        crate::projections::rebuild_within(&tx)?;
+    } else {
+        // The store's other accounts keep their projections; the new ones start from none.
+        let (tables, _) = crate::projections::fold(&tx, Events::Accounts(&accounts))?;
+        tables.write_to(&tx)?;
+    }
     let rebuild = took();
     tx.commit()?;
     let phases = Phases { insert, chain, rebuild, commit: took() };
-    Ok(Imported { events, last_seq: report.last_seq, head: report.head, phases })
+    Ok(Imported { events, accounts: reports, phases })
 }
 
 /// Lines parsed per batch handed from the parsing thread to the inserting one.
@@ -275,6 +288,8 @@ struct Batch {
 
 /// One event of a batch.
 struct Row {
+    /// The line it was read from.
+    line: u64,
     seq: u64,
     stream_version: u64,
     event_version: u32,
@@ -285,7 +300,7 @@ struct Row {
 }
 
 impl Batch {
-    fn push(&mut self, event: &Line<'_>, payload_hash: Hash, hash: Hash) {
+    fn push(&mut self, line: u64, event: &Line<'_>, payload_hash: Hash, hash: Hash) {
         let texts = [
             &event.account,
             &event.stream,
@@ -300,16 +315,23 @@ impl Batch {
             start..self.texts.len()
         });
         let (seq, stream_version, event_version) = (event.seq, event.stream_version, event.event_version);
-        self.rows.push(Row { seq, stream_version, event_version, payload_hash, hash, texts });
+        self.rows.push(Row { line, seq, stream_version, event_version, payload_hash, hash, texts });
     }
 }
 
-/// Inserts every line of `input`. A second thread reads and parses the lines while this one
-/// inserts them, so that the two costs overlap. Returns the number of events inserted.
-fn insert_lines(tx: &Connection, input: impl BufRead + Send) -> Result<u64, TransferError> {
+/// Inserts every line of `input`, the first with id `first_id`. A second thread reads and
+/// parses the lines while this one inserts them, so that the two costs overlap. Returns the
+/// number of events inserted and the accounts they belong to.
+fn insert_lines(
+    tx: &Connection,
+    input: impl BufRead + Send,
+    first_id: u64,
+) -> Result<(u64, Vec<String>), TransferError> {
     let mut insert = tx.prepare(&format!(
-        "INSERT INTO events ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+        "INSERT INTO events ({COLUMNS}, id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
     ))?;
+    let mut held = tx.prepare("SELECT 1 FROM events WHERE account = ?1 LIMIT 1")?;
+    let mut accounts = Vec::new();
     std::thread::scope(|scope| {
         let (batches, parsed) = std::sync::mpsc::sync_channel(4);
         scope.spawn(move || parse_lines(input, &batches));
@@ -320,6 +342,13 @@ fn insert_lines(tx: &Connection, input: impl BufRead + Send) -> Result<u64, Tran
             for row in &batch.rows {
                 let [account, stream, event_type, data, meta, recorded_at] =
                     row.texts.clone().map(|range| &batch.texts[range]);
+                // Each account's first line has seq 1 (the parser checked): it is new here or refused.
+                if row.seq == 1 {
+                    if held.exists([account])? {
+                        return Err(TransferError::AccountExists(account.to_string()));
+                    }
+                    accounts.push(account.to_string());
+                }
                 let values = params![
                     row.seq,
                     account,
@@ -332,15 +361,16 @@ fn insert_lines(tx: &Connection, input: impl BufRead + Send) -> Result<u64, Tran
                     recorded_at,
                     row.payload_hash.as_slice(),
                     row.hash.as_slice(),
+                    first_id + inserted,
                 ];
                 insert.execute(values).map_err(|error| TransferError::Line {
-                    line: row.seq,
+                    line: row.line,
                     reason: format!("it cannot be stored: {error}"),
                 })?;
                 inserted += 1;
             }
         }
-        Ok(inserted)
+        Ok((inserted, accounts))
     })
 }
 
@@ -349,11 +379,12 @@ fn insert_lines(tx: &Connection, input: impl BufRead + Send) -> Result<u64, Tran
 fn parse_lines(mut input: impl BufRead, batches: &SyncSender<Result<Batch, TransferError>>) {
     let mut buffer = Vec::with_capacity(64 * 1024);
     let mut batch = Batch::default();
+    let mut last_seqs = HashMap::new();
     for line in 1.. {
         buffer.clear();
         let parsed = match input.read_until(b'\n', &mut buffer) {
             Ok(0) => break,
-            Ok(_) => parse_line(&buffer, line, &mut batch),
+            Ok(_) => parse_line(&buffer, line, &mut last_seqs, &mut batch),
             Err(error) => Err(error.into()),
         };
         if let Err(error) = parsed {
@@ -367,8 +398,14 @@ fn parse_lines(mut input: impl BufRead, batches: &SyncSender<Result<Batch, Trans
     let _ = batches.send(Ok(batch));
 }
 
-/// Parses line number `line` of the input, which must hold event `line`, into `batch`.
-fn parse_line(bytes: &[u8], line: u64, batch: &mut Batch) -> Result<(), TransferError> {
+/// Parses line number `line` of the input into `batch`: the next event of its account's log,
+/// whose last seq so far `last_seqs` holds.
+fn parse_line(
+    bytes: &[u8],
+    line: u64,
+    last_seqs: &mut HashMap<String, u64>,
+    batch: &mut Batch,
+) -> Result<(), TransferError> {
     let at = |reason: String| TransferError::Line { line, reason };
     let text = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     let text = text.strip_suffix(b"\r").unwrap_or(text);
@@ -377,12 +414,27 @@ fn parse_line(bytes: &[u8], line: u64, batch: &mut Batch) -> Result<(), Transfer
         return Err(at("it is empty; every line must hold one event".into()));
     }
     let event: Line<'_> = serde_json::from_str(text).map_err(|error| at(not_an_event(&error)))?;
-    if event.seq != line {
-        return Err(at(out_of_sequence(event.seq, line)));
+    let last = last_seqs.get(event.account.as_ref()).copied().unwrap_or(0);
+    if event.seq != last + 1 {
+        return Err(at(out_of_sequence(&event.account, event.seq, last)));
+    }
+    match Event::decode(&event.event_type, event.data.get()) {
+        Ok(decoded) if decoded.is_of(&event.account, &event.stream) => {}
+        Ok(_) => {
+            return Err(at(format!(
+                "its stream {:?} or its payload is not one of account {:?}'s",
+                event.stream, event.account
+            )));
+        }
+        Err(error) => return Err(at(format!("its payload does not read as a {}: {error}", event.event_type))),
     }
     let payload_hash = parse_hash(&event.payload_hash).map_err(|why| at(format!("payload_hash {why}")))?;
     let hash = parse_hash(&event.hash).map_err(|why| at(format!("hash {why}")))?;
-    batch.push(&event, payload_hash, hash);
+    match last {
+        0 => last_seqs.insert(event.account.to_string(), 1),
+        _ => last_seqs.get_mut(event.account.as_ref()).map(|seq| std::mem::replace(seq, event.seq)),
+    };
+    batch.push(line, &event, payload_hash, hash);
     Ok(())
 }
 
@@ -394,14 +446,15 @@ fn not_an_event(error: &serde_json::Error) -> String {
     format!("it is not a well-formed event: {what}, at column {}", error.column())
 }
 
-/// Why line `line` cannot hold event `seq`: an import needs seqs 1, 2, 3, … one a line.
-fn out_of_sequence(seq: u64, line: u64) -> String {
-    let partial = "a partial export (`ctxd export --account` or `--after`) cannot be imported, \
-                   only a whole log";
-    if line == 1 {
-        format!("the first event has seq {seq}, not 1: {partial}")
+/// Why event `seq` of `account` cannot follow its event `last`: an import needs each account's
+/// seqs 1, 2, 3 … in order.
+fn out_of_sequence(account: &str, seq: u64, last: u64) -> String {
+    let partial = "an export after a seq (`ctxd export --account … --after`) cannot be imported, \
+                   only whole account logs";
+    if last == 0 {
+        format!("the first event of account {account:?} has seq {seq}, not 1: {partial}")
     } else {
-        format!("seq {seq} follows seq {}: seqs must be consecutive; {partial}", line - 1)
+        format!("seq {seq} of account {account:?} follows its seq {last}: seqs must be consecutive; {partial}")
     }
 }
 

@@ -5,6 +5,7 @@
 //! untouched), appends its events, applies the projections, commits once, and only then
 //! replies. One fsync thus covers the whole group.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -73,17 +74,65 @@ pub(super) fn spawn(
     Ok(thread)
 }
 
-/// Where the next event goes: its seq and the hash it chains to.
-#[derive(Debug, Clone, Copy)]
+/// Where the next events go: the store-wide id, and each account's next position and the hash
+/// its next event chains to, loaded on an account's first write and kept from then on.
+#[derive(Debug, Clone, Default)]
 struct Cursor {
+    next_id: u64,
+    accounts: HashMap<String, AccountHead>,
+    /// What the current command changed, to rewind it if the command is refused.
+    undo: Vec<(String, Option<AccountHead>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct AccountHead {
     next_seq: u64,
     previous: Hash,
 }
 
 impl Cursor {
-    /// The end of the log as the database holds it.
+    /// The end of the log as the database holds it; accounts' heads are read when first needed.
     fn of(conn: &Connection) -> Result<Cursor, StoreError> {
-        Ok(Cursor { next_seq: log::last_seq(conn)? + 1, previous: chain::head(conn)? })
+        Ok(Cursor { next_id: log::last_id(conn)? + 1, ..Cursor::default() })
+    }
+
+    /// The next id, `account`'s next position and the hash its next event chains to.
+    fn next(&mut self, conn: &Connection, account: &str) -> Result<(u64, u64, Hash), StoreError> {
+        if !self.accounts.contains_key(account) {
+            let head = chain::head(conn, account)?;
+            let (next_seq, previous) = head.map_or((1, chain::GENESIS), |head| (head.seq + 1, head.hash));
+            self.undo.push((account.to_string(), None));
+            self.accounts.insert(account.to_string(), AccountHead { next_seq, previous });
+        }
+        let head = self.accounts[account];
+        Ok((self.next_id, head.next_seq, head.previous))
+    }
+
+    /// Moves past the event `next` answered for `account`, whose row got `hash`.
+    fn advance(&mut self, account: &str, hash: Hash) {
+        let head = self.accounts.get_mut(account).expect("`next` loaded the account's head");
+        if !self.undo.iter().any(|(touched, _)| touched == account) {
+            self.undo.push((account.to_string(), Some(*head)));
+        }
+        *head = AccountHead { next_seq: head.next_seq + 1, previous: hash };
+        self.next_id += 1;
+    }
+
+    /// Starts a command: what it changes from here can be rewound.
+    fn begin(&mut self) -> u64 {
+        self.undo.clear();
+        self.next_id
+    }
+
+    /// Rewinds what the command begun at `next_id` changed.
+    fn rewind(&mut self, next_id: u64) {
+        self.next_id = next_id;
+        for (account, head) in self.undo.drain(..).rev() {
+            match head {
+                Some(head) => self.accounts.insert(account, head),
+                None => self.accounts.remove(&account),
+            };
+        }
     }
 }
 
@@ -136,20 +185,20 @@ impl Writer {
     /// Commits one group and replies to every command in it.
     fn commit_group(&mut self, batch: &mut Vec<Pending>) {
         let started = Instant::now();
-        let first = self.cursor;
+        let first = self.cursor.next_id;
         let mut accounts = Vec::new();
         let (results, touched_keys) = match self.try_commit_group(batch, &mut accounts) {
             Ok(done) => done,
             Err(error) => {
                 tracing::error!(%error, "group commit failed; every command in it is refused");
                 // Ask the database rather than assume the failed commit left nothing behind.
-                self.cursor = Cursor::of(&self.conn).unwrap_or(first);
+                self.cursor = Cursor::of(&self.conn).unwrap_or(Cursor { next_id: first, ..Cursor::default() });
                 let results = batch.iter().map(|_| Err(WriteError::CommitFailed)).collect();
                 (results, false)
             }
         };
-        let appended = self.cursor.next_seq.saturating_sub(first.next_seq);
-        self.metrics.record_commit(batch.len(), appended, started.elapsed(), self.cursor.next_seq - 1);
+        let appended = self.cursor.next_id.saturating_sub(first);
+        self.metrics.record_commit(batch.len(), appended, started.elapsed(), self.cursor.next_id - 1);
         let erased = results
             .iter()
             .zip(batch.iter())
@@ -175,8 +224,8 @@ impl Writer {
         if appended > 0 {
             // Never blocks: followers read the new events from the log, at their own pace.
             let head = FeedHead {
-                last_seq: self.cursor.next_seq - 1,
-                commit_after: first.next_seq - 1,
+                last_id: self.cursor.next_id - 1,
+                commit_after: first - 1,
                 accounts: accounts.into(),
                 closed: false,
             };
@@ -200,7 +249,7 @@ impl Writer {
         // The counter deltas of the commands that succeeded, written once per row before the commit.
         let mut counts = PendingCounts::default();
         for (request, _) in batch {
-            let (before, accounts_before) = (self.cursor, accounts.len());
+            let (before, accounts_before) = (self.cursor.begin(), accounts.len());
             // Cached statements: a savepoint per command must not cost a statement preparation.
             tx.prepare_cached("SAVEPOINT command")?.execute([])?;
             let result = match execute(&tx, request, now, &mut self.cursor, accounts) {
@@ -210,7 +259,7 @@ impl Writer {
                 }
                 Err(error) => {
                     tx.prepare_cached("ROLLBACK TO command")?.execute([])?;
-                    self.cursor = before;
+                    self.cursor.rewind(before);
                     accounts.truncate(accounts_before);
                     Err(error)
                 }
@@ -269,19 +318,12 @@ fn execute(
                 version
             }
         };
-        let recorded = RecordedEvent {
-            seq: cursor.next_seq,
-            stream_version,
-            account,
-            stream,
-            event,
-            meta: meta.clone(),
-            recorded_at: now,
-        };
-        cursor.previous = log::append(conn, &recorded, &cursor.previous)?;
+        let (id, seq, previous) = cursor.next(conn, &account)?;
+        let recorded =
+            RecordedEvent { id, seq, stream_version, account, stream, event, meta: meta.clone(), recorded_at: now };
+        cursor.advance(&recorded.account, log::append(conn, &recorded, &previous)?);
         projections::apply(&mut tables, &recorded)?;
         outcome.last_seq = Some(recorded.seq);
-        cursor.next_seq += 1;
     }
     let counts = tables.finish()?;
     if let Some((_, version)) = versions.first().filter(|_| has_primary) {
@@ -432,7 +474,7 @@ fn erase(conn: &Connection, account: &str, target: &ErasureTarget) -> Result<Dec
             .map_err(|error| StoreError::Corrupt(format!("event {seq}: {error}")))?;
         let redacted_data = erasure::redact(&event).data_json();
         if redacted_data != data {
-            log::redact_payload(conn, seq, &redacted_data)?;
+            log::redact_payload(conn, account, seq, &redacted_data)?;
             redacted
                 .push(Redaction { seq, redacted_sha256: hex::encode(chain::payload_hash(&redacted_data)) });
         }

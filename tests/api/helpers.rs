@@ -89,6 +89,7 @@ pub async fn spawn_app_in(data_dir: &Path, clock: Arc<ManualClock>) -> TestApp {
         // Tests run the sweeper by hand; the background one stays out of their way.
         sweep_interval: Duration::from_secs(3600),
         idempotency_retention: Duration::from_secs(24 * 3600),
+        signing_key: Default::default(),
     };
     let app = Application::build(&config, clock.clone()).await.expect("server builds");
     let addr = app.local_addr();

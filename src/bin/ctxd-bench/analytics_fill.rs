@@ -468,11 +468,11 @@ pub fn fill(
         actor: "system:sweeper".to_string(),
         client_addr: None,
     })?;
-    let mut next_seq = log::last_seq(conn)? + 1;
+    let (mut next_id, mut next_seq) = (log::last_id(conn)? + 1, log::last_seq(conn, ACCOUNT)? + 1);
     let mut done = false;
     while !done {
         let tx = conn.transaction()?;
-        let mut previous = chain::head(&tx)?;
+        let mut previous = chain::head(&tx, ACCOUNT)?.map_or(chain::GENESIS, |head| head.hash);
         let mut in_transaction = 0;
         // As the writer does: counter deltas written once per row before the commit.
         let mut counts = PendingCounts::default();
@@ -498,6 +498,7 @@ pub fn fill(
             for event in events {
                 journey.version += 1;
                 let recorded = RecordedEvent {
+                    id: next_id,
                     seq: next_seq,
                     account: ACCOUNT.to_string(),
                     stream: event.stream(ACCOUNT),
@@ -515,7 +516,7 @@ pub fn fill(
                     }
                     (None, event) => return Err(format!("{event:?} before its service started").into()),
                 }
-                next_seq += 1;
+                (next_id, next_seq) = (next_id + 1, next_seq + 1);
                 in_transaction += 1;
             }
             counts.merge(tables.finish()?);

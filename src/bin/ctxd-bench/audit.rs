@@ -328,7 +328,7 @@ fn chain_rows(
     let mut in_process = None;
     let verified = timed(|| {
         let snapshot = reader.unchecked_transaction()?;
-        let report = chain::verify(&snapshot)?;
+        let report = chain::verify(&snapshot, ACCOUNT)?;
         in_process = Some(report.first_bad.clone());
         Ok(report.events)
     })?;
@@ -395,7 +395,7 @@ mod tests {
         let reader = open_read_only(&path).unwrap();
         assert_eq!(read_feed_pages(&reader).unwrap(), stats.events);
         assert_eq!(scan_and_hash(&reader).unwrap(), stats.events);
-        let report = chain::verify(&reader).unwrap();
+        let report = chain::verify(&reader, ACCOUNT).unwrap();
         assert_eq!((report.events, report.first_bad), (stats.events, None));
         let (stream, length): (String, u64) = reader
             .query_row(

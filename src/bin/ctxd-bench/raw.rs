@@ -77,7 +77,7 @@ fn commit_batch(
 ) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = Utc::now();
-    let mut previous = chain::head(&tx)?;
+    let mut previous = chain::head(&tx, ACCOUNT)?.map_or(chain::GENESIS, |head| head.hash);
     for _ in 0..settings.batch {
         let recorded = rows.next(now);
         previous = log::append(&tx, &recorded, &previous)?;
@@ -111,7 +111,9 @@ impl WorkloadRows {
         let stream = event.stream(ACCOUNT);
         let version = self.versions.entry(stream.clone()).or_insert(0);
         *version += 1;
+        // One account in a fresh store: its positions are the store-wide ids.
         let recorded = RecordedEvent {
+            id: self.next_seq,
             seq: self.next_seq,
             account: ACCOUNT.to_string(),
             stream,

@@ -93,7 +93,7 @@ fn commit_batch(
     // The server's clock (microseconds), so that timestamps take as many bytes as the server's.
     let now = SystemClock.now();
     let mut appended = 0;
-    let mut previous = chain::head(&tx)?;
+    let mut previous = chain::head(&tx, ACCOUNT)?.map_or(chain::GENESIS, |head| head.hash);
     // As the writer does: the counter deltas of the batch, written once per row before the commit.
     let mut counts = projections::tables::PendingCounts::default();
     for _ in 0..settings.batch {
@@ -195,7 +195,9 @@ impl JourneyCalls {
             .map(|event| {
                 journey.version += 1;
                 self.next_seq += 1;
+                // One account in a fresh store: its positions are the store-wide ids.
                 RecordedEvent {
+                    id: self.next_seq - 1,
                     seq: self.next_seq - 1,
                     account: ACCOUNT.to_string(),
                     stream: stream.clone(),

@@ -142,7 +142,7 @@ fn fill(conn: &mut Connection, events: u64) -> Result<u64, StoreError> {
     let mut written = 0;
     while written < events {
         let tx = conn.transaction()?;
-        let mut previous = chain::head(&tx)?;
+        let mut previous = chain::head(&tx, ACCOUNT)?.map_or(chain::GENESIS, |head| head.hash);
         for _ in 0..FILL_TRANSACTION.min(events - written) {
             let recorded = generator.next();
             previous = log::append(&tx, &recorded, &previous)?;
@@ -179,7 +179,9 @@ impl EventMix {
             Some(namespace) => (namespace_created(namespace), 1),
             None => self.session_event(),
         };
+        // One account in a fresh store: its positions are the store-wide ids.
         RecordedEvent {
+            id: seq,
             seq,
             account: ACCOUNT.to_string(),
             stream: event.stream(ACCOUNT),

@@ -182,7 +182,7 @@ pub async fn load(
     service_id: &str,
 ) -> Result<crate::domain::journeys::service::ServiceDoc, ApiError> {
     let (account, id) = (account.to_string(), service_id.to_string());
-    let streams = Streams::one(service_stream(&account, &id));
+    let streams = Streams::one(&account, service_stream(&account, &id));
     at.read(state, streams, move |conn, _| read::load_service(conn, &account, &id))
         .await?
         .ok_or_else(|| ApiError::not_found(format!("There is no service {service_id}")))
@@ -202,7 +202,7 @@ async fn get_service(
     }
     let (stream, id) = (service_stream(&account.id, &service_id), service_id.clone());
     let (doc, version) = at
-        .read(&state, Streams::one(stream.clone()), move |conn, _| {
+        .read(&state, Streams::one(&account.id, stream.clone()), move |conn, _| {
             Ok((read::load_service(conn, &account.id, &id)?, log::stream_version(conn, &stream)?))
         })
         .await?;
