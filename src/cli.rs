@@ -225,7 +225,10 @@ fn verify_chain(conn: &rusqlite::Connection) -> Result<bool, BoxError> {
         match &report.first_bad {
             None => {
                 let head = hex::encode(report.head);
-                println!("account {account}: chain intact, {} events, head {} {head}", report.events, report.last_seq);
+                println!(
+                    "account {account}: chain intact, {} events, head {} {head}",
+                    report.events, report.last_seq
+                );
             }
             Some((seq, reason)) => {
                 println!("account {account}: chain broken at seq {seq}: {reason}");
@@ -276,7 +279,10 @@ fn import(data_dir: &Path, file: &Path) -> Result<i32, BoxError> {
     let imported = transfer::import(&mut conn, input)?;
     for report in &imported.accounts {
         let head = hex::encode(report.head);
-        println!("account {}: {} events, chain intact, head {} {head}", report.account, report.events, report.last_seq);
+        println!(
+            "account {}: {} events, chain intact, head {} {head}",
+            report.account, report.events, report.last_seq
+        );
     }
     println!("imported {} events of {} accounts", imported.events, imported.accounts.len());
     println!("in {}: {}", elapsed_rate(imported.events, started), imported.phases);

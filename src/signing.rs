@@ -63,7 +63,8 @@ impl HeadSigner {
         let (text, what) = match source {
             KeySource::Given(text) => (text.clone(), "CTXD_SIGNING_KEY".to_string()),
             KeySource::File(path) => {
-                let text = std::fs::read_to_string(path).map_err(|error| KeyError::Io(path.clone(), error))?;
+                let text =
+                    std::fs::read_to_string(path).map_err(|error| KeyError::Io(path.clone(), error))?;
                 (text, path.display().to_string())
             }
             KeySource::DataDir => {
@@ -113,7 +114,9 @@ fn create_key_file(path: &Path) -> Result<String, KeyError> {
 /// The exact text a head's signature covers: one `name: value` line each, in this order, ending
 /// with a newline. An account id holds no control character, so no value spans two lines.
 pub fn head_text(account: &str, seq: u64, hash_hex: &str, recorded_at: &str) -> String {
-    format!("ctxd signed head v1\naccount: {account}\nseq: {seq}\nhash: {hash_hex}\nrecorded_at: {recorded_at}\n")
+    format!(
+        "ctxd signed head v1\naccount: {account}\nseq: {seq}\nhash: {hash_hex}\nrecorded_at: {recorded_at}\n"
+    )
 }
 
 #[cfg(test)]
@@ -138,7 +141,10 @@ mod tests {
         let signature: [u8; 64] = STANDARD.decode(signer.sign(&text)).unwrap().try_into().unwrap();
         let key = VerifyingKey::from_bytes(&public).unwrap();
         key.verify(text.as_bytes(), &Signature::from_bytes(&signature)).unwrap();
-        assert!(key.verify(text.replace("seq: 7", "seq: 6").as_bytes(), &Signature::from_bytes(&signature)).is_err());
+        assert!(
+            key.verify(text.replace("seq: 7", "seq: 6").as_bytes(), &Signature::from_bytes(&signature))
+                .is_err()
+        );
     }
 
     #[test]
@@ -148,9 +154,13 @@ mod tests {
         let given = HeadSigner::load(&KeySource::Given(seed.clone()), dir.path()).unwrap();
         let file = dir.path().join("shared-key");
         std::fs::write(&file, format!("{seed}\n")).unwrap();
-        assert_eq!(HeadSigner::load(&KeySource::File(file), dir.path()).unwrap().public_key(), given.public_key());
+        assert_eq!(
+            HeadSigner::load(&KeySource::File(file), dir.path()).unwrap().public_key(),
+            given.public_key()
+        );
         assert!(!dir.path().join("signing-key").exists(), "a given key creates no file");
-        let error = HeadSigner::load(&KeySource::Given("c2VjcmV0".into()), dir.path()).unwrap_err().to_string();
+        let error =
+            HeadSigner::load(&KeySource::Given("c2VjcmV0".into()), dir.path()).unwrap_err().to_string();
         assert!(error.contains("CTXD_SIGNING_KEY") && !error.contains("c2VjcmV0"), "{error}");
         assert!(!format!("{:?}", KeySource::Given(seed.clone())).contains(&seed));
     }

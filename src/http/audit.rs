@@ -24,8 +24,8 @@ use crate::domain::Command;
 use crate::domain::erasure::ErasureTarget;
 use crate::domain::events::EVENT_TYPES;
 use crate::domain::names::{check_name, check_namespace};
-use crate::store::log::{FeedEvent, FeedFilter, read_feed};
 use crate::signing::head_text;
+use crate::store::log::{FeedEvent, FeedFilter, read_feed};
 use crate::store::{FeedHead, Store, StoreError, chain};
 
 const ACCOUNT: &str = "/v1/account/{account}";

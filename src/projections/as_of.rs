@@ -295,7 +295,8 @@ mod tests {
         let at = |second: u32| Point::Time(format!("2026-01-01T10:00:{second:02}.5Z").parse().unwrap());
         assert_eq!(document(&source, at(0)), ("{}".into(), 0));
         assert_eq!(document(&source, at(3)), (r#"{"a":2,"b":true}"#.into(), 2));
-        let beyond = snapshot(&source, Point::Seq(5), &Streams::Named { account: "acme".into(), names: Vec::new() });
+        let beyond =
+            snapshot(&source, Point::Seq(5), &Streams::Named { account: "acme".into(), names: Vec::new() });
         assert!(matches!(beyond, Err(AsOfError::BeyondLog { asked: 5, last: 4 })));
     }
 

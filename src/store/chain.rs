@@ -80,9 +80,9 @@ pub fn head(conn: &Connection, account: &str) -> Result<Option<Head>, StoreError
         .optional()?;
     stored
         .map(|(seq, hash, recorded_at)| {
-            let hash = hash.try_into().map_err(|_| {
-                StoreError::Corrupt(format!("account {account}: event {seq} has no hash"))
-            })?;
+            let hash = hash
+                .try_into()
+                .map_err(|_| StoreError::Corrupt(format!("account {account}: event {seq} has no hash")))?;
             Ok(Head { seq, hash, recorded_at })
         })
         .transpose()
@@ -302,8 +302,11 @@ mod tests {
         let chained = version >= 6;
         for migration in MIGRATIONS.iter().filter(|m| m.version <= version) {
             conn.execute_batch(migration.sql).unwrap();
-            conn.execute("INSERT INTO schema_version VALUES (?1, ?2, 'then')", (migration.version, migration.name))
-                .unwrap();
+            conn.execute(
+                "INSERT INTO schema_version VALUES (?1, ?2, 'then')",
+                (migration.version, migration.name),
+            )
+            .unwrap();
         }
         let mut previous = GENESIS;
         let mut versions: HashMap<&str, u64> = HashMap::new();
@@ -354,19 +357,24 @@ mod tests {
         conn
     }
 
-    const CREATED_A: (&str, &str, &str, &str) =
-        ("a", "account/a", "AccountCreated", r#"{"account_id":"a"}"#);
-    const CREATED_B: (&str, &str, &str, &str) =
-        ("b", "account/b", "AccountCreated", r#"{"account_id":"b"}"#);
+    const CREATED_A: (&str, &str, &str, &str) = ("a", "account/a", "AccountCreated", r#"{"account_id":"a"}"#);
+    const CREATED_B: (&str, &str, &str, &str) = ("b", "account/b", "AccountCreated", r#"{"account_id":"b"}"#);
 
     fn positions(conn: &Connection) -> Vec<(u64, String, u64)> {
         let mut statement = conn.prepare("SELECT id, account, seq FROM events ORDER BY id").unwrap();
-        statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))).unwrap().map(Result::unwrap).collect()
+        statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
     }
 
     #[test]
     fn migrating_a_store_wide_log_numbers_and_chains_each_account_and_keeps_the_old_head() {
-        fn patch(account: &'static str, value: &'static str) -> (&'static str, &'static str, &'static str, &'static str) {
+        fn patch(
+            account: &'static str,
+            value: &'static str,
+        ) -> (&'static str, &'static str, &'static str, &'static str) {
             (account, if account == "a" { "ctx/a/ns/s" } else { "ctx/b/ns/s" }, "PropertiesPatched", value)
         }
         let events = [
@@ -377,7 +385,8 @@ mod tests {
             patch("a", r#"{"namespace":"ns","session_id":"s","properties":{"x":2},"expires_at":null}"#),
         ];
         let mut conn = store_at_schema_6(&events);
-        let old_head: Vec<u8> = conn.query_row("SELECT hash FROM events WHERE seq = 5", [], |row| row.get(0)).unwrap();
+        let old_head: Vec<u8> =
+            conn.query_row("SELECT hash FROM events WHERE seq = 5", [], |row| row.get(0)).unwrap();
         migrate(&mut conn).unwrap();
         let expected = [(1, "a", 1), (2, "b", 1), (3, "a", 2), (4, "b", 2), (5, "a", 3)];
         let expected: Vec<(u64, String, u64)> =
@@ -385,14 +394,25 @@ mod tests {
         assert_eq!(positions(&conn), expected);
         for (account, events) in [("a", 3), ("b", 2)] {
             let report = verify(&conn, account).unwrap();
-            assert_eq!((report.events, report.last_seq, report.first_bad), (events, events, None), "{account}");
+            assert_eq!(
+                (report.events, report.last_seq, report.first_bad),
+                (events, events, None),
+                "{account}"
+            );
             assert_eq!(head(&conn, account).unwrap().unwrap().hash, report.head);
         }
-        let (last_seq, head): (u64, Vec<u8>) =
-            conn.query_row("SELECT last_seq, head FROM global_chain_heads", [], |row| Ok((row.get(0)?, row.get(1)?))).unwrap();
+        let (last_seq, head): (u64, Vec<u8>) = conn
+            .query_row("SELECT last_seq, head FROM global_chain_heads", [], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .unwrap();
         assert_eq!((last_seq, head), (5, old_head));
         // Still append-only, the new position column included.
-        for sql in ["UPDATE events SET seq = 9 WHERE id = 2", "UPDATE events SET data = '{}' WHERE id = 2", "DELETE FROM events"] {
+        for sql in [
+            "UPDATE events SET seq = 9 WHERE id = 2",
+            "UPDATE events SET data = '{}' WHERE id = 2",
+            "DELETE FROM events",
+        ] {
             let error = conn.execute(sql, []).unwrap_err().to_string();
             assert!(error.contains("append-only"), "{error}");
         }
@@ -415,7 +435,8 @@ mod tests {
         };
         let expected = link(&GENESIS, &first, &payload_hash(r#"{"account_id":"b"}"#));
         assert_eq!(verify(&conn, "b").unwrap().head, expected);
-        let kept: u64 = conn.query_row("SELECT count(*) FROM global_chain_heads", [], |row| row.get(0)).unwrap();
+        let kept: u64 =
+            conn.query_row("SELECT count(*) FROM global_chain_heads", [], |row| row.get(0)).unwrap();
         assert_eq!(kept, 0, "no one kept a head of a log that had none");
     }
 
@@ -425,8 +446,10 @@ mod tests {
         migrate(&mut conn).unwrap();
         // (The second AccountCreated of `a` shares a stream version with the first in no real log;
         // the chain does not care.)
-        conn.execute_batch("DROP TRIGGER events_are_append_only_delete; DELETE FROM events WHERE account = 'a' AND seq = 1")
-            .unwrap();
+        conn.execute_batch(
+            "DROP TRIGGER events_are_append_only_delete; DELETE FROM events WHERE account = 'a' AND seq = 1",
+        )
+        .unwrap();
         let report = verify(&conn, "a").unwrap();
         assert_eq!(report.first_bad.map(|(seq, _)| seq), Some(1));
         assert_eq!(verify(&conn, "b").unwrap().first_bad, None);

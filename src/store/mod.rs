@@ -211,11 +211,8 @@ impl Store {
         let keys = Arc::new(RwLock::new(crate::projections::accounts::active_keys(&conn)?));
         let last_id = log::last_id(&conn)?;
         metrics.set_log_length(last_id);
-        let feed = Arc::new(watch::Sender::new(FeedHead {
-            last_id,
-            commit_after: last_id,
-            ..FeedHead::default()
-        }));
+        let feed =
+            Arc::new(watch::Sender::new(FeedHead { last_id, commit_after: last_id, ..FeedHead::default() }));
         let (sender, receiver) = mpsc::channel(config.queue_capacity);
         let thread = writer::spawn(conn, receiver, config, clock, metrics, keys.clone(), feed.clone())?;
         Ok(Store {

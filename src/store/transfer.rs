@@ -82,7 +82,7 @@ pub enum TransferError {
     #[error("the input holds no event")]
     NoEvents,
     #[error(
-        "the imported log of account {account}'s hash chain is broken at seq {seq}: {reason}; nothing was imported"
+        "account {account}: the imported hash chain is broken at seq {seq}: {reason}; nothing was imported"
     )]
     ChainBroken { account: String, seq: u64, reason: String },
     #[error(transparent)]
@@ -426,7 +426,9 @@ fn parse_line(
                 event.stream, event.account
             )));
         }
-        Err(error) => return Err(at(format!("its payload does not read as a {}: {error}", event.event_type))),
+        Err(error) => {
+            return Err(at(format!("its payload does not read as a {}: {error}", event.event_type)));
+        }
     }
     let payload_hash = parse_hash(&event.payload_hash).map_err(|why| at(format!("payload_hash {why}")))?;
     let hash = parse_hash(&event.hash).map_err(|why| at(format!("hash {why}")))?;
@@ -454,7 +456,9 @@ fn out_of_sequence(account: &str, seq: u64, last: u64) -> String {
     if last == 0 {
         format!("the first event of account {account:?} has seq {seq}, not 1: {partial}")
     } else {
-        format!("seq {seq} of account {account:?} follows its seq {last}: seqs must be consecutive; {partial}")
+        format!(
+            "seq {seq} of account {account:?} follows its seq {last}: seqs must be consecutive; {partial}"
+        )
     }
 }
 

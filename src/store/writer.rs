@@ -192,7 +192,8 @@ impl Writer {
             Err(error) => {
                 tracing::error!(%error, "group commit failed; every command in it is refused");
                 // Ask the database rather than assume the failed commit left nothing behind.
-                self.cursor = Cursor::of(&self.conn).unwrap_or(Cursor { next_id: first, ..Cursor::default() });
+                self.cursor =
+                    Cursor::of(&self.conn).unwrap_or(Cursor { next_id: first, ..Cursor::default() });
                 let results = batch.iter().map(|_| Err(WriteError::CommitFailed)).collect();
                 (results, false)
             }
@@ -319,8 +320,16 @@ fn execute(
             }
         };
         let (id, seq, previous) = cursor.next(conn, &account)?;
-        let recorded =
-            RecordedEvent { id, seq, stream_version, account, stream, event, meta: meta.clone(), recorded_at: now };
+        let recorded = RecordedEvent {
+            id,
+            seq,
+            stream_version,
+            account,
+            stream,
+            event,
+            meta: meta.clone(),
+            recorded_at: now,
+        };
         cursor.advance(&recorded.account, log::append(conn, &recorded, &previous)?);
         projections::apply(&mut tables, &recorded)?;
         outcome.last_seq = Some(recorded.seq);
@@ -571,4 +580,32 @@ fn decide_customer(
 
 fn tag_all(account: &str, events: Vec<Event>) -> Vec<NewEvent> {
     events.into_iter().map(|event| NewEvent { account: account.to_string(), event }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_command_rewinds_the_ids_and_every_account_head_it_moved() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::migrations::migrate(&mut conn).unwrap();
+        let mut cursor = Cursor::of(&conn).unwrap();
+        let before = cursor.begin();
+        assert_eq!(cursor.next(&conn, "a").unwrap(), (1, 1, chain::GENESIS));
+        cursor.advance("a", [1; 32]);
+        let kept = cursor.accounts.clone();
+
+        // A command that appended to `a` and to a first-seen `b`, then was refused.
+        let command = cursor.begin();
+        assert_eq!(command, before + 1);
+        assert_eq!(cursor.next(&conn, "a").unwrap(), (2, 2, [1; 32]));
+        cursor.advance("a", [2; 32]);
+        assert_eq!(cursor.next(&conn, "b").unwrap(), (3, 1, chain::GENESIS));
+        cursor.advance("b", [3; 32]);
+        cursor.advance("a", [4; 32]);
+        cursor.rewind(command);
+        assert_eq!((cursor.next_id, &cursor.accounts), (2, &kept));
+        assert_eq!(cursor.next(&conn, "a").unwrap(), (2, 2, [1; 32]));
+    }
 }

@@ -529,7 +529,8 @@ async fn a_store_from_before_the_funnels_has_its_analytics_rebuilt_when_it_opens
     let before = app.call(&key, "GET", funnel, "").await.json();
     assert_eq!(before["steps"][1]["reached"], 1);
     // Back to schema version 3: no paths, the histogram in its own table, counters as they were,
-    // and a log without its hash chain (0005, 0006), which must be chained on the way up.
+    // and a log with one store-wide seq and without its hash chain (0005 to 0008), which must be
+    // numbered and chained per account on the way up.
     let app = app
         .restart_with(|dir| {
             let conn = rusqlite::Connection::open(dir.join("ctxd.db")).unwrap();
@@ -537,10 +538,16 @@ async fn a_store_from_before_the_funnels_has_its_analytics_rebuilt_when_it_opens
                 "DELETE FROM schema_version WHERE version >= 4; DROP TABLE analytics_paths;
                  DELETE FROM analytics_states; DELETE FROM analytics_transitions;
                  CREATE TABLE analytics_state_durations (account_id TEXT);
-                 DROP TRIGGER events_are_append_only_update; DROP INDEX events_by_account;
-                 DROP TABLE erasure_in_progress;
-                 ALTER TABLE events DROP COLUMN payload_hash; ALTER TABLE events DROP COLUMN hash;
+                 CREATE TABLE events_v3 (seq INTEGER PRIMARY KEY, account TEXT NOT NULL, stream TEXT NOT NULL,
+                     stream_version INTEGER NOT NULL, event_type TEXT NOT NULL, event_version INTEGER NOT NULL,
+                     data TEXT NOT NULL, meta TEXT NOT NULL, recorded_at TEXT NOT NULL, UNIQUE (stream, stream_version));
+                 INSERT INTO events_v3 SELECT id, account, stream, stream_version, event_type, event_version, data,
+                     meta, recorded_at FROM events;
+                 DROP TABLE events; ALTER TABLE events_v3 RENAME TO events;
+                 DROP TABLE erasure_in_progress; DROP TABLE global_chain_heads;
                  CREATE TRIGGER events_are_append_only_update BEFORE UPDATE ON events
+                 BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+                 CREATE TRIGGER events_are_append_only_delete BEFORE DELETE ON events
                  BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;",
             )
             .unwrap();

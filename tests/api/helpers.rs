@@ -205,11 +205,12 @@ impl TestApp {
         self.request(method, path, &all, body.to_string()).await
     }
 
-    /// Rows of the event log, read straight from the SQLite file: (seq, stream, version, type, data, meta).
+    /// Rows of the event log in commit order, read straight from the SQLite file: (seq in its
+    /// account, stream, version, type, data, meta).
     pub fn events(&self) -> Vec<(u64, String, u64, String, Value, Value)> {
         let conn = ctxd::store::read::open_read_only(self.store.path()).unwrap();
         let mut statement = conn
-            .prepare("SELECT seq, stream, stream_version, event_type, data, meta FROM events ORDER BY seq")
+            .prepare("SELECT seq, stream, stream_version, event_type, data, meta FROM events ORDER BY id")
             .unwrap();
         statement
             .query_map([], |row| {

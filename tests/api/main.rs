@@ -1,5 +1,6 @@
 //! Black-box tests over real HTTP against a real SQLite file. One binary, one module per area.
 
+mod account_logs;
 mod admin;
 mod analytics;
 mod audit;

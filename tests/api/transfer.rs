@@ -1,6 +1,7 @@
 //! `ctxd export`, `ctxd import` and `ctxd verify --chain`, run as the real binary on stores
 //! written over HTTP: a log moves to a fresh data dir byte for byte and verifies the same there,
-//! a partial or altered export is refused, and an edited row breaks the chain where it was edited.
+//! an account's log moves to a store that holds others, a partial or altered export is refused,
+//! and an edited row breaks its account's chain where it was edited.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -62,12 +63,12 @@ fn import(data_dir: &Path, file: &Path) -> Run {
     ctxd(data_dir, &["import", file.to_str().unwrap()])
 }
 
-/// Every column of every event row, as stored, in seq order.
+/// Every column of every event row, as stored, in commit order.
 fn event_rows(data_dir: &Path) -> Vec<Vec<Column>> {
     let conn = Connection::open(data_dir.join("ctxd.db")).unwrap();
-    let mut statement = conn.prepare("SELECT * FROM events ORDER BY seq").unwrap();
+    let mut statement = conn.prepare("SELECT * FROM events ORDER BY id").unwrap();
     let columns = statement.column_count();
-    assert_eq!(columns, 11, "every column of events is compared");
+    assert_eq!(columns, 12, "every column of events is compared");
     statement
         .query_map([], |row| (0..columns).map(|index| row.get(index)).collect())
         .unwrap()
@@ -81,12 +82,23 @@ fn count(data_dir: &Path, table: &str) -> i64 {
     conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| row.get(0)).unwrap()
 }
 
-/// The hex of the last event's hash: the chain head.
-fn head_hex(data_dir: &Path) -> String {
+/// The seq and the hex of the hash of `account`'s last event: its chain's head.
+fn head(data_dir: &Path, account: &str) -> (u64, String) {
     let conn = Connection::open(data_dir.join("ctxd.db")).unwrap();
-    let hash: Vec<u8> =
-        conn.query_row("SELECT hash FROM events ORDER BY seq DESC LIMIT 1", [], |row| row.get(0)).unwrap();
-    hash.iter().map(|byte| format!("{byte:02x}")).collect()
+    let (seq, hash): (u64, Vec<u8>) = conn
+        .query_row(
+            "SELECT seq, hash FROM events WHERE account = ?1 ORDER BY seq DESC LIMIT 1",
+            [account],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    (seq, hash.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
+/// What `ctxd import` and `ctxd verify --chain` print for an account whose chain is intact.
+fn intact_line(data_dir: &Path, account: &str) -> String {
+    let (seq, hash) = head(data_dir, account);
+    format!("account {account}: chain intact, {seq} events, head {seq} {hash}")
 }
 
 /// A server on a data dir that outlives it, so that the CLI can work on the store afterwards.
@@ -102,8 +114,9 @@ async fn stop(mut app: TestApp) {
 
 /// Writes a context and journey history for account `acme` (patches, TTLs and their expiry,
 /// deletes, a service with states and tasks, a customer, an erased session and an erased
-/// customer, whose redacted payloads the chain accounts for) and a little for `globex`.
-async fn write_history(app: &TestApp) {
+/// customer, whose redacted payloads the chain accounts for) and a little for `globex`; answers
+/// acme's API key.
+async fn write_history(app: &TestApp) -> String {
     let cs = Cs::new(app, "acme").await;
     let key = cs.key.as_str();
     let call = |method: &'static str, path: String, body: String| async move {
@@ -154,6 +167,7 @@ async fn write_history(app: &TestApp) {
     assert_eq!(reply.status, 204, "{}", reply.body);
     let reply = app.call(key, "PATCH", &format!("{A}/bots/conv-4/properties"), r#"{"late":true}"#).await;
     assert_eq!(reply.status, 204, "{}", reply.body);
+    cs.key.clone()
 }
 
 /// A stopped store with the history above, and where to put files beside it.
@@ -204,8 +218,12 @@ async fn an_imported_export_has_the_same_event_rows_byte_for_byte_and_the_same_c
         ctxd_with(&target, &["import", "-"], Stdio::from(File::open(&stopped).unwrap()), Stdio::piped());
     assert_eq!(run.code, 0, "{}", run.stderr);
     let events = source_rows.len();
-    assert!(run.stdout.contains(&format!("imported {events} events")), "{}", run.stdout);
-    assert!(run.stdout.contains(&format!("head {events} {}", head_hex(source.path()))), "{}", run.stdout);
+    assert!(run.stdout.contains(&format!("imported {events} events of 2 accounts")), "{}", run.stdout);
+    for account in ["acme", "globex"] {
+        let (seq, hash) = head(source.path(), account);
+        let imported = format!("account {account}: {seq} events, chain intact, head {seq} {hash}");
+        assert!(run.stdout.contains(&imported), "{}", run.stdout);
+    }
 
     assert_eq!(event_rows(&target), source_rows, "the imported log is the source's, byte for byte");
     let (verified_source, verified_target) = (ctxd(source.path(), &["verify"]), ctxd(&target, &["verify"]));
@@ -215,14 +233,16 @@ async fn an_imported_export_has_the_same_event_rows_byte_for_byte_and_the_same_c
     assert_eq!(verified_target.stdout, verified_source.stdout, "the same checksums per table");
     let chain = ctxd(&target, &["verify", "--chain"]);
     assert_eq!(chain.code, 0, "the erasures' redacted payloads verify: {}", chain.stdout);
-    assert!(chain.stdout.contains(&format!("chain intact: {events} events")), "{}", chain.stdout);
+    let intact = format!("chains intact: 2 accounts, {events} events");
+    assert!(chain.stdout.contains(&intact), "{}", chain.stdout);
+    assert!(chain.stdout.contains(&intact_line(source.path(), "acme")), "{}", chain.stdout);
     let again = scratch.path().join("again.ndjson");
     export_to(&target, &[], &again);
     assert_eq!(std::fs::read_to_string(&again).unwrap(), exported, "export, import, export is the identity");
 }
 
 #[tokio::test]
-async fn an_import_into_a_store_that_holds_events_or_is_served_is_refused() {
+async fn an_import_of_an_account_the_store_holds_or_into_a_served_store_is_refused() {
     let written = Written::new().await;
     let file = written.file("all.ndjson");
     export_to(written.source.path(), &[], &file);
@@ -230,12 +250,17 @@ async fn an_import_into_a_store_that_holds_events_or_is_served_is_refused() {
 
     let run = import(written.source.path(), &file);
     assert_eq!(run.code, 2);
-    assert!(
-        run.stderr.contains("already holds events") && run.stderr.contains("empty store"),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("already holds account acme"), "{}", run.stderr);
     assert_eq!(event_rows(written.source.path()), before, "nothing was added");
+
+    // Only globex is new to a store that holds acme: the import is refused whole all the same.
+    let acme_only = written.fresh_dir("acme-only");
+    let acme = written.file("acme.ndjson");
+    export_to(written.source.path(), &["--account", "acme"], &acme);
+    assert_eq!(import(&acme_only, &acme).code, 0);
+    let run = import(&acme_only, &file);
+    assert!(run.code == 2 && run.stderr.contains("already holds account acme"), "{}", run.stderr);
+    assert_eq!(count(&acme_only, "accounts"), 1, "globex was not brought in");
 
     let served = tempfile::tempdir().unwrap();
     let app = serve(&served).await;
@@ -264,29 +289,47 @@ async fn a_partial_or_altered_export_is_refused_and_leaves_the_store_empty() {
         assert_eq!(count(&target, "accounts"), 0, "{name} left no projection row");
     };
 
-    let account = written.file("acme.ndjson");
-    export_to(written.source.path(), &["--account", "acme"], &account);
-    let acme = std::fs::read_to_string(&account).unwrap();
-    refused("acme", acme, &["seq", "follows seq", "partial export", "--account"]);
     let after = written.file("after.ndjson");
-    export_to(written.source.path(), &["--after", "3"], &after);
+    export_to(written.source.path(), &["--account", "acme", "--after", "3"], &after);
     refused(
         "after",
         std::fs::read_to_string(&after).unwrap(),
-        &["line 1:", "seq 4, not 1", "partial export"],
+        &["line 1:", "first event of account \"acme\" has seq 4, not 1", "--after"],
     );
+    let mut gap = lines.clone();
+    let dropped = gap.iter().position(|line| line.starts_with(r#"{"seq":5,"account":"acme""#)).unwrap();
+    gap.remove(dropped);
+    refused("gap", gap.join("\n"), &["of account \"acme\" follows its seq", "consecutive"]);
 
+    let seq_of =
+        |line: &str| serde_json::from_str::<serde_json::Value>(line).unwrap()["seq"].as_u64().unwrap();
     let patched = lines.iter().position(|line| line.contains(r#""intent":"refund""#)).unwrap();
     let mut payload = lines.clone();
     payload[patched] = payload[patched].replace(r#""intent":"refund""#, r#""intent":"closed""#);
-    let seq = patched + 1;
-    refused("payload", payload.join("\n"), &[&format!("broken at seq {seq}"), "nothing was imported"]);
+    let seq = seq_of(&lines[patched]);
+    let broken = format!("account acme: the imported hash chain is broken at seq {seq}");
+    refused("payload", payload.join("\n"), &[&broken, "nothing was imported"]);
 
     let mut hash = lines.clone();
     let at = hash[4].find(r#""hash":""#).unwrap() + r#""hash":""#.len();
     let flipped = if &hash[4][at..at + 1] == "0" { "1" } else { "0" };
     hash[4].replace_range(at..at + 1, flipped);
-    refused("hash", hash.join("\n"), &["broken at seq 5"]);
+    refused("hash", hash.join("\n"), &[&format!("broken at seq {}", seq_of(&lines[4]))]);
+
+    // A log cannot reach into another account: a stream or an account event naming another
+    // account is refused (an API key for acme from inside globex's log, say).
+    let mut foreign = lines.clone();
+    let last = foreign.len() - 1;
+    foreign[last] = foreign[last].replace(r#""stream":"ctx/acme/"#, r#""stream":"ctx/globex/"#);
+    assert_ne!(foreign[last], lines[last]);
+    refused("foreign", foreign.join("\n"), &["is not one of account \"acme\"'s"]);
+    let mut key = lines.clone();
+    let issued = key
+        .iter()
+        .position(|line| line.contains("ApiKeyIssued") && line.contains(r#""account":"globex""#))
+        .unwrap();
+    key[issued] = key[issued].replace(r#""account_id":"globex""#, r#""account_id":"acme""#);
+    refused("key", key.join("\n"), &[&format!("line {}:", issued + 1), "not one of account \"globex\"'s"]);
 
     let mut truncated = lines.clone();
     truncated[6].truncate(40);
@@ -307,30 +350,40 @@ async fn verify_chain_reports_the_head_then_the_first_row_edited_with_sql() {
     let dir = written.source.path();
     let run = ctxd(dir, &["verify", "--chain"]);
     assert_eq!(run.code, 0, "{}", run.stdout);
-    let events = event_rows(dir).len();
-    let intact = format!("chain intact: {events} events, head {events} {}", head_hex(dir));
-    assert!(run.stdout.contains(&intact), "{}", run.stdout);
+    for account in ["acme", "globex"] {
+        assert!(run.stdout.contains(&intact_line(dir, account)), "{}", run.stdout);
+    }
     assert!(!ctxd(dir, &["verify"]).stdout.contains("chain"), "without --chain, no chain check");
 
     let conn = Connection::open(dir.join("ctxd.db")).unwrap();
     conn.execute_batch("DROP TRIGGER events_are_append_only_update").unwrap();
     let forged = r#"{"request_id":"forged","actor":"admin"}"#;
-    conn.execute("UPDATE events SET meta = ?1 WHERE seq = ?2", rusqlite::params![forged, events]).unwrap();
+    let (last, _) = head(dir, "globex");
+    conn.execute(
+        "UPDATE events SET meta = ?1 WHERE account = 'globex' AND seq = ?2",
+        rusqlite::params![forged, last],
+    )
+    .unwrap();
     let run = ctxd(dir, &["verify"]);
     assert_eq!(run.code, 0, "the projections do not read meta: {}", run.stdout);
     let run = ctxd(dir, &["verify", "--chain"]);
     assert_eq!(run.code, 1, "{}", run.stdout);
     assert!(run.stdout.contains("ok: the projections match"), "{}", run.stdout);
-    let broken = format!("chain broken at seq {events}: its hash does not match");
+    let broken = format!("account globex: chain broken at seq {last}: its hash does not match");
     assert!(run.stdout.contains(&broken), "{}", run.stdout);
+    assert!(run.stdout.contains(&intact_line(dir, "acme")), "acme's chain is not globex's: {}", run.stdout);
 
     let disputed: u64 =
         conn.query_row("SELECT seq FROM events WHERE data LIKE '%dispute%'", [], |row| row.get(0)).unwrap();
-    conn.execute("UPDATE events SET data = replace(data, 'dispute', 'disputed') WHERE seq = ?1", [disputed])
-        .unwrap();
+    conn.execute(
+        "UPDATE events SET data = replace(data, 'dispute', 'disputed') WHERE account = 'acme' AND seq = ?1",
+        [disputed],
+    )
+    .unwrap();
     let run = ctxd(dir, &["verify", "--chain"]);
     assert_eq!(run.code, 1, "{}", run.stdout);
-    let broken = format!("chain broken at seq {disputed}: its payload was changed outside an erasure");
+    let broken =
+        format!("account acme: chain broken at seq {disputed}: its payload was changed outside an erasure");
     assert!(run.stdout.contains(&broken), "the first bad seq: {}", run.stdout);
 }
 
@@ -338,25 +391,103 @@ async fn verify_chain_reports_the_head_then_the_first_row_edited_with_sql() {
 async fn export_after_and_account_select_the_right_events_in_seq_order() {
     let written = Written::new().await;
     let conn = Connection::open(written.source.path().join("ctxd.db")).unwrap();
-    let seqs = |condition: &str| -> Vec<u64> {
-        let mut statement =
-            conn.prepare(&format!("SELECT seq FROM events WHERE {condition} ORDER BY seq")).unwrap();
-        statement.query_map([], |row| row.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+    let events = |condition: &str, order: &str| -> Vec<(String, u64)> {
+        let sql = format!("SELECT account, seq FROM events WHERE {condition} ORDER BY {order}");
+        let mut statement = conn.prepare(&sql).unwrap();
+        statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
     };
-    let exported = |args: &[&str]| -> Vec<u64> {
+    let exported = |args: &[&str]| -> Vec<(String, u64)> {
         let file = written.file("part.ndjson");
         export_to(written.source.path(), args, &file);
         let text = std::fs::read_to_string(&file).unwrap();
         text.lines()
-            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["seq"].as_u64().unwrap())
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .map(|line| (line["account"].as_str().unwrap().to_string(), line["seq"].as_u64().unwrap()))
             .collect()
     };
-    let globex = seqs("account = 'globex'");
-    assert!(!globex.is_empty() && globex.len() < seqs("1").len());
-    assert_eq!(exported(&[]), seqs("1"));
-    assert_eq!(exported(&["--after", "10"]), seqs("seq > 10"));
+    let globex = events("account = 'globex'", "seq");
+    let positions: Vec<u64> = globex.iter().map(|(_, seq)| *seq).collect();
+    assert_eq!(positions, (1..=globex.len() as u64).collect::<Vec<_>>(), "globex's own positions");
+    assert_eq!(exported(&[]), events("1", "id"), "a store's export is in commit order");
     assert_eq!(exported(&["--account", "globex"]), globex);
-    assert_eq!(exported(&["--account", "acme", "--after", "20"]), seqs("account = 'acme' AND seq > 20"));
-    assert_eq!(exported(&["--after", "100000"]), Vec::<u64>::new());
-    assert_eq!(exported(&["--account", "nobody"]), Vec::<u64>::new());
+    assert_eq!(
+        exported(&["--account", "acme", "--after", "20"]),
+        events("account = 'acme' AND seq > 20", "seq")
+    );
+    assert_eq!(exported(&["--account", "acme", "--after", "100000"]), Vec::new());
+    assert_eq!(exported(&["--account", "nobody"]), Vec::new());
+    let run = ctxd(written.source.path(), &["export", "--after", "3"]);
+    assert_eq!(run.code, 2, "--after names a seq of an account's log: {}", run.stderr);
+    assert!(run.stderr.contains("--account"), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn an_account_moves_to_a_store_with_other_accounts_and_serves_there_with_its_own_key() {
+    // The source store: acme's history beside globex's. acme's key is the one Cs made.
+    let source = tempfile::tempdir().unwrap();
+    let app = serve(&source).await;
+    let key = write_history(&app).await;
+    let service = app.call(&key, "GET", "/genesys/1/cs/customers/c1/services", "").await;
+    let service = service.json()[0]["service_id"].as_str().unwrap().to_string();
+    let (last, _) = head(source.path(), "acme");
+    let history =
+        app.call(&key, "GET", &format!("/genesys/1/cs/services/{service}/history"), "").await.json();
+    let inside = history["history"][1]["seq"].as_u64().unwrap();
+    let reads = [
+        format!("{A}/bots/conv-1/properties"),
+        format!("{A}/bots/conv-1/properties?as_of_seq=4"),
+        format!("{A}/bots/conv-1/history"),
+        format!("{A}/bots/conv-4/properties?as_of_seq={last}"),
+        format!("/genesys/1/cs/services/{service}?completed_states=true"),
+        format!("/genesys/1/cs/services/{service}?as_of_seq={inside}"),
+        format!("/genesys/1/cs/services/{service}/history"),
+        format!("{A}/events?after=3&limit=1000"),
+        format!("{A}/audit/verify"),
+    ];
+    let mut answers = Vec::new();
+    for path in &reads {
+        let reply = app.call(&key, "GET", path, "").await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+        answers.push(reply.body);
+    }
+    let acme_head = app.call(&key, "GET", &format!("{A}/audit/head"), "").await.json();
+    stop(app).await;
+    let file = source.path().join("acme.ndjson");
+    export_to(source.path(), &["--account", "acme"], &file);
+
+    // The target store already serves another tenant, whose log goes on beside acme's.
+    let target = tempfile::tempdir().unwrap();
+    let app = serve(&target).await;
+    let initech = app.account("initech").await;
+    stop(app).await;
+    let run = import(target.path(), &file);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains(&format!("account acme: {last} events, chain intact")), "{}", run.stdout);
+    let chain = ctxd(target.path(), &["verify", "--chain"]);
+    assert_eq!(chain.code, 0, "{}", chain.stdout);
+    assert!(chain.stdout.contains("chains intact: 2 accounts"), "{}", chain.stdout);
+    assert_eq!(ctxd(target.path(), &["verify"]).code, 0);
+
+    let app = serve(&target).await;
+    for (path, before) in reads.iter().zip(&answers) {
+        let reply = app.call(&key, "GET", path, "").await;
+        assert_eq!((reply.status, &reply.body), (200, before), "{path} answers as before the move");
+    }
+    let moved_head = app.call(&key, "GET", &format!("{A}/audit/head"), "").await.json();
+    assert_eq!((&moved_head["seq"], &moved_head["hash"]), (&acme_head["seq"], &acme_head["hash"]));
+    // acme writes on from its own position; initech's log is untouched by the move.
+    let reply = app.call(&key, "PATCH", &format!("{A}/bots/conv-1/properties"), r#"{"moved":true}"#).await;
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    let feed = app.call(&key, "GET", &format!("{A}/events?after={last}"), "").await.json();
+    assert_eq!(feed["events"][0]["seq"], last + 1, "{feed}");
+    let theirs = app.call(&initech, "GET", "/v1/account/initech/events", "").await.json();
+    let seqs: Vec<u64> =
+        theirs["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2]);
+    app.call(&initech, "GET", &reads[0], "").await.assert_error(403);
+    stop(app).await;
 }
