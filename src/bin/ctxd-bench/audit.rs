@@ -21,7 +21,7 @@ use chrono::Utc;
 use ctxd::app::BoxError;
 use ctxd::domain::Event;
 use ctxd::domain::events::session_stream;
-use ctxd::store::chain;
+use ctxd::store::{chain, log};
 use ctxd::store::read::open_read_only;
 use ctxd::store::{database_path, lock_data_dir, open_writer_connection};
 use http_body_util::Full;
@@ -65,6 +65,8 @@ const EVENTS_PER_SERVICE: f64 = 7.5;
 pub struct Sizes {
     /// Events filled into the store before the feed and chain figures (whole journeys: a few more).
     pub events: u64,
+    /// Events of other accounts filled beside them.
+    pub other_events: u64,
     /// Changes (PATCHes) of the session read as of.
     pub changes: u64,
 }
@@ -85,8 +87,19 @@ pub fn run(dir: &Path, sizes: &Sizes, live: &LoadSettings) -> Result<Vec<String>
         let stats = analytics_fill::fill(&mut conn, services, analytics_fill::window_start(Utc::now()))?;
         Throughput { items: stats.events, elapsed: started.elapsed() }
     };
+    println!("audit fill (journeys: decide + append + apply): {fill}");
+    if sizes.other_events > 0 {
+        eprintln!("audit: filling {} events of {OTHER_ACCOUNTS} other accounts…", thousands(sizes.other_events));
+        let _lock = lock_data_dir(dir)?;
+        let mut conn = open_writer_connection(&database_path(dir), true)?;
+        let started = Instant::now();
+        fill_other_accounts(&mut conn, sizes.other_events)?;
+        let other = Throughput { items: sizes.other_events, elapsed: started.elapsed() };
+        println!("audit fill of other accounts (append, interleaved with each other): {other}");
+    }
     let megabytes = std::fs::metadata(database_path(dir))?.len() as f64 / 1e6;
-    println!("audit fill (journeys: decide + append + apply): {fill}; ctxd.db {megabytes:.0} MB");
+    let total: u64 = open_read_only(&database_path(dir))?.query_row("SELECT count(*) FROM events", [], |row| row.get(0))?;
+    println!("audit store: {} events of every account; ctxd.db {megabytes:.0} MB", thousands(total));
 
     let mut server = Server::start(dir)?;
     let http = Http { addr: server.addr, api_key: api_key.into() };
@@ -344,7 +357,8 @@ fn chain_rows(
     if in_process != Some(None) || answer["intact"] != Value::Bool(true) {
         failures.push(format!("chain: in-process first bad {in_process:?}; over HTTP {answer}"));
     }
-    let baseline = format!("`SELECT` every column of every event + sha256 of each payload: {}", rate(&raw));
+    let baseline =
+        format!("`SELECT` every column of the account's events + sha256 of each payload: {}", rate(&raw));
     let ratio = |server: &Throughput| format!("(server / raw {:.2})", server.per_second() / raw.per_second());
     rows.push([
         format!("chain verify in-process (`chain::verify`), {} events", thousands(verified.items)),
@@ -359,15 +373,15 @@ fn chain_rows(
     Ok(())
 }
 
-/// Reads every column of every event and hashes each payload: what a walk of the chain cannot
-/// avoid.
+/// Reads every column of every event of the account and hashes each payload: what a walk of
+/// its chain cannot avoid.
 fn scan_and_hash(conn: &Connection) -> Result<u64, BoxError> {
     let snapshot = conn.unchecked_transaction()?;
     let mut statement = snapshot.prepare(
         "SELECT seq, account, stream, stream_version, event_type, event_version, data, meta,
-                recorded_at, payload_hash, hash FROM events ORDER BY seq",
+                recorded_at, payload_hash, hash FROM events WHERE account = ?1 ORDER BY seq",
     )?;
-    let mut rows = statement.query([])?;
+    let mut rows = statement.query([ACCOUNT])?;
     let (mut events, mut bytes) = (0u64, 0usize);
     while let Some(row) = rows.next()? {
         for column in 0..11 {
@@ -378,6 +392,43 @@ fn scan_and_hash(conn: &Connection) -> Result<u64, BoxError> {
     }
     std::hint::black_box(bytes);
     Ok(events)
+}
+
+/// The accounts `fill_other_accounts` writes to.
+const OTHER_ACCOUNTS: u64 = 9;
+
+/// Appends `events` property patches of `OTHER_ACCOUNTS` other accounts, round robin, through
+/// `log::append` with each account's own chain, in transactions of 10,000: the rest of a
+/// multi-tenant store, around which one account's chain is verified.
+fn fill_other_accounts(conn: &mut Connection, events: u64) -> Result<(), BoxError> {
+    let mut next_id = log::last_id(conn)? + 1;
+    let mut heads: Vec<(u64, chain::Hash)> = vec![(0, chain::GENESIS); OTHER_ACCOUNTS as usize];
+    let meta = crate::workload::meta();
+    let mut written = 0;
+    while written < events {
+        let tx = conn.transaction()?;
+        let now = Utc::now();
+        for _ in 0..10_000.min(events - written) {
+            let tenant = (written % OTHER_ACCOUNTS) as usize;
+            let account = format!("tenant-{tenant}");
+            let head = &mut heads[tenant];
+            let event = crate::workload::patched(0, head.0);
+            let recorded = log::RecordedEvent {
+                id: next_id,
+                seq: head.0 + 1,
+                stream: event.stream(&account),
+                stream_version: head.0 + 1,
+                account,
+                event,
+                meta: meta.clone(),
+                recorded_at: now,
+            };
+            *head = (recorded.seq, log::append(&tx, &recorded, &head.1)?);
+            (next_id, written) = (next_id + 1, written + 1);
+        }
+        tx.commit()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

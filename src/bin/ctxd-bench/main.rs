@@ -122,6 +122,10 @@ struct Args {
     /// and `--duration-secs`.
     #[arg(long, default_value_t = 1_000_000)]
     audit_events: u64,
+    /// Events of other accounts written into the audit workload's store beside its account's,
+    /// so that its account's chain is verified inside a larger store (per-account logs).
+    #[arg(long, default_value_t = 0)]
+    audit_other_events: u64,
     /// Changes (PATCHes) of the one session the audit workload's as-of reads read.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     audit_changes: u64,
@@ -184,7 +188,11 @@ fn run(args: Args) -> Result<(), BoxError> {
         failures.extend(analytics::run(&scratch.path.join("analytics"), args.analytics_services)?);
     }
     if args.workload.includes_audit() && args.audit_events > 0 && !args.skip_http {
-        let sizes = audit::Sizes { events: args.audit_events, changes: args.audit_changes };
+        let sizes = audit::Sizes {
+            events: args.audit_events,
+            other_events: args.audit_other_events,
+            changes: args.audit_changes,
+        };
         failures.extend(audit::run(&scratch.path.join("audit"), &sizes, &load_settings(&args))?);
     }
     if !args.skip_rebuild {
