@@ -117,11 +117,6 @@ fn read_row<'r>(row: &'r rusqlite::Row<'_>) -> Result<(Columns<'r>, &'r str), St
 /// in `global_chain_heads` and logged.
 pub fn split_per_account(conn: &Connection) -> Result<(), StoreError> {
     let mut heads: HashMap<String, (u64, Hash)> = HashMap::new();
-    let mut insert = conn.prepare(
-        "INSERT INTO events_per_account (id, account, seq, stream, stream_version, event_type,
-             event_version, data, meta, recorded_at, payload_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-    )?;
     let mut position = conn.prepare("SELECT seq FROM events_per_account WHERE id = ?1")?;
     let mut select = conn.prepare(&format!("{SELECT_ROWS} ORDER BY seq"))?;
     let mut rows = select.query([])?;
@@ -147,20 +142,7 @@ pub fn split_per_account(conn: &Connection) -> Result<(), StoreError> {
         let columns = Columns { seq: head.0 + 1, ..old };
         let hash = link(&head.1, &columns, &payload);
         *head = (columns.seq, hash);
-        insert.execute(params![
-            id,
-            columns.account,
-            columns.seq,
-            columns.stream,
-            columns.stream_version,
-            columns.event_type,
-            columns.event_version,
-            data,
-            columns.meta,
-            columns.recorded_at,
-            payload.as_slice(),
-            hash.as_slice(),
-        ])?;
+        super::log::insert_row(conn, "events_per_account", id, &columns, &data, &payload, &hash)?;
         old_head = Some((id, row.get(10)?));
     }
     // A log chained before (not one that 0005 hashed in this same run) had a head someone may keep.

@@ -74,26 +74,40 @@ pub fn append(conn: &Connection, recorded: &RecordedEvent, previous: &Hash) -> R
     };
     let payload_hash = chain::payload_hash(&data);
     let hash = chain::link(previous, &columns, &payload_hash);
-    conn.prepare_cached(
-        "INSERT INTO events (seq, account, stream, stream_version, event_type, event_version, data, meta,
-                             recorded_at, payload_hash, hash, id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-    )?
+    insert_row(conn, "events", recorded.id, &columns, &data, &payload_hash, &hash)?;
+    Ok(hash)
+}
+
+/// Inserts an event row into `table` (`events`, or the copy a migration fills).
+pub(super) fn insert_row(
+    conn: &Connection,
+    table: &str,
+    id: u64,
+    columns: &chain::Columns<'_>,
+    data: &str,
+    payload_hash: &Hash,
+    hash: &Hash,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(&format!(
+        "INSERT INTO {table} (id, account, seq, stream, stream_version, event_type, event_version, data,
+                              meta, recorded_at, payload_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+    ))?
     .execute(params![
-        columns.seq,
+        id,
         columns.account,
+        columns.seq,
         columns.stream,
         columns.stream_version,
         columns.event_type,
         columns.event_version,
         data,
         columns.meta,
-        recorded_at,
+        columns.recorded_at,
         payload_hash.as_slice(),
         hash.as_slice(),
-        recorded.id,
     ])?;
-    Ok(hash)
+    Ok(())
 }
 
 /// Replaces the payload of `account`'s event `seq` with its redacted form: the one change the log allows,

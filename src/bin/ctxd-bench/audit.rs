@@ -21,8 +21,8 @@ use chrono::Utc;
 use ctxd::app::BoxError;
 use ctxd::domain::Event;
 use ctxd::domain::events::session_stream;
-use ctxd::store::{chain, log};
 use ctxd::store::read::open_read_only;
+use ctxd::store::{chain, log};
 use ctxd::store::{database_path, lock_data_dir, open_writer_connection};
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -89,7 +89,10 @@ pub fn run(dir: &Path, sizes: &Sizes, live: &LoadSettings) -> Result<Vec<String>
     };
     println!("audit fill (journeys: decide + append + apply): {fill}");
     if sizes.other_events > 0 {
-        eprintln!("audit: filling {} events of {OTHER_ACCOUNTS} other accounts…", thousands(sizes.other_events));
+        eprintln!(
+            "audit: filling {} events of {OTHER_ACCOUNTS} other accounts…",
+            thousands(sizes.other_events)
+        );
         let _lock = lock_data_dir(dir)?;
         let mut conn = open_writer_connection(&database_path(dir), true)?;
         let started = Instant::now();
@@ -98,7 +101,9 @@ pub fn run(dir: &Path, sizes: &Sizes, live: &LoadSettings) -> Result<Vec<String>
         println!("audit fill of other accounts (append, interleaved with each other): {other}");
     }
     let megabytes = std::fs::metadata(database_path(dir))?.len() as f64 / 1e6;
-    let total: u64 = open_read_only(&database_path(dir))?.query_row("SELECT count(*) FROM events", [], |row| row.get(0))?;
+    let total: u64 =
+        open_read_only(&database_path(dir))?
+            .query_row("SELECT count(*) FROM events", [], |row| row.get(0))?;
     println!("audit store: {} events of every account; ctxd.db {megabytes:.0} MB", thousands(total));
 
     let mut server = Server::start(dir)?;
