@@ -236,9 +236,9 @@ impl Follower {
 
 /// `GET …/audit/verify`: walks the account's hash chain and reports the first bad seq.
 async fn verify_chain(State(state): State<AppState>, account: Account) -> Result<Response, ApiError> {
-    // One walk at a time: each reads a whole account's log.
-    static WALKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
-    let _turn = WALKS.acquire().await.map_err(|_| ApiError::from(StoreError::Schema("closed".into())))?;
+    // One walk at a time per account (each reads the account's whole log); accounts do not
+    // wait for each other.
+    let _turn = walk_turn(&account.id).await;
     let report = state
         .store
         // A read runs in one snapshot: the walk sees one state of the log.
@@ -255,6 +255,19 @@ async fn verify_chain(State(state): State<AppState>, account: Account) -> Result
         body["reason"] = reason.into();
     }
     Ok(axum::Json(body).into_response())
+}
+
+/// Holds `account`'s turn to walk its chain until dropped.
+async fn walk_turn(account: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    type Turns = std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>;
+    static TURNS: std::sync::OnceLock<Turns> = std::sync::OnceLock::new();
+    let turn = {
+        let mut turns = TURNS.get_or_init(Turns::default).lock().expect("walk turns lock");
+        // Forget the accounts no one walks now, so the map holds only walks in progress.
+        turns.retain(|_, turn| std::sync::Arc::strong_count(turn) > 1);
+        turns.entry(account.to_string()).or_default().clone()
+    };
+    turn.lock_owned().await
 }
 
 /// `GET …/audit/head`: the account's last position and hash, signed with the store's key.
@@ -322,4 +335,21 @@ async fn erase_customer(
     write: Write<NoBody>,
 ) -> Result<Response, ApiError> {
     erase(&state, &account, write, ErasureTarget::Customer { customer_id }).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_chain_walk_waits_only_for_a_walk_of_its_own_account() {
+        let acme = walk_turn("acme").await;
+        let other = tokio::time::timeout(Duration::from_secs(1), walk_turn("globex")).await;
+        assert!(other.is_ok(), "another account's walk does not wait");
+        let again = tokio::time::timeout(Duration::from_millis(100), walk_turn("acme")).await;
+        assert!(again.is_err(), "a second walk of acme waits for the first");
+        drop(acme);
+        let again = tokio::time::timeout(Duration::from_secs(1), walk_turn("acme")).await;
+        assert!(again.is_ok(), "and runs once the first ends");
+    }
 }
