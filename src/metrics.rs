@@ -51,10 +51,17 @@ impl Histogram {
     }
 }
 
+/// A label value as the Prometheus text format writes it.
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
 /// Every metric ctxd exports.
 pub struct Metrics {
     /// Requests by (route template, method, status).
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    /// Writes refused with 429 by account (accounts are created by the admin only: a bounded set).
+    limited: Mutex<BTreeMap<String, u64>>,
     appends: AtomicU64,
     log_length: AtomicU64,
     batch_size: Histogram,
@@ -65,6 +72,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             requests: Mutex::new(BTreeMap::new()),
+            limited: Mutex::new(BTreeMap::new()),
             appends: AtomicU64::new(0),
             log_length: AtomicU64::new(0),
             batch_size: Histogram::new(BATCH_BUCKETS),
@@ -77,6 +85,11 @@ impl Metrics {
     pub fn record_request(&self, route: &str, method: &str, status: u16) {
         let mut requests = self.requests.lock().expect("metrics lock");
         *requests.entry((route.to_string(), method.to_string(), status)).or_insert(0) += 1;
+    }
+
+    /// A write of `account` refused because the account is past its rate.
+    pub fn record_limited(&self, account: &str) {
+        *self.limited.lock().expect("metrics lock").entry(account.to_string()).or_insert(0) += 1;
     }
 
     /// Called by the writer after each group commit.
@@ -100,8 +113,13 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "ctxd_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {count}",
-                route.replace('\\', "\\\\").replace('"', "\\\"")
+                label(route)
             );
+        }
+        out.push_str("# HELP ctxd_writes_limited_total Writes refused with 429 because the account was past its writes_per_second.\n");
+        out.push_str("# TYPE ctxd_writes_limited_total counter\n");
+        for (account, count) in self.limited.lock().expect("metrics lock").iter() {
+            let _ = writeln!(out, "ctxd_writes_limited_total{{account=\"{}\"}} {count}", label(account));
         }
         let _ = writeln!(
             out,

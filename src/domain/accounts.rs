@@ -16,7 +16,15 @@ pub enum AccountCommand {
         key_id: String,
         key_hash: String,
     },
+    /// Set the account's own write limit, or (`None`) let the server's default apply.
+    SetLimits {
+        account_id: String,
+        writes_per_second: Option<u32>,
+    },
 }
+
+/// The highest `writes_per_second` an account may be given.
+pub const MAX_WRITES_PER_SECOND: u32 = 1_000_000;
 
 /// What an account command is decided against.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -28,9 +36,9 @@ pub struct AccountState {
 impl AccountCommand {
     pub fn account_id(&self) -> &str {
         match self {
-            AccountCommand::CreateAccount { account_id } | AccountCommand::IssueApiKey { account_id, .. } => {
-                account_id
-            }
+            AccountCommand::CreateAccount { account_id }
+            | AccountCommand::IssueApiKey { account_id, .. }
+            | AccountCommand::SetLimits { account_id, .. } => account_id,
         }
     }
 }
@@ -62,6 +70,19 @@ pub fn decide_account(state: &AccountState, command: &AccountCommand) -> Result<
                 key_hash: key_hash.clone(),
             }));
             Ok(events)
+        }
+        AccountCommand::SetLimits { account_id, writes_per_second } => {
+            if !state.exists {
+                return Err(DomainError::NotFound(format!("account '{account_id}'")));
+            }
+            if writes_per_second.is_some_and(|rate| !(1..=MAX_WRITES_PER_SECOND).contains(&rate)) {
+                return Err(DomainError::Invalid(format!(
+                    "writes_per_second must be from 1 to {MAX_WRITES_PER_SECOND}, or null for the server's default"
+                )));
+            }
+            let limits =
+                AccountLimitsSet { account_id: account_id.clone(), writes_per_second: *writes_per_second };
+            Ok(vec![Event::AccountLimitsSet(limits)])
         }
     }
 }

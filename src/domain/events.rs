@@ -67,6 +67,13 @@ pub struct ApiKeyRevoked {
     pub key_id: String,
 }
 
+/// The account's own limits (`PUT /admin/accounts/{id}/limits`); `None`: the server's default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountLimitsSet {
+    pub account_id: String,
+    pub writes_per_second: Option<u32>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NamespaceCreated {
     pub namespace: String,
@@ -177,6 +184,7 @@ event_types! {
     AccountCreated = 1,
     ApiKeyIssued = 1,
     ApiKeyRevoked = 1,
+    AccountLimitsSet = 1,
     NamespaceCreated = 1,
     NamespaceTtlSet = 1,
     NamespaceDeleted = 1,
@@ -225,7 +233,8 @@ impl Event {
         let named = match self {
             Event::AccountCreated(AccountCreated { account_id })
             | Event::ApiKeyIssued(ApiKeyIssued { account_id, .. })
-            | Event::ApiKeyRevoked(ApiKeyRevoked { account_id, .. }) => Some(account_id),
+            | Event::ApiKeyRevoked(ApiKeyRevoked { account_id, .. })
+            | Event::AccountLimitsSet(AccountLimitsSet { account_id, .. }) => Some(account_id),
             _ => None,
         };
         named.is_none_or(|named| named == account) && self.stream(account) == stream
@@ -234,9 +243,10 @@ impl Event {
     /// The stream this event belongs to within `account`'s log.
     pub fn stream(&self, account: &str) -> String {
         match self {
-            Event::AccountCreated(_) | Event::ApiKeyIssued(_) | Event::ApiKeyRevoked(_) => {
-                account_stream(account)
-            }
+            Event::AccountCreated(_)
+            | Event::ApiKeyIssued(_)
+            | Event::ApiKeyRevoked(_)
+            | Event::AccountLimitsSet(_) => account_stream(account),
             Event::NamespaceCreated(NamespaceCreated { namespace, .. })
             | Event::NamespaceTtlSet(NamespaceTtlSet { namespace, .. })
             | Event::NamespaceDeleted(NamespaceDeleted { namespace }) => namespace_stream(account, namespace),

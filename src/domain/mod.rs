@@ -96,3 +96,20 @@ pub enum Command {
         retention_seconds: u64,
     },
 }
+
+impl Command {
+    /// The account whose log the command writes to; `None` for the sweeper's commands, which
+    /// may touch any account.
+    pub fn account(&self) -> Option<&str> {
+        match self {
+            Command::Account(command) => Some(command.account_id()),
+            Command::Context { account, .. }
+            | Command::Service { account, .. }
+            | Command::Customer { account, .. }
+            | Command::Erase { account, .. } => Some(account),
+            Command::ExpireProperties { .. }
+            | Command::SweepServices { .. }
+            | Command::PruneIdempotencyKeys { .. } => None,
+        }
+    }
+}

@@ -14,11 +14,13 @@ pub struct ApiError {
     pub message: String,
     /// On 412: the stream's current version, sent as `currentVersion` and `ETag`.
     pub current_version: Option<StreamVersion>,
+    /// On 429: whole seconds after which to retry, sent as `Retry-After`.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), current_version: None }
+        ApiError { status, message: message.into(), current_version: None, retry_after: None }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -52,7 +54,7 @@ impl From<DomainError> for ApiError {
             DomainError::VersionConflict { current } => Some(current),
             _ => None,
         };
-        ApiError { status, message: error.to_string(), current_version }
+        ApiError { status, message: error.to_string(), current_version, retry_after: None }
     }
 }
 
@@ -63,6 +65,14 @@ impl From<WriteError> for ApiError {
             WriteError::IdempotencyMismatch => Self::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_string()),
             WriteError::Unavailable | WriteError::CommitFailed => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
+            }
+            WriteError::RateLimited { retry_after } => {
+                let message = format!("{error}: at most {} ms from now", retry_after.as_millis().max(1));
+                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                ApiError {
+                    retry_after: Some(seconds.max(1)),
+                    ..Self::new(StatusCode::TOO_MANY_REQUESTS, message)
+                }
             }
             WriteError::Store(error) => Self::internal(&error),
         }
@@ -86,6 +96,9 @@ impl IntoResponse for ApiError {
         response.extensions_mut().insert(ErrorMessage(self.message));
         if let Some(current) = self.current_version {
             response.headers_mut().insert(header::ETAG, etag(current));
+        }
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

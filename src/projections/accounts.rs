@@ -17,8 +17,26 @@ pub fn apply(tables: &mut impl Tables, recorded: &EventRef<'_>) -> Result<(), St
         Event::AccountCreated(e) => tables.insert_account(&e.account_id, at),
         Event::ApiKeyIssued(e) => tables.insert_api_key(&e.key_hash, &e.key_id, &e.account_id, at),
         Event::ApiKeyRevoked(e) => tables.revoke_api_key(&e.account_id, &e.key_id, at),
+        Event::AccountLimitsSet(e) => tables.set_account_limits(&e.account_id, e.writes_per_second),
         _ => Ok(()),
     }
+}
+
+/// Every account's own write limit (`writes_per_second`), for the writer's admission.
+pub fn write_limits(conn: &Connection) -> Result<HashMap<String, u32>, StoreError> {
+    let mut statement = conn
+        .prepare("SELECT account_id, writes_per_second FROM accounts WHERE writes_per_second IS NOT NULL")?;
+    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// An account's own write limit: `None` for an unknown account, `Some(None)` for one without
+/// a limit of its own.
+pub fn write_limit(conn: &Connection, account_id: &str) -> Result<Option<Option<u32>>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT writes_per_second FROM accounts WHERE account_id = ?1")?
+        .query_row([account_id], |row| row.get(0))
+        .optional()?)
 }
 
 /// What `AccountCommand`s are decided against.

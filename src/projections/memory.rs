@@ -40,7 +40,8 @@ type PropertyValues = (String, Option<i64>);
 pub struct MemoryTables {
     /// Reused for session lookups.
     buffer: String,
-    accounts: BTreeMap<String, String>,
+    /// `created_at` and `writes_per_second` by account.
+    accounts: BTreeMap<String, (String, Option<u32>)>,
     /// key hash → (key id, account, issued at, revoked at)
     api_keys: BTreeMap<String, (String, String, String, Option<String>)>,
     /// (account, namespace) → (created at, ttl)
@@ -66,7 +67,7 @@ fn duplicate(table: &str, key: &str) -> StoreError {
 
 impl Tables for MemoryTables {
     fn insert_account(&mut self, account_id: &str, created_at: &str) -> Result<(), StoreError> {
-        match self.accounts.insert(account_id.to_string(), created_at.to_string()) {
+        match self.accounts.insert(account_id.to_string(), (created_at.to_string(), None)) {
             None => Ok(()),
             Some(_) => Err(duplicate("accounts", account_id)),
         }
@@ -91,6 +92,17 @@ impl Tables for MemoryTables {
             if id == key_id && account == account_id && revoked.is_none() {
                 *revoked = Some(revoked_at.to_string());
             }
+        }
+        Ok(())
+    }
+
+    fn set_account_limits(
+        &mut self,
+        account_id: &str,
+        writes_per_second: Option<u32>,
+    ) -> Result<(), StoreError> {
+        if let Some((_, limit)) = self.accounts.get_mut(account_id) {
+            *limit = writes_per_second;
         }
         Ok(())
     }
@@ -353,9 +365,11 @@ impl MemoryTables {
     }
 
     fn write_context_to(&self, conn: &Connection) -> Result<(), StoreError> {
-        let mut insert = conn.prepare("INSERT INTO accounts (account_id, created_at) VALUES (?1, ?2)")?;
-        for (account_id, created_at) in &self.accounts {
-            insert.execute((account_id, created_at))?;
+        let mut insert = conn.prepare(
+            "INSERT INTO accounts (account_id, created_at, writes_per_second) VALUES (?1, ?2, ?3)",
+        )?;
+        for (account_id, (created_at, writes_per_second)) in &self.accounts {
+            insert.execute((account_id, created_at, writes_per_second))?;
         }
         let mut insert = conn
             .prepare("INSERT INTO api_keys (key_hash, key_id, account_id, issued_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5)")?;
@@ -432,6 +446,13 @@ mod tests {
                 }),
             ),
             ("acme", Event::ApiKeyRevoked(ApiKeyRevoked { account_id: "acme".into(), key_id: "k1".into() })),
+            (
+                "acme",
+                Event::AccountLimitsSet(AccountLimitsSet {
+                    account_id: "acme".into(),
+                    writes_per_second: Some(50),
+                }),
+            ),
             (
                 "acme",
                 Event::ApiKeyIssued(ApiKeyIssued {

@@ -62,9 +62,10 @@ pub fn apply(tables: &mut impl Tables, recorded: &RecordedEvent) -> Result<(), S
 
 fn apply_event(tables: &mut impl Tables, event: &EventRef<'_>) -> Result<(), StoreError> {
     match event.event {
-        Event::AccountCreated(_) | Event::ApiKeyIssued(_) | Event::ApiKeyRevoked(_) => {
-            accounts::apply(tables, event)
-        }
+        Event::AccountCreated(_)
+        | Event::ApiKeyIssued(_)
+        | Event::ApiKeyRevoked(_)
+        | Event::AccountLimitsSet(_) => accounts::apply(tables, event),
         Event::NamespaceCreated(_)
         | Event::NamespaceTtlSet(_)
         | Event::NamespaceDeleted(_)

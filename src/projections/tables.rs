@@ -46,6 +46,11 @@ pub trait Tables {
         issued_at: &str,
     ) -> Result<(), StoreError>;
     fn revoke_api_key(&mut self, account_id: &str, key_id: &str, revoked_at: &str) -> Result<(), StoreError>;
+    fn set_account_limits(
+        &mut self,
+        account_id: &str,
+        writes_per_second: Option<u32>,
+    ) -> Result<(), StoreError>;
     fn insert_namespace(
         &mut self,
         account_id: &str,
@@ -319,6 +324,17 @@ impl Tables for SqlTables<'_> {
 
     fn revoke_api_key(&mut self, account_id: &str, key_id: &str, revoked_at: &str) -> Result<(), StoreError> {
         self.run("UPDATE api_keys SET revoked_at = ?3 WHERE account_id = ?1 AND key_id = ?2 AND revoked_at IS NULL", (account_id, key_id, revoked_at))
+    }
+
+    fn set_account_limits(
+        &mut self,
+        account_id: &str,
+        writes_per_second: Option<u32>,
+    ) -> Result<(), StoreError> {
+        self.run(
+            "UPDATE accounts SET writes_per_second = ?2 WHERE account_id = ?1",
+            (account_id, writes_per_second),
+        )
     }
 
     fn insert_namespace(

@@ -79,6 +79,13 @@ pub const MIGRATIONS: &[Migration] = &[
         rebuilds_projections: false,
         then: None,
     },
+    Migration {
+        version: 9,
+        name: "0009_account_limits.sql",
+        sql: include_str!("../../migrations/0009_account_limits.sql"),
+        rebuilds_projections: false,
+        then: None,
+    },
 ];
 
 /// The schema version this binary writes.

@@ -3,7 +3,9 @@
 //! Its interface is deliberately narrow — submit a command, read a stream or the feed, run a
 //! projection query — so that another backend can replace SQLite without touching HTTP or domain code.
 
+pub mod admission;
 pub mod chain;
+pub mod fair;
 pub mod idempotency;
 pub mod log;
 pub mod migrations;
@@ -51,6 +53,8 @@ pub enum WriteError {
     Unavailable,
     #[error("the group commit failed")]
     CommitFailed,
+    #[error("this account is past its writes_per_second; retry later")]
+    RateLimited { retry_after: std::time::Duration },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -140,6 +144,7 @@ pub struct Store {
 struct Inner {
     path: PathBuf,
     sender: mpsc::Sender<writer::Message>,
+    admission: admission::Admission,
     reads: ReadPool,
     keys: Arc<KeyRing>,
     feed: Arc<watch::Sender<FeedHead>>,
@@ -209,17 +214,26 @@ impl Store {
         let path = database_path(data_dir);
         let conn = open_writer_connection(&path, config.synchronous_full)?;
         let keys = Arc::new(RwLock::new(crate::projections::accounts::active_keys(&conn)?));
+        let limits = Arc::new(RwLock::new(crate::projections::accounts::write_limits(&conn)?));
+        let admission = admission::Admission::new(
+            config.default_writes_per_second,
+            config.pending_per_account,
+            limits.clone(),
+            metrics.clone(),
+        );
         let last_id = log::last_id(&conn)?;
         metrics.set_log_length(last_id);
         let feed =
             Arc::new(watch::Sender::new(FeedHead { last_id, commit_after: last_id, ..FeedHead::default() }));
         let (sender, receiver) = mpsc::channel(config.queue_capacity);
-        let thread = writer::spawn(conn, receiver, config, clock, metrics, keys.clone(), feed.clone())?;
+        let shared = writer::Shared { keys: keys.clone(), limits, feed: feed.clone() };
+        let thread = writer::spawn(conn, receiver, config, clock, metrics, shared)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 reads: ReadPool::new(path.clone()),
                 path,
                 sender,
+                admission,
                 keys,
                 feed,
                 writer_thread: Mutex::new(Some(thread)),
@@ -233,8 +247,17 @@ impl Store {
         &self.inner.path
     }
 
-    /// Sends a command to the writer and waits until it is durable (or refused).
+    /// Sends a command to the writer and waits until it is durable (or refused). A tenant's
+    /// command is admitted first (`admission`): refused past the account's rate, and held while
+    /// the account has as many commands pending as it may.
     pub async fn submit(&self, request: WriteRequest) -> Result<Outcome, WriteError> {
+        let _place = match &request.command {
+            Command::Account(_) => None,
+            command => match command.account() {
+                Some(account) => Some(self.inner.admission.admit(account, std::time::Instant::now()).await?),
+                None => None,
+            },
+        };
         let (reply, answer) = oneshot::channel();
         self.inner
             .sender
@@ -259,6 +282,11 @@ impl Store {
         tokio::task::spawn_blocking(move || store.read(query))
             .await
             .map_err(|error| StoreError::Io(std::io::Error::other(error)))?
+    }
+
+    /// The `writes_per_second` an account's writes are held to (`None`: unlimited).
+    pub fn write_rate(&self, account: &str) -> Option<u32> {
+        self.inner.admission.rate_of(account)
     }
 
     /// The owner of an API key, by the key's sha256.

@@ -13,7 +13,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::admission::WriteLimits;
 use super::chain::{self, Hash};
+use super::fair::FairQueue;
 use super::idempotency;
 use super::log::{self, RecordedEvent};
 use super::{FeedHead, KeyRing, Outcome, StoreError, WriteError, WriteRequest};
@@ -43,12 +45,29 @@ pub struct WriterConfig {
     pub max_batch: usize,
     /// Commands that may wait for the writer before handlers are made to wait.
     pub queue_capacity: usize,
+    /// Commands of one account that may wait for the writer at once (`store::admission`).
+    pub pending_per_account: usize,
+    /// `writes_per_second` of an account without a limit of its own; `None`: unlimited.
+    pub default_writes_per_second: Option<u32>,
 }
 
 impl Default for WriterConfig {
     fn default() -> Self {
-        WriterConfig { synchronous_full: true, max_batch: 1024, queue_capacity: 8192 }
+        WriterConfig {
+            synchronous_full: true,
+            max_batch: 1024,
+            queue_capacity: 8192,
+            pending_per_account: 1024,
+            default_writes_per_second: None,
+        }
     }
+}
+
+/// What the writer keeps up to date for the rest of the store.
+pub(super) struct Shared {
+    pub keys: Arc<KeyRing>,
+    pub limits: Arc<WriteLimits>,
+    pub feed: Arc<watch::Sender<FeedHead>>,
 }
 
 pub(super) enum Message {
@@ -58,17 +77,26 @@ pub(super) enum Message {
 
 type Pending = (Box<WriteRequest>, oneshot::Sender<Result<Outcome, WriteError>>);
 
+/// Puts a command in its account's line (the sweeper's commands share one of their own).
+fn queue(
+    waiting: &mut FairQueue<Pending>,
+    request: Box<WriteRequest>,
+    reply: oneshot::Sender<Result<Outcome, WriteError>>,
+) {
+    let account = request.command.account().unwrap_or("").to_string();
+    waiting.push(&account, (request, reply));
+}
+
 pub(super) fn spawn(
     conn: Connection,
     receiver: mpsc::Receiver<Message>,
     config: WriterConfig,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
-    keys: Arc<KeyRing>,
-    feed: Arc<watch::Sender<FeedHead>>,
+    shared: Shared,
 ) -> Result<std::thread::JoinHandle<()>, StoreError> {
     let cursor = Cursor::of(&conn)?;
-    let mut writer = Writer { cursor, conn, config, clock, metrics, keys, feed };
+    let mut writer = Writer { cursor, conn, config, clock, metrics, shared };
     let thread =
         std::thread::Builder::new().name("ctxd-writer".into()).spawn(move || writer.run(receiver))?;
     Ok(thread)
@@ -142,29 +170,38 @@ struct Writer {
     config: WriterConfig,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
-    keys: Arc<KeyRing>,
-    feed: Arc<watch::Sender<FeedHead>>,
+    shared: Shared,
 }
 
 impl Writer {
     fn run(&mut self, mut receiver: mpsc::Receiver<Message>) {
+        let mut waiting: FairQueue<Pending> = FairQueue::default();
         let mut batch: Vec<Pending> = Vec::with_capacity(self.config.max_batch);
         let mut stop = None;
-        while stop.is_none() {
-            match receiver.blocking_recv() {
-                Some(Message::Write { request, reply }) => batch.push((request, reply)),
-                Some(Message::Stop { ack }) => stop = Some(ack),
-                None => break,
+        loop {
+            if waiting.is_empty() && stop.is_none() {
+                match receiver.blocking_recv() {
+                    Some(Message::Write { request, reply }) => queue(&mut waiting, request, reply),
+                    Some(Message::Stop { ack }) => stop = Some(ack),
+                    None => break,
+                }
             }
-            while stop.is_none() && batch.len() < self.config.max_batch {
+            // Take in what else is waiting, up to the queue's capacity: past it, handlers wait
+            // on the channel (and each account's own pending limit keeps one account from
+            // filling it, `Store::submit`).
+            while stop.is_none() && waiting.len() < self.config.queue_capacity {
                 match receiver.try_recv() {
-                    Ok(Message::Write { request, reply }) => batch.push((request, reply)),
+                    Ok(Message::Write { request, reply }) => queue(&mut waiting, request, reply),
                     Ok(Message::Stop { ack }) => stop = Some(ack),
                     Err(_) => break,
                 }
             }
+            waiting.take(self.config.max_batch, &mut batch);
             if !batch.is_empty() {
                 self.commit_group(&mut batch);
+            }
+            if stop.is_some() && waiting.is_empty() {
+                break;
             }
         }
         receiver.close();
@@ -187,7 +224,7 @@ impl Writer {
         let started = Instant::now();
         let first = self.cursor.next_id;
         let mut accounts = Vec::new();
-        let (results, touched_keys) = match self.try_commit_group(batch, &mut accounts) {
+        let (results, touched_accounts) = match self.try_commit_group(batch, &mut accounts) {
             Ok(done) => done,
             Err(error) => {
                 tracing::error!(%error, "group commit failed; every command in it is refused");
@@ -216,10 +253,14 @@ impl Writer {
                 Err(error) => tracing::warn!(%error, "checkpoint after an erasure failed"),
             }
         }
-        if touched_keys {
+        if touched_accounts {
             match projections::accounts::active_keys(&self.conn) {
-                Ok(active) => *self.keys.write().expect("key ring lock") = active,
+                Ok(active) => *self.shared.keys.write().expect("key ring lock") = active,
                 Err(error) => tracing::error!(%error, "reloading API keys failed"),
+            }
+            match projections::accounts::write_limits(&self.conn) {
+                Ok(limits) => *self.shared.limits.write().expect("write limits lock") = limits,
+                Err(error) => tracing::error!(%error, "reloading accounts' write limits failed"),
             }
         }
         if appended > 0 {
@@ -230,7 +271,7 @@ impl Writer {
                 accounts: accounts.into(),
                 closed: false,
             };
-            self.feed.send_modify(|current| *current = FeedHead { closed: current.closed, ..head });
+            self.shared.feed.send_modify(|current| *current = FeedHead { closed: current.closed, ..head });
         }
         for ((_, reply), result) in batch.drain(..).zip(results) {
             let _ = reply.send(result);

@@ -59,6 +59,7 @@ async fn error_shape(response: Response) -> Response {
         StatusCode::PRECONDITION_FAILED => "PreconditionFailedException",
         StatusCode::PAYLOAD_TOO_LARGE => "PayloadTooLargeException",
         StatusCode::UNPROCESSABLE_ENTITY => "IdempotencyKeyReusedException",
+        StatusCode::TOO_MANY_REQUESTS => "TooManyRequestsException",
         StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailableException",
         _ => "InternalException",
     };
