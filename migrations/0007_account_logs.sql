@@ -23,10 +23,16 @@ CREATE TABLE events_per_account (
 );
 
 -- The head of the store-wide chain when this migration split it per account, so that an
--- auditor who kept a head of the old chain can connect it to the new ones. No row for a store
--- that had no events.
+-- auditor who kept a head of the old chain can connect it to the new ones, and the first event
+-- at which the old chain did not verify, if any: the new chains are computed over the rows as
+-- they are, so an edit made before the migration is recorded here, and the account's
+-- `audit/verify` keeps reporting it. No row for a store that had no chained events.
 CREATE TABLE global_chain_heads (
-    last_seq    INTEGER NOT NULL,
-    head        BLOB    NOT NULL,
-    migrated_at TEXT    NOT NULL
+    last_seq          INTEGER NOT NULL,
+    head              BLOB    NOT NULL,
+    migrated_at       TEXT    NOT NULL,
+    first_bad_seq     INTEGER,          -- in the old, store-wide numbering
+    first_bad_account TEXT,
+    first_bad_position INTEGER,         -- the same event's seq in its account's log
+    reason            TEXT
 );

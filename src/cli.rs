@@ -182,7 +182,20 @@ fn open_existing(data_dir: &Path) -> Result<rusqlite::Connection, BoxError> {
     if !path.exists() {
         return Err(format!("no store at {}", path.display()).into());
     }
-    Ok(store::read::open_read_only(&path)?)
+    let conn = store::read::open_read_only(&path)?;
+    // A read-only command cannot migrate: it would read an older schema's columns as this one's.
+    let version = store::migrations::current_version(&conn)?;
+    if version != store::migrations::latest_version() {
+        return Err(format!(
+            "the store at {} is at schema version {version}, this ctxd reads version {}: open it once with \
+             this ctxd (`ctxd serve`, or any command that writes) to migrate it, or read it with the \
+             release that wrote it",
+            path.display(),
+            store::migrations::latest_version()
+        )
+        .into());
+    }
+    Ok(conn)
 }
 
 /// `ctxd verify [--chain]`: exit 1 when the projections or (with `--chain`) the chain fail.
@@ -213,11 +226,18 @@ fn verify_chain(conn: &rusqlite::Connection) -> Result<bool, BoxError> {
     let reports = chain::verify_all(conn).and_then(|reports| Ok((reports, chain::global_head(conn)?)));
     conn.execute_batch("COMMIT")?;
     let (reports, global) = reports?;
-    if let Some((last_seq, head)) = global {
+    if let Some(global) = global {
         println!(
-            "before per-account logs (migration 0007), the store-wide chain ended at seq {last_seq} with head {}",
-            hex::encode(head)
+            "before per-account logs (migration 0007), the store-wide chain ended at seq {} with head {}",
+            global.last_seq,
+            hex::encode(global.head)
         );
+        if let Some(broken) = global.broken {
+            println!(
+                "and it did not verify at its seq {} (account {}, now seq {}): {}",
+                broken.seq, broken.account, broken.position, broken.reason
+            );
+        }
     }
     let mut intact = true;
     for report in &reports {

@@ -113,18 +113,26 @@ fn read_row<'r>(row: &'r rusqlite::Row<'_>) -> Result<(Columns<'r>, &'r str), St
 /// account's events 1, 2, 3 … in the old order and chaining them per account. The store-wide
 /// seq becomes the internal `id`. Erasure records name the events they redacted by position,
 /// so their payloads are renumbered too (and hashed anew); every other payload keeps the hash
-/// it was first written with, so redacted payloads still link. The old chain's head is kept
-/// in `global_chain_heads` and logged.
+/// it was first written with, so redacted payloads still link.
+///
+/// The new links are computed over the rows as they are, so the old chain is checked on the way
+/// (links and gaps; a changed payload stays visible through its kept payload hash): its head and
+/// its first break, if any, are kept in `global_chain_heads`, logged, and reported from then on
+/// by the broken account's `verify`.
 pub fn split_per_account(conn: &Connection) -> Result<(), StoreError> {
     let mut heads: HashMap<String, (u64, Hash)> = HashMap::new();
     let mut position = conn.prepare("SELECT seq FROM events_per_account WHERE id = ?1")?;
     let mut select = conn.prepare(&format!("{SELECT_ROWS} ORDER BY seq"))?;
     let mut rows = select.query([])?;
     let mut old_head: Option<(u64, Vec<u8>)> = None;
+    let mut old_previous = GENESIS;
+    let mut old_break: Option<OldBreak> = None;
     while let Some(row) = rows.next()? {
         let (old, data) = read_row(row)?;
         let id = old.seq;
         let stored_payload: Vec<u8> = row.get(9)?;
+        let stored_hash: Vec<u8> = row.get(10)?;
+        let kept_payload: Hash = stored_payload.as_slice().try_into().unwrap_or_else(|_| payload_hash(data));
         let (data, payload) = if ERASURE_TYPES.contains(&old.event_type) {
             let mut event = Event::decode(old.event_type, data)
                 .map_err(|error| StoreError::Corrupt(format!("event {id}: {error}")))?;
@@ -135,37 +143,108 @@ pub fn split_per_account(conn: &Connection) -> Result<(), StoreError> {
             let payload = payload_hash(&renumbered);
             (renumbered, payload)
         } else {
-            let payload = stored_payload.as_slice().try_into().unwrap_or_else(|_| payload_hash(data));
-            (data.to_string(), payload)
+            (data.to_string(), kept_payload)
         };
         let head = heads.entry(old.account.to_string()).or_insert((0, GENESIS));
         let columns = Columns { seq: head.0 + 1, ..old };
         let hash = link(&head.1, &columns, &payload);
         *head = (columns.seq, hash);
         super::log::insert_row(conn, "events_per_account", id, &columns, &data, &payload, &hash)?;
-        old_head = Some((id, row.get(10)?));
+        // The old chain, as `verify` checked it before this migration (a log that 0005 hashed in
+        // this same run has no hashes yet, and nothing to check).
+        if let Ok(stored) = Hash::try_from(stored_hash.as_slice()) {
+            let last = old_head.as_ref().map_or(0, |(seq, _)| *seq);
+            let why = if id != last + 1 {
+                Some(format!("events {} to {} of the store-wide log were missing", last + 1, id - 1))
+            } else if link(&old_previous, &old, &kept_payload) != stored {
+                Some("its hash did not match its content and the previous event's hash".to_string())
+            } else {
+                None
+            };
+            if let Some(reason) = why.filter(|_| old_break.is_none()) {
+                let (account, position) = (old.account.to_string(), columns.seq);
+                old_break = Some(OldBreak { seq: id, account, position, reason });
+            }
+            old_previous = stored;
+        }
+        old_head = Some((id, stored_hash));
     }
-    // A log chained before (not one that 0005 hashed in this same run) had a head someone may keep.
     if let Some((last_seq, head)) = old_head.filter(|(_, head)| head.len() == 32) {
+        let broken = old_break.as_ref();
         conn.execute(
-            "INSERT INTO global_chain_heads (last_seq, head, migrated_at) VALUES (?1, ?2, ?3)",
-            params![last_seq, head, chrono::Utc::now().to_rfc3339()],
+            "INSERT INTO global_chain_heads (last_seq, head, migrated_at, first_bad_seq, first_bad_account,
+                                             first_bad_position, reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                last_seq,
+                head,
+                chrono::Utc::now().to_rfc3339(),
+                broken.map(|b| b.seq),
+                broken.map(|b| &b.account),
+                broken.map(|b| b.position),
+                broken.map(|b| &b.reason)
+            ],
         )?;
+        let head = hex::encode(&head);
         tracing::info!(
             last_seq,
-            head = hex::encode(&head),
+            head,
             accounts = heads.len(),
             "split the store-wide hash chain into one chain per account; its last head is kept in global_chain_heads"
         );
+        if let Some(broken) = broken {
+            tracing::error!(
+                seq = broken.seq,
+                account = broken.account,
+                position = broken.position,
+                reason = broken.reason,
+                "the store-wide chain did not verify before the split; that account's verify reports it"
+            );
+        }
     }
     Ok(())
 }
 
-/// Where the store-wide chain ended when migration 0007 split it per account (`None` for a store
-/// created since, or whose log was empty then).
-pub fn global_head(conn: &Connection) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+/// Where the store-wide chain did not verify when migration 0007 split it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OldBreak {
+    /// In the old, store-wide numbering.
+    pub seq: u64,
+    pub account: String,
+    /// The event's seq in its account's log.
+    pub position: u64,
+    pub reason: String,
+}
+
+/// The store-wide chain as migration 0007 found it: its last seq and head, and its first break.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GlobalHead {
+    pub last_seq: u64,
+    pub head: Vec<u8>,
+    pub broken: Option<OldBreak>,
+}
+
+/// The store-wide chain as migration 0007 found it (`None` for a store created since, or whose
+/// log had no chained events then).
+pub fn global_head(conn: &Connection) -> Result<Option<GlobalHead>, StoreError> {
     let head = conn
-        .query_row("SELECT last_seq, head FROM global_chain_heads", [], |row| Ok((row.get(0)?, row.get(1)?)))
+        .query_row(
+            "SELECT last_seq, head, first_bad_seq, first_bad_account, first_bad_position, reason
+             FROM global_chain_heads",
+            [],
+            |row| {
+                let broken = match row.get::<_, Option<u64>>(2)? {
+                    Some(seq) => Some(OldBreak {
+                        seq,
+                        account: row.get(3)?,
+                        position: row.get(4)?,
+                        reason: row.get(5)?,
+                    }),
+                    None => None,
+                };
+                Ok(GlobalHead { last_seq: row.get(0)?, head: row.get(1)?, broken })
+            },
+        )
         .optional()?;
     Ok(head)
 }
@@ -231,6 +310,13 @@ pub fn verify(conn: &Connection, account: &str) -> Result<ChainReport, StoreErro
         if redacted.get(&seq) != Some(&actual) {
             bad(seq, "its payload was changed outside an erasure".into(), &mut report);
         }
+    }
+    if let Some(broken) = global_head(conn)?.and_then(|head| head.broken).filter(|b| b.account == account) {
+        let why = format!(
+            "before per-account logs (migration 0007), the store-wide chain did not verify at this event (its seq {} there): {}",
+            broken.seq, broken.reason
+        );
+        bad(broken.position, why, &mut report);
     }
     Ok(report)
 }
@@ -383,12 +469,8 @@ mod tests {
             );
             assert_eq!(head(&conn, account).unwrap().unwrap().hash, report.head);
         }
-        let (last_seq, head): (u64, Vec<u8>) = conn
-            .query_row("SELECT last_seq, head FROM global_chain_heads", [], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })
-            .unwrap();
-        assert_eq!((last_seq, head), (5, old_head));
+        let kept = global_head(&conn).unwrap().unwrap();
+        assert_eq!((kept.last_seq, kept.head, kept.broken), (5, old_head, None));
         // Still append-only, the new position column included.
         for sql in [
             "UPDATE events SET seq = 9 WHERE id = 2",
@@ -398,6 +480,32 @@ mod tests {
             let error = conn.execute(sql, []).unwrap_err().to_string();
             assert!(error.contains("append-only"), "{error}");
         }
+    }
+
+    #[test]
+    fn an_edit_made_before_the_migration_stays_reported_in_its_account() {
+        let mut conn = store_at_schema_6(&[CREATED_A, CREATED_B, CREATED_A, CREATED_B]);
+        // Someone rewrote who made event 3 (acme's second) in the old store, around the trigger.
+        conn.execute_batch(
+            "DROP TRIGGER events_are_append_only_update; UPDATE events SET meta = '{\"actor\":\"x\"}' WHERE seq = 3",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let broken = global_head(&conn).unwrap().unwrap().broken.expect("the old chain's break is kept");
+        assert_eq!((broken.seq, broken.account.as_str(), broken.position), (3, "a", 2));
+        let report = verify(&conn, "a").unwrap();
+        let (seq, why) = report.first_bad.expect("acme's verify reports it");
+        assert_eq!(seq, 2);
+        assert!(why.contains("before per-account logs"), "{why}");
+        assert_eq!(verify(&conn, "b").unwrap().first_bad, None);
+
+        let mut conn = store_at_schema_6(&[CREATED_A, CREATED_B, CREATED_A]);
+        conn.execute_batch("DROP TRIGGER events_are_append_only_delete; DELETE FROM events WHERE seq = 2")
+            .unwrap();
+        migrate(&mut conn).unwrap();
+        let broken = global_head(&conn).unwrap().unwrap().broken.expect("a deleted event is kept as a break");
+        assert!(broken.reason.contains("missing"), "{broken:?}");
+        assert!(verify(&conn, "a").unwrap().first_bad.is_some());
     }
 
     #[test]

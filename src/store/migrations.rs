@@ -93,6 +93,19 @@ pub fn latest_version() -> u32 {
     MIGRATIONS.last().map_or(0, |m| m.version)
 }
 
+/// The schema version of the database (0 for one that no ctxd wrote).
+pub fn current_version(conn: &Connection) -> Result<u32, StoreError> {
+    let exists: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'schema_version'",
+        [],
+        |row| row.get(0),
+    )?;
+    if !exists {
+        return Ok(0);
+    }
+    Ok(conn.query_row("SELECT coalesce(max(version), 0) FROM schema_version", [], |row| row.get(0))?)
+}
+
 /// Brings `conn` up to the latest schema; refuses a database newer than this binary.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     migrate_then_rebuild(conn, |_| Ok(()))

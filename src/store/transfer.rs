@@ -15,6 +15,7 @@ use std::ops::Range;
 use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
+use chrono::DateTime;
 use rusqlite::{Connection, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -23,6 +24,7 @@ use super::StoreError;
 use super::chain::{self, Hash};
 use super::log;
 use crate::domain::Event;
+use crate::domain::names::check_name;
 use crate::projections::Events;
 
 /// Which events an export writes.
@@ -81,6 +83,10 @@ pub enum TransferError {
     AccountExists(String),
     #[error("the input holds no event")]
     NoEvents,
+    #[error(
+        "an imported account's API key, or another value that must be unique in the store, is already in use here; nothing was imported"
+    )]
+    Clash,
     #[error(
         "account {account}: the imported hash chain is broken at seq {seq}: {reason}; nothing was imported"
     )]
@@ -262,13 +268,21 @@ fn import_in_one_transaction(
         reports.push(report);
     }
     let chain = took();
-    if first_id == 1 {
-        crate::projections::rebuild_within(&tx)?;
+    let built = if first_id == 1 {
+        crate::projections::rebuild_within(&tx).map(drop)
     } else {
         // The store's other accounts keep their projections; the new ones start from none.
-        let (tables, _) = crate::projections::fold(&tx, Events::Accounts(&accounts))?;
-        tables.write_to(&tx)?;
-    }
+        crate::projections::fold(&tx, Events::Accounts(&accounts))
+            .and_then(|(tables, _)| tables.write_to(&tx))
+    };
+    built.map_err(|error| match error {
+        StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, _))
+            if failure.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            TransferError::Clash
+        }
+        other => other.into(),
+    })?;
     let rebuild = took();
     tx.commit()?;
     let phases = Phases { insert, chain, rebuild, commit: took() };
@@ -379,12 +393,12 @@ fn insert_lines(
 fn parse_lines(mut input: impl BufRead, batches: &SyncSender<Result<Batch, TransferError>>) {
     let mut buffer = Vec::with_capacity(64 * 1024);
     let mut batch = Batch::default();
-    let mut last_seqs = HashMap::new();
+    let (mut last_seqs, mut versions) = (HashMap::new(), HashMap::new());
     for line in 1.. {
         buffer.clear();
         let parsed = match input.read_until(b'\n', &mut buffer) {
             Ok(0) => break,
-            Ok(_) => parse_line(&buffer, line, &mut last_seqs, &mut batch),
+            Ok(_) => parse_line(&buffer, line, (&mut last_seqs, &mut versions), &mut batch),
             Err(error) => Err(error.into()),
         };
         if let Err(error) = parsed {
@@ -398,12 +412,12 @@ fn parse_lines(mut input: impl BufRead, batches: &SyncSender<Result<Batch, Trans
     let _ = batches.send(Ok(batch));
 }
 
-/// Parses line number `line` of the input into `batch`: the next event of its account's log,
-/// whose last seq so far `last_seqs` holds.
+/// Parses line number `line` of the input into `batch`: the next event of its account's log
+/// and of its stream, whose last seq and version so far `last_seqs` and `versions` hold.
 fn parse_line(
     bytes: &[u8],
     line: u64,
-    last_seqs: &mut HashMap<String, u64>,
+    (last_seqs, versions): (&mut HashMap<String, u64>, &mut HashMap<String, u64>),
     batch: &mut Batch,
 ) -> Result<(), TransferError> {
     let at = |reason: String| TransferError::Line { line, reason };
@@ -414,9 +428,28 @@ fn parse_line(
         return Err(at("it is empty; every line must hold one event".into()));
     }
     let event: Line<'_> = serde_json::from_str(text).map_err(|error| at(not_an_event(&error)))?;
+    check_name("account", &event.account).map_err(|error| at(error.to_string()))?;
     let last = last_seqs.get(event.account.as_ref()).copied().unwrap_or(0);
     if event.seq != last + 1 {
         return Err(at(out_of_sequence(&event.account, event.seq, last)));
+    }
+    let version = versions.get(event.stream.as_ref()).copied().unwrap_or(0);
+    if event.stream_version != version + 1 {
+        return Err(at(format!(
+            "stream_version {} of stream {:?} follows its version {version}: versions must run 1, 2, 3, …",
+            event.stream_version, event.stream
+        )));
+    }
+    let written =
+        DateTime::parse_from_rfc3339(&event.recorded_at).map(|time| log::format_time(time.to_utc()));
+    if written.as_deref() != Ok(event.recorded_at.as_ref()) {
+        return Err(at(format!(
+            "recorded_at {:?} is not a time as ctxd writes it (RFC 3339, UTC, microseconds)",
+            event.recorded_at
+        )));
+    }
+    if !event.meta.get().starts_with('{') {
+        return Err(at("meta is not a JSON object".into()));
     }
     match Event::decode(&event.event_type, event.data.get()) {
         Ok(decoded) if decoded.is_of(&event.account, &event.stream) => {}
@@ -435,6 +468,10 @@ fn parse_line(
     match last {
         0 => last_seqs.insert(event.account.to_string(), 1),
         _ => last_seqs.get_mut(event.account.as_ref()).map(|seq| std::mem::replace(seq, event.seq)),
+    };
+    match version {
+        0 => versions.insert(event.stream.to_string(), 1),
+        _ => versions.get_mut(event.stream.as_ref()).map(|v| std::mem::replace(v, event.stream_version)),
     };
     batch.push(line, &event, payload_hash, hash);
     Ok(())

@@ -545,6 +545,7 @@ async fn a_store_from_before_the_funnels_has_its_analytics_rebuilt_when_it_opens
                      meta, recorded_at FROM events;
                  DROP TABLE events; ALTER TABLE events_v3 RENAME TO events;
                  DROP TABLE erasure_in_progress; DROP TABLE global_chain_heads;
+                 ALTER TABLE accounts DROP COLUMN writes_per_second;
                  CREATE TRIGGER events_are_append_only_update BEFORE UPDATE ON events
                  BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
                  CREATE TRIGGER events_are_append_only_delete BEFORE DELETE ON events

@@ -316,6 +316,34 @@ async fn a_partial_or_altered_export_is_refused_and_leaves_the_store_empty() {
     hash[4].replace_range(at..at + 1, flipped);
     refused("hash", hash.join("\n"), &[&format!("broken at seq {}", seq_of(&lines[4]))]);
 
+    // Every field is one that ctxd could have written: an account id it accepts, a time as it
+    // writes times, stream versions 1, 2, 3 … (a head signed for an account id holding a line
+    // break could pass for another text).
+    let line_of = |account: &str, seq: u64| {
+        lines
+            .iter()
+            .position(|line| line.starts_with(&format!(r#"{{"seq":{seq},"account":"{account}""#)))
+            .unwrap()
+    };
+    let mut renamed = lines.clone();
+    for line in renamed.iter_mut().filter(|line| line.contains(r#""account":"globex""#)) {
+        *line = line.replace(r#""account":"globex""#, r#""account":"globex\nseq: 999""#);
+    }
+    refused("renamed", renamed.join("\n"), &["account must not contain control characters"]);
+    let mut time = lines.clone();
+    let at = line_of("acme", 3);
+    let recorded_at = time[at].find(r#""recorded_at":""#).unwrap() + r#""recorded_at":""#.len();
+    time[at].replace_range(recorded_at..recorded_at + 4, "99x9");
+    refused("time", time.join("\n"), &[&format!("line {}:", at + 1), "is not a time as ctxd writes it"]);
+    let mut version = lines.clone();
+    let at = line_of("acme", 1);
+    version[at] = version[at].replace(r#""stream_version":1"#, r#""stream_version":7"#);
+    refused(
+        "version",
+        version.join("\n"),
+        &["stream_version 7 of stream \"account/acme\" follows its version 0"],
+    );
+
     // A log cannot reach into another account: a stream or an account event naming another
     // account is refused (an API key for acme from inside globex's log, say).
     let mut foreign = lines.clone();
@@ -423,6 +451,23 @@ async fn export_after_and_account_select_the_right_events_in_seq_order() {
     let run = ctxd(written.source.path(), &["export", "--after", "3"]);
     assert_eq!(run.code, 2, "--after names a seq of an account's log: {}", run.stderr);
     assert!(run.stderr.contains("--account"), "{}", run.stderr);
+}
+
+#[test]
+fn read_only_commands_refuse_a_store_that_is_not_migrated_yet() {
+    // A store of the release before per-account logs, as it wrote it: reading its columns as
+    // this release's would label the old global seqs as account positions.
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-schema-6/ctxd.db");
+    std::fs::copy(fixture, dir.path().join("ctxd.db")).unwrap();
+    for args in [&["export", "--account", "acme"][..], &["verify", "--chain"]] {
+        let run = ctxd(dir.path(), args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stdout);
+        assert!(run.stderr.contains("schema version 6") && run.stderr.contains("migrate"), "{}", run.stderr);
+        assert!(run.stdout.is_empty(), "{args:?} wrote nothing: {}", run.stdout);
+    }
+    assert_eq!(ctxd(dir.path(), &["rebuild"]).code, 0, "a writing command migrates it");
+    assert_eq!(ctxd(dir.path(), &["verify", "--chain"]).code, 0);
 }
 
 #[tokio::test]
