@@ -90,6 +90,14 @@ pub struct ServeArgs {
     /// Most commands per group commit.
     #[arg(long, env = "CTXD_MAX_BATCH", default_value_t = 1024)]
     pub max_batch: usize,
+    /// Writes per second of an account that has no limit of its own
+    /// (`PUT /admin/accounts/{id}/limits`); 0: unlimited.
+    #[arg(long, env = "CTXD_DEFAULT_WRITES_PER_SECOND", default_value_t = 0)]
+    pub default_writes_per_second: u32,
+    /// Writes of one account that may wait for the writer at once; more wait behind them,
+    /// holding up only that account.
+    #[arg(long, env = "CTXD_PENDING_WRITES_PER_ACCOUNT", default_value_t = 1024)]
+    pub pending_writes_per_account: usize,
     /// Milliseconds between expiry sweeps.
     #[arg(long, env = "CTXD_SWEEP_INTERVAL_MS", default_value_t = 1000)]
     pub sweep_interval_ms: u64,
@@ -138,6 +146,8 @@ impl ServeArgs {
             writer: WriterConfig {
                 synchronous_full: self.synchronous == Synchronous::Full,
                 max_batch: self.max_batch.max(1),
+                default_writes_per_second: Some(self.default_writes_per_second).filter(|rate| *rate > 0),
+                pending_per_account: self.pending_writes_per_account.max(1),
                 ..WriterConfig::default()
             },
             sweep_interval: Duration::from_millis(self.sweep_interval_ms.max(10)),

@@ -21,6 +21,56 @@ pub fn router() -> Router<AppState> {
         .route("/admin/accounts", get(list_accounts).post(create_account))
         .route("/admin/accounts/{account_id}", get(get_account))
         .route("/admin/accounts/{account_id}/api-key", post(issue_key))
+        .route("/admin/accounts/{account_id}/limits", get(get_limits).put(set_limits))
+}
+
+/// An account's limits as `PUT …/limits` takes them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Limits {
+    /// Required, so that a typo cannot clear a limit: a number, or null for the default.
+    writes_per_second: Option<u32>,
+}
+
+/// `{"account_id", "writes_per_second" (its own, or null), "effective_writes_per_second"
+/// (its own, else the server's default, else null: unlimited)}`.
+fn limits_json(state: &AppState, account_id: &str, own: Option<u32>) -> Response {
+    axum::Json(json!({
+        "account_id": account_id,
+        "writes_per_second": own,
+        "effective_writes_per_second": state.store.write_rate(account_id),
+    }))
+    .into_response()
+}
+
+async fn get_limits(
+    State(state): State<AppState>,
+    _: Admin,
+    P(account_id): P<String>,
+) -> Result<Response, ApiError> {
+    let own = state.store.read(|conn| accounts::write_limit(conn, &account_id))?;
+    let own = own.ok_or_else(|| ApiError::not_found(format!("account '{account_id}' not found")))?;
+    Ok(limits_json(&state, &account_id, own))
+}
+
+async fn set_limits(
+    State(state): State<AppState>,
+    _: Admin,
+    P(account_id): P<String>,
+    write: Write<JsonBody<serde_json::Value>>,
+) -> Result<Response, ApiError> {
+    let JsonBody(body) = write.body;
+    if body.get("writes_per_second").is_none() {
+        return Err(ApiError::bad_request(
+            "give writes_per_second: a number, or null for the server's default",
+        ));
+    }
+    let Limits { writes_per_second } = serde_json::from_value(body)
+        .map_err(|error| ApiError::bad_request(format!("invalid limits: {error}")))?;
+    let command =
+        Command::Account(AccountCommand::SetLimits { account_id: account_id.clone(), writes_per_second });
+    state.store.submit(write.context.request("admin".into(), ADMIN_SCOPE, command)).await?;
+    Ok(limits_json(&state, &account_id, writes_per_second))
 }
 
 #[derive(Deserialize)]

@@ -12,6 +12,7 @@ mod helpers;
 mod history;
 mod journeys;
 mod model;
+mod neighbours;
 mod ops;
 mod process;
 mod transfer;

@@ -1,0 +1,117 @@
+//! One tenant cannot starve the others: per-account write limits (429 + Retry-After), set by
+//! the admin, kept in the log, counted in /metrics.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, spawn_app};
+
+async fn limits(app: &TestApp, method: &str, account: &str, body: &str) -> (u16, Value) {
+    let reply = app.admin(method, &format!("/admin/accounts/{account}/limits"), body).await;
+    let status = reply.status;
+    (status, reply.json())
+}
+
+#[tokio::test]
+async fn the_admin_sets_reads_and_clears_an_accounts_write_limit() {
+    let app = spawn_app().await;
+    app.account("acme").await;
+    let none = json!({"account_id": "acme", "writes_per_second": null, "effective_writes_per_second": null});
+    assert_eq!(limits(&app, "GET", "acme", "").await, (200, none.clone()));
+    let five = json!({"account_id": "acme", "writes_per_second": 5, "effective_writes_per_second": 5});
+    assert_eq!(limits(&app, "PUT", "acme", r#"{"writes_per_second": 5}"#).await, (200, five.clone()));
+    assert_eq!(limits(&app, "GET", "acme", "").await, (200, five.clone()));
+    for bad in [
+        r#"{"writes_per_second": 0}"#,
+        r#"{"writes_per_second": -1}"#,
+        r#"{"writes_per_second": 1000001}"#,
+        r#"{"writes_per_second": "5"}"#,
+        r#"{"writes_per_second": 5, "reads": 1}"#,
+        r#"{}"#,
+        r#"[]"#,
+        "not json",
+    ] {
+        let reply = app.admin("PUT", "/admin/accounts/acme/limits", bad).await;
+        reply.assert_error(400);
+    }
+    assert_eq!(limits(&app, "GET", "acme", "").await.1, five, "a refused change changes nothing");
+    app.admin("PUT", "/admin/accounts/ghost/limits", r#"{"writes_per_second": 5}"#).await.assert_error(404);
+    app.admin("GET", "/admin/accounts/ghost/limits", "").await.assert_error(404);
+    let key = app.issue_key("acme").await;
+    app.call(&key, "PUT", "/admin/accounts/acme/limits", r#"{"writes_per_second": 1000}"#)
+        .await
+        .assert_error(403);
+
+    // The limit is an event of the account's log, so it is there after a restart.
+    let app = app.restart().await;
+    assert_eq!(limits(&app, "GET", "acme", "").await.1, five);
+    let types: Vec<String> = app.events().into_iter().map(|event| event.3).collect();
+    assert!(types.contains(&"AccountLimitsSet".to_string()), "{types:?}");
+    assert_eq!(limits(&app, "PUT", "acme", r#"{"writes_per_second": null}"#).await, (200, none));
+    assert!(app.verify().mismatch.is_none());
+}
+
+#[tokio::test]
+async fn a_flood_past_the_limit_gets_429_with_retry_after_and_never_holds_up_another_account() {
+    let app = Arc::new(spawn_app().await);
+    let acme = app.account("acme").await;
+    let globex = app.account("globex").await;
+    assert_eq!(limits(&app, "PUT", "acme", r#"{"writes_per_second": 5}"#).await.0, 200);
+
+    let mut flood = Vec::new();
+    for round in 0..60 {
+        let (app, key) = (app.clone(), acme.clone());
+        flood.push(tokio::spawn(async move {
+            let body = json!({ "round": round }).to_string();
+            app.call(&key, "PATCH", "/v1/account/acme/bots/s/properties", &body).await
+        }));
+    }
+    let (mut accepted, mut limited) = (0, 0);
+    for reply in flood {
+        let reply = reply.await.unwrap();
+        match reply.status {
+            204 => accepted += 1,
+            429 => {
+                limited += 1;
+                let retry: u64 = reply.header("retry-after").expect("Retry-After").parse().unwrap();
+                assert_eq!(retry, 1, "whole seconds, at least 1");
+                assert!(reply.assert_error(429).contains("writes_per_second"));
+            }
+            other => panic!("{other}: {}", reply.body),
+        }
+    }
+    // A bucket of one second's worth: 5, and at most a few more refilled while the flood ran.
+    assert!((5..=8).contains(&accepted), "{accepted} accepted");
+    assert_eq!(accepted + limited, 60);
+    // globex has no limit and is not held by acme's.
+    for round in 0..20 {
+        let body = json!({ "round": round }).to_string();
+        let reply = app.call(&globex, "PATCH", "/v1/account/globex/bots/s/properties", &body).await;
+        assert_eq!(reply.status, 204, "{}", reply.body);
+    }
+    // The journeys family answers in its own shape.
+    let start = json!({"customer_id": "c1"}).to_string();
+    let mut refused = None;
+    for _ in 0..20 {
+        let reply = app.call(&acme, "POST", "/genesys/1/cs/services/start", &start).await;
+        if reply.status == 429 {
+            refused = Some(reply);
+            break;
+        }
+        assert_eq!(reply.status, 201, "{}", reply.body);
+    }
+    let refused = refused.expect("the journeys API is limited too");
+    assert_eq!(refused.json()["exception"], "TooManyRequestsException");
+    assert!(refused.header("retry-after").is_some());
+    let metrics = app.request("GET", "/metrics", &[], "").await.body;
+    let counted = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(r#"ctxd_writes_limited_total{account="acme"} "#))
+        .map(|count| count.parse::<u64>().unwrap());
+    assert_eq!(counted, Some(limited + 1), "{metrics}");
+    assert!(!metrics.contains(r#"ctxd_writes_limited_total{account="globex"}"#));
+    // Reads are not limited.
+    let read = app.call(&acme, "GET", "/v1/account/acme/bots/s/properties", "").await;
+    assert_eq!(read.status, 200);
+}
