@@ -36,6 +36,10 @@ const MAX_PAGE: usize = 1000;
 /// Events a live follower reads from the log at a time: all it ever holds in memory.
 const FOLLOW_PAGE: usize = 256;
 
+/// Payload and meta bytes of one page of the feed, or of a follower's read (at least one event
+/// each): events hold up to 800,000 characters, so a page of 1000 could otherwise be 800 MB.
+const MAX_PAGE_BYTES: usize = 8 * 1024 * 1024;
+
 /// The routes under `/v1/account/{account}`.
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -129,12 +133,9 @@ async fn feed(
     let body = state
         .store
         .read_large(move |conn| {
-            // One more than asked tells whether there is more.
-            let mut events = read_feed(conn, &account.id, after, limit + 1, &filter)?;
-            let has_more = events.len() > limit;
-            events.truncate(limit);
-            let next_after = events.last().map_or(after, |event| event.seq);
-            let entries = events.iter().map(entry_json).collect::<Result<Vec<_>, _>>()?;
+            let page = read_feed(conn, &account.id, after, limit, MAX_PAGE_BYTES, &filter)?;
+            let (next_after, has_more) = (page.next_after, page.has_more);
+            let entries = page.events.iter().map(entry_json).collect::<Result<Vec<_>, _>>()?;
             Ok(format!(
                 r#"{{"events":[{}],"next_after":{next_after},"has_more":{has_more}}}"#,
                 entries.join(",")
@@ -177,6 +178,7 @@ async fn follow(
         account: account.id,
         filter,
         after,
+        read_after: after,
         read_up_to: 0,
         page: VecDeque::new(),
     };
@@ -192,6 +194,8 @@ struct Follower {
     filter: FeedFilter,
     /// The seq of the last event sent (or the cursor it started from).
     after: u64,
+    /// Where the next read starts: past the last event sent and past what the filter skipped.
+    read_after: u64,
     /// The log's head (store-wide id) when this follower last found nothing more to read.
     read_up_to: u64,
     head: watch::Receiver<FeedHead>,
@@ -217,16 +221,20 @@ impl Follower {
                 // The one commit not yet looked at wrote to other accounts only.
                 self.read_up_to = head.last_id;
             } else if head.last_id > self.read_up_to {
-                let (account, filter, after) = (self.account.clone(), self.filter.clone(), self.after);
+                let (account, filter) = (self.account.clone(), self.filter.clone());
+                let after = self.read_after.max(self.after);
                 let page = self
                     .store
-                    .read_large(move |conn| read_feed(conn, &account, after, FOLLOW_PAGE, &filter))
+                    .read_large(move |conn| {
+                        read_feed(conn, &account, after, FOLLOW_PAGE, MAX_PAGE_BYTES, &filter)
+                    })
                     .await
                     .ok()?;
-                if page.len() < FOLLOW_PAGE {
+                if !page.has_more {
                     self.read_up_to = head.last_id;
                 }
-                self.page = page.into();
+                self.read_after = page.next_after;
+                self.page = page.events.into();
                 continue;
             }
             self.head.changed().await.ok()?;
@@ -308,9 +316,10 @@ async fn erase(
     let outcome = state.store.submit(request).await?;
     let seq = outcome.last_seq.unwrap_or_default();
     let id = account.id.clone();
-    let recorded =
-        state.store.read(|conn| read_feed(conn, &id, seq.saturating_sub(1), 1, &FeedFilter::default()))?;
-    let entry = recorded.first().map(entry_json).transpose()?.unwrap_or_else(|| "null".into());
+    let recorded = state.store.read(|conn| {
+        read_feed(conn, &id, seq.saturating_sub(1), 1, MAX_PAGE_BYTES, &FeedFilter::default())
+    })?;
+    let entry = recorded.events.first().map(entry_json).transpose()?.unwrap_or_else(|| "null".into());
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], entry).into_response())
 }
 

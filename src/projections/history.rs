@@ -148,6 +148,11 @@ struct Row {
 }
 
 impl Row {
+    /// Bytes of the stored row that an entry shows.
+    fn size(&self) -> usize {
+        self.data.len() + self.meta.len() + self.event_type.len() + self.recorded_at.len()
+    }
+
     fn entry<C>(self, change: C) -> Result<Entry<C>, StoreError> {
         let meta: Meta = serde_json::from_str(&self.meta)
             .map_err(|error| StoreError::Corrupt(format!("event {}: meta: {error}", self.seq)))?;
@@ -197,23 +202,33 @@ fn each_event(
     Ok(any)
 }
 
-/// Collects entries into a page: `push` answers false once the page is full, having noted
-/// where the next one starts.
+/// About how many bytes of entries one page holds (at least one entry): a session's values
+/// reach 800,000 characters, so 1000 entries could otherwise be gigabytes in memory.
+pub const MAX_PAGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Collects entries into a page: `push` answers false once the page is full (by count, or by
+/// about `MAX_PAGE_BYTES`), having noted where the next one starts.
 struct Pager<C> {
     page: Page,
     history: History<C>,
+    bytes: usize,
 }
 
 impl<C> Pager<C> {
     fn new(page: Page) -> Self {
-        Pager { page, history: History { history: Vec::new(), next_after: None } }
+        Pager { page, history: History { history: Vec::new(), next_after: None }, bytes: 0 }
     }
 
-    fn push(&mut self, entry: Entry<C>) -> bool {
-        if self.history.history.len() == self.page.limit {
+    /// Adds `entry`, whose event row was `size` bytes (its answer may show a value twice: old
+    /// and new).
+    fn push(&mut self, entry: Entry<C>, size: usize) -> bool {
+        let full = self.history.history.len() == self.page.limit
+            || (self.bytes >= MAX_PAGE_BYTES && !self.history.history.is_empty());
+        if full {
             self.history.next_after = self.history.history.last().map(|last| last.seq);
             return false;
         }
+        self.bytes += 2 * size;
         self.history.history.push(entry);
         true
     }
@@ -242,7 +257,8 @@ pub fn session_history(
         if row.seq <= page.after {
             return Ok(true);
         }
-        Ok(pager.push(row.entry(change)?))
+        let size = row.size();
+        Ok(pager.push(row.entry(change)?, size))
     })?;
     let found = if property.is_some() { touched } else { any };
     Ok(found.then_some(pager.history))
@@ -261,7 +277,8 @@ pub fn service_history(
     each_event(conn, stream, page.after, |row| {
         let change = RawValue::from_string(row.data.clone())
             .map_err(|error| StoreError::Corrupt(format!("event {}: {error}", row.seq)))?;
-        Ok(pager.push(row.entry(ServiceChange { change })?))
+        let size = row.size();
+        Ok(pager.push(row.entry(ServiceChange { change })?, size))
     })?;
     Ok(Some(pager.history))
 }

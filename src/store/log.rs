@@ -172,11 +172,11 @@ pub fn cursor(after: u64) -> u64 {
     after.min(i64::MAX as u64)
 }
 
-/// The feed of an account, on its `(account, seq)` index.
+/// The feed of an account, on its `(account, seq)` index, up to `?6`.
 const FEED_BY_ACCOUNT: &str =
     "SELECT seq, stream, stream_version, event_type, event_version, data, meta, recorded_at, hash
      FROM events
-     WHERE account = ?1 AND seq > ?2 AND ?3 IS NULL AND (?4 IS NULL OR event_type = ?4)
+     WHERE account = ?1 AND seq > ?2 AND seq <= ?6 AND ?3 IS NULL AND (?4 IS NULL OR event_type = ?4)
      ORDER BY seq LIMIT ?5";
 
 /// The feed of one stream, on the stream's own index: within a stream, seq order is
@@ -185,39 +185,68 @@ const FEED_BY_ACCOUNT: &str =
 const FEED_BY_STREAM: &str =
     "SELECT seq, stream, stream_version, event_type, event_version, data, meta, recorded_at, hash
      FROM events
-     WHERE stream = ?3 AND seq > ?2 AND +account = ?1 AND (?4 IS NULL OR event_type = ?4)
+     WHERE stream = ?3 AND seq > ?2 AND seq <= ?6 AND +account = ?1 AND (?4 IS NULL OR event_type = ?4)
      ORDER BY stream_version LIMIT ?5";
 
-/// Up to `limit` events of `account` with `seq > after`, in seq order. An account's positions
-/// are assigned by the one writer and become visible a whole commit at a time, so `after` is a
-/// stable cursor.
+/// Positions a page filtered by type alone examines at most: such a filter reads every event
+/// of the account in the range to find its few, so a page stops after this many and says where
+/// to go on, whatever it found.
+pub const FEED_SCAN_WINDOW: u64 = 10_000;
+
+/// A page of the feed.
+#[derive(Debug, Clone, Default)]
+pub struct FeedPage {
+    pub events: Vec<FeedEvent>,
+    /// Where the next page starts: the last event's seq when the page is full, else the last
+    /// position examined (past what a filter skipped, so nothing is read twice).
+    pub next_after: u64,
+    pub has_more: bool,
+}
+
+/// Up to `limit` events of `account` with `seq > after`, in seq order, and no more than about
+/// `max_bytes` of payload and meta (at least one event). An account's positions are assigned
+/// by the one writer and become visible a whole commit at a time, so `after` is a stable
+/// cursor. Run it inside a read transaction: the account's head and its events are read from
+/// one snapshot.
 pub fn read_feed(
     conn: &Connection,
     account: &str,
     after: u64,
     limit: usize,
+    max_bytes: usize,
     filter: &FeedFilter,
-) -> Result<Vec<FeedEvent>, StoreError> {
+) -> Result<FeedPage, StoreError> {
+    let after = cursor(after);
+    let head = last_seq(conn, account)?;
+    let type_only = filter.event_type.is_some() && filter.stream.is_none();
+    let end = if type_only { after.saturating_add(FEED_SCAN_WINDOW).min(head) } else { head };
     let sql = if filter.stream.is_some() { FEED_BY_STREAM } else { FEED_BY_ACCOUNT };
     let mut statement = conn.prepare_cached(sql)?;
-    let after = cursor(after);
-    let rows = statement.query_map(
-        params![account, after, filter.stream, filter.event_type, limit as i64],
-        |row| {
-            Ok(FeedEvent {
-                seq: row.get(0)?,
-                stream: row.get(1)?,
-                stream_version: row.get(2)?,
-                event_type: row.get(3)?,
-                event_version: row.get(4)?,
-                data: row.get(5)?,
-                meta: row.get(6)?,
-                recorded_at: row.get(7)?,
-                hash: row.get(8)?,
-            })
-        },
-    )?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut rows =
+        statement.query(params![account, after, filter.stream, filter.event_type, limit as i64 + 1, end])?;
+    let mut page = FeedPage { next_after: after.max(end), has_more: end < head, ..FeedPage::default() };
+    let mut bytes = 0;
+    while let Some(row) = rows.next()? {
+        if page.events.len() == limit || (bytes >= max_bytes && !page.events.is_empty()) {
+            page.next_after = page.events.last().map_or(after, |last| last.seq);
+            page.has_more = true;
+            break;
+        }
+        let event = FeedEvent {
+            seq: row.get(0)?,
+            stream: row.get(1)?,
+            stream_version: row.get(2)?,
+            event_type: row.get(3)?,
+            event_version: row.get(4)?,
+            data: row.get(5)?,
+            meta: row.get(6)?,
+            recorded_at: row.get(7)?,
+            hash: row.get(8)?,
+        };
+        bytes += event.data.len() + event.meta.len();
+        page.events.push(event);
+    }
+    Ok(page)
 }
 
 #[cfg(test)]
@@ -230,16 +259,45 @@ mod tests {
         crate::store::migrations::migrate(&mut conn).unwrap();
         let plan = |sql: &str| -> String {
             let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-            let rows =
-                statement.query_map(params!["a", 0, "ctx/a/ns/s", "x", 10], |row| row.get::<_, String>(3));
+            let rows = statement
+                .query_map(params!["a", 0, "ctx/a/ns/s", "x", 10, 20], |row| row.get::<_, String>(3));
             rows.unwrap().map(Result::unwrap).collect::<Vec<_>>().join("; ")
         };
         let by_account = plan(FEED_BY_ACCOUNT);
-        assert!(by_account.contains("(account=? AND seq>?)"), "{by_account}");
+        assert!(by_account.contains("(account=? AND seq>? AND seq<?)"), "{by_account}");
         let by_stream = plan(FEED_BY_STREAM);
         assert!(by_stream.contains("(stream=?"), "{by_stream}");
         for plan in [by_account, by_stream] {
             assert!(!plan.contains("TEMP B-TREE") && !plan.contains("SCAN"), "{plan}");
         }
+    }
+
+    #[test]
+    fn a_filtered_page_examines_a_window_and_goes_on_past_it_and_a_page_stops_at_its_bytes() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::store::migrations::migrate(&mut conn).unwrap();
+        conn.execute_batch(
+            "INSERT INTO events (id, account, seq, stream, stream_version, event_type, event_version, data, meta,
+                                 recorded_at, payload_hash, hash)
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 25000)
+             SELECT i, 'a', i, 'ctx/a/ns/s', i, CASE i WHEN 24000 THEN 'SessionDeleted' ELSE 'PropertiesPatched' END,
+                    1, '{}', '{}', 't', x'', x'' FROM n",
+        )
+        .unwrap();
+        let deleted = FeedFilter { stream: None, event_type: Some("SessionDeleted".into()) };
+        let page = |after: u64, limit: usize, max_bytes: usize, filter: &FeedFilter| {
+            let page = read_feed(&conn, "a", after, limit, max_bytes, filter).unwrap();
+            (page.events.iter().map(|event| event.seq).collect::<Vec<_>>(), page.next_after, page.has_more)
+        };
+        assert_eq!(page(0, 100, 1 << 20, &deleted), (vec![], 10_000, true));
+        assert_eq!(page(10_000, 100, 1 << 20, &deleted), (vec![], 20_000, true));
+        assert_eq!(page(20_000, 100, 1 << 20, &deleted), (vec![24_000], 25_000, false));
+        // A follower at the head reads nothing again.
+        assert_eq!(page(25_000, 100, 1 << 20, &deleted), (vec![], 25_000, false));
+        // Each event here is 4 bytes of payload and meta: a budget of 5 stops after the second.
+        let all = FeedFilter::default();
+        assert_eq!(page(0, 100, 5, &all), (vec![1, 2], 2, true));
+        assert_eq!(page(24_998, 100, 1 << 20, &all), (vec![24_999, 25_000], 25_000, false));
+        assert_eq!(page(0, 3, 1 << 20, &all), (vec![1, 2, 3], 3, true));
     }
 }

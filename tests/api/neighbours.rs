@@ -115,3 +115,44 @@ async fn a_flood_past_the_limit_gets_429_with_retry_after_and_never_holds_up_ano
     let read = app.call(&acme, "GET", "/v1/account/acme/bots/s/properties", "").await;
     assert_eq!(read.status, 200);
 }
+
+/// Every entry of a paged answer, following `next_after`; and the number of pages.
+async fn all_pages(app: &TestApp, key: &str, path: &str, field: &str) -> (Vec<u64>, usize) {
+    let (mut seqs, mut pages, mut after) = (Vec::new(), 0, 0);
+    loop {
+        let reply = app.call(key, "GET", &format!("{path}?after={after}&limit=1000"), "").await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert!(
+            reply.body.len() < 12 * 1024 * 1024,
+            "a page stays near its byte budget: {}",
+            reply.body.len()
+        );
+        let page = reply.json();
+        pages += 1;
+        seqs.extend(page[field].as_array().unwrap().iter().map(|entry| entry["seq"].as_u64().unwrap()));
+        match page["next_after"].as_u64() {
+            Some(next) if next > after && page["has_more"] != false => after = next,
+            _ => return (seqs, pages),
+        }
+    }
+}
+
+#[tokio::test]
+async fn feed_and_history_pages_stop_at_their_byte_budget_and_go_on_from_there() {
+    let app = spawn_app().await;
+    let key = app.account("acme").await;
+    // Sixteen changes of about 700 KB each: 11 MB of feed, twice that of history (old and new).
+    for round in 0..16 {
+        let value = format!("{round}-{}", "x".repeat(700_000));
+        let reply = app
+            .call(&key, "PATCH", "/v1/account/acme/bots/s/properties", &json!({ "big": value }).to_string())
+            .await;
+        assert_eq!(reply.status, 204, "{}", reply.body);
+    }
+    let (feed, pages) = all_pages(&app, &key, "/v1/account/acme/events", "events").await;
+    assert_eq!(feed, (1..=19).collect::<Vec<u64>>(), "every event once, in order");
+    assert!(pages > 1, "the feed was paged by bytes: {pages}");
+    let (history, pages) = all_pages(&app, &key, "/v1/account/acme/bots/s/history", "history").await;
+    assert_eq!(history.len(), 16);
+    assert!(pages > 2, "the history was paged by bytes: {pages}");
+}

@@ -41,10 +41,10 @@ fn account_head(conn: &Connection) -> Result<u64, BoxError> {
 pub fn read_feed_pages(conn: &Connection) -> Result<u64, BoxError> {
     let (mut after, mut events) = (0, 0);
     loop {
-        let page = read_feed(conn, ACCOUNT, after, FEED_PAGE, &FeedFilter::default())?;
-        let Some(last) = page.last() else { return Ok(events) };
+        let page = read_feed(conn, ACCOUNT, after, FEED_PAGE, usize::MAX, &FeedFilter::default())?;
+        let Some(last) = page.events.last() else { return Ok(events) };
         after = last.seq;
-        events += page.len() as u64;
+        events += page.events.len() as u64;
     }
 }
 
