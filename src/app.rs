@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::clock::Clock;
+use crate::http::serve::ConnectionLimits;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::signing::{HeadSigner, KeySource};
@@ -32,11 +33,14 @@ pub struct ServeConfig {
     pub idempotency_retention: Duration,
     /// The key that signs account heads (`crate::signing`).
     pub signing_key: KeySource,
+    /// Caps and timeouts of HTTP connections.
+    pub connections: ConnectionLimits,
 }
 
 /// A built, not yet running, server.
 pub struct Application {
     listener: TcpListener,
+    connections: ConnectionLimits,
     state: AppState,
     sweep_interval: Duration,
     idempotency_retention: Duration,
@@ -53,6 +57,7 @@ impl Application {
         let listener = TcpListener::bind(&config.addr).await?;
         Ok(Application {
             listener,
+            connections: config.connections.clone(),
             state: AppState { store, clock, metrics, admin_token_hash, signer },
             sweep_interval: config.sweep_interval,
             idempotency_retention: config.idempotency_retention,
@@ -82,7 +87,7 @@ impl Application {
             self.idempotency_retention,
             sweeper_stopped,
         ));
-        let app = http::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        let app = http::router(self.state);
         tracing::info!(addr = %self.listener.local_addr()?, "ctxd listening");
         // Feed followers never end by themselves: they are told first, so that the drain ends.
         let feeds = store.clone();
@@ -90,12 +95,12 @@ impl Application {
             shutdown.await;
             feeds.close_feeds();
         };
-        let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
+        http::serve::serve(self.listener, app, self.connections, shutdown).await;
         let _ = stop_sweeper.send(true);
         let _ = sweeper.await;
         store.shutdown().await;
         tracing::info!("ctxd stopped");
-        Ok(served?)
+        Ok(())
     }
 }
 

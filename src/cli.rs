@@ -14,6 +14,7 @@ use crate::clock::SystemClock;
 use crate::domain::Command;
 use crate::domain::DomainError;
 use crate::domain::accounts::AccountCommand;
+use crate::http::serve::ConnectionLimits;
 use crate::metrics::Metrics;
 use crate::projections;
 use crate::signing::KeySource;
@@ -98,6 +99,19 @@ pub struct ServeArgs {
     /// holding up only that account.
     #[arg(long, env = "CTXD_PENDING_WRITES_PER_ACCOUNT", default_value_t = 1024)]
     pub pending_writes_per_account: usize,
+    /// Open HTTP connections at most; past it, new ones wait in the kernel's backlog.
+    #[arg(long, env = "CTXD_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Seconds a request's header may take to arrive; also how long a keep-alive connection may
+    /// sit idle.
+    #[arg(long, env = "CTXD_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+    /// Seconds a request body may pause between two of its parts before the request ends.
+    #[arg(long, env = "CTXD_BODY_TIMEOUT_SECS", default_value_t = 10)]
+    pub body_timeout_secs: u64,
+    /// Seconds shutdown waits for open connections to finish.
+    #[arg(long, env = "CTXD_DRAIN_TIMEOUT_SECS", default_value_t = 10)]
+    pub drain_timeout_secs: u64,
     /// Milliseconds between expiry sweeps.
     #[arg(long, env = "CTXD_SWEEP_INTERVAL_MS", default_value_t = 1000)]
     pub sweep_interval_ms: u64,
@@ -152,6 +166,12 @@ impl ServeArgs {
             },
             sweep_interval: Duration::from_millis(self.sweep_interval_ms.max(10)),
             idempotency_retention: Duration::from_secs(self.idempotency_retention_hours.saturating_mul(3600)),
+            connections: ConnectionLimits {
+                max_connections: self.max_connections.max(1),
+                header_timeout: Duration::from_secs(self.header_timeout_secs.max(1)),
+                body_timeout: Duration::from_secs(self.body_timeout_secs.max(1)),
+                drain_timeout: Duration::from_secs(self.drain_timeout_secs),
+            },
             signing_key: match (&self.signing_key, &self.signing_key_file) {
                 (Some(key), _) => KeySource::Given(key.clone()),
                 (None, Some(file)) => KeySource::File(file.clone()),

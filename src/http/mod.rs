@@ -10,6 +10,7 @@ pub mod extract;
 pub mod history;
 pub mod journeys;
 pub mod ops;
+pub mod serve;
 pub mod ui;
 
 use std::sync::Arc;

@@ -8,6 +8,10 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::StoreError;
 
+/// Idle read connections kept for reuse; a connection opened for a burst beyond them is closed
+/// when its read ends, so the pool does not keep the peak's files open.
+const MAX_IDLE: usize = 16;
+
 /// A small pool of read-only connections, opened on demand and reused.
 pub struct ReadPool {
     path: PathBuf,
@@ -28,7 +32,10 @@ impl ReadPool {
             None => open_read_only(&self.path)?,
         };
         let result = in_snapshot(&conn, query);
-        self.idle.lock().expect("read pool lock").push(conn);
+        let mut idle = self.idle.lock().expect("read pool lock");
+        if idle.len() < MAX_IDLE {
+            idle.push(conn);
+        }
         result
     }
 }

@@ -68,20 +68,30 @@ impl Reply {
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// A server on a fresh data dir whose configuration `configure` may change first.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
     let temp = Arc::new(tempfile::tempdir().unwrap());
     let dir = temp.path().to_path_buf();
-    let mut app = spawn_app_in(
-        &dir,
-        Arc::new(ManualClock::starting_at(Utc.with_ymd_and_hms(2026, 1, 1, 10, 0, 0).unwrap())),
-    )
-    .await;
+    let clock = Arc::new(ManualClock::starting_at(Utc.with_ymd_and_hms(2026, 1, 1, 10, 0, 0).unwrap()));
+    let mut app = spawn_configured(&dir, clock, configure).await;
     app._temp = Some(temp);
     app
 }
 
 /// Starts a server on an existing data dir (for restarts) with the given clock.
 pub async fn spawn_app_in(data_dir: &Path, clock: Arc<ManualClock>) -> TestApp {
-    let config = ServeConfig {
+    spawn_configured(data_dir, clock, |_| {}).await
+}
+
+async fn spawn_configured(
+    data_dir: &Path,
+    clock: Arc<ManualClock>,
+    configure: impl FnOnce(&mut ServeConfig),
+) -> TestApp {
+    let mut config = ServeConfig {
         addr: "127.0.0.1:0".into(),
         data_dir: data_dir.to_path_buf(),
         admin_token: Some(ADMIN_TOKEN.into()),
@@ -90,7 +100,9 @@ pub async fn spawn_app_in(data_dir: &Path, clock: Arc<ManualClock>) -> TestApp {
         sweep_interval: Duration::from_secs(3600),
         idempotency_retention: Duration::from_secs(24 * 3600),
         signing_key: Default::default(),
+        connections: Default::default(),
     };
+    configure(&mut config);
     let app = Application::build(&config, clock.clone()).await.expect("server builds");
     let addr = app.local_addr();
     let store = app.store();

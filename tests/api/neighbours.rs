@@ -156,3 +156,85 @@ async fn feed_and_history_pages_stop_at_their_byte_budget_and_go_on_from_there()
     assert_eq!(history.len(), 16);
     assert!(pages > 2, "the history was paged by bytes: {pages}");
 }
+
+mod connections {
+    use std::time::{Duration, Instant};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use crate::helpers::{TestApp, spawn_app_with};
+
+    async fn app_with(max_connections: usize, header_timeout: Duration) -> TestApp {
+        spawn_app_with(|config| {
+            config.connections.max_connections = max_connections;
+            config.connections.header_timeout = header_timeout;
+            config.connections.body_timeout = Duration::from_secs(1);
+            config.connections.drain_timeout = Duration::from_secs(2);
+        })
+        .await
+    }
+
+    /// Reads until the server closes the connection (or 10 s pass); answers what it sent.
+    async fn until_closed(stream: &mut TcpStream) -> String {
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+        assert!(read.is_ok(), "the server closed the connection: {}", String::from_utf8_lossy(&answer));
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    const HEALTH: &[u8] = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n";
+
+    #[tokio::test]
+    async fn a_half_sent_header_an_idle_keep_alive_and_a_stalled_body_are_closed() {
+        let app = app_with(64, Duration::from_secs(1)).await;
+        let started = Instant::now();
+        let mut half = TcpStream::connect(app.addr).await.unwrap();
+        half.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+        let mut idle = TcpStream::connect(app.addr).await.unwrap();
+        idle.write_all(HEALTH).await.unwrap();
+        let mut stalled = TcpStream::connect(app.addr).await.unwrap();
+        let patch = b"PATCH /v1/account/acme/bots/s/properties HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"a\":";
+        stalled.write_all(patch).await.unwrap();
+        assert_eq!(until_closed(&mut half).await, "", "no answer to half a header");
+        assert!(until_closed(&mut idle).await.starts_with("HTTP/1.1 200"), "answered, then closed when idle");
+        let answer = until_closed(&mut stalled).await;
+        assert!(!answer.starts_with("HTTP/1.1 2") && !answer.starts_with("HTTP/1.1 5"), "{answer}");
+        assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+        // The server still answers everyone else.
+        assert_eq!(app.request("GET", "/healthz", &[], "").await.status, 200);
+    }
+
+    #[tokio::test]
+    async fn past_the_connection_cap_a_new_connection_waits_for_a_free_one() {
+        let app = app_with(2, Duration::from_secs(2)).await;
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut stream = TcpStream::connect(app.addr).await.unwrap();
+            stream.write_all(HEALTH).await.unwrap();
+            let mut first = [0u8; 12];
+            stream.read_exact(&mut first).await.unwrap();
+            assert_eq!(&first, b"HTTP/1.1 200");
+            held.push(stream);
+        }
+        let mut third = TcpStream::connect(app.addr).await.unwrap();
+        third.write_all(HEALTH).await.unwrap();
+        let mut first = [0u8; 12];
+        let early = tokio::time::timeout(Duration::from_millis(500), third.read_exact(&mut first)).await;
+        assert!(early.is_err(), "two connections are open: the third waits");
+        drop(held);
+        tokio::time::timeout(Duration::from_secs(5), third.read_exact(&mut first)).await.unwrap().unwrap();
+        assert_eq!(&first, b"HTTP/1.1 200", "answered once one of the two closed");
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_within_its_drain_timeout_with_a_half_sent_request_open() {
+        let mut app = app_with(64, Duration::from_secs(60)).await;
+        let mut half = TcpStream::connect(app.addr).await.unwrap();
+        half.write_all(b"PATCH /v1/account/acme/bots/s/properties HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = Instant::now();
+        tokio::time::timeout(Duration::from_secs(8), app.shutdown()).await.expect("shutdown ends");
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    }
+}

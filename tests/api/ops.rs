@@ -36,6 +36,7 @@ async fn a_generated_admin_token_is_written_with_mode_0600() {
         sweep_interval: std::time::Duration::from_secs(3600),
         idempotency_retention: std::time::Duration::from_secs(3600),
         signing_key: Default::default(),
+        connections: Default::default(),
     };
     let app =
         ctxd::app::Application::build(&config, std::sync::Arc::new(ctxd::clock::SystemClock)).await.unwrap();
