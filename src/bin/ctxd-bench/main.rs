@@ -41,6 +41,7 @@ mod audit_feed;
 mod http_client;
 mod journeys;
 mod load;
+mod neighbours;
 mod raw;
 mod raw_journeys;
 mod rebuild;
@@ -70,6 +71,9 @@ enum Workloads {
     /// As-of reads, the event feed over SSE and the chain's verification, on a store filled
     /// with `--audit-events` events.
     Audit,
+    /// A quiet account's round trips alone, during another account's flood past its limit, and
+    /// during its delete of a namespace of `--neighbours-sessions` sessions.
+    Neighbours,
     /// Context, then journeys, then analytics (unless `--analytics-services 0`), then audit
     /// (unless `--audit-events 0`), each against a fresh server and data directory.
     All,
@@ -81,7 +85,7 @@ impl Workloads {
         match self {
             Workloads::Context => &[Workload::Context],
             Workloads::Journeys => &[Workload::Journeys],
-            Workloads::Analytics | Workloads::Audit => &[],
+            Workloads::Analytics | Workloads::Audit | Workloads::Neighbours => &[],
             Workloads::All => &[Workload::Context, Workload::Journeys],
         }
     }
@@ -126,6 +130,12 @@ struct Args {
     /// so that its account's chain is verified inside a larger store (per-account logs).
     #[arg(long, default_value_t = 0)]
     audit_other_events: u64,
+    /// Sessions of the namespace the neighbours workload deletes.
+    #[arg(long, default_value_t = 300_000)]
+    neighbours_sessions: u64,
+    /// `writes_per_second` of the flooding account in the neighbours workload.
+    #[arg(long, default_value_t = 1000)]
+    neighbours_limit: u32,
     /// Changes (PATCHes) of the one session the audit workload's as-of reads read.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     audit_changes: u64,
@@ -194,6 +204,15 @@ fn run(args: Args) -> Result<(), BoxError> {
             changes: args.audit_changes,
         };
         failures.extend(audit::run(&scratch.path.join("audit"), &sizes, &load_settings(&args))?);
+    }
+    if args.workload == Workloads::Neighbours && !args.skip_http {
+        let settings = neighbours::Settings {
+            clients: args.clients,
+            duration: Duration::from_secs(args.duration_secs),
+            noisy_limit: args.neighbours_limit,
+            sessions: args.neighbours_sessions,
+        };
+        failures.extend(neighbours::run(&scratch.path.join("neighbours"), &settings)?);
     }
     if !args.skip_rebuild {
         rebuild::run(&scratch.path.join("rebuild"), args.rebuild_events)?;

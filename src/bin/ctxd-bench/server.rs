@@ -76,6 +76,12 @@ impl Server {
             .ok_or_else(|| format!("no api_key in the answer of POST {path}: {answer}").into())
     }
 
+    /// An admin API call; fails unless it answers 2xx.
+    pub async fn admin(&self, method: Method, path: &str, body: Vec<u8>) -> Result<hyper::body::Bytes, BoxError> {
+        let bearer = format!("Bearer {}", self.admin_token);
+        fetch(method, self.addr, path, &[("authorization", bearer.as_str())], body).await
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
