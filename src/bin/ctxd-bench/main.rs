@@ -133,7 +133,7 @@ struct Args {
     /// Sessions of the namespace the neighbours workload deletes.
     #[arg(long, default_value_t = 300_000)]
     neighbours_sessions: u64,
-    /// `writes_per_second` of the flooding account in the neighbours workload.
+    /// `writes_per_second` of the flooding account in the neighbours workload; 0: no limit.
     #[arg(long, default_value_t = 1000)]
     neighbours_limit: u32,
     /// Changes (PATCHes) of the one session the audit workload's as-of reads read.

@@ -29,7 +29,7 @@ const NOISY: &str = "noisy";
 pub struct Settings {
     pub clients: u32,
     pub duration: Duration,
-    /// The noisy account's `writes_per_second`.
+    /// The noisy account's `writes_per_second`; 0: none.
     pub noisy_limit: u32,
     /// Sessions of the namespace the noisy account deletes.
     pub sessions: u64,
@@ -143,8 +143,11 @@ pub fn run(dir: &Path, settings: &Settings) -> Result<Vec<String>, BoxError> {
             server.wait_ready().await?;
             let quiet = server.issue_api_key(QUIET).await?;
             let noisy = server.issue_api_key(NOISY).await?;
-            let limit = format!(r#"{{"writes_per_second":{}}}"#, settings.noisy_limit);
-            server.admin(Method::PUT, &format!("/admin/accounts/{NOISY}/limits"), limit.into_bytes()).await?;
+            // 0: no limit (and no call, so that a server from before limits can be measured too).
+            if settings.noisy_limit > 0 {
+                let limit = format!(r#"{{"writes_per_second":{}}}"#, settings.noisy_limit);
+                server.admin(Method::PUT, &format!("/admin/accounts/{NOISY}/limits"), limit.into_bytes()).await?;
+            }
             Ok::<_, BoxError>((quiet, noisy))
         })?;
         server.stop_warning()?;
