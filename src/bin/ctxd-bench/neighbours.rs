@@ -45,7 +45,8 @@ impl Quiet {
     fn line(&mut self) -> String {
         self.round_trips.sort();
         let at = |q: f64| {
-            let index = ((self.round_trips.len() as f64 * q).ceil() as usize).clamp(1, self.round_trips.len().max(1));
+            let index =
+                ((self.round_trips.len() as f64 * q).ceil() as usize).clamp(1, self.round_trips.len().max(1));
             self.round_trips.get(index - 1).map_or(0.0, |d| d.as_secs_f64() * 1e3)
         };
         format!(
@@ -70,7 +71,12 @@ impl Quiet {
 }
 
 /// The quiet client's round trips until `stop` is set (or, with `stop` unset, for `duration`).
-async fn quiet(addr: std::net::SocketAddr, key: Arc<str>, duration: Duration, stop: Arc<AtomicBool>) -> Quiet {
+async fn quiet(
+    addr: std::net::SocketAddr,
+    key: Arc<str>,
+    duration: Duration,
+    stop: Arc<AtomicBool>,
+) -> Quiet {
     let mut client = Client::new(addr);
     let path = format!("/v1/account/{QUIET}/conversations/quiet-1/properties");
     let started = Instant::now();
@@ -83,7 +89,9 @@ async fn quiet(addr: std::net::SocketAddr, key: Arc<str>, duration: Duration, st
         let patch = client.send(request(Method::PATCH, addr, &path, &[("maven-api-key", &key)], body)).await;
         let get = client.send(request(Method::GET, addr, &path, &[("maven-api-key", &key)], vec![])).await;
         match (patch, get) {
-            (Ok((StatusCode::NO_CONTENT, _)), Ok((StatusCode::OK, _))) => result.round_trips.push(began.elapsed()),
+            (Ok((StatusCode::NO_CONTENT, _)), Ok((StatusCode::OK, _))) => {
+                result.round_trips.push(began.elapsed())
+            }
             _ => result.errors += 1,
         }
     }
@@ -107,7 +115,9 @@ fn fill(dir: &Path, sessions: u64) -> Result<(), BoxError> {
             let (event, stream_version) = match written {
                 0 => (Event::decode("NamespaceCreated", r#"{"namespace":"big","ttl_second":null}"#)?, 1),
                 n => {
-                    let data = format!(r#"{{"namespace":"big","session_id":"s{n}","properties":{{"k":{n}}},"expires_at":null}}"#);
+                    let data = format!(
+                        r#"{{"namespace":"big","session_id":"s{n}","properties":{{"k":{n}}},"expires_at":null}}"#
+                    );
                     (Event::decode("PropertiesPatched", &data)?, 1)
                 }
             };
@@ -146,7 +156,9 @@ pub fn run(dir: &Path, settings: &Settings) -> Result<Vec<String>, BoxError> {
             // 0: no limit (and no call, so that a server from before limits can be measured too).
             if settings.noisy_limit > 0 {
                 let limit = format!(r#"{{"writes_per_second":{}}}"#, settings.noisy_limit);
-                server.admin(Method::PUT, &format!("/admin/accounts/{NOISY}/limits"), limit.into_bytes()).await?;
+                server
+                    .admin(Method::PUT, &format!("/admin/accounts/{NOISY}/limits"), limit.into_bytes())
+                    .await?;
             }
             Ok::<_, BoxError>((quiet, noisy))
         })?;
@@ -156,7 +168,11 @@ pub fn run(dir: &Path, settings: &Settings) -> Result<Vec<String>, BoxError> {
     eprintln!("neighbours: filling a namespace of {} sessions…", thousands(settings.sessions));
     let started = Instant::now();
     fill(dir, settings.sessions)?;
-    println!("neighbours fill: {} sessions in {:.1} s", thousands(settings.sessions), started.elapsed().as_secs_f64());
+    println!(
+        "neighbours fill: {} sessions in {:.1} s",
+        thousands(settings.sessions),
+        started.elapsed().as_secs_f64()
+    );
 
     let mut server = Server::start(dir)?;
     runtime.block_on(server.wait_ready())?;
@@ -168,7 +184,8 @@ pub fn run(dir: &Path, settings: &Settings) -> Result<Vec<String>, BoxError> {
     let mut alone = runtime.block_on(quiet(addr, quiet_key.clone(), settings.duration, never.clone()));
 
     // The flood: `clients` connections of the noisy account PATCHing as fast as answers come.
-    let (accepted, limited, other) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (accepted, limited, other) =
+        (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let stop = Arc::new(AtomicBool::new(false));
     let mut flood = runtime.block_on(async {
         let mut floods = Vec::new();
@@ -182,7 +199,10 @@ pub fn run(dir: &Path, settings: &Settings) -> Result<Vec<String>, BoxError> {
                 while !stop.load(Relaxed) {
                     n += 1;
                     let body = format!(r#"{{"n":{n}}}"#).into_bytes();
-                    match connection.send(request(Method::PATCH, addr, &path, &[("maven-api-key", &key)], body)).await {
+                    match connection
+                        .send(request(Method::PATCH, addr, &path, &[("maven-api-key", &key)], body))
+                        .await
+                    {
                         Ok((StatusCode::NO_CONTENT, _)) => accepted.fetch_add(1, Relaxed),
                         Ok((StatusCode::TOO_MANY_REQUESTS, _)) => limited.fetch_add(1, Relaxed),
                         _ => other.fetch_add(1, Relaxed),
@@ -212,7 +232,9 @@ pub fn run(dir: &Path, settings: &Settings) -> Result<Vec<String>, BoxError> {
         let delete = tokio::spawn(async move {
             let began = Instant::now();
             let path = format!("/v1/account/{NOISY}/big");
-            let answer = Client::new(addr).send(request(Method::DELETE, addr, &path, &[("maven-api-key", &key)], vec![])).await;
+            let answer = Client::new(addr)
+                .send(request(Method::DELETE, addr, &path, &[("maven-api-key", &key)], vec![]))
+                .await;
             done_flag.store(true, Relaxed);
             (answer.map(|(status, _)| status), began.elapsed())
         });
@@ -227,7 +249,9 @@ pub fn run(dir: &Path, settings: &Settings) -> Result<Vec<String>, BoxError> {
     }
     server.stop_warning()?;
 
-    for (phase, quiet) in [("alone", &mut alone), ("during the flood", &mut flood.0), ("during the delete", &mut during_delete)] {
+    for (phase, quiet) in
+        [("alone", &mut alone), ("during the flood", &mut flood.0), ("during the delete", &mut during_delete)]
+    {
         if quiet.errors > 0 {
             failures.push(format!("neighbours {phase}: {} quiet round trips failed", quiet.errors));
         }

@@ -77,7 +77,12 @@ impl Server {
     }
 
     /// An admin API call; fails unless it answers 2xx.
-    pub async fn admin(&self, method: Method, path: &str, body: Vec<u8>) -> Result<hyper::body::Bytes, BoxError> {
+    pub async fn admin(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<hyper::body::Bytes, BoxError> {
         let bearer = format!("Bearer {}", self.admin_token);
         fetch(method, self.addr, path, &[("authorization", bearer.as_str())], body).await
     }
