@@ -106,7 +106,7 @@ pub struct ServeArgs {
     /// sit idle.
     #[arg(long, env = "CTXD_HEADER_TIMEOUT_SECS", default_value_t = 10)]
     pub header_timeout_secs: u64,
-    /// Seconds a request body may pause between two of its parts before the request ends.
+    /// Seconds a request body may take to arrive whole, from its request's header.
     #[arg(long, env = "CTXD_BODY_TIMEOUT_SECS", default_value_t = 10)]
     pub body_timeout_secs: u64,
     /// Seconds shutdown waits for open connections to finish.

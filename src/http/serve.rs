@@ -1,7 +1,7 @@
 //! The HTTP server's connections (docs/ARCHITECTURE.md, "Connections"): at most
 //! `max_connections` open at once (past it, new ones wait in the kernel's backlog); a request's
 //! header must arrive within `header_timeout`, which also closes a keep-alive connection left
-//! idle that long; a request body that stops for `body_timeout` ends its request; a failed
+//! idle that long; a request body must arrive whole within `body_timeout` of its header; a failed
 //! accept (out of file descriptors, say) is logged and retried, never felt by the connections
 //! already open; and shutdown waits for open connections at most `drain_timeout`.
 //! Server-Sent Events streams are responses in progress, not idle: the timeouts leave them be,
@@ -19,10 +19,16 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+
+use hyper::body::{Body, Bytes, Frame, SizeHint};
+use tokio::time::Sleep;
 use tower::ServiceExt;
-use tower_http::timeout::RequestBodyTimeoutLayer;
+
+use crate::app::BoxError;
 
 /// How connections are bounded.
 #[derive(Debug, Clone)]
@@ -51,7 +57,6 @@ pub async fn serve(
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    let app = app.layer(RequestBodyTimeoutLayer::new(limits.body_timeout));
     let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -72,8 +77,11 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let app = app.clone();
+        let body_timeout = limits.body_timeout;
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo::<SocketAddr>(remote));
+            let request =
+                request.map(|body| Deadline { body, sleep: Box::pin(tokio::time::sleep(body_timeout)) });
             app.clone().oneshot(request)
         });
         let connection = http1::Builder::new()
@@ -94,5 +102,41 @@ pub async fn serve(
             drain_timeout_s = limits.drain_timeout.as_secs(),
             "connections still open after the drain timeout are dropped"
         );
+    }
+}
+
+/// A request body that must arrive whole before its deadline (a client sending a byte now and
+/// then holds its connection no longer than that).
+struct Deadline {
+    body: Incoming,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl Body for Deadline {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
+            return Poll::Ready(frame.map(|frame| frame.map_err(BoxError::from)));
+        }
+        match this.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                Poll::Ready(Some(Err("the request body did not arrive within the body timeout".into())))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }

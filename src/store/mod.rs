@@ -251,7 +251,7 @@ impl Store {
     /// command is admitted first (`admission`): refused past the account's rate, and held while
     /// the account has as many commands pending as it may.
     pub async fn submit(&self, request: WriteRequest) -> Result<Outcome, WriteError> {
-        let _place = match &request.command {
+        let place = match &request.command {
             Command::Account(_) => None,
             command => match command.account() {
                 Some(account) => Some(self.inner.admission.admit(account, std::time::Instant::now()).await?),
@@ -261,7 +261,7 @@ impl Store {
         let (reply, answer) = oneshot::channel();
         self.inner
             .sender
-            .send(writer::Message::Write { request: Box::new(request), reply })
+            .send(writer::Message::Write { request: Box::new(request), reply, place })
             .await
             .map_err(|_| WriteError::Unavailable)?;
         answer.await.map_err(|_| WriteError::Unavailable)?

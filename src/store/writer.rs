@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, TransactionBehavior};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
 
 use super::admission::WriteLimits;
 use super::chain::{self, Hash};
@@ -71,18 +71,30 @@ pub(super) struct Shared {
 }
 
 pub(super) enum Message {
-    Write { request: Box<WriteRequest>, reply: oneshot::Sender<Result<Outcome, WriteError>> },
-    Stop { ack: oneshot::Sender<()> },
+    /// `place`: the command's place among its account's pending writes (`store::admission`),
+    /// held until the writer has answered, even if the client has gone.
+    Write {
+        request: Box<WriteRequest>,
+        reply: oneshot::Sender<Result<Outcome, WriteError>>,
+        place: Option<OwnedSemaphorePermit>,
+    },
+    Stop {
+        ack: oneshot::Sender<()>,
+    },
 }
 
-type Pending = (Box<WriteRequest>, oneshot::Sender<Result<Outcome, WriteError>>);
+/// A command, where to answer it, and its place among its account's pending writes.
+type Pending = (Box<WriteRequest>, Reply);
+
+/// Where a command's answer goes; its place is given back once the answer is sent.
+pub(super) struct Reply {
+    pub sender: oneshot::Sender<Result<Outcome, WriteError>>,
+    /// Held, not read: dropped with the reply.
+    pub _place: Option<OwnedSemaphorePermit>,
+}
 
 /// Puts a command in its account's line (the sweeper's commands share one of their own).
-fn queue(
-    waiting: &mut FairQueue<Pending>,
-    request: Box<WriteRequest>,
-    reply: oneshot::Sender<Result<Outcome, WriteError>>,
-) {
+fn queue(waiting: &mut FairQueue<Pending>, request: Box<WriteRequest>, reply: Reply) {
     let account = request.command.account().unwrap_or("").to_string();
     waiting.push(&account, (request, reply));
 }
@@ -181,7 +193,9 @@ impl Writer {
         loop {
             if waiting.is_empty() && stop.is_none() {
                 match receiver.blocking_recv() {
-                    Some(Message::Write { request, reply }) => queue(&mut waiting, request, reply),
+                    Some(Message::Write { request, reply, place }) => {
+                        queue(&mut waiting, request, Reply { sender: reply, _place: place })
+                    }
                     Some(Message::Stop { ack }) => stop = Some(ack),
                     None => break,
                 }
@@ -191,7 +205,9 @@ impl Writer {
             // filling it, `Store::submit`).
             while stop.is_none() && waiting.len() < self.config.queue_capacity {
                 match receiver.try_recv() {
-                    Ok(Message::Write { request, reply }) => queue(&mut waiting, request, reply),
+                    Ok(Message::Write { request, reply, place }) => {
+                        queue(&mut waiting, request, Reply { sender: reply, _place: place })
+                    }
                     Ok(Message::Stop { ack }) => stop = Some(ack),
                     Err(_) => break,
                 }
@@ -274,7 +290,7 @@ impl Writer {
             self.shared.feed.send_modify(|current| *current = FeedHead { closed: current.closed, ..head });
         }
         for ((_, reply), result) in batch.drain(..).zip(results) {
-            let _ = reply.send(result);
+            let _ = reply.sender.send(result);
         }
     }
 

@@ -206,6 +206,30 @@ mod connections {
     }
 
     #[tokio::test]
+    async fn a_body_dripped_a_byte_at_a_time_is_cut_at_the_body_timeout() {
+        let app = app_with(64, Duration::from_secs(5)).await;
+        let key = app.account("acme").await;
+        let mut drip = TcpStream::connect(app.addr).await.unwrap();
+        let head = format!(
+            "PATCH /v1/account/acme/bots/s/properties HTTP/1.1\r\nhost: x\r\nmaven-api-key: {key}\r\ncontent-length: 1000\r\n\r\n"
+        );
+        drip.write_all(head.as_bytes()).await.unwrap();
+        let started = Instant::now();
+        // A byte every 200 ms: never a pause of a second, but the body is not whole after one.
+        while started.elapsed() < Duration::from_secs(4) {
+            if drip.write_all(b" ").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let answer = until_closed(&mut drip).await;
+        assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+        assert!(started.elapsed() < Duration::from_secs(6), "{:?}", started.elapsed());
+        let nothing = app.call(&key, "GET", "/v1/account/acme/bots/s/properties", "").await;
+        assert_eq!(nothing.body, "{}", "nothing was written");
+    }
+
+    #[tokio::test]
     async fn past_the_connection_cap_a_new_connection_waits_for_a_free_one() {
         let app = app_with(2, Duration::from_secs(2)).await;
         let mut held = Vec::new();
