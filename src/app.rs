@@ -57,8 +57,15 @@ impl Application {
         let listener = TcpListener::bind(&config.addr).await?;
         Ok(Application {
             listener,
-            connections: config.connections.clone(),
-            state: AppState { store, clock, metrics, admin_token_hash, signer },
+            connections: config.connections.clone().fit_open_files(),
+            state: AppState {
+                store,
+                clock,
+                metrics,
+                admin_token_hash,
+                signer,
+                streams: Arc::new(http::audit::StreamSlots::new(config.connections.streams_per_account)),
+            },
             sweep_interval: config.sweep_interval,
             idempotency_retention: config.idempotency_retention,
         })

@@ -102,6 +102,9 @@ pub struct ServeArgs {
     /// Open HTTP connections at most; past it, new ones wait in the kernel's backlog.
     #[arg(long, env = "CTXD_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
+    /// Live event streams (`…/events/stream`) one account may hold open at once.
+    #[arg(long, env = "CTXD_STREAMS_PER_ACCOUNT", default_value_t = 32)]
+    pub streams_per_account: usize,
     /// Seconds a request's header may take to arrive; also how long a keep-alive connection may
     /// sit idle.
     #[arg(long, env = "CTXD_HEADER_TIMEOUT_SECS", default_value_t = 10)]
@@ -168,6 +171,7 @@ impl ServeArgs {
             idempotency_retention: Duration::from_secs(self.idempotency_retention_hours.saturating_mul(3600)),
             connections: ConnectionLimits {
                 max_connections: self.max_connections.max(1),
+                streams_per_account: self.streams_per_account.max(1),
                 header_timeout: Duration::from_secs(self.header_timeout_secs.max(1)),
                 body_timeout: Duration::from_secs(self.body_timeout_secs.max(1)),
                 drain_timeout: Duration::from_secs(self.drain_timeout_secs),

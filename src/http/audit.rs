@@ -172,7 +172,18 @@ async fn follow(
             .ok_or_else(|| ApiError::bad_request("Last-Event-ID must be the seq of an event"))?,
         None => query.after.unwrap_or(0),
     };
+    let slot = state.streams.take(&account.id).ok_or_else(|| ApiError {
+        retry_after: Some(5),
+        ..ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "this account has {} live event streams open, the most it may; close one (or follow with fewer)",
+                state.streams.per_account
+            ),
+        )
+    })?;
     let follower = Follower {
+        _slot: slot,
         head: state.store.watch_feed(),
         store: state.store,
         account: account.id,
@@ -189,6 +200,8 @@ async fn follow(
 /// One live subscriber. It holds at most one page of events: a slow client slows only itself
 /// (its socket fills and its stream stops being polled), and the writer never waits for it.
 struct Follower {
+    /// The account's stream slot, given back when the stream ends.
+    _slot: tokio::sync::OwnedSemaphorePermit,
     store: Store,
     account: String,
     filter: FeedFilter,
@@ -263,6 +276,29 @@ async fn verify_chain(State(state): State<AppState>, account: Account) -> Result
         body["reason"] = reason.into();
     }
     Ok(axum::Json(body).into_response())
+}
+
+/// Each account's live event streams: at most `per_account` at once, so that one account's
+/// followers (each reads the log on its account's commits) cannot take the read connections
+/// and the CPU from everyone else.
+pub struct StreamSlots {
+    pub per_account: usize,
+    slots: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Semaphore>>>,
+}
+
+impl StreamSlots {
+    pub fn new(per_account: usize) -> StreamSlots {
+        StreamSlots { per_account: per_account.max(1), slots: Default::default() }
+    }
+
+    /// A slot for one more stream of `account`, or `None` when it has all it may.
+    fn take(&self, account: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let mut slots = self.slots.lock().expect("stream slots lock");
+        let account_slots = slots
+            .entry(account.to_string())
+            .or_insert_with(|| std::sync::Arc::new(tokio::sync::Semaphore::new(self.per_account)));
+        account_slots.clone().try_acquire_owned().ok()
+    }
 }
 
 /// Holds `account`'s turn to walk its chain until dropped.

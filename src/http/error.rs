@@ -81,7 +81,16 @@ impl From<WriteError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-        Self::internal(&error)
+        match &error {
+            // Out of file descriptors (or the file is gone): the request can be retried.
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, _))
+                if failure.code == rusqlite::ErrorCode::CannotOpen =>
+            {
+                tracing::warn!(%error, "a read could not open the store");
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "the server cannot open the store just now; retry")
+            }
+            _ => Self::internal(&error),
+        }
     }
 }
 

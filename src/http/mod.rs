@@ -39,6 +39,8 @@ pub struct AppState {
     pub admin_token_hash: String,
     /// Signs account heads.
     pub signer: Arc<crate::signing::HeadSigner>,
+    /// Each account's live event streams.
+    pub streams: Arc<audit::StreamSlots>,
 }
 
 /// The request's id: the client's `X-Request-ID` when it is usable, else a new UUID.

@@ -34,6 +34,8 @@ use crate::app::BoxError;
 #[derive(Debug, Clone)]
 pub struct ConnectionLimits {
     pub max_connections: usize,
+    /// Live event streams (`…/events/stream`) one account may hold open at once.
+    pub streams_per_account: usize,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     pub drain_timeout: Duration,
@@ -43,10 +45,41 @@ impl Default for ConnectionLimits {
     fn default() -> Self {
         ConnectionLimits {
             max_connections: 4096,
+            streams_per_account: 32,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+/// File descriptors kept for what is not a connection: the store's files, read connections,
+/// the log.
+const RESERVED_FILES: u64 = 512;
+
+impl ConnectionLimits {
+    /// Raises this process's open-file limit to its hard limit, and lowers `max_connections` to
+    /// what then fits beside `RESERVED_FILES`, so that connections can never take the files
+    /// that reads need (which then fail as "unable to open database file").
+    pub fn fit_open_files(mut self) -> ConnectionLimits {
+        let open_files = match rlimit::increase_nofile_limit(u64::MAX) {
+            Ok(open_files) => open_files,
+            Err(error) => {
+                tracing::warn!(%error, "the open-file limit could not be read; max_connections stays as given");
+                return self;
+            }
+        };
+        let fits = usize::try_from(open_files.saturating_sub(RESERVED_FILES).max(16)).unwrap_or(usize::MAX);
+        if self.max_connections > fits {
+            tracing::warn!(
+                max_connections = self.max_connections,
+                open_files,
+                fits,
+                "fewer connections than asked: the open-file limit leaves room for no more"
+            );
+            self.max_connections = fits;
+        }
+        self
     }
 }
 

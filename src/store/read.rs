@@ -10,7 +10,7 @@ use super::StoreError;
 
 /// Idle read connections kept for reuse; a connection opened for a burst beyond them is closed
 /// when its read ends, so the pool does not keep the peak's files open.
-const MAX_IDLE: usize = 16;
+const MAX_IDLE: usize = 64;
 
 /// A small pool of read-only connections, opened on demand and reused.
 pub struct ReadPool {

@@ -229,6 +229,52 @@ mod connections {
         assert_eq!(nothing.body, "{}", "nothing was written");
     }
 
+    /// Opens `account`'s live event stream on a connection of its own; answers the connection
+    /// and the status line.
+    async fn stream(app: &TestApp, account: &str, key: &str) -> (TcpStream, String) {
+        let mut connection = TcpStream::connect(app.addr).await.unwrap();
+        let request = format!(
+            "GET /v1/account/{account}/events/stream HTTP/1.1\r\nhost: x\r\nmaven-api-key: {key}\r\n\r\n"
+        );
+        connection.write_all(request.as_bytes()).await.unwrap();
+        let mut head = vec![0u8; 512];
+        let read =
+            tokio::time::timeout(Duration::from_secs(5), connection.read(&mut head)).await.unwrap().unwrap();
+        let head = String::from_utf8_lossy(&head[..read]).into_owned();
+        (connection, head)
+    }
+
+    #[tokio::test]
+    async fn an_account_holds_at_most_its_share_of_live_event_streams() {
+        let app = spawn_app_with(|config| config.connections.streams_per_account = 2).await;
+        let acme = app.account("acme").await;
+        let globex = app.account("globex").await;
+        let first = stream(&app, "acme", &acme).await;
+        let second = stream(&app, "acme", &acme).await;
+        for (_, head) in [&first, &second] {
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        }
+        let (_, refused) = stream(&app, "acme", &acme).await;
+        assert!(refused.starts_with("HTTP/1.1 429"), "{refused}");
+        assert!(refused.to_lowercase().contains("retry-after: 5"), "{refused}");
+        let (_, theirs) = stream(&app, "globex", &globex).await;
+        assert!(theirs.starts_with("HTTP/1.1 200"), "another account's streams are its own: {theirs}");
+        drop(first);
+        // The slot comes back when the stream ends (the server sees the closed connection when it
+        // next writes to it: after the next event of acme at the latest).
+        app.call(&acme, "PATCH", "/v1/account/acme/bots/s/properties", r#"{"a":1}"#).await;
+        let mut reopened = String::new();
+        for _ in 0..50 {
+            reopened = stream(&app, "acme", &acme).await.1;
+            if reopened.starts_with("HTTP/1.1 200") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(reopened.starts_with("HTTP/1.1 200"), "{reopened}");
+        drop(second);
+    }
+
     #[tokio::test]
     async fn past_the_connection_cap_a_new_connection_waits_for_a_free_one() {
         let app = app_with(2, Duration::from_secs(2)).await;

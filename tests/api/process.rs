@@ -259,3 +259,34 @@ async fn a_database_from_a_newer_binary_is_refused_with_a_clear_message() {
     assert_ne!(code, 0);
     assert!(stderr.contains("newer than this binary"), "{stderr}");
 }
+
+#[test]
+fn under_a_low_open_file_limit_the_server_takes_fewer_connections_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    // A hard limit of 700 files: the default 4096 connections would leave reads none.
+    let mut child = Command::new("bash")
+        .args(["-c", &format!("ulimit -Sn 300 && ulimit -Hn 700 && exec {BINARY}")])
+        .env("CTXD_DATA_DIR", dir.path())
+        .env("CTXD_ADDR", "127.0.0.1:0")
+        .env("CTXD_ADMIN_TOKEN", ADMIN)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ctxd starts");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut warned = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.contains("fewer connections than asked") {
+            warned = Some(line.clone());
+        }
+        if line.contains("ctxd listening") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let warned = warned.expect("the server says it takes fewer connections");
+    // The soft limit was raised to the hard one, and 512 files are kept for the store.
+    assert!(warned.contains("open_files=700") && warned.contains("fits=188"), "{warned}");
+}
