@@ -64,7 +64,10 @@ impl Application {
                 metrics,
                 admin_token_hash,
                 signer,
-                streams: Arc::new(http::audit::StreamSlots::new(config.connections.streams_per_account)),
+                streams: Arc::new(http::slots::AccountSlots::new(config.connections.streams_per_account)),
+                large_reads: Arc::new(http::slots::AccountSlots::new(
+                    config.connections.large_reads_per_account,
+                )),
             },
             sweep_interval: config.sweep_interval,
             idempotency_retention: config.idempotency_retention,

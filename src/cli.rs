@@ -105,6 +105,10 @@ pub struct ServeArgs {
     /// Live event streams (`…/events/stream`) one account may hold open at once.
     #[arg(long, env = "CTXD_STREAMS_PER_ACCOUNT", default_value_t = 32)]
     pub streams_per_account: usize,
+    /// Large reads (feed and history pages, as-of reads, analytics…) of one account in flight at
+    /// once, their answers' sending included; more wait their turn.
+    #[arg(long, env = "CTXD_LARGE_READS_PER_ACCOUNT", default_value_t = 8)]
+    pub large_reads_per_account: usize,
     /// Seconds a request's header may take to arrive; also how long a keep-alive connection may
     /// sit idle.
     #[arg(long, env = "CTXD_HEADER_TIMEOUT_SECS", default_value_t = 10)]
@@ -172,6 +176,7 @@ impl ServeArgs {
             connections: ConnectionLimits {
                 max_connections: self.max_connections.max(1),
                 streams_per_account: self.streams_per_account.max(1),
+                large_reads_per_account: self.large_reads_per_account.max(1),
                 header_timeout: Duration::from_secs(self.header_timeout_secs.max(1)),
                 body_timeout: Duration::from_secs(self.body_timeout_secs.max(1)),
                 drain_timeout: Duration::from_secs(self.drain_timeout_secs),

@@ -172,7 +172,7 @@ async fn follow(
             .ok_or_else(|| ApiError::bad_request("Last-Event-ID must be the seq of an event"))?,
         None => query.after.unwrap_or(0),
     };
-    let slot = state.streams.take(&account.id).ok_or_else(|| ApiError {
+    let slot = state.streams.try_take(&account.id).ok_or_else(|| ApiError {
         retry_after: Some(5),
         ..ApiError::new(
             axum::http::StatusCode::TOO_MANY_REQUESTS,
@@ -276,29 +276,6 @@ async fn verify_chain(State(state): State<AppState>, account: Account) -> Result
         body["reason"] = reason.into();
     }
     Ok(axum::Json(body).into_response())
-}
-
-/// Each account's live event streams: at most `per_account` at once, so that one account's
-/// followers (each reads the log on its account's commits) cannot take the read connections
-/// and the CPU from everyone else.
-pub struct StreamSlots {
-    pub per_account: usize,
-    slots: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Semaphore>>>,
-}
-
-impl StreamSlots {
-    pub fn new(per_account: usize) -> StreamSlots {
-        StreamSlots { per_account: per_account.max(1), slots: Default::default() }
-    }
-
-    /// A slot for one more stream of `account`, or `None` when it has all it may.
-    fn take(&self, account: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let mut slots = self.slots.lock().expect("stream slots lock");
-        let account_slots = slots
-            .entry(account.to_string())
-            .or_insert_with(|| std::sync::Arc::new(tokio::sync::Semaphore::new(self.per_account)));
-        account_slots.clone().try_acquire_owned().ok()
-    }
 }
 
 /// Holds `account`'s turn to walk its chain until dropped.

@@ -87,6 +87,13 @@ impl FromRequestParts<AppState> for Account {
     }
 }
 
+/// The account of the API key a request presents, if it is one (for layers that run before
+/// the handler's own check).
+pub(super) fn request_account(headers: &axum::http::HeaderMap, state: &AppState) -> Option<String> {
+    let key = presented_key(headers)?;
+    state.store.key_owner(&hash_secret(key)).map(|owner| owner.account)
+}
+
 /// The account whose API key the request presents.
 fn authenticate(parts: &Parts, state: &AppState) -> Result<Account, ApiError> {
     let key = presented_key(&parts.headers).ok_or_else(ApiError::forbidden)?;

@@ -11,6 +11,7 @@ pub mod history;
 pub mod journeys;
 pub mod ops;
 pub mod serve;
+pub mod slots;
 pub mod ui;
 
 use std::sync::Arc;
@@ -40,7 +41,9 @@ pub struct AppState {
     /// Signs account heads.
     pub signer: Arc<crate::signing::HeadSigner>,
     /// Each account's live event streams.
-    pub streams: Arc<audit::StreamSlots>,
+    pub streams: Arc<slots::AccountSlots>,
+    /// Each account's large reads in flight.
+    pub large_reads: Arc<slots::AccountSlots>,
 }
 
 /// The request's id: the client's `X-Request-ID` when it is usable, else a new UUID.
@@ -62,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
         })
+        .layer(middleware::from_fn_with_state(state.clone(), slots::limit_large_reads))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)

@@ -36,6 +36,9 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// Live event streams (`…/events/stream`) one account may hold open at once.
     pub streams_per_account: usize,
+    /// Large reads (pages of the feed, of histories, as-of reads…) of one account in flight at
+    /// once, their answers' sending included.
+    pub large_reads_per_account: usize,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     pub drain_timeout: Duration,
@@ -46,6 +49,7 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             max_connections: 4096,
             streams_per_account: 32,
+            large_reads_per_account: 8,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),

@@ -276,6 +276,50 @@ mod connections {
     }
 
     #[tokio::test]
+    async fn an_accounts_large_reads_wait_for_its_own_slow_reader_and_nobody_elses() {
+        let app = spawn_app_with(|config| config.connections.large_reads_per_account = 1).await;
+        let acme = app.account("acme").await;
+        let globex = app.account("globex").await;
+        for round in 0..16 {
+            let value = format!("{round}-{}", "x".repeat(700_000));
+            let body = serde_json::json!({ "big": value }).to_string();
+            assert_eq!(
+                app.call(&acme, "PATCH", "/v1/account/acme/bots/s/properties", &body).await.status,
+                204
+            );
+        }
+        // A reader of an 8 MiB page that reads its first bytes, then stops: its answer cannot be
+        // sent whole (a small receive buffer), so it keeps acme's one large-read slot.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut slow = socket.connect(app.addr).await.unwrap();
+        let request = format!(
+            "GET /v1/account/acme/events?limit=1000 HTTP/1.1\r\nhost: x\r\nconnection: close\r\nmaven-api-key: {acme}\r\n\r\n"
+        );
+        slow.write_all(request.as_bytes()).await.unwrap();
+        let mut head = [0u8; 12];
+        slow.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+
+        let history = app.call(&acme, "GET", "/v1/account/acme/bots/s/history", "");
+        tokio::pin!(history);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), &mut history).await.is_err(),
+            "acme's next large read waits for its slow one"
+        );
+        let theirs = app.call(&globex, "GET", "/v1/account/globex/events", "").await;
+        assert_eq!(theirs.status, 200, "another account's large reads do not wait");
+        let small = app.call(&acme, "GET", "/v1/account/acme/bots/s/properties/big", "").await;
+        assert_eq!(small.status, 200, "acme's small reads do not wait either");
+        let mut rest = Vec::new();
+        slow.read_to_end(&mut rest).await.ok();
+        drop(slow);
+        let history =
+            tokio::time::timeout(Duration::from_secs(10), history).await.expect("then it is answered");
+        assert_eq!(history.status, 200);
+    }
+
+    #[tokio::test]
     async fn past_the_connection_cap_a_new_connection_waits_for_a_free_one() {
         let app = app_with(2, Duration::from_secs(2)).await;
         let mut held = Vec::new();
