@@ -49,7 +49,7 @@ async fn get_limits(
     P(account_id): P<String>,
 ) -> Result<Response, ApiError> {
     let own = state.store.read(|conn| accounts::write_limit(conn, &account_id))?;
-    let own = own.ok_or_else(|| ApiError::not_found(format!("account '{account_id}' not found")))?;
+    let own = own.ok_or_else(|| unknown_account(&account_id))?;
     Ok(limits_json(&state, &account_id, own))
 }
 
@@ -98,8 +98,12 @@ async fn get_account(
     P(account_id): P<String>,
 ) -> Result<Response, ApiError> {
     let account = state.store.read(|conn| accounts::get(conn, &account_id))?;
-    let account = account.ok_or_else(|| ApiError::not_found(format!("account '{account_id}' not found")))?;
+    let account = account.ok_or_else(|| unknown_account(&account_id))?;
     Ok(axum::Json(account).into_response())
+}
+
+fn unknown_account(account_id: &str) -> ApiError {
+    ApiError::not_found(format!("account '{account_id}' not found"))
 }
 
 /// A path segment with everything but unreserved characters percent-encoded.
