@@ -133,6 +133,9 @@ struct Args {
     /// Sessions of the namespace the neighbours workload deletes.
     #[arg(long, default_value_t = 300_000)]
     neighbours_sessions: u64,
+    /// Properties of the session the neighbours workload writes to one at a time.
+    #[arg(long, default_value_t = 50_000)]
+    neighbours_properties: u64,
     /// `writes_per_second` of the flooding account in the neighbours workload; 0: no limit.
     #[arg(long, default_value_t = 1000)]
     neighbours_limit: u32,
@@ -211,6 +214,7 @@ fn run(args: Args) -> Result<(), BoxError> {
             duration: Duration::from_secs(args.duration_secs),
             noisy_limit: args.neighbours_limit,
             sessions: args.neighbours_sessions,
+            properties: args.neighbours_properties,
         };
         failures.extend(neighbours::run(&scratch.path.join("neighbours"), &settings)?);
     }

@@ -33,6 +33,8 @@ pub struct Settings {
     pub noisy_limit: u32,
     /// Sessions of the namespace the noisy account deletes.
     pub sessions: u64,
+    /// Properties of the one session the noisy account then writes to, one property at a time.
+    pub properties: u64,
 }
 
 /// Latencies of the quiet client's round trips (PATCH + GET).
@@ -100,7 +102,7 @@ async fn quiet(
 
 /// Fills `sessions` sessions of namespace `big` of the noisy account, in the live append + apply
 /// path, with the account's own positions and chain.
-fn fill(dir: &Path, sessions: u64) -> Result<(), BoxError> {
+fn fill(dir: &Path, sessions: u64, properties: u64) -> Result<(), BoxError> {
     let _lock = lock_data_dir(dir)?;
     let mut conn = open_writer_connection(&database_path(dir), true)?;
     let mut next_id = log::last_id(&conn)? + 1;
@@ -140,6 +142,26 @@ fn fill(dir: &Path, sessions: u64) -> Result<(), BoxError> {
         }
         tx.commit()?;
     }
+    // One session of `properties` properties, in one event, as one PATCH would write them.
+    let names: Vec<String> = (0..properties).map(|n| format!(r#""p{n}":{n}"#)).collect();
+    let data = format!(r#"{{"namespace":"wide","session_id":"wide-1","properties":{{{}}},"expires_at":null}}"#, names.join(","));
+    let tx = conn.transaction()?;
+    let event = Event::decode("PropertiesPatched", &data)?;
+    let recorded = RecordedEvent {
+        id: next_id,
+        seq: seq + 1,
+        account: NOISY.to_string(),
+        stream: event.stream(NOISY),
+        stream_version: 1,
+        event,
+        meta: meta.clone(),
+        recorded_at: Utc::now(),
+    };
+    log::append(&tx, &recorded, &previous)?;
+    let mut tables = SqlTables::new(&tx);
+    projections::apply(&mut tables, &recorded)?;
+    tables.finish()?.write(&tx)?;
+    tx.commit()?;
     Ok(())
 }
 
@@ -167,7 +189,7 @@ pub fn run(dir: &Path, settings: &Settings) -> Result<Vec<String>, BoxError> {
     };
     eprintln!("neighbours: filling a namespace of {} sessions…", thousands(settings.sessions));
     let started = Instant::now();
-    fill(dir, settings.sessions)?;
+    fill(dir, settings.sessions, settings.properties)?;
     println!(
         "neighbours fill: {} sessions in {:.1} s",
         thousands(settings.sessions),
@@ -225,6 +247,30 @@ pub fn run(dir: &Path, settings: &Settings) -> Result<Vec<String>, BoxError> {
         failures.push(format!("neighbours flood: {} answers neither 204 nor 429", other.load(Relaxed)));
     }
 
+    // One-property writes of the noisy account to its session of `properties` properties.
+    let (mut beside_wide, wide_writes) = runtime.block_on(async {
+        let (key, stop) = (noisy_key.clone(), Arc::new(AtomicBool::new(false)));
+        let writes = Arc::new(AtomicU64::new(0));
+        let (stop_writer, counted) = (stop.clone(), writes.clone());
+        let writer = tokio::spawn(async move {
+            let mut connection = Client::new(addr);
+            let path = format!("/v1/account/{NOISY}/wide/wide-1/properties");
+            let mut n = 0u64;
+            while !stop_writer.load(Relaxed) {
+                n += 1;
+                let body = format!(r#"{{"p{}":{n}}}"#, n % 100).into_bytes();
+                let sent = connection.send(request(Method::PATCH, addr, &path, &[("maven-api-key", &key)], body)).await;
+                if matches!(sent, Ok((StatusCode::NO_CONTENT, _))) {
+                    counted.fetch_add(1, Relaxed);
+                }
+            }
+        });
+        let measured = quiet(addr, quiet_key.clone(), settings.duration, never.clone()).await;
+        stop.store(true, Relaxed);
+        let _ = writer.await;
+        (measured, writes.load(Relaxed) as f64 / settings.duration.as_secs_f64())
+    });
+
     // The big delete, with the quiet client timed until it is answered.
     let done = Arc::new(AtomicBool::new(false));
     let (mut during_delete, delete) = runtime.block_on(async {
@@ -268,6 +314,13 @@ pub fn run(dir: &Path, settings: &Settings) -> Result<Vec<String>, BoxError> {
         thousands(flood.2 as u64),
         flood.0.line(),
         if flood.0.p99_ms() <= flood_target { "met" } else { "MISSED" }
+    );
+    println!(
+        "| while that account writes one property at a time to a session of {} properties ({:.0} writes/s) | {} | p99 ≤ {flood_target:.1} ms: {} |",
+        thousands(settings.properties),
+        wide_writes,
+        beside_wide.line(),
+        if beside_wide.p99_ms() <= flood_target { "met" } else { "MISSED" }
     );
     println!(
         "| while that account deletes a namespace of {} sessions ({status}, {:.2} s) | {} | no round trip > 250 ms: {} |",
