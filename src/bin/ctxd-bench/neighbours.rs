@@ -144,7 +144,10 @@ fn fill(dir: &Path, sessions: u64, properties: u64) -> Result<(), BoxError> {
     }
     // One session of `properties` properties, in one event, as one PATCH would write them.
     let names: Vec<String> = (0..properties).map(|n| format!(r#""p{n}":{n}"#)).collect();
-    let data = format!(r#"{{"namespace":"wide","session_id":"wide-1","properties":{{{}}},"expires_at":null}}"#, names.join(","));
+    let data = format!(
+        r#"{{"namespace":"wide","session_id":"wide-1","properties":{{{}}},"expires_at":null}}"#,
+        names.join(",")
+    );
     let tx = conn.transaction()?;
     let event = Event::decode("PropertiesPatched", &data)?;
     let recorded = RecordedEvent {
@@ -259,7 +262,9 @@ pub fn run(dir: &Path, settings: &Settings) -> Result<Vec<String>, BoxError> {
             while !stop_writer.load(Relaxed) {
                 n += 1;
                 let body = format!(r#"{{"p{}":{n}}}"#, n % 100).into_bytes();
-                let sent = connection.send(request(Method::PATCH, addr, &path, &[("maven-api-key", &key)], body)).await;
+                let sent = connection
+                    .send(request(Method::PATCH, addr, &path, &[("maven-api-key", &key)], body))
+                    .await;
                 if matches!(sent, Ok((StatusCode::NO_CONTENT, _))) {
                     counted.fetch_add(1, Relaxed);
                 }
