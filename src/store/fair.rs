@@ -20,12 +20,15 @@ impl<T> Default for FairQueue<T> {
 }
 
 impl<T> FairQueue<T> {
-    pub fn push(&mut self, account: &str, item: T) {
+    /// Queues `item` behind the others of its account, which `account_of` reads from it.
+    pub fn push(&mut self, item: T, account_of: impl Fn(&T) -> &str) {
+        let account = account_of(&item);
         match self.queues.get_mut(account) {
             Some(queue) => queue.push_back(item),
             None => {
-                self.queues.insert(account.to_string(), VecDeque::from([item]));
-                self.turns.push_back(account.to_string());
+                let account = account.to_string();
+                self.turns.push_back(account.clone());
+                self.queues.insert(account, VecDeque::from([item]));
             }
         }
         self.len += 1;
@@ -64,19 +67,23 @@ mod tests {
     #[test]
     fn a_backlog_of_one_account_takes_turns_with_the_others_in_arrival_order_each() {
         let mut queue = FairQueue::default();
-        for n in 0..5 {
-            queue.push("flood", format!("f{n}"));
+        fn account<'a>(item: &'a (&'static str, String)) -> &'a str {
+            item.0
         }
-        queue.push("quiet", "q0".to_string());
-        queue.push("other", "o0".to_string());
-        queue.push("quiet", "q1".to_string());
+        for n in 0..5 {
+            queue.push(("flood", format!("f{n}")), account);
+        }
+        queue.push(("quiet", "q0".to_string()), account);
+        queue.push(("other", "o0".to_string()), account);
+        queue.push(("quiet", "q1".to_string()), account);
+        let names = |items: Vec<(&str, String)>| items.into_iter().map(|(_, name)| name).collect::<Vec<_>>();
         let mut group = Vec::new();
         queue.take(4, &mut group);
-        assert_eq!(group, ["f0", "q0", "o0", "f1"]);
+        assert_eq!(names(group), ["f0", "q0", "o0", "f1"]);
         assert_eq!(queue.len(), 4);
         let mut next = Vec::new();
         queue.take(10, &mut next);
-        assert_eq!(next, ["q1", "f2", "f3", "f4"]);
+        assert_eq!(names(next), ["q1", "f2", "f3", "f4"]);
         assert!(queue.is_empty());
     }
 }

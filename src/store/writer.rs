@@ -95,8 +95,7 @@ pub(super) struct Reply {
 
 /// Puts a command in its account's line (the sweeper's commands share one of their own).
 fn queue(waiting: &mut FairQueue<Pending>, request: Box<WriteRequest>, reply: Reply) {
-    let account = request.command.account().unwrap_or("").to_string();
-    waiting.push(&account, (request, reply));
+    waiting.push((request, reply), |(request, _)| request.command.account().unwrap_or(""));
 }
 
 pub(super) fn spawn(
@@ -119,9 +118,10 @@ pub(super) fn spawn(
 #[derive(Debug, Clone, Default)]
 struct Cursor {
     next_id: u64,
-    accounts: HashMap<String, AccountHead>,
+    /// Shared keys: noting what a command changed clones a pointer, not the account's name.
+    accounts: HashMap<Arc<str>, AccountHead>,
     /// What the current command changed, to rewind it if the command is refused.
-    undo: Vec<(String, Option<AccountHead>)>,
+    undo: Vec<(Arc<str>, Option<AccountHead>)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -141,8 +141,9 @@ impl Cursor {
         if !self.accounts.contains_key(account) {
             let head = chain::head(conn, account)?;
             let (next_seq, previous) = head.map_or((1, chain::GENESIS), |head| (head.seq + 1, head.hash));
-            self.undo.push((account.to_string(), None));
-            self.accounts.insert(account.to_string(), AccountHead { next_seq, previous });
+            let key: Arc<str> = account.into();
+            self.undo.push((key.clone(), None));
+            self.accounts.insert(key, AccountHead { next_seq, previous });
         }
         let head = self.accounts[account];
         Ok((self.next_id, head.next_seq, head.previous))
@@ -150,10 +151,11 @@ impl Cursor {
 
     /// Moves past the event `next` answered for `account`, whose row got `hash`.
     fn advance(&mut self, account: &str, hash: Hash) {
-        let head = self.accounts.get_mut(account).expect("`next` loaded the account's head");
-        if !self.undo.iter().any(|(touched, _)| touched == account) {
-            self.undo.push((account.to_string(), Some(*head)));
+        let (key, head) = self.accounts.get_key_value(account).expect("`next` loaded the account's head");
+        if !self.undo.iter().any(|(touched, _)| touched == key) {
+            self.undo.push((key.clone(), Some(*head)));
         }
+        let head = self.accounts.get_mut(account).expect("just read");
         *head = AccountHead { next_seq: head.next_seq + 1, previous: hash };
         self.next_id += 1;
     }
@@ -170,7 +172,7 @@ impl Cursor {
         for (account, head) in self.undo.drain(..).rev() {
             match head {
                 Some(head) => self.accounts.insert(account, head),
-                None => self.accounts.remove(&account),
+                None => self.accounts.remove(&*account),
             };
         }
     }
@@ -357,23 +359,28 @@ fn execute(
     };
     let meta = serde_json::to_string(&request.meta).expect("meta serializes");
     let mut outcome = Outcome { appended: events.len(), created, ..Outcome::default() };
-    // Stream versions this command has seen, so each stream's index is read at most once (a
-    // map: a namespace delete appends to hundreds of thousands of streams).
-    let primary_stream = primary.as_ref().map(|(stream, _)| stream.clone());
-    let mut versions: HashMap<String, StreamVersion> = primary.into_iter().collect();
+    // Stream versions this command has seen, so each stream's index is read at most once: the
+    // stream it addresses, and a map of the others (a namespace delete appends to hundreds of
+    // thousands of streams; most commands to none but their own).
+    let mut primary = primary;
+    let mut others: HashMap<String, StreamVersion> = HashMap::new();
     for NewEvent { account, event } in events {
         if accounts.last() != Some(&account) && !accounts.contains(&account) {
             accounts.push(account.clone());
         }
         let stream = event.stream(&account);
-        let stream_version = match versions.get_mut(&stream) {
+        let known = match &mut primary {
+            Some((addressed, version)) if *addressed == stream => Some(version),
+            _ => others.get_mut(&stream),
+        };
+        let stream_version = match known {
             Some(version) => {
                 *version += 1;
                 *version
             }
             None => {
                 let version = log::stream_version(conn, &stream)? + 1;
-                versions.insert(stream.clone(), version);
+                others.insert(stream.clone(), version);
                 version
             }
         };
@@ -393,8 +400,8 @@ fn execute(
         outcome.last_seq = Some(recorded.seq);
     }
     let counts = tables.finish()?;
-    if let Some(version) = primary_stream.and_then(|stream| versions.get(&stream)) {
-        outcome.version = *version;
+    if let Some((_, version)) = primary {
+        outcome.version = version;
     }
     if let Some(key) = &request.idempotency {
         idempotency::record(conn, key, &outcome, now)?;
