@@ -91,6 +91,7 @@ impl Application {
     ) -> Result<(), BoxError> {
         let store = self.state.store.clone();
         let (stop_sweeper, sweeper_stopped) = watch::channel(false);
+        let steps = tokio::spawn(crate::steps::run(store.clone(), sweeper_stopped.clone()));
         let sweeper = tokio::spawn(crate::sweeper::run(
             store.clone(),
             self.sweep_interval,
@@ -108,6 +109,7 @@ impl Application {
         http::serve::serve(self.listener, app, self.connections, shutdown).await;
         let _ = stop_sweeper.send(true);
         let _ = sweeper.await;
+        let _ = steps.await;
         store.shutdown().await;
         tracing::info!("ctxd stopped");
         Ok(())

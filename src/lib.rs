@@ -14,5 +14,6 @@ pub mod http;
 pub mod metrics;
 pub mod projections;
 pub mod signing;
+pub mod steps;
 pub mod store;
 pub mod sweeper;

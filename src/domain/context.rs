@@ -17,8 +17,11 @@ pub const MAX_DOCUMENT_CHARS: usize = 800_000;
 pub enum ContextCommand {
     /// Register a namespace (idempotent); a TTL given replaces the namespace TTL.
     CreateNamespace { namespace: String, ttl_second: Option<u64>, expected: ExpectedVersion },
-    /// Remove a namespace with every session and property in it.
+    /// Remove a namespace with every session and property in it: at once when it fits in one
+    /// step, else it reads as deleted at once and its sessions go in steps.
     DeleteNamespace { namespace: String, expected: ExpectedVersion },
+    /// The next step of a namespace delete that was started (sent by ctxd itself).
+    DeleteNamespaceStep { namespace: String },
     /// Merge properties into a session (PATCH, and PUT of one property).
     PatchProperties { session: SessionRef, properties: Properties },
     /// Remove one property (idempotent).
@@ -45,12 +48,29 @@ pub struct SessionState {
     pub version: StreamVersion,
     pub namespace_registered: bool,
     pub namespace_ttl: Option<u64>,
+    /// The namespace is being deleted in steps: nothing may be written to it until it is gone.
+    pub namespace_deleting: bool,
     /// `None`: the session has no TTL setting (it may still hold properties).
     pub session_ttl: Option<u64>,
     /// True when the session holds any properties (even expired, not yet swept) or a TTL setting.
     pub session_known: bool,
-    /// Unexpired properties and the length in characters of each one's JSON value.
-    pub live_properties: BTreeMap<String, usize>,
+    /// Characters the stored properties add to the session document (`property_chars` summed),
+    /// expired ones included until the sweeper removes them.
+    pub stored_chars: usize,
+    /// The stored properties the command names (and only those: a write never reads the whole
+    /// session).
+    pub named: BTreeMap<String, StoredProperty>,
+    /// True when the session holds an unexpired property.
+    pub any_live: bool,
+}
+
+/// A stored property a command names.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StoredProperty {
+    /// Length in characters of its JSON value.
+    pub value_chars: usize,
+    /// False once its expiry time has passed (the sweeper has not removed it yet).
+    pub live: bool,
 }
 
 /// What a namespace command is decided against.
@@ -60,9 +80,24 @@ pub struct NamespaceState {
     pub version: StreamVersion,
     pub registered: bool,
     pub ttl_second: Option<u64>,
-    /// Every session of the namespace that has properties or a TTL setting (loaded for deletes only).
+    /// A delete of the namespace is proceeding in steps.
+    pub deleting: bool,
+    /// For deletes: the sessions (with properties or a TTL setting) the next step deletes, as
+    /// many as `DELETE_STEP` allows, in id order.
     pub sessions: Vec<String>,
+    /// For deletes: sessions remain beyond `sessions`.
+    pub more_sessions: bool,
 }
+
+/// The most a step of a namespace delete removes: sessions, and the properties in them (a step
+/// takes at least one session, whatever it holds). About a few milliseconds of the writer.
+#[derive(Debug, Clone, Copy)]
+pub struct StepBound {
+    pub sessions: usize,
+    pub properties: u64,
+}
+
+pub const DELETE_STEP: StepBound = StepBound { sessions: 200, properties: 2000 };
 
 impl ContextCommand {
     /// The session this command writes to, if it is a session command.
@@ -73,7 +108,20 @@ impl ContextCommand {
             | ContextCommand::ClearSession { session }
             | ContextCommand::DeleteSession { session }
             | ContextCommand::SetSessionTtl { session, .. } => Some(session),
-            ContextCommand::CreateNamespace { .. } | ContextCommand::DeleteNamespace { .. } => None,
+            ContextCommand::CreateNamespace { .. }
+            | ContextCommand::DeleteNamespace { .. }
+            | ContextCommand::DeleteNamespaceStep { .. } => None,
+        }
+    }
+
+    /// The property keys a session command names.
+    pub fn property_keys(&self) -> Vec<&str> {
+        match self {
+            ContextCommand::PatchProperties { properties, .. } => {
+                properties.keys().map(String::as_str).collect()
+            }
+            ContextCommand::DeleteProperty { property, .. } => vec![property.as_str()],
+            _ => Vec::new(),
         }
     }
 
@@ -81,7 +129,8 @@ impl ContextCommand {
     pub fn namespace(&self) -> &str {
         match self {
             ContextCommand::CreateNamespace { namespace, .. }
-            | ContextCommand::DeleteNamespace { namespace, .. } => namespace,
+            | ContextCommand::DeleteNamespace { namespace, .. }
+            | ContextCommand::DeleteNamespaceStep { namespace } => namespace,
             other => &other.session().expect("session command").namespace,
         }
     }
@@ -93,12 +142,16 @@ pub fn decide_namespace(state: &NamespaceState, command: &ContextCommand) -> Res
     match command {
         ContextCommand::CreateNamespace { expected, .. }
         | ContextCommand::DeleteNamespace { expected, .. } => expected.check(state.version)?,
+        ContextCommand::DeleteNamespaceStep { .. } => {}
         _ => unreachable!("session commands are decided by decide_session"),
     }
     match command {
         ContextCommand::CreateNamespace { namespace, ttl_second, .. } => {
             if let Some(ttl) = ttl_second {
                 check_ttl(*ttl)?;
+            }
+            if state.deleting {
+                return Err(being_deleted(namespace));
             }
             if !state.registered {
                 return Ok(vec![Event::NamespaceCreated(NamespaceCreated {
@@ -117,25 +170,49 @@ pub fn decide_namespace(state: &NamespaceState, command: &ContextCommand) -> Res
                 _ => vec![],
             })
         }
+        // Asked again while it proceeds: nothing more to start.
+        ContextCommand::DeleteNamespace { .. } if state.deleting => Ok(vec![]),
+        ContextCommand::DeleteNamespace { namespace, .. } if state.more_sessions => {
+            Ok(vec![Event::NamespaceDeletionStarted(NamespaceDeletionStarted {
+                namespace: namespace.clone(),
+            })])
+        }
         ContextCommand::DeleteNamespace { namespace, .. } => {
-            let mut events: Vec<Event> = state
-                .sessions
-                .iter()
-                .map(|session_id| {
-                    Event::SessionDeleted(SessionDeleted {
-                        namespace: namespace.clone(),
-                        session_id: session_id.clone(),
-                        cause: Some("namespace_deleted".into()),
-                    })
-                })
-                .collect();
+            let mut events = delete_sessions(namespace, &state.sessions);
             if state.registered || !events.is_empty() {
+                events.push(Event::NamespaceDeleted(NamespaceDeleted { namespace: namespace.clone() }));
+            }
+            Ok(events)
+        }
+        ContextCommand::DeleteNamespaceStep { .. } if !state.deleting => Ok(vec![]),
+        ContextCommand::DeleteNamespaceStep { namespace } => {
+            let mut events = delete_sessions(namespace, &state.sessions);
+            if !state.more_sessions {
                 events.push(Event::NamespaceDeleted(NamespaceDeleted { namespace: namespace.clone() }));
             }
             Ok(events)
         }
         _ => unreachable!("session commands are decided by decide_session"),
     }
+}
+
+fn delete_sessions(namespace: &str, sessions: &[String]) -> Vec<Event> {
+    sessions
+        .iter()
+        .map(|session_id| {
+            Event::SessionDeleted(SessionDeleted {
+                namespace: namespace.to_string(),
+                session_id: session_id.clone(),
+                cause: Some("namespace_deleted".into()),
+            })
+        })
+        .collect()
+}
+
+fn being_deleted(namespace: &str) -> DomainError {
+    DomainError::Conflict(format!(
+        "namespace '{namespace}' is being deleted; write to it again once the delete is done"
+    ))
 }
 
 /// Decides a session command at time `now`: which events, if any, it appends.
@@ -148,6 +225,9 @@ pub fn decide_session(
     check_namespace(&session.namespace)?;
     check_name("session id", &session.session_id)?;
     session.expected.check(state.version)?;
+    if state.namespace_deleting {
+        return Err(being_deleted(&session.namespace));
+    }
     let namespace = session.namespace.clone();
     let session_id = session.session_id.clone();
     let events = match command {
@@ -158,7 +238,7 @@ pub fn decide_session(
             for key in properties.keys() {
                 check_name("property name", key)?;
             }
-            check_document_size(&state.live_properties, properties)?;
+            check_document_size(state, properties)?;
             let mut events = registration(state, &namespace);
             events.push(Event::PropertiesPatched(PropertiesPatched {
                 namespace,
@@ -170,7 +250,7 @@ pub fn decide_session(
         }
         ContextCommand::DeleteProperty { property, .. } => {
             check_name("property name", property)?;
-            if !state.live_properties.contains_key(property) {
+            if !state.named.get(property).is_some_and(|stored| stored.live) {
                 return Ok(vec![]);
             }
             vec![Event::PropertyDeleted(PropertyDeleted {
@@ -180,7 +260,7 @@ pub fn decide_session(
             })]
         }
         ContextCommand::ClearSession { .. } => {
-            if state.live_properties.is_empty() {
+            if !state.any_live {
                 return Ok(vec![]);
             }
             vec![Event::SessionPropertiesCleared(SessionPropertiesCleared { namespace, session_id })]
@@ -204,7 +284,9 @@ pub fn decide_session(
             }));
             events
         }
-        ContextCommand::CreateNamespace { .. } | ContextCommand::DeleteNamespace { .. } => {
+        ContextCommand::CreateNamespace { .. }
+        | ContextCommand::DeleteNamespace { .. }
+        | ContextCommand::DeleteNamespaceStep { .. } => {
             unreachable!("namespace commands are decided by decide_namespace")
         }
     };
@@ -232,13 +314,15 @@ pub fn property_chars(key: &str, value_chars: usize) -> usize {
     serde_json::to_string(key).map_or(0, |k| k.chars().count()) + 1 + value_chars + 1
 }
 
-/// Refuses a patch whose merged session document would exceed `MAX_DOCUMENT_CHARS`.
-fn check_document_size(live: &BTreeMap<String, usize>, patch: &Properties) -> Result<(), DomainError> {
-    let kept: usize = live
-        .iter()
-        .filter(|(key, _)| !patch.contains_key(key.as_str()))
-        .map(|(key, chars)| property_chars(key, *chars))
+/// Refuses a patch whose merged session document would exceed `MAX_DOCUMENT_CHARS`. Properties
+/// that expired but are not swept yet still count: the sum is kept per session, so that the
+/// check costs the same whatever the session holds.
+fn check_document_size(state: &SessionState, patch: &Properties) -> Result<(), DomainError> {
+    let replaced: usize = patch
+        .keys()
+        .filter_map(|key| state.named.get(key).map(|stored| property_chars(key, stored.value_chars)))
         .sum();
+    let kept = state.stored_chars.saturating_sub(replaced);
     let written: usize =
         patch.iter().map(|(key, value)| property_chars(key, value.as_str().chars().count())).sum();
     // Braces, minus the comma the last property does not have.
@@ -314,8 +398,8 @@ mod tests {
         let state = NamespaceState {
             version: 4,
             registered: true,
-            ttl_second: None,
             sessions: vec!["a".into(), "b".into()],
+            ..Default::default()
         };
         let delete = |expected| ContextCommand::DeleteNamespace { namespace: "ns".into(), expected };
         assert_eq!(
@@ -325,6 +409,40 @@ mod tests {
         let events = decide_namespace(&state, &delete(ExpectedVersion::Exactly(4))).unwrap();
         let types: Vec<_> = events.iter().map(Event::event_type).collect();
         assert_eq!(types, ["SessionDeleted", "SessionDeleted", "NamespaceDeleted"]);
+    }
+
+    #[test]
+    fn a_namespace_too_large_for_one_step_is_deleted_in_steps_and_closed_to_writes() {
+        let namespace = || "ns".to_string();
+        let mut state = NamespaceState {
+            registered: true,
+            sessions: vec!["a".into()],
+            more_sessions: true,
+            ..Default::default()
+        };
+        let delete =
+            ContextCommand::DeleteNamespace { namespace: namespace(), expected: ExpectedVersion::Any };
+        let step = ContextCommand::DeleteNamespaceStep { namespace: namespace() };
+        let types = |events: Vec<Event>| events.iter().map(Event::event_type).collect::<Vec<_>>();
+        assert_eq!(types(decide_namespace(&state, &delete).unwrap()), ["NamespaceDeletionStarted"]);
+        assert_eq!(decide_namespace(&state, &step), Ok(vec![]), "no step before the start");
+        state.deleting = true;
+        assert_eq!(decide_namespace(&state, &delete), Ok(vec![]), "asked again: already started");
+        assert_eq!(types(decide_namespace(&state, &step).unwrap()), ["SessionDeleted"]);
+        state.more_sessions = false;
+        assert_eq!(types(decide_namespace(&state, &step).unwrap()), ["SessionDeleted", "NamespaceDeleted"]);
+        let create = ContextCommand::CreateNamespace {
+            namespace: namespace(),
+            ttl_second: None,
+            expected: ExpectedVersion::Any,
+        };
+        assert!(matches!(decide_namespace(&state, &create), Err(DomainError::Conflict(_))));
+        let session =
+            SessionState { namespace_registered: true, namespace_deleting: true, ..Default::default() };
+        assert!(matches!(
+            decide_session(&session, &patch(json!({"a": 1})), Utc::now()),
+            Err(DomainError::Conflict(_))
+        ));
     }
 
     #[test]

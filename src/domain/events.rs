@@ -95,6 +95,13 @@ pub struct NamespaceDeleted {
     pub namespace: String,
 }
 
+/// A namespace too large to delete in one step reads as deleted from here on; its sessions'
+/// `SessionDeleted` events follow in steps, then `NamespaceDeleted`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamespaceDeletionStarted {
+    pub namespace: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PropertiesPatched {
     pub namespace: String,
@@ -188,6 +195,7 @@ event_types! {
     NamespaceCreated = 1,
     NamespaceTtlSet = 1,
     NamespaceDeleted = 1,
+    NamespaceDeletionStarted = 1,
     PropertiesPatched = 1,
     PropertyDeleted = 1,
     SessionPropertiesCleared = 1,
@@ -249,7 +257,10 @@ impl Event {
             | Event::AccountLimitsSet(_) => account_stream(account),
             Event::NamespaceCreated(NamespaceCreated { namespace, .. })
             | Event::NamespaceTtlSet(NamespaceTtlSet { namespace, .. })
-            | Event::NamespaceDeleted(NamespaceDeleted { namespace }) => namespace_stream(account, namespace),
+            | Event::NamespaceDeleted(NamespaceDeleted { namespace })
+            | Event::NamespaceDeletionStarted(NamespaceDeletionStarted { namespace }) => {
+                namespace_stream(account, namespace)
+            }
             Event::PropertiesPatched(PropertiesPatched { namespace, session_id, .. })
             | Event::PropertyDeleted(PropertyDeleted { namespace, session_id, .. })
             | Event::SessionPropertiesCleared(SessionPropertiesCleared { namespace, session_id })

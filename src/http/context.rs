@@ -18,6 +18,8 @@ use crate::domain::Command;
 use crate::domain::context::{ContextCommand, SessionRef};
 use crate::domain::events::{JsonText, Properties, session_stream};
 use crate::domain::names::{check_name, check_namespace};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
 use crate::projections::as_of::Streams;
 use crate::projections::context as read;
 use crate::store::log;
@@ -45,6 +47,7 @@ pub fn router() -> Router<AppState> {
         )
         .route(&route("/namespace/{namespace}/session"), post(set_session_ttl).get(list_session_ttls))
         .route(&route("/namespace/{namespace}/session/{session}"), delete(delete_session))
+        .route(&route("/namespace/{namespace}/deletion"), get(deletion_status))
         .route(&route("/{namespace}/session-ids"), get(session_ids))
         .route(&route("/{namespace}/session-properties"), get(session_properties))
 }
@@ -112,9 +115,44 @@ async fn delete_namespace(
     target: Target,
     write: Write<NoBody>,
 ) -> Result<Response, ApiError> {
+    let namespace = target.namespace;
     let command =
-        ContextCommand::DeleteNamespace { namespace: target.namespace, expected: write.context.expected };
-    submit(&state, &account, write.context, command).await
+        ContextCommand::DeleteNamespace { namespace: namespace.clone(), expected: write.context.expected };
+    let command = Command::Context { account: account.id.clone(), command };
+    let outcome = state
+        .store
+        .submit(write.context.request(account.actor(), &account.idempotency_scope(), command))
+        .await?;
+    let location = deletion_location(&account.id, &namespace);
+    let status = state.store.read(|conn| read::deletion_status(conn, &account.id, &namespace))?;
+    if !status.deleting {
+        return Ok((StatusCode::NO_CONTENT, [(header::ETAG, etag(outcome.version))]).into_response());
+    }
+    state.store.wake_steps();
+    let headers = [(header::ETAG, etag(outcome.version)), (header::LOCATION, location)];
+    Ok((StatusCode::ACCEPTED, headers, axum::Json(status)).into_response())
+}
+
+/// Where to follow a namespace delete, its path segments percent-encoded.
+fn deletion_location(account: &str, namespace: &str) -> header::HeaderValue {
+    const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    let (account, namespace) =
+        (utf8_percent_encode(account, SEGMENT), utf8_percent_encode(namespace, SEGMENT));
+    header::HeaderValue::try_from(format!("/v1/account/{account}/namespace/{namespace}/deletion"))
+        .expect("percent-encoded text is a valid header value")
+}
+
+/// `GET …/namespace/{namespace}/deletion`: where a delete that proceeds in steps stands.
+async fn deletion_status(
+    State(state): State<AppState>,
+    account: Account,
+    target: Target,
+) -> Result<Response, ApiError> {
+    let namespace = target.namespace;
+    check_namespace(&namespace)?;
+    let status =
+        state.store.read_large(move |conn| read::deletion_status(conn, &account.id, &namespace)).await?;
+    Ok(axum::Json(status).into_response())
 }
 
 async fn patch_properties(
@@ -256,17 +294,21 @@ async fn get_document(
         .filter(|keys: &Vec<String>| !keys.is_empty());
     let stream = session_stream(&account.id, &target.namespace, &target.session_id);
     let (document, version) = at
-        .read(&state, Streams::one(&account.id, stream.clone()), move |conn, now| {
-            let document = read::session_document(
-                conn,
-                &account.id,
-                &target.namespace,
-                &target.session_id,
-                now,
-                include.as_deref(),
-            )?;
-            Ok((document, log::stream_version(conn, &stream)?))
-        })
+        .read(
+            &state,
+            Streams::session(&account.id, &target.namespace, &target.session_id),
+            move |conn, now| {
+                let document = read::session_document(
+                    conn,
+                    &account.id,
+                    &target.namespace,
+                    &target.session_id,
+                    now,
+                    include.as_deref(),
+                )?;
+                Ok((document, log::stream_version(conn, &stream)?))
+            },
+        )
         .await?;
     Ok(json_text(document, Some(version)))
 }
@@ -282,11 +324,21 @@ async fn get_property(
     let stream = session_stream(&account.id, &target.namespace, &target.session_id);
     let key = property.clone();
     let (value, version) = at
-        .read(&state, Streams::one(&account.id, stream.clone()), move |conn, now| {
-            let value =
-                read::property_value(conn, &account.id, &target.namespace, &target.session_id, &key, now)?;
-            Ok((value, log::stream_version(conn, &stream)?))
-        })
+        .read(
+            &state,
+            Streams::session(&account.id, &target.namespace, &target.session_id),
+            move |conn, now| {
+                let value = read::property_value(
+                    conn,
+                    &account.id,
+                    &target.namespace,
+                    &target.session_id,
+                    &key,
+                    now,
+                )?;
+                Ok((value, log::stream_version(conn, &stream)?))
+            },
+        )
         .await?;
     let value = value.ok_or_else(|| ApiError::not_found(format!("property '{property}' not found")))?;
     Ok(json_text(value, Some(version)))

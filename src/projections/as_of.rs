@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::memory::MemoryTables;
 use super::{Events, Selection, Until, replay};
-use crate::domain::events::{customer_stream, service_stream};
+use crate::domain::events::{customer_stream, namespace_stream, service_stream, session_stream};
 use crate::store::log::{self, format_time};
 use crate::store::{StoreError, migrations};
 
@@ -40,6 +40,13 @@ impl Streams {
     /// Just one stream of `account`.
     pub fn one(account: &str, stream: String) -> Streams {
         Streams::Named { account: account.to_string(), names: vec![stream] }
+    }
+
+    /// A session's stream, and its namespace's (a namespace being deleted hides its sessions).
+    pub fn session(account: &str, namespace: &str, session_id: &str) -> Streams {
+        let names =
+            vec![namespace_stream(account, namespace), session_stream(account, namespace, session_id)];
+        Streams::Named { account: account.to_string(), names }
     }
 
     /// The account whose log the streams are part of.
@@ -229,7 +236,7 @@ fn copy_last_event(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::events::{service_stream, session_stream};
+    use crate::domain::events::service_stream;
     use crate::projections::{context, journeys};
 
     /// A log of `(recorded_at second, event type, payload)` in account `acme`, seq from 1, each

@@ -9,9 +9,18 @@ use super::EventRef;
 use super::tables::{PropertyRow, SessionKey, Tables};
 use crate::domain::Event;
 use crate::domain::StreamVersion;
-use crate::domain::context::{ExpiredProperty, NamespaceState, SessionState};
+use crate::domain::context::{ExpiredProperty, NamespaceState, SessionState, StepBound, StoredProperty};
 use crate::domain::events::{SessionDeleted, SessionErased};
 use crate::store::StoreError;
+
+/// The SQL condition that the namespace `?2` of account `?1` is not being deleted: its sessions
+/// read as gone from the delete's first step.
+macro_rules! namespace_not_deleting {
+    () => {
+        "NOT EXISTS (SELECT 1 FROM namespaces deleting WHERE deleting.account_id = ?1
+           AND deleting.namespace = ?2 AND deleting.deleting_since IS NOT NULL)"
+    };
+}
 
 /// Applies a context event to the namespaces, session TTL and properties tables.
 pub fn apply(tables: &mut impl Tables, recorded: &EventRef<'_>) -> Result<(), StoreError> {
@@ -19,6 +28,7 @@ pub fn apply(tables: &mut impl Tables, recorded: &EventRef<'_>) -> Result<(), St
     match recorded.event {
         Event::NamespaceCreated(e) => tables.insert_namespace(account, &e.namespace, at, e.ttl_second),
         Event::NamespaceTtlSet(e) => tables.set_namespace_ttl(account, &e.namespace, e.ttl_second),
+        Event::NamespaceDeletionStarted(e) => tables.start_namespace_deletion(account, &e.namespace, at),
         Event::NamespaceDeleted(e) => tables.delete_namespace(account, &e.namespace),
         Event::PropertiesPatched(e) => {
             let session = key(account, &e.namespace, &e.session_id);
@@ -56,18 +66,22 @@ fn key<'a>(account_id: &'a str, namespace: &'a str, session_id: &'a str) -> Sess
     SessionKey { account_id, namespace, session_id }
 }
 
-/// What a session command is decided against.
+/// What a session command is decided against: the session's stored size and the properties
+/// the command names (`keys`), never the whole session.
 pub fn load_session_state(
     conn: &Connection,
     account: &str,
-    namespace: &str,
-    session_id: &str,
+    session: (&str, &str),
+    keys: &[&str],
     version: StreamVersion,
     now: DateTime<Utc>,
 ) -> Result<SessionState, StoreError> {
-    let namespace_row: Option<Option<u64>> = conn
-        .prepare_cached("SELECT ttl_second FROM namespaces WHERE account_id = ?1 AND namespace = ?2")?
-        .query_row(params![account, namespace], |row| row.get(0))
+    let (namespace, session_id) = session;
+    let namespace_row: Option<(Option<u64>, bool)> = conn
+        .prepare_cached(
+            "SELECT ttl_second, deleting_since IS NOT NULL FROM namespaces WHERE account_id = ?1 AND namespace = ?2",
+        )?
+        .query_row(params![account, namespace], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
     let session_ttl: Option<u64> = conn
         .prepare_cached(
@@ -75,53 +89,167 @@ pub fn load_session_state(
         )?
         .query_row(params![account, namespace, session_id], |row| row.get(0))
         .optional()?;
+    let stored_chars: Option<usize> = conn
+        .prepare_cached(
+            "SELECT chars FROM session_sizes WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3",
+        )?
+        .query_row(params![account, namespace, session_id], |row| row.get(0))
+        .optional()?;
+    let now = now.timestamp_micros();
+    let mut named = std::collections::BTreeMap::new();
     let mut statement = conn.prepare_cached(
-        "SELECT key, length(value), coalesce(expires_at > ?4, 1) FROM properties
-         WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3",
+        "SELECT length(value), coalesce(expires_at > ?5, 1) FROM properties
+         WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3 AND key = ?4",
     )?;
-    let mut rows = statement.query(params![account, namespace, session_id, now.timestamp_micros()])?;
-    let mut live_properties = std::collections::BTreeMap::new();
-    let mut has_property_rows = false;
-    while let Some(row) = rows.next()? {
-        has_property_rows = true;
-        if row.get::<_, bool>(2)? {
-            live_properties.insert(row.get::<_, String>(0)?, row.get::<_, usize>(1)?);
+    for key in keys {
+        let stored = statement
+            .query_row(params![account, namespace, session_id, key, now], |row| {
+                Ok(StoredProperty { value_chars: row.get(0)?, live: row.get(1)? })
+            })
+            .optional()?;
+        if let Some(stored) = stored {
+            named.insert(key.to_string(), stored);
         }
     }
+    let any_live = stored_chars.is_some()
+        && conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM properties
+                 WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3
+                   AND (expires_at IS NULL OR expires_at > ?4))",
+            )?
+            .query_row(params![account, namespace, session_id, now], |row| row.get(0))?;
     Ok(SessionState {
         version,
         namespace_registered: namespace_row.is_some(),
-        namespace_ttl: namespace_row.flatten(),
-        session_known: session_ttl.is_some() || has_property_rows,
+        namespace_ttl: namespace_row.and_then(|row| row.0),
+        namespace_deleting: namespace_row.is_some_and(|row| row.1),
+        session_known: session_ttl.is_some() || stored_chars.is_some(),
         session_ttl,
-        live_properties,
+        stored_chars: stored_chars.unwrap_or(0),
+        named,
+        any_live,
     })
 }
 
-/// What a namespace command is decided against; the session list only when `with_sessions`.
+/// What a namespace command is decided against; for deletes (`with_sessions`), the sessions
+/// the next step takes, within `bound`, found by seeks on the two tables that name sessions.
 pub fn load_namespace_state(
     conn: &Connection,
     account: &str,
     namespace: &str,
     version: StreamVersion,
-    with_sessions: bool,
+    with_sessions: Option<StepBound>,
 ) -> Result<NamespaceState, StoreError> {
-    let row: Option<Option<u64>> = conn
-        .prepare_cached("SELECT ttl_second FROM namespaces WHERE account_id = ?1 AND namespace = ?2")?
+    let row: Option<(Option<u64>, bool)> = conn
+        .prepare_cached(
+            "SELECT ttl_second, deleting_since IS NOT NULL FROM namespaces WHERE account_id = ?1 AND namespace = ?2",
+        )?
+        .query_row(params![account, namespace], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let mut state = NamespaceState {
+        version,
+        registered: row.is_some(),
+        ttl_second: row.and_then(|row| row.0),
+        deleting: row.is_some_and(|row| row.1),
+        ..NamespaceState::default()
+    };
+    if let Some(bound) = with_sessions {
+        (state.sessions, state.more_sessions) = next_sessions(conn, account, namespace, bound)?;
+    }
+    Ok(state)
+}
+
+/// The first sessions of a namespace in id order, as many as `bound` allows (at least one),
+/// and whether more remain.
+fn next_sessions(
+    conn: &Connection,
+    account: &str,
+    namespace: &str,
+    bound: StepBound,
+) -> Result<(Vec<String>, bool), StoreError> {
+    let limit = bound.sessions as i64 + 1;
+    // Sessions with properties, with how many, and sessions with only a TTL setting.
+    let mut sized: Vec<(String, u64)> = conn
+        .prepare_cached(
+            "SELECT session_id, properties FROM session_sizes WHERE account_id = ?1 AND namespace = ?2
+             ORDER BY session_id LIMIT ?3",
+        )?
+        .query_map(params![account, namespace, limit], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let timed: Vec<String> = conn
+        .prepare_cached(
+            "SELECT session_id FROM session_ttls WHERE account_id = ?1 AND namespace = ?2
+             ORDER BY session_id LIMIT ?3",
+        )?
+        .query_map(params![account, namespace, limit], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    sized.extend(timed.into_iter().map(|session| (session, 0)));
+    // A session in both lists comes first from `session_sizes`, with its count.
+    sized.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    sized.dedup_by(|next, kept| next.0 == kept.0);
+    let (mut sessions, mut properties) = (Vec::new(), 0);
+    let mut rest = sized.into_iter();
+    for (session, held) in rest.by_ref() {
+        if !sessions.is_empty() && (sessions.len() == bound.sessions || properties + held > bound.properties)
+        {
+            return Ok((sessions, true));
+        }
+        properties += held;
+        sessions.push(session);
+    }
+    Ok((sessions, false))
+}
+
+/// Every namespace being deleted in steps, as (account, namespace).
+pub fn namespaces_being_deleted(conn: &Connection) -> Result<Vec<(String, String)>, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT account_id, namespace FROM namespaces WHERE deleting_since IS NOT NULL ORDER BY deleting_since",
+    )?;
+    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Where a namespace delete stands, as `GET …/namespace/{ns}/deletion` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DeletionStatus {
+    pub namespace: String,
+    /// True while the delete proceeds in steps; false when none is (done, or never asked).
+    pub deleting: bool,
+    #[serde(rename = "startedAt", skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// Sessions still to delete.
+    #[serde(rename = "sessionsLeft")]
+    pub sessions_left: u64,
+}
+
+pub fn deletion_status(
+    conn: &Connection,
+    account: &str,
+    namespace: &str,
+) -> Result<DeletionStatus, StoreError> {
+    let started_at: Option<String> = conn
+        .prepare_cached(
+            "SELECT substr(deleting_since, 1, 23) || 'Z' FROM namespaces
+             WHERE account_id = ?1 AND namespace = ?2 AND deleting_since IS NOT NULL",
+        )?
         .query_row(params![account, namespace], |row| row.get(0))
         .optional()?;
-    let sessions = if with_sessions {
-        conn.prepare_cached(
-            "SELECT session_id FROM session_ttls WHERE account_id = ?1 AND namespace = ?2
-             UNION SELECT session_id FROM properties WHERE account_id = ?1 AND namespace = ?2
-             ORDER BY 1",
-        )?
-        .query_map(params![account, namespace], |row| row.get(0))?
-        .collect::<Result<_, _>>()?
-    } else {
-        Vec::new()
+    let sessions_left = match started_at {
+        None => 0,
+        Some(_) => conn
+            .prepare_cached(
+                "SELECT count(*) FROM (SELECT session_id FROM session_sizes WHERE account_id = ?1 AND namespace = ?2
+                 UNION SELECT session_id FROM session_ttls WHERE account_id = ?1 AND namespace = ?2)",
+            )?
+            .query_row(params![account, namespace], |row| row.get(0))?,
     };
-    Ok(NamespaceState { version, registered: row.is_some(), ttl_second: row.flatten(), sessions })
+    Ok(DeletionStatus {
+        namespace: namespace.to_string(),
+        deleting: started_at.is_some(),
+        started_at,
+        sessions_left,
+    })
 }
 
 /// Properties whose expiry is at or before `now`, oldest first, grouped by session.
@@ -162,7 +290,8 @@ const MILLIS: &str = "substr(created_at, 1, 23) || 'Z'";
 
 pub fn list_namespaces(conn: &Connection, account: &str) -> Result<Vec<NamespaceInfo>, StoreError> {
     let mut statement = conn.prepare_cached(&format!(
-        "SELECT namespace, {MILLIS}, ttl_second FROM namespaces WHERE account_id = ?1 ORDER BY namespace"
+        "SELECT namespace, {MILLIS}, ttl_second FROM namespaces
+         WHERE account_id = ?1 AND deleting_since IS NULL ORDER BY namespace"
     ))?;
     let rows = statement.query_map([account], |row| {
         Ok(NamespaceInfo { name: row.get(0)?, created_at: row.get(1)?, ttl_second: row.get(2)? })
@@ -186,10 +315,12 @@ pub fn list_session_ttls(
     account: &str,
     namespace: &str,
 ) -> Result<Vec<SessionTtlInfo>, StoreError> {
-    let mut statement = conn.prepare_cached(
+    let mut statement = conn.prepare_cached(concat!(
         "SELECT session_id, substr(ttl_set_at, 1, 23) || 'Z', ttl_second FROM session_ttls
-         WHERE account_id = ?1 AND namespace = ?2 ORDER BY session_id",
-    )?;
+         WHERE account_id = ?1 AND namespace = ?2 AND ",
+        namespace_not_deleting!(),
+        " ORDER BY session_id"
+    ))?;
     let rows = statement.query_map(params![account, namespace], |row| {
         Ok(SessionTtlInfo { session_id: row.get(0)?, created_at: row.get(1)?, ttl_second: row.get(2)? })
     })?;
@@ -205,11 +336,13 @@ pub fn session_document(
     now: DateTime<Utc>,
     include: Option<&[String]>,
 ) -> Result<String, StoreError> {
-    let mut statement = conn.prepare_cached(
+    let mut statement = conn.prepare_cached(concat!(
         "SELECT key, value FROM properties
          WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3 AND (expires_at IS NULL OR expires_at > ?4)
-         ORDER BY key",
-    )?;
+           AND ",
+        namespace_not_deleting!(),
+        " ORDER BY key"
+    ))?;
     let rows = statement
         .query_map(params![account, namespace, session_id, now.timestamp_micros()], |row| {
             Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
@@ -241,10 +374,11 @@ pub fn property_value(
     now: DateTime<Utc>,
 ) -> Result<Option<String>, StoreError> {
     Ok(conn
-        .prepare_cached(
+        .prepare_cached(concat!(
             "SELECT value FROM properties WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3 AND key = ?4
-             AND (expires_at IS NULL OR expires_at > ?5)",
-        )?
+             AND (expires_at IS NULL OR expires_at > ?5) AND ",
+            namespace_not_deleting!()
+        ))?
         .query_row(params![account, namespace, session_id, key, now.timestamp_micros()], |row| row.get(0))
         .optional()?)
 }
@@ -258,11 +392,12 @@ pub fn session_ids(
     page: u64,
     per_page: u64,
 ) -> Result<Vec<String>, StoreError> {
-    let mut statement = conn.prepare_cached(
+    let mut statement = conn.prepare_cached(concat!(
         "SELECT DISTINCT session_id FROM properties
-         WHERE account_id = ?1 AND namespace = ?2 AND (expires_at IS NULL OR expires_at > ?3)
-         ORDER BY session_id LIMIT ?4 OFFSET ?5",
-    )?;
+         WHERE account_id = ?1 AND namespace = ?2 AND (expires_at IS NULL OR expires_at > ?3) AND ",
+        namespace_not_deleting!(),
+        " ORDER BY session_id LIMIT ?4 OFFSET ?5"
+    ))?;
     let offset = page.saturating_mul(per_page).min(i64::MAX as u64);
     let rows = statement.query_map(
         params![account, namespace, now.timestamp_micros(), per_page as i64, offset as i64],

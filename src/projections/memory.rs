@@ -35,6 +35,9 @@ fn split(joined: &str) -> (&str, &str, &str) {
 /// A property's columns after its key: value, expires at.
 type PropertyValues = (String, Option<i64>);
 
+/// A namespace: (created_at, ttl_second, deleting_since).
+type NamespaceRow = (String, Option<u64>, Option<String>);
+
 /// The projection tables held in memory; `write_to` stores them in primary key order.
 #[derive(Debug, Default)]
 pub struct MemoryTables {
@@ -45,7 +48,7 @@ pub struct MemoryTables {
     /// key hash → (key id, account, issued at, revoked at)
     api_keys: BTreeMap<String, (String, String, String, Option<String>)>,
     /// (account, namespace) → (created at, ttl)
-    namespaces: BTreeMap<(String, String), (String, Option<u64>)>,
+    namespaces: BTreeMap<(String, String), NamespaceRow>,
     /// joined session → (ttl, set at)
     session_ttls: HashMap<String, (u64, String)>,
     /// joined session → property → (value, expires at)
@@ -115,7 +118,7 @@ impl Tables for MemoryTables {
         ttl_second: Option<u64>,
     ) -> Result<(), StoreError> {
         let key = (account_id.to_string(), namespace.to_string());
-        match self.namespaces.insert(key, (created_at.to_string(), ttl_second)) {
+        match self.namespaces.insert(key, (created_at.to_string(), ttl_second, None)) {
             None => Ok(()),
             Some(_) => Err(duplicate("namespaces", namespace)),
         }
@@ -130,6 +133,20 @@ impl Tables for MemoryTables {
         if let Some(row) = self.namespaces.get_mut(&(account_id.to_string(), namespace.to_string())) {
             row.1 = Some(ttl_second);
         }
+        Ok(())
+    }
+
+    fn start_namespace_deletion(
+        &mut self,
+        account_id: &str,
+        namespace: &str,
+        at: &str,
+    ) -> Result<(), StoreError> {
+        let row = self
+            .namespaces
+            .entry((account_id.to_string(), namespace.to_string()))
+            .or_insert_with(|| (at.to_string(), None, None));
+        row.2 = Some(at.to_string());
         Ok(())
     }
 
@@ -377,10 +394,11 @@ impl MemoryTables {
             insert.execute((hash, key_id, account_id, issued_at, revoked_at))?;
         }
         let mut insert = conn.prepare(
-            "INSERT INTO namespaces (account_id, namespace, created_at, ttl_second) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO namespaces (account_id, namespace, created_at, ttl_second, deleting_since)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
-        for ((account_id, namespace), (created_at, ttl)) in &self.namespaces {
-            insert.execute(params![account_id, namespace, created_at, ttl])?;
+        for ((account_id, namespace), (created_at, ttl, deleting_since)) in &self.namespaces {
+            insert.execute(params![account_id, namespace, created_at, ttl, deleting_since])?;
         }
         let mut insert = conn.prepare(
             "INSERT INTO session_ttls (account_id, namespace, session_id, ttl_second, ttl_set_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -539,6 +557,9 @@ mod tests {
                     implicit: true,
                 }),
             ),
+            // A delete in steps, left midway: of a registered namespace and of one never registered.
+            ("acme", Event::NamespaceDeletionStarted(NamespaceDeletionStarted { namespace: "ns".into() })),
+            ("acme", Event::NamespaceDeletionStarted(NamespaceDeletionStarted { namespace: "other".into() })),
         ]
         .into_iter()
         .chain(journey_script())

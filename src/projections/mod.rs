@@ -30,6 +30,7 @@ pub const TABLES: &[(&str, &str)] = &[
     ("namespaces", "account_id, namespace"),
     ("session_ttls", "account_id, namespace, session_id"),
     ("properties", "account_id, namespace, session_id, key"),
+    ("session_sizes", "account_id, namespace, session_id"),
     ("services", "account_id, service_id"),
     ("customers", "account_id, customer_id"),
     ("customer_attributes", "account_id, name, value, customer_id"),
@@ -69,6 +70,7 @@ fn apply_event(tables: &mut impl Tables, event: &EventRef<'_>) -> Result<(), Sto
         Event::NamespaceCreated(_)
         | Event::NamespaceTtlSet(_)
         | Event::NamespaceDeleted(_)
+        | Event::NamespaceDeletionStarted(_)
         | Event::PropertiesPatched(_)
         | Event::PropertyDeleted(_)
         | Event::SessionPropertiesCleared(_)

@@ -64,6 +64,13 @@ pub trait Tables {
         namespace: &str,
         ttl_second: u64,
     ) -> Result<(), StoreError>;
+    /// Marks a namespace as being deleted in steps (registering it if it was not).
+    fn start_namespace_deletion(
+        &mut self,
+        account_id: &str,
+        namespace: &str,
+        at: &str,
+    ) -> Result<(), StoreError>;
     fn delete_namespace(&mut self, account_id: &str, namespace: &str) -> Result<(), StoreError>;
     fn upsert_property(&mut self, row: PropertyRow<'_>) -> Result<(), StoreError>;
     fn delete_property(&mut self, session: SessionKey<'_>, key: &str) -> Result<(), StoreError>;
@@ -359,6 +366,19 @@ impl Tables for SqlTables<'_> {
         self.run(
             "UPDATE namespaces SET ttl_second = ?3 WHERE account_id = ?1 AND namespace = ?2",
             params![account_id, namespace, ttl_second],
+        )
+    }
+
+    fn start_namespace_deletion(
+        &mut self,
+        account_id: &str,
+        namespace: &str,
+        at: &str,
+    ) -> Result<(), StoreError> {
+        self.run(
+            "INSERT INTO namespaces (account_id, namespace, created_at, deleting_since) VALUES (?1, ?2, ?3, ?3)
+             ON CONFLICT DO UPDATE SET deleting_since = excluded.deleting_since",
+            (account_id, namespace, at),
         )
     }
 

@@ -86,6 +86,20 @@ pub const MIGRATIONS: &[Migration] = &[
         rebuilds_projections: false,
         then: None,
     },
+    Migration {
+        version: 10,
+        name: "0010_session_sizes.sql",
+        sql: include_str!("../../migrations/0010_session_sizes.sql"),
+        rebuilds_projections: false,
+        then: None,
+    },
+    Migration {
+        version: 11,
+        name: "0011_namespace_deletions.sql",
+        sql: include_str!("../../migrations/0011_namespace_deletions.sql"),
+        rebuilds_projections: false,
+        then: None,
+    },
 ];
 
 /// The schema version this binary writes.

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clock::Clock;
+use crate::domain::context::ContextCommand;
 use crate::domain::{Command, DomainError, StreamVersion};
 use crate::metrics::Metrics;
 use read::ReadPool;
@@ -148,6 +149,8 @@ struct Inner {
     reads: ReadPool,
     keys: Arc<KeyRing>,
     feed: Arc<watch::Sender<FeedHead>>,
+    /// Wakes the task that carries long commands through their steps.
+    steps: tokio::sync::Notify,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Held for the store's lifetime: one process per data directory.
     _lock: File,
@@ -236,6 +239,7 @@ impl Store {
                 admission,
                 keys,
                 feed,
+                steps: tokio::sync::Notify::new(),
                 writer_thread: Mutex::new(Some(thread)),
                 _lock: lock,
             }),
@@ -251,8 +255,10 @@ impl Store {
     /// command is admitted first (`admission`): refused past the account's rate, and held while
     /// the account has as many commands pending as it may.
     pub async fn submit(&self, request: WriteRequest) -> Result<Outcome, WriteError> {
+        // ctxd's own steps of a command that was admitted when it started are not counted again.
         let place = match &request.command {
-            Command::Account(_) => None,
+            Command::Account(_)
+            | Command::Context { command: ContextCommand::DeleteNamespaceStep { .. }, .. } => None,
             command => match command.account() {
                 Some(account) => Some(self.inner.admission.admit(account, std::time::Instant::now()).await?),
                 None => None,
@@ -297,6 +303,16 @@ impl Store {
     /// Follows the log's head: changes after every commit that appended events.
     pub fn watch_feed(&self) -> watch::Receiver<FeedHead> {
         self.inner.feed.subscribe()
+    }
+
+    /// Says that a command was started that proceeds in steps (`steps::run` carries it on).
+    pub fn wake_steps(&self) {
+        self.inner.steps.notify_one();
+    }
+
+    /// Resolves once `wake_steps` was called since the last time it resolved.
+    pub async fn steps_wanted(&self) {
+        self.inner.steps.notified().await;
     }
 
     /// Tells the feed's followers that the server is stopping.

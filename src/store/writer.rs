@@ -20,7 +20,7 @@ use super::idempotency;
 use super::log::{self, RecordedEvent};
 use super::{FeedHead, KeyRing, Outcome, StoreError, WriteError, WriteRequest};
 use crate::clock::Clock;
-use crate::domain::context::ContextCommand;
+use crate::domain::context::{ContextCommand, StepBound};
 use crate::domain::erasure::{self, CustomerErased, ErasureTarget, Redaction, ServiceErased, SessionErased};
 use crate::domain::events::{
     account_stream, customer_stream, journey_settings_stream, namespace_stream, service_stream,
@@ -49,6 +49,8 @@ pub struct WriterConfig {
     pub pending_per_account: usize,
     /// `writes_per_second` of an account without a limit of its own; `None`: unlimited.
     pub default_writes_per_second: Option<u32>,
+    /// The most one step of a namespace delete removes.
+    pub delete_step: StepBound,
 }
 
 impl Default for WriterConfig {
@@ -59,6 +61,7 @@ impl Default for WriterConfig {
             queue_capacity: 8192,
             pending_per_account: 1024,
             default_writes_per_second: None,
+            delete_step: context::DELETE_STEP,
         }
     }
 }
@@ -312,7 +315,8 @@ impl Writer {
             let (before, accounts_before) = (self.cursor.begin(), accounts.len());
             // Cached statements: a savepoint per command must not cost a statement preparation.
             tx.prepare_cached("SAVEPOINT command")?.execute([])?;
-            let result = match execute(&tx, request, now, &mut self.cursor, accounts) {
+            let at = At { now, delete_step: self.config.delete_step };
+            let result = match execute(&tx, request, at, &mut self.cursor, accounts) {
                 Ok((outcome, command_counts)) => {
                     counts.merge(command_counts);
                     Ok(outcome)
@@ -339,10 +343,11 @@ impl Writer {
 fn execute(
     conn: &Connection,
     request: &WriteRequest,
-    now: DateTime<Utc>,
+    at: At,
     cursor: &mut Cursor,
     accounts: &mut Vec<String>,
 ) -> Result<(Outcome, PendingCounts), WriteError> {
+    let now = at.now;
     if let Command::PruneIdempotencyKeys { retention_seconds } = request.command {
         idempotency::prune(conn, now, retention_seconds)?;
         return Ok((Outcome::default(), PendingCounts::default()));
@@ -352,7 +357,7 @@ fn execute(
     {
         return Ok((first, PendingCounts::default()));
     }
-    let Decision { events, primary, created, service } = decide(conn, &request.command, now)?;
+    let Decision { events, primary, created, service } = decide(conn, &request.command, at)?;
     let mut tables = match service {
         Some((account, doc)) => SqlTables::with_service(conn, &account, doc),
         None => SqlTables::new(conn),
@@ -420,8 +425,16 @@ struct Decision {
     service: Option<(String, ServiceDoc)>,
 }
 
+/// When a group is decided, and the bounds of the steps of long commands.
+#[derive(Clone, Copy)]
+struct At {
+    now: DateTime<Utc>,
+    delete_step: StepBound,
+}
+
 /// Loads the state a command is decided against and decides it.
-fn decide(conn: &Connection, command: &Command, now: DateTime<Utc>) -> Result<Decision, WriteError> {
+fn decide(conn: &Connection, command: &Command, at: At) -> Result<Decision, WriteError> {
+    let now = at.now;
     let tag = tag_all;
     let current = |stream: String| -> Result<Option<(String, StreamVersion)>, WriteError> {
         let version = log::stream_version(conn, &stream)?;
@@ -445,8 +458,8 @@ fn decide(conn: &Connection, command: &Command, now: DateTime<Utc>) -> Result<De
                 let state = projections::context::load_session_state(
                     conn,
                     account,
-                    &session.namespace,
-                    &session.session_id,
+                    (&session.namespace, &session.session_id),
+                    &command.property_keys(),
                     version,
                     now,
                 )?;
@@ -461,7 +474,11 @@ fn decide(conn: &Connection, command: &Command, now: DateTime<Utc>) -> Result<De
                 let namespace = command.namespace();
                 let stream = namespace_stream(account, namespace);
                 let version = log::stream_version(conn, &stream)?;
-                let with_sessions = matches!(command, ContextCommand::DeleteNamespace { .. });
+                let with_sessions = matches!(
+                    command,
+                    ContextCommand::DeleteNamespace { .. } | ContextCommand::DeleteNamespaceStep { .. }
+                )
+                .then_some(at.delete_step);
                 let state = projections::context::load_namespace_state(
                     conn,
                     account,

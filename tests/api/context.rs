@@ -1,6 +1,6 @@
 //! The 19 endpoints of the LivePerson v1 context API and their semantics.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::spawn_app;
 
@@ -271,6 +271,60 @@ async fn a_document_over_800000_characters_is_refused_and_nothing_is_written() {
             .status,
         204
     );
+}
+
+#[tokio::test]
+async fn the_800000_character_limit_is_exact_after_overwrites_deletes_and_clears() {
+    // A write reads the session's kept size, not its properties: check that the kept size is
+    // the document's length to the character, with keys JSON escapes lengthen.
+    let app = spawn_app().await;
+    let key = app.account("acme").await;
+    let session = format!("{A}/bots/s/properties");
+    let keys = ["plain", "q\"uote", "back\\slash", "ünïcödé", "日本"];
+    for round in 0..3 {
+        let mut patch = serde_json::Map::new();
+        for i in 0..200 {
+            let name = format!("{}-{i}", keys[i % keys.len()]);
+            patch.insert(name, json!("v".repeat((i * 7 + round * 13) % 90)));
+        }
+        patch.insert(format!("n{round}"), json!({"nested": [round, "ö"]}));
+        assert_eq!(app.call(&key, "PATCH", &session, &Value::Object(patch).to_string()).await.status, 204);
+    }
+    for i in (0..200).step_by(3) {
+        let name = format!("{}-{i}", keys[i % keys.len()]);
+        let path = format!("{A}/bots/s/properties/{}", urlencoding(&name));
+        assert_eq!(app.call(&key, "DELETE", &path, "").await.status, 204);
+    }
+    // A cleared session counts from nothing again.
+    let other = format!("{A}/bots/t/properties");
+    app.call(&key, "PATCH", &other, &format!(r#"{{"big":"{}"}}"#, "x".repeat(700_000))).await;
+    assert_eq!(app.call(&key, "DELETE", &format!("{A}/bots/t/properties/"), "").await.status, 204);
+
+    let document = app.call(&key, "GET", &session, "").await.body;
+    let length = document.chars().count();
+    // `,"zz":"…"` adds 8 characters and the value.
+    let fits = 800_000 - length - 8;
+    let filler = |n: usize| format!(r#"{{"zz":"{}"}}"#, "x".repeat(n));
+    assert_eq!(
+        app.call(&key, "PATCH", &session, &filler(fits + 1)).await.assert_error(413),
+        "document too large"
+    );
+    assert_eq!(app.call(&key, "PATCH", &session, &filler(fits)).await.status, 204);
+    assert_eq!(app.call(&key, "GET", &session, "").await.body.chars().count(), 800_000);
+    assert_eq!(
+        app.call(&key, "PATCH", &other, &format!(r#"{{"big":"{}"}}"#, "x".repeat(700_000))).await.status,
+        204,
+        "the cleared session holds nothing"
+    );
+}
+
+fn urlencoding(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ mod model;
 mod neighbours;
 mod ops;
 mod process;
+mod steps;
 mod transfer;
 mod ttl;
 mod ui;

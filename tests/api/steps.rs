@@ -1,0 +1,192 @@
+//! Commands too large for one step of the writer proceed in bounded steps between other
+//! accounts' writes: a namespace delete reads as done at once, refuses writes until it is, and
+//! resumes after a stop.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ctxd::domain::context::StepBound;
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, spawn_app_with};
+
+const A: &str = "/v1/account/acme";
+
+/// `sessions` sessions of two properties each in namespace `big`.
+async fn fill(app: &TestApp, key: &str, sessions: usize) {
+    for chunk in (0..sessions).collect::<Vec<_>>().chunks(32) {
+        let writes = chunk.iter().map(|i| {
+            let path = format!("{A}/big/s{i:04}/properties");
+            async move { app.call(key, "PATCH", &path, r#"{"a":1,"b":"two"}"#).await.status }
+        });
+        assert!(join_all(writes).await.into_iter().all(|status| status == 204));
+    }
+}
+
+/// Polls the delete's `Location` until it says the delete is done.
+async fn wait_until_deleted(app: &TestApp, key: &str, location: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = app.call(key, "GET", location, "").await.json();
+        if status["deleting"] == false {
+            assert_eq!(status["sessionsLeft"], 0, "{status}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "the delete did not finish: {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Events of `account` as (store-wide id, seq, type, data, meta), in commit order.
+fn events_of(app: &TestApp, account: &str) -> Vec<(u64, u64, String, Value, Value)> {
+    let conn = ctxd::store::read::open_read_only(app.store.path()).unwrap();
+    let mut statement = conn
+        .prepare("SELECT id, seq, event_type, data, meta FROM events WHERE account = ?1 ORDER BY id")
+        .unwrap();
+    statement
+        .query_map([account], |row| {
+            let json = |index: usize| -> rusqlite::Result<Value> {
+                Ok(serde_json::from_str(&row.get::<_, String>(index)?).unwrap())
+            };
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, json(3)?, json(4)?))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_large_namespace_delete_reads_as_done_at_once_and_ends_in_steps_between_other_writes() {
+    let step = StepBound { sessions: 7, properties: 20 };
+    let app = Arc::new(spawn_app_with(|config| config.writer.delete_step = step).await);
+    let key = app.account("acme").await;
+    fill(&app, &key, 150).await;
+    // A session of more properties than a step's bound goes in a step of its own, and sessions
+    // with only a TTL setting are deleted too.
+    let wide: serde_json::Map<String, Value> = (0..50).map(|i| (format!("p{i}"), json!(i))).collect();
+    let wide = Value::Object(wide).to_string();
+    assert_eq!(app.call(&key, "PATCH", &format!("{A}/big/wide/properties"), &wide).await.status, 204);
+    for i in 0..5 {
+        let body = format!(r#"{{"sessionId":"timed{i}"}}"#);
+        let reply = app.call(&key, "POST", &format!("{A}/namespace/big/session?ttlSecond=600"), &body).await;
+        assert!(reply.status < 300, "{}", reply.body);
+    }
+    let before = events_of(&app, "acme").last().unwrap().1;
+
+    // Another account writes all along.
+    let other = app.account("other").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (app, stop) = (app.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let path = format!("/v1/account/other/ns/s{}/properties", i % 10);
+                assert_eq!(app.call(&other, "PATCH", &path, &format!(r#"{{"n":{i}}}"#)).await.status, 204);
+                i += 1;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let reply = app.call(&key, "DELETE", &format!("{A}/big"), "").await;
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let location = reply.header("location").expect("a 202 says where to follow the delete");
+    assert_eq!(location, "/v1/account/acme/namespace/big/deletion");
+    let status = reply.json();
+    assert_eq!(status["namespace"], "big");
+    assert_eq!(status["deleting"], true);
+    assert!(status["sessionsLeft"].as_u64().unwrap() <= 156, "{status}");
+
+    // From the first step, the namespace and every session in it read as deleted…
+    assert_eq!(app.call(&key, "GET", &format!("{A}/big/s0001/properties"), "").await.body, "{}");
+    assert!(app.call(&key, "GET", &format!("{A}/big/s0149/properties/a"), "").await.status == 404);
+    assert_eq!(app.call(&key, "GET", &format!("{A}/big/session-ids"), "").await.json(), json!([]));
+    assert_eq!(app.call(&key, "GET", &format!("{A}/namespace/big/session"), "").await.json(), json!([]));
+    let listed = app.call(&key, "GET", A, "").await.json();
+    assert!(listed.as_array().unwrap().iter().all(|ns| ns["name"] != "big"), "{listed}");
+    // …also when read as of the delete's start; just before it, the session was there.
+    let as_of = |seq: u64| format!("{A}/big/s0001/properties?as_of_seq={seq}");
+    assert_eq!(app.call(&key, "GET", &as_of(before + 1), "").await.body, "{}");
+    assert_eq!(app.call(&key, "GET", &as_of(before), "").await.json(), json!({"a": 1, "b": "two"}));
+    // …and nothing may be written to it until the delete is done.
+    let refused = app.call(&key, "PATCH", &format!("{A}/big/s0001/properties"), r#"{"c":3}"#).await;
+    assert!(refused.assert_error(409).contains("being deleted"));
+    app.call(&key, "POST", A, r#"{"name":"big"}"#).await.assert_error(409);
+    // Asking again answers where it stands.
+    assert_eq!(app.call(&key, "DELETE", &format!("{A}/big"), "").await.status, 202);
+
+    wait_until_deleted(&app, &key, &location).await;
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+
+    let events = events_of(&app, "acme");
+    let started = events.iter().position(|e| e.2 == "NamespaceDeletionStarted").unwrap();
+    assert_eq!(events.iter().filter(|e| e.2 == "NamespaceDeletionStarted").count(), 1);
+    let steps = &events[started + 1..];
+    assert_eq!(steps.last().unwrap().2, "NamespaceDeleted");
+    let deleted: Vec<&str> = steps
+        .iter()
+        .filter(|e| e.2 == "SessionDeleted")
+        .map(|e| e.3["session_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(deleted.len(), 156, "each session once");
+    assert!(deleted.windows(2).all(|pair| pair[0] < pair[1]), "in id order, none twice");
+    // Each step (one request id) within the bound; the wide session in a step of its own.
+    let mut by_step: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for event in steps.iter().filter(|e| e.2 == "SessionDeleted") {
+        assert_eq!(event.4["actor"], "system:namespace-delete");
+        by_step
+            .entry(event.4["request_id"].as_str().unwrap())
+            .or_default()
+            .push(event.3["session_id"].as_str().unwrap());
+    }
+    assert!(by_step.len() >= 156 / 7, "{} steps", by_step.len());
+    assert!(by_step.values().all(|sessions| sessions.len() <= 7));
+    assert!(by_step.values().any(|sessions| sessions == &["wide"]));
+    // The other account's writes were committed between the steps.
+    let (first, last) = (events[started].0, events.last().unwrap().0);
+    let between = events_of(&app, "other").iter().filter(|e| e.0 > first && e.0 < last).count();
+    assert!(between > 0, "no write of the other account between the first and the last step");
+
+    assert!(app.verify().mismatch.is_none(), "{:?}", app.verify().mismatch);
+    assert_eq!(app.call(&key, "DELETE", &format!("{A}/big"), "").await.status, 204);
+    assert_eq!(app.call(&key, "PATCH", &format!("{A}/big/s0001/properties"), r#"{"c":3}"#).await.status, 204);
+    assert_eq!(app.call(&key, "GET", &format!("{A}/big/s0001/properties"), "").await.json(), json!({"c": 3}));
+}
+
+#[tokio::test]
+async fn a_namespace_delete_that_a_stop_interrupts_resumes_on_start() {
+    let app =
+        spawn_app_with(|config| config.writer.delete_step = StepBound { sessions: 1, properties: 1 }).await;
+    let key = app.account("acme").await;
+    fill(&app, &key, 1000).await;
+    let reply = app.call(&key, "DELETE", &format!("{A}/big"), "").await;
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let location = reply.header("location").unwrap();
+    let mut done_before_restart = 0;
+    let app = app
+        .restart_with(|dir| {
+            let conn = rusqlite::Connection::open(dir.join("ctxd.db")).unwrap();
+            done_before_restart = conn
+                .query_row("SELECT count(*) FROM events WHERE event_type = 'SessionDeleted'", [], |row| {
+                    row.get(0)
+                })
+                .unwrap();
+        })
+        .await;
+    assert!(done_before_restart < 1000, "the delete ended before the stop: nothing to resume");
+    wait_until_deleted(&app, &key, &location).await;
+    let events = events_of(&app, "acme");
+    let deleted: Vec<&str> = events
+        .iter()
+        .filter(|e| e.2 == "SessionDeleted")
+        .map(|e| e.3["session_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(deleted.len(), 1000, "each session once, {done_before_restart} of them before the stop");
+    assert!(deleted.windows(2).all(|pair| pair[0] < pair[1]));
+    assert_eq!(events.last().unwrap().2, "NamespaceDeleted");
+    assert!(app.verify().mismatch.is_none(), "{:?}", app.verify().mismatch);
+}
