@@ -83,21 +83,22 @@ pub struct NamespaceState {
     /// A delete of the namespace is proceeding in steps.
     pub deleting: bool,
     /// For deletes: the sessions (with properties or a TTL setting) the next step deletes, as
-    /// many as `DELETE_STEP` allows, in id order.
+    /// many as a `StepBound` allows, in id order.
     pub sessions: Vec<String>,
     /// For deletes: sessions remain beyond `sessions`.
     pub more_sessions: bool,
 }
 
-/// The most a step of a namespace delete removes: sessions, and the properties in them (a step
-/// takes at least one session, whatever it holds). About a few milliseconds of the writer.
+/// The most one step of a long command takes: items (a namespace's sessions, a customer's
+/// services) and the rows in them (their properties, their events). A step takes at least one
+/// item, whatever it holds. About a few milliseconds of the writer.
 #[derive(Debug, Clone, Copy)]
 pub struct StepBound {
-    pub sessions: usize,
-    pub properties: u64,
+    pub items: usize,
+    pub rows: u64,
 }
 
-pub const DELETE_STEP: StepBound = StepBound { sessions: 200, properties: 2000 };
+pub const STEP: StepBound = StepBound { items: 200, rows: 2000 };
 
 impl ContextCommand {
     /// The session this command writes to, if it is a session command.

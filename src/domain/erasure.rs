@@ -35,13 +35,27 @@ pub struct CustomerErased {
 }
 
 /// A service's events were redacted by the erasure of a customer it was ever given to; the
-/// service's own stream records it (so its version, the `ETag`, moves), just before the
-/// customer's `CustomerErased`.
+/// service's own stream records it (so its version, the `ETag`, moves), before the customer's
+/// `CustomerErased`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceErased {
     pub service_id: String,
     /// The customer whose erasure it was.
     pub customer_id: String,
+    /// In an erasure that proceeds in steps, the service's own redactions (else the customer's
+    /// `CustomerErased` lists them all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redacted: Vec<Redaction>,
+}
+
+/// The erasure of a customer with more services than one step takes has begun: the profile's
+/// events are redacted and the profile is gone; each service's `ServiceErased` follows in
+/// steps, then `CustomerErased`. Appended to the customer's stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomerErasureStarted {
+    pub customer_id: String,
+    /// The profile's redactions.
+    pub redacted: Vec<Redaction>,
 }
 
 /// A context session's property values were erased from its events. Appended to the session's
@@ -58,6 +72,8 @@ pub struct SessionErased {
 pub enum ErasureTarget {
     /// A customer profile and every service that was ever theirs.
     Customer { customer_id: String },
+    /// The next step of a customer erasure that was started (sent by ctxd itself).
+    CustomerStep { customer_id: String },
     /// A context session (namespace properties are session `__default__`).
     Session { namespace: String, session_id: String },
 }

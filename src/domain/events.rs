@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::value::RawValue;
 
-pub use super::erasure::{CustomerErased, ServiceErased, SessionErased};
+pub use super::erasure::{CustomerErased, CustomerErasureStarted, ServiceErased, SessionErased};
 pub use super::journeys::events::{
     CustomerCreated, CustomerReplaced, ExtensionReplaced, IdentificationKeyDefined, JourneySettingsSet,
     ServiceAssociated, ServiceAutoCompleted, ServiceDeleted, ServiceEnded, ServiceExpired, ServiceExpirySet,
@@ -219,6 +219,7 @@ event_types! {
     IdentificationKeyDefined = 1,
     JourneySettingsSet = 1,
     CustomerErased = 1,
+    CustomerErasureStarted = 1,
     SessionErased = 1,
     ServiceErased = 1,
 }
@@ -285,7 +286,8 @@ impl Event {
             | Event::ServiceErased(ServiceErased { service_id, .. }) => service_stream(account, service_id),
             Event::CustomerCreated(CustomerCreated { customer_id, .. })
             | Event::CustomerReplaced(CustomerReplaced { customer_id, .. })
-            | Event::CustomerErased(CustomerErased { customer_id, .. }) => {
+            | Event::CustomerErased(CustomerErased { customer_id, .. })
+            | Event::CustomerErasureStarted(CustomerErasureStarted { customer_id, .. }) => {
                 customer_stream(account, customer_id)
             }
             Event::IdentificationKeyDefined(_) | Event::JourneySettingsSet(_) => {

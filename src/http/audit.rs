@@ -24,6 +24,7 @@ use crate::domain::Command;
 use crate::domain::erasure::ErasureTarget;
 use crate::domain::events::EVENT_TYPES;
 use crate::domain::names::{check_name, check_namespace};
+use crate::projections::journeys::erasure_status;
 use crate::signing::head_text;
 use crate::store::log::{FeedEvent, FeedFilter, read_feed};
 use crate::store::{FeedHead, Store, StoreError, chain};
@@ -53,7 +54,9 @@ pub fn router() -> Router<AppState> {
 
 /// The routes of the journeys family, relative to its base.
 pub fn journeys_router() -> Router<AppState> {
-    Router::new().route("/profiles/{customer_id}/erase", post(erase_customer))
+    Router::new()
+        .route("/profiles/{customer_id}/erase", post(erase_customer))
+        .route("/profiles/{customer_id}/erasure", get(customer_erasure))
 }
 
 /// One event as the feed shows it.
@@ -324,9 +327,24 @@ async fn erase(
     write: Write<NoBody>,
     target: ErasureTarget,
 ) -> Result<Response, ApiError> {
+    let customer = match &target {
+        ErasureTarget::Customer { customer_id } => Some(customer_id.clone()),
+        _ => None,
+    };
     let command = Command::Erase { account: account.id.clone(), target };
     let request = write.context.request(account.actor(), &account.idempotency_scope(), command);
     let outcome = state.store.submit(request).await?;
+    if let Some(customer_id) = customer {
+        let id = account.id.clone();
+        let status = state.store.read_large(move |conn| erasure_status(conn, &id, &customer_id)).await?;
+        if status.erasing {
+            state.store.wake_steps();
+            let location =
+                format!("/genesys/1/cs/profiles/{}/erasure", super::path_segment(&status.customer_id));
+            let headers = [(axum::http::header::LOCATION, location)];
+            return Ok((axum::http::StatusCode::ACCEPTED, headers, axum::Json(status)).into_response());
+        }
+    }
     let seq = outcome.last_seq.unwrap_or_default();
     let id = account.id.clone();
     let recorded = state.store.read(|conn| {
@@ -347,6 +365,17 @@ async fn erase_session(
     check_name("session id", &target.session_id)?;
     let target = ErasureTarget::Session { namespace: target.namespace, session_id: target.session_id };
     erase(&state, &account, write, target).await
+}
+
+/// `GET /genesys/1/cs/profiles/{customer_id}/erasure`: where an erasure that proceeds in steps
+/// stands.
+async fn customer_erasure(
+    State(state): State<AppState>,
+    TenantAccount(account): TenantAccount,
+    P(customer_id): P<String>,
+) -> Result<Response, ApiError> {
+    let status = state.store.read_large(move |conn| erasure_status(conn, &account.id, &customer_id)).await?;
+    Ok(axum::Json(status).into_response())
 }
 
 /// `POST /genesys/1/cs/profiles/{customer_id}/erase`.

@@ -18,8 +18,6 @@ use crate::domain::Command;
 use crate::domain::context::{ContextCommand, SessionRef};
 use crate::domain::events::{JsonText, Properties, session_stream};
 use crate::domain::names::{check_name, check_namespace};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-
 use crate::projections::as_of::Streams;
 use crate::projections::context as read;
 use crate::store::log;
@@ -133,11 +131,9 @@ async fn delete_namespace(
     Ok((StatusCode::ACCEPTED, headers, axum::Json(status)).into_response())
 }
 
-/// Where to follow a namespace delete, its path segments percent-encoded.
+/// Where to follow a namespace delete.
 fn deletion_location(account: &str, namespace: &str) -> header::HeaderValue {
-    const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
-    let (account, namespace) =
-        (utf8_percent_encode(account, SEGMENT), utf8_percent_encode(namespace, SEGMENT));
+    let (account, namespace) = (super::path_segment(account), super::path_segment(namespace));
     header::HeaderValue::try_from(format!("/v1/account/{account}/namespace/{namespace}/deletion"))
         .expect("percent-encoded text is a valid header value")
 }

@@ -50,6 +50,13 @@ pub struct AppState {
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
+/// `text` percent-encoded as one segment of a path (for `Location` headers).
+pub fn path_segment(text: &str) -> percent_encoding::PercentEncode<'_> {
+    const SEGMENT: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    percent_encoding::utf8_percent_encode(text, SEGMENT)
+}
+
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
     Router::new()

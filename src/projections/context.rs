@@ -168,7 +168,7 @@ fn next_sessions(
     namespace: &str,
     bound: StepBound,
 ) -> Result<(Vec<String>, bool), StoreError> {
-    let limit = bound.sessions as i64 + 1;
+    let limit = bound.items as i64 + 1;
     // Sessions with properties, with how many, and sessions with only a TTL setting.
     let mut sized: Vec<(String, u64)> = conn
         .prepare_cached(
@@ -191,8 +191,7 @@ fn next_sessions(
     let (mut sessions, mut properties) = (Vec::new(), 0);
     let mut rest = sized.into_iter();
     for (session, held) in rest.by_ref() {
-        if !sessions.is_empty() && (sessions.len() == bound.sessions || properties + held > bound.properties)
-        {
+        if !sessions.is_empty() && (sessions.len() == bound.items || properties + held > bound.rows) {
             return Ok((sessions, true));
         }
         properties += held;

@@ -63,9 +63,17 @@ pub fn apply(tables: &mut impl Tables, recorded: &EventRef<'_>) -> Result<(), St
                 erasure::redact_service(&mut doc);
                 tables.put_service(account, doc)?;
             }
-            tables.redact_abandoned(account, &e.service_id)
+            tables.redact_abandoned(account, &e.service_id)?;
+            tables.advance_customer_erasure(account, &e.customer_id, &e.service_id)
         }
-        Event::CustomerErased(e) => tables.delete_customer(account, &e.customer_id),
+        Event::CustomerErasureStarted(e) => {
+            tables.delete_customer(account, &e.customer_id)?;
+            tables.start_customer_erasure(account, &e.customer_id, recorded.recorded_at)
+        }
+        Event::CustomerErased(e) => {
+            tables.delete_customer(account, &e.customer_id)?;
+            tables.end_customer_erasure(account, &e.customer_id)
+        }
         Event::IdentificationKeyDefined(e) => tables.insert_identification_key(account, e),
         Event::JourneySettingsSet(e) => tables.set_journey_settings(account, e),
         _ => Ok(()),
@@ -151,16 +159,106 @@ pub fn services_ever_of(
     customer_id: &str,
     until: Until<'_>,
 ) -> Result<Vec<String>, StoreError> {
-    let sql = format!(
-        "SELECT DISTINCT json_extract(data, '$.service_id') AS service_id FROM events
+    let mut statement = conn.prepare_cached(&services_ever_of_sql(until))?;
+    let rows = statement.query_map(params![account, until.bound(), customer_id], |row| row.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The query of `services_ever_of`: a seek on `events_services_of_customers` (migration 0012).
+fn services_ever_of_sql(until: Until<'_>) -> String {
+    format!(
+        "SELECT DISTINCT json_extract(data, '$.service_id') AS service_id
+         FROM events INDEXED BY events_services_of_customers
          WHERE account = ?1 AND {} AND event_type IN ('ServiceStarted', 'ServiceAssociated')
            AND json_extract(data, '$.customer_id') = ?3
          ORDER BY service_id",
         until.condition()
-    );
-    let mut statement = conn.prepare_cached(&sql)?;
-    let rows = statement.query_map(params![account, until.bound(), customer_id], |row| row.get(0))?;
+    )
+}
+
+const SERVICES_OF_AFTER: &str = "SELECT DISTINCT json_extract(data, '$.service_id') AS service_id
+     FROM events INDEXED BY events_services_of_customers
+     WHERE account = ?1 AND event_type IN ('ServiceStarted', 'ServiceAssociated')
+       AND json_extract(data, '$.customer_id') = ?2 AND json_extract(data, '$.service_id') > ?3
+     ORDER BY service_id LIMIT ?4";
+
+/// The next `limit` services ever given to a customer after `after`, in id order: a seek on
+/// the index `events_services_of_customers` (migration 0012).
+pub fn services_of_after(
+    conn: &Connection,
+    account: &str,
+    customer_id: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    let mut statement = conn.prepare_cached(SERVICES_OF_AFTER)?;
+    let rows = statement
+        .query_map(params![account, customer_id, after.unwrap_or(""), limit as i64], |row| row.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The last service a customer erasure that proceeds in steps has erased: `None` when no
+/// erasure of the customer is in progress, `Some(None)` when it has erased none yet.
+pub fn erasure_progress(
+    conn: &Connection,
+    account: &str,
+    customer_id: &str,
+) -> Result<Option<Option<String>>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT erased_through FROM customer_erasures WHERE account_id = ?1 AND customer_id = ?2",
+        )?
+        .query_row(params![account, customer_id], |row| row.get(0))
+        .optional()?)
+}
+
+/// Every customer erasure in progress, as (account, customer).
+pub fn customers_being_erased(conn: &Connection) -> Result<Vec<(String, String)>, StoreError> {
+    let mut statement =
+        conn.prepare_cached("SELECT account_id, customer_id FROM customer_erasures ORDER BY started_at")?;
+    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Where a customer erasure stands, as `GET /genesys/1/cs/profiles/{id}/erasure` shows it.
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+pub struct ErasureStatus {
+    pub customer_id: String,
+    /// True while the erasure proceeds in steps; false when none is (done, or never asked).
+    pub erasing: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// Services still to erase.
+    pub services_left: u64,
+}
+
+pub fn erasure_status(
+    conn: &Connection,
+    account: &str,
+    customer_id: &str,
+) -> Result<ErasureStatus, StoreError> {
+    let row: Option<(String, Option<String>)> = conn
+        .prepare_cached(
+            "SELECT started_at, erased_through FROM customer_erasures WHERE account_id = ?1 AND customer_id = ?2",
+        )?
+        .query_row(params![account, customer_id], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let services_left = match &row {
+        None => 0,
+        Some((_, through)) => conn
+            .prepare_cached(
+                "SELECT count(DISTINCT json_extract(data, '$.service_id')) FROM events
+                 WHERE account = ?1 AND event_type IN ('ServiceStarted', 'ServiceAssociated')
+                   AND json_extract(data, '$.customer_id') = ?2 AND json_extract(data, '$.service_id') > ?3",
+            )?
+            .query_row(params![account, customer_id, through.as_deref().unwrap_or("")], |row| row.get(0))?,
+    };
+    Ok(ErasureStatus {
+        customer_id: customer_id.to_string(),
+        erasing: row.is_some(),
+        started_at: row.map(|(started_at, _)| started_at),
+        services_left,
+    })
 }
 
 /// Which services of a list to return.
@@ -316,5 +414,27 @@ mod tests {
         assert!(plan.contains("USING INDEX services_expiry (expires_at<?)"), "{plan}");
         assert!(plan.contains("USING INDEX services_auto_complete (auto_complete_at<?)"), "{plan}");
         assert!(!plan.contains("SCAN"), "{plan}");
+    }
+
+    #[test]
+    fn an_erasure_seeks_the_services_of_a_customer_on_their_index() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::store::migrations::migrate(&mut conn).unwrap();
+        for (sql, parameters) in [
+            (SERVICES_OF_AFTER.to_string(), 4),
+            (services_ever_of_sql(Until::End), 3),
+            (services_ever_of_sql(Until::Seq(9)), 3),
+        ] {
+            let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let values = vec![rusqlite::types::Value::Text("x".into()); parameters];
+            let plan: Vec<String> = statement
+                .query_map(rusqlite::params_from_iter(values), |row| row.get::<_, String>(3))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            let plan = plan.join("\n");
+            assert!(plan.contains("USING INDEX events_services_of_customers"), "{sql}\n{plan}");
+            assert!(!plan.contains("SCAN"), "{plan}");
+        }
     }
 }

@@ -57,6 +57,8 @@ pub struct MemoryTables {
     services: HashMap<(String, String), ServiceDoc>,
     /// (account, customer id) → (profile, created at)
     customers: BTreeMap<(String, String), (Properties, String)>,
+    /// (started_at, erased_through) of customer erasures in progress.
+    customer_erasures: BTreeMap<(String, String), (String, Option<String>)>,
     /// (account, key name) → (position, key)
     identification_keys: BTreeMap<(String, String), (usize, IdentificationKeyDefined)>,
     journey_settings: BTreeMap<String, JourneySettingsSet>,
@@ -238,6 +240,37 @@ impl Tables for MemoryTables {
         Ok(())
     }
 
+    fn start_customer_erasure(
+        &mut self,
+        account_id: &str,
+        customer_id: &str,
+        at: &str,
+    ) -> Result<(), StoreError> {
+        let key = (account_id.to_string(), customer_id.to_string());
+        match self.customer_erasures.insert(key, (at.to_string(), None)) {
+            None => Ok(()),
+            Some(_) => Err(duplicate("customer_erasures", customer_id)),
+        }
+    }
+
+    fn advance_customer_erasure(
+        &mut self,
+        account_id: &str,
+        customer_id: &str,
+        service_id: &str,
+    ) -> Result<(), StoreError> {
+        if let Some(row) = self.customer_erasures.get_mut(&(account_id.to_string(), customer_id.to_string()))
+        {
+            row.1 = Some(service_id.to_string());
+        }
+        Ok(())
+    }
+
+    fn end_customer_erasure(&mut self, account_id: &str, customer_id: &str) -> Result<(), StoreError> {
+        self.customer_erasures.remove(&(account_id.to_string(), customer_id.to_string()));
+        Ok(())
+    }
+
     fn delete_customer(&mut self, account_id: &str, customer_id: &str) -> Result<(), StoreError> {
         self.customers.remove(&(account_id.to_string(), customer_id.to_string()));
         Ok(())
@@ -341,6 +374,12 @@ impl MemoryTables {
                 c.expires_at,
                 c.document
             ])?;
+        }
+        let mut insert = conn.prepare(
+            "INSERT INTO customer_erasures (account_id, customer_id, started_at, erased_through) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for ((account_id, customer_id), (started_at, erased_through)) in &self.customer_erasures {
+            insert.execute(params![account_id, customer_id, started_at, erased_through])?;
         }
         let mut insert = conn.prepare(
             "INSERT INTO customers (account_id, customer_id, profile, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -605,6 +644,9 @@ mod tests {
             ("ServiceErased", r#"{"service_id":"s3","customer_id":"c2"}"#.to_string()),
             ("CustomerErased", r#"{"customer_id":"c2","services":["s1","s3"],"redacted":[]}"#.to_string()),
             ("SessionErased", r#"{"namespace":"ns","session_id":"b","redacted":[]}"#.to_string()),
+            // An erasure in steps, left midway.
+            ("CustomerErasureStarted", r#"{"customer_id":"c1","redacted":[]}"#.to_string()),
+            ("ServiceErased", r#"{"service_id":"s2","customer_id":"c1","redacted":[{"seq":1,"redacted_sha256":"00"}]}"#.to_string()),
         ];
         payloads.into_iter().map(|(kind, data)| ("acme", Event::decode(kind, &data).unwrap())).collect()
     }

@@ -34,6 +34,7 @@ pub const TABLES: &[(&str, &str)] = &[
     ("services", "account_id, service_id"),
     ("customers", "account_id, customer_id"),
     ("customer_attributes", "account_id, name, value, customer_id"),
+    ("customer_erasures", "account_id, customer_id"),
     ("identification_keys", "account_id, name"),
     ("journey_settings", "account_id"),
     ("analytics_services", "account_id, service_type, hour, media_type"),

@@ -96,6 +96,20 @@ pub trait Tables {
     ) -> Result<(), StoreError>;
     /// Removes a profile and its attribute index (an erasure).
     fn delete_customer(&mut self, account_id: &str, customer_id: &str) -> Result<(), StoreError>;
+    /// A customer erasure that proceeds in steps: started, its last erased service, ended.
+    fn start_customer_erasure(
+        &mut self,
+        account_id: &str,
+        customer_id: &str,
+        at: &str,
+    ) -> Result<(), StoreError>;
+    fn advance_customer_erasure(
+        &mut self,
+        account_id: &str,
+        customer_id: &str,
+        service_id: &str,
+    ) -> Result<(), StoreError>;
+    fn end_customer_erasure(&mut self, account_id: &str, customer_id: &str) -> Result<(), StoreError>;
     fn insert_identification_key(
         &mut self,
         account_id: &str,
@@ -476,6 +490,37 @@ impl Tables for SqlTables<'_> {
             )?;
         }
         Ok(())
+    }
+
+    fn start_customer_erasure(
+        &mut self,
+        account_id: &str,
+        customer_id: &str,
+        at: &str,
+    ) -> Result<(), StoreError> {
+        self.run(
+            "INSERT INTO customer_erasures (account_id, customer_id, started_at) VALUES (?1, ?2, ?3)",
+            (account_id, customer_id, at),
+        )
+    }
+
+    fn advance_customer_erasure(
+        &mut self,
+        account_id: &str,
+        customer_id: &str,
+        service_id: &str,
+    ) -> Result<(), StoreError> {
+        self.run(
+            "UPDATE customer_erasures SET erased_through = ?3 WHERE account_id = ?1 AND customer_id = ?2",
+            (account_id, customer_id, service_id),
+        )
+    }
+
+    fn end_customer_erasure(&mut self, account_id: &str, customer_id: &str) -> Result<(), StoreError> {
+        self.run(
+            "DELETE FROM customer_erasures WHERE account_id = ?1 AND customer_id = ?2",
+            (account_id, customer_id),
+        )
     }
 
     fn delete_customer(&mut self, account_id: &str, customer_id: &str) -> Result<(), StoreError> {

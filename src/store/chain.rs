@@ -334,12 +334,15 @@ pub fn verify_all(conn: &Connection) -> Result<Vec<ChainReport>, StoreError> {
 }
 
 /// The event types that record an erasure.
-const ERASURE_TYPES: &[&str] = &["CustomerErased", "SessionErased"];
+const ERASURE_TYPES: &[&str] =
+    &["CustomerErased", "CustomerErasureStarted", "ServiceErased", "SessionErased"];
 
 /// The redactions an erasure event records (none for any other event).
 fn redactions_mut(event: &mut Event) -> &mut [crate::domain::erasure::Redaction] {
     match event {
         Event::CustomerErased(erased) => &mut erased.redacted,
+        Event::CustomerErasureStarted(erased) => &mut erased.redacted,
+        Event::ServiceErased(erased) => &mut erased.redacted,
         Event::SessionErased(erased) => &mut erased.redacted,
         _ => &mut [],
     }

@@ -100,6 +100,13 @@ pub const MIGRATIONS: &[Migration] = &[
         rebuilds_projections: false,
         then: None,
     },
+    Migration {
+        version: 12,
+        name: "0012_customer_erasures.sql",
+        sql: include_str!("../../migrations/0012_customer_erasures.sql"),
+        rebuilds_projections: false,
+        then: None,
+    },
 ];
 
 /// The schema version this binary writes.

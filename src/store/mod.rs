@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clock::Clock;
 use crate::domain::context::ContextCommand;
+use crate::domain::erasure::ErasureTarget;
 use crate::domain::{Command, DomainError, StreamVersion};
 use crate::metrics::Metrics;
 use read::ReadPool;
@@ -258,7 +259,8 @@ impl Store {
         // ctxd's own steps of a command that was admitted when it started are not counted again.
         let place = match &request.command {
             Command::Account(_)
-            | Command::Context { command: ContextCommand::DeleteNamespaceStep { .. }, .. } => None,
+            | Command::Context { command: ContextCommand::DeleteNamespaceStep { .. }, .. }
+            | Command::Erase { target: ErasureTarget::CustomerStep { .. }, .. } => None,
             command => match command.account() {
                 Some(account) => Some(self.inner.admission.admit(account, std::time::Instant::now()).await?),
                 None => None,

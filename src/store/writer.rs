@@ -21,7 +21,9 @@ use super::log::{self, RecordedEvent};
 use super::{FeedHead, KeyRing, Outcome, StoreError, WriteError, WriteRequest};
 use crate::clock::Clock;
 use crate::domain::context::{ContextCommand, StepBound};
-use crate::domain::erasure::{self, CustomerErased, ErasureTarget, Redaction, ServiceErased, SessionErased};
+use crate::domain::erasure::{
+    self, CustomerErased, CustomerErasureStarted, ErasureTarget, Redaction, ServiceErased, SessionErased,
+};
 use crate::domain::events::{
     account_stream, customer_stream, journey_settings_stream, namespace_stream, service_stream,
     session_stream,
@@ -49,8 +51,8 @@ pub struct WriterConfig {
     pub pending_per_account: usize,
     /// `writes_per_second` of an account without a limit of its own; `None`: unlimited.
     pub default_writes_per_second: Option<u32>,
-    /// The most one step of a namespace delete removes.
-    pub delete_step: StepBound,
+    /// The most one step of a long command (a namespace delete, a customer erasure) takes.
+    pub step: StepBound,
 }
 
 impl Default for WriterConfig {
@@ -61,7 +63,7 @@ impl Default for WriterConfig {
             queue_capacity: 8192,
             pending_per_account: 1024,
             default_writes_per_second: None,
-            delete_step: context::DELETE_STEP,
+            step: context::STEP,
         }
     }
 }
@@ -315,7 +317,7 @@ impl Writer {
             let (before, accounts_before) = (self.cursor.begin(), accounts.len());
             // Cached statements: a savepoint per command must not cost a statement preparation.
             tx.prepare_cached("SAVEPOINT command")?.execute([])?;
-            let at = At { now, delete_step: self.config.delete_step };
+            let at = At { now, step: self.config.step };
             let result = match execute(&tx, request, at, &mut self.cursor, accounts) {
                 Ok((outcome, command_counts)) => {
                     counts.merge(command_counts);
@@ -429,7 +431,7 @@ struct Decision {
 #[derive(Clone, Copy)]
 struct At {
     now: DateTime<Utc>,
-    delete_step: StepBound,
+    step: StepBound,
 }
 
 /// Loads the state a command is decided against and decides it.
@@ -478,7 +480,7 @@ fn decide(conn: &Connection, command: &Command, at: At) -> Result<Decision, Writ
                     command,
                     ContextCommand::DeleteNamespace { .. } | ContextCommand::DeleteNamespaceStep { .. }
                 )
-                .then_some(at.delete_step);
+                .then_some(at.step);
                 let state = projections::context::load_namespace_state(
                     conn,
                     account,
@@ -519,7 +521,7 @@ fn decide(conn: &Connection, command: &Command, at: At) -> Result<Decision, Writ
         Command::Customer { account, expected, command } => {
             decide_customer(conn, account, *expected, command)?
         }
-        Command::Erase { account, target } => erase(conn, account, target)?,
+        Command::Erase { account, target } => erase(conn, account, target, at.step)?,
         Command::SweepServices { limit } => {
             let mut events = Vec::new();
             for (account, service_id) in projections::journeys::due_services(conn, now, *limit)? {
@@ -535,32 +537,136 @@ fn decide(conn: &Connection, command: &Command, at: At) -> Result<Decision, Writ
 
 /// Redacts the payloads an erasure covers, in place, and answers the event that records it.
 /// Unlike other decisions this one writes (inside the command's savepoint): the redaction and
-/// its record commit together or not at all.
-fn erase(conn: &Connection, account: &str, target: &ErasureTarget) -> Result<Decision, WriteError> {
-    let (stream, streams, services) = match target {
-        ErasureTarget::Customer { customer_id } => {
-            let stream = customer_stream(account, customer_id);
-            let all = projections::Until::Seq(u64::MAX);
-            let services = projections::journeys::services_ever_of(conn, account, customer_id, all)?;
-            let mut streams = vec![stream.clone()];
-            streams.extend(services.iter().map(|service_id| service_stream(account, service_id)));
-            (stream, streams, services)
-        }
-        ErasureTarget::Session { namespace, session_id } => {
-            let stream = session_stream(account, namespace, session_id);
-            (stream.clone(), vec![stream], Vec::new())
+/// its record commit together or not at all. A customer with more services than one step takes
+/// is erased in steps: the profile first (`CustomerErasureStarted`), then the services in id
+/// order (`CustomerStep`), then `CustomerErased`.
+fn erase(
+    conn: &Connection,
+    account: &str,
+    target: &ErasureTarget,
+    step: StepBound,
+) -> Result<Decision, WriteError> {
+    let (namespace, session_id) = match target {
+        ErasureTarget::Session { namespace, session_id } => (namespace, session_id),
+        ErasureTarget::Customer { customer_id } | ErasureTarget::CustomerStep { customer_id } => {
+            return erase_customer(conn, account, customer_id, target, step);
         }
     };
+    let stream = session_stream(account, namespace, session_id);
     let version = log::stream_version(conn, &stream)?;
-    if version == 0 && services.is_empty() {
-        return Err(DomainError::NotFound(match target {
-            ErasureTarget::Customer { customer_id } => format!("customer {customer_id}"),
-            ErasureTarget::Session { session_id, .. } => format!("session {session_id}"),
-        })
-        .into());
+    if version == 0 {
+        return Err(DomainError::NotFound(format!("session {session_id}")).into());
     }
+    let redacted = redact_streams(conn, account, std::slice::from_ref(&stream))?;
+    let events = vec![Event::SessionErased(SessionErased {
+        namespace: namespace.clone(),
+        session_id: session_id.clone(),
+        redacted,
+    })];
+    Ok(Decision { events: tag_all(account, events), primary: Some((stream, version)), ..Decision::default() })
+}
+
+fn erase_customer(
+    conn: &Connection,
+    account: &str,
+    customer_id: &str,
+    target: &ErasureTarget,
+    step: StepBound,
+) -> Result<Decision, WriteError> {
+    let stream = customer_stream(account, customer_id);
+    let version = log::stream_version(conn, &stream)?;
+    let progress = projections::journeys::erasure_progress(conn, account, customer_id)?;
+    let primary = Some((stream.clone(), version));
+    let starting = matches!(target, ErasureTarget::Customer { .. });
+    let after = match (&progress, starting) {
+        // Asked again while it proceeds: nothing more to start.
+        (Some(_), true) => return Ok(Decision { primary, ..Decision::default() }),
+        (None, false) => return Ok(Decision::default()),
+        (Some(through), false) => through.as_deref(),
+        (None, true) => None,
+    };
+    let (services, more) = next_services(conn, account, customer_id, after, step)?;
+    if starting && version == 0 && services.is_empty() {
+        return Err(DomainError::NotFound(format!("customer {customer_id}")).into());
+    }
+    let customer = customer_id.to_string();
+    let erased = |service_id: &String, redacted| {
+        Event::ServiceErased(ServiceErased {
+            service_id: service_id.clone(),
+            customer_id: customer.clone(),
+            redacted,
+        })
+    };
+    let events = if starting && more {
+        let redacted = redact_streams(conn, account, std::slice::from_ref(&stream))?;
+        vec![Event::CustomerErasureStarted(CustomerErasureStarted {
+            customer_id: customer.clone(),
+            redacted,
+        })]
+    } else if starting {
+        // It fits in one step: one list of redactions, on the customer's event.
+        let mut streams = vec![stream.clone()];
+        streams.extend(services.iter().map(|service_id| service_stream(account, service_id)));
+        let redacted = redact_streams(conn, account, &streams)?;
+        let mut events: Vec<Event> =
+            services.iter().map(|service_id| erased(service_id, Vec::new())).collect();
+        events.push(Event::CustomerErased(CustomerErased {
+            customer_id: customer.clone(),
+            services,
+            redacted,
+        }));
+        events
+    } else {
+        let mut events = Vec::with_capacity(services.len() + 1);
+        for service_id in &services {
+            let redacted = redact_streams(conn, account, &[service_stream(account, service_id)])?;
+            events.push(erased(service_id, redacted));
+        }
+        if !more {
+            let all =
+                projections::journeys::services_ever_of(conn, account, customer_id, projections::Until::End)?;
+            events.push(Event::CustomerErased(CustomerErased {
+                customer_id: customer.clone(),
+                services: all,
+                redacted: Vec::new(),
+            }));
+        }
+        events
+    };
+    Ok(Decision { events: tag_all(account, events), primary, ..Decision::default() })
+}
+
+/// The services a step of a customer erasure takes after `after`, in id order, as many as
+/// `bound` allows (at least one; their events count as its rows), and whether more remain.
+fn next_services(
+    conn: &Connection,
+    account: &str,
+    customer_id: &str,
+    after: Option<&str>,
+    bound: StepBound,
+) -> Result<(Vec<String>, bool), StoreError> {
+    let candidates =
+        projections::journeys::services_of_after(conn, account, customer_id, after, bound.items + 1)?;
+    let (mut services, mut rows) = (Vec::new(), 0);
+    for service_id in candidates {
+        let events = log::stream_version(conn, &service_stream(account, &service_id))?;
+        if !services.is_empty() && (services.len() == bound.items || rows + events > bound.rows) {
+            return Ok((services, true));
+        }
+        rows += events;
+        services.push(service_id);
+    }
+    Ok((services, false))
+}
+
+/// Redacts every event of `streams` that holds personal data; answers what it redacted.
+fn redact_streams(
+    conn: &Connection,
+    account: &str,
+    streams: &[String],
+) -> Result<Vec<Redaction>, WriteError> {
     let mut redacted = Vec::new();
-    for (seq, event_type, data) in log::stream_payloads(conn, &streams)? {
+    for (seq, event_type, data) in log::stream_payloads(conn, streams)? {
         let event = Event::decode(&event_type, &data)
             .map_err(|error| StoreError::Corrupt(format!("event {seq}: {error}")))?;
         let redacted_data = erasure::redact(&event).data_json();
@@ -570,28 +676,7 @@ fn erase(conn: &Connection, account: &str, target: &ErasureTarget) -> Result<Dec
                 .push(Redaction { seq, redacted_sha256: hex::encode(chain::payload_hash(&redacted_data)) });
         }
     }
-    let events = match target {
-        // Each service's own stream records its redaction first (its version, the ETag, moves),
-        // as a namespace delete records each session's delete first.
-        ErasureTarget::Customer { customer_id } => {
-            let mut events: Vec<Event> = services
-                .iter()
-                .map(|service_id| {
-                    let service_id = service_id.clone();
-                    Event::ServiceErased(ServiceErased { service_id, customer_id: customer_id.clone() })
-                })
-                .collect();
-            let customer_id = customer_id.clone();
-            events.push(Event::CustomerErased(CustomerErased { customer_id, services, redacted }));
-            events
-        }
-        ErasureTarget::Session { namespace, session_id } => vec![Event::SessionErased(SessionErased {
-            namespace: namespace.clone(),
-            session_id: session_id.clone(),
-            redacted,
-        })],
-    };
-    Ok(Decision { events: tag_all(account, events), primary: Some((stream, version)), ..Decision::default() })
+    Ok(redacted)
 }
 
 /// The id an event gives what it creates, reported to the client.

@@ -1,6 +1,7 @@
 //! Commands too large for one step of the writer proceed in bounded steps between other
 //! accounts' writes: a namespace delete reads as done at once, refuses writes until it is, and
-//! resumes after a stop.
+//! resumes after a stop; a customer erasure removes the profile at once and the services in
+//! steps.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +12,7 @@ use futures_util::future::join_all;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, spawn_app_with};
+use crate::journeys::{Cs, assert_cs_error};
 
 const A: &str = "/v1/account/acme";
 
@@ -39,6 +41,43 @@ async fn wait_until_deleted(app: &TestApp, key: &str, location: &str) {
     }
 }
 
+/// Account `other`, writing one property after another until stopped.
+struct Neighbour {
+    stop: Arc<AtomicBool>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl Neighbour {
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.writer.await.unwrap();
+    }
+}
+
+async fn keep_writing(app: &Arc<TestApp>) -> Neighbour {
+    let other = app.account("other").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (app, stop) = (app.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let path = format!("/v1/account/other/ns/s{}/properties", i % 10);
+                assert_eq!(app.call(&other, "PATCH", &path, &format!(r#"{{"n":{i}}}"#)).await.status, 204);
+                i += 1;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    Neighbour { stop, writer }
+}
+
+/// Asserts that some of account `other`'s events were committed between the two ids.
+fn other_wrote_between(app: &TestApp, first: u64, last: u64) {
+    let between = events_of(app, "other").iter().filter(|e| e.0 > first && e.0 < last).count();
+    assert!(between > 0, "no write of the other account between the first and the last step");
+}
+
 /// Events of `account` as (store-wide id, seq, type, data, meta), in commit order.
 fn events_of(app: &TestApp, account: &str) -> Vec<(u64, u64, String, Value, Value)> {
     let conn = ctxd::store::read::open_read_only(app.store.path()).unwrap();
@@ -59,8 +98,8 @@ fn events_of(app: &TestApp, account: &str) -> Vec<(u64, u64, String, Value, Valu
 
 #[tokio::test]
 async fn a_large_namespace_delete_reads_as_done_at_once_and_ends_in_steps_between_other_writes() {
-    let step = StepBound { sessions: 7, properties: 20 };
-    let app = Arc::new(spawn_app_with(|config| config.writer.delete_step = step).await);
+    let step = StepBound { items: 7, rows: 20 };
+    let app = Arc::new(spawn_app_with(|config| config.writer.step = step).await);
     let key = app.account("acme").await;
     fill(&app, &key, 150).await;
     // A session of more properties than a step's bound goes in a step of its own, and sessions
@@ -75,21 +114,7 @@ async fn a_large_namespace_delete_reads_as_done_at_once_and_ends_in_steps_betwee
     }
     let before = events_of(&app, "acme").last().unwrap().1;
 
-    // Another account writes all along.
-    let other = app.account("other").await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (app, stop) = (app.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let path = format!("/v1/account/other/ns/s{}/properties", i % 10);
-                assert_eq!(app.call(&other, "PATCH", &path, &format!(r#"{{"n":{i}}}"#)).await.status, 204);
-                i += 1;
-            }
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let other = keep_writing(&app).await;
 
     let reply = app.call(&key, "DELETE", &format!("{A}/big"), "").await;
     assert_eq!(reply.status, 202, "{}", reply.body);
@@ -119,8 +144,7 @@ async fn a_large_namespace_delete_reads_as_done_at_once_and_ends_in_steps_betwee
     assert_eq!(app.call(&key, "DELETE", &format!("{A}/big"), "").await.status, 202);
 
     wait_until_deleted(&app, &key, &location).await;
-    stop.store(true, Ordering::Relaxed);
-    writer.await.unwrap();
+    other.stop().await;
 
     let events = events_of(&app, "acme");
     let started = events.iter().position(|e| e.2 == "NamespaceDeletionStarted").unwrap();
@@ -148,8 +172,7 @@ async fn a_large_namespace_delete_reads_as_done_at_once_and_ends_in_steps_betwee
     assert!(by_step.values().any(|sessions| sessions == &["wide"]));
     // The other account's writes were committed between the steps.
     let (first, last) = (events[started].0, events.last().unwrap().0);
-    let between = events_of(&app, "other").iter().filter(|e| e.0 > first && e.0 < last).count();
-    assert!(between > 0, "no write of the other account between the first and the last step");
+    other_wrote_between(&app, first, last);
 
     assert!(app.verify().mismatch.is_none(), "{:?}", app.verify().mismatch);
     assert_eq!(app.call(&key, "DELETE", &format!("{A}/big"), "").await.status, 204);
@@ -159,8 +182,7 @@ async fn a_large_namespace_delete_reads_as_done_at_once_and_ends_in_steps_betwee
 
 #[tokio::test]
 async fn a_namespace_delete_that_a_stop_interrupts_resumes_on_start() {
-    let app =
-        spawn_app_with(|config| config.writer.delete_step = StepBound { sessions: 1, properties: 1 }).await;
+    let app = spawn_app_with(|config| config.writer.step = StepBound { items: 1, rows: 1 }).await;
     let key = app.account("acme").await;
     fill(&app, &key, 1000).await;
     let reply = app.call(&key, "DELETE", &format!("{A}/big"), "").await;
@@ -188,5 +210,76 @@ async fn a_namespace_delete_that_a_stop_interrupts_resumes_on_start() {
     assert_eq!(deleted.len(), 1000, "each session once, {done_before_restart} of them before the stop");
     assert!(deleted.windows(2).all(|pair| pair[0] < pair[1]));
     assert_eq!(events.last().unwrap().2, "NamespaceDeleted");
+    assert!(app.verify().mismatch.is_none(), "{:?}", app.verify().mismatch);
+}
+
+#[tokio::test]
+async fn a_customer_with_many_services_is_erased_in_steps_between_other_writes() {
+    let app =
+        Arc::new(spawn_app_with(|config| config.writer.step = StepBound { items: 3, rows: 1000 }).await);
+    let cs = Cs::new(&app, "acme").await;
+    let created = cs.post("/profiles", json!({"FirstName": "Ann", "EmailAddress": "ann@example.org"})).await;
+    let ann = created.json()["customer_id"].as_str().unwrap().to_string();
+    let mut services = Vec::new();
+    for i in 0..10 {
+        let body = json!({"customer_id": ann, "service_type": "billing", "Reason": {"text": format!("ann's secret {i}")}});
+        services.push(cs.start_service(body).await);
+    }
+    services.sort();
+    let bobs = cs
+        .start_service(
+            json!({"contact_key": "bob", "service_type": "billing", "Reason": {"text": "bob's question"}}),
+        )
+        .await;
+    let other = keep_writing(&app).await;
+
+    let reply = cs.post(&format!("/profiles/{ann}/erase"), json!({})).await;
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let location = reply.header("location").unwrap();
+    assert_eq!(location, format!("/genesys/1/cs/profiles/{ann}/erasure"));
+    assert_eq!(reply.json()["erasing"], true);
+    // The profile is gone from the first step.
+    assert_cs_error(&cs.get(&format!("/profiles/{ann}")).await, 404);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while app.call(&cs.key, "GET", &location, "").await.json()["erasing"] == true {
+        assert!(Instant::now() < deadline, "the erasure did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    other.stop().await;
+
+    let events = events_of(&app, "acme");
+    let log: String = events.iter().map(|e| e.3.to_string()).collect();
+    assert!(!log.contains("ann's secret") && !log.contains("ann@example.org"), "personal data left");
+    assert!(log.contains("bob's question"));
+    let started = events.iter().position(|e| e.2 == "CustomerErasureStarted").unwrap();
+    assert!(!events[started].3["redacted"].as_array().unwrap().is_empty(), "the profile's redactions");
+    let steps = &events[started + 1..];
+    let erased: Vec<&Value> = steps.iter().filter(|e| e.2 == "ServiceErased").map(|e| &e.3).collect();
+    let ids: Vec<&str> = erased.iter().map(|e| e["service_id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        services.iter().map(String::as_str).collect::<Vec<_>>(),
+        "each service once, in id order"
+    );
+    assert!(
+        erased.iter().all(|e| !e["redacted"].as_array().unwrap().is_empty()),
+        "each records its redactions"
+    );
+    let mut by_step: std::collections::BTreeMap<&str, usize> = Default::default();
+    for event in steps.iter().filter(|e| e.2 == "ServiceErased") {
+        assert_eq!(event.4["actor"], "system:customer-erasure");
+        *by_step.entry(event.4["request_id"].as_str().unwrap()).or_default() += 1;
+    }
+    assert!(by_step.values().all(|services| *services <= 3), "{by_step:?}");
+    let last = steps.last().unwrap();
+    assert_eq!(last.2, "CustomerErased");
+    assert_eq!(last.3["services"], json!(services));
+    other_wrote_between(&app, events[started].0, last.0);
+
+    let service = cs.service(&services[0], "extensions=*").await;
+    assert_eq!(service["Reason"], "[erased]", "{service}");
+    assert_eq!(cs.service(&bobs, "extensions=*").await["Reason"], json!({"text": "bob's question"}));
+    let chain = app.call(&cs.key, "GET", "/v1/account/acme/audit/verify", "").await.json();
+    assert_eq!(chain["intact"], true, "{chain}");
     assert!(app.verify().mismatch.is_none(), "{:?}", app.verify().mismatch);
 }
