@@ -22,7 +22,8 @@ CREATE TRIGGER session_size_on_insert AFTER INSERT ON properties BEGIN
     ON CONFLICT DO UPDATE SET chars = chars + excluded.chars, properties = properties + 1;
 END;
 
-CREATE TRIGGER session_size_on_update AFTER UPDATE OF value ON properties BEGIN
+CREATE TRIGGER session_size_on_update AFTER UPDATE OF value ON properties
+WHEN length(NEW.value) != length(OLD.value) BEGIN
     UPDATE session_sizes SET chars = chars + length(NEW.value) - length(OLD.value)
     WHERE account_id = NEW.account_id AND namespace = NEW.namespace AND session_id = NEW.session_id;
 END;

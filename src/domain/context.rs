@@ -60,7 +60,8 @@ pub struct SessionState {
     /// The stored properties the command names (and only those: a write never reads the whole
     /// session).
     pub named: BTreeMap<String, StoredProperty>,
-    /// True when the session holds an unexpired property.
+    /// True when the session holds an unexpired property (loaded for commands that name no
+    /// property; a patch or a property delete does not need it).
     pub any_live: bool,
 }
 

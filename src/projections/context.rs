@@ -9,7 +9,9 @@ use super::EventRef;
 use super::tables::{PropertyRow, SessionKey, Tables};
 use crate::domain::Event;
 use crate::domain::StreamVersion;
-use crate::domain::context::{ExpiredProperty, NamespaceState, SessionState, StepBound, StoredProperty};
+use crate::domain::context::{
+    ExpiredProperty, NamespaceState, SessionState, StepBound, StoredProperty, property_chars,
+};
 use crate::domain::events::{SessionDeleted, SessionErased};
 use crate::store::StoreError;
 
@@ -67,7 +69,7 @@ fn key<'a>(account_id: &'a str, namespace: &'a str, session_id: &'a str) -> Sess
 }
 
 /// What a session command is decided against: the session's stored size and the properties
-/// the command names (`keys`), never the whole session.
+/// the command names (`keys`); a large session is never read whole.
 pub fn load_session_state(
     conn: &Connection,
     account: &str,
@@ -89,36 +91,17 @@ pub fn load_session_state(
         )?
         .query_row(params![account, namespace, session_id], |row| row.get(0))
         .optional()?;
-    let stored_chars: Option<usize> = conn
-        .prepare_cached(
-            "SELECT chars FROM session_sizes WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3",
-        )?
-        .query_row(params![account, namespace, session_id], |row| row.get(0))
-        .optional()?;
     let now = now.timestamp_micros();
-    let mut named = std::collections::BTreeMap::new();
-    let mut statement = conn.prepare_cached(
-        "SELECT length(value), coalesce(expires_at > ?5, 1) FROM properties
-         WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3 AND key = ?4",
-    )?;
-    for key in keys {
-        let stored = statement
-            .query_row(params![account, namespace, session_id, key, now], |row| {
-                Ok(StoredProperty { value_chars: row.get(0)?, live: row.get(1)? })
-            })
-            .optional()?;
-        if let Some(stored) = stored {
-            named.insert(key.to_string(), stored);
+    let (stored_chars, named, any_live) = match small_session(conn, account, session, now)? {
+        Some(rows) => {
+            let stored = (!rows.is_empty())
+                .then(|| rows.iter().map(|(key, p)| property_chars(key, p.value_chars)).sum());
+            let any_live = rows.iter().any(|(_, p)| p.live);
+            let named = rows.into_iter().filter(|(key, _)| keys.contains(&key.as_str())).collect();
+            (stored, named, any_live)
         }
-    }
-    let any_live = stored_chars.is_some()
-        && conn
-            .prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM properties
-                 WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3
-                   AND (expires_at IS NULL OR expires_at > ?4))",
-            )?
-            .query_row(params![account, namespace, session_id, now], |row| row.get(0))?;
+        None => large_session(conn, account, session, keys, now)?,
+    };
     Ok(SessionState {
         version,
         namespace_registered: namespace_row.is_some(),
@@ -130,6 +113,73 @@ pub fn load_session_state(
         named,
         any_live,
     })
+}
+
+/// Sessions of at most this many properties are read whole by a write (one short range read,
+/// cheaper than a lookup per named property); larger ones through `session_sizes`.
+const SMALL_SESSION: usize = 32;
+
+type SessionRows = std::collections::BTreeMap<String, StoredProperty>;
+
+/// Every property of the session if it holds at most `SMALL_SESSION`, else `None`.
+fn small_session(
+    conn: &Connection,
+    account: &str,
+    (namespace, session_id): (&str, &str),
+    now: i64,
+) -> Result<Option<SessionRows>, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT key, length(value), coalesce(expires_at > ?4, 1) FROM properties
+         WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3 LIMIT ?5",
+    )?;
+    let limit = SMALL_SESSION as i64 + 1;
+    let mut rows = statement.query(params![account, namespace, session_id, now, limit])?;
+    let mut all = SessionRows::new();
+    while let Some(row) = rows.next()? {
+        all.insert(row.get(0)?, StoredProperty { value_chars: row.get(1)?, live: row.get(2)? });
+    }
+    Ok((all.len() <= SMALL_SESSION).then_some(all))
+}
+
+/// The kept size of a large session, the properties of it that `keys` names, and (for commands
+/// that name none: clear, delete, TTL) whether any of its properties is unexpired.
+fn large_session(
+    conn: &Connection,
+    account: &str,
+    (namespace, session_id): (&str, &str),
+    keys: &[&str],
+    now: i64,
+) -> Result<(Option<usize>, SessionRows, bool), StoreError> {
+    let stored: Option<usize> = conn
+        .prepare_cached(
+            "SELECT chars FROM session_sizes WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3",
+        )?
+        .query_row(params![account, namespace, session_id], |row| row.get(0))
+        .optional()?;
+    let mut named = SessionRows::new();
+    let mut statement = conn.prepare_cached(
+        "SELECT length(value), coalesce(expires_at > ?5, 1) FROM properties
+         WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3 AND key = ?4",
+    )?;
+    for key in keys {
+        let found = statement
+            .query_row(params![account, namespace, session_id, key, now], |row| {
+                Ok(StoredProperty { value_chars: row.get(0)?, live: row.get(1)? })
+            })
+            .optional()?;
+        if let Some(found) = found {
+            named.insert(key.to_string(), found);
+        }
+    }
+    let any_live = keys.is_empty()
+        && conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM properties
+                 WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3
+                   AND (expires_at IS NULL OR expires_at > ?4))",
+            )?
+            .query_row(params![account, namespace, session_id, now], |row| row.get(0))?;
+    Ok((stored, named, any_live))
 }
 
 /// What a namespace command is decided against; for deletes (`with_sessions`), the sessions

@@ -316,6 +316,20 @@ async fn the_800000_character_limit_is_exact_after_overwrites_deletes_and_clears
         204,
         "the cleared session holds nothing"
     );
+    // The same to the character in a session small enough to be read whole.
+    let small = format!("{A}/bots/small/properties");
+    assert_eq!(
+        app.call(&key, "PATCH", &small, r#"{"q\"uote":"ü","back\\slash":[1,{"a":"b"}]}"#).await.status,
+        204
+    );
+    let length = app.call(&key, "GET", &small, "").await.body.chars().count();
+    let fits = 800_000 - length - 8;
+    assert_eq!(
+        app.call(&key, "PATCH", &small, &filler(fits + 1)).await.assert_error(413),
+        "document too large"
+    );
+    assert_eq!(app.call(&key, "PATCH", &small, &filler(fits)).await.status, 204);
+    assert_eq!(app.call(&key, "GET", &small, "").await.body.chars().count(), 800_000);
 }
 
 fn urlencoding(text: &str) -> String {
