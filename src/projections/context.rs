@@ -128,17 +128,20 @@ fn small_session(
     (namespace, session_id): (&str, &str),
     now: i64,
 ) -> Result<Option<SessionRows>, StoreError> {
+    // No `LIMIT ?`: a bound LIMIT makes SQLite prepare the statement again at every step.
     let mut statement = conn.prepare_cached(
         "SELECT key, length(value), coalesce(expires_at > ?4, 1) FROM properties
-         WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3 LIMIT ?5",
+         WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3",
     )?;
-    let limit = SMALL_SESSION as i64 + 1;
-    let mut rows = statement.query(params![account, namespace, session_id, now, limit])?;
+    let mut rows = statement.query(params![account, namespace, session_id, now])?;
     let mut all = SessionRows::new();
     while let Some(row) = rows.next()? {
+        if all.len() == SMALL_SESSION {
+            return Ok(None);
+        }
         all.insert(row.get(0)?, StoredProperty { value_chars: row.get(1)?, live: row.get(2)? });
     }
-    Ok((all.len() <= SMALL_SESSION).then_some(all))
+    Ok(Some(all))
 }
 
 /// The kept size of a large session, the properties of it that `keys` names, and (for commands

@@ -31,12 +31,10 @@ pub fn format_time(time: DateTime<Utc>) -> String {
 
 /// Current version of `stream` (0 if it has no events).
 pub fn stream_version(conn: &Connection, stream: &str) -> Result<StreamVersion, StoreError> {
+    // `max()` rather than `ORDER BY … LIMIT 1`, which SQLite prepared again at every call.
     let version: Option<u64> = conn
-        .prepare_cached(
-            "SELECT stream_version FROM events WHERE stream = ?1 ORDER BY stream_version DESC LIMIT 1",
-        )?
-        .query_row([stream], |row| row.get(0))
-        .optional()?;
+        .prepare_cached("SELECT max(stream_version) FROM events WHERE stream = ?1")?
+        .query_row([stream], |row| row.get(0))?;
     Ok(version.unwrap_or(0))
 }
 

@@ -58,6 +58,7 @@ pub fn open_read_only(path: &std::path::Path) -> Result<Connection, StoreError> 
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
     )?;
     conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = -16384;")?;
+    super::plan_once(&conn)?;
     conn.set_prepared_statement_cache_capacity(super::STATEMENT_CACHE);
     Ok(conn)
 }
