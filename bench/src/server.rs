@@ -25,11 +25,12 @@ pub struct Server {
 impl Server {
     /// Starts the `ctxd` binary that sits next to this one, storing in `data_dir`.
     pub fn start(data_dir: &Path) -> Result<Server, BoxError> {
+        // The benchmark crate does not build the server: `cargo build --release --workspace`
+        // builds both (docs/PERFORMANCE.md).
         let binary = std::env::current_exe()?.with_file_name("ctxd");
         if !binary.exists() {
-            return Err(
-                format!("{} not found: run `cargo build --release --bins` first", binary.display()).into()
-            );
+            let hint = "build both with `cargo build --release --workspace`";
+            return Err(format!("{} not found: {hint}", binary.display()).into());
         }
         let addr = free_local_addr()?;
         let admin_token = uuid::Uuid::new_v4().simple().to_string();
