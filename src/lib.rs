@@ -8,6 +8,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod clock;
+pub mod commands;
 pub mod demo;
 pub mod domain;
 pub mod http;

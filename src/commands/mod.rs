@@ -1,0 +1,153 @@
+//! Deciding commands: for each command, load the state it is decided against from the
+//! projections, call the pure decision in `domain`, and answer the events to append. The writer
+//! (`store::writer`) owns everything around it: the group's transaction, positions and links,
+//! appending, applying, committing and replying.
+
+mod customers;
+mod erase;
+
+use chrono::{DateTime, Utc};
+use rusqlite::Connection;
+
+use crate::domain::context::{ContextCommand, StepBound};
+use crate::domain::events::{account_stream, namespace_stream, service_stream, session_stream};
+use crate::domain::journeys::service::ServiceDoc;
+use crate::domain::journeys::{self, JourneySettings, ServiceCommand};
+use crate::domain::{Command, Event, NewEvent, StreamVersion, accounts, context};
+use crate::projections;
+use crate::store::WriteError;
+use crate::store::log;
+
+/// The events a command appends, and the stream whose version the reply reports, with the
+/// version it had before them.
+#[derive(Default)]
+pub(crate) struct Decision {
+    pub events: Vec<NewEvent>,
+    pub primary: Option<(String, StreamVersion)>,
+    pub created: Option<String>,
+    /// The service the decision loaded, as (account, service): the projection starts from it.
+    pub service: Option<(String, ServiceDoc)>,
+}
+
+/// When a group is decided, and the bounds of the steps of long commands.
+#[derive(Clone, Copy)]
+pub(crate) struct At {
+    pub now: DateTime<Utc>,
+    pub step: StepBound,
+}
+
+/// Loads the state a command is decided against and decides it.
+pub(crate) fn decide(conn: &Connection, command: &Command, at: At) -> Result<Decision, WriteError> {
+    let now = at.now;
+    let tag = tag_all;
+    let current = |stream: String| -> Result<Option<(String, StreamVersion)>, WriteError> {
+        let version = log::stream_version(conn, &stream)?;
+        Ok(Some((stream, version)))
+    };
+    Ok(match command {
+        Command::Account(command) => {
+            let account = command.account_id();
+            let state = projections::accounts::load_state(conn, account)?;
+            let events = accounts::decide_account(&state, command)?;
+            Decision {
+                events: tag(account, events),
+                primary: current(account_stream(account))?,
+                ..Decision::default()
+            }
+        }
+        Command::Context { account, command } => match command.session() {
+            Some(session) => {
+                let stream = session_stream(account, &session.namespace, &session.session_id);
+                let version = log::stream_version(conn, &stream)?;
+                let state = projections::context::load_session_state(
+                    conn,
+                    account,
+                    (&session.namespace, &session.session_id),
+                    &command.property_keys(),
+                    version,
+                    now,
+                )?;
+                let events = context::decide_session(&state, command, now)?;
+                Decision {
+                    events: tag(account, events),
+                    primary: Some((stream, version)),
+                    ..Decision::default()
+                }
+            }
+            None => {
+                let namespace = command.namespace();
+                let stream = namespace_stream(account, namespace);
+                let version = log::stream_version(conn, &stream)?;
+                let with_sessions = matches!(
+                    command,
+                    ContextCommand::DeleteNamespace { .. } | ContextCommand::DeleteNamespaceStep { .. }
+                )
+                .then_some(at.step);
+                let state = projections::context::load_namespace_state(
+                    conn,
+                    account,
+                    namespace,
+                    version,
+                    with_sessions,
+                )?;
+                let events = context::decide_namespace(&state, command)?;
+                Decision {
+                    events: tag(account, events),
+                    primary: Some((stream, version)),
+                    ..Decision::default()
+                }
+            }
+        },
+        Command::PruneIdempotencyKeys { .. } => Decision::default(),
+        Command::ExpireProperties { limit } => {
+            let expired = projections::context::expired_properties(conn, now, *limit)?;
+            Decision { events: context::decide_expiry(expired), ..Decision::default() }
+        }
+        Command::Service { account, service_id, expected, command } => {
+            let stream = service_stream(account, service_id);
+            let version = log::stream_version(conn, &stream)?;
+            expected.check(version)?;
+            let doc = projections::journeys::load_service(conn, account, service_id)?;
+            let settings = match command {
+                ServiceCommand::Start { .. } | ServiceCommand::End { .. } => {
+                    projections::journeys::journey_settings(conn, account)?
+                }
+                _ => JourneySettings::default(),
+            };
+            let at = journeys::Circumstances { now, settings: &settings };
+            let events = journeys::decide_service(doc.as_ref(), service_id, command, at)?;
+            let created = events.iter().find_map(created_id);
+            let service = doc.map(|doc| (account.clone(), doc));
+            Decision { events: tag(account, events), primary: Some((stream, version)), created, service }
+        }
+        Command::Customer { account, expected, command } => {
+            customers::decide(conn, account, *expected, command)?
+        }
+        Command::Erase { account, target } => erase::erase(conn, account, target, at.step)?,
+        Command::SweepServices { limit } => {
+            let mut events = Vec::new();
+            for (account, service_id) in projections::journeys::due_services(conn, now, *limit)? {
+                let doc = projections::journeys::load_service(conn, &account, &service_id)?;
+                let at = journeys::Circumstances { now, settings: &JourneySettings::default() };
+                let swept = journeys::decide_service(doc.as_ref(), &service_id, &ServiceCommand::Sweep, at)?;
+                events.extend(tag(&account, swept));
+            }
+            Decision { events, ..Decision::default() }
+        }
+    })
+}
+
+/// The id an event gives what it creates, reported to the client.
+pub(super) fn created_id(event: &Event) -> Option<String> {
+    match event {
+        Event::ServiceStarted(e) => Some(e.service_id.clone()),
+        Event::StateStarted(e) => Some(e.state_id.to_string()),
+        Event::TaskStarted(e) => Some(e.task_id.to_string()),
+        Event::CustomerCreated(e) => Some(e.customer_id.clone()),
+        _ => None,
+    }
+}
+
+pub(super) fn tag_all(account: &str, events: Vec<Event>) -> Vec<NewEvent> {
+    events.into_iter().map(|event| NewEvent { account: account.to_string(), event }).collect()
+}
