@@ -1,4 +1,4 @@
-//! Applies the numbered `.sql` files of `migrations/` in order, in one transaction, and records
+//! Applies the numbered `.sql` files of `migrations/sqlite/` in order, in one transaction, and records
 //! each in `schema_version`. A database written by a newer binary is refused.
 
 use rusqlite::Connection;
@@ -25,35 +25,35 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         name: "0001_init.sql",
-        sql: include_str!("../../migrations/0001_init.sql"),
+        sql: include_str!("../../migrations/sqlite/0001_init.sql"),
         rebuilds_projections: false,
         then: None,
     },
     Migration {
         version: 2,
         name: "0002_journeys.sql",
-        sql: include_str!("../../migrations/0002_journeys.sql"),
+        sql: include_str!("../../migrations/sqlite/0002_journeys.sql"),
         rebuilds_projections: false,
         then: None,
     },
     Migration {
         version: 3,
         name: "0003_analytics.sql",
-        sql: include_str!("../../migrations/0003_analytics.sql"),
+        sql: include_str!("../../migrations/sqlite/0003_analytics.sql"),
         rebuilds_projections: false,
         then: None,
     },
     Migration {
         version: 4,
         name: "0004_funnels.sql",
-        sql: include_str!("../../migrations/0004_funnels.sql"),
+        sql: include_str!("../../migrations/sqlite/0004_funnels.sql"),
         rebuilds_projections: true,
         then: None,
     },
     Migration {
         version: 5,
         name: "0005_chain.sql",
-        sql: include_str!("../../migrations/0005_chain.sql"),
+        sql: include_str!("../../migrations/sqlite/0005_chain.sql"),
         rebuilds_projections: false,
         // Hashed by 0007, which chains each account's events anew.
         then: None,
@@ -61,49 +61,49 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 6,
         name: "0006_append_only.sql",
-        sql: include_str!("../../migrations/0006_append_only.sql"),
+        sql: include_str!("../../migrations/sqlite/0006_append_only.sql"),
         rebuilds_projections: false,
         then: None,
     },
     Migration {
         version: 7,
         name: "0007_account_logs.sql",
-        sql: include_str!("../../migrations/0007_account_logs.sql"),
+        sql: include_str!("../../migrations/sqlite/0007_account_logs.sql"),
         rebuilds_projections: false,
         then: Some(super::chain::split_per_account),
     },
     Migration {
         version: 8,
         name: "0008_account_logs_in_place.sql",
-        sql: include_str!("../../migrations/0008_account_logs_in_place.sql"),
+        sql: include_str!("../../migrations/sqlite/0008_account_logs_in_place.sql"),
         rebuilds_projections: false,
         then: None,
     },
     Migration {
         version: 9,
         name: "0009_account_limits.sql",
-        sql: include_str!("../../migrations/0009_account_limits.sql"),
+        sql: include_str!("../../migrations/sqlite/0009_account_limits.sql"),
         rebuilds_projections: false,
         then: None,
     },
     Migration {
         version: 10,
         name: "0010_session_sizes.sql",
-        sql: include_str!("../../migrations/0010_session_sizes.sql"),
+        sql: include_str!("../../migrations/sqlite/0010_session_sizes.sql"),
         rebuilds_projections: false,
         then: None,
     },
     Migration {
         version: 11,
         name: "0011_namespace_deletions.sql",
-        sql: include_str!("../../migrations/0011_namespace_deletions.sql"),
+        sql: include_str!("../../migrations/sqlite/0011_namespace_deletions.sql"),
         rebuilds_projections: false,
         then: None,
     },
     Migration {
         version: 12,
         name: "0012_customer_erasures.sql",
-        sql: include_str!("../../migrations/0012_customer_erasures.sql"),
+        sql: include_str!("../../migrations/sqlite/0012_customer_erasures.sql"),
         rebuilds_projections: false,
         then: None,
     },
@@ -182,7 +182,7 @@ mod tests {
 
     #[test]
     fn migrations_dir_matches_this_list() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite");
         let mut files: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
             .map(|entry| entry.unwrap().file_name().into_string().unwrap())
