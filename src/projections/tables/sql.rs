@@ -1,214 +1,14 @@
-//! The writes projections make, as one trait with two implementations. `SqlTables` (here) writes
-//! through to SQLite (the writer, live); `MemoryTables` (`memory.rs`) folds the same writes in
-//! memory and stores the final rows once, in key order (rebuild and verify), which is several
-//! times faster than replaying row by row. `apply` is the same code for both, and `ctxd verify`
-//! compares what the two produce, table by table.
-
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
+//! `Tables` written through to SQLite, in the writer's transaction.
 
 use rusqlite::{Connection, params};
 
-use super::analytics::{AbandonedRow, Counter, redacted_detail};
+use super::{PendingCounts, PropertyRow, SessionKey, Tables};
 use crate::domain::events::Properties;
 use crate::domain::journeys::customers::attribute_values;
 use crate::domain::journeys::events::{IdentificationKeyDefined, JourneySettingsSet};
 use crate::domain::journeys::service::ServiceDoc;
+use crate::projections::analytics::{AbandonedRow, Counter, redacted_detail};
 use crate::store::StoreError;
-
-/// The session a property or TTL setting belongs to.
-#[derive(Debug, Clone, Copy)]
-pub struct SessionKey<'a> {
-    pub account_id: &'a str,
-    pub namespace: &'a str,
-    pub session_id: &'a str,
-}
-
-/// A property as written by `PropertiesPatched`.
-#[derive(Debug, Clone, Copy)]
-pub struct PropertyRow<'a> {
-    pub session: SessionKey<'a>,
-    pub key: &'a str,
-    /// Compact JSON.
-    pub value: &'a str,
-    /// Unix microseconds; `None`: never expires.
-    pub expires_at: Option<i64>,
-}
-
-/// Every write a projection makes. Inserts of rows that exist are errors (a corrupt log).
-pub trait Tables {
-    fn insert_account(&mut self, account_id: &str, created_at: &str) -> Result<(), StoreError>;
-    fn insert_api_key(
-        &mut self,
-        key_hash: &str,
-        key_id: &str,
-        account_id: &str,
-        issued_at: &str,
-    ) -> Result<(), StoreError>;
-    fn revoke_api_key(&mut self, account_id: &str, key_id: &str, revoked_at: &str) -> Result<(), StoreError>;
-    fn set_account_limits(
-        &mut self,
-        account_id: &str,
-        writes_per_second: Option<u32>,
-    ) -> Result<(), StoreError>;
-    fn insert_namespace(
-        &mut self,
-        account_id: &str,
-        namespace: &str,
-        created_at: &str,
-        ttl_second: Option<u64>,
-    ) -> Result<(), StoreError>;
-    fn set_namespace_ttl(
-        &mut self,
-        account_id: &str,
-        namespace: &str,
-        ttl_second: u64,
-    ) -> Result<(), StoreError>;
-    /// Marks a namespace as being deleted in steps (registering it if it was not).
-    fn start_namespace_deletion(
-        &mut self,
-        account_id: &str,
-        namespace: &str,
-        at: &str,
-    ) -> Result<(), StoreError>;
-    fn delete_namespace(&mut self, account_id: &str, namespace: &str) -> Result<(), StoreError>;
-    fn upsert_property(&mut self, row: PropertyRow<'_>) -> Result<(), StoreError>;
-    fn delete_property(&mut self, session: SessionKey<'_>, key: &str) -> Result<(), StoreError>;
-    fn delete_session_properties(&mut self, session: SessionKey<'_>) -> Result<(), StoreError>;
-    fn upsert_session_ttl(
-        &mut self,
-        session: SessionKey<'_>,
-        ttl_second: u64,
-        set_at: &str,
-    ) -> Result<(), StoreError>;
-    fn delete_session_ttl(&mut self, session: SessionKey<'_>) -> Result<(), StoreError>;
-    /// The service, which the caller then puts back or deletes (`MemoryTables` hands it over).
-    fn take_service(&mut self, account_id: &str, service_id: &str) -> Result<Option<ServiceDoc>, StoreError>;
-    fn put_service(&mut self, account_id: &str, doc: ServiceDoc) -> Result<(), StoreError>;
-    fn delete_service(&mut self, account_id: &str, service_id: &str) -> Result<(), StoreError>;
-    /// Creates or replaces a profile (a replacement keeps `created_at`) and its attribute index.
-    fn put_customer(
-        &mut self,
-        account_id: &str,
-        customer_id: &str,
-        profile: &Properties,
-        created_at: &str,
-    ) -> Result<(), StoreError>;
-    /// Removes a profile and its attribute index (an erasure).
-    fn delete_customer(&mut self, account_id: &str, customer_id: &str) -> Result<(), StoreError>;
-    /// A customer erasure that proceeds in steps: started, its last erased service, ended.
-    fn start_customer_erasure(
-        &mut self,
-        account_id: &str,
-        customer_id: &str,
-        at: &str,
-    ) -> Result<(), StoreError>;
-    fn advance_customer_erasure(
-        &mut self,
-        account_id: &str,
-        customer_id: &str,
-        service_id: &str,
-    ) -> Result<(), StoreError>;
-    fn end_customer_erasure(&mut self, account_id: &str, customer_id: &str) -> Result<(), StoreError>;
-    fn insert_identification_key(
-        &mut self,
-        account_id: &str,
-        key: &IdentificationKeyDefined,
-    ) -> Result<(), StoreError>;
-    fn set_journey_settings(
-        &mut self,
-        account_id: &str,
-        settings: &JourneySettingsSet,
-    ) -> Result<(), StoreError>;
-    /// Adds `deltas` (in `counter.values()` order) to the counter row of `keys`, creating it.
-    fn add_counts(
-        &mut self,
-        account_id: &str,
-        counter: Counter,
-        keys: &[&str],
-        deltas: &[i64],
-    ) -> Result<(), StoreError>;
-    fn insert_abandoned(&mut self, account_id: &str, row: AbandonedRow) -> Result<(), StoreError>;
-    /// Redacts the personal values of a service's abandoned-journey rows (an erasure).
-    fn redact_abandoned(&mut self, account_id: &str, service_id: &str) -> Result<(), StoreError>;
-}
-
-/// The upsert that adds to one counter row, built once per counter table.
-fn counter_sql(counter: Counter) -> &'static str {
-    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let all = SQL.get_or_init(|| {
-        Counter::ALL
-            .iter()
-            .map(|c| {
-                let columns: Vec<&str> = std::iter::once("account_id")
-                    .chain(c.keys().iter().copied())
-                    .chain(c.values().iter().copied())
-                    .collect();
-                let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
-                let updates: Vec<String> =
-                    c.values().iter().map(|v| format!("{v} = {v} + excluded.{v}")).collect();
-                format!(
-                    "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT DO UPDATE SET {}",
-                    c.table(),
-                    columns.join(", "),
-                    placeholders.join(", "),
-                    updates.join(", ")
-                )
-            })
-            .collect()
-    });
-    &all[Counter::ALL.iter().position(|c| *c == counter).expect("every counter is in ALL")]
-}
-
-/// Counter deltas not yet written, summed per row: (counter, account and keys) → deltas in
-/// `Counter::values` order. The writer gathers those of a whole group commit and writes each
-/// row once before the commit (services of one cohort share rows); rebuild gathers the whole log.
-#[derive(Debug, Default)]
-#[must_use = "counter deltas are lost unless written (`PendingCounts::write`) or merged"]
-pub struct PendingCounts(HashMap<(Counter, Vec<String>), Vec<i64>>);
-
-impl PendingCounts {
-    pub fn add(&mut self, account_id: &str, counter: Counter, keys: &[&str], deltas: &[i64]) {
-        let key = std::iter::once(account_id).chain(keys.iter().copied()).map(str::to_string).collect();
-        let counts = self.0.entry((counter, key)).or_insert_with(|| vec![0; deltas.len()]);
-        for (count, delta) in counts.iter_mut().zip(deltas) {
-            *count = count.saturating_add(*delta);
-        }
-    }
-
-    /// Adds `other`'s deltas to these.
-    pub fn merge(&mut self, other: PendingCounts) {
-        for (row, deltas) in other.0 {
-            match self.0.entry(row) {
-                Entry::Occupied(mut counts) => {
-                    for (count, delta) in counts.get_mut().iter_mut().zip(deltas) {
-                        *count = count.saturating_add(delta);
-                    }
-                }
-                Entry::Vacant(slot) => {
-                    slot.insert(deltas);
-                }
-            }
-        }
-    }
-
-    /// Adds every row's deltas to its counter row in `conn`, in key order.
-    pub fn write(&self, conn: &Connection) -> Result<(), StoreError> {
-        let mut rows: Vec<_> = self.0.iter().collect();
-        rows.sort_unstable();
-        for ((counter, key), deltas) in rows {
-            let mut statement = conn.prepare_cached(counter_sql(*counter))?;
-            for (index, key) in key.iter().enumerate() {
-                statement.raw_bind_parameter(index + 1, key)?;
-            }
-            for (index, delta) in deltas.iter().enumerate() {
-                statement.raw_bind_parameter(key.len() + index + 1, delta)?;
-            }
-            statement.raw_execute()?;
-        }
-        Ok(())
-    }
-}
 
 pub const INSERT_ABANDONED: &str = "INSERT INTO analytics_abandoned
     (account_id, ended_at, service_id, service_type, hour, media_type, state_type, detail)
@@ -257,7 +57,7 @@ impl<'c> SqlTables<'c> {
         let Some((account_id, doc)) = self.service.take() else {
             return Ok(());
         };
-        let c = super::journeys::ServiceColumns::of(&doc);
+        let c = crate::projections::journeys::ServiceColumns::of(&doc);
         let unchanged_keys = match self.stored.take() {
             Some((account, service_id, keys)) => {
                 account == account_id && service_id == doc.service_id && keys.are_those_of(&doc)
@@ -443,7 +243,7 @@ impl Tables for SqlTables<'_> {
             return Ok(self.service.take().map(|(_, doc)| doc));
         }
         self.write_service()?;
-        let doc = super::journeys::load_service(self.conn, account_id, service_id)?;
+        let doc = crate::projections::journeys::load_service(self.conn, account_id, service_id)?;
         if let Some(doc) = &doc {
             self.stored = Some((account_id.to_string(), service_id.to_string(), Keys::of(doc)));
         }
