@@ -1,215 +1,23 @@
-//! `ctxd export` and `ctxd import`: the event log as NDJSON, one event per line with every
-//! stored column (but the internal store-wide id), so that a store or one account's log can be
-//! archived, inspected with ordinary tools, or moved to another store and rebuilt there
-//! (docs/AUDIT.md).
-//!
-//! `data` and `meta` travel as raw JSON: an export writes exactly the stored text and an import
-//! stores exactly the text it reads, never re-serialized, so every payload hash and link of the
-//! chain is the same on both sides and the imported chain verifies.
+//! `ctxd import`: account logs into a store that holds none of those accounts, checked line by
+//! line and chain by chain, in one transaction.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fmt;
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::ops::Range;
 use std::sync::mpsc::SyncSender;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::DateTime;
 use rusqlite::{Connection, TransactionBehavior, params};
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
-use super::StoreError;
-use super::chain::{self, Hash};
-use super::log;
 use crate::domain::Event;
 use crate::domain::names::check_name;
 use crate::projections::Events;
+use crate::store::StoreError;
+use crate::store::chain::{self, Hash};
+use crate::store::log;
 
-/// Which events an export writes.
-#[derive(Debug, Clone, Default)]
-pub struct Selection {
-    /// Only this account's log (the whole log moves a tenant to another store).
-    pub account: Option<String>,
-    /// Only the account's events after this position (0: from the first); such an export
-    /// cannot be imported. Ignored without `account`.
-    pub after: u64,
-}
-
-/// What an import stored.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Imported {
-    pub events: u64,
-    /// Each imported account's chain, as `ctxd verify --chain` reports it, in account order.
-    pub accounts: Vec<chain::ChainReport>,
-    /// Where the time went, for the benchmark and the command's report.
-    pub phases: Phases,
-}
-
-/// The time of each step of an import.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Phases {
-    /// Reading, parsing and inserting the lines.
-    pub insert: Duration,
-    /// `chain::verify` over the inserted log.
-    pub chain: Duration,
-    /// `projections::rebuild_within`.
-    pub rebuild: Duration,
-    pub commit: Duration,
-}
-
-impl fmt::Display for Phases {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "parse + insert {:.1} s, chain check {:.1} s, rebuild {:.1} s, commit {:.1} s",
-            self.insert.as_secs_f64(),
-            self.chain.as_secs_f64(),
-            self.rebuild.as_secs_f64(),
-            self.commit.as_secs_f64()
-        )
-    }
-}
-
-/// Why an export or an import stopped. An import that fails leaves the store as it was.
-#[derive(Debug, thiserror::Error)]
-pub enum TransferError {
-    #[error("line {line}: {reason}")]
-    Line { line: u64, reason: String },
-    #[error(
-        "the store already holds account {0}: an account is imported only into a store that does not hold it; nothing was imported"
-    )]
-    AccountExists(String),
-    #[error("the input holds no event")]
-    NoEvents,
-    #[error(
-        "an imported account's API key, or another value that must be unique in the store, is already in use here; nothing was imported"
-    )]
-    Clash,
-    #[error(
-        "account {account}: the imported hash chain is broken at seq {seq}: {reason}; nothing was imported"
-    )]
-    ChainBroken { account: String, seq: u64, reason: String },
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl From<rusqlite::Error> for TransferError {
-    fn from(error: rusqlite::Error) -> Self {
-        TransferError::Store(StoreError::Sqlite(error))
-    }
-}
-
-impl From<std::io::Error> for TransferError {
-    fn from(error: std::io::Error) -> Self {
-        TransferError::Store(StoreError::Io(error))
-    }
-}
-
-/// One line of an export: one event row, every column but the store-wide id.
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Line<'a> {
-    /// The position in the account's log.
-    seq: u64,
-    #[serde(borrow)]
-    account: Cow<'a, str>,
-    #[serde(borrow)]
-    stream: Cow<'a, str>,
-    stream_version: u64,
-    #[serde(borrow)]
-    event_type: Cow<'a, str>,
-    event_version: u32,
-    /// The payload as stored: compact JSON text, passed on unparsed.
-    #[serde(borrow)]
-    data: &'a RawValue,
-    #[serde(borrow)]
-    meta: &'a RawValue,
-    /// The stored text, unchanged (it is hashed as text).
-    #[serde(borrow)]
-    recorded_at: Cow<'a, str>,
-    /// Hex of the 32 stored bytes.
-    #[serde(borrow)]
-    payload_hash: Cow<'a, str>,
-    #[serde(borrow)]
-    hash: Cow<'a, str>,
-}
-
-const COLUMNS: &str = "seq, account, stream, stream_version, event_type, event_version, data, meta,
-    recorded_at, payload_hash, hash";
-
-/// Writes the selected events to `out` in commit order, one JSON object per line, from one read
-/// snapshot of `conn` (so it may run beside a live server), streaming rows: memory stays
-/// constant whatever the size of the log. Returns the number of events written.
-pub fn export(conn: &Connection, selection: &Selection, out: &mut impl Write) -> Result<u64, TransferError> {
-    conn.execute_batch("BEGIN")?;
-    let result = export_in_snapshot(conn, selection, out);
-    conn.execute_batch("COMMIT")?;
-    result
-}
-
-fn export_in_snapshot(
-    conn: &Connection,
-    selection: &Selection,
-    out: &mut impl Write,
-) -> Result<u64, TransferError> {
-    // Two statements rather than one with an optional filter: SQLite plans a statement once, and
-    // only the one that names the account can use the `(account, seq)` index.
-    let filter = match selection.account {
-        None => "?1 >= 0 AND ?2 IS NULL ORDER BY id",
-        Some(_) => "account = ?2 AND seq > ?1 ORDER BY seq",
-    };
-    let mut statement = conn.prepare(&format!("SELECT {COLUMNS} FROM events WHERE {filter}"))?;
-    let after = i64::try_from(selection.after).unwrap_or(i64::MAX);
-    let mut rows = statement.query(params![after, selection.account])?;
-    let mut written = 0;
-    while let Some(row) = rows.next()? {
-        let seq: u64 = row.get(0)?;
-        let text = |index| row.get_ref(index).and_then(|value| value.as_str().map_err(Into::into));
-        let json = |index, column| stored_json(seq, column, text(index)?);
-        let hex = |index, column| {
-            stored_hash_hex(seq, column, row.get_ref(index)?.as_blob().map_err(rusqlite::Error::from)?)
-        };
-        let (payload_hash, hash) = (hex(9, "payload_hash")?, hex(10, "hash")?);
-        let line = Line {
-            seq,
-            account: Cow::Borrowed(text(1)?),
-            stream: Cow::Borrowed(text(2)?),
-            stream_version: row.get(3)?,
-            event_type: Cow::Borrowed(text(4)?),
-            event_version: row.get(5)?,
-            data: json(6, "data")?,
-            meta: json(7, "meta")?,
-            recorded_at: Cow::Borrowed(text(8)?),
-            payload_hash: Cow::Borrowed(std::str::from_utf8(&payload_hash).expect("hex is ASCII")),
-            hash: Cow::Borrowed(std::str::from_utf8(&hash).expect("hex is ASCII")),
-        };
-        serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::from)?;
-        out.write_all(b"\n")?;
-        written += 1;
-    }
-    Ok(written)
-}
-
-/// A stored JSON column as a raw value, refused unless it is valid JSON with nothing around
-/// it: the exported text must be the stored text byte for byte.
-fn stored_json<'a>(seq: u64, column: &str, stored: &'a str) -> Result<&'a RawValue, TransferError> {
-    let corrupt = |why: String| StoreError::Corrupt(format!("event {seq}: its {column} {why}"));
-    let raw: &RawValue =
-        serde_json::from_str(stored).map_err(|error| corrupt(format!("is not JSON: {error}")))?;
-    if raw.get().len() != stored.len() {
-        return Err(corrupt("has whitespace around its JSON value".into()).into());
-    }
-    Ok(raw)
-}
-
-fn stored_hash_hex(seq: u64, column: &str, stored: &[u8]) -> Result<[u8; 64], TransferError> {
-    let mut hex = [0u8; 64];
-    hex::encode_to_slice(stored, &mut hex)
-        .map_err(|_| StoreError::Corrupt(format!("event {seq}: its {column} is not 32 bytes")))?;
-    Ok(hex)
-}
+use super::{COLUMNS, Imported, Line, Phases, TransferError};
 
 /// Loads an export into the store of `conn` (a writer connection; no server may run on the
 /// store), checks the chain of each account it loaded and brings their projections up.

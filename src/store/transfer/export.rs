@@ -1,0 +1,83 @@
+//! `ctxd export`: the selected events as NDJSON, from one read snapshot.
+
+use std::borrow::Cow;
+use std::io::Write;
+
+use rusqlite::{Connection, params};
+use serde_json::value::RawValue;
+
+use crate::store::StoreError;
+
+use super::{COLUMNS, Line, Selection, TransferError};
+
+/// Writes the selected events to `out` in commit order, one JSON object per line, from one read
+/// snapshot of `conn` (so it may run beside a live server), streaming rows: memory stays
+/// constant whatever the size of the log. Returns the number of events written.
+pub fn export(conn: &Connection, selection: &Selection, out: &mut impl Write) -> Result<u64, TransferError> {
+    conn.execute_batch("BEGIN")?;
+    let result = export_in_snapshot(conn, selection, out);
+    conn.execute_batch("COMMIT")?;
+    result
+}
+
+fn export_in_snapshot(
+    conn: &Connection,
+    selection: &Selection,
+    out: &mut impl Write,
+) -> Result<u64, TransferError> {
+    // Two statements rather than one with an optional filter: SQLite plans a statement once, and
+    // only the one that names the account can use the `(account, seq)` index.
+    let filter = match selection.account {
+        None => "?1 >= 0 AND ?2 IS NULL ORDER BY id",
+        Some(_) => "account = ?2 AND seq > ?1 ORDER BY seq",
+    };
+    let mut statement = conn.prepare(&format!("SELECT {COLUMNS} FROM events WHERE {filter}"))?;
+    let after = i64::try_from(selection.after).unwrap_or(i64::MAX);
+    let mut rows = statement.query(params![after, selection.account])?;
+    let mut written = 0;
+    while let Some(row) = rows.next()? {
+        let seq: u64 = row.get(0)?;
+        let text = |index| row.get_ref(index).and_then(|value| value.as_str().map_err(Into::into));
+        let json = |index, column| stored_json(seq, column, text(index)?);
+        let hex = |index, column| {
+            stored_hash_hex(seq, column, row.get_ref(index)?.as_blob().map_err(rusqlite::Error::from)?)
+        };
+        let (payload_hash, hash) = (hex(9, "payload_hash")?, hex(10, "hash")?);
+        let line = Line {
+            seq,
+            account: Cow::Borrowed(text(1)?),
+            stream: Cow::Borrowed(text(2)?),
+            stream_version: row.get(3)?,
+            event_type: Cow::Borrowed(text(4)?),
+            event_version: row.get(5)?,
+            data: json(6, "data")?,
+            meta: json(7, "meta")?,
+            recorded_at: Cow::Borrowed(text(8)?),
+            payload_hash: Cow::Borrowed(std::str::from_utf8(&payload_hash).expect("hex is ASCII")),
+            hash: Cow::Borrowed(std::str::from_utf8(&hash).expect("hex is ASCII")),
+        };
+        serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::from)?;
+        out.write_all(b"\n")?;
+        written += 1;
+    }
+    Ok(written)
+}
+
+/// A stored JSON column as a raw value, refused unless it is valid JSON with nothing around
+/// it: the exported text must be the stored text byte for byte.
+fn stored_json<'a>(seq: u64, column: &str, stored: &'a str) -> Result<&'a RawValue, TransferError> {
+    let corrupt = |why: String| StoreError::Corrupt(format!("event {seq}: its {column} {why}"));
+    let raw: &RawValue =
+        serde_json::from_str(stored).map_err(|error| corrupt(format!("is not JSON: {error}")))?;
+    if raw.get().len() != stored.len() {
+        return Err(corrupt("has whitespace around its JSON value".into()).into());
+    }
+    Ok(raw)
+}
+
+fn stored_hash_hex(seq: u64, column: &str, stored: &[u8]) -> Result<[u8; 64], TransferError> {
+    let mut hex = [0u8; 64];
+    hex::encode_to_slice(stored, &mut hex)
+        .map_err(|_| StoreError::Corrupt(format!("event {seq}: its {column} is not 32 bytes")))?;
+    Ok(hex)
+}

@@ -1,0 +1,136 @@
+//! `ctxd export` and `ctxd import`: the event log as NDJSON, one event per line with every
+//! stored column (but the internal store-wide id), so that a store or one account's log can be
+//! archived, inspected with ordinary tools, or moved to another store and rebuilt there
+//! (docs/AUDIT.md).
+//!
+//! `data` and `meta` travel as raw JSON: an export writes exactly the stored text and an import
+//! stores exactly the text it reads, never re-serialized, so every payload hash and link of the
+//! chain is the same on both sides and the imported chain verifies.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::StoreError;
+use super::chain;
+
+/// Which events an export writes.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Only this account's log (the whole log moves a tenant to another store).
+    pub account: Option<String>,
+    /// Only the account's events after this position (0: from the first); such an export
+    /// cannot be imported. Ignored without `account`.
+    pub after: u64,
+}
+
+/// What an import stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Imported {
+    pub events: u64,
+    /// Each imported account's chain, as `ctxd verify --chain` reports it, in account order.
+    pub accounts: Vec<chain::ChainReport>,
+    /// Where the time went, for the benchmark and the command's report.
+    pub phases: Phases,
+}
+
+/// The time of each step of an import.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Phases {
+    /// Reading, parsing and inserting the lines.
+    pub insert: Duration,
+    /// `chain::verify` over the inserted log.
+    pub chain: Duration,
+    /// `projections::rebuild_within`.
+    pub rebuild: Duration,
+    pub commit: Duration,
+}
+
+impl fmt::Display for Phases {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "parse + insert {:.1} s, chain check {:.1} s, rebuild {:.1} s, commit {:.1} s",
+            self.insert.as_secs_f64(),
+            self.chain.as_secs_f64(),
+            self.rebuild.as_secs_f64(),
+            self.commit.as_secs_f64()
+        )
+    }
+}
+
+/// Why an export or an import stopped. An import that fails leaves the store as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error("line {line}: {reason}")]
+    Line { line: u64, reason: String },
+    #[error(
+        "the store already holds account {0}: an account is imported only into a store that does not hold it; nothing was imported"
+    )]
+    AccountExists(String),
+    #[error("the input holds no event")]
+    NoEvents,
+    #[error(
+        "an imported account's API key, or another value that must be unique in the store, is already in use here; nothing was imported"
+    )]
+    Clash,
+    #[error(
+        "account {account}: the imported hash chain is broken at seq {seq}: {reason}; nothing was imported"
+    )]
+    ChainBroken { account: String, seq: u64, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<rusqlite::Error> for TransferError {
+    fn from(error: rusqlite::Error) -> Self {
+        TransferError::Store(StoreError::Sqlite(error))
+    }
+}
+
+impl From<std::io::Error> for TransferError {
+    fn from(error: std::io::Error) -> Self {
+        TransferError::Store(StoreError::Io(error))
+    }
+}
+
+/// One line of an export: one event row, every column but the store-wide id.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line<'a> {
+    /// The position in the account's log.
+    seq: u64,
+    #[serde(borrow)]
+    account: Cow<'a, str>,
+    #[serde(borrow)]
+    stream: Cow<'a, str>,
+    stream_version: u64,
+    #[serde(borrow)]
+    event_type: Cow<'a, str>,
+    event_version: u32,
+    /// The payload as stored: compact JSON text, passed on unparsed.
+    #[serde(borrow)]
+    data: &'a RawValue,
+    #[serde(borrow)]
+    meta: &'a RawValue,
+    /// The stored text, unchanged (it is hashed as text).
+    #[serde(borrow)]
+    recorded_at: Cow<'a, str>,
+    /// Hex of the 32 stored bytes.
+    #[serde(borrow)]
+    payload_hash: Cow<'a, str>,
+    #[serde(borrow)]
+    hash: Cow<'a, str>,
+}
+
+const COLUMNS: &str = "seq, account, stream, stream_version, event_type, event_version, data, meta,
+    recorded_at, payload_hash, hash";
+
+mod export;
+mod import;
+
+pub use export::export;
+pub use import::import;
