@@ -1,0 +1,180 @@
+//! `GET …/analytics/funnel`: how many journeys reached each step, in order, within a window.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use crate::http::extract::{Account, Q};
+use crate::projections::analytics::{Counter, DURATION_BOUNDS_S, FUNNEL_DEPTH, HISTOGRAM_BUCKETS};
+use crate::projections::analytics_queries as queries;
+use crate::store::StoreError;
+
+use super::{Filter, quantile, rate};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FunnelQuery {
+    #[serde(flatten)]
+    filter: Filter,
+    /// State types, comma-separated, in funnel order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    steps: Option<String>,
+    /// How long after the service's start a step still counts as reached: seconds, or with a
+    /// unit (`90s`, `15m`, `1h`, `1d`), one of the histogram's bounds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    breakdown: Option<String>,
+}
+
+/// The funnel's steps, validated.
+fn funnel_steps(steps: Option<&str>) -> Result<Vec<String>, ApiError> {
+    let text = steps.ok_or_else(|| {
+        ApiError::bad_request(
+            "steps is required: the funnel's state types in order, e.g. steps=ivr,queue,agent",
+        )
+    })?;
+    // A JSON array of strings names state types that hold commas.
+    let steps: Option<Vec<String>> = if text.starts_with('[') {
+        serde_json::from_str(text).ok()
+    } else {
+        Some(text.split(',').map(str::to_string).collect())
+    };
+    steps
+        .filter(|steps| !steps.iter().any(String::is_empty) && (1..=FUNNEL_DEPTH).contains(&steps.len()))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "steps must be 1 to {FUNNEL_DEPTH} state types, none empty: comma-separated, \
+                 or a JSON array of strings"
+            ))
+        })
+}
+
+/// The histogram bucket a window ends with: the window must be one of its bounds, so that
+/// "reached within the window" is an exact count.
+fn window_bucket(window: Option<&str>) -> Result<Option<usize>, ApiError> {
+    let Some(text) = window else { return Ok(None) };
+    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let scale = match unit {
+        "" | "s" => Some(1),
+        "m" => Some(60),
+        "h" => Some(3600),
+        "d" => Some(86400),
+        _ => None,
+    };
+    let seconds = digits.parse::<u64>().ok().zip(scale).and_then(|(n, scale)| n.checked_mul(scale));
+    seconds.and_then(|s| DURATION_BOUNDS_S.iter().position(|bound| *bound == s)).map(Some).ok_or_else(|| {
+        let bounds: Vec<String> = DURATION_BOUNDS_S.iter().map(u64::to_string).collect();
+        ApiError::bad_request(format!(
+            "window must be one of these numbers of seconds (optionally as m, h or d): {}",
+            bounds.join(", ")
+        ))
+    })
+}
+
+/// The step of `steps` that a path's last state reaches, matching the steps in order, each at
+/// its first occurrence after the previous one; `None` when the last state matches no step.
+fn reached_step(path: &[String], steps: &[String]) -> Option<usize> {
+    let mut next = 0;
+    for (index, state_type) in path.iter().enumerate() {
+        if steps.get(next) == Some(state_type) {
+            if index + 1 == path.len() {
+                return Some(next);
+            }
+            next += 1;
+        }
+    }
+    None
+}
+
+/// Per step, the histogram of the time from the service's start to reaching it.
+type StepHistograms = Vec<Vec<i64>>;
+
+/// One funnel's figures: its services started, and per step reached, conversions, dropped and
+/// the median time to reach it.
+fn funnel_figures(
+    started: i64,
+    steps: &[String],
+    histograms: &StepHistograms,
+    window: Option<usize>,
+) -> Value {
+    let within = |counts: &[i64]| counts[..window.map_or(counts.len(), |bucket| bucket + 1)].to_vec();
+    let reached: Vec<i64> = histograms.iter().map(|h| within(h).iter().sum()).collect();
+    let figures: Vec<Value> = steps
+        .iter()
+        .enumerate()
+        .map(|(k, step)| {
+            json!({
+                "state_type": step,
+                "reached": reached[k],
+                "conversion_from_previous": rate(reached[k], if k == 0 { started } else { reached[k - 1] }),
+                "conversion_from_first": rate(reached[k], reached[0]),
+                "dropped": reached.get(k + 1).map(|next| reached[k] - next),
+                "median_time_to_reach_s": quantile(&within(&histograms[k]), 0.5),
+            })
+        })
+        .collect();
+    json!({ "started": started, "steps": figures })
+}
+
+pub(super) async fn funnel(
+    State(state): State<AppState>,
+    account: Account,
+    Q(query): Q<FunnelQuery>,
+) -> Result<Response, ApiError> {
+    let cohorts = query.filter.cohorts(&account)?;
+    let steps = funnel_steps(query.steps.as_deref())?;
+    let window = window_bucket(query.window.as_deref())?;
+    let by_media = match query.breakdown.as_deref() {
+        None => false,
+        Some("media_type") => true,
+        Some(_) => return Err(ApiError::bad_request("breakdown must be media_type")),
+    };
+    let (started, paths) = state
+        .store
+        .read_large(move |conn| {
+            let started = queries::sums(conn, &cohorts, Counter::Services, &["media_type"])?;
+            Ok((started, queries::sums(conn, &cohorts, Counter::Paths, &["media_type", "path"])?))
+        })
+        .await?;
+    // Per media type (None for all of them; "" is the channel of services started without one):
+    // services started and the steps' histograms.
+    let mut groups: BTreeMap<Option<&str>, (i64, StepHistograms)> = BTreeMap::new();
+    let empty = || (0, vec![vec![0; HISTOGRAM_BUCKETS]; steps.len()]);
+    for sums in &started {
+        for group in [None, Some(sums.key[0].as_str())] {
+            groups.entry(group).or_insert_with(empty).0 += sums.get(Counter::Services, "started");
+        }
+    }
+    for sums in &paths {
+        let path: Vec<String> = serde_json::from_str(&sums.key[1])
+            .map_err(|error| StoreError::Corrupt(format!("an analytics path: {error}")))?;
+        let Some(step) = reached_step(&path, &steps) else { continue };
+        for group in [None, Some(sums.key[0].as_str())] {
+            let counts = &mut groups.entry(group).or_insert_with(empty).1[step];
+            for (count, add) in counts.iter_mut().zip(sums.histogram()) {
+                *count += add;
+            }
+        }
+    }
+    let (started, all) = groups.remove(&None).unwrap_or_else(empty);
+    let mut body = funnel_figures(started, &steps, &all, window);
+    body["query"] = json!(query);
+    if by_media {
+        let split: Vec<Value> = groups
+            .iter()
+            .map(|(media, (started, histograms))| {
+                let mut figures = funnel_figures(*started, &steps, histograms, window);
+                figures["media_type"] = json!(media);
+                figures
+            })
+            .collect();
+        body["by_media_type"] = json!(split);
+    }
+    Ok(axum::Json(body).into_response())
+}
