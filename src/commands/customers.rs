@@ -32,6 +32,7 @@ pub(super) fn decide(
     let events = match command {
         CustomerCommand::Create { customer_id, profile }
         | CustomerCommand::Replace { customer_id, profile } => {
+            super::refuse_while_erased(conn, account, customer_id)?;
             let old = projections::customers::load_profile(conn, account, customer_id)?;
             let after = match (&old, command) {
                 (Some(old), CustomerCommand::Replace { .. }) => {

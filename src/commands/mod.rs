@@ -13,7 +13,7 @@ use crate::domain::context::{ContextCommand, StepBound};
 use crate::domain::events::{account_stream, namespace_stream, service_stream, session_stream};
 use crate::domain::journeys::service::ServiceDoc;
 use crate::domain::journeys::{self, JourneySettings, ServiceCommand};
-use crate::domain::{Command, Event, NewEvent, StreamVersion, accounts, context};
+use crate::domain::{Command, DomainError, Event, NewEvent, StreamVersion, accounts, context};
 use crate::projections;
 use crate::store::WriteError;
 use crate::store::log;
@@ -116,6 +116,9 @@ pub(crate) fn decide(conn: &Connection, command: &Command, at: At) -> Result<Dec
             };
             let at = journeys::Circumstances { now, settings: &settings };
             let events = journeys::decide_service(doc.as_ref(), service_id, command, at)?;
+            for customer_id in events.iter().filter_map(customer_given) {
+                refuse_while_erased(conn, account, customer_id)?;
+            }
             let created = events.iter().find_map(created_id);
             let service = doc.map(|doc| (account.clone(), doc));
             Decision { events: tag(account, events), primary: Some((stream, version)), created, service }
@@ -135,6 +138,31 @@ pub(crate) fn decide(conn: &Connection, command: &Command, at: At) -> Result<Dec
             Decision { events, ..Decision::default() }
         }
     })
+}
+
+/// The customer an event gives a service to, if any.
+fn customer_given(event: &Event) -> Option<&str> {
+    match event {
+        Event::ServiceStarted(e) => e.customer_id.as_deref(),
+        Event::ServiceAssociated(e) => Some(&e.customer_id),
+        _ => None,
+    }
+}
+
+/// Nothing may be given to a customer whose erasure proceeds in steps: a service given behind
+/// the erasure's progress would keep its data, and a profile written now would be deleted by the
+/// erasure's last step without being redacted.
+pub(super) fn refuse_while_erased(
+    conn: &Connection,
+    account: &str,
+    customer_id: &str,
+) -> Result<(), WriteError> {
+    if projections::journeys::erasure_progress(conn, account, customer_id)?.is_some() {
+        let message =
+            format!("customer {customer_id} is being erased; write to them again once the erasure is done");
+        return Err(DomainError::Conflict(message).into());
+    }
+    Ok(())
 }
 
 /// The id an event gives what it creates, reported to the client.

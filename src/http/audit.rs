@@ -337,7 +337,8 @@ async fn erase(
     if let Some(customer_id) = customer {
         let id = account.id.clone();
         let status = state.store.read_large(move |conn| erasure_status(conn, &id, &customer_id)).await?;
-        if status.erasing {
+        // A replay of the request that started it answers 202 again, with where it stands now.
+        if status.erasing || outcome.accepted {
             state.store.wake_steps();
             let location =
                 format!("/genesys/1/cs/profiles/{}/erasure", super::path_segment(&status.customer_id));

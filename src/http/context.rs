@@ -123,7 +123,9 @@ async fn delete_namespace(
         .await?;
     let location = deletion_location(&account.id, &namespace);
     let status = state.store.read(|conn| read::deletion_status(conn, &account.id, &namespace))?;
-    if !status.deleting {
+    // A replay of a request that started a delete in steps answers 202 again, with where the
+    // delete stands now.
+    if !status.deleting && !outcome.accepted {
         return Ok((StatusCode::NO_CONTENT, [(header::ETAG, etag(outcome.version))]).into_response());
     }
     state.store.wake_steps();

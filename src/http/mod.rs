@@ -50,10 +50,11 @@ pub struct AppState {
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// `text` percent-encoded as one segment of a path (for `Location` headers).
+/// `text` percent-encoded as one segment of a path (for `Location` headers); `.` too, so that a
+/// name `.` or `..` is not taken for a relative path.
 pub fn path_segment(text: &str) -> percent_encoding::PercentEncode<'_> {
     const SEGMENT: &percent_encoding::AsciiSet =
-        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'~');
     percent_encoding::utf8_percent_encode(text, SEGMENT)
 }
 

@@ -108,6 +108,9 @@ pub struct Outcome {
     /// The id the command gave what it created (a service, state, task or customer), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,
+    /// True when the command started one that proceeds in steps (answered 202, also on replay).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub accepted: bool,
     /// True when this is the stored result of an earlier request with the same idempotency key.
     #[serde(skip)]
     pub replayed: bool,

@@ -283,3 +283,89 @@ async fn a_customer_with_many_services_is_erased_in_steps_between_other_writes()
     assert_eq!(chain["intact"], true, "{chain}");
     assert!(app.verify().mismatch.is_none(), "{:?}", app.verify().mismatch);
 }
+
+#[tokio::test]
+async fn nothing_is_given_to_a_customer_while_their_erasure_proceeds() {
+    let app =
+        Arc::new(spawn_app_with(|config| config.writer.step = StepBound { items: 1, rows: 1000 }).await);
+    let cs = Cs::new(&app, "acme").await;
+    let created = cs.post("/profiles", json!({"FirstName": "Ann"})).await;
+    let ann = created.json()["customer_id"].as_str().unwrap().to_string();
+    for i in 0..40 {
+        cs.start_service(
+            json!({"customer_id": ann, "service_type": "billing", "Reason": {"text": format!("old {i}")}}),
+        )
+        .await;
+    }
+    let anonymous = cs.start_service(json!({"contact_key": "k", "service_type": "billing"})).await;
+    let reply = cs.post(&format!("/profiles/{ann}/erase"), json!({})).await;
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    // During the erasure: a new service for Ann, a service moved to Ann and her profile written
+    // again are refused, in the journeys family's error shape.
+    let started = cs.post("/services/start", json!({"customer_id": ann, "service_type": "billing"})).await;
+    let associated =
+        cs.post(&format!("/customers/{ann}/services/{anonymous}"), json!({"Note": {"text": "late"}})).await;
+    let replaced = cs.put(&format!("/profiles/{ann}"), json!({"FirstName": "Ann again"})).await;
+    let erasing = app.call(&cs.key, "GET", &format!("/genesys/1/cs/profiles/{ann}/erasure"), "").await.json();
+    if erasing["erasing"] == true {
+        for refused in [&started, &associated, &replaced] {
+            assert!(assert_cs_error(refused, 409).contains("being erased"), "{}", refused.body);
+        }
+    }
+    // Whatever the timing: once it is done, every service Ann was ever given before the end of
+    // the erasure is redacted, and anything given to her later comes after `CustomerErased`.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while app.call(&cs.key, "GET", &format!("/genesys/1/cs/profiles/{ann}/erasure"), "").await.json()["erasing"]
+        == true
+    {
+        assert!(Instant::now() < deadline, "the erasure did not finish");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let events = events_of(&app, "acme");
+    let erased_at = events.iter().position(|e| e.2 == "CustomerErased").unwrap();
+    for (index, event) in events.iter().enumerate() {
+        let given = matches!(event.2.as_str(), "ServiceStarted" | "ServiceAssociated")
+            && event.3["customer_id"] == ann.as_str();
+        if given && index < erased_at {
+            let service = event.3["service_id"].as_str().unwrap();
+            let redacted =
+                events[..=erased_at].iter().any(|e| e.2 == "ServiceErased" && e.3["service_id"] == service);
+            assert!(
+                redacted,
+                "service {service} was given to Ann before the erasure ended and kept its data"
+            );
+        }
+    }
+    assert!(app.verify().mismatch.is_none());
+}
+
+#[tokio::test]
+async fn a_retry_of_a_request_that_started_steps_answers_202_again() {
+    let app = spawn_app_with(|config| config.writer.step = StepBound { items: 5, rows: 100 }).await;
+    let key = app.account("acme").await;
+    fill(&app, &key, 40).await;
+    let path = format!("{A}/big");
+    let delete = || app.call_with(&key, "DELETE", &path, &[("idempotency-key", "k1")], "");
+    let first = delete().await;
+    assert_eq!(first.status, 202, "{}", first.body);
+    let location = first.header("location").unwrap();
+    wait_until_deleted(&app, &key, &location).await;
+    let again = delete().await;
+    assert_eq!(again.status, 202, "the first answer, not a 204: {}", again.body);
+    assert_eq!(again.header("location").as_deref(), Some(location.as_str()));
+    assert_eq!(again.json()["deleting"], false, "where it stands now");
+    // A name that reads as a relative path is percent-encoded in the `Location`.
+    fill_namespace(&app, &key, "..", 6).await;
+    let dots = app.call(&key, "DELETE", &format!("{A}/%2E%2E"), "").await;
+    assert_eq!(dots.status, 202, "{}", dots.body);
+    assert_eq!(dots.header("location").as_deref(), Some("/v1/account/acme/namespace/%2E%2E/deletion"));
+}
+
+/// `sessions` sessions of one property each in namespace `namespace` (percent-encoded in paths).
+async fn fill_namespace(app: &TestApp, key: &str, namespace: &str, sessions: usize) {
+    let encoded: String = namespace.bytes().map(|b| format!("%{b:02X}")).collect();
+    for i in 0..sessions {
+        let path = format!("{A}/{encoded}/s{i}/properties");
+        assert_eq!(app.call(key, "PATCH", &path, r#"{"a":1}"#).await.status, 204);
+    }
+}
