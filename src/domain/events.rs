@@ -249,6 +249,11 @@ impl Event {
         named.is_none_or(|named| named == account) && self.stream(account) == stream
     }
 
+    /// Whether this event starts a command that ctxd carries on in steps (answered 202).
+    pub fn starts_steps(&self) -> bool {
+        matches!(self, Event::NamespaceDeletionStarted(_) | Event::CustomerErasureStarted(_))
+    }
+
     /// The stream this event belongs to within `account`'s log.
     pub fn stream(&self, account: &str) -> String {
         match self {

@@ -353,13 +353,7 @@ fn execute(
         None => SqlTables::new(conn),
     };
     let meta = serde_json::to_string(&request.meta).expect("meta serializes");
-    let accepted = events.iter().any(|new| {
-        matches!(
-            new.event,
-            crate::domain::Event::NamespaceDeletionStarted(_)
-                | crate::domain::Event::CustomerErasureStarted(_)
-        )
-    });
+    let accepted = events.iter().any(|new| new.event.starts_steps());
     let mut outcome = Outcome { appended: events.len(), created, accepted, ..Outcome::default() };
     // Stream versions this command has seen, so each stream's index is read at most once: the
     // stream it addresses, and a map of the others (a namespace delete appends to hundreds of
