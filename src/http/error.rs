@@ -81,16 +81,14 @@ impl From<WriteError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-        match &error {
-            // Out of file descriptors (or the file is gone): the request can be retried.
-            StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, _))
-                if failure.code == rusqlite::ErrorCode::CannotOpen =>
-            {
-                tracing::warn!(%error, "a read could not open the store");
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "the server cannot open the store just now; retry")
-            }
-            _ => Self::internal(&error),
+        if error.is_unavailable() {
+            tracing::warn!(%error, "a read could not open the store");
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server cannot open the store just now; retry",
+            );
         }
+        Self::internal(&error)
     }
 }
 

@@ -44,6 +44,15 @@ pub enum StoreError {
     Locked(PathBuf),
 }
 
+impl StoreError {
+    /// The store could not be opened just now (out of file descriptors, or the file is gone): the
+    /// request may be retried. The backend's own error codes stay behind this.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, _))
+            if failure.code == rusqlite::ErrorCode::CannotOpen)
+    }
+}
+
 /// Why a submitted command did not commit.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
