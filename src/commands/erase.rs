@@ -125,16 +125,11 @@ fn next_services(
 ) -> Result<(Vec<String>, bool), StoreError> {
     let candidates =
         projections::journeys::services_of_after(conn, account, customer_id, after, bound.items + 1)?;
-    let (mut services, mut rows) = (Vec::new(), 0);
-    for service_id in candidates {
+    // A service's events are its rows: its stream's version counts them.
+    bound.take(candidates.into_iter().map(|service_id| {
         let events = log::stream_version(conn, &service_stream(account, &service_id))?;
-        if !services.is_empty() && (services.len() == bound.items || rows + events > bound.rows) {
-            return Ok((services, true));
-        }
-        rows += events;
-        services.push(service_id);
-    }
-    Ok((services, false))
+        Ok((service_id, events))
+    }))
 }
 
 /// Redacts every event of `streams` that holds personal data; answers what it redacted.

@@ -101,6 +101,26 @@ pub struct StepBound {
 
 pub const STEP: StepBound = StepBound { items: 200, rows: 2000 };
 
+impl StepBound {
+    /// The items one step takes from `candidates` (each with the rows it holds, in order), and
+    /// whether any is left: as many as the bound allows, and at least one.
+    pub fn take<T, E>(
+        self,
+        candidates: impl IntoIterator<Item = Result<(T, u64), E>>,
+    ) -> Result<(Vec<T>, bool), E> {
+        let (mut taken, mut rows) = (Vec::new(), 0);
+        for candidate in candidates {
+            let (item, held) = candidate?;
+            if !taken.is_empty() && (taken.len() == self.items || rows + held > self.rows) {
+                return Ok((taken, true));
+            }
+            rows += held;
+            taken.push(item);
+        }
+        Ok((taken, false))
+    }
+}
+
 impl ContextCommand {
     /// The session this command writes to, if it is a session command.
     pub fn session(&self) -> Option<&SessionRef> {
@@ -445,6 +465,17 @@ mod tests {
             decide_session(&session, &patch(json!({"a": 1})), Utc::now()),
             Err(DomainError::Conflict(_))
         ));
+    }
+
+    #[test]
+    fn a_step_takes_items_within_its_bound_and_at_least_one() {
+        let bound = StepBound { items: 3, rows: 10 };
+        let take = |held: &[u64]| bound.take(held.iter().map(|&rows| Ok::<_, ()>((rows, rows)))).unwrap();
+        assert_eq!(take(&[1, 2]), (vec![1, 2], false));
+        assert_eq!(take(&[1, 1, 1, 1]), (vec![1, 1, 1], true));
+        assert_eq!(take(&[4, 5, 2]), (vec![4, 5], true));
+        assert_eq!(take(&[50, 1]), (vec![50], true), "one item however large");
+        assert_eq!(take(&[]), (vec![], false));
     }
 
     #[test]

@@ -68,6 +68,20 @@ fn key<'a>(account_id: &'a str, namespace: &'a str, session_id: &'a str) -> Sess
     SessionKey { account_id, namespace, session_id }
 }
 
+/// A registered namespace's (TTL, being deleted), or `None`.
+fn namespace_row(
+    conn: &Connection,
+    account: &str,
+    namespace: &str,
+) -> Result<Option<(Option<u64>, bool)>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT ttl_second, deleting_since IS NOT NULL FROM namespaces WHERE account_id = ?1 AND namespace = ?2",
+        )?
+        .query_row(params![account, namespace], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?)
+}
+
 /// What a session command is decided against: the session's stored size and the properties
 /// the command names (`keys`); a large session is never read whole.
 pub fn load_session_state(
@@ -79,12 +93,7 @@ pub fn load_session_state(
     now: DateTime<Utc>,
 ) -> Result<SessionState, StoreError> {
     let (namespace, session_id) = session;
-    let namespace_row: Option<(Option<u64>, bool)> = conn
-        .prepare_cached(
-            "SELECT ttl_second, deleting_since IS NOT NULL FROM namespaces WHERE account_id = ?1 AND namespace = ?2",
-        )?
-        .query_row(params![account, namespace], |row| Ok((row.get(0)?, row.get(1)?)))
-        .optional()?;
+    let namespace_row = namespace_row(conn, account, namespace)?;
     let session_ttl: Option<u64> = conn
         .prepare_cached(
             "SELECT ttl_second FROM session_ttls WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3",
@@ -194,12 +203,7 @@ pub fn load_namespace_state(
     version: StreamVersion,
     with_sessions: Option<StepBound>,
 ) -> Result<NamespaceState, StoreError> {
-    let row: Option<(Option<u64>, bool)> = conn
-        .prepare_cached(
-            "SELECT ttl_second, deleting_since IS NOT NULL FROM namespaces WHERE account_id = ?1 AND namespace = ?2",
-        )?
-        .query_row(params![account, namespace], |row| Ok((row.get(0)?, row.get(1)?)))
-        .optional()?;
+    let row = namespace_row(conn, account, namespace)?;
     let mut state = NamespaceState {
         version,
         registered: row.is_some(),
@@ -241,16 +245,7 @@ fn next_sessions(
     // A session in both lists comes first from `session_sizes`, with its count.
     sized.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
     sized.dedup_by(|next, kept| next.0 == kept.0);
-    let (mut sessions, mut properties) = (Vec::new(), 0);
-    let mut rest = sized.into_iter();
-    for (session, held) in rest.by_ref() {
-        if !sessions.is_empty() && (sessions.len() == bound.items || properties + held > bound.rows) {
-            return Ok((sessions, true));
-        }
-        properties += held;
-        sessions.push(session);
-    }
-    Ok((sessions, false))
+    bound.take(sized.into_iter().map(Ok))
 }
 
 /// Every namespace being deleted in steps, as (account, namespace).

@@ -247,7 +247,7 @@ pub fn erasure_status(
         None => 0,
         Some((_, through)) => conn
             .prepare_cached(
-                "SELECT count(DISTINCT json_extract(data, '$.service_id')) FROM events
+                "SELECT count(DISTINCT json_extract(data, '$.service_id')) FROM events INDEXED BY events_services_of_customers
                  WHERE account = ?1 AND event_type IN ('ServiceStarted', 'ServiceAssociated')
                    AND json_extract(data, '$.customer_id') = ?2 AND json_extract(data, '$.service_id') > ?3",
             )?
