@@ -216,7 +216,7 @@ pub async fn run(cli: Cli) -> Result<i32, BoxError> {
 }
 
 /// A read-only connection to an existing store, which may be in use by a server.
-fn open_existing(data_dir: &Path) -> Result<rusqlite::Connection, BoxError> {
+fn open_existing(data_dir: &Path) -> Result<store::db::Connection, BoxError> {
     let path = store::database_path(data_dir);
     if !path.exists() {
         return Err(format!("no store at {}", path.display()).into());
@@ -260,7 +260,7 @@ fn verify(data_dir: &Path, with_chain: bool) -> Result<i32, BoxError> {
 }
 
 /// Walks every account's hash chain in one read snapshot and prints what it found.
-fn verify_chain(conn: &rusqlite::Connection) -> Result<bool, BoxError> {
+fn verify_chain(conn: &store::db::Connection) -> Result<bool, BoxError> {
     conn.execute_batch("BEGIN")?;
     let reports = chain::verify_all(conn).and_then(|reports| Ok((reports, chain::global_head(conn)?)));
     conn.execute_batch("COMMIT")?;

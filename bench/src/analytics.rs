@@ -15,9 +15,9 @@ use ctxd::app::BoxError;
 use ctxd::projections::analytics::Counter;
 use ctxd::projections::analytics_queries::{self as queries, Cohorts};
 use ctxd::store::StoreError;
+use ctxd::store::db::Connection;
 use ctxd::store::{database_path, lock_data_dir, open_writer_connection};
 use hyper::Method;
-use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 
 use crate::analytics_fill::{self, DAYS, FILL_TRANSACTION, FillStats, SERVICE_TYPES};
@@ -185,7 +185,7 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 /// reads (`projections::analytics_queries`, the server's own SQL), timed in-process on a
 /// read-only connection, without HTTP or JSON. Answers each query's p50 in ms.
 fn raw_baseline(dir: &Path) -> Result<Vec<(&'static str, f64)>, BoxError> {
-    let conn = Connection::open_with_flags(database_path(dir), OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let conn = ctxd::store::read::open_read_only(&database_path(dir))?;
     let cohorts = Cohorts { account_id: ACCOUNT.to_string(), ..Cohorts::default() };
     type Sums = fn(&Connection, &Cohorts) -> Result<usize, StoreError>;
     let queries: [(&str, Sums); 3] = [

@@ -27,8 +27,8 @@ use ctxd::projections;
 use ctxd::projections::tables::{PendingCounts, SqlTables};
 use ctxd::store::EventMeta;
 use ctxd::store::chain;
+use ctxd::store::db::Connection;
 use ctxd::store::log::{self, RecordedEvent};
-use rusqlite::Connection;
 use serde_json::Value;
 
 use crate::rebuild::SplitMix64;

@@ -21,13 +21,13 @@ use chrono::Utc;
 use ctxd::app::BoxError;
 use ctxd::domain::Event;
 use ctxd::domain::events::session_stream;
+use ctxd::store::db::{Connection, params};
 use ctxd::store::read::open_read_only;
 use ctxd::store::{chain, log};
 use ctxd::store::{database_path, lock_data_dir, open_writer_connection};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Method, StatusCode};
-use rusqlite::{Connection, params};
 use serde_json::{Map, Value};
 use tokio::task::JoinHandle;
 
@@ -345,7 +345,7 @@ fn chain_rows(
     let raw = timed(|| scan_and_hash(reader))?;
     let mut in_process = None;
     let verified = timed(|| {
-        let snapshot = reader.unchecked_transaction()?;
+        let snapshot = reader.transaction()?;
         let report = chain::verify(&snapshot, ACCOUNT)?;
         in_process = Some(report.first_bad.clone());
         Ok(report.events)
@@ -381,7 +381,7 @@ fn chain_rows(
 /// Reads every column of every event of the account and hashes each payload: what a walk of
 /// its chain cannot avoid.
 fn scan_and_hash(conn: &Connection) -> Result<u64, BoxError> {
-    let snapshot = conn.unchecked_transaction()?;
+    let snapshot = conn.transaction()?;
     let mut statement = snapshot.prepare(
         "SELECT seq, account, stream, stream_version, event_type, event_version, data, meta,
                 recorded_at, payload_hash, hash FROM events WHERE account = ?1 ORDER BY seq",

@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use ctxd::app::BoxError;
+use ctxd::store::db::Connection;
 use ctxd::store::log::{FeedFilter, read_feed};
 use http_body_util::BodyExt;
 use hyper::StatusCode;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use rusqlite::Connection;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 

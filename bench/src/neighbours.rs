@@ -105,7 +105,7 @@ async fn quiet(
 /// path, with the account's own positions and chain.
 fn fill(dir: &Path, sessions: u64, properties: u64) -> Result<(), BoxError> {
     let _lock = lock_data_dir(dir)?;
-    let mut conn = open_writer_connection(&database_path(dir), true)?;
+    let conn = open_writer_connection(&database_path(dir), true)?;
     let mut next_id = log::last_id(&conn)? + 1;
     let mut seq = log::last_seq(&conn, NOISY)?;
     let mut previous = chain::head(&conn, NOISY)?.map_or(chain::GENESIS, |head| head.hash);

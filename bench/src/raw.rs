@@ -10,9 +10,9 @@ use chrono::{DateTime, Utc};
 use ctxd::app::BoxError;
 use ctxd::projections;
 use ctxd::store::chain;
+use ctxd::store::db::Connection;
 use ctxd::store::log::{self, RecordedEvent};
 use ctxd::store::{StoreError, open_writer_connection};
-use rusqlite::{Connection, TransactionBehavior};
 
 use crate::report::{Throughput, thousands};
 use crate::workload::{ACCOUNT, meta, patched};
@@ -75,7 +75,7 @@ fn commit_batch(
     rows: &mut WorkloadRows,
     settings: &RawSettings,
 ) -> Result<(), StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.write_transaction()?;
     let now = Utc::now();
     let mut previous = chain::head(&tx, ACCOUNT)?.map_or(chain::GENESIS, |head| head.hash);
     for _ in 0..settings.batch {

@@ -15,9 +15,9 @@ use ctxd::clock::{Clock, SystemClock};
 use ctxd::domain::events::service_stream;
 use ctxd::projections;
 use ctxd::store::chain;
+use ctxd::store::db::{Connection, OptionalExtension, params};
 use ctxd::store::log::{self, RecordedEvent, format_time};
 use ctxd::store::{StoreError, open_writer_connection};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::journeys::{Call, customer_id, documents};
 use crate::report::thousands;
@@ -89,7 +89,7 @@ fn commit_batch(
     documents: &[String],
     settings: &RawJourneySettings,
 ) -> Result<u64, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.write_transaction()?;
     // The server's clock (microseconds), so that timestamps take as many bytes as the server's.
     let now = SystemClock.now();
     let mut appended = 0;

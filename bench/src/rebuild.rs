@@ -17,10 +17,10 @@ use ctxd::domain::events::{
 };
 use ctxd::projections;
 use ctxd::store::chain;
+use ctxd::store::db::Connection;
 use ctxd::store::log::{self, RecordedEvent};
 use ctxd::store::transfer::{self, Imported, Selection, TransferError};
 use ctxd::store::{StoreError, database_path, open_writer_connection, read::open_read_only};
-use rusqlite::Connection;
 use serde_json::Value;
 
 use crate::report::{Throughput, thousands};
@@ -100,7 +100,7 @@ fn read_every_column(reader: &Connection) -> Result<u64, StoreError> {
 /// import's journal and cache settings, in one transaction — no parsing, no checks, no rebuild.
 fn copy_rows(dir: &Path, source: &Path) -> Result<u64, StoreError> {
     std::fs::create_dir_all(dir)?;
-    let mut conn = open_writer_connection(&database_path(dir), true)?;
+    let conn = open_writer_connection(&database_path(dir), true)?;
     conn.execute_batch("PRAGMA journal_mode = DELETE; PRAGMA cache_size = -262144;")?;
     conn.execute("ATTACH DATABASE ?1 AS source", [source.display().to_string()])?;
     let tx = conn.transaction()?;

@@ -1,6 +1,6 @@
 //! Customer profiles, identification keys and journey settings.
 
-use rusqlite::Connection;
+use crate::store::db::Connection;
 
 use super::Decision;
 use crate::domain::ExpectedVersion;

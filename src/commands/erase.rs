@@ -1,7 +1,7 @@
 //! Erasure: the one decision that writes (it redacts payloads inside the command's savepoint),
 //! and a customer's in steps when it has more services than one step takes.
 
-use rusqlite::Connection;
+use crate::store::db::Connection;
 
 use super::{Decision, tag_all};
 use crate::domain::context::StepBound;

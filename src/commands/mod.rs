@@ -6,8 +6,8 @@
 mod customers;
 mod erase;
 
+use crate::store::db::Connection;
 use chrono::{DateTime, Utc};
-use rusqlite::Connection;
 
 use crate::domain::context::{ContextCommand, StepBound};
 use crate::domain::events::{account_stream, namespace_stream, service_stream, session_stream};

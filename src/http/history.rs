@@ -3,13 +3,13 @@
 //! (`projections::as_of`). The change history routes of the context store live here; the
 //! service history route is in the journeys router, so that its errors take that family's shape.
 
+use crate::store::db::Connection;
 use axum::Router;
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
-use rusqlite::Connection;
 use serde::Deserialize;
 
 use super::AppState;

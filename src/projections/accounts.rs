@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{Connection, OptionalExtension};
+use crate::store::db::{Connection, OptionalExtension};
 
 use super::EventRef;
 use super::tables::Tables;
@@ -58,7 +58,7 @@ pub fn active_keys(conn: &Connection) -> Result<HashMap<String, KeyOwner>, Store
     let mut statement =
         conn.prepare("SELECT key_hash, account_id, key_id FROM api_keys WHERE revoked_at IS NULL")?;
     let rows = statement.query_map([], |row| {
-        Ok((row.get::<_, String>(0)?, KeyOwner { account: row.get(1)?, key_id: row.get(2)? }))
+        Ok((row.get::<String>(0)?, KeyOwner { account: row.get(1)?, key_id: row.get(2)? }))
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -85,6 +85,6 @@ pub fn get(conn: &Connection, account_id: &str) -> Result<Option<AccountSummary>
     Ok(statement.query_row([account_id], summary).optional()?)
 }
 
-fn summary(row: &rusqlite::Row<'_>) -> rusqlite::Result<AccountSummary> {
+fn summary(row: &crate::store::db::Row<'_>) -> crate::store::db::Result<AccountSummary> {
     Ok(AccountSummary { account_id: row.get(0)?, created_at: row.get(1)?, active_key_id: row.get(2)? })
 }

@@ -3,8 +3,8 @@
 //! paths in range, never on the number of services. Rates, quantiles and funnels are worked out
 //! from these sums by the HTTP layer.
 
-use rusqlite::Connection;
-use rusqlite::types::Value as SqlValue;
+use crate::store::db::Connection;
+use crate::store::db::Value as SqlValue;
 
 use super::analytics::{AbandonedRow, Counter, HISTOGRAM_BUCKETS};
 use crate::store::StoreError;
@@ -72,7 +72,7 @@ pub fn service_totals(conn: &Connection, cohorts: &Cohorts) -> Result<ServiceTot
          FROM analytics_services WHERE {}",
         filter.sql()
     );
-    Ok(conn.query_row(&sql, rusqlite::params_from_iter(filter.params), |row| {
+    Ok(conn.query_row(&sql, crate::store::db::params_from_iter(filter.params), |row| {
         Ok(ServiceTotals { started: row.get(0)?, completed: row.get(1)?, abandoned: row.get(2)? })
     })?)
 }
@@ -114,7 +114,7 @@ pub fn sums(
         filter = filter.sql(),
     );
     let mut statement = conn.prepare(&sql)?;
-    let rows = statement.query_map(rusqlite::params_from_iter(filter.params), |row| {
+    let rows = statement.query_map(crate::store::db::params_from_iter(filter.params), |row| {
         let key = (0..by.len()).map(|i| row.get(i)).collect::<Result<_, _>>()?;
         let values =
             (by.len()..by.len() + counter.values().len()).map(|i| row.get(i)).collect::<Result<_, _>>()?;
@@ -137,7 +137,7 @@ pub fn series(
         filter.sql()
     );
     let mut statement = conn.prepare(&sql)?;
-    let rows = statement.query_map(rusqlite::params_from_iter(filter.params), |row| {
+    let rows = statement.query_map(crate::store::db::params_from_iter(filter.params), |row| {
         let totals = ServiceTotals { started: row.get(1)?, completed: row.get(2)?, abandoned: row.get(3)? };
         Ok((row.get(0)?, totals))
     })?;
@@ -163,7 +163,7 @@ pub fn abandoned(
         filter.sql()
     );
     let mut statement = conn.prepare(&sql)?;
-    let rows = statement.query_map(rusqlite::params_from_iter(filter.params), |row| {
+    let rows = statement.query_map(crate::store::db::params_from_iter(filter.params), |row| {
         Ok(AbandonedRow {
             ended_at: row.get(0)?,
             service_id: row.get(1)?,

@@ -6,8 +6,8 @@
 
 use std::sync::OnceLock;
 
+use crate::store::db::{Connection, OptionalExtension, params};
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
 
 use super::memory::MemoryTables;
 use super::{Events, Selection, Until, replay};
@@ -105,7 +105,7 @@ fn fold(source: &Connection, streams: &Streams, until: Until<'_>) -> Result<Conn
     let names = stream_names(source, streams, until)?;
     let mut tables = MemoryTables::default();
     replay(source, &mut tables, Selection { events: Events::Streams(&names), until })?;
-    let mut conn = Connection::open_in_memory()?;
+    let conn = Connection::open_in_memory()?;
     let tx = conn.transaction()?;
     tx.execute_batch(schema()?)?;
     tables.write_to(&tx)?;
@@ -132,7 +132,7 @@ fn schema() -> Result<&'static str, StoreError> {
         "SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%'
          ORDER BY CASE type WHEN 'table' THEN 0 WHEN 'index' THEN 1 ELSE 2 END, rowid",
     )?;
-    let statements = statement.query_map([], |row| row.get::<_, String>(0))?;
+    let statements = statement.query_map([], |row| row.get::<String>(0))?;
     let mut schema = String::new();
     for sql in statements {
         schema.push_str(&sql?);
@@ -222,13 +222,13 @@ fn copy_last_event(
     let mut statement = source.prepare_cached(&sql)?;
     let mut rows = statement.query(params![stream, until.bound()])?;
     if let Some(row) = rows.next()? {
-        let values: Vec<rusqlite::types::Value> =
+        let values: Vec<crate::store::db::Value> =
             (0..12).map(|index| row.get(index)).collect::<Result<_, _>>()?;
         target
             .prepare_cached(&format!(
                 "INSERT INTO events ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
             ))?
-            .execute(rusqlite::params_from_iter(values))?;
+            .execute(crate::store::db::params_from_iter(values))?;
     }
     Ok(())
 }

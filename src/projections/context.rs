@@ -1,8 +1,8 @@
 //! The context store's read model: namespaces, session TTL settings and properties with expiry.
 //! A session exists as far as reads are concerned when it has properties or a TTL setting.
 
+use crate::store::db::{Connection, OptionalExtension, params};
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use super::EventRef;
@@ -392,7 +392,7 @@ pub fn session_document(
     ))?;
     let rows = statement
         .query_map(params![account, namespace, session_id, now.timestamp_micros()], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            Ok((row.get::<String>(0)?, row.get::<String>(1)?))
         })?;
     let mut document = String::from("{");
     for row in rows {

@@ -1,7 +1,7 @@
 //! Customer profiles, their attribute index and identification keys: what identifying a
 //! customer and enforcing unique keys read.
 
-use rusqlite::{Connection, OptionalExtension};
+use crate::store::db::{Connection, OptionalExtension};
 
 use crate::domain::events::Properties;
 use crate::domain::journeys::customers::{attribute_values, key_index_names};
@@ -57,7 +57,7 @@ pub fn customers_matching(
     for (name, values) in criteria {
         let mut found = Vec::new();
         for value in values {
-            let rows = statement.query_map((account, name, value), |row| row.get::<_, String>(0))?;
+            let rows = statement.query_map((account, name, value), |row| row.get::<String>(0))?;
             for row in rows {
                 found.push(row?);
             }
@@ -110,7 +110,7 @@ pub fn has_duplicates(
     let unique = IdentificationKeyDefined { unique: true, ..key.clone() };
     while let Some(row) = rows.next()? {
         let customer_id: String = row.get(0)?;
-        let profile: Properties = serde_json::from_str(&row.get::<_, String>(1)?)
+        let profile: Properties = serde_json::from_str(&row.get::<String>(1)?)
             .map_err(|error| StoreError::Corrupt(format!("profile: {error}")))?;
         if unique_conflict(conn, account, std::slice::from_ref(&unique), &profile, &customer_id)?.is_some() {
             return Ok(true);

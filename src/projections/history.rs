@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::Connection;
+use crate::store::db::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -184,7 +184,7 @@ fn each_event(
         "SELECT seq, recorded_at, event_type, data, meta FROM events
          WHERE stream = ?1 AND seq > ?2 ORDER BY stream_version",
     )?;
-    let mut rows = statement.query(rusqlite::params![stream, crate::store::log::cursor(after)])?;
+    let mut rows = statement.query(crate::params![stream, crate::store::log::cursor(after)])?;
     let mut any = false;
     while let Some(row) = rows.next()? {
         any = true;

@@ -1,8 +1,8 @@
 //! The journeys read model: one row per service (its states and tasks inside its document),
 //! indexed by customer, by contact key and by when the sweeper must look at it.
 
+use crate::store::db::{Connection, OptionalExtension, params};
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
 
 use super::analytics;
 use super::tables::Tables;
@@ -320,7 +320,7 @@ pub fn list_services(
     ])?;
     let mut services = Vec::new();
     while let Some(row) = rows.next()? {
-        let doc = parse_doc(&row.get::<_, String>(0)?)?;
+        let doc = parse_doc(&row.get::<String>(0)?)?;
         let type_matches = filter.service_types.is_empty()
             || doc.service_type.as_ref().is_some_and(|t| filter.service_types.contains(&label_text(t)));
         if type_matches {
@@ -344,9 +344,8 @@ pub fn journey_services(
         "SELECT document FROM services WHERE account_id = ?1 AND customer_id = ?2
          ORDER BY active DESC, started_at DESC LIMIT ?3",
     )?;
-    let rows = statement.query_map(params![account, customer_id, MAX_LISTED_SERVICES as i64], |row| {
-        row.get::<_, String>(0)
-    })?;
+    let rows = statement
+        .query_map(params![account, customer_id, MAX_LISTED_SERVICES as i64], |row| row.get::<String>(0))?;
     let mut services = Vec::new();
     for text in rows {
         services.push(parse_doc(&text?)?);
@@ -405,11 +404,8 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         crate::store::migrations::migrate(&mut conn).unwrap();
         let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {DUE_SERVICES}")).unwrap();
-        let plan: Vec<String> = statement
-            .query_map([0, 10], |row| row.get::<_, String>(3))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        let plan: Vec<String> =
+            statement.query_map([0, 10], |row| row.get::<String>(3)).unwrap().map(Result::unwrap).collect();
         let plan = plan.join("\n");
         assert!(plan.contains("USING INDEX services_expiry (expires_at<?)"), "{plan}");
         assert!(plan.contains("USING INDEX services_auto_complete (auto_complete_at<?)"), "{plan}");
@@ -426,9 +422,9 @@ mod tests {
             (services_ever_of_sql(Until::Seq(9)), 3),
         ] {
             let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-            let values = vec![rusqlite::types::Value::Text("x".into()); parameters];
+            let values = vec![crate::store::db::Value::Text("x".into()); parameters];
             let plan: Vec<String> = statement
-                .query_map(rusqlite::params_from_iter(values), |row| row.get::<_, String>(3))
+                .query_map(crate::store::db::params_from_iter(values), |row| row.get::<String>(3))
                 .unwrap()
                 .map(Result::unwrap)
                 .collect();

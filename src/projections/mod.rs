@@ -13,8 +13,8 @@ pub mod memory;
 pub mod tables;
 pub mod verify;
 
-use rusqlite::Connection;
-use rusqlite::types::ValueRef;
+use crate::store::db::Connection;
+use crate::store::db::ValueRef;
 use sha2::{Digest, Sha256};
 
 use crate::domain::Event;
@@ -124,11 +124,11 @@ impl Until<'_> {
     }
 
     /// The bound, for parameter `?2`.
-    pub fn bound(&self) -> rusqlite::types::Value {
+    pub fn bound(&self) -> crate::store::db::Value {
         match self {
-            Until::End => rusqlite::types::Value::Null,
-            Until::Seq(seq) => rusqlite::types::Value::Integer(i64::try_from(*seq).unwrap_or(i64::MAX)),
-            Until::RecordedAt(time) => rusqlite::types::Value::Text(time.to_string()),
+            Until::End => crate::store::db::Value::Null,
+            Until::Seq(seq) => crate::store::db::Value::Integer(i64::try_from(*seq).unwrap_or(i64::MAX)),
+            Until::RecordedAt(time) => crate::store::db::Value::Text(time.to_string()),
         }
     }
 }
@@ -154,11 +154,11 @@ pub fn replay(
         events.until.condition()
     ))?;
     let names = names.map(|names| serde_json::to_string(names).expect("names serialize"));
-    let mut rows = statement.query(rusqlite::params![names, events.until.bound()])?;
+    let mut rows = statement.query(crate::params![names, events.until.bound()])?;
     let mut applied = 0;
     while let Some(row) = rows.next()? {
         let id: u64 = row.get(0)?;
-        let text = |index| row.get_ref(index).and_then(|value| value.as_str().map_err(Into::into));
+        let text = |index| row.get_ref(index).and_then(|value| value.as_str());
         let event = Event::decode(text(2)?, text(3)?)
             .map_err(|error| StoreError::Corrupt(format!("event id {id}: {error}")))?;
         apply_event(target, &EventRef { account: text(1)?, recorded_at: text(4)?, event: &event })?;
@@ -185,7 +185,7 @@ pub fn fold(source: &Connection, events: Events<'_>) -> Result<(MemoryTables, u6
 
 /// Drops the projections and rebuilds them from the log, in one transaction.
 pub fn rebuild(conn: &mut Connection) -> Result<u64, StoreError> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let tx = conn.write_transaction()?;
     let applied = rebuild_within(&tx)?;
     tx.commit()?;
     Ok(applied)
@@ -217,7 +217,12 @@ pub fn table_checksum(conn: &Connection, table: &str, order_by: &str) -> Result<
                     hasher.update([2u8]);
                     hasher.update(value.to_le_bytes());
                 }
-                ValueRef::Text(bytes) | ValueRef::Blob(bytes) => {
+                ValueRef::Text(text) => {
+                    hasher.update([3u8]);
+                    hasher.update((text.len() as u64).to_le_bytes());
+                    hasher.update(text);
+                }
+                ValueRef::Blob(bytes) => {
                     hasher.update([3u8]);
                     hasher.update((bytes.len() as u64).to_le_bytes());
                     hasher.update(bytes);

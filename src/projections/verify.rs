@@ -1,8 +1,8 @@
 //! `ctxd verify`: rebuilds the projections from the log into a scratch database and compares
 //! them, table by table, with the live ones, inside one read snapshot of the live store.
 
-use rusqlite::Connection;
-use rusqlite::types::Value;
+use crate::store::db::Connection;
+use crate::store::db::Value;
 
 use super::{Events, TABLES, checksums, fold};
 use crate::store::{StoreError, migrations};
@@ -47,8 +47,7 @@ fn verify_in_snapshot(live: &Connection) -> Result<Report, StoreError> {
 fn rows(conn: &Connection, table: &str, order_by: &str) -> Result<Vec<Vec<Value>>, StoreError> {
     let mut statement = conn.prepare(&format!("SELECT * FROM {table} ORDER BY {order_by}"))?;
     let columns = statement.column_count();
-    let rows =
-        statement.query_map([], |row| (0..columns).map(|index| row.get::<_, Value>(index)).collect())?;
+    let rows = statement.query_map([], |row| (0..columns).map(|index| row.get::<Value>(index)).collect())?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::store::db::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
 use super::StoreError;
@@ -94,8 +94,8 @@ const SELECT_ROWS: &str =
         recorded_at, payload_hash, hash FROM events";
 
 /// The columns and the payload of a row of `SELECT_ROWS`.
-fn read_row<'r>(row: &'r rusqlite::Row<'_>) -> Result<(Columns<'r>, &'r str), StoreError> {
-    let text = |index| row.get_ref(index).and_then(|value| value.as_str().map_err(Into::into));
+fn read_row<'r>(row: &'r crate::store::db::Row<'_>) -> Result<(Columns<'r>, &'r str), StoreError> {
+    let text = |index| row.get_ref(index).and_then(|value| value.as_str());
     let columns = Columns {
         seq: row.get(0)?,
         account: text(1)?,
@@ -128,7 +128,7 @@ pub fn split_per_account(conn: &Connection) -> Result<(), StoreError> {
     let mut old_previous = GENESIS;
     let mut old_break: Option<OldBreak> = None;
     while let Some(row) = rows.next()? {
-        let (old, data) = read_row(row)?;
+        let (old, data) = read_row(&row)?;
         let id = old.seq;
         let stored_payload: Vec<u8> = row.get(9)?;
         let stored_hash: Vec<u8> = row.get(10)?;
@@ -233,7 +233,7 @@ pub fn global_head(conn: &Connection) -> Result<Option<GlobalHead>, StoreError> 
              FROM global_chain_heads",
             [],
             |row| {
-                let broken = match row.get::<_, Option<u64>>(2)? {
+                let broken = match row.get::<Option<u64>>(2)? {
                     Some(seq) => Some(OldBreak {
                         seq,
                         account: row.get(3)?,
@@ -279,7 +279,7 @@ pub fn verify(conn: &Connection, account: &str) -> Result<ChainReport, StoreErro
         }
     };
     while let Some(row) = rows.next()? {
-        let (columns, data) = read_row(row)?;
+        let (columns, data) = read_row(&row)?;
         let seq = columns.seq;
         if seq != report.last_seq + 1 {
             let why = format!("events {} to {} are missing", report.last_seq + 1, seq.wrapping_sub(1));

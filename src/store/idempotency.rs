@@ -1,8 +1,8 @@
 //! The idempotency table: the first outcome of each `Idempotency-Key`, written in the same
 //! transaction as the events it guards, and pruned after the retention.
 
+use crate::store::db::{Connection, OptionalExtension};
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension};
 
 use super::{Idempotency, Outcome, StoreError, WriteError};
 

@@ -1,8 +1,8 @@
 //! The event log table: append, stream versions, and reading events back in order.
 //! This is the only code that writes `events`: it inserts, and redacts a payload for an erasure.
 
+use crate::store::db::{Connection, OptionalExtension, params};
 use chrono::{DateTime, SecondsFormat, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StoreError;
 use super::chain::{self, Hash};
@@ -257,8 +257,8 @@ mod tests {
         crate::store::migrations::migrate(&mut conn).unwrap();
         let plan = |sql: &str| -> String {
             let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-            let rows = statement
-                .query_map(params!["a", 0, "ctx/a/ns/s", "x", 10, 20], |row| row.get::<_, String>(3));
+            let rows =
+                statement.query_map(params!["a", 0, "ctx/a/ns/s", "x", 10, 20], |row| row.get::<String>(3));
             rows.unwrap().map(Result::unwrap).collect::<Vec<_>>().join("; ")
         };
         let by_account = plan(FEED_BY_ACCOUNT);

@@ -1,7 +1,7 @@
 //! Applies the numbered `.sql` files of `migrations/sqlite/` in order, in one transaction, and records
 //! each in `schema_version`. A database written by a newer binary is refused.
 
-use rusqlite::Connection;
+use super::db::Connection;
 
 use super::StoreError;
 
@@ -155,7 +155,7 @@ pub fn migrate_then_rebuild(
             latest_version()
         )));
     }
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let tx = conn.write_transaction()?;
     let mut must_rebuild = false;
     for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
         tx.execute_batch(migration.sql)?;

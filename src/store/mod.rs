@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod chain;
+pub mod db;
 pub mod fair;
 pub mod idempotency;
 pub mod log;
@@ -17,7 +18,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use rusqlite::Connection;
+use db::Connection;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -32,8 +33,8 @@ pub use writer::WriterConfig;
 /// Errors of the storage layer. Details are logged, never sent to clients.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Database(#[from] db::Error),
     #[error("{0}")]
     Schema(String),
     #[error("the log holds an event this binary cannot read: {0}")]
@@ -48,8 +49,7 @@ impl StoreError {
     /// The store could not be opened just now (out of file descriptors, or the file is gone): the
     /// request may be retried. The backend's own error codes stay behind this.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, _))
-            if failure.code == rusqlite::ErrorCode::CannotOpen)
+        matches!(self, StoreError::Database(error) if error.is_unavailable())
     }
 }
 
@@ -70,9 +70,15 @@ pub enum WriteError {
     Store(#[from] StoreError),
 }
 
-impl From<rusqlite::Error> for WriteError {
+impl From<db::Error> for WriteError {
+    fn from(error: db::Error) -> Self {
+        WriteError::Store(StoreError::Database(error))
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> Self {
-        WriteError::Store(StoreError::Sqlite(error))
+        StoreError::Database(error.into())
     }
 }
 
@@ -191,7 +197,7 @@ pub fn lock_data_dir(data_dir: &Path) -> Result<File, StoreError> {
 
 /// Opens the write connection with the pragmas every writer uses, and migrates it.
 pub fn open_writer_connection(path: &Path, synchronous_full: bool) -> Result<Connection, StoreError> {
-    let mut conn = Connection::open(path)?;
+    let conn = rusqlite::Connection::open(path)?;
     // A 16 MiB page cache: SQLite walks its page cache's hash table at the end of every commit
     // (`pcache1TruncateUnsafe`), so a larger cache costs every commit (docs/PERFORMANCE.md).
     // `secure_delete`: what an update or a delete frees is overwritten with zeros, so an erased
@@ -207,15 +213,16 @@ pub fn open_writer_connection(path: &Path, synchronous_full: bool) -> Result<Con
          PRAGMA journal_size_limit = 67108864;",
         if synchronous_full { "FULL" } else { "NORMAL" },
     ))?;
+    plan_once(&conn)?;
+    // The writer cycles through a few dozen statements; the default cache of 16 would re-prepare them.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    let mut conn = Connection::from(conn);
     migrations::migrate_then_rebuild(&mut conn, |tx| {
         tracing::info!(path = %path.display(), "rebuilding the projections from the log after a migration");
         let events = crate::projections::rebuild_within(tx)?;
         tracing::info!(events, "projections rebuilt");
         Ok(())
     })?;
-    plan_once(&conn)?;
-    // The writer cycles through a few dozen statements; the default cache of 16 would re-prepare them.
-    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
 
@@ -225,7 +232,7 @@ pub fn open_writer_connection(path: &Path, synchronous_full: bool) -> Result<Con
 /// statement cache, which clears its bindings: measured with cachegrind, 37,000 of the ~270,000
 /// instructions of a PATCH went to preparing the stream-version lookup again
 /// (docs/PERFORMANCE.md). Every plan ctxd relies on is pinned by a test on its own.
-pub fn plan_once(conn: &Connection) -> Result<(), StoreError> {
+pub fn plan_once(conn: &rusqlite::Connection) -> Result<(), StoreError> {
     conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     Ok(())
 }

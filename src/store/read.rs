@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::OpenFlags;
+
+use super::db::Connection;
 
 use super::StoreError;
 
@@ -53,12 +55,12 @@ fn in_snapshot<T>(
 
 /// Opens `path` read-only, for queries and `ctxd verify`.
 pub fn open_read_only(path: &std::path::Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(
+    let conn = rusqlite::Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
     )?;
     conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = -16384;")?;
     super::plan_once(&conn)?;
     conn.set_prepared_statement_cache_capacity(super::STATEMENT_CACHE);
-    Ok(conn)
+    Ok(conn.into())
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use rusqlite::{Connection, TransactionBehavior};
+use crate::store::db::Connection;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
 
 use super::admission::WriteLimits;
@@ -256,7 +256,7 @@ impl Writer {
             // The WAL still holds the pages as they were before the redaction: copy the new ones
             // back and empty it, so the erased values leave the files now, not at some later
             // checkpoint. A reader holding an older snapshot can keep it from finishing.
-            match self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get::<_, i64>(0)) {
+            match self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get::<i64>(0)) {
                 Ok(0) => {}
                 Ok(_) => tracing::warn!(
                     "checkpoint after an erasure was blocked by a reader; the WAL empties later"
@@ -296,7 +296,7 @@ impl Writer {
         accounts: &mut Vec<String>,
     ) -> Result<(Vec<Result<Outcome, WriteError>>, bool), StoreError> {
         let now = self.clock.now();
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.write_transaction()?;
         let mut results = Vec::with_capacity(batch.len());
         let mut touched_keys = false;
         // The counter deltas of the commands that succeeded, written once per row before the commit.

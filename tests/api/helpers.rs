@@ -231,8 +231,8 @@ impl TestApp {
                     row.get(1)?,
                     row.get(2)?,
                     row.get(3)?,
-                    serde_json::from_str(&row.get::<_, String>(4)?).unwrap(),
-                    serde_json::from_str(&row.get::<_, String>(5)?).unwrap(),
+                    serde_json::from_str(&row.get::<String>(4)?).unwrap(),
+                    serde_json::from_str(&row.get::<String>(5)?).unwrap(),
                 ))
             })
             .unwrap()

@@ -1,8 +1,8 @@
 //! The memory tables against the SQL ones, for every event type: one `apply`, two table
 //! implementations, the same rows.
 
+use crate::store::db::Connection;
 use chrono::{TimeZone, Utc};
-use rusqlite::Connection;
 
 use super::*;
 use crate::domain::events::*;

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{Connection, params};
+use crate::store::db::{Connection, params};
 
 use super::{MemoryTables, split};
 use crate::domain::journeys::customers::attribute_values;

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
-use rusqlite::Connection;
+use crate::store::db::{Connection, ToSql};
 
 use crate::projections::analytics::Counter;
 use crate::store::StoreError;
@@ -72,14 +72,10 @@ impl PendingCounts {
         let mut rows: Vec<_> = self.0.iter().collect();
         rows.sort_unstable();
         for ((counter, key), deltas) in rows {
-            let mut statement = conn.prepare_cached(counter_sql(*counter))?;
-            for (index, key) in key.iter().enumerate() {
-                statement.raw_bind_parameter(index + 1, key)?;
-            }
-            for (index, delta) in deltas.iter().enumerate() {
-                statement.raw_bind_parameter(key.len() + index + 1, delta)?;
-            }
-            statement.raw_execute()?;
+            let keys = key.iter().map(|key| key as &dyn ToSql);
+            let params: Vec<&dyn ToSql> =
+                keys.chain(deltas.iter().map(|delta| delta as &dyn ToSql)).collect();
+            conn.prepare_cached(counter_sql(*counter))?.execute(params.as_slice())?;
         }
         Ok(())
     }

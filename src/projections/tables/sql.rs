@@ -1,6 +1,6 @@
 //! `Tables` written through to SQLite, in the writer's transaction.
 
-use rusqlite::{Connection, params};
+use crate::store::db::{Connection, params};
 
 use super::{PendingCounts, PropertyRow, SessionKey, Tables};
 use crate::domain::events::Properties;
@@ -100,7 +100,7 @@ impl<'c> SqlTables<'c> {
     }
 
     /// Runs one cached write statement.
-    fn run(&self, sql: &str, params: impl rusqlite::Params) -> Result<(), StoreError> {
+    fn run(&self, sql: &str, params: impl crate::store::db::Params) -> Result<(), StoreError> {
         self.conn.prepare_cached(sql)?.execute(params)?;
         Ok(())
     }

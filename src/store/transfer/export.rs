@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::io::Write;
 
-use rusqlite::{Connection, params};
+use crate::store::db::{Connection, params};
 use serde_json::value::RawValue;
 
 use crate::store::StoreError;
@@ -37,11 +37,9 @@ fn export_in_snapshot(
     let mut written = 0;
     while let Some(row) = rows.next()? {
         let seq: u64 = row.get(0)?;
-        let text = |index| row.get_ref(index).and_then(|value| value.as_str().map_err(Into::into));
+        let text = |index| row.get_ref(index).and_then(|value| value.as_str());
         let json = |index, column| stored_json(seq, column, text(index)?);
-        let hex = |index, column| {
-            stored_hash_hex(seq, column, row.get_ref(index)?.as_blob().map_err(rusqlite::Error::from)?)
-        };
+        let hex = |index, column| stored_hash_hex(seq, column, row.get_ref(index)?.as_blob()?);
         let (payload_hash, hash) = (hex(9, "payload_hash")?, hex(10, "hash")?);
         let line = Line {
             seq,

@@ -7,8 +7,8 @@ use std::ops::Range;
 use std::sync::mpsc::SyncSender;
 use std::time::Instant;
 
+use crate::store::db::{Connection, params};
 use chrono::DateTime;
-use rusqlite::{Connection, TransactionBehavior, params};
 
 use crate::domain::Event;
 use crate::domain::names::check_name;
@@ -49,7 +49,7 @@ pub fn import(conn: &mut Connection, input: impl BufRead + Send) -> Result<Impor
 
 /// Sets the journal mode, unless another connection has the file open; answers whether it did.
 fn set_journal_mode(conn: &Connection, mode: &str) -> bool {
-    let now = conn.query_row(&format!("PRAGMA journal_mode = {mode}"), [], |row| row.get::<_, String>(0));
+    let now = conn.query_row(&format!("PRAGMA journal_mode = {mode}"), [], |row| row.get::<String>(0));
     now.is_ok_and(|now| now.eq_ignore_ascii_case(mode))
 }
 
@@ -57,7 +57,7 @@ fn import_in_one_transaction(
     conn: &mut Connection,
     input: impl BufRead + Send,
 ) -> Result<Imported, TransferError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.write_transaction()?;
     let first_id = log::last_id(&tx)? + 1;
     let mut lap = Instant::now();
     let mut took = || std::mem::replace(&mut lap, Instant::now()).elapsed();
@@ -84,11 +84,7 @@ fn import_in_one_transaction(
             .and_then(|(tables, _)| tables.write_to(&tx))
     };
     built.map_err(|error| match error {
-        StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, _))
-            if failure.code == rusqlite::ErrorCode::ConstraintViolation =>
-        {
-            TransferError::Clash
-        }
+        StoreError::Database(error) if error.is_constraint_violation() => TransferError::Clash,
         other => other.into(),
     })?;
     let rebuild = took();

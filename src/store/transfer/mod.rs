@@ -85,9 +85,9 @@ pub enum TransferError {
     Store(#[from] StoreError),
 }
 
-impl From<rusqlite::Error> for TransferError {
-    fn from(error: rusqlite::Error) -> Self {
-        TransferError::Store(StoreError::Sqlite(error))
+impl From<crate::store::db::Error> for TransferError {
+    fn from(error: crate::store::db::Error) -> Self {
+        TransferError::Store(StoreError::Database(error))
     }
 }
 

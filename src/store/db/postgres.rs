@@ -1,0 +1,268 @@
+//! The PostgreSQL side of `Connection`: tokio-postgres, driven from the calling thread.
+//!
+//! Every connection's socket is served by one small runtime of the store's own; a query is a
+//! future that talks to it over a channel, waited for with `futures_executor::block_on`, which
+//! blocks only the calling thread (as a SQLite query does) and works from any thread, a tokio
+//! worker's included.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use bytes::BytesMut;
+use tokio_postgres::types::{IsNull, Type, to_sql_checked};
+
+use super::{Error, Result, ToSql, Value, ValueRef};
+
+/// The runtime that serves the connections' sockets.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("ctxd-postgres")
+            .enable_all()
+            .build()
+            .expect("the PostgreSQL connections' runtime starts")
+    })
+}
+
+/// One connection to PostgreSQL, with its prepared statements.
+pub struct PgConnection {
+    client: tokio_postgres::Client,
+    statements: RefCell<HashMap<String, tokio_postgres::Statement>>,
+}
+
+impl PgConnection {
+    /// Connects to `url` (a libpq URL or key=value string).
+    pub fn connect(url: &str) -> Result<PgConnection> {
+        let config: tokio_postgres::Config = url.parse()?;
+        let client = futures_executor::block_on(runtime().spawn(async move {
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::warn!(%error, "PostgreSQL connection ended");
+                }
+            });
+            Ok::<_, tokio_postgres::Error>(client)
+        }))
+        .expect("the connection task is not cancelled")?;
+        Ok(PgConnection { client, statements: RefCell::new(HashMap::new()) })
+    }
+
+    /// True once the connection to the server is gone.
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    pub(super) fn prepare(&self, sql: &str) -> Result<tokio_postgres::Statement> {
+        if let Some(statement) = self.statements.borrow().get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = futures_executor::block_on(self.client.prepare(&numbered_parameters(sql)))?;
+        self.statements.borrow_mut().insert(sql.to_string(), statement.clone());
+        Ok(statement)
+    }
+
+    pub(super) fn execute(
+        &self,
+        statement: &tokio_postgres::Statement,
+        params: &[&dyn ToSql],
+    ) -> Result<usize> {
+        let values: Vec<Param<'_>> = params.iter().map(|param| Param(param.value())).collect();
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            values.iter().map(|value| value as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+        let changed = futures_executor::block_on(self.client.execute(statement, &refs))?;
+        Ok(usize::try_from(changed).unwrap_or(usize::MAX))
+    }
+
+    pub(super) fn query(
+        &self,
+        statement: &tokio_postgres::Statement,
+        params: &[&dyn ToSql],
+    ) -> Result<Vec<tokio_postgres::Row>> {
+        let values: Vec<Param<'_>> = params.iter().map(|param| Param(param.value())).collect();
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            values.iter().map(|value| value as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+        Ok(futures_executor::block_on(self.client.query(statement, &refs))?)
+    }
+
+    pub(super) fn batch(&self, sql: &str) -> Result<()> {
+        Ok(futures_executor::block_on(self.client.batch_execute(sql))?)
+    }
+}
+
+/// SQLite's `?1` parameters as PostgreSQL's `$1` (outside quoted text).
+fn numbered_parameters(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut quoted = false;
+    let mut next = 1;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                out.push(c);
+            }
+            '?' if !quoted => {
+                out.push('$');
+                if chars.peek().is_some_and(char::is_ascii_digit) {
+                    while let Some(digit) = chars.next_if(char::is_ascii_digit) {
+                        out.push(digit);
+                    }
+                } else {
+                    out.push_str(&next.to_string());
+                    next += 1;
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A parameter, written as the type PostgreSQL inferred for its place.
+#[derive(Debug)]
+struct Param<'a>(ValueRef<'a>);
+
+impl tokio_postgres::types::ToSql for Param<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self.0 {
+            ValueRef::Null => Ok(IsNull::Yes),
+            ValueRef::Integer(i) => match *ty {
+                Type::INT8 => i.to_sql(ty, out),
+                Type::INT4 => i32::try_from(i)?.to_sql(ty, out),
+                Type::INT2 => i16::try_from(i)?.to_sql(ty, out),
+                Type::BOOL => (i != 0).to_sql(ty, out),
+                Type::FLOAT8 => (i as f64).to_sql(ty, out),
+                Type::TEXT | Type::VARCHAR => i.to_string().to_sql(ty, out),
+                _ => Err(format!("an integer cannot be bound as {ty}").into()),
+            },
+            ValueRef::Real(r) => match *ty {
+                Type::FLOAT8 => r.to_sql(ty, out),
+                Type::FLOAT4 => (r as f32).to_sql(ty, out),
+                _ => Err(format!("a number cannot be bound as {ty}").into()),
+            },
+            ValueRef::Text(t) => match *ty {
+                Type::JSONB => {
+                    out.extend_from_slice(&[1]);
+                    out.extend_from_slice(t.as_bytes());
+                    Ok(IsNull::No)
+                }
+                Type::BYTEA => Err("text cannot be bound as bytea".into()),
+                _ => {
+                    out.extend_from_slice(t.as_bytes());
+                    Ok(IsNull::No)
+                }
+            },
+            ValueRef::Blob(b) => match *ty {
+                Type::BYTEA => b.to_sql(ty, out),
+                _ => Err(format!("bytes cannot be bound as {ty}").into()),
+            },
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+/// A column's value whatever its type: what `Row::get` converts from.
+struct Column(Value);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for Column {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Column(match *ty {
+            Type::INT8 => Value::Integer(i64::from_sql(ty, raw)?),
+            Type::INT4 => Value::Integer(i32::from_sql(ty, raw)?.into()),
+            Type::INT2 => Value::Integer(i16::from_sql(ty, raw)?.into()),
+            Type::OID => Value::Integer(u32::from_sql(ty, raw)?.into()),
+            Type::BOOL => Value::Integer(bool::from_sql(ty, raw)?.into()),
+            Type::FLOAT8 => Value::Real(f64::from_sql(ty, raw)?),
+            Type::FLOAT4 => Value::Real(f32::from_sql(ty, raw)?.into()),
+            Type::BYTEA => Value::Blob(raw.to_vec()),
+            Type::JSONB => Value::Text(std::str::from_utf8(raw.get(1..).unwrap_or_default())?.to_string()),
+            _ => Value::Text(std::str::from_utf8(raw)?.to_string()),
+        }))
+    }
+
+    fn from_sql_null(_: &Type) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Column(Value::Null))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+/// Column `index` of `row`.
+pub(super) fn column(row: &tokio_postgres::Row, index: usize) -> Result<Value> {
+    let Column(value) = row.try_get(index)?;
+    Ok(value)
+}
+
+/// A column's bytes as the server sent them.
+struct Raw<'a>(Option<&'a [u8]>);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for Raw<'a> {
+    fn from_sql(
+        _: &Type,
+        raw: &'a [u8],
+    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(Some(raw)))
+    }
+
+    fn from_sql_null(_: &Type) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(None))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+/// Column `index` of `row`, borrowed where it is text or bytes.
+pub(super) fn column_ref(row: &tokio_postgres::Row, index: usize) -> Result<ValueRef<'_>> {
+    let Raw(raw) = row.try_get(index)?;
+    let Some(raw) = raw else { return Ok(ValueRef::Null) };
+    let ty = row.columns()[index].type_();
+    let bad = |message: String| Error::Column { column: index, message };
+    Ok(match *ty {
+        Type::BYTEA => ValueRef::Blob(raw),
+        Type::JSONB => ValueRef::Text(
+            std::str::from_utf8(raw.get(1..).unwrap_or_default()).map_err(|e| bad(e.to_string()))?,
+        ),
+        Type::INT8 | Type::INT4 | Type::INT2 | Type::OID | Type::BOOL | Type::FLOAT8 | Type::FLOAT4 => {
+            match column(row, index)? {
+                Value::Integer(i) => ValueRef::Integer(i),
+                Value::Real(r) => ValueRef::Real(r),
+                other => return Err(bad(format!("unexpected {other:?}"))),
+            }
+        }
+        _ => ValueRef::Text(std::str::from_utf8(raw).map_err(|e| bad(e.to_string()))?),
+    })
+}
+
+impl From<Error> for std::io::Error {
+    fn from(error: Error) -> Self {
+        std::io::Error::other(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parameters_are_numbered_as_postgres_numbers_them() {
+        assert_eq!(super::numbered_parameters("SELECT ?1, '?2', ?12"), "SELECT $1, '?2', $12");
+        assert_eq!(super::numbered_parameters("VALUES (?, ?)"), "VALUES ($1, $2)");
+    }
+}
