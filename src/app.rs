@@ -25,6 +25,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct ServeConfig {
     pub addr: String,
     pub data_dir: PathBuf,
+    /// The PostgreSQL database of the store; `None`: SQLite in `data_dir`.
+    pub database_url: Option<String>,
     /// Admin token from the environment; when absent, `<data dir>/admin-token` is used or created.
     pub admin_token: Option<String>,
     pub writer: WriterConfig,
@@ -50,7 +52,10 @@ impl Application {
     /// Opens the store and binds the listener (port 0 picks a free port).
     pub async fn build(config: &ServeConfig, clock: Arc<dyn Clock>) -> Result<Application, BoxError> {
         let metrics = Arc::new(Metrics::default());
-        let store = Store::open(&config.data_dir, config.writer.clone(), clock.clone(), metrics.clone())?;
+        let location = crate::store::Location::of(&config.data_dir, config.database_url.as_deref());
+        let store = Store::open_at(&location, config.writer.clone(), clock.clone(), metrics.clone())?;
+        // The admin token and signing key live there unless given (on PostgreSQL too).
+        std::fs::create_dir_all(&config.data_dir)?;
         let admin_token_hash =
             crate::auth::admin_token_hash(config.admin_token.as_deref(), &config.data_dir)?;
         let signer = Arc::new(HeadSigner::load(&config.signing_key, &config.data_dir)?);

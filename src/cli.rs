@@ -27,6 +27,11 @@ pub struct Cli {
     /// Directory of the store (the SQLite file, its lock and the admin token).
     #[arg(long, env = "CTXD_DATA_DIR", default_value = "./ctxd-data", global = true)]
     pub data_dir: PathBuf,
+    /// Keep the store in this PostgreSQL database (`postgres://user:password@host:port/db`)
+    /// instead of SQLite in the data directory; several nodes may share it. Every command
+    /// takes it.
+    #[arg(long, env = "CTXD_DATABASE_URL", hide_env_values = true, global = true)]
+    pub database_url: Option<String>,
     #[command(subcommand)]
     pub command: Option<Commands>,
 }
@@ -158,11 +163,19 @@ pub enum AdminCommand {
     IssueKey { account_id: String },
 }
 
+impl Cli {
+    /// Where the commands find the store.
+    pub fn location(&self) -> store::Location {
+        store::Location::of(&self.data_dir, self.database_url.as_deref())
+    }
+}
+
 impl ServeArgs {
     pub fn config(&self, data_dir: PathBuf) -> ServeConfig {
         ServeConfig {
             addr: self.addr.clone(),
             data_dir,
+            database_url: None,
             admin_token: self.admin_token.clone(),
             writer: WriterConfig {
                 synchronous_full: self.synchronous == Synchronous::Full,
@@ -192,45 +205,67 @@ impl ServeArgs {
 
 /// Runs the command line; the exit code is 0 on success.
 pub async fn run(cli: Cli) -> Result<i32, BoxError> {
+    let location = cli.location();
     match cli.command.unwrap_or(Commands::Serve(ServeArgs::default())) {
         Commands::Serve(args) => {
-            let app = Application::build(&args.config(cli.data_dir.clone()), Arc::new(SystemClock)).await?;
-            tracing::info!(data_dir = %cli.data_dir.display(), "store opened");
+            let config =
+                ServeConfig { database_url: cli.database_url.clone(), ..args.config(cli.data_dir.clone()) };
+            let app = Application::build(&config, Arc::new(SystemClock)).await?;
+            match &location {
+                store::Location::Sqlite(data_dir) => {
+                    tracing::info!(data_dir = %data_dir.display(), "store opened")
+                }
+                store::Location::Postgres(_) => tracing::info!("store opened on PostgreSQL"),
+            }
             app.run_until_stopped(shutdown_signal()).await?;
             Ok(0)
         }
-        Commands::Admin { command } => admin(&cli.data_dir, command).await,
-        Commands::Demo { services, account } => demo(&cli.data_dir, &account, services).await,
+        Commands::Admin { command } => admin(&location, command).await,
+        Commands::Demo { services, account } => demo(&location, &account, services).await,
         Commands::Rebuild => {
-            let _lock = store::lock_data_dir(&cli.data_dir)?;
-            let mut conn = store::open_writer_connection(&store::database_path(&cli.data_dir), true)?;
+            let _lock = lock_sqlite(&location)?;
+            let mut conn = store::open_writer(&location, true)?;
             let started = Instant::now();
             let events = projections::rebuild(&mut conn)?;
             println!("rebuilt the projections from {events} events in {}", elapsed_rate(events, started));
             Ok(0)
         }
-        Commands::Verify { chain } => verify(&cli.data_dir, chain),
-        Commands::Export { account, after } => export(&cli.data_dir, &Selection { account, after }),
-        Commands::Import { file } => import(&cli.data_dir, &file),
+        Commands::Verify { chain } => verify(&location, chain),
+        Commands::Export { account, after } => export(&location, &Selection { account, after }),
+        Commands::Import { file } => import(&location, &file),
+    }
+}
+
+/// Holds a SQLite store's data directory for a command that writes while no server may run.
+fn lock_sqlite(location: &store::Location) -> Result<Option<std::fs::File>, StoreError> {
+    match location {
+        store::Location::Sqlite(data_dir) => store::lock_data_dir(data_dir).map(Some),
+        store::Location::Postgres(_) => Ok(None),
     }
 }
 
 /// A read-only connection to an existing store, which may be in use by a server.
-fn open_existing(data_dir: &Path) -> Result<store::db::Connection, BoxError> {
-    let path = store::database_path(data_dir);
-    if !path.exists() {
-        return Err(format!("no store at {}", path.display()).into());
-    }
-    let conn = store::read::open_read_only(&path)?;
+fn open_existing(location: &store::Location) -> Result<store::db::Connection, BoxError> {
+    let (conn, path) = match location {
+        store::Location::Sqlite(data_dir) => {
+            let path = store::database_path(data_dir);
+            if !path.exists() {
+                return Err(format!("no store at {}", path.display()).into());
+            }
+            (store::read::open_read_only(&path)?, path.display().to_string())
+        }
+        store::Location::Postgres(url) => {
+            (store::db::Connection::Postgres(store::db::PgConnection::connect(url)?), "--database-url".into())
+        }
+    };
     // A read-only command cannot migrate: it would read an older schema's columns as this one's.
     let version = store::migrations::current_version(&conn)?;
-    if version != store::migrations::latest_version() {
+    if version != store::migrations::latest_version(&conn) {
         return Err(format!(
-            "the store at {} is at schema version {version}, this ctxd reads version {}: open it once with \
+            "the store at {path} is at schema version {version}, this ctxd reads version {}: open it once with \
              this ctxd (`ctxd serve`, or any command that writes) to migrate it, or read it with the \
              release that wrote it",
-            path.display(),
-            store::migrations::latest_version()
+            store::migrations::latest_version(&conn)
         )
         .into());
     }
@@ -238,8 +273,8 @@ fn open_existing(data_dir: &Path) -> Result<store::db::Connection, BoxError> {
 }
 
 /// `ctxd verify [--chain]`: exit 1 when the projections or (with `--chain`) the chain fail.
-fn verify(data_dir: &Path, with_chain: bool) -> Result<i32, BoxError> {
-    let conn = open_existing(data_dir)?;
+fn verify(location: &store::Location, with_chain: bool) -> Result<i32, BoxError> {
+    let conn = open_existing(location)?;
     let report = projections::verify::verify(&conn)?;
     for (table, checksum) in &report.tables {
         println!("{table:<12} {checksum}");
@@ -304,8 +339,8 @@ fn verify_chain(conn: &store::db::Connection) -> Result<bool, BoxError> {
 }
 
 /// `ctxd export`: NDJSON on stdout, the count on stderr.
-fn export(data_dir: &Path, selection: &Selection) -> Result<i32, BoxError> {
-    let conn = open_existing(data_dir)?;
+fn export(location: &store::Location, selection: &Selection) -> Result<i32, BoxError> {
+    let conn = open_existing(location)?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
     let started = Instant::now();
     let events = transfer::export(&conn, selection, &mut out).and_then(|events| {
@@ -322,8 +357,8 @@ fn export(data_dir: &Path, selection: &Selection) -> Result<i32, BoxError> {
 }
 
 /// `ctxd import FILE|-`: holds the data dir's lock, like `rebuild`, since no server may run.
-fn import(data_dir: &Path, file: &Path) -> Result<i32, BoxError> {
-    let _lock = store::lock_data_dir(data_dir).map_err(|error| match error {
+fn import(location: &store::Location, file: &Path) -> Result<i32, BoxError> {
+    let _lock = lock_sqlite(location).map_err(|error| match error {
         StoreError::Locked(_) => format!("{error}; stop the server before importing").into(),
         other => BoxError::from(other),
     })?;
@@ -333,7 +368,7 @@ fn import(data_dir: &Path, file: &Path) -> Result<i32, BoxError> {
         let opened = std::fs::File::open(file).map_err(|error| format!("{}: {error}", file.display()))?;
         Box::new(BufReader::with_capacity(1 << 20, opened))
     };
-    let mut conn = store::open_writer_connection(&store::database_path(data_dir), true)?;
+    let mut conn = store::open_writer(location, true)?;
     let started = Instant::now();
     let imported = transfer::import(&mut conn, input)?;
     for report in &imported.accounts {
@@ -355,20 +390,20 @@ fn elapsed_rate(events: u64, started: Instant) -> String {
 }
 
 /// Opens the store for a CLI write, or explains how to do it while a server holds it.
-fn open_for_cli(data_dir: &std::path::Path) -> Result<Store, BoxError> {
-    Store::open(data_dir, WriterConfig::default(), Arc::new(SystemClock), Arc::new(Metrics::default()))
-        .map_err(|error| match error {
-            StoreError::Locked(_) => format!(
+fn open_for_cli(location: &store::Location) -> Result<Store, BoxError> {
+    Store::open_at(location, WriterConfig::default(), Arc::new(SystemClock), Arc::new(Metrics::default()))
+        .map_err(|error| match (error, location) {
+            (error @ StoreError::Locked(_), store::Location::Sqlite(data_dir)) => format!(
                 "{error}; while the server runs, use the admin API (POST /admin/accounts, POST /admin/accounts/ID/api-key) with the token in {}",
                 data_dir.join("admin-token").display()
             )
             .into(),
-            other => BoxError::from(other),
+            (other, _) => BoxError::from(other),
         })
 }
 
-async fn admin(data_dir: &std::path::Path, command: AdminCommand) -> Result<i32, BoxError> {
-    let store = open_for_cli(data_dir)?;
+async fn admin(location: &store::Location, command: AdminCommand) -> Result<i32, BoxError> {
+    let store = open_for_cli(location)?;
     let meta = EventMeta {
         request_id: uuid::Uuid::new_v4().to_string(),
         actor: "admin:cli".into(),
@@ -400,8 +435,8 @@ async fn admin(data_dir: &std::path::Path, command: AdminCommand) -> Result<i32,
     }
 }
 
-async fn demo(data_dir: &std::path::Path, account: &str, services: u64) -> Result<i32, BoxError> {
-    let store = open_for_cli(data_dir)?;
+async fn demo(location: &store::Location, account: &str, services: u64) -> Result<i32, BoxError> {
+    let store = open_for_cli(location)?;
     let meta = || EventMeta {
         request_id: uuid::Uuid::new_v4().to_string(),
         actor: "admin:cli".into(),

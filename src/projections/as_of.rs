@@ -197,8 +197,9 @@ fn stream_names(source: &Connection, streams: &Streams, until: Until<'_>) -> Res
     };
     let sql = format!(
         "SELECT DISTINCT stream FROM events WHERE account = ?1 AND {}
-           AND event_type = 'ServiceStarted' AND json_extract(data, '$.contact_key') = ?3 ORDER BY stream",
-        until.condition()
+           AND event_type = 'ServiceStarted' AND {} = ?3 ORDER BY stream",
+        until.condition(),
+        super::data_field(source, "contact_key")
     );
     let mut statement = source.prepare_cached(&sql)?;
     let rows = statement.query_map(params![account, until.bound(), contact_key], |row| row.get(0))?;

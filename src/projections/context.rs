@@ -139,7 +139,7 @@ fn small_session(
 ) -> Result<Option<SessionRows>, StoreError> {
     // No `LIMIT ?`: a bound LIMIT makes SQLite prepare the statement again at every step.
     let mut statement = conn.prepare_cached(
-        "SELECT key, length(value), coalesce(expires_at > ?4, 1) FROM properties
+        "SELECT key, length(value), (expires_at IS NULL OR expires_at > ?4) FROM properties
          WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3",
     )?;
     let mut rows = statement.query(params![account, namespace, session_id, now])?;
@@ -170,7 +170,7 @@ fn large_session(
         .optional()?;
     let mut named = SessionRows::new();
     let mut statement = conn.prepare_cached(
-        "SELECT length(value), coalesce(expires_at > ?5, 1) FROM properties
+        "SELECT length(value), (expires_at IS NULL OR expires_at > ?5) FROM properties
          WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3 AND key = ?4",
     )?;
     for key in keys {
@@ -287,7 +287,7 @@ pub fn deletion_status(
         Some(_) => conn
             .prepare_cached(
                 "SELECT count(*) FROM (SELECT session_id FROM session_sizes WHERE account_id = ?1 AND namespace = ?2
-                 UNION SELECT session_id FROM session_ttls WHERE account_id = ?1 AND namespace = ?2)",
+                 UNION SELECT session_id FROM session_ttls WHERE account_id = ?1 AND namespace = ?2) AS sessions",
             )?
             .query_row(params![account, namespace], |row| row.get(0))?,
     };
@@ -308,7 +308,7 @@ pub fn expired_properties(
     let mut statement = conn.prepare_cached(
         "SELECT account_id, namespace, session_id, key FROM
            (SELECT account_id, namespace, session_id, key FROM properties
-            WHERE expires_at IS NOT NULL AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2)
+            WHERE expires_at IS NOT NULL AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2) AS due
          ORDER BY account_id, namespace, session_id, key",
     )?;
     let rows = statement.query_map(params![now.timestamp_micros(), limit as i64], |row| {

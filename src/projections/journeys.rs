@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::analytics;
 use super::tables::Tables;
-use super::{EventRef, Until};
+use super::{EventRef, Until, data_field};
 use crate::domain::Event;
 use crate::domain::erasure;
 use crate::domain::journeys::JourneySettings;
@@ -159,28 +159,42 @@ pub fn services_ever_of(
     customer_id: &str,
     until: Until<'_>,
 ) -> Result<Vec<String>, StoreError> {
-    let mut statement = conn.prepare_cached(&services_ever_of_sql(until))?;
+    let mut statement = conn.prepare_cached(&services_ever_of_sql(conn, until))?;
     let rows = statement.query_map(params![account, until.bound(), customer_id], |row| row.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// The query of `services_ever_of`: a seek on `events_services_of_customers` (migration 0012).
-fn services_ever_of_sql(until: Until<'_>) -> String {
+fn services_ever_of_sql(conn: &Connection, until: Until<'_>) -> String {
+    let (service, customer) = (data_field(conn, "service_id"), data_field(conn, "customer_id"));
     format!(
-        "SELECT DISTINCT json_extract(data, '$.service_id') AS service_id
-         FROM events INDEXED BY events_services_of_customers
+        "SELECT DISTINCT {service} AS service_id
+         FROM events{}
          WHERE account = ?1 AND {} AND event_type IN ('ServiceStarted', 'ServiceAssociated')
-           AND json_extract(data, '$.customer_id') = ?3
+           AND {customer} = ?3
          ORDER BY service_id",
+        services_index(conn),
         until.condition()
     )
 }
 
-const SERVICES_OF_AFTER: &str = "SELECT DISTINCT json_extract(data, '$.service_id') AS service_id
-     FROM events INDEXED BY events_services_of_customers
-     WHERE account = ?1 AND event_type IN ('ServiceStarted', 'ServiceAssociated')
-       AND json_extract(data, '$.customer_id') = ?2 AND json_extract(data, '$.service_id') > ?3
-     ORDER BY service_id LIMIT ?4";
+/// SQLite: the index the customer's services are sought on (`INDEXED BY`; PostgreSQL's planner
+/// finds it by itself).
+fn services_index(conn: &Connection) -> &'static str {
+    conn.sql(" INDEXED BY events_services_of_customers", "")
+}
+
+/// The query of `services_of_after`.
+fn services_of_after_sql(conn: &Connection, select: &str) -> String {
+    let (service, customer) = (data_field(conn, "service_id"), data_field(conn, "customer_id"));
+    let select = select.replace("{service}", &service);
+    format!(
+        "SELECT {select} FROM events{}
+         WHERE account = ?1 AND event_type IN ('ServiceStarted', 'ServiceAssociated')
+           AND {customer} = ?2 AND {service} > ?3",
+        services_index(conn)
+    )
+}
 
 /// The next `limit` services ever given to a customer after `after`, in id order: a seek on
 /// the index `events_services_of_customers` (migration 0012).
@@ -191,7 +205,9 @@ pub fn services_of_after(
     after: Option<&str>,
     limit: usize,
 ) -> Result<Vec<String>, StoreError> {
-    let mut statement = conn.prepare_cached(SERVICES_OF_AFTER)?;
+    let sql =
+        services_of_after_sql(conn, "DISTINCT {service} AS service_id") + " ORDER BY service_id LIMIT ?4";
+    let mut statement = conn.prepare_cached(&sql)?;
     let rows = statement
         .query_map(params![account, customer_id, after.unwrap_or(""), limit as i64], |row| row.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -246,11 +262,7 @@ pub fn erasure_status(
     let services_left = match &row {
         None => 0,
         Some((_, through)) => conn
-            .prepare_cached(
-                "SELECT count(DISTINCT json_extract(data, '$.service_id')) FROM events INDEXED BY events_services_of_customers
-                 WHERE account = ?1 AND event_type IN ('ServiceStarted', 'ServiceAssociated')
-                   AND json_extract(data, '$.customer_id') = ?2 AND json_extract(data, '$.service_id') > ?3",
-            )?
+            .prepare_cached(&services_of_after_sql(conn, "count(DISTINCT {service})"))?
             .query_row(params![account, customer_id, through.as_deref().unwrap_or("")], |row| row.get(0))?,
     };
     Ok(ErasureStatus {
@@ -307,7 +319,8 @@ pub fn list_services(
     };
     let sql = format!(
         "SELECT document FROM services WHERE account_id = ?1 AND {column} = ?2 {extra}
-           AND (?3 IS NULL OR active = ?3) AND (?4 IS NULL OR started_at >= ?4) AND (?5 IS NULL OR started_at <= ?5)
+           AND (CAST(?3 AS BIGINT) IS NULL OR active = ?3) AND (CAST(?4 AS TEXT) IS NULL OR started_at >= ?4)
+           AND (CAST(?5 AS TEXT) IS NULL OR started_at <= ?5)
          ORDER BY started_at, service_id"
     );
     let mut statement = conn.prepare_cached(&sql)?;
@@ -417,9 +430,14 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         crate::store::migrations::migrate(&mut conn).unwrap();
         for (sql, parameters) in [
-            (SERVICES_OF_AFTER.to_string(), 4),
-            (services_ever_of_sql(Until::End), 3),
-            (services_ever_of_sql(Until::Seq(9)), 3),
+            (
+                services_of_after_sql(&conn, "DISTINCT {service} AS service_id")
+                    + " ORDER BY service_id LIMIT ?4",
+                4,
+            ),
+            (services_of_after_sql(&conn, "count(DISTINCT {service})"), 3),
+            (services_ever_of_sql(&conn, Until::End), 3),
+            (services_ever_of_sql(&conn, Until::Seq(9)), 3),
         ] {
             let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
             let values = vec![crate::store::db::Value::Text("x".into()); parameters];

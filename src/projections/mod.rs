@@ -117,7 +117,7 @@ impl Until<'_> {
     /// The SQL condition on `events`, with the bound as parameter `?2`.
     pub fn condition(&self) -> &'static str {
         match self {
-            Until::End => "?2 IS NULL",
+            Until::End => "CAST(?2 AS TEXT) IS NULL",
             Until::Seq(_) => "seq <= ?2",
             Until::RecordedAt(_) => "recorded_at <= ?2",
         }
@@ -133,6 +133,24 @@ impl Until<'_> {
     }
 }
 
+/// The texts of the JSON array in `parameter`, as a subquery.
+pub fn json_array_elements(conn: &Connection, parameter: &str) -> String {
+    match conn.dialect() {
+        crate::store::db::Dialect::Sqlite => format!("(SELECT value FROM json_each({parameter}))"),
+        crate::store::db::Dialect::Postgres => {
+            format!("(SELECT json_array_elements_text(CAST({parameter} AS JSON)))")
+        }
+    }
+}
+
+/// The text of field `name` of an event's JSON payload (`data`).
+pub fn data_field(conn: &Connection, name: &str) -> String {
+    match conn.dialect() {
+        crate::store::db::Dialect::Sqlite => format!("json_extract(data, '$.{name}')"),
+        crate::store::db::Dialect::Postgres => format!("(CAST(data AS JSONB) ->> '{name}')"),
+    }
+}
+
 /// Replays the `events` of `source` onto `target` in the order they were committed (store-wide
 /// `id`; within an account, seq order), streaming them and reading only what projections need.
 /// Returns the number of events applied.
@@ -145,9 +163,9 @@ pub fn replay(
     // plans a statement once, and only one that names the streams (or the accounts) can use
     // their index.
     let (filter, names) = match events.events {
-        Events::All => ("?1 IS NULL", None),
-        Events::Streams(names) => ("stream IN (SELECT value FROM json_each(?1))", Some(names)),
-        Events::Accounts(names) => ("account IN (SELECT value FROM json_each(?1))", Some(names)),
+        Events::All => ("CAST(?1 AS TEXT) IS NULL".to_string(), None),
+        Events::Streams(names) => (format!("stream IN {}", json_array_elements(source, "?1")), Some(names)),
+        Events::Accounts(names) => (format!("account IN {}", json_array_elements(source, "?1")), Some(names)),
     };
     let mut statement = source.prepare(&format!(
         "SELECT id, account, event_type, data, recorded_at FROM events WHERE {filter} AND {} ORDER BY id",

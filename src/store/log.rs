@@ -1,7 +1,7 @@
 //! The event log table: append, stream versions, and reading events back in order.
 //! This is the only code that writes `events`: it inserts, and redacts a payload for an erasure.
 
-use crate::store::db::{Connection, OptionalExtension, params};
+use crate::store::db::{Connection, Dialect, OptionalExtension, params};
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::StoreError;
@@ -86,10 +86,16 @@ pub(super) fn insert_row(
     payload_hash: &Hash,
     hash: &Hash,
 ) -> Result<(), StoreError> {
+    // PostgreSQL: the id comes from the table's sequence, so that several nodes append at once.
+    let id = match conn.dialect() {
+        Dialect::Sqlite => Some(id),
+        Dialect::Postgres => None,
+    };
     conn.prepare_cached(&format!(
         "INSERT INTO {table} (id, account, seq, stream, stream_version, event_type, event_version, data,
                               meta, recorded_at, payload_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+         VALUES ({}, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        conn.sql("?1", "coalesce(CAST(?1 AS BIGINT), nextval('events_id_seq'))")
     ))?
     .execute(params![
         id,
@@ -112,7 +118,7 @@ pub(super) fn insert_row(
 /// made only for an erasure (`domain::erasure`). Its `payload_hash` and `hash` stay, so the
 /// chain still links; the erasure event records the sha256 of the new payload.
 pub fn redact_payload(conn: &Connection, account: &str, seq: u64, redacted: &str) -> Result<(), StoreError> {
-    conn.execute("INSERT INTO erasure_in_progress (only) VALUES (1)", [])?;
+    conn.execute("INSERT INTO erasure_in_progress (\"only\") VALUES (1)", [])?;
     let changed = conn.execute(
         "UPDATE events SET data = ?1 WHERE account = ?2 AND seq = ?3",
         params![redacted, account, seq],
@@ -174,7 +180,7 @@ pub fn cursor(after: u64) -> u64 {
 const FEED_BY_ACCOUNT: &str =
     "SELECT seq, stream, stream_version, event_type, event_version, data, meta, recorded_at, hash
      FROM events
-     WHERE account = ?1 AND seq > ?2 AND seq <= ?6 AND ?3 IS NULL AND (?4 IS NULL OR event_type = ?4)
+     WHERE account = ?1 AND seq > ?2 AND seq <= ?6 AND CAST(?3 AS TEXT) IS NULL AND (CAST(?4 AS TEXT) IS NULL OR event_type = ?4)
      ORDER BY seq LIMIT ?5";
 
 /// The feed of one stream, on the stream's own index: within a stream, seq order is
@@ -183,7 +189,14 @@ const FEED_BY_ACCOUNT: &str =
 const FEED_BY_STREAM: &str =
     "SELECT seq, stream, stream_version, event_type, event_version, data, meta, recorded_at, hash
      FROM events
-     WHERE stream = ?3 AND seq > ?2 AND seq <= ?6 AND +account = ?1 AND (?4 IS NULL OR event_type = ?4)
+     WHERE stream = ?3 AND seq > ?2 AND seq <= ?6 AND +account = ?1 AND (CAST(?4 AS TEXT) IS NULL OR event_type = ?4)
+     ORDER BY stream_version LIMIT ?5";
+
+/// `FEED_BY_STREAM` as PostgreSQL spells it (its planner needs no hint).
+const FEED_BY_STREAM_POSTGRES: &str =
+    "SELECT seq, stream, stream_version, event_type, event_version, data, meta, recorded_at, hash
+     FROM events
+     WHERE stream = ?3 AND seq > ?2 AND seq <= ?6 AND account = ?1 AND (CAST(?4 AS TEXT) IS NULL OR event_type = ?4)
      ORDER BY stream_version LIMIT ?5";
 
 /// Positions a page filtered by type alone examines at most: such a filter reads every event
@@ -218,7 +231,10 @@ pub fn read_feed(
     let head = last_seq(conn, account)?;
     let type_only = filter.event_type.is_some() && filter.stream.is_none();
     let end = if type_only { after.saturating_add(FEED_SCAN_WINDOW).min(head) } else { head };
-    let sql = if filter.stream.is_some() { FEED_BY_STREAM } else { FEED_BY_ACCOUNT };
+    let sql = match filter.stream {
+        Some(_) => conn.sql(FEED_BY_STREAM, FEED_BY_STREAM_POSTGRES),
+        None => FEED_BY_ACCOUNT,
+    };
     let mut statement = conn.prepare_cached(sql)?;
     let mut rows =
         statement.query(params![account, after, filter.stream, filter.event_type, limit as i64 + 1, end])?;

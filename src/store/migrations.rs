@@ -1,7 +1,8 @@
-//! Applies the numbered `.sql` files of `migrations/sqlite/` in order, in one transaction, and records
-//! each in `schema_version`. A database written by a newer binary is refused.
+//! Applies the numbered `.sql` files of `migrations/sqlite/` (or `migrations/postgres/`) in order,
+//! in one transaction, and records each in `schema_version`. A database written by a newer
+//! binary is refused. On PostgreSQL, nodes that start together take turns (an advisory lock).
 
-use super::db::Connection;
+use super::db::{Connection, Dialect};
 
 use super::StoreError;
 
@@ -109,15 +110,37 @@ pub const MIGRATIONS: &[Migration] = &[
     },
 ];
 
-/// The schema version this binary writes.
-pub fn latest_version() -> u32 {
-    MIGRATIONS.last().map_or(0, |m| m.version)
+/// The PostgreSQL backend's migrations: its history starts with the schema SQLite's reached.
+pub const POSTGRES_MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "0001_init.sql",
+    sql: include_str!("../../migrations/postgres/0001_init.sql"),
+    rebuilds_projections: false,
+    then: None,
+}];
+
+/// The advisory lock that nodes migrating one PostgreSQL database take turns on.
+const MIGRATION_LOCK: i64 = 0x6374_7864_6d69_6772; // "ctxdmigr"
+
+fn migrations_of(dialect: Dialect) -> &'static [Migration] {
+    match dialect {
+        Dialect::Sqlite => MIGRATIONS,
+        Dialect::Postgres => POSTGRES_MIGRATIONS,
+    }
+}
+
+/// The schema version this binary writes on `conn`'s backend.
+pub fn latest_version(conn: &Connection) -> u32 {
+    migrations_of(conn.dialect()).last().map_or(0, |m| m.version)
 }
 
 /// The schema version of the database (0 for one that no ctxd wrote).
 pub fn current_version(conn: &Connection) -> Result<u32, StoreError> {
     let exists: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'schema_version'",
+        conn.sql(
+            "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'schema_version'",
+            "SELECT to_regclass('schema_version') IS NOT NULL",
+        ),
         [],
         |row| row.get(0),
     )?;
@@ -140,6 +163,20 @@ pub fn migrate_then_rebuild(
     conn: &mut Connection,
     rebuild: impl FnOnce(&Connection) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
+    if conn.dialect() == Dialect::Postgres {
+        conn.execute("SELECT pg_advisory_lock(?1)", [MIGRATION_LOCK])?;
+        let migrated = migrate_in_turn(conn, rebuild);
+        conn.execute("SELECT pg_advisory_unlock(?1)", [MIGRATION_LOCK])?;
+        return migrated;
+    }
+    migrate_in_turn(conn, rebuild)
+}
+
+fn migrate_in_turn(
+    conn: &Connection,
+    rebuild: impl FnOnce(&Connection) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let migrations = migrations_of(conn.dialect());
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_version (
             version    INTEGER PRIMARY KEY,
@@ -149,15 +186,15 @@ pub fn migrate_then_rebuild(
     )?;
     let current: u32 =
         conn.query_row("SELECT coalesce(max(version), 0) FROM schema_version", [], |row| row.get(0))?;
-    if current > latest_version() {
+    if current > latest_version(conn) {
         return Err(StoreError::Schema(format!(
             "the database is at schema version {current}, newer than this binary's {}; run a newer ctxd",
-            latest_version()
+            latest_version(conn)
         )));
     }
     let tx = conn.write_transaction()?;
     let mut must_rebuild = false;
-    for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
+    for migration in migrations.iter().filter(|m| m.version > current) {
         tx.execute_batch(migration.sql)?;
         if let Some(step) = migration.then {
             step(&tx)?;

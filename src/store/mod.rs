@@ -162,7 +162,7 @@ pub struct Store {
 }
 
 struct Inner {
-    path: PathBuf,
+    location: Location,
     sender: mpsc::Sender<writer::Message>,
     admission: admission::Admission,
     reads: ReadPool,
@@ -171,8 +171,43 @@ struct Inner {
     /// Wakes the task that carries long commands through their steps.
     steps: tokio::sync::Notify,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// Held for the store's lifetime: one process per data directory.
-    _lock: File,
+    /// Held for the store's lifetime: one process per SQLite store.
+    _lock: Option<File>,
+}
+
+/// Where a store keeps its log and projections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// The embedded store: `ctxd.db` in this data directory, written by one process.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database (a libpq URL), which several ctxd nodes may share.
+    Postgres(String),
+}
+
+impl Location {
+    /// PostgreSQL when a database URL is given, else SQLite in the data directory.
+    pub fn of(data_dir: &Path, database_url: Option<&str>) -> Location {
+        match database_url {
+            Some(url) => Location::Postgres(url.to_string()),
+            None => Location::Sqlite(data_dir.to_path_buf()),
+        }
+    }
+}
+
+/// Opens a writing connection to `location` and migrates it. A SQLite store's data directory is
+/// locked by the caller (`lock_data_dir`).
+pub fn open_writer(location: &Location, synchronous_full: bool) -> Result<Connection, StoreError> {
+    match location {
+        Location::Sqlite(data_dir) => open_writer_connection(&database_path(data_dir), synchronous_full),
+        Location::Postgres(url) => {
+            let mut conn = Connection::Postgres(db::PgConnection::connect(url)?);
+            migrations::migrate_then_rebuild(&mut conn, |tx| {
+                crate::projections::rebuild_within(tx)?;
+                Ok(())
+            })?;
+            Ok(conn)
+        }
+    }
 }
 
 /// WAL pages between two checkpoints. Measured (docs/PERFORMANCE.md): 4000 rather than SQLite's
@@ -245,9 +280,21 @@ impl Store {
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
     ) -> Result<Store, StoreError> {
-        let lock = lock_data_dir(data_dir)?;
-        let path = database_path(data_dir);
-        let conn = open_writer_connection(&path, config.synchronous_full)?;
+        Store::open_at(&Location::Sqlite(data_dir.to_path_buf()), config, clock, metrics)
+    }
+
+    /// Opens (creating or migrating if needed) the store at `location` and starts its writer.
+    pub fn open_at(
+        location: &Location,
+        config: WriterConfig,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Store, StoreError> {
+        let lock = match location {
+            Location::Sqlite(data_dir) => Some(lock_data_dir(data_dir)?),
+            Location::Postgres(_) => None,
+        };
+        let conn = open_writer(location, config.synchronous_full)?;
         let keys = Arc::new(RwLock::new(crate::projections::accounts::active_keys(&conn)?));
         let limits = Arc::new(RwLock::new(crate::projections::accounts::write_limits(&conn)?));
         let admission = admission::Admission::new(
@@ -265,8 +312,8 @@ impl Store {
         let thread = writer::spawn(conn, receiver, config, clock, metrics, shared)?;
         Ok(Store {
             inner: Arc::new(Inner {
-                reads: ReadPool::new(path.clone()),
-                path,
+                reads: ReadPool::new(location.clone()),
+                location: location.clone(),
                 sender,
                 admission,
                 keys,
@@ -278,9 +325,17 @@ impl Store {
         })
     }
 
-    /// Path of the SQLite file.
-    pub fn path(&self) -> &Path {
-        &self.inner.path
+    /// Where the store is.
+    pub fn location(&self) -> &Location {
+        &self.inner.location
+    }
+
+    /// Path of the SQLite file (a PostgreSQL store has none: tests of SQLite's files only).
+    pub fn path(&self) -> PathBuf {
+        match &self.inner.location {
+            Location::Sqlite(data_dir) => database_path(data_dir),
+            Location::Postgres(_) => panic!("a PostgreSQL store has no file"),
+        }
     }
 
     /// Sends a command to the writer and waits until it is durable (or refused). A tenant's

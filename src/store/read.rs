@@ -1,14 +1,13 @@
 //! Read-only connections for queries. Readers never touch the writer's connection; in WAL mode
 //! they see the last committed state without blocking it.
 
-use std::path::PathBuf;
 use std::sync::Mutex;
 
 use rusqlite::OpenFlags;
 
 use super::db::Connection;
 
-use super::StoreError;
+use super::{Location, StoreError, database_path};
 
 /// Idle read connections kept for reuse; a connection opened for a burst beyond them is closed
 /// when its read ends, so the pool does not keep the peak's files open.
@@ -16,13 +15,17 @@ const MAX_IDLE: usize = 64;
 
 /// A small pool of read-only connections, opened on demand and reused.
 pub struct ReadPool {
-    path: PathBuf,
+    location: Location,
     idle: Mutex<Vec<Connection>>,
 }
 
 impl ReadPool {
-    pub fn new(path: PathBuf) -> Self {
-        ReadPool { path, idle: Mutex::new(Vec::new()) }
+    pub fn new(location: Location) -> Self {
+        ReadPool { location, idle: Mutex::new(Vec::new()) }
+    }
+
+    fn open(&self) -> Result<Connection, StoreError> {
+        open(&self.location)
     }
 
     /// Runs `query` on an idle read-only connection, inside one read transaction: every statement
@@ -30,12 +33,12 @@ impl ReadPool {
     pub fn read<T>(&self, query: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let pooled = self.idle.lock().expect("read pool lock").pop();
         let conn = match pooled {
-            Some(conn) => conn,
-            None => open_read_only(&self.path)?,
+            Some(conn) if !conn.is_broken() => conn,
+            _ => self.open()?,
         };
         let result = in_snapshot(&conn, query);
         let mut idle = self.idle.lock().expect("read pool lock");
-        if idle.len() < MAX_IDLE {
+        if idle.len() < MAX_IDLE && !conn.is_broken() {
             idle.push(conn);
         }
         result
@@ -46,11 +49,20 @@ fn in_snapshot<T>(
     conn: &Connection,
     query: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    conn.prepare_cached("BEGIN")?.execute([])?;
+    // PostgreSQL: one snapshot for every statement (SQLite's read transactions always are).
+    conn.prepare_cached(conn.sql("BEGIN", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))?.execute([])?;
     let result = query(conn);
     let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
     conn.prepare_cached(end)?.execute([])?;
     result
+}
+
+/// A connection for reads (`ctxd verify`, export): read-only on SQLite.
+pub fn open(location: &Location) -> Result<Connection, StoreError> {
+    match location {
+        Location::Sqlite(data_dir) => open_read_only(&database_path(data_dir)),
+        Location::Postgres(url) => Ok(Connection::Postgres(super::db::PgConnection::connect(url)?)),
+    }
 }
 
 /// Opens `path` read-only, for queries and `ctxd verify`.

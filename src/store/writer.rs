@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::store::db::Connection;
+use crate::store::db::{Connection, Dialect};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
 
 use super::admission::WriteLimits;
@@ -132,14 +132,42 @@ impl Cursor {
     /// The next id, `account`'s next position and the hash its next event chains to.
     fn next(&mut self, conn: &Connection, account: &str) -> Result<(u64, u64, Hash), StoreError> {
         if !self.accounts.contains_key(account) {
-            let head = chain::head(conn, account)?;
-            let (next_seq, previous) = head.map_or((1, chain::GENESIS), |head| (head.seq + 1, head.hash));
+            let (next_seq, previous) = match conn.dialect() {
+                Dialect::Sqlite => {
+                    chain::head(conn, account)?.map_or((1, chain::GENESIS), |head| (head.seq + 1, head.hash))
+                }
+                Dialect::Postgres => lock_head(conn, account)?,
+            };
             let key: Arc<str> = account.into();
             self.undo.push((key.clone(), None));
             self.accounts.insert(key, AccountHead { next_seq, previous });
         }
         let head = self.accounts[account];
         Ok((self.next_id, head.next_seq, head.previous))
+    }
+
+    /// Takes the head rows of `accounts` (PostgreSQL), in sorted order so that two nodes never
+    /// wait for each other's rows: the group's commands then decide and append on them alone.
+    fn lock(&mut self, conn: &Connection, accounts: &mut Vec<&str>) -> Result<(), StoreError> {
+        accounts.sort_unstable();
+        accounts.dedup();
+        for account in accounts.iter() {
+            if !self.accounts.contains_key(*account) {
+                let (next_seq, previous) = lock_head(conn, account)?;
+                self.accounts.insert((*account).into(), AccountHead { next_seq, previous });
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the heads this transaction moved back to their rows (PostgreSQL).
+    fn store_heads(&self, conn: &Connection) -> Result<(), StoreError> {
+        let mut statement =
+            conn.prepare_cached("UPDATE account_heads SET last_seq = ?2, hash = ?3 WHERE account = ?1")?;
+        for (account, head) in &self.accounts {
+            statement.execute((&**account, head.next_seq - 1, head.previous))?;
+        }
+        Ok(())
     }
 
     /// Moves past the event `next` answered for `account`, whose row got `hash`.
@@ -169,6 +197,28 @@ impl Cursor {
             };
         }
     }
+}
+
+/// PostgreSQL keeps an updated row's old version until VACUUM: vacuum what an erasure rewrites,
+/// so that the erased values leave the tables' pages now (docs/AUDIT.md says what remains).
+fn vacuum_after_erasure(conn: &Connection) {
+    let tables = "events, properties, session_sizes, session_ttls, services, customers, customer_attributes, analytics_abandoned";
+    if let Err(error) = conn.execute_batch(&format!("VACUUM {tables}")) {
+        tracing::warn!(%error, "VACUUM after an erasure failed");
+    }
+}
+
+/// Takes `account`'s head row until the transaction ends (creating it for a new account):
+/// answers its next position and the hash its next event chains to.
+fn lock_head(conn: &Connection, account: &str) -> Result<(u64, Hash), StoreError> {
+    let (last_seq, hash): (u64, Hash) = conn.query_row(
+        "INSERT INTO account_heads AS head (account, last_seq, hash) VALUES (?1, 0, ?2)
+         ON CONFLICT (account) DO UPDATE SET account = head.account
+         RETURNING last_seq, hash",
+        (account, chain::GENESIS),
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    Ok((last_seq + 1, hash))
 }
 
 struct Writer {
@@ -221,7 +271,9 @@ impl Writer {
                 let _ = reply.send(Err(WriteError::Unavailable));
             }
         }
-        if let Err(error) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+        if self.conn.dialect() == Dialect::Sqlite
+            && let Err(error) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        {
             tracing::warn!(%error, "WAL checkpoint at shutdown failed");
         }
         tracing::info!("writer stopped");
@@ -235,24 +287,38 @@ impl Writer {
         let started = Instant::now();
         let first = self.cursor.next_id;
         let mut accounts = Vec::new();
-        let (results, touched_accounts) = match self.try_commit_group(batch, &mut accounts) {
-            Ok(done) => done,
-            Err(error) => {
-                tracing::error!(%error, "group commit failed; every command in it is refused");
-                // Ask the database rather than assume the failed commit left nothing behind.
-                self.cursor =
-                    Cursor::of(&self.conn).unwrap_or(Cursor { next_id: first, ..Cursor::default() });
-                let results = batch.iter().map(|_| Err(WriteError::CommitFailed)).collect();
-                (results, false)
+        let (results, touched_accounts) = loop {
+            accounts.clear();
+            match self.try_commit_group(batch, &mut accounts) {
+                Ok(done) => break done,
+                Err(GroupError::Command(index, error)) => {
+                    tracing::error!(%error, "a command failed on the database; its group runs again without it");
+                    self.cursor = Cursor { next_id: first, ..Cursor::default() };
+                    let (_, reply) = batch.remove(index);
+                    let _ = reply.sender.send(Err(WriteError::Store(error)));
+                }
+                Err(GroupError::Store(error)) => {
+                    tracing::error!(%error, "group commit failed; every command in it is refused");
+                    // Ask the database rather than assume the failed commit left nothing behind.
+                    self.cursor =
+                        Cursor::of(&self.conn).unwrap_or(Cursor { next_id: first, ..Cursor::default() });
+                    break (batch.iter().map(|_| Err(WriteError::CommitFailed)).collect(), false);
+                }
             }
         };
+        if self.conn.dialect() == Dialect::Postgres {
+            // Other nodes may append to these accounts before this one's next group.
+            self.cursor.accounts.clear();
+        }
         let appended = self.cursor.next_id.saturating_sub(first);
         self.metrics.record_commit(batch.len(), appended, started.elapsed(), self.cursor.next_id - 1);
         let erased = results
             .iter()
             .zip(batch.iter())
             .any(|(result, (request, _))| result.is_ok() && matches!(request.command, Command::Erase { .. }));
-        if erased {
+        if erased && self.conn.dialect() == Dialect::Postgres {
+            vacuum_after_erasure(&self.conn);
+        } else if erased {
             // The WAL still holds the pages as they were before the redaction: copy the new ones
             // back and empty it, so the erased values leave the files now, not at some later
             // checkpoint. A reader holding an older snapshot can keep it from finishing.
@@ -294,37 +360,74 @@ impl Writer {
         &mut self,
         batch: &[Pending],
         accounts: &mut Vec<String>,
-    ) -> Result<(Vec<Result<Outcome, WriteError>>, bool), StoreError> {
+    ) -> Result<(Vec<Result<Outcome, WriteError>>, bool), GroupError> {
         let now = self.clock.now();
+        let postgres = self.conn.dialect() == Dialect::Postgres;
         let tx = self.conn.write_transaction()?;
+        if postgres {
+            let mut locked: Vec<&str> =
+                batch.iter().filter_map(|(request, _)| request.command.account()).collect();
+            self.cursor.lock(&tx, &mut locked)?;
+        }
         let mut results = Vec::with_capacity(batch.len());
         let mut touched_keys = false;
         // The counter deltas of the commands that succeeded, written once per row before the commit.
         let mut counts = PendingCounts::default();
-        for (request, _) in batch {
+        for (index, (request, _)) in batch.iter().enumerate() {
             let (before, accounts_before) = (self.cursor.begin(), accounts.len());
-            // Cached statements: a savepoint per command must not cost a statement preparation.
-            tx.prepare_cached("SAVEPOINT command")?.execute([])?;
+            // SQLite: a savepoint per command, cached so that it costs no statement preparation.
+            // PostgreSQL: none (more than 64 subtransactions slow every snapshot of the server);
+            // a command is refused before it writes, and one that fails on the database fails
+            // the transaction: the group is run again without it (`commit_group`).
+            if !postgres {
+                tx.prepare_cached("SAVEPOINT command")?.execute([])?;
+            }
             let at = At { now, step: self.config.step };
             let result = match execute(&tx, request, at, &mut self.cursor, accounts) {
                 Ok((outcome, command_counts)) => {
                     counts.merge(command_counts);
                     Ok(outcome)
                 }
+                Err(WriteError::Store(error)) if postgres => {
+                    return Err(GroupError::Command(index, error));
+                }
                 Err(error) => {
-                    tx.prepare_cached("ROLLBACK TO command")?.execute([])?;
+                    if !postgres {
+                        tx.prepare_cached("ROLLBACK TO command")?.execute([])?;
+                    }
                     self.cursor.rewind(before);
                     accounts.truncate(accounts_before);
                     Err(error)
                 }
             };
-            tx.prepare_cached("RELEASE command")?.execute([])?;
+            if !postgres {
+                tx.prepare_cached("RELEASE command")?.execute([])?;
+            }
             touched_keys |= result.is_ok() && matches!(request.command, Command::Account(_));
             results.push(result);
         }
         counts.write(&tx)?;
+        if postgres {
+            self.cursor.store_heads(&tx)?;
+        }
         tx.commit()?;
         Ok((results, touched_keys))
+    }
+}
+
+/// Why a group did not commit: the database failed it, or one of its commands did (PostgreSQL,
+/// where the group then runs again without that command).
+#[derive(Debug, thiserror::Error)]
+enum GroupError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("command {0} of the group: {1}")]
+    Command(usize, StoreError),
+}
+
+impl From<crate::store::db::Error> for GroupError {
+    fn from(error: crate::store::db::Error) -> Self {
+        GroupError::Store(error.into())
     }
 }
 

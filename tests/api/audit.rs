@@ -16,7 +16,7 @@ use crate::journeys::{Cs, assert_cs_error};
 
 /// `(seq, data)` of every event of `account`, from the SQLite file.
 fn account_events(app: &TestApp, account: &str) -> Vec<(u64, String)> {
-    let conn = ctxd::store::read::open_read_only(app.store.path()).unwrap();
+    let conn = app.connection();
     let mut statement = conn.prepare("SELECT seq, data FROM events WHERE account = ?1 ORDER BY seq").unwrap();
     statement
         .query_map([account], |row| Ok((row.get(0)?, row.get(1)?)))

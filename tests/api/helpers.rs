@@ -94,6 +94,7 @@ async fn spawn_configured(
     let mut config = ServeConfig {
         addr: "127.0.0.1:0".into(),
         data_dir: data_dir.to_path_buf(),
+        database_url: test_database(data_dir),
         admin_token: Some(ADMIN_TOKEN.into()),
         writer: WriterConfig::default(),
         // Tests run the sweeper by hand; the background one stays out of their way.
@@ -103,6 +104,11 @@ async fn spawn_configured(
         connections: Default::default(),
     };
     configure(&mut config);
+    // The server's log, when RUST_LOG asks for it (shown for failing tests).
+    if std::env::var_os("RUST_LOG").is_some() {
+        let filter = tracing_subscriber::EnvFilter::from_default_env();
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    }
     let app = Application::build(&config, clock.clone()).await.expect("server builds");
     let addr = app.local_addr();
     let store = app.store();
@@ -126,7 +132,33 @@ async fn spawn_configured(
     }
 }
 
+/// With `CTXD_TEST_DATABASE_URL` (a PostgreSQL server's URL), every data dir gets a database of
+/// its own on that server, created on first use and found again on a restart; without it,
+/// tests run on SQLite in the data dir.
+pub fn test_database(data_dir: &Path) -> Option<String> {
+    let server = std::env::var("CTXD_TEST_DATABASE_URL").ok().filter(|url| !url.is_empty())?;
+    let kept = data_dir.join("test-database-url");
+    if let Ok(url) = std::fs::read_to_string(&kept) {
+        return Some(url);
+    }
+    let name = format!("ctxd_test_{}", uuid::Uuid::new_v4().simple());
+    let admin = ctxd::store::db::PgConnection::connect(&server).expect("the test PostgreSQL server answers");
+    ctxd::store::db::Connection::Postgres(admin)
+        .execute_batch(&format!("CREATE DATABASE {name}"))
+        .expect("a test database is created");
+    let (base, _) = server.rsplit_once('/').expect("a URL with a database name");
+    let url = format!("{base}/{name}");
+    std::fs::create_dir_all(data_dir).unwrap();
+    std::fs::write(&kept, &url).unwrap();
+    Some(url)
+}
+
 impl TestApp {
+    /// A connection to the store for a test's own reads (a SQLite file opened read-only).
+    pub fn connection(&self) -> ctxd::store::db::Connection {
+        ctxd::store::read::open(self.store.location()).unwrap()
+    }
+
     /// Stops the server gracefully and starts a new one on the same data dir and clock.
     pub async fn restart(self) -> TestApp {
         self.restart_with(|_| {}).await
@@ -220,7 +252,7 @@ impl TestApp {
     /// Rows of the event log in commit order, read straight from the SQLite file: (seq in its
     /// account, stream, version, type, data, meta).
     pub fn events(&self) -> Vec<(u64, String, u64, String, Value, Value)> {
-        let conn = ctxd::store::read::open_read_only(self.store.path()).unwrap();
+        let conn = self.connection();
         let mut statement = conn
             .prepare("SELECT seq, stream, stream_version, event_type, data, meta FROM events ORDER BY id")
             .unwrap();
@@ -246,7 +278,6 @@ impl TestApp {
 
     /// `ctxd verify` run in-process against the live file.
     pub fn verify(&self) -> ctxd::projections::verify::Report {
-        let conn = ctxd::store::read::open_read_only(self.store.path()).unwrap();
-        ctxd::projections::verify::verify(&conn).unwrap()
+        ctxd::projections::verify::verify(&self.connection()).unwrap()
     }
 }

@@ -61,7 +61,7 @@ struct Script<'a> {
 
 /// The log's last seq and the time of its event, read from the SQLite file.
 fn last_event(app: &TestApp) -> (u64, String) {
-    let conn = ctxd::store::read::open_read_only(app.store.path()).unwrap();
+    let conn = app.connection();
     // The last event of acme's log: its seq is acme's position.
     conn.query_row(
         "SELECT seq, recorded_at FROM events WHERE account = 'acme' ORDER BY seq DESC LIMIT 1",

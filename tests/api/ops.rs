@@ -31,6 +31,7 @@ async fn a_generated_admin_token_is_written_with_mode_0600() {
     let config = ctxd::app::ServeConfig {
         addr: "127.0.0.1:0".into(),
         data_dir: dir.path().to_path_buf(),
+        database_url: crate::helpers::test_database(dir.path()),
         admin_token: None,
         writer: Default::default(),
         sweep_interval: std::time::Duration::from_secs(3600),

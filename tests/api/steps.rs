@@ -80,7 +80,7 @@ fn other_wrote_between(app: &TestApp, first: u64, last: u64) {
 
 /// Events of `account` as (store-wide id, seq, type, data, meta), in commit order.
 fn events_of(app: &TestApp, account: &str) -> Vec<(u64, u64, String, Value, Value)> {
-    let conn = ctxd::store::read::open_read_only(app.store.path()).unwrap();
+    let conn = app.connection();
     let mut statement = conn
         .prepare("SELECT id, seq, event_type, data, meta FROM events WHERE account = ?1 ORDER BY id")
         .unwrap();

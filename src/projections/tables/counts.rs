@@ -20,13 +20,15 @@ fn counter_sql(counter: Counter) -> &'static str {
                     .chain(c.values().iter().copied())
                     .collect();
                 let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+                let table = c.table();
                 let updates: Vec<String> =
-                    c.values().iter().map(|v| format!("{v} = {v} + excluded.{v}")).collect();
+                    c.values().iter().map(|v| format!("{v} = {table}.{v} + excluded.{v}")).collect();
+                let keys: Vec<&str> = std::iter::once("account_id").chain(c.keys().iter().copied()).collect();
                 format!(
-                    "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT DO UPDATE SET {}",
-                    c.table(),
+                    "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {}",
                     columns.join(", "),
                     placeholders.join(", "),
+                    keys.join(", "),
                     updates.join(", ")
                 )
             })

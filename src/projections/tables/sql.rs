@@ -75,7 +75,7 @@ impl<'c> SqlTables<'c> {
             "INSERT INTO services (account_id, service_id, customer_id, contact_key, started_at, active,
                                    auto_complete_at, expires_at, document)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT DO UPDATE SET customer_id = excluded.customer_id,
+                 ON CONFLICT (account_id, service_id) DO UPDATE SET customer_id = excluded.customer_id,
                    contact_key = excluded.contact_key, active = excluded.active,
                    auto_complete_at = excluded.auto_complete_at, expires_at = excluded.expires_at,
                    document = excluded.document",
@@ -191,7 +191,7 @@ impl Tables for SqlTables<'_> {
     ) -> Result<(), StoreError> {
         self.run(
             "INSERT INTO namespaces (account_id, namespace, created_at, deleting_since) VALUES (?1, ?2, ?3, ?3)
-             ON CONFLICT DO UPDATE SET deleting_since = excluded.deleting_since",
+             ON CONFLICT (account_id, namespace) DO UPDATE SET deleting_since = excluded.deleting_since",
             (account_id, namespace, at),
         )
     }
@@ -205,7 +205,7 @@ impl Tables for SqlTables<'_> {
         self.run(
             "INSERT INTO properties (account_id, namespace, session_id, key, value, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+                 ON CONFLICT (account_id, namespace, session_id, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
             params![s.account_id, s.namespace, s.session_id, row.key, row.value, row.expires_at],
         )
     }
@@ -228,7 +228,7 @@ impl Tables for SqlTables<'_> {
         set_at: &str,
     ) -> Result<(), StoreError> {
         self.run("INSERT INTO session_ttls (account_id, namespace, session_id, ttl_second, ttl_set_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT DO UPDATE SET ttl_second = excluded.ttl_second, ttl_set_at = excluded.ttl_set_at", params![s.account_id, s.namespace, s.session_id, ttl_second, set_at])
+                 ON CONFLICT (account_id, namespace, session_id) DO UPDATE SET ttl_second = excluded.ttl_second, ttl_set_at = excluded.ttl_set_at", params![s.account_id, s.namespace, s.session_id, ttl_second, set_at])
     }
 
     fn delete_session_ttl(&mut self, s: SessionKey<'_>) -> Result<(), StoreError> {
@@ -276,7 +276,7 @@ impl Tables for SqlTables<'_> {
         let text = serde_json::to_string(profile).expect("a profile serializes");
         self.run(
             "INSERT INTO customers (account_id, customer_id, profile, created_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT DO UPDATE SET profile = excluded.profile",
+                 ON CONFLICT (account_id, customer_id) DO UPDATE SET profile = excluded.profile",
             (account_id, customer_id, text, created_at),
         )?;
         self.run(
@@ -358,7 +358,7 @@ impl Tables for SqlTables<'_> {
             .map(|list| serde_json::to_string(list).expect("names serialize"));
         self.run(
             "INSERT INTO journey_settings (account_id, auto_complete_after, abandon_dispositions) VALUES (?1, ?2, ?3)
-                 ON CONFLICT DO UPDATE SET auto_complete_after = excluded.auto_complete_after,
+                 ON CONFLICT (account_id) DO UPDATE SET auto_complete_after = excluded.auto_complete_after,
                    abandon_dispositions = excluded.abandon_dispositions",
             params![account_id, settings.auto_complete_after, dispositions],
         )

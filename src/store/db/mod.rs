@@ -20,8 +20,10 @@ pub use value::{FromSql, ToSql, Value, ValueRef};
 pub enum Error {
     #[error("sqlite: {0}")]
     Sqlite(rusqlite::Error),
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", postgres::describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
+    #[error("postgres: {}; preparing: {sql}", postgres::describe(.source))]
+    Prepare { source: tokio_postgres::Error, sql: String },
     #[error("the query returned no row")]
     NoRows,
     #[error("column {column}: {message}")]
@@ -44,9 +46,11 @@ impl Error {
             Error::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) => {
                 failure.code == rusqlite::ErrorCode::ConstraintViolation
             }
-            Error::Postgres(error) => error.code().is_some_and(|code| {
-                code.code().starts_with("23") || *code == tokio_postgres::error::SqlState::RAISE_EXCEPTION
-            }),
+            Error::Postgres(error) | Error::Prepare { source: error, .. } => {
+                error.code().is_some_and(|code| {
+                    code.code().starts_with("23") || *code == tokio_postgres::error::SqlState::RAISE_EXCEPTION
+                })
+            }
             _ => false,
         }
     }
@@ -133,6 +137,14 @@ impl Connection {
         match self.dialect() {
             Dialect::Sqlite => sqlite,
             Dialect::Postgres => postgres,
+        }
+    }
+
+    /// True once the server closed a PostgreSQL connection: it is not given out again.
+    pub fn is_broken(&self) -> bool {
+        match self {
+            Connection::Sqlite(_) => false,
+            Connection::Postgres(conn) => conn.is_closed(),
         }
     }
 

@@ -59,7 +59,9 @@ impl PgConnection {
         if let Some(statement) = self.statements.borrow().get(sql) {
             return Ok(statement.clone());
         }
-        let statement = futures_executor::block_on(self.client.prepare(&numbered_parameters(sql)))?;
+        let numbered = numbered_parameters(sql);
+        let statement = futures_executor::block_on(self.client.prepare(&numbered))
+            .map_err(|source| Error::Prepare { source, sql: numbered })?;
         self.statements.borrow_mut().insert(sql.to_string(), statement.clone());
         Ok(statement)
     }
@@ -89,6 +91,23 @@ impl PgConnection {
 
     pub(super) fn batch(&self, sql: &str) -> Result<()> {
         Ok(futures_executor::block_on(self.client.batch_execute(sql))?)
+    }
+}
+
+/// The server's message (and where it points) rather than tokio-postgres's bare "db error".
+pub(super) fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{}: {} ({})", db.severity(), db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!("; {detail}"));
+            }
+            if let Some(where_) = db.where_() {
+                text.push_str(&format!("; in {where_}"));
+            }
+            text
+        }
+        None => error.to_string(),
     }
 }
 

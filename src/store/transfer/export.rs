@@ -28,7 +28,7 @@ fn export_in_snapshot(
     // Two statements rather than one with an optional filter: SQLite plans a statement once, and
     // only the one that names the account can use the `(account, seq)` index.
     let filter = match selection.account {
-        None => "?1 >= 0 AND ?2 IS NULL ORDER BY id",
+        None => "?1 >= 0 AND CAST(?2 AS TEXT) IS NULL ORDER BY id",
         Some(_) => "account = ?2 AND seq > ?1 ORDER BY seq",
     };
     let mut statement = conn.prepare(&format!("SELECT {COLUMNS} FROM events WHERE {filter}"))?;
