@@ -86,16 +86,11 @@ pub(super) fn insert_row(
     payload_hash: &Hash,
     hash: &Hash,
 ) -> Result<(), StoreError> {
-    // PostgreSQL: the id comes from the table's sequence, so that several nodes append at once.
-    let id = match conn.dialect() {
-        Dialect::Sqlite => Some(id),
-        Dialect::Postgres => None,
-    };
+    let (id, value) = new_id(conn, id, "?1");
     conn.prepare_cached(&format!(
         "INSERT INTO {table} (id, account, seq, stream, stream_version, event_type, event_version, data,
                               meta, recorded_at, payload_hash, hash)
-         VALUES ({}, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        conn.sql("?1", "coalesce(CAST(?1 AS BIGINT), nextval('events_id_seq'))")
+         VALUES ({value}, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
     ))?
     .execute(params![
         id,
@@ -112,6 +107,18 @@ pub(super) fn insert_row(
         hash.as_slice(),
     ])?;
     Ok(())
+}
+
+/// A new event's store-wide id as bound to `parameter`, and the SQL of its value. SQLite: the
+/// id the writer counted. PostgreSQL: NULL, and the value is drawn from the table's sequence,
+/// so that several nodes append at once.
+pub(crate) fn new_id(conn: &Connection, id: u64, parameter: &str) -> (Option<u64>, String) {
+    match conn.dialect() {
+        Dialect::Sqlite => (Some(id), parameter.to_string()),
+        Dialect::Postgres => {
+            (None, format!("coalesce(CAST({parameter} AS BIGINT), nextval('events_id_seq'))"))
+        }
+    }
 }
 
 /// Replaces the payload of `account`'s event `seq` with its redacted form: the one change the log allows,

@@ -235,6 +235,18 @@ mod tests {
     }
 
     #[test]
+    fn postgres_migrations_dir_matches_its_list() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        files.sort();
+        let listed: Vec<&str> = POSTGRES_MIGRATIONS.iter().map(|m| m.name).collect();
+        assert_eq!(files, listed);
+    }
+
+    #[test]
     fn a_database_newer_than_the_binary_is_refused() {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate(&mut conn).unwrap();

@@ -163,8 +163,8 @@ async fn a_row_edited_in_one_account_is_reported_there_and_not_in_another() {
             assert_eq!(app.call(key, "PATCH", &path, &json!({"round": round}).to_string()).await.status, 204);
         }
     }
-    let conn = rusqlite::Connection::open(app.data_dir.join("ctxd.db")).unwrap();
-    conn.execute_batch("DROP TRIGGER events_are_append_only_update").unwrap();
+    let conn = crate::helpers::raw_connection(&app.data_dir);
+    crate::helpers::allow_editing_events(&conn);
     let edited = conn
         .execute("UPDATE events SET data = replace(data, '\"round\":2', '\"round\":20') WHERE account = 'acme' AND seq = 6", [])
         .unwrap();

@@ -517,7 +517,7 @@ async fn analytics_refuse_bad_parameters_and_other_accounts() {
 
 #[tokio::test]
 async fn a_store_from_before_the_funnels_has_its_analytics_rebuilt_when_it_opens() {
-    let app = spawn_app().await;
+    let app = crate::helpers::spawn_sqlite_app().await;
     let cs = Cs::new(&app, "acme").await;
     let s = cs
         .start_service(json!({"customer_id": "c1", "service_type": "billing", "media_type": "voice"}))

@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
+use ctxd::store::db::Connection;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use rusqlite::Connection;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, spawn_app};
@@ -28,7 +28,7 @@ fn account_events(app: &TestApp, account: &str) -> Vec<(u64, String)> {
 /// A read-write connection to the store's file beside the running server: what someone with
 /// access to the disk could do.
 fn raw(app: &TestApp) -> Connection {
-    Connection::open(app.store.path()).unwrap()
+    crate::helpers::raw_connection(&app.data_dir)
 }
 
 async fn patch(app: &TestApp, key: &str, account: &str, session: &str, body: Value) {
@@ -250,7 +250,7 @@ async fn the_chain_verifies_and_a_row_edited_with_plain_sql_is_reported() {
     let conn = raw(&app);
     for sql in [
         "UPDATE events SET data = '{}' WHERE seq = 3",
-        "UPDATE events SET hash = x'00' WHERE seq = 3",
+        "UPDATE events SET hash = substr(hash, 1, 1) WHERE seq = 3",
         "DELETE FROM events WHERE seq = 3",
     ] {
         let error = conn.execute(sql, []).unwrap_err().to_string();
@@ -258,7 +258,7 @@ async fn the_chain_verifies_and_a_row_edited_with_plain_sql_is_reported() {
     }
 
     // Someone who drops the trigger can edit a row; the chain shows where.
-    conn.execute_batch("DROP TRIGGER events_are_append_only_update").unwrap();
+    crate::helpers::allow_editing_events(&conn);
     let target = last - 2;
     conn.execute(
         "UPDATE events SET data = replace(data, '\"round\":3', '\"round\":30') WHERE seq = ?1",
@@ -412,7 +412,13 @@ async fn erasing_a_customer_redacts_their_events_keeps_the_chain_and_the_counts(
     assert_cs_error(&stranger.post(&format!("/profiles/{ann}/erase"), json!({})).await, 404);
     assert!(app.verify().mismatch.is_none());
 
-    // Nor is anything of it left in the files: freed space is zeroed, the WAL was emptied.
+    // Nor is anything of it left in SQLite's files: freed space is zeroed, the WAL was emptied.
+    // (On PostgreSQL, old row versions stay in the table's pages until rewritten: docs/AUDIT.md.)
+    if crate::helpers::on_postgres() {
+        let app = app.restart().await;
+        assert!(app.verify().mismatch.is_none());
+        return;
+    }
     let files = |app: &TestApp| {
         let db = app.store.path().to_path_buf();
         let wal = db.with_extension("db-wal");

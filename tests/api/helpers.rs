@@ -81,6 +81,19 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeConfig)) -> TestApp
     app
 }
 
+/// The file that keeps a test's data dir on SQLite whatever `CTXD_TEST_DATABASE_URL` says.
+const SQLITE_ONLY: &str = "sqlite-only";
+
+/// A server on SQLite, for the tests of SQLite's own files and migrations.
+pub async fn spawn_sqlite_app() -> TestApp {
+    let temp = Arc::new(tempfile::tempdir().unwrap());
+    std::fs::write(temp.path().join(SQLITE_ONLY), "").unwrap();
+    let clock = Arc::new(ManualClock::starting_at(Utc.with_ymd_and_hms(2026, 1, 1, 10, 0, 0).unwrap()));
+    let mut app = spawn_configured(temp.path(), clock, |_| {}).await;
+    app._temp = Some(temp);
+    app
+}
+
 /// Starts a server on an existing data dir (for restarts) with the given clock.
 pub async fn spawn_app_in(data_dir: &Path, clock: Arc<ManualClock>) -> TestApp {
     spawn_configured(data_dir, clock, |_| {}).await
@@ -137,6 +150,10 @@ async fn spawn_configured(
 /// tests run on SQLite in the data dir.
 pub fn test_database(data_dir: &Path) -> Option<String> {
     let server = std::env::var("CTXD_TEST_DATABASE_URL").ok().filter(|url| !url.is_empty())?;
+    // A data dir that holds a SQLite store (an old release's, in the migration tests) runs on it.
+    if data_dir.join("ctxd.db").exists() || data_dir.join(SQLITE_ONLY).exists() {
+        return None;
+    }
     let kept = data_dir.join("test-database-url");
     if let Ok(url) = std::fs::read_to_string(&kept) {
         return Some(url);
@@ -151,6 +168,32 @@ pub fn test_database(data_dir: &Path) -> Option<String> {
     std::fs::create_dir_all(data_dir).unwrap();
     std::fs::write(&kept, &url).unwrap();
     Some(url)
+}
+
+/// True when the suite runs on PostgreSQL: the tests of SQLite's own files and of migrations
+/// from its older schemas have nothing to test there.
+pub fn on_postgres() -> bool {
+    std::env::var("CTXD_TEST_DATABASE_URL").is_ok_and(|url| !url.is_empty())
+}
+
+/// A read-write connection to the store of `data_dir` beside its server: what someone with
+/// access to the database can do.
+pub fn raw_connection(data_dir: &Path) -> ctxd::store::db::Connection {
+    match std::fs::read_to_string(data_dir.join("test-database-url")) {
+        Ok(url) => {
+            ctxd::store::db::Connection::Postgres(ctxd::store::db::PgConnection::connect(&url).unwrap())
+        }
+        Err(_) => rusqlite::Connection::open(data_dir.join("ctxd.db")).unwrap().into(),
+    }
+}
+
+/// Lets `conn` edit event rows, as the database's owner can: the append-only rule is a trigger.
+pub fn allow_editing_events(conn: &ctxd::store::db::Connection) {
+    conn.execute_batch(conn.sql(
+        "DROP TRIGGER events_are_append_only_update",
+        "ALTER TABLE events DISABLE TRIGGER events_are_append_only",
+    ))
+    .unwrap();
 }
 
 impl TestApp {

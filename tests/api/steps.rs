@@ -191,7 +191,7 @@ async fn a_namespace_delete_that_a_stop_interrupts_resumes_on_start() {
     let mut done_before_restart = 0;
     let app = app
         .restart_with(|dir| {
-            let conn = rusqlite::Connection::open(dir.join("ctxd.db")).unwrap();
+            let conn = crate::helpers::raw_connection(dir);
             done_before_restart = conn
                 .query_row("SELECT count(*) FROM events WHERE event_type = 'SessionDeleted'", [], |row| {
                     row.get(0)

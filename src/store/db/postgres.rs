@@ -209,6 +209,8 @@ impl<'a> tokio_postgres::types::FromSql<'a> for Column {
             Type::FLOAT8 => Value::Real(f64::from_sql(ty, raw)?),
             Type::FLOAT4 => Value::Real(f32::from_sql(ty, raw)?.into()),
             Type::BYTEA => Value::Blob(raw.to_vec()),
+            // `sum()` of BIGINTs: SQLite answers an integer, and so does this.
+            Type::NUMERIC => numeric(raw)?,
             Type::JSONB => Value::Text(std::str::from_utf8(raw.get(1..).unwrap_or_default())?.to_string()),
             _ => Value::Text(std::str::from_utf8(raw)?.to_string()),
         }))
@@ -227,6 +229,38 @@ impl<'a> tokio_postgres::types::FromSql<'a> for Column {
 pub(super) fn column(row: &tokio_postgres::Row, index: usize) -> Result<Value> {
     let Column(value) = row.try_get(index)?;
     Ok(value)
+}
+
+/// A NUMERIC in PostgreSQL's binary form (base-10000 digits): an integer when it has no
+/// fraction and fits, else the nearest float.
+fn numeric(raw: &[u8]) -> std::result::Result<Value, Box<dyn std::error::Error + Sync + Send>> {
+    let word = |index: usize| -> std::result::Result<i16, Box<dyn std::error::Error + Sync + Send>> {
+        let bytes = raw.get(index * 2..index * 2 + 2).ok_or("a truncated numeric")?;
+        Ok(i16::from_be_bytes([bytes[0], bytes[1]]))
+    };
+    let (digits, weight, sign, scale) = (word(0)?, word(1)?, word(2)? as u16, word(3)?);
+    if sign == 0xC000 {
+        return Ok(Value::Real(f64::NAN));
+    }
+    let negative = sign == 0x4000;
+    let mut integer: Option<i64> = (scale == 0).then_some(0);
+    let mut real = 0f64;
+    for index in 0..digits.max(0) as usize {
+        let digit = word(4 + index)?;
+        let power = i32::from(weight) - index as i32;
+        real += f64::from(digit) * 10000f64.powi(power);
+        integer = match (integer, u32::try_from(power)) {
+            (Some(sum), Ok(power)) => 10000i64
+                .checked_pow(power)
+                .and_then(|unit| unit.checked_mul(i64::from(digit)))
+                .and_then(|term| sum.checked_add(term)),
+            _ => None,
+        };
+    }
+    Ok(match integer {
+        Some(value) => Value::Integer(if negative { -value } else { value }),
+        None => Value::Real(if negative { -real } else { real }),
+    })
 }
 
 /// A column's bytes as the server sent them.
@@ -260,13 +294,18 @@ pub(super) fn column_ref(row: &tokio_postgres::Row, index: usize) -> Result<Valu
         Type::JSONB => ValueRef::Text(
             std::str::from_utf8(raw.get(1..).unwrap_or_default()).map_err(|e| bad(e.to_string()))?,
         ),
-        Type::INT8 | Type::INT4 | Type::INT2 | Type::OID | Type::BOOL | Type::FLOAT8 | Type::FLOAT4 => {
-            match column(row, index)? {
-                Value::Integer(i) => ValueRef::Integer(i),
-                Value::Real(r) => ValueRef::Real(r),
-                other => return Err(bad(format!("unexpected {other:?}"))),
-            }
-        }
+        Type::INT8
+        | Type::INT4
+        | Type::INT2
+        | Type::OID
+        | Type::BOOL
+        | Type::FLOAT8
+        | Type::FLOAT4
+        | Type::NUMERIC => match column(row, index)? {
+            Value::Integer(i) => ValueRef::Integer(i),
+            Value::Real(r) => ValueRef::Real(r),
+            other => return Err(bad(format!("unexpected {other:?}"))),
+        },
         _ => ValueRef::Text(std::str::from_utf8(raw).map_err(|e| bad(e.to_string()))?),
     })
 }
@@ -279,6 +318,16 @@ impl From<Error> for std::io::Error {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn numerics_read_as_integers_when_whole() {
+        // 1234567 = 123·10000 + 4567; -2.5 = -(2 + 5000/10000), scale 1.
+        let whole = [0, 2, 0, 1, 0, 0, 0, 0, 0, 123, 0x11, 0xD7];
+        assert_eq!(super::numeric(&whole).unwrap(), super::Value::Integer(1_234_567));
+        let half = [0, 2, 0, 0, 0x40, 0, 0, 1, 0, 2, 0x13, 0x88];
+        assert_eq!(super::numeric(&half).unwrap(), super::Value::Real(-2.5));
+        assert_eq!(super::numeric(&[0, 0, 0, 0, 0, 0, 0, 0]).unwrap(), super::Value::Integer(0));
+    }
+
     #[test]
     fn parameters_are_numbered_as_postgres_numbers_them() {
         assert_eq!(super::numbered_parameters("SELECT ?1, '?2', ?12"), "SELECT $1, '?2', $12");
