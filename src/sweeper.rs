@@ -58,6 +58,10 @@ pub async fn run(store: Store, interval: Duration, retention: Duration, mut stop
     loop {
         tokio::select! {
             _ = ticker.tick() => {
+                let turn = store.clone();
+                if !tokio::task::spawn_blocking(move || turn.sweeper_turn()).await.unwrap_or(false) {
+                    continue; // another node sweeps
+                }
                 if let Err(error) = sweep_once(&store).await {
                     tracing::warn!(%error, "expiry sweep failed");
                 }

@@ -14,7 +14,7 @@ pub struct ApiError {
     pub message: String,
     /// On 412: the stream's current version, sent as `currentVersion` and `ETag`.
     pub current_version: Option<StreamVersion>,
-    /// On 429: whole seconds after which to retry, sent as `Retry-After`.
+    /// On 429 and 503: whole seconds after which to retry, sent as `Retry-After`.
     pub retry_after: Option<u64>,
 }
 
@@ -63,8 +63,11 @@ impl From<WriteError> for ApiError {
         match error {
             WriteError::Domain(error) => error.into(),
             WriteError::IdempotencyMismatch => Self::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_string()),
-            WriteError::Unavailable | WriteError::CommitFailed => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
+            WriteError::Unavailable | WriteError::CommitFailed | WriteError::DatabaseUnreachable => {
+                ApiError {
+                    retry_after: Some(1),
+                    ..Self::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
+                }
             }
             WriteError::RateLimited { retry_after } => {
                 let message = format!("{error}: at most {} ms from now", retry_after.as_millis().max(1));

@@ -10,6 +10,7 @@ pub mod fair;
 pub mod idempotency;
 pub mod log;
 pub mod migrations;
+pub mod notify;
 pub mod read;
 pub mod transfer;
 pub mod writer;
@@ -64,6 +65,11 @@ pub enum WriteError {
     Unavailable,
     #[error("the group commit failed")]
     CommitFailed,
+    #[error(
+        "the database cannot be reached just now; the write may or may not have been committed: \
+         retry it with the same Idempotency-Key"
+    )]
+    DatabaseUnreachable,
     #[error("this account is past its writes_per_second; retry later")]
     RateLimited { retry_after: std::time::Duration },
     #[error(transparent)]
@@ -173,6 +179,17 @@ struct Inner {
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Held for the store's lifetime: one process per SQLite store.
     _lock: Option<File>,
+    /// PostgreSQL: the connection on which this node holds (or tries for) the sweeper's lock.
+    sweeper: Mutex<SweeperTurn>,
+}
+
+/// The advisory lock that makes one node at a time the sweeper of a PostgreSQL store.
+const SWEEPER_LOCK: i64 = 0x6374_7864_7377_7070; // "ctxdswpp"
+
+#[derive(Default)]
+struct SweeperTurn {
+    conn: Option<Connection>,
+    holding: bool,
 }
 
 /// Where a store keeps its log and projections.
@@ -308,7 +325,15 @@ impl Store {
         let feed =
             Arc::new(watch::Sender::new(FeedHead { last_id, commit_after: last_id, ..FeedHead::default() }));
         let (sender, receiver) = mpsc::channel(config.queue_capacity);
-        let shared = writer::Shared { keys: keys.clone(), limits, feed: feed.clone() };
+        let database_url = match location {
+            Location::Postgres(url) => Some(url.clone()),
+            Location::Sqlite(_) => None,
+        };
+        let node = uuid::Uuid::new_v4().simple().to_string();
+        if let Some(url) = &database_url {
+            notify::listen(url, &node, keys.clone(), limits.clone(), feed.clone())?;
+        }
+        let shared = writer::Shared { keys: keys.clone(), limits, feed: feed.clone(), database_url, node };
         let thread = writer::spawn(conn, receiver, config, clock, metrics, shared)?;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -320,6 +345,7 @@ impl Store {
                 feed,
                 steps: tokio::sync::Notify::new(),
                 writer_thread: Mutex::new(Some(thread)),
+                sweeper: Mutex::new(SweeperTurn::default()),
                 _lock: lock,
             }),
         })
@@ -376,6 +402,34 @@ impl Store {
         tokio::task::spawn_blocking(move || store.read(query))
             .await
             .map_err(|error| StoreError::Io(std::io::Error::other(error)))?
+    }
+
+    /// True when this node is the one that sweeps: always on SQLite (one process per store); on
+    /// PostgreSQL, the node that holds an advisory lock on a connection of its own, which the
+    /// server releases when the node dies or loses that connection, so that another takes over.
+    pub fn sweeper_turn(&self) -> bool {
+        let Location::Postgres(url) = &self.inner.location else { return true };
+        let mut turn = self.inner.sweeper.lock().expect("sweeper lock");
+        if turn.conn.as_ref().is_none_or(Connection::is_broken) {
+            *turn = SweeperTurn::default();
+            match db::PgConnection::connect(url) {
+                Ok(conn) => turn.conn = Some(Connection::Postgres(conn)),
+                Err(error) => {
+                    tracing::warn!(%error, "the sweeper cannot reach PostgreSQL");
+                    return false;
+                }
+            }
+        }
+        if !turn.holding {
+            let conn = turn.conn.as_ref().expect("connected above");
+            turn.holding = conn
+                .query_row("SELECT pg_try_advisory_lock(?1)", [SWEEPER_LOCK], |row| row.get(0))
+                .unwrap_or(false);
+            if turn.holding {
+                tracing::info!("this node is the sweeper now");
+            }
+        }
+        turn.holding
     }
 
     /// The `writes_per_second` an account's writes are held to (`None`: unlimited).

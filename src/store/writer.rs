@@ -61,6 +61,10 @@ pub(super) struct Shared {
     pub keys: Arc<KeyRing>,
     pub limits: Arc<WriteLimits>,
     pub feed: Arc<watch::Sender<FeedHead>>,
+    /// PostgreSQL's URL, to connect again when the connection is lost.
+    pub database_url: Option<String>,
+    /// This node's name in the notifications it sends (`store::notify`).
+    pub node: String,
 }
 
 pub(super) enum Message {
@@ -100,7 +104,8 @@ pub(super) fn spawn(
     shared: Shared,
 ) -> Result<std::thread::JoinHandle<()>, StoreError> {
     let cursor = Cursor::of(&conn)?;
-    let mut writer = Writer { cursor, conn, config, clock, metrics, shared };
+    let reconnect = Reconnect { url: shared.database_url.clone(), attempts: 0, next: Instant::now() };
+    let mut writer = Writer { cursor, conn, config, clock, metrics, shared, reconnect };
     let thread =
         std::thread::Builder::new().name("ctxd-writer".into()).spawn(move || writer.run(receiver))?;
     Ok(thread)
@@ -221,7 +226,17 @@ fn lock_head(conn: &Connection, account: &str) -> Result<(u64, Hash), StoreError
     Ok((last_seq + 1, hash))
 }
 
+/// How the writer gets a new connection to PostgreSQL once it lost its own: tried before a
+/// group, at most once per backoff (doubling from 100 ms to 2 s); meanwhile commands are
+/// answered at once that the database cannot be reached.
+struct Reconnect {
+    url: Option<String>,
+    attempts: u32,
+    next: Instant,
+}
+
 struct Writer {
+    reconnect: Reconnect,
     conn: Connection,
     cursor: Cursor,
     config: WriterConfig,
@@ -282,8 +297,49 @@ impl Writer {
         }
     }
 
+    /// A connection that answers, reconnecting if its own was lost (PostgreSQL): false while
+    /// the database cannot be reached.
+    fn connected(&mut self) -> bool {
+        if !self.conn.is_broken() {
+            return true;
+        }
+        let Some(url) = &self.reconnect.url else { return false };
+        if Instant::now() < self.reconnect.next {
+            return false;
+        }
+        let connected = crate::store::db::PgConnection::connect(url).map(Connection::Postgres);
+        match connected.map_err(StoreError::from).and_then(|conn| Ok((Cursor::of(&conn)?, conn))) {
+            Ok((cursor, conn)) => {
+                tracing::info!(
+                    attempts = self.reconnect.attempts + 1,
+                    "the writer reconnected to PostgreSQL"
+                );
+                // The counter the feed's followers compare goes on from where it was.
+                self.cursor =
+                    Cursor { next_id: self.cursor.next_id.max(cursor.next_id), ..Cursor::default() };
+                self.conn = conn;
+                self.reconnect.attempts = 0;
+                true
+            }
+            Err(error) => {
+                let backoff = std::time::Duration::from_millis(100 << self.reconnect.attempts.min(4))
+                    .min(std::time::Duration::from_secs(2));
+                tracing::warn!(%error, ?backoff, "the writer cannot reach PostgreSQL");
+                self.reconnect.attempts += 1;
+                self.reconnect.next = Instant::now() + backoff;
+                false
+            }
+        }
+    }
+
     /// Commits one group and replies to every command in it.
     fn commit_group(&mut self, batch: &mut Vec<Pending>) {
+        if !self.connected() {
+            for (_, reply) in batch.drain(..) {
+                let _ = reply.sender.send(Err(WriteError::DatabaseUnreachable));
+            }
+            return;
+        }
         let started = Instant::now();
         let first = self.cursor.next_id;
         let mut accounts = Vec::new();
@@ -296,6 +352,13 @@ impl Writer {
                     self.cursor = Cursor { next_id: first, ..Cursor::default() };
                     let (_, reply) = batch.remove(index);
                     let _ = reply.sender.send(Err(WriteError::Store(error)));
+                }
+                Err(GroupError::Store(error)) if self.conn.is_broken() => {
+                    // Whether the commit happened is unknown: a retry with the same
+                    // Idempotency-Key answers the first outcome if it did.
+                    tracing::error!(%error, "the connection to PostgreSQL was lost during a group");
+                    self.cursor = Cursor { next_id: first, ..Cursor::default() };
+                    break (batch.iter().map(|_| Err(WriteError::DatabaseUnreachable)).collect(), false);
                 }
                 Err(GroupError::Store(error)) => {
                     tracing::error!(%error, "group commit failed; every command in it is refused");
@@ -342,13 +405,7 @@ impl Writer {
         }
         if appended > 0 {
             // Never blocks: followers read the new events from the log, at their own pace.
-            let head = FeedHead {
-                last_id: self.cursor.next_id - 1,
-                commit_after: first - 1,
-                accounts: accounts.into(),
-                closed: false,
-            };
-            self.shared.feed.send_modify(|current| *current = FeedHead { closed: current.closed, ..head });
+            super::notify::advance_feed(&self.shared.feed, appended, Some(accounts.into()));
         }
         for ((_, reply), result) in batch.drain(..).zip(results) {
             let _ = reply.sender.send(result);
@@ -409,6 +466,8 @@ impl Writer {
         counts.write(&tx)?;
         if postgres {
             self.cursor.store_heads(&tx)?;
+            // Delivered to the other nodes when (and only if) the transaction commits.
+            super::notify::send(&tx, &self.shared.node, accounts, touched_keys)?;
         }
         tx.commit()?;
         Ok((results, touched_keys))

@@ -118,13 +118,13 @@ async fn the_feed_pages_an_accounts_events_in_order_with_a_stable_cursor() {
 }
 
 /// Reads Server-Sent Events from a response body.
-struct SseReader {
+pub(crate) struct SseReader {
     body: Incoming,
     buffer: String,
 }
 
 impl SseReader {
-    async fn open(app: &TestApp, key: &str, query: &str, last_event_id: Option<u64>) -> SseReader {
+    pub(crate) async fn open(app: &TestApp, key: &str, query: &str, last_event_id: Option<u64>) -> SseReader {
         let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
         let mut request =
             hyper::Request::get(format!("http://{}/v1/account/acme/events/stream{query}", app.addr))
@@ -139,7 +139,7 @@ impl SseReader {
     }
 
     /// The next event's id and data; None when the server ends the stream.
-    async fn next(&mut self) -> Option<(u64, Value)> {
+    pub(crate) async fn next(&mut self) -> Option<(u64, Value)> {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();

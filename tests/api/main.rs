@@ -13,6 +13,7 @@ mod history;
 mod journeys;
 mod model;
 mod neighbours;
+mod nodes;
 mod ops;
 mod process;
 mod steps;

@@ -12,7 +12,7 @@ mod postgres;
 mod sqlite;
 mod value;
 
-pub use postgres::PgConnection;
+pub use postgres::{PgConnection, listen as postgres_listen};
 pub use value::{FromSql, ToSql, Value, ValueRef};
 
 /// Errors of either backend, and of reading a column as the wrong type.

@@ -111,6 +111,63 @@ pub(super) fn describe(error: &tokio_postgres::Error) -> String {
     }
 }
 
+/// Listens on `channel` on a connection of its own: each notification's payload goes to
+/// `notices`, and `None` after the connection was lost and made again (what was sent in between
+/// is lost). Ends when `notices` is dropped.
+pub fn listen(
+    url: &str,
+    channel: &'static str,
+    notices: std::sync::mpsc::Sender<Option<String>>,
+) -> Result<()> {
+    let config: tokio_postgres::Config = url.parse()?;
+    runtime().spawn(async move {
+        let mut lost = false;
+        let mut backoff = std::time::Duration::from_millis(100);
+        loop {
+            match listen_once(&config, channel, &notices, lost).await {
+                Ok(true) => return,
+                Ok(false) => backoff = std::time::Duration::from_millis(100),
+                Err(error) => tracing::warn!(error = %describe(&error), "listening for other nodes failed"),
+            }
+            lost = true;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+        }
+    });
+    Ok(())
+}
+
+/// One connection's listening: `Ok(true)` once nobody reads the notices any more.
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    channel: &str,
+    notices: &std::sync::mpsc::Sender<Option<String>>,
+    lost: bool,
+) -> std::result::Result<bool, tokio_postgres::Error> {
+    use futures_util::StreamExt;
+    let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
+    let (messages, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        let mut stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = stream.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(notice) = message {
+                let _ = messages.send(notice.payload().to_string());
+            }
+        }
+    });
+    client.batch_execute(&format!("LISTEN {channel}")).await?;
+    if lost && notices.send(None).is_err() {
+        return Ok(true);
+    }
+    while let Some(payload) = received.recv().await {
+        if notices.send(Some(payload)).is_err() {
+            return Ok(true);
+        }
+    }
+    let _ = driver.await;
+    Ok(false)
+}
+
 /// SQLite's `?1` parameters as PostgreSQL's `$1` (outside quoted text).
 fn numbered_parameters(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len() + 8);

@@ -1,0 +1,126 @@
+//! Two ctxd servers on one PostgreSQL database, as two nodes of a cluster: what either writes
+//! the other reads, one account's positions stay gapless and its chain intact whichever node
+//! wrote, a retry on the other node answers the first outcome, a follower on one node sees the
+//! other's writes, and a key revoked on one node stops working on the other. SQLite stores
+//! belong to one process: these run on PostgreSQL only (`CTXD_TEST_DATABASE_URL`, as .ci/run).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+use ctxd::clock::ManualClock;
+use serde_json::{Value, json};
+
+use crate::audit::SseReader;
+use crate::helpers::{TestApp, on_postgres, spawn_app, spawn_app_in};
+
+/// A second node on `first`'s database, with a data dir (and so an admin token file) of its own.
+async fn second_node(first: &TestApp, dir: &tempfile::TempDir) -> TestApp {
+    let url = std::fs::read_to_string(first.data_dir.join("test-database-url")).unwrap();
+    std::fs::write(dir.path().join("test-database-url"), url).unwrap();
+    let clock = ManualClock::starting_at(Utc.with_ymd_and_hms(2026, 1, 1, 10, 0, 0).unwrap());
+    spawn_app_in(dir.path(), Arc::new(clock)).await
+}
+
+/// Waits until `node` answers `key` with `status` (keys reach the other nodes through a notice),
+/// for at most a second.
+async fn until_key_answers(node: &TestApp, key: &str, status: u16) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let answer = node.call(key, "GET", "/v1/account/acme/events?limit=1", "").await.status;
+        if answer == status {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the other node still answers {answer} after a second");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_nodes_on_one_database_write_one_account_as_one_log() {
+    if !on_postgres() {
+        return; // a SQLite store has one writer process by design
+    }
+    let one = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let two = second_node(&one, &dir).await;
+    let key = one.account("acme").await;
+    until_key_answers(&two, &key, 200).await;
+    let path = "/v1/account/acme/bots/s/properties";
+    let start = one.call(&key, "GET", "/v1/account/acme/events?limit=1000", "").await.json()["events"]
+        .as_array()
+        .unwrap()
+        .len() as u64;
+    let mut follower = SseReader::open(&one, &key, &format!("?after={start}"), None).await;
+
+    // Writes through both nodes at once, to the same session and to sessions of their own.
+    let mut calls = Vec::new();
+    for round in 0..20 {
+        for (name, node) in [("one", &one), ("two", &two)] {
+            calls.push((node, path.to_string(), json!({ format!("{name}-{round}"): round }).to_string()));
+            let own = format!("/v1/account/acme/{name}/s{round}/properties");
+            calls.push((node, own, json!({"round": round}).to_string()));
+        }
+    }
+    let writes = calls.iter().map(|(node, path, body)| node.call(&key, "PATCH", path, body));
+    for reply in futures_util::future::join_all(writes).await {
+        assert_eq!(reply.status, 204, "{}", reply.body);
+    }
+    // The last write of all through node two alone: node one's follower learns of it only from
+    // node two's notice.
+    let last = two.call(&key, "PATCH", path, &json!({"last": true}).to_string()).await;
+    assert_eq!(last.status, 204, "{}", last.body);
+
+    // Each reads the other's writes: the shared session holds all 41 properties.
+    for node in [&one, &two] {
+        let session = node.call(&key, "GET", path, "").await.json();
+        assert_eq!(session.as_object().unwrap().len(), 41, "{session}");
+    }
+    // One log: positions 1, 2, 3 … whichever node appended (81 patches and the three namespaces
+    // they registered), and a chain that verifies on both.
+    let end = start + 84;
+    let feed = two.call(&key, "GET", "/v1/account/acme/events?limit=1000", "").await.json();
+    let seqs: Vec<u64> =
+        feed["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=end).collect::<Vec<_>>());
+    for node in [&one, &two] {
+        let report = node.call(&key, "GET", "/v1/account/acme/audit/verify", "").await.json();
+        assert_eq!((report["intact"].clone(), report["events"].clone()), (json!(true), json!(end)));
+    }
+    // The follower on node one saw node two's writes too, each once, in order.
+    let mut seen = Vec::new();
+    while seen.len() < 84 {
+        let (seq, _) = follower.next().await.expect("the stream goes on");
+        seen.push(seq);
+    }
+    assert_eq!(seen, (start + 1..=end).collect::<Vec<_>>());
+    assert!(one.verify().mismatch.is_none());
+}
+
+#[tokio::test]
+async fn a_retry_on_the_other_node_answers_the_first_outcome_and_a_revoked_key_stops_on_both() {
+    if !on_postgres() {
+        return;
+    }
+    let one = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let two = second_node(&one, &dir).await;
+    let key = one.account("acme").await;
+    until_key_answers(&two, &key, 200).await;
+    let retry = [("idempotency-key", "start-1")];
+    let body = json!({"customer_id": "c1", "service_type": "billing", "media_type": "voice"}).to_string();
+    let services = "/genesys/1/cs/services/start";
+    let first = one.call_with(&key, "POST", services, &retry, &body).await;
+    assert!(first.status < 300, "{}", first.body);
+    let again = two.call_with(&key, "POST", services, &retry, &body).await;
+    assert_eq!((again.status, again.json()), (first.status, first.json()));
+    let started = one.call(&key, "GET", "/v1/account/acme/events?type=ServiceStarted", "").await.json();
+    assert_eq!(started["events"].as_array().unwrap().len(), 1, "one service, not two");
+
+    // A new key issued on node two replaces the old one on node one within a second.
+    let reissued = two.admin("POST", "/admin/accounts/acme/api-key", "").await;
+    assert!(reissued.status < 300, "{}", reissued.body);
+    until_key_answers(&one, &key, 403).await;
+    let new_key: Value = reissued.json();
+    until_key_answers(&one, new_key["api_key"].as_str().unwrap(), 200).await;
+}
