@@ -160,6 +160,49 @@ struct Args {
     /// Keep the scratch stores instead of deleting them at the end.
     #[arg(long)]
     keep_data: bool,
+    /// Run the context and journeys workloads and their raw baselines on this PostgreSQL server
+    /// (a URL whose database may create others: each run gets a fresh database, dropped after).
+    #[arg(long, env = "CTXD_BENCH_DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+/// A database of its own on `--database-url`'s server for one measurement, dropped when done
+/// unless `--keep-data` was given.
+struct ScratchDatabase {
+    server: String,
+    name: String,
+    keep: bool,
+}
+
+impl ScratchDatabase {
+    fn create(args: &Args, what: &str) -> Result<Option<ScratchDatabase>, BoxError> {
+        let Some(server) = &args.database_url else { return Ok(None) };
+        let name = format!("ctxd_bench_{what}_{}", std::process::id());
+        let admin = ctxd::store::db::Connection::Postgres(ctxd::store::db::PgConnection::connect(server)?);
+        admin.execute_batch(&format!("DROP DATABASE IF EXISTS {name}"))?;
+        admin.execute_batch(&format!("CREATE DATABASE {name}"))?;
+        Ok(Some(ScratchDatabase { server: server.clone(), name, keep: args.keep_data }))
+    }
+
+    fn url(&self) -> String {
+        let (base, _) = self.server.rsplit_once('/').unwrap_or((&self.server, ""));
+        format!("{base}/{}", self.name)
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        let dropped = ctxd::store::db::PgConnection::connect(&self.server).and_then(|admin| {
+            ctxd::store::db::Connection::Postgres(admin)
+                .execute_batch(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+        });
+        if let Err(error) = dropped {
+            eprintln!("warning: the scratch database {} was not dropped: {error}", self.name);
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -241,13 +284,17 @@ fn raw_baselines(
         Workload::Context => {
             for with_projections in [false, true] {
                 let settings = raw::RawSettings { batch, duration, clients, with_projections };
-                println!("{}", raw::measure(dir, &settings)?.line(server_rate));
+                let database = ScratchDatabase::create(args, "raw")?;
+                let url = database.as_ref().map(ScratchDatabase::url);
+                println!("{}", raw::measure(dir, url.as_deref(), &settings)?.line(server_rate));
             }
         }
         Workload::Journeys => {
             for projection_code in [false, true] {
                 let settings = raw_journeys::RawJourneySettings { batch, duration, clients, projection_code };
-                println!("{}", raw_journeys::measure(dir, &settings)?.line(server_rate));
+                let database = ScratchDatabase::create(args, "raw_journeys")?;
+                let url = database.as_ref().map(ScratchDatabase::url);
+                println!("{}", raw_journeys::measure(dir, url.as_deref(), &settings)?.line(server_rate));
             }
         }
     }
@@ -280,7 +327,8 @@ fn print_header(args: &Args, scratch: &Path) {
 /// Starts the server on `data_dir`, runs `workload` against it, and stops it.
 fn http_workload(args: &Args, workload: Workload, data_dir: &Path) -> Result<LoadReport, BoxError> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let mut server = Server::start(data_dir)?;
+    let database = ScratchDatabase::create(args, workload.name())?;
+    let mut server = Server::start_on(data_dir, database.as_ref().map(ScratchDatabase::url).as_deref())?;
     let settings = load_settings(args);
     let report = runtime.block_on(async {
         server.wait_ready().await?;

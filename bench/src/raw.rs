@@ -12,7 +12,7 @@ use ctxd::projections;
 use ctxd::store::chain;
 use ctxd::store::db::Connection;
 use ctxd::store::log::{self, RecordedEvent};
-use ctxd::store::{StoreError, open_writer_connection};
+use ctxd::store::{Location, StoreError, open_writer, open_writer_connection};
 
 use crate::report::{Throughput, thousands};
 use crate::workload::{ACCOUNT, meta, patched};
@@ -32,16 +32,19 @@ pub struct RawSettings {
 /// What one baseline measured.
 pub struct RawReport {
     settings: RawSettings,
+    /// "SQLite" or "PostgreSQL".
+    backend: &'static str,
     rows: Throughput,
 }
 
 impl RawReport {
     /// `raw SQLite (same rows, batches of 48, synchronous=FULL): 120,000 rows/s; server/raw = 0.19`
     pub fn line(&self, server_per_second: Option<f64>) -> String {
-        let what = if self.settings.with_projections { "raw SQLite + projections" } else { "raw SQLite" };
+        let backend = self.backend;
+        let what = if self.settings.with_projections { " + projections" } else { "" };
         let raw_per_second = self.rows.per_second();
         let mut line = format!(
-            "{what} (same rows, batches of {}, synchronous=FULL): {} rows/s",
+            "raw {backend}{what} (same rows, batches of {}, durable commits): {} rows/s",
             self.settings.batch,
             thousands(raw_per_second.round() as u64)
         );
@@ -52,10 +55,24 @@ impl RawReport {
     }
 }
 
-/// Runs one baseline on a fresh file in `dir` for `settings.duration`.
-pub fn measure(dir: &Path, settings: &RawSettings) -> Result<RawReport, BoxError> {
+/// A baseline's store: the SQLite file `file`, or the PostgreSQL `database` when given, written
+/// as the server's writer writes (on PostgreSQL, writes whose answers nobody reads go out
+/// together).
+pub fn open_baseline(file: &Path, database: Option<&str>) -> Result<Connection, StoreError> {
+    match database {
+        Some(url) => {
+            let conn = open_writer(&Location::Postgres(url.to_string()), true)?;
+            conn.set_deferred(true);
+            Ok(conn)
+        }
+        None => open_writer_connection(file, true),
+    }
+}
+
+/// Runs one baseline on a fresh file in `dir` (or a fresh database) for `settings.duration`.
+pub fn measure(dir: &Path, database: Option<&str>, settings: &RawSettings) -> Result<RawReport, BoxError> {
     let name = if settings.with_projections { "raw-projections.db" } else { "raw.db" };
-    let mut conn = open_writer_connection(&dir.join(name), true)?;
+    let mut conn = open_baseline(&dir.join(name), database)?;
     let mut rows = WorkloadRows::new(settings.clients);
     let started = Instant::now();
     let mut written = 0;
@@ -65,6 +82,7 @@ pub fn measure(dir: &Path, settings: &RawSettings) -> Result<RawReport, BoxError
     }
     Ok(RawReport {
         settings: settings.clone(),
+        backend: if database.is_some() { "PostgreSQL" } else { "SQLite" },
         rows: Throughput { items: written, elapsed: started.elapsed() },
     })
 }

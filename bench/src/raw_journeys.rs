@@ -14,10 +14,10 @@ use ctxd::app::BoxError;
 use ctxd::clock::{Clock, SystemClock};
 use ctxd::domain::events::service_stream;
 use ctxd::projections;
+use ctxd::store::StoreError;
 use ctxd::store::chain;
 use ctxd::store::db::{Connection, OptionalExtension, params};
 use ctxd::store::log::{self, RecordedEvent, format_time};
-use ctxd::store::{StoreError, open_writer_connection};
 
 use crate::journeys::{Call, customer_id, documents};
 use crate::report::thousands;
@@ -38,6 +38,8 @@ pub struct RawJourneySettings {
 /// What one baseline measured.
 pub struct RawJourneyReport {
     settings: RawJourneySettings,
+    /// "SQLite" or "PostgreSQL".
+    backend: &'static str,
     calls: u64,
     events: u64,
     elapsed: Duration,
@@ -49,12 +51,13 @@ impl RawJourneyReport {
         let seconds = self.elapsed.as_secs_f64().max(1e-9);
         let calls_per_second = self.calls as f64 / seconds;
         let what = if self.settings.projection_code {
-            "raw SQLite journeys + projection code (same calls: event rows, projections::apply per event"
+            "journeys + projection code (same calls: event rows, projections::apply per event"
         } else {
-            "raw SQLite journeys (same calls: event rows + read and rewrite of the services row"
+            "journeys (same calls: event rows + read and rewrite of the services row"
         };
         let mut line = format!(
-            "{what}, batches of {} calls, synchronous=FULL): {} calls/s ({} event rows/s)",
+            "raw {} {what}, batches of {} calls, durable commits): {} calls/s ({} event rows/s)",
+            self.backend,
             self.settings.batch,
             thousands(calls_per_second.round() as u64),
             thousands((self.events as f64 / seconds).round() as u64),
@@ -67,9 +70,13 @@ impl RawJourneyReport {
 }
 
 /// Runs one baseline on a fresh file in `dir` for `settings.duration`.
-pub fn measure(dir: &Path, settings: &RawJourneySettings) -> Result<RawJourneyReport, BoxError> {
+pub fn measure(
+    dir: &Path,
+    database: Option<&str>,
+    settings: &RawJourneySettings,
+) -> Result<RawJourneyReport, BoxError> {
     let name = if settings.projection_code { "raw-journeys-projections.db" } else { "raw-journeys.db" };
-    let mut conn = open_writer_connection(&dir.join(name), true)?;
+    let mut conn = crate::raw::open_baseline(&dir.join(name), database)?;
     let documents = documents(SystemClock.now());
     let mut calls = JourneyCalls::new(settings.clients);
     let started = Instant::now();
@@ -78,7 +85,14 @@ pub fn measure(dir: &Path, settings: &RawJourneySettings) -> Result<RawJourneyRe
         events += commit_batch(&mut conn, &mut calls, &documents, settings)?;
         written += settings.batch;
     }
-    Ok(RawJourneyReport { settings: settings.clone(), calls: written, events, elapsed: started.elapsed() })
+    let backend = if database.is_some() { "PostgreSQL" } else { "SQLite" };
+    Ok(RawJourneyReport {
+        settings: settings.clone(),
+        backend,
+        calls: written,
+        events,
+        elapsed: started.elapsed(),
+    })
 }
 
 /// Writes one batch of calls in one transaction, as one group commit of the writer would;
@@ -118,7 +132,7 @@ fn commit_batch(
                 "INSERT INTO services (account_id, service_id, customer_id, contact_key, started_at, active,
                                        auto_complete_at, expires_at, document)
                      VALUES (?1, ?2, ?3, NULL, ?4, ?5, NULL, NULL, ?6)
-                     ON CONFLICT DO UPDATE SET customer_id = excluded.customer_id, active = excluded.active,
+                     ON CONFLICT (account_id, service_id) DO UPDATE SET customer_id = excluded.customer_id, active = excluded.active,
                        auto_complete_at = excluded.auto_complete_at, expires_at = excluded.expires_at,
                        document = excluded.document",
             )?

@@ -25,6 +25,11 @@ pub struct Server {
 impl Server {
     /// Starts the `ctxd` binary that sits next to this one, storing in `data_dir`.
     pub fn start(data_dir: &Path) -> Result<Server, BoxError> {
+        Server::start_on(data_dir, None)
+    }
+
+    /// Starts the server on `data_dir`, its store in the PostgreSQL database `database_url` if given.
+    pub fn start_on(data_dir: &Path, database_url: Option<&str>) -> Result<Server, BoxError> {
         // The benchmark crate does not build the server: `cargo build --release --workspace`
         // builds both (docs/PERFORMANCE.md).
         let binary = std::env::current_exe()?.with_file_name("ctxd");
@@ -34,7 +39,11 @@ impl Server {
         }
         let addr = free_local_addr()?;
         let admin_token = uuid::Uuid::new_v4().simple().to_string();
-        let child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        if let Some(url) = database_url {
+            command.env("CTXD_DATABASE_URL", url);
+        }
+        let child = command
             .env("CTXD_DATA_DIR", data_dir)
             .env("CTXD_ADDR", addr.to_string())
             .env("CTXD_ADMIN_TOKEN", &admin_token)

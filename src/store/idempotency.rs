@@ -35,7 +35,7 @@ pub fn record(
     conn.prepare_cached(
         "INSERT INTO idempotency_keys (scope, key, fingerprint, outcome, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
-    .execute((
+    .execute_later((
         &key.scope,
         &key.key,
         &key.fingerprint,

@@ -92,7 +92,7 @@ pub(super) fn insert_row(
                               meta, recorded_at, payload_hash, hash)
          VALUES ({value}, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
     ))?
-    .execute(params![
+    .execute_later(params![
         id,
         columns.account,
         columns.seq,

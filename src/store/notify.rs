@@ -45,7 +45,7 @@ pub(super) fn send(tx: &Connection, node: &str, accounts: &[String], keys: bool)
         notices.push(format!("{node} keys"));
     }
     for notice in notices {
-        tx.execute("SELECT pg_notify(?1, ?2)", (CHANNEL, notice))?;
+        tx.prepare_cached("SELECT pg_notify(?1, ?2)")?.execute_later((CHANNEL, notice))?;
     }
     Ok(())
 }

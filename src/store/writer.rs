@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::store::db::{Connection, Dialect};
+use crate::store::db::{self, Connection, Dialect};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
 
 use super::admission::WriteLimits;
@@ -170,7 +170,7 @@ impl Cursor {
         let mut statement =
             conn.prepare_cached("UPDATE account_heads SET last_seq = ?2, hash = ?3 WHERE account = ?1")?;
         for (account, head) in &self.accounts {
-            statement.execute((&**account, head.next_seq - 1, head.previous))?;
+            statement.execute_later((&**account, head.next_seq - 1, head.previous))?;
         }
         Ok(())
     }
@@ -205,11 +205,21 @@ impl Cursor {
 }
 
 /// PostgreSQL keeps an updated row's old version until VACUUM: vacuum what an erasure rewrites,
-/// so that the erased values leave the tables' pages now (docs/AUDIT.md says what remains).
-fn vacuum_after_erasure(conn: &Connection) {
-    let tables = "events, properties, session_sizes, session_ttls, services, customers, customer_attributes, analytics_abandoned";
-    if let Err(error) = conn.execute_batch(&format!("VACUUM {tables}")) {
-        tracing::warn!(%error, "VACUUM after an erasure failed");
+/// so that the erased values leave the tables' pages now (docs/AUDIT.md says what remains). On
+/// a connection and a thread of its own: a VACUUM of a large log must not hold up the writer.
+fn vacuum_after_erasure(url: &str) {
+    let url = url.to_string();
+    let vacuum = move || {
+        let tables = "events, properties, session_sizes, session_ttls, services, customers, \
+                      customer_attributes, customer_erasures, analytics_abandoned";
+        let done = crate::store::db::PgConnection::connect(&url)
+            .and_then(|conn| Connection::Postgres(conn).execute_batch(&format!("VACUUM {tables}")));
+        if let Err(error) = done {
+            tracing::warn!(%error, "VACUUM after an erasure failed");
+        }
+    };
+    if let Err(error) = std::thread::Builder::new().name("ctxd-vacuum".into()).spawn(vacuum) {
+        tracing::warn!(%error, "VACUUM after an erasure could not start");
     }
 }
 
@@ -247,6 +257,17 @@ struct Writer {
 
 impl Writer {
     fn run(&mut self, mut receiver: mpsc::Receiver<Message>) {
+        // PostgreSQL: a connection that this thread drives itself (`PgConnection::connect_here`);
+        // the one that migrated was opened where a runtime ran.
+        if let Some(url) = &self.reconnect.url {
+            match crate::store::db::PgConnection::connect_here(url) {
+                Ok(conn) => {
+                    conn.set_deferred(true);
+                    self.conn = Connection::Postgres(conn);
+                }
+                Err(error) => tracing::warn!(%error, "the writer keeps the connection it was opened with"),
+            }
+        }
         let mut waiting: FairQueue<Pending> = FairQueue::default();
         let mut batch: Vec<Pending> = Vec::with_capacity(self.config.max_batch);
         let mut stop = None;
@@ -307,9 +328,10 @@ impl Writer {
         if Instant::now() < self.reconnect.next {
             return false;
         }
-        let connected = crate::store::db::PgConnection::connect(url).map(Connection::Postgres);
+        let connected = crate::store::db::PgConnection::connect_here(url).map(Connection::Postgres);
         match connected.map_err(StoreError::from).and_then(|conn| Ok((Cursor::of(&conn)?, conn))) {
             Ok((cursor, conn)) => {
+                conn.set_deferred(true);
                 tracing::info!(
                     attempts = self.reconnect.attempts + 1,
                     "the writer reconnected to PostgreSQL"
@@ -347,6 +369,17 @@ impl Writer {
             accounts.clear();
             match self.try_commit_group(batch, &mut accounts) {
                 Ok(done) => break done,
+                Err(GroupError::Command(_, StoreError::Database(db::Error::Deferred(error))))
+                | Err(GroupError::Store(StoreError::Database(db::Error::Deferred(error))))
+                    if !self.conn.is_broken() =>
+                {
+                    // A write sent ahead failed; which command made it is found by running
+                    // the group again with each statement waited for.
+                    let error = db::Error::Deferred(error);
+                    tracing::warn!(%error, "a deferred write failed; the group runs again statement by statement");
+                    self.conn.set_deferred(false);
+                    self.cursor = Cursor { next_id: first, ..Cursor::default() };
+                }
                 Err(GroupError::Command(index, error)) => {
                     tracing::error!(%error, "a command failed on the database; its group runs again without it");
                     self.cursor = Cursor { next_id: first, ..Cursor::default() };
@@ -372,6 +405,7 @@ impl Writer {
         if self.conn.dialect() == Dialect::Postgres {
             // Other nodes may append to these accounts before this one's next group.
             self.cursor.accounts.clear();
+            self.conn.set_deferred(true);
         }
         let appended = self.cursor.next_id.saturating_sub(first);
         self.metrics.record_commit(batch.len(), appended, started.elapsed(), self.cursor.next_id - 1);
@@ -379,8 +413,8 @@ impl Writer {
             .iter()
             .zip(batch.iter())
             .any(|(result, (request, _))| result.is_ok() && matches!(request.command, Command::Erase { .. }));
-        if erased && self.conn.dialect() == Dialect::Postgres {
-            vacuum_after_erasure(&self.conn);
+        if let (true, Some(url)) = (erased, &self.reconnect.url) {
+            vacuum_after_erasure(url);
         } else if erased {
             // The WAL still holds the pages as they were before the redaction: copy the new ones
             // back and empty it, so the erased values leave the files now, not at some later

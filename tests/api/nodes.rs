@@ -124,3 +124,50 @@ async fn a_retry_on_the_other_node_answers_the_first_outcome_and_a_revoked_key_s
     let new_key: Value = reissued.json();
     until_key_answers(&one, new_key["api_key"].as_str().unwrap(), 200).await;
 }
+
+#[tokio::test]
+async fn a_node_whose_connections_are_cut_answers_503_then_reconnects_by_itself() {
+    if !on_postgres() {
+        return;
+    }
+    let app = spawn_app().await;
+    let key = app.account("acme").await;
+    let path = "/v1/account/acme/bots/s/properties";
+    assert_eq!(app.call(&key, "PATCH", path, r#"{"before": 1}"#).await.status, 204);
+
+    // What a failover does to a node: every connection of the database is closed under it.
+    let url = std::fs::read_to_string(app.data_dir.join("test-database-url")).unwrap();
+    let admin = crate::helpers::raw_connection(&app.data_dir);
+    let cut: i64 = admin
+        .query_row(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert!(cut >= 2, "the writer's and the listener's connections at least: {cut} ({url})");
+
+    // Writes answer 503 with Retry-After (never 500) until the writer has reconnected; a retry
+    // with the same Idempotency-Key is applied once.
+    let retry = [("idempotency-key", "after-the-cut")];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let reply = app.call_with(&key, "PATCH", path, &retry, r#"{"after": 1}"#).await;
+        if reply.status == 204 {
+            break;
+        }
+        assert_eq!(reply.status, 503, "{}", reply.body);
+        assert_eq!(reply.header("retry-after").as_deref(), Some("1"));
+        reply.assert_error(503);
+        assert!(Instant::now() < deadline, "the node did not reconnect within 5 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let again = app.call_with(&key, "PATCH", path, &retry, r#"{"after": 1}"#).await;
+    assert_eq!(again.status, 204, "{}", again.body);
+    let feed = app.call(&key, "GET", "/v1/account/acme/events?type=PropertiesPatched", "").await.json();
+    assert_eq!(feed["events"].as_array().unwrap().len(), 2, "{feed}");
+    assert_eq!(app.request("GET", "/readyz", &[], String::new()).await.status, 200);
+    let session = app.call(&key, "GET", path, "").await.json();
+    assert_eq!(session, json!({"before": 1, "after": 1}));
+}

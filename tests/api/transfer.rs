@@ -565,3 +565,39 @@ async fn an_account_moves_to_a_store_with_other_accounts_and_serves_there_with_i
     app.call(&initech, "GET", &reads[0], "").await.assert_error(403);
     stop(app).await;
 }
+
+#[tokio::test]
+async fn a_store_moves_from_sqlite_to_postgresql_and_back_with_the_same_log_and_checksums() {
+    if !crate::helpers::on_postgres() {
+        return; // needs both backends: CTXD_TEST_DATABASE_URL, as .ci/run gives
+    }
+    let sqlite_only = |dir: &Path| {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("sqlite-only"), "").unwrap();
+    };
+    let source = tempfile::tempdir().unwrap();
+    sqlite_only(source.path());
+    let app = serve(&source).await;
+    write_history(&app).await;
+    stop(app).await;
+    assert!(source.path().join("ctxd.db").exists(), "the source is a SQLite store");
+    let scratch = tempfile::tempdir().unwrap();
+    let from_sqlite = scratch.path().join("from-sqlite.ndjson");
+    export_to(source.path(), &[], &from_sqlite);
+
+    let postgres = scratch.path().join("postgres");
+    assert_eq!(import(&postgres, &from_sqlite).code, 0);
+    assert!(!postgres.join("ctxd.db").exists(), "the target is a PostgreSQL store");
+    let (on_sqlite, on_postgres) = (ctxd(source.path(), &["verify"]), ctxd(&postgres, &["verify"]));
+    assert_eq!((on_sqlite.code, on_postgres.code), (0, 0), "{}\n{}", on_sqlite.stdout, on_postgres.stdout);
+    assert_eq!(on_postgres.stdout, on_sqlite.stdout, "the same checksums per table on both backends");
+    assert_eq!(ctxd(&postgres, &["verify", "--chain"]).code, 0);
+
+    let from_postgres = scratch.path().join("from-postgres.ndjson");
+    export_to(&postgres, &[], &from_postgres);
+    let back = scratch.path().join("back");
+    sqlite_only(&back);
+    assert_eq!(import(&back, &from_postgres).code, 0);
+    assert_eq!(event_rows(&back), event_rows(source.path()), "the log came back byte for byte");
+    assert_eq!(ctxd(&back, &["verify"]).stdout, on_sqlite.stdout);
+}

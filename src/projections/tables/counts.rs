@@ -77,7 +77,7 @@ impl PendingCounts {
             let keys = key.iter().map(|key| key as &dyn ToSql);
             let params: Vec<&dyn ToSql> =
                 keys.chain(deltas.iter().map(|delta| delta as &dyn ToSql)).collect();
-            conn.prepare_cached(counter_sql(*counter))?.execute(params.as_slice())?;
+            conn.prepare_cached(counter_sql(*counter))?.execute_later(params.as_slice())?;
         }
         Ok(())
     }

@@ -101,7 +101,8 @@ impl<'c> SqlTables<'c> {
 
     /// Runs one cached write statement.
     fn run(&self, sql: &str, params: impl crate::store::db::Params) -> Result<(), StoreError> {
-        self.conn.prepare_cached(sql)?.execute(params)?;
+        // Nothing reads its answer: on PostgreSQL it goes with the next statement waited for.
+        self.conn.prepare_cached(sql)?.execute_later(params)?;
         Ok(())
     }
 }

@@ -24,6 +24,10 @@ pub enum Error {
     Postgres(#[from] tokio_postgres::Error),
     #[error("postgres: {}; preparing: {sql}", postgres::describe(.source))]
     Prepare { source: tokio_postgres::Error, sql: String },
+    /// A write sent ahead of a later statement failed (`Statement::execute_later`): which
+    /// command made it is not known.
+    #[error("postgres: {}; in a deferred write", postgres::describe(.0))]
+    Deferred(tokio_postgres::Error),
     #[error("the query returned no row")]
     NoRows,
     #[error("column {column}: {message}")]
@@ -46,7 +50,7 @@ impl Error {
             Error::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) => {
                 failure.code == rusqlite::ErrorCode::ConstraintViolation
             }
-            Error::Postgres(error) | Error::Prepare { source: error, .. } => {
+            Error::Postgres(error) | Error::Prepare { source: error, .. } | Error::Deferred(error) => {
                 error.code().is_some_and(|code| {
                     code.code().starts_with("23") || *code == tokio_postgres::error::SqlState::RAISE_EXCEPTION
                 })
@@ -61,7 +65,7 @@ impl Error {
             Error::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) => {
                 failure.code == rusqlite::ErrorCode::CannotOpen
             }
-            Error::Postgres(error) => error.is_closed() || error.code().is_none(),
+            Error::Postgres(error) | Error::Deferred(error) => error.is_closed() || error.code().is_none(),
             _ => false,
         }
     }
@@ -140,6 +144,13 @@ impl Connection {
         }
     }
 
+    /// Lets the writer's PostgreSQL connection defer writes (`Statement::execute_later`).
+    pub fn set_deferred(&self, defer: bool) {
+        if let Connection::Postgres(conn) = self {
+            conn.set_deferred(defer);
+        }
+    }
+
     /// True once the server closed a PostgreSQL connection: it is not given out again.
     pub fn is_broken(&self) -> bool {
         match self {
@@ -209,6 +220,9 @@ impl Transaction<'_> {
 
     pub fn rollback(mut self) -> Result<()> {
         self.done = true;
+        if let Connection::Postgres(conn) = self.conn {
+            conn.discard_pending();
+        }
         self.conn.prepare_cached("ROLLBACK")?.execute([])?;
         Ok(())
     }
@@ -224,6 +238,9 @@ impl std::ops::Deref for Transaction<'_> {
 
 impl Drop for Transaction<'_> {
     fn drop(&mut self) {
+        if let Connection::Postgres(conn) = self.conn {
+            conn.discard_pending();
+        }
         if !self.done
             && let Err(error) = self.conn.execute_batch("ROLLBACK")
         {
@@ -297,6 +314,16 @@ impl<'c> Statement<'c> {
     /// The rows, read one at a time (`QueryRows::next`).
     pub fn query(&mut self, params: impl Params) -> Result<QueryRows<'_>> {
         Ok(QueryRows { rows: self.query_map(params, |_| Ok(()))?.rows, current: None })
+    }
+
+    /// Runs the statement, whose answer nobody needs: on the writer's PostgreSQL connection, it
+    /// is sent with the next statement waited for (an error then shows there, as
+    /// `Error::Deferred`); elsewhere it runs at once.
+    pub fn execute_later(&mut self, params: impl Params) -> Result<()> {
+        if let Inner::Postgres(conn, statement) = &self.0 {
+            return params.with(|params| conn.execute_later(statement, params));
+        }
+        self.execute(params).map(drop)
     }
 
     /// True when the query returns a row.
