@@ -149,20 +149,29 @@ fn command_end(source: &Connection, account: &str, seq: u64) -> Result<u64, Stor
     if seq == 0 {
         return Ok(0);
     }
+    // In windows of positions: a query that runs to the log's end would make a server that
+    // sends whole results (PostgreSQL) read the rest of the account's log.
+    const WINDOW: u64 = 1024;
     let mut statement = source.prepare_cached(
-        "SELECT seq, meta, recorded_at FROM events WHERE account = ?1 AND seq >= ?2 ORDER BY seq",
+        "SELECT seq, meta, recorded_at FROM events WHERE account = ?1 AND seq >= ?2 AND seq < ?3 ORDER BY seq",
     )?;
-    let mut rows = statement.query(params![account, seq])?;
-    let Some(first) = rows.next()? else {
-        return Ok(seq);
-    };
-    let (mut end, meta, recorded_at): (u64, String, String) = (first.get(0)?, first.get(1)?, first.get(2)?);
-    while let Some(row) = rows.next()? {
-        let (next_meta, next_recorded_at): (String, String) = (row.get(1)?, row.get(2)?);
-        if next_meta != meta || next_recorded_at != recorded_at {
+    let (mut end, mut command) = (seq, None::<(String, String)>);
+    for from in (seq..).step_by(WINDOW as usize) {
+        let mut rows = statement.query(params![account, from, from.saturating_add(WINDOW)])?;
+        let mut any = false;
+        while let Some(row) = rows.next()? {
+            any = true;
+            let (meta, recorded_at): (String, String) = (row.get(1)?, row.get(2)?);
+            match &command {
+                None => command = Some((meta, recorded_at)),
+                Some(first) if *first != (meta, recorded_at) => return Ok(end),
+                Some(_) => {}
+            }
+            end = row.get(0)?;
+        }
+        if !any {
             break;
         }
-        end = row.get(0)?;
     }
     Ok(end)
 }

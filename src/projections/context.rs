@@ -127,6 +127,8 @@ pub fn load_session_state(
 /// Sessions of at most this many properties are read whole by a write (one short range read,
 /// cheaper than a lookup per named property); larger ones through `session_sizes`.
 const SMALL_SESSION: usize = 32;
+// `small_session`'s PostgreSQL query reads at most SMALL_SESSION + 1 rows: `LIMIT 33`.
+const _: () = assert!(SMALL_SESSION + 1 == 33);
 
 type SessionRows = std::collections::BTreeMap<String, StoredProperty>;
 
@@ -137,11 +139,15 @@ fn small_session(
     (namespace, session_id): (&str, &str),
     now: i64,
 ) -> Result<Option<SessionRows>, StoreError> {
-    // No `LIMIT ?`: a bound LIMIT makes SQLite prepare the statement again at every step.
-    let mut statement = conn.prepare_cached(
+    // No `LIMIT ?`: a bound LIMIT makes SQLite prepare the statement again at every step, and
+    // SQLite stops reading when the loop below does. PostgreSQL sends a whole result: a literal
+    // LIMIT keeps a wide session's write from reading all its properties.
+    let mut statement = conn.prepare_cached(conn.sql(
         "SELECT key, length(value), (expires_at IS NULL OR expires_at > ?4) FROM properties
          WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3",
-    )?;
+        "SELECT key, length(value), (expires_at IS NULL OR expires_at > ?4) FROM properties
+         WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3 LIMIT 33",
+    ))?;
     let mut rows = statement.query(params![account, namespace, session_id, now])?;
     let mut all = SessionRows::new();
     while let Some(row) = rows.next()? {

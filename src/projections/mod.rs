@@ -172,7 +172,7 @@ pub fn replay(
         events.until.condition()
     ))?;
     let names = names.map(|names| serde_json::to_string(names).expect("names serialize"));
-    let mut rows = statement.query(crate::params![names, events.until.bound()])?;
+    let mut rows = statement.query_streamed(crate::params![names, events.until.bound()])?;
     let mut applied = 0;
     while let Some(row) = rows.next()? {
         let id: u64 = row.get(0)?;
@@ -221,7 +221,7 @@ pub fn rebuild_within(tx: &Connection) -> Result<u64, StoreError> {
 pub fn table_checksum(conn: &Connection, table: &str, order_by: &str) -> Result<String, StoreError> {
     let mut statement = conn.prepare(&format!("SELECT * FROM {table} ORDER BY {order_by}"))?;
     let columns = statement.column_count();
-    let mut rows = statement.query([])?;
+    let mut rows = statement.query_streamed([])?;
     let mut hasher = Sha256::new();
     while let Some(row) = rows.next()? {
         for index in 0..columns {

@@ -272,7 +272,7 @@ pub fn verify(conn: &Connection, account: &str) -> Result<ChainReport, StoreErro
     let mut changed: Vec<(u64, Hash)> = Vec::new();
     let mut redacted: HashMap<u64, Hash> = HashMap::new();
     let mut select = conn.prepare_cached(&format!("{SELECT_ROWS} WHERE account = ?1 ORDER BY seq"))?;
-    let mut rows = select.query([account])?;
+    let mut rows = select.query_streamed([account])?;
     let bad = |seq: u64, why: String, report: &mut ChainReport| {
         if report.first_bad.as_ref().is_none_or(|(first, _)| seq < *first) {
             report.first_bad = Some((seq, why));

@@ -311,9 +311,22 @@ impl<'c> Statement<'c> {
         Ok(MappedRows { rows, f })
     }
 
-    /// The rows, read one at a time (`QueryRows::next`).
+    /// The rows, read one at a time (`QueryRows::next`). PostgreSQL's are received whole first;
+    /// SQLite reads as the loop goes, so a loop that stops early reads no further.
     pub fn query(&mut self, params: impl Params) -> Result<QueryRows<'_>> {
         Ok(QueryRows { rows: self.query_map(params, |_| Ok(()))?.rows, current: None })
+    }
+
+    /// The rows, read one at a time as they arrive on both backends, for a scan of a whole log
+    /// (rebuild, verify, export) that must not be held in memory. No other statement may run on
+    /// the connection until the rows are read to their end or dropped: PostgreSQL's answers come
+    /// in order, and the next one would wait behind the unread rows.
+    pub fn query_streamed(&mut self, params: impl Params) -> Result<QueryRows<'_>> {
+        if let Inner::Postgres(conn, statement) = &self.0 {
+            let stream = params.with(|params| conn.query_stream(statement, params))?;
+            return Ok(QueryRows { rows: Rows::PostgresStream(conn, stream), current: None });
+        }
+        self.query(params)
     }
 
     /// Runs the statement, whose answer nobody needs: on the writer's PostgreSQL connection, it
@@ -350,6 +363,7 @@ pub struct MappedRows<'s, F> {
 enum Rows<'s> {
     Sqlite(rusqlite::Rows<'s>),
     Postgres(std::vec::IntoIter<tokio_postgres::Row>),
+    PostgresStream(&'s PgConnection, std::pin::Pin<Box<tokio_postgres::RowStream>>),
 }
 
 impl<T, F> Iterator for MappedRows<'_, F>
@@ -366,6 +380,10 @@ where
                 Err(error) => Some(Err(error.into())),
             },
             Rows::Postgres(rows) => rows.next().map(|row| (self.f)(&Row::Postgres(&row))),
+            Rows::PostgresStream(conn, stream) => match conn.next_row(stream) {
+                Ok(row) => row.map(|row| (self.f)(&Row::Postgres(&row))),
+                Err(error) => Some(Err(error)),
+            },
         }
     }
 }
@@ -384,6 +402,10 @@ impl QueryRows<'_> {
             Rows::Sqlite(rows) => Ok(rows.next()?.map(Row::Sqlite)),
             Rows::Postgres(rows) => {
                 self.current = rows.next();
+                Ok(self.current.as_ref().map(Row::Postgres))
+            }
+            Rows::PostgresStream(conn, stream) => {
+                self.current = conn.next_row(stream)?;
                 Ok(self.current.as_ref().map(Row::Postgres))
             }
         }

@@ -221,6 +221,28 @@ impl PgConnection {
         self.run(self.client.query(statement, &refs))
     }
 
+    /// The rows of `statement`, received as they are read (`next_row`), not gathered first: a
+    /// rebuild's fold reads a whole log through it.
+    pub(super) fn query_stream(
+        &self,
+        statement: &tokio_postgres::Statement,
+        params: &[&dyn ToSql],
+    ) -> Result<std::pin::Pin<Box<tokio_postgres::RowStream>>> {
+        let values: Vec<Param<'_>> = params.iter().map(|param| Param(param.value())).collect();
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            values.iter().map(|value| value as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+        Ok(Box::pin(self.run(self.client.query_raw(statement, refs.iter().copied()))?))
+    }
+
+    /// The next row of a `query_stream`.
+    pub(super) fn next_row(
+        &self,
+        stream: &mut std::pin::Pin<Box<tokio_postgres::RowStream>>,
+    ) -> Result<Option<tokio_postgres::Row>> {
+        use futures_util::StreamExt;
+        Ok(self.wait(async { stream.next().await.transpose() })?)
+    }
+
     pub(super) fn batch(&self, sql: &str) -> Result<()> {
         self.run(self.client.batch_execute(sql))
     }

@@ -33,7 +33,7 @@ fn export_in_snapshot(
     };
     let mut statement = conn.prepare(&format!("SELECT {COLUMNS} FROM events WHERE {filter}"))?;
     let after = i64::try_from(selection.after).unwrap_or(i64::MAX);
-    let mut rows = statement.query(params![after, selection.account])?;
+    let mut rows = statement.query_streamed(params![after, selection.account])?;
     let mut written = 0;
     while let Some(row) = rows.next()? {
         let seq: u64 = row.get(0)?;
