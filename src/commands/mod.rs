@@ -15,6 +15,7 @@ use crate::domain::journeys::service::ServiceDoc;
 use crate::domain::journeys::{self, JourneySettings, ServiceCommand};
 use crate::domain::{Command, DomainError, Event, NewEvent, StreamVersion, accounts, context};
 use crate::projections;
+use crate::projections::context::Prefetched;
 use crate::store::WriteError;
 use crate::store::log;
 
@@ -36,8 +37,48 @@ pub(crate) struct At {
     pub step: StepBound,
 }
 
-/// Loads the state a command is decided against and decides it.
-pub(crate) fn decide(conn: &Connection, command: &Command, at: At) -> Result<Decision, WriteError> {
+/// The reads of a group's session commands made at once, before deciding (PostgreSQL): one
+/// round trip for the group rather than one per command. `None` for a command that is not a
+/// session command.
+pub(crate) fn prefetch<'a>(
+    conn: &Connection,
+    commands: impl Iterator<Item = &'a Command>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Option<Prefetched>>, crate::store::StoreError> {
+    let streams: Vec<Option<(&str, &str, &str, String)>> = commands
+        .map(|command| match command {
+            Command::Context { account, command } => command.session().map(|session| {
+                let stream = session_stream(account, &session.namespace, &session.session_id);
+                (account.as_str(), session.namespace.as_str(), session.session_id.as_str(), stream)
+            }),
+            _ => None,
+        })
+        .collect();
+    let asked: Vec<(&str, &str, &str, &str)> =
+        streams.iter().flatten().map(|(a, n, s, stream)| (*a, *n, *s, stream.as_str())).collect();
+    let mut read = projections::context::prefetch_sessions(conn, &asked, now)?.into_iter();
+    Ok(streams.iter().map(|asked| asked.as_ref().and_then(|_| read.next())).collect())
+}
+
+/// True when a prefetched read of `command`'s session still holds: no command of the group
+/// has appended to the session's stream or to its namespace's since (every change of what the
+/// read holds is an event of one of the two).
+pub(crate) fn still_holds(command: &Command, written: &std::collections::HashSet<String>) -> bool {
+    let Command::Context { account, command } = command else { return false };
+    command.session().is_some_and(|session| {
+        !written.contains(&session_stream(account, &session.namespace, &session.session_id))
+            && !written.contains(&namespace_stream(account, &session.namespace))
+    })
+}
+
+/// Loads the state a command is decided against and decides it; `known`: what was prefetched
+/// of its session and still holds.
+pub(crate) fn decide(
+    conn: &Connection,
+    command: &Command,
+    at: At,
+    known: Option<Prefetched>,
+) -> Result<Decision, WriteError> {
     let now = at.now;
     let tag = tag_all;
     let current = |stream: String| -> Result<Option<(String, StreamVersion)>, WriteError> {
@@ -58,15 +99,16 @@ pub(crate) fn decide(conn: &Connection, command: &Command, at: At) -> Result<Dec
         Command::Context { account, command } => match command.session() {
             Some(session) => {
                 let stream = session_stream(account, &session.namespace, &session.session_id);
-                let version = log::stream_version(conn, &stream)?;
-                let state = projections::context::load_session_state(
-                    conn,
-                    account,
-                    (&session.namespace, &session.session_id),
-                    &command.property_keys(),
-                    version,
-                    now,
-                )?;
+                let keys = command.property_keys();
+                let at_session = (session.namespace.as_str(), session.session_id.as_str());
+                let (version, state) = match known {
+                    Some(read) => {
+                        projections::context::session_from(conn, account, at_session, &keys, now, read)?
+                    }
+                    None => {
+                        projections::context::load_session(conn, account, at_session, &keys, &stream, now)?
+                    }
+                };
                 let events = context::decide_session(&state, command, now)?;
                 Decision {
                     events: tag(account, events),

@@ -1,7 +1,7 @@
 //! The context store's read model: namespaces, session TTL settings and properties with expiry.
 //! A session exists as far as reads are concerned when it has properties or a TTL setting.
 
-use crate::store::db::{Connection, OptionalExtension, params};
+use crate::store::db::{Connection, Dialect, OptionalExtension, Value, params};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -101,7 +101,123 @@ pub fn load_session_state(
         .query_row(params![account, namespace, session_id], |row| row.get(0))
         .optional()?;
     let now = now.timestamp_micros();
-    let (stored_chars, named, any_live) = match small_session(conn, account, session, now)? {
+    let small = small_session(conn, account, session, now)?;
+    session_state(conn, account, session, keys, version, now, (namespace_row, session_ttl, small))
+}
+
+/// A session command's stream version and the state it is decided against. On PostgreSQL in
+/// one statement (each statement the writer waits for is a round trip to the server: measured
+/// in docs/PERFORMANCE.md); on SQLite, where a read costs no round trip, each read on its own,
+/// with the plans their tests pin.
+pub fn load_session(
+    conn: &Connection,
+    account: &str,
+    session: (&str, &str),
+    keys: &[&str],
+    stream: &str,
+    now: DateTime<Utc>,
+) -> Result<(StreamVersion, SessionState), StoreError> {
+    if conn.dialect() == Dialect::Sqlite {
+        let version = crate::store::log::stream_version(conn, stream)?;
+        return Ok((version, load_session_state(conn, account, session, keys, version, now)?));
+    }
+    let (namespace, session_id) = session;
+    let read = prefetch_sessions(conn, &[(account, namespace, session_id, stream)], now)?.pop();
+    let read = read.expect("one answer per session asked for");
+    session_from(conn, account, session, keys, now, read)
+}
+
+/// What `load_session` reads of a session before deciding: its stream's version, and its
+/// namespace's row, its TTL and (when small) its properties.
+pub type Prefetched = (StreamVersion, SessionRead);
+
+/// `load_session`'s reads for several sessions (account, namespace, session id, stream) at once:
+/// the writer reads those of a group's commands in one round trip (PostgreSQL).
+pub fn prefetch_sessions(
+    conn: &Connection,
+    sessions: &[(&str, &str, &str, &str)],
+    now: DateTime<Utc>,
+) -> Result<Vec<Prefetched>, StoreError> {
+    let now = now.timestamp_micros();
+    let sets: Vec<Vec<Value>> = sessions
+        .iter()
+        .map(|(account, namespace, session_id, stream)| {
+            vec![(*account).into(), (*namespace).into(), (*session_id).into(), now.into(), (*stream).into()]
+        })
+        .collect();
+    let answers = conn.prepare_cached(SESSION_AT_ONCE)?.query_each(&sets, |row| {
+        Ok((
+            row.get::<i64>(0)?,
+            row.get::<Option<String>>(1)?,
+            row.get::<Option<u64>>(2)?,
+            row.get::<Option<bool>>(3)?,
+        ))
+    })?;
+    Ok(answers.into_iter().map(session_read).collect())
+}
+
+/// A session's version and state from `SESSION_AT_ONCE`'s rows.
+fn session_read(found: Vec<(i64, Option<String>, Option<u64>, Option<bool>)>) -> Prefetched {
+    let (mut version, mut namespace_row, mut session_ttl) = (0, None, None);
+    let mut rows = SessionRows::new();
+    for row in found {
+        match row {
+            (0, _, number, _) => version = number.unwrap_or(0),
+            (1, _, ttl, deleting) => namespace_row = Some((ttl, deleting.unwrap_or(false))),
+            (2, _, ttl, _) => session_ttl = ttl,
+            (_, key, chars, live) => {
+                let value_chars = usize::try_from(chars.unwrap_or(0)).unwrap_or(usize::MAX);
+                rows.insert(
+                    key.unwrap_or_default(),
+                    StoredProperty { value_chars, live: live.unwrap_or(true) },
+                );
+            }
+        }
+    }
+    let small = (rows.len() <= SMALL_SESSION).then_some(rows);
+    (version, (namespace_row, session_ttl, small))
+}
+
+/// The version and state of a session from what was read of it (a large session's named
+/// properties are read now).
+pub fn session_from(
+    conn: &Connection,
+    account: &str,
+    session: (&str, &str),
+    keys: &[&str],
+    now: DateTime<Utc>,
+    (version, read): Prefetched,
+) -> Result<(StreamVersion, SessionState), StoreError> {
+    let state = session_state(conn, account, session, keys, version, now.timestamp_micros(), read)?;
+    Ok((version, state))
+}
+
+/// `load_session`'s one statement on PostgreSQL: the stream's version (kind 0), the namespace
+/// (1), the session's TTL (2) and up to `SMALL_SESSION` + 1 of its properties (3).
+const SESSION_AT_ONCE: &str = "SELECT 0, CAST(NULL AS TEXT), (SELECT max(stream_version) FROM events WHERE stream = ?5), CAST(NULL AS BOOLEAN)
+     UNION ALL
+     SELECT 1, NULL, ttl_second, deleting_since IS NOT NULL FROM namespaces WHERE account_id = ?1 AND namespace = ?2
+     UNION ALL
+     SELECT 2, NULL, ttl_second, NULL FROM session_ttls WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3
+     UNION ALL
+     (SELECT 3, key, length(value), (expires_at IS NULL OR expires_at > ?4) FROM properties
+      WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3 LIMIT 33)";
+
+/// The namespace's row and the session's TTL, with its properties when it is small (`None`:
+/// larger than `SMALL_SESSION`).
+pub type SessionRead = (Option<(Option<u64>, bool)>, Option<u64>, Option<SessionRows>);
+
+/// A session's state from what was read of it; a large session's named properties are read now.
+fn session_state(
+    conn: &Connection,
+    account: &str,
+    session: (&str, &str),
+    keys: &[&str],
+    version: StreamVersion,
+    now: i64,
+    (namespace_row, session_ttl, small): SessionRead,
+) -> Result<SessionState, StoreError> {
+    let (stored_chars, named, any_live) = match small {
         Some(rows) => {
             let stored = (!rows.is_empty())
                 .then(|| rows.iter().map(|(key, p)| property_chars(key, p.value_chars)).sum());
@@ -130,7 +246,7 @@ const SMALL_SESSION: usize = 32;
 // `small_session`'s PostgreSQL query reads at most SMALL_SESSION + 1 rows: `LIMIT 33`.
 const _: () = assert!(SMALL_SESSION + 1 == 33);
 
-type SessionRows = std::collections::BTreeMap<String, StoredProperty>;
+pub type SessionRows = std::collections::BTreeMap<String, StoredProperty>;
 
 /// Every property of the session if it holds at most `SMALL_SESSION`, else `None`.
 fn small_session(

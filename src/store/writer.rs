@@ -460,6 +460,12 @@ impl Writer {
                 batch.iter().filter_map(|(request, _)| request.command.account()).collect();
             self.cursor.lock(&tx, &mut locked)?;
         }
+        // PostgreSQL: the session commands' reads, in one round trip, under the accounts' rows.
+        let mut prefetched = match postgres {
+            true => crate::commands::prefetch(&tx, batch.iter().map(|(request, _)| &request.command), now)?,
+            false => Vec::new(),
+        };
+        let mut written = std::collections::HashSet::new();
         let mut results = Vec::with_capacity(batch.len());
         let mut touched_keys = false;
         // The counter deltas of the commands that succeeded, written once per row before the commit.
@@ -474,7 +480,12 @@ impl Writer {
                 tx.prepare_cached("SAVEPOINT command")?.execute([])?;
             }
             let at = At { now, step: self.config.step };
-            let result = match execute(&tx, request, at, &mut self.cursor, accounts) {
+            let known = prefetched
+                .get_mut(index)
+                .and_then(Option::take)
+                .filter(|_| crate::commands::still_holds(&request.command, &written));
+            let streams = postgres.then_some(&mut written);
+            let result = match execute(&tx, request, at, &mut self.cursor, accounts, known, streams) {
                 Ok((outcome, command_counts)) => {
                     counts.merge(command_counts);
                     Ok(outcome)
@@ -532,6 +543,8 @@ fn execute(
     at: At,
     cursor: &mut Cursor,
     accounts: &mut Vec<String>,
+    known: Option<crate::projections::context::Prefetched>,
+    mut written: Option<&mut std::collections::HashSet<String>>,
 ) -> Result<(Outcome, PendingCounts), WriteError> {
     let now = at.now;
     if let Command::PruneIdempotencyKeys { retention_seconds } = request.command {
@@ -543,7 +556,7 @@ fn execute(
     {
         return Ok((first, PendingCounts::default()));
     }
-    let Decision { events, primary, created, service } = decide(conn, &request.command, at)?;
+    let Decision { events, primary, created, service } = decide(conn, &request.command, at, known)?;
     let mut tables = match service {
         Some((account, doc)) => SqlTables::with_service(conn, &account, doc),
         None => SqlTables::new(conn),
@@ -588,6 +601,9 @@ fn execute(
             recorded_at: now,
         };
         cursor.advance(&recorded.account, log::append(conn, &recorded, &previous)?);
+        if let Some(written) = written.as_deref_mut() {
+            written.insert(recorded.stream.clone());
+        }
         projections::apply(&mut tables, &recorded)?;
         outcome.last_seq = Some(recorded.seq);
     }

@@ -339,6 +339,27 @@ impl<'c> Statement<'c> {
         self.execute(params).map(drop)
     }
 
+    /// The rows of the statement for each set of parameters, mapped by `f`: on PostgreSQL sent
+    /// together (one round trip), on SQLite one after the other.
+    pub fn query_each<T>(
+        &mut self,
+        sets: &[Vec<Value>],
+        mut f: impl FnMut(&Row<'_>) -> Result<T>,
+    ) -> Result<Vec<Vec<T>>> {
+        if let Inner::Postgres(conn, statement) = &self.0 {
+            let answers = conn.query_each(statement, sets)?;
+            return answers
+                .iter()
+                .map(|rows| rows.iter().map(|row| f(&Row::Postgres(row))).collect())
+                .collect();
+        }
+        let mut all = Vec::with_capacity(sets.len());
+        for set in sets {
+            all.push(self.query_map(params_from_iter(set.iter()), &mut f)?.collect::<Result<Vec<T>>>()?);
+        }
+        Ok(all)
+    }
+
     /// True when the query returns a row.
     pub fn exists(&mut self, params: impl Params) -> Result<bool> {
         self.query_row(params, |_| Ok(())).optional().map(|found| found.is_some())

@@ -221,6 +221,23 @@ impl PgConnection {
         self.run(self.client.query(statement, &refs))
     }
 
+    /// The rows of `statement` for each set of parameters, the statements sent together: one
+    /// round trip for all.
+    pub(super) fn query_each(
+        &self,
+        statement: &tokio_postgres::Statement,
+        sets: &[Vec<Value>],
+    ) -> Result<Vec<Vec<tokio_postgres::Row>>> {
+        let queries = sets.iter().map(|values| async move {
+            let params: Vec<Param<'_>> = values.iter().map(|value| Param(value.as_ref())).collect();
+            let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                params.iter().map(|param| param as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+            self.client.query(statement, &refs).await
+        });
+        let all = self.run(async { Ok(futures_util::future::join_all(queries).await) })?;
+        all.into_iter().map(|rows| rows.map_err(Error::from)).collect()
+    }
+
     /// The rows of `statement`, received as they are read (`next_row`), not gathered first: a
     /// rebuild's fold reads a whole log through it.
     pub(super) fn query_stream(
