@@ -156,8 +156,11 @@ pub fn prefetch_sessions(
     Ok(answers.into_iter().map(session_read).collect())
 }
 
+/// A row of `SESSION_AT_ONCE`: its kind, a property's key, a number, a flag.
+type SessionFact = (i64, Option<String>, Option<u64>, Option<bool>);
+
 /// A session's version and state from `SESSION_AT_ONCE`'s rows.
-fn session_read(found: Vec<(i64, Option<String>, Option<u64>, Option<bool>)>) -> Prefetched {
+fn session_read(found: Vec<SessionFact>) -> Prefetched {
     let (mut version, mut namespace_row, mut session_ttl) = (0, None, None);
     let mut rows = SessionRows::new();
     for row in found {
