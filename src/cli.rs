@@ -296,9 +296,9 @@ fn verify(location: &store::Location, with_chain: bool) -> Result<i32, BoxError>
 
 /// Walks every account's hash chain in one read snapshot and prints what it found.
 fn verify_chain(conn: &store::db::Connection) -> Result<bool, BoxError> {
-    conn.execute_batch("BEGIN")?;
+    let snapshot = conn.snapshot()?;
     let reports = chain::verify_all(conn).and_then(|reports| Ok((reports, chain::global_head(conn)?)));
-    conn.execute_batch("COMMIT")?;
+    snapshot.commit()?;
     let (reports, global) = reports?;
     if let Some(global) = global {
         println!(

@@ -58,8 +58,7 @@ pub async fn run(store: Store, interval: Duration, retention: Duration, mut stop
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                let turn = store.clone();
-                if !tokio::task::spawn_blocking(move || turn.sweeper_turn()).await.unwrap_or(false) {
+                if !store.sweeper_turn().await {
                     continue; // another node sweeps
                 }
                 if let Err(error) = sweep_once(&store).await {

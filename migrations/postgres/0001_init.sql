@@ -1,82 +1,84 @@
 -- The whole schema of the PostgreSQL backend, equal to what migrations/sqlite/ builds, with
--- PostgreSQL's types: every integer a BIGINT (SQLite's INTEGER is 64-bit), hashes BYTEA.
+-- PostgreSQL's types: every integer a BIGINT (SQLite's INTEGER is 64-bit), hashes BYTEA, and
+-- every text in the "C" collation, which orders by bytes as SQLite does: cursors (`service_id >
+-- ?`), pages and `ctxd verify`'s row order must not depend on the database's locale.
 -- What SQLite does with triggers in SQL (the append-only log, session sizes) is done here with
 -- PL/pgSQL functions of the same rules.
 
 CREATE TABLE idempotency_keys (
-    scope        TEXT   NOT NULL,   -- 'account/<id>', or 'admin'
-    key          TEXT   NOT NULL,
-    fingerprint  TEXT   NOT NULL,   -- sha256 of method, path and body
-    outcome      TEXT   NOT NULL,   -- JSON of the first result
+    scope        TEXT COLLATE "C"   NOT NULL,   -- 'account/<id>', or 'admin'
+    key          TEXT COLLATE "C"   NOT NULL,
+    fingerprint  TEXT COLLATE "C"   NOT NULL,   -- sha256 of method, path and body
+    outcome      TEXT COLLATE "C"   NOT NULL,   -- JSON of the first result
     created_at   BIGINT NOT NULL,   -- unix microseconds
     PRIMARY KEY (scope, key)
 );
 CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at);
 
 CREATE TABLE accounts (
-    account_id        TEXT PRIMARY KEY,
-    created_at        TEXT NOT NULL,
+    account_id        TEXT COLLATE "C" PRIMARY KEY,
+    created_at        TEXT COLLATE "C" NOT NULL,
     writes_per_second BIGINT
 );
 
 CREATE TABLE api_keys (
-    key_hash   TEXT PRIMARY KEY,   -- sha256 hex of the key; the key itself is never stored
-    key_id     TEXT NOT NULL,
-    account_id TEXT NOT NULL,
-    issued_at  TEXT NOT NULL,
-    revoked_at TEXT
+    key_hash   TEXT COLLATE "C" PRIMARY KEY,   -- sha256 hex of the key; the key itself is never stored
+    key_id     TEXT COLLATE "C" NOT NULL,
+    account_id TEXT COLLATE "C" NOT NULL,
+    issued_at  TEXT COLLATE "C" NOT NULL,
+    revoked_at TEXT COLLATE "C"
 );
 CREATE INDEX api_keys_by_account ON api_keys (account_id, revoked_at);
 
 CREATE TABLE namespaces (
-    account_id     TEXT NOT NULL,
-    namespace      TEXT NOT NULL,
-    created_at     TEXT NOT NULL,
+    account_id     TEXT COLLATE "C" NOT NULL,
+    namespace      TEXT COLLATE "C" NOT NULL,
+    created_at     TEXT COLLATE "C" NOT NULL,
     ttl_second     BIGINT,            -- NULL: no namespace TTL
-    deleting_since TEXT,
+    deleting_since TEXT COLLATE "C",
     PRIMARY KEY (account_id, namespace)
 );
 CREATE INDEX namespaces_being_deleted ON namespaces (deleting_since) WHERE deleting_since IS NOT NULL;
 
 CREATE TABLE session_ttls (
-    account_id TEXT   NOT NULL,
-    namespace  TEXT   NOT NULL,
-    session_id TEXT   NOT NULL,
+    account_id TEXT COLLATE "C"   NOT NULL,
+    namespace  TEXT COLLATE "C"   NOT NULL,
+    session_id TEXT COLLATE "C"   NOT NULL,
     ttl_second BIGINT NOT NULL,
-    ttl_set_at TEXT   NOT NULL,
+    ttl_set_at TEXT COLLATE "C"   NOT NULL,
     PRIMARY KEY (account_id, namespace, session_id)
 );
 
 CREATE TABLE properties (
-    account_id TEXT NOT NULL,
-    namespace  TEXT NOT NULL,
-    session_id TEXT NOT NULL,
-    key        TEXT NOT NULL,
-    value      TEXT NOT NULL,      -- compact JSON
+    account_id TEXT COLLATE "C" NOT NULL,
+    namespace  TEXT COLLATE "C" NOT NULL,
+    session_id TEXT COLLATE "C" NOT NULL,
+    key        TEXT COLLATE "C" NOT NULL,
+    value      TEXT COLLATE "C" NOT NULL,      -- compact JSON
     expires_at BIGINT,             -- unix microseconds; NULL: never
     PRIMARY KEY (account_id, namespace, session_id, key)
 );
 CREATE INDEX properties_by_expiry ON properties (expires_at) WHERE expires_at IS NOT NULL;
 
 CREATE TABLE session_sizes (
-    account_id TEXT   NOT NULL,
-    namespace  TEXT   NOT NULL,
-    session_id TEXT   NOT NULL,
+    account_id TEXT COLLATE "C"   NOT NULL,
+    namespace  TEXT COLLATE "C"   NOT NULL,
+    session_id TEXT COLLATE "C"   NOT NULL,
     chars      BIGINT NOT NULL,
     properties BIGINT NOT NULL,
     PRIMARY KEY (account_id, namespace, session_id)
 );
 
 CREATE TABLE services (
-    account_id       TEXT   NOT NULL,
-    service_id       TEXT   NOT NULL,
-    customer_id      TEXT,             -- NULL while anonymous
-    contact_key      TEXT,
-    started_at       TEXT   NOT NULL,  -- client timestamp of the start event, RFC 3339
+    account_id       TEXT COLLATE "C"   NOT NULL,
+    service_id       TEXT COLLATE "C"   NOT NULL,
+    customer_id      TEXT COLLATE "C",             -- NULL while anonymous
+    contact_key      TEXT COLLATE "C",
+    started_at       TEXT COLLATE "C"   NOT NULL,  -- client timestamp of the start event, RFC 3339
     active           BIGINT NOT NULL,  -- 1 until ended, auto-completed
     auto_complete_at BIGINT,           -- unix microseconds; NULL unless active with auto-complete
     expires_at       BIGINT,           -- unix microseconds; NULL: never
-    document         TEXT   NOT NULL,
+    document         TEXT COLLATE "C"   NOT NULL,
     PRIMARY KEY (account_id, service_id)
 );
 CREATE INDEX services_by_customer ON services (account_id, customer_id, started_at)
@@ -87,50 +89,50 @@ CREATE INDEX services_auto_complete ON services (auto_complete_at) WHERE auto_co
 CREATE INDEX services_expiry ON services (expires_at) WHERE expires_at IS NOT NULL;
 
 CREATE TABLE customers (
-    account_id  TEXT NOT NULL,
-    customer_id TEXT NOT NULL,
-    profile     TEXT NOT NULL,
-    created_at  TEXT NOT NULL,
+    account_id  TEXT COLLATE "C" NOT NULL,
+    customer_id TEXT COLLATE "C" NOT NULL,
+    profile     TEXT COLLATE "C" NOT NULL,
+    created_at  TEXT COLLATE "C" NOT NULL,
     PRIMARY KEY (account_id, customer_id)
 );
 
 CREATE TABLE customer_attributes (
-    account_id  TEXT NOT NULL,
-    name        TEXT NOT NULL,
-    value       TEXT NOT NULL,
-    customer_id TEXT NOT NULL,
+    account_id  TEXT COLLATE "C" NOT NULL,
+    name        TEXT COLLATE "C" NOT NULL,
+    value       TEXT COLLATE "C" NOT NULL,
+    customer_id TEXT COLLATE "C" NOT NULL,
     PRIMARY KEY (account_id, name, value, customer_id)
 );
 
 CREATE TABLE customer_erasures (
-    account_id     TEXT NOT NULL,
-    customer_id    TEXT NOT NULL,
-    started_at     TEXT NOT NULL,
-    erased_through TEXT,           -- the last service id erased; NULL: none yet
+    account_id     TEXT COLLATE "C" NOT NULL,
+    customer_id    TEXT COLLATE "C" NOT NULL,
+    started_at     TEXT COLLATE "C" NOT NULL,
+    erased_through TEXT COLLATE "C",           -- the last service id erased; NULL: none yet
     PRIMARY KEY (account_id, customer_id)
 );
 
 CREATE TABLE identification_keys (
-    account_id TEXT   NOT NULL,
-    name       TEXT   NOT NULL,
+    account_id TEXT COLLATE "C"   NOT NULL,
+    name       TEXT COLLATE "C"   NOT NULL,
     position   BIGINT NOT NULL, -- definition order: the lowest covering key is chosen first
-    source     TEXT   NOT NULL, -- 'profile' or an extension name
-    attributes TEXT   NOT NULL, -- JSON array of attribute names
+    source     TEXT COLLATE "C"   NOT NULL, -- 'profile' or an extension name
+    attributes TEXT COLLATE "C"   NOT NULL, -- JSON array of attribute names
     is_unique  BIGINT NOT NULL,
     PRIMARY KEY (account_id, name)
 );
 
 CREATE TABLE journey_settings (
-    account_id           TEXT PRIMARY KEY,
+    account_id           TEXT COLLATE "C" PRIMARY KEY,
     auto_complete_after  BIGINT, -- seconds; NULL: services without their own setting never auto-complete
-    abandon_dispositions TEXT    -- JSON array; NULL: the default list
+    abandon_dispositions TEXT COLLATE "C"    -- JSON array; NULL: the default list
 );
 
 CREATE TABLE analytics_services (
-    account_id   TEXT   NOT NULL,
-    service_type TEXT   NOT NULL,
-    hour         TEXT   NOT NULL,
-    media_type   TEXT   NOT NULL,
+    account_id   TEXT COLLATE "C"   NOT NULL,
+    service_type TEXT COLLATE "C"   NOT NULL,
+    hour         TEXT COLLATE "C"   NOT NULL,
+    media_type   TEXT COLLATE "C"   NOT NULL,
     started      BIGINT NOT NULL,
     completed    BIGINT NOT NULL,
     abandoned    BIGINT NOT NULL,
@@ -138,23 +140,23 @@ CREATE TABLE analytics_services (
 );
 
 CREATE TABLE analytics_abandoned (
-    account_id   TEXT NOT NULL,
-    ended_at     TEXT NOT NULL,
-    service_id   TEXT NOT NULL,
-    service_type TEXT NOT NULL,
-    hour         TEXT NOT NULL,
-    media_type   TEXT NOT NULL,
-    state_type   TEXT NOT NULL,
-    detail       TEXT NOT NULL,
+    account_id   TEXT COLLATE "C" NOT NULL,
+    ended_at     TEXT COLLATE "C" NOT NULL,
+    service_id   TEXT COLLATE "C" NOT NULL,
+    service_type TEXT COLLATE "C" NOT NULL,
+    hour         TEXT COLLATE "C" NOT NULL,
+    media_type   TEXT COLLATE "C" NOT NULL,
+    state_type   TEXT COLLATE "C" NOT NULL,
+    detail       TEXT COLLATE "C" NOT NULL,
     PRIMARY KEY (account_id, ended_at, service_id)
 );
 
 CREATE TABLE analytics_states (
-    account_id      TEXT   NOT NULL,
-    service_type    TEXT   NOT NULL,
-    hour            TEXT   NOT NULL,
-    media_type      TEXT   NOT NULL,
-    state_type      TEXT   NOT NULL,
+    account_id      TEXT COLLATE "C"   NOT NULL,
+    service_type    TEXT COLLATE "C"   NOT NULL,
+    hour            TEXT COLLATE "C"   NOT NULL,
+    media_type      TEXT COLLATE "C"   NOT NULL,
+    state_type      TEXT COLLATE "C"   NOT NULL,
     entered         BIGINT NOT NULL,
     onward          BIGINT NOT NULL,
     abandoned       BIGINT NOT NULL,
@@ -174,23 +176,23 @@ CREATE TABLE analytics_states (
 );
 
 CREATE TABLE analytics_transitions (
-    account_id       TEXT   NOT NULL,
-    service_type     TEXT   NOT NULL,
-    hour             TEXT   NOT NULL,
-    media_type       TEXT   NOT NULL,
-    from_type        TEXT   NOT NULL,
-    to_type          TEXT   NOT NULL,
+    account_id       TEXT COLLATE "C"   NOT NULL,
+    service_type     TEXT COLLATE "C"   NOT NULL,
+    hour             TEXT COLLATE "C"   NOT NULL,
+    media_type       TEXT COLLATE "C"   NOT NULL,
+    from_type        TEXT COLLATE "C"   NOT NULL,
+    to_type          TEXT COLLATE "C"   NOT NULL,
     count            BIGINT NOT NULL,
     channel_switches BIGINT NOT NULL,
     PRIMARY KEY (account_id, from_type, to_type, service_type, hour, media_type)
 );
 
 CREATE TABLE analytics_paths (
-    account_id   TEXT   NOT NULL,
-    service_type TEXT   NOT NULL,
-    hour         TEXT   NOT NULL,
-    media_type   TEXT   NOT NULL,
-    path         TEXT   NOT NULL,
+    account_id   TEXT COLLATE "C"   NOT NULL,
+    service_type TEXT COLLATE "C"   NOT NULL,
+    hour         TEXT COLLATE "C"   NOT NULL,
+    media_type   TEXT COLLATE "C"   NOT NULL,
+    path         TEXT COLLATE "C"   NOT NULL,
     reached      BIGINT NOT NULL,
     r0 BIGINT NOT NULL, r1 BIGINT NOT NULL, r2 BIGINT NOT NULL, r3 BIGINT NOT NULL,
     r4 BIGINT NOT NULL, r5 BIGINT NOT NULL, r6 BIGINT NOT NULL, r7 BIGINT NOT NULL,
@@ -208,15 +210,15 @@ CREATE TABLE analytics_paths (
 CREATE SEQUENCE events_id_seq;
 CREATE TABLE events (
     id             BIGINT PRIMARY KEY DEFAULT nextval('events_id_seq'),
-    account        TEXT   NOT NULL,
+    account        TEXT COLLATE "C"   NOT NULL,
     seq            BIGINT NOT NULL,             -- position in the account's log: 1, 2, 3 …
-    stream         TEXT   NOT NULL,
+    stream         TEXT COLLATE "C"   NOT NULL,
     stream_version BIGINT NOT NULL,
-    event_type     TEXT   NOT NULL,
+    event_type     TEXT COLLATE "C"   NOT NULL,
     event_version  BIGINT NOT NULL,
-    data           TEXT   NOT NULL,
-    meta           TEXT   NOT NULL,
-    recorded_at    TEXT   NOT NULL,
+    data           TEXT COLLATE "C"   NOT NULL,
+    meta           TEXT COLLATE "C"   NOT NULL,
+    recorded_at    TEXT COLLATE "C"   NOT NULL,
     payload_hash   BYTEA  NOT NULL,             -- sha256 of data as first written
     hash           BYTEA  NOT NULL,             -- link of the account's chain
     UNIQUE (account, seq),
@@ -224,14 +226,16 @@ CREATE TABLE events (
 );
 ALTER SEQUENCE events_id_seq OWNED BY events.id;
 CREATE INDEX events_services_of_customers ON events (
-    account, ((data::jsonb) ->> 'customer_id'), ((data::jsonb) ->> 'service_id')
+    account,
+    (((data::jsonb) ->> 'customer_id') COLLATE "C"),
+    (((data::jsonb) ->> 'service_id') COLLATE "C")
 ) WHERE event_type IN ('ServiceStarted', 'ServiceAssociated');
 
 -- Each account's head: where its next event goes and what it chains to. A write transaction
 -- takes the rows of the accounts it writes (FOR UPDATE, in sorted order), so one account's
 -- positions stay gapless and in commit order while other accounts commit in parallel.
 CREATE TABLE account_heads (
-    account  TEXT   PRIMARY KEY,
+    account  TEXT COLLATE "C"   PRIMARY KEY,
     last_seq BIGINT NOT NULL,
     hash     BYTEA  NOT NULL
 );
@@ -241,11 +245,11 @@ CREATE TABLE erasure_in_progress ("only" BIGINT PRIMARY KEY CHECK ("only" = 1));
 CREATE TABLE global_chain_heads (
     last_seq           BIGINT NOT NULL,
     head               BYTEA  NOT NULL,
-    migrated_at        TEXT   NOT NULL,
+    migrated_at        TEXT COLLATE "C"   NOT NULL,
     first_bad_seq      BIGINT,
-    first_bad_account  TEXT,
+    first_bad_account  TEXT COLLATE "C",
     first_bad_position BIGINT,
-    reason             TEXT
+    reason             TEXT COLLATE "C"
 );
 
 CREATE FUNCTION events_are_append_only() RETURNS trigger LANGUAGE plpgsql AS $$

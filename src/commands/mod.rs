@@ -60,6 +60,26 @@ pub(crate) fn prefetch<'a>(
     Ok(streams.iter().map(|asked| asked.as_ref().and_then(|_| read.next())).collect())
 }
 
+/// The accounts a command of no account (the sweeper's) would write now: the writer locks them
+/// before deciding it (PostgreSQL), so that it decides under their locks.
+pub(crate) fn accounts_written(
+    conn: &Connection,
+    command: &Command,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>, crate::store::StoreError> {
+    Ok(match command {
+        Command::ExpireProperties { limit } => projections::context::expired_properties(conn, now, *limit)?
+            .into_iter()
+            .map(|p| p.account)
+            .collect(),
+        Command::SweepServices { limit } => projections::journeys::due_services(conn, now, *limit)?
+            .into_iter()
+            .map(|(account, _)| account)
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
 /// True when a prefetched read of `command`'s session still holds: no command of the group
 /// has appended to the session's stream or to its namespace's since (every change of what the
 /// read holds is an event of one of the two).

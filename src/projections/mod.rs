@@ -147,7 +147,8 @@ pub fn json_array_elements(conn: &Connection, parameter: &str) -> String {
 pub fn data_field(conn: &Connection, name: &str) -> String {
     match conn.dialect() {
         crate::store::db::Dialect::Sqlite => format!("json_extract(data, '$.{name}')"),
-        crate::store::db::Dialect::Postgres => format!("(CAST(data AS JSONB) ->> '{name}')"),
+        // Bytewise, as SQLite compares (and as the index on customers' services is built).
+        crate::store::db::Dialect::Postgres => format!("((CAST(data AS JSONB) ->> '{name}') COLLATE \"C\")"),
     }
 }
 

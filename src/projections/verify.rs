@@ -19,9 +19,9 @@ pub struct Report {
 
 /// Verifies the store whose read-only connection is `live`.
 pub fn verify(live: &Connection) -> Result<Report, StoreError> {
-    live.execute_batch("BEGIN")?;
+    let snapshot = live.snapshot()?;
     let result = verify_in_snapshot(live);
-    live.execute_batch("COMMIT")?;
+    snapshot.commit()?;
     result
 }
 

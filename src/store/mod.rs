@@ -331,7 +331,7 @@ impl Store {
         };
         let node = uuid::Uuid::new_v4().simple().to_string();
         if let Some(url) = &database_url {
-            notify::listen(url, &node, keys.clone(), limits.clone(), feed.clone())?;
+            notify::listen(url, &node, sender.clone(), feed.clone())?;
         }
         let shared = writer::Shared { keys: keys.clone(), limits, feed: feed.clone(), database_url, node };
         let thread = writer::spawn(conn, receiver, config, clock, metrics, shared)?;
@@ -356,11 +356,11 @@ impl Store {
         &self.inner.location
     }
 
-    /// Path of the SQLite file (a PostgreSQL store has none: tests of SQLite's files only).
-    pub fn path(&self) -> PathBuf {
+    /// Path of the SQLite file; `None` for a PostgreSQL store.
+    pub fn path(&self) -> Option<PathBuf> {
         match &self.inner.location {
-            Location::Sqlite(data_dir) => database_path(data_dir),
-            Location::Postgres(_) => panic!("a PostgreSQL store has no file"),
+            Location::Sqlite(data_dir) => Some(database_path(data_dir)),
+            Location::Postgres(_) => None,
         }
     }
 
@@ -407,7 +407,16 @@ impl Store {
     /// True when this node is the one that sweeps: always on SQLite (one process per store); on
     /// PostgreSQL, the node that holds an advisory lock on a connection of its own, which the
     /// server releases when the node dies or loses that connection, so that another takes over.
-    pub fn sweeper_turn(&self) -> bool {
+    pub async fn sweeper_turn(&self) -> bool {
+        if let Location::Sqlite(_) = self.inner.location {
+            return true;
+        }
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.try_sweeper_lock()).await.unwrap_or(false)
+    }
+
+    /// `sweeper_turn` on PostgreSQL: takes (or keeps) the sweeper's advisory lock.
+    fn try_sweeper_lock(&self) -> bool {
         let Location::Postgres(url) = &self.inner.location else { return true };
         let mut turn = self.inner.sweeper.lock().expect("sweeper lock");
         if turn.conn.as_ref().is_none_or(Connection::is_broken) {

@@ -8,9 +8,8 @@ use std::sync::mpsc;
 
 use tokio::sync::watch;
 
-use super::admission::WriteLimits;
-use super::db::{Connection, PgConnection};
-use super::{FeedHead, KeyRing, StoreError};
+use super::db::Connection;
+use super::{FeedHead, StoreError};
 
 /// The channel every node listens on.
 const CHANNEL: &str = "ctxd";
@@ -50,18 +49,19 @@ pub(super) fn send(tx: &Connection, node: &str, accounts: &[String], keys: bool)
     Ok(())
 }
 
-/// Follows the other nodes' notices, on a connection of its own that reconnects when lost (and
-/// then acts as if everything had changed, since notices sent meanwhile are gone).
+/// Follows the other nodes' notices, on a connection of its own that reconnects when lost; each
+/// time it starts listening (the first time included) it acts as if everything had changed,
+/// since what was sent before is gone. Keys and limits are reloaded by the writer
+/// (`writer::Message::Reload`), in order with its own reloads.
 pub(super) fn listen(
     url: &str,
     node: &str,
-    keys: Arc<KeyRing>,
-    limits: Arc<WriteLimits>,
+    writer: tokio::sync::mpsc::Sender<super::writer::Message>,
     feed: Arc<watch::Sender<FeedHead>>,
 ) -> Result<(), StoreError> {
     let (sender, notices) = mpsc::channel();
     super::db::postgres_listen(url, CHANNEL, sender)?;
-    let (url, node) = (url.to_string(), node.to_string());
+    let node = node.to_string();
     std::thread::Builder::new().name("ctxd-listener".into()).spawn(move || {
         for notice in notices {
             let (from, what) = match notice {
@@ -79,32 +79,17 @@ pub(super) fn listen(
                     let accounts: Arc<[String]> = accounts.lines().map(str::to_string).collect();
                     advance_feed(&feed, 1, Some(accounts));
                 }
-                _ if what == "keys" => reload(&url, &keys, &limits),
                 _ if what == "feed-all" => advance_feed(&feed, 1, None),
                 _ => {
-                    reload(&url, &keys, &limits);
-                    advance_feed(&feed, 1, None);
+                    if what != "keys" {
+                        advance_feed(&feed, 1, None);
+                    }
+                    if writer.blocking_send(super::writer::Message::Reload).is_err() {
+                        return; // the store is closing
+                    }
                 }
             }
         }
     })?;
     Ok(())
-}
-
-/// Reads the active keys and write limits again.
-fn reload(url: &str, keys: &KeyRing, limits: &WriteLimits) {
-    let read =
-        PgConnection::connect(url).map(Connection::Postgres).map_err(StoreError::from).and_then(|conn| {
-            Ok((
-                crate::projections::accounts::active_keys(&conn)?,
-                crate::projections::accounts::write_limits(&conn)?,
-            ))
-        });
-    match read {
-        Ok((active, written)) => {
-            *keys.write().expect("key ring lock") = active;
-            *limits.write().expect("write limits lock") = written;
-        }
-        Err(error) => tracing::error!(%error, "reloading API keys after another node changed them failed"),
-    }
 }

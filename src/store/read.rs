@@ -36,25 +36,36 @@ impl ReadPool {
             Some(conn) if !conn.is_broken() => conn,
             _ => self.open()?,
         };
-        let result = in_snapshot(&conn, query);
+        let (result, ended) = in_snapshot(&conn, query);
         let mut idle = self.idle.lock().expect("read pool lock");
-        if idle.len() < MAX_IDLE && !conn.is_broken() {
+        // A connection whose transaction did not end cleanly is not given out again: it could
+        // still be inside an old snapshot.
+        if idle.len() < MAX_IDLE && ended && !conn.is_broken() {
             idle.push(conn);
         }
         result
     }
 }
 
+/// `query` in one snapshot, and whether the snapshot then ended cleanly.
 fn in_snapshot<T>(
     conn: &Connection,
     query: impl FnOnce(&Connection) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    // PostgreSQL: one snapshot for every statement (SQLite's read transactions always are).
-    conn.prepare_cached(conn.sql("BEGIN", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))?.execute([])?;
+) -> (Result<T, StoreError>, bool) {
+    let snapshot = match conn.snapshot() {
+        Ok(snapshot) => snapshot,
+        Err(error) => return (Err(error.into()), false),
+    };
     let result = query(conn);
-    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-    conn.prepare_cached(end)?.execute([])?;
-    result
+    let ended = match &result {
+        Ok(_) => snapshot.commit(),
+        Err(_) => snapshot.rollback(),
+    };
+    match (result, ended) {
+        (Ok(value), Ok(())) => (Ok(value), true),
+        (Ok(_), Err(error)) => (Err(error.into()), false),
+        (Err(error), ended) => (Err(error), ended.is_ok()),
+    }
 }
 
 /// A connection for reads (`ctxd verify`, export): read-only on SQLite.

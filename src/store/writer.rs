@@ -78,6 +78,10 @@ pub(super) enum Message {
     Stop {
         ack: oneshot::Sender<()>,
     },
+    /// Another node changed keys or limits (or changes may have been missed): read them again.
+    /// Done here, in order with this node's own reloads, so that an older read never replaces
+    /// a newer one.
+    Reload,
 }
 
 /// A command, where to answer it, and its place among its account's pending writes.
@@ -278,6 +282,7 @@ impl Writer {
                         queue(&mut waiting, request, Reply { sender: reply, _place: place })
                     }
                     Some(Message::Stop { ack }) => stop = Some(ack),
+                    Some(Message::Reload) => self.reload_keys(),
                     None => break,
                 }
             }
@@ -290,6 +295,7 @@ impl Writer {
                         queue(&mut waiting, request, Reply { sender: reply, _place: place })
                     }
                     Ok(Message::Stop { ack }) => stop = Some(ack),
+                    Ok(Message::Reload) => self.reload_keys(),
                     Err(_) => break,
                 }
             }
@@ -354,6 +360,22 @@ impl Writer {
         }
     }
 
+    /// Reads the active API keys and the accounts' write limits again.
+    fn reload_keys(&mut self) {
+        if !self.connected() {
+            tracing::error!("reloading API keys: the database cannot be reached");
+            return;
+        }
+        match projections::accounts::active_keys(&self.conn) {
+            Ok(active) => *self.shared.keys.write().expect("key ring lock") = active,
+            Err(error) => tracing::error!(%error, "reloading API keys failed"),
+        }
+        match projections::accounts::write_limits(&self.conn) {
+            Ok(limits) => *self.shared.limits.write().expect("write limits lock") = limits,
+            Err(error) => tracing::error!(%error, "reloading accounts' write limits failed"),
+        }
+    }
+
     /// Commits one group and replies to every command in it.
     fn commit_group(&mut self, batch: &mut Vec<Pending>) {
         if !self.connected() {
@@ -365,14 +387,40 @@ impl Writer {
         let started = Instant::now();
         let first = self.cursor.next_id;
         let mut accounts = Vec::new();
+        let mut again = 0;
         let (results, touched_accounts) = loop {
             accounts.clear();
             match self.try_commit_group(batch, &mut accounts) {
                 Ok(done) => break done,
+                Err(GroupError::NotStarted(error)) => {
+                    // An idle connection the server closed is found here: connect again and run
+                    // the group once more (nothing of it was sent).
+                    if self.conn.is_broken() && again == 0 && self.connected() {
+                        again += 1;
+                        continue;
+                    }
+                    tracing::error!(%error, "a group's transaction did not begin");
+                    break (batch.iter().map(|_| Err(WriteError::CommitFailed)).collect(), false);
+                }
+                Err(GroupError::Command(_, error) | GroupError::Store(error)) if self.conn.is_broken() => {
+                    // Whether the commit happened is unknown: a retry with the same
+                    // Idempotency-Key answers the first outcome if it did.
+                    tracing::error!(%error, "the connection to PostgreSQL was lost during a group");
+                    self.cursor = Cursor { next_id: first, ..Cursor::default() };
+                    break (batch.iter().map(|_| Err(WriteError::DatabaseUnreachable)).collect(), false);
+                }
+                Err(
+                    GroupError::Command(_, StoreError::Database(error))
+                    | GroupError::Store(StoreError::Database(error)),
+                ) if error.is_conflict() && again < 3 => {
+                    // A deadlock with another node, or a serialization failure: no command of
+                    // the group is at fault; it runs again.
+                    tracing::warn!(%error, "the group met another node's transaction; it runs again");
+                    again += 1;
+                    self.cursor = Cursor { next_id: first, ..Cursor::default() };
+                }
                 Err(GroupError::Command(_, StoreError::Database(db::Error::Deferred(error))))
-                | Err(GroupError::Store(StoreError::Database(db::Error::Deferred(error))))
-                    if !self.conn.is_broken() =>
-                {
+                | Err(GroupError::Store(StoreError::Database(db::Error::Deferred(error)))) => {
                     // A write sent ahead failed; which command made it is found by running
                     // the group again with each statement waited for.
                     let error = db::Error::Deferred(error);
@@ -385,13 +433,6 @@ impl Writer {
                     self.cursor = Cursor { next_id: first, ..Cursor::default() };
                     let (_, reply) = batch.remove(index);
                     let _ = reply.sender.send(Err(WriteError::Store(error)));
-                }
-                Err(GroupError::Store(error)) if self.conn.is_broken() => {
-                    // Whether the commit happened is unknown: a retry with the same
-                    // Idempotency-Key answers the first outcome if it did.
-                    tracing::error!(%error, "the connection to PostgreSQL was lost during a group");
-                    self.cursor = Cursor { next_id: first, ..Cursor::default() };
-                    break (batch.iter().map(|_| Err(WriteError::DatabaseUnreachable)).collect(), false);
                 }
                 Err(GroupError::Store(error)) => {
                     tracing::error!(%error, "group commit failed; every command in it is refused");
@@ -428,14 +469,7 @@ impl Writer {
             }
         }
         if touched_accounts {
-            match projections::accounts::active_keys(&self.conn) {
-                Ok(active) => *self.shared.keys.write().expect("key ring lock") = active,
-                Err(error) => tracing::error!(%error, "reloading API keys failed"),
-            }
-            match projections::accounts::write_limits(&self.conn) {
-                Ok(limits) => *self.shared.limits.write().expect("write limits lock") = limits,
-                Err(error) => tracing::error!(%error, "reloading accounts' write limits failed"),
-            }
+            self.reload_keys();
         }
         if appended > 0 {
             // Never blocks: followers read the new events from the log, at their own pace.
@@ -454,10 +488,17 @@ impl Writer {
     ) -> Result<(Vec<Result<Outcome, WriteError>>, bool), GroupError> {
         let now = self.clock.now();
         let postgres = self.conn.dialect() == Dialect::Postgres;
-        let tx = self.conn.write_transaction()?;
+        let tx = self.conn.write_transaction().map_err(|error| GroupError::NotStarted(error.into()))?;
         if postgres {
+            // The accounts the sweeper's commands will write, found now and locked with the
+            // others in sorted order: their decisions then read under the locks.
+            let mut swept = Vec::new();
+            for (request, _) in batch.iter().filter(|(request, _)| request.command.account().is_none()) {
+                swept.extend(crate::commands::accounts_written(&tx, &request.command, now)?);
+            }
             let mut locked: Vec<&str> =
                 batch.iter().filter_map(|(request, _)| request.command.account()).collect();
+            locked.extend(swept.iter().map(String::as_str));
             self.cursor.lock(&tx, &mut locked)?;
         }
         // PostgreSQL: the session commands' reads, in one round trip, under the accounts' rows.
@@ -523,6 +564,9 @@ impl Writer {
 /// where the group then runs again without that command).
 #[derive(Debug, thiserror::Error)]
 enum GroupError {
+    /// The transaction could not begin: nothing was sent.
+    #[error("the group's transaction did not begin: {0}")]
+    NotStarted(StoreError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("command {0} of the group: {1}")]
@@ -574,6 +618,9 @@ fn execute(
             accounts.push(account.clone());
         }
         let stream = event.stream(&account);
+        // The account's head first: on PostgreSQL it is the lock under which the stream's
+        // version is read.
+        let (id, seq, previous) = cursor.next(conn, &account)?;
         let known = match &mut primary {
             Some((addressed, version)) if *addressed == stream => Some(version),
             _ => others.get_mut(&stream),
@@ -589,7 +636,6 @@ fn execute(
                 version
             }
         };
-        let (id, seq, previous) = cursor.next(conn, &account)?;
         let recorded = RecordedEvent {
             id,
             seq,

@@ -420,7 +420,7 @@ async fn erasing_a_customer_redacts_their_events_keeps_the_chain_and_the_counts(
         return;
     }
     let files = |app: &TestApp| {
-        let db = app.store.path().to_path_buf();
+        let db = app.store.path().expect("a SQLite store");
         let wal = db.with_extension("db-wal");
         [std::fs::read(&db).unwrap(), std::fs::read(&wal).unwrap_or_default()].concat()
     };

@@ -59,13 +59,30 @@ impl Error {
         }
     }
 
+    /// Another transaction was in the way (PostgreSQL: a deadlock, a serialization failure):
+    /// running the same transaction again may succeed.
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            Error::Postgres(error) | Error::Deferred(error) => error.code().is_some_and(|code| {
+                *code == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+                    || *code == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+            }),
+            _ => false,
+        }
+    }
+
     /// The database could not be reached or opened just now: the request may be retried.
     pub fn is_unavailable(&self) -> bool {
         match self {
             Error::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) => {
                 failure.code == rusqlite::ErrorCode::CannotOpen
             }
-            Error::Postgres(error) | Error::Deferred(error) => error.is_closed() || error.code().is_none(),
+            Error::Postgres(error) | Error::Deferred(error) => {
+                error.is_closed()
+                    || error
+                        .code()
+                        .is_none_or(|code| *code == tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS)
+            }
             _ => false,
         }
     }
@@ -116,6 +133,12 @@ impl Connection {
     /// Begins a transaction (deferred on SQLite), rolled back when dropped uncommitted.
     pub fn transaction(&self) -> Result<Transaction<'_>> {
         self.begin("BEGIN")
+    }
+
+    /// Begins a read-only transaction in which every statement sees one snapshot (PostgreSQL:
+    /// `REPEATABLE READ`; a SQLite read transaction always does).
+    pub fn snapshot(&self) -> Result<Transaction<'_>> {
+        self.begin(self.sql("BEGIN", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))
     }
 
     /// Begins a transaction that writes: on SQLite it takes the write lock at once (`IMMEDIATE`),
@@ -212,9 +235,11 @@ pub struct Transaction<'c> {
 }
 
 impl Transaction<'_> {
+    /// Commits; if the commit fails (a deferred write sent with it, a lost connection), the
+    /// transaction is rolled back when `self` drops, so the connection never stays in a failed one.
     pub fn commit(mut self) -> Result<()> {
-        self.done = true;
         self.conn.prepare_cached("COMMIT")?.execute([])?;
+        self.done = true;
         Ok(())
     }
 

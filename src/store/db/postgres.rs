@@ -27,6 +27,23 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// `url`'s settings, with bounds on a dead network unless the URL sets its own: a connection
+/// attempt gives up after 5 s, and TCP keepalives find a peer that vanished within about 30 s
+/// (a node must answer 503 during a failover, not hang).
+fn config(url: &str) -> Result<tokio_postgres::Config> {
+    let mut config: tokio_postgres::Config = url.parse()?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(std::time::Duration::from_secs(5));
+    }
+    if config.get_keepalives() && config.get_keepalives_idle() == std::time::Duration::from_secs(2 * 60 * 60)
+    {
+        config.keepalives_idle(std::time::Duration::from_secs(10));
+        config.keepalives_interval(std::time::Duration::from_secs(5));
+        config.keepalives_retries(4);
+    }
+    Ok(config)
+}
+
 /// One connection to PostgreSQL, with its prepared statements.
 pub struct PgConnection {
     client: tokio_postgres::Client,
@@ -59,7 +76,7 @@ struct CallerDriver {
 impl PgConnection {
     /// Connects to `url` (a libpq URL or key=value string).
     pub fn connect(url: &str) -> Result<PgConnection> {
-        let config: tokio_postgres::Config = url.parse()?;
+        let config = config(url)?;
         let client = futures_executor::block_on(runtime().spawn(async move {
             let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
             tokio::spawn(async move {
@@ -76,7 +93,7 @@ impl PgConnection {
     /// Connects to `url`, the calling thread driving the connection while it waits for its
     /// queries (`Driver::Caller`): for a thread of its own, not one of tokio's.
     pub fn connect_here(url: &str) -> Result<PgConnection> {
-        let config: tokio_postgres::Config = url.parse()?;
+        let config = config(url)?;
         let runtime =
             tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|error| {
                 Error::Column { column: 0, message: format!("a runtime for the connection: {error}") }
@@ -283,24 +300,22 @@ pub(super) fn describe(error: &tokio_postgres::Error) -> String {
 }
 
 /// Listens on `channel` on a connection of its own: each notification's payload goes to
-/// `notices`, and `None` after the connection was lost and made again (what was sent in between
-/// is lost). Ends when `notices` is dropped.
+/// `notices`, and `None` each time it starts listening, the first included (what was sent
+/// before, or while the connection was lost, is to be read again). Ends when `notices` is dropped.
 pub fn listen(
     url: &str,
     channel: &'static str,
     notices: std::sync::mpsc::Sender<Option<String>>,
 ) -> Result<()> {
-    let config: tokio_postgres::Config = url.parse()?;
+    let config = config(url)?;
     runtime().spawn(async move {
-        let mut lost = false;
         let mut backoff = std::time::Duration::from_millis(100);
         loop {
-            match listen_once(&config, channel, &notices, lost).await {
+            match listen_once(&config, channel, &notices).await {
                 Ok(true) => return,
                 Ok(false) => backoff = std::time::Duration::from_millis(100),
                 Err(error) => tracing::warn!(error = %describe(&error), "listening for other nodes failed"),
             }
-            lost = true;
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
         }
@@ -313,7 +328,6 @@ async fn listen_once(
     config: &tokio_postgres::Config,
     channel: &str,
     notices: &std::sync::mpsc::Sender<Option<String>>,
-    lost: bool,
 ) -> std::result::Result<bool, tokio_postgres::Error> {
     use futures_util::StreamExt;
     let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
@@ -327,7 +341,7 @@ async fn listen_once(
         }
     });
     client.batch_execute(&format!("LISTEN {channel}")).await?;
-    if lost && notices.send(None).is_err() {
+    if notices.send(None).is_err() {
         return Ok(true);
     }
     while let Some(payload) = received.recv().await {
@@ -400,11 +414,11 @@ impl tokio_postgres::types::ToSql for Param<'_> {
                     out.extend_from_slice(t.as_bytes());
                     Ok(IsNull::No)
                 }
-                Type::BYTEA => Err("text cannot be bound as bytea".into()),
-                _ => {
+                Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN | Type::JSON => {
                     out.extend_from_slice(t.as_bytes());
                     Ok(IsNull::No)
                 }
+                _ => Err(format!("text cannot be bound as {ty}").into()),
             },
             ValueRef::Blob(b) => match *ty {
                 Type::BYTEA => b.to_sql(ty, out),

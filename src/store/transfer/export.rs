@@ -14,9 +14,9 @@ use super::{COLUMNS, Line, Selection, TransferError};
 /// snapshot of `conn` (so it may run beside a live server), streaming rows: memory stays
 /// constant whatever the size of the log. Returns the number of events written.
 pub fn export(conn: &Connection, selection: &Selection, out: &mut impl Write) -> Result<u64, TransferError> {
-    conn.execute_batch("BEGIN")?;
+    let snapshot = conn.snapshot()?;
     let result = export_in_snapshot(conn, selection, out);
-    conn.execute_batch("COMMIT")?;
+    snapshot.commit()?;
     result
 }
 
