@@ -107,6 +107,10 @@ pub struct ServeArgs {
     /// Open HTTP connections at most; past it, new ones wait in the kernel's backlog.
     #[arg(long, env = "CTXD_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
+    /// Read connections open at once (on PostgreSQL, this node's share of the server's
+    /// `max_connections`); past it a read waits up to 5 s, then answers 503.
+    #[arg(long, env = "CTXD_MAX_READ_CONNECTIONS", default_value_t = 64)]
+    pub max_read_connections: usize,
     /// Live event streams (`…/events/stream`) one account may hold open at once.
     #[arg(long, env = "CTXD_STREAMS_PER_ACCOUNT", default_value_t = 32)]
     pub streams_per_account: usize,
@@ -182,6 +186,7 @@ impl ServeArgs {
                 max_batch: self.max_batch.max(1),
                 default_writes_per_second: Some(self.default_writes_per_second).filter(|rate| *rate > 0),
                 pending_per_account: self.pending_writes_per_account.max(1),
+                read_connections: self.max_read_connections.max(1),
                 ..WriterConfig::default()
             },
             sweep_interval: Duration::from_millis(self.sweep_interval_ms.max(10)),

@@ -44,13 +44,19 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("the data directory {0} is in use by another ctxd process")]
     Locked(PathBuf),
+    #[error("every read connection this node may open is in use")]
+    Busy,
 }
 
 impl StoreError {
     /// The store could not be opened just now (out of file descriptors, or the file is gone): the
     /// request may be retried. The backend's own error codes stay behind this.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Database(error) if error.is_unavailable())
+        match self {
+            StoreError::Database(error) => error.is_unavailable(),
+            StoreError::Busy => true,
+            _ => false,
+        }
     }
 }
 
@@ -334,10 +340,11 @@ impl Store {
             notify::listen(url, &node, sender.clone(), feed.clone())?;
         }
         let shared = writer::Shared { keys: keys.clone(), limits, feed: feed.clone(), database_url, node };
+        let read_connections = config.read_connections;
         let thread = writer::spawn(conn, receiver, config, clock, metrics, shared)?;
         Ok(Store {
             inner: Arc::new(Inner {
-                reads: ReadPool::new(location.clone()),
+                reads: ReadPool::new(location.clone(), read_connections),
                 location: location.clone(),
                 sender,
                 admission,

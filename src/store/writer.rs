@@ -41,6 +41,9 @@ pub struct WriterConfig {
     pub default_writes_per_second: Option<u32>,
     /// The most one step of a long command (a namespace delete, a customer erasure) takes.
     pub step: StepBound,
+    /// Read connections the store may have open at once (on PostgreSQL, this node's share of
+    /// the server's `max_connections`); a read past it waits up to 5 s, then answers 503.
+    pub read_connections: usize,
 }
 
 impl Default for WriterConfig {
@@ -52,6 +55,7 @@ impl Default for WriterConfig {
             pending_per_account: 1024,
             default_writes_per_second: None,
             step: context::STEP,
+            read_connections: 64,
         }
     }
 }
