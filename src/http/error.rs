@@ -63,12 +63,13 @@ impl From<WriteError> for ApiError {
         match error {
             WriteError::Domain(error) => error.into(),
             WriteError::IdempotencyMismatch => Self::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_string()),
-            WriteError::Unavailable | WriteError::CommitFailed | WriteError::DatabaseUnreachable => {
-                ApiError {
-                    retry_after: Some(1),
-                    ..Self::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
-                }
-            }
+            WriteError::Unavailable
+            | WriteError::CommitFailed
+            | WriteError::DatabaseUnreachable
+            | WriteError::AccountBusy => ApiError {
+                retry_after: Some(1),
+                ..Self::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
+            },
             WriteError::RateLimited { retry_after } => {
                 let message = format!("{error}: at most {} ms from now", retry_after.as_millis().max(1));
                 let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);

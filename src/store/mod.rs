@@ -76,6 +76,8 @@ pub enum WriteError {
          retry it with the same Idempotency-Key"
     )]
     DatabaseUnreachable,
+    #[error("this account's writes are held up by another node's transaction; nothing was written, retry")]
+    AccountBusy,
     #[error("this account is past its writes_per_second; retry later")]
     RateLimited { retry_after: std::time::Duration },
     #[error(transparent)]

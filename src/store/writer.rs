@@ -161,12 +161,17 @@ impl Cursor {
 
     /// Takes the head rows of `accounts` (PostgreSQL), in sorted order so that two nodes never
     /// wait for each other's rows: the group's commands then decide and append on them alone.
-    fn lock(&mut self, conn: &Connection, accounts: &mut Vec<&str>) -> Result<(), StoreError> {
+    fn lock(&mut self, conn: &Connection, accounts: &mut Vec<&str>) -> Result<(), GroupError> {
         accounts.sort_unstable();
         accounts.dedup();
         for account in accounts.iter() {
             if !self.accounts.contains_key(*account) {
-                let (next_seq, previous) = lock_head(conn, account)?;
+                let (next_seq, previous) = lock_head(conn, account).map_err(|error| match error {
+                    StoreError::Database(error) if error.is_lock_timeout() => {
+                        GroupError::Locked(account.to_string(), error.into())
+                    }
+                    error => GroupError::Store(error),
+                })?;
                 self.accounts.insert((*account).into(), AccountHead { next_seq, previous });
             }
         }
@@ -210,6 +215,19 @@ impl Cursor {
             };
         }
     }
+}
+
+/// The writer's PostgreSQL session: writes deferred, and bounds on what another node's stuck
+/// transaction can do to it: a head row held for more than 5 s refuses that account's commands
+/// (503) rather than stall every account's, and a transaction of this node left idle for a
+/// minute (a node that hangs mid-group) is ended by the server, which releases its rows.
+fn writer_session(conn: Connection) -> Connection {
+    conn.set_deferred(true);
+    let settings = "SET lock_timeout = '5s'; SET idle_in_transaction_session_timeout = '60s'";
+    if let Err(error) = conn.execute_batch(settings) {
+        tracing::warn!(%error, "the writer's session settings were not applied");
+    }
+    conn
 }
 
 /// PostgreSQL keeps an updated row's old version until VACUUM: vacuum what an erasure rewrites,
@@ -270,8 +288,7 @@ impl Writer {
         if let Some(url) = &self.reconnect.url {
             match crate::store::db::PgConnection::connect_here(url) {
                 Ok(conn) => {
-                    conn.set_deferred(true);
-                    self.conn = Connection::Postgres(conn);
+                    self.conn = writer_session(Connection::Postgres(conn));
                 }
                 Err(error) => tracing::warn!(%error, "the writer keeps the connection it was opened with"),
             }
@@ -341,7 +358,7 @@ impl Writer {
         let connected = crate::store::db::PgConnection::connect_here(url).map(Connection::Postgres);
         match connected.map_err(StoreError::from).and_then(|conn| Ok((Cursor::of(&conn)?, conn))) {
             Ok((cursor, conn)) => {
-                conn.set_deferred(true);
+                let conn = writer_session(conn);
                 tracing::info!(
                     attempts = self.reconnect.attempts + 1,
                     "the writer reconnected to PostgreSQL"
@@ -406,6 +423,21 @@ impl Writer {
                     tracing::error!(%error, "a group's transaction did not begin");
                     break (batch.iter().map(|_| Err(WriteError::CommitFailed)).collect(), false);
                 }
+                Err(GroupError::Locked(account, error)) => {
+                    // One account's writes wait for another node; the others' do not.
+                    tracing::warn!(%error, "an account's head row stayed locked; its commands are refused with 503");
+                    self.cursor = Cursor { next_id: first, ..Cursor::default() };
+                    let (held, rest): (Vec<Pending>, Vec<Pending>) = batch
+                        .drain(..)
+                        .partition(|(request, _)| request.command.account() == Some(account.as_str()));
+                    *batch = rest;
+                    for (_, reply) in held {
+                        let _ = reply.sender.send(Err(WriteError::AccountBusy));
+                    }
+                    if batch.is_empty() {
+                        break (Vec::new(), false);
+                    }
+                }
                 Err(GroupError::Command(_, error) | GroupError::Store(error)) if self.conn.is_broken() => {
                     // Whether the commit happened is unknown: a retry with the same
                     // Idempotency-Key answers the first outcome if it did.
@@ -436,7 +468,11 @@ impl Writer {
                     tracing::error!(%error, "a command failed on the database; its group runs again without it");
                     self.cursor = Cursor { next_id: first, ..Cursor::default() };
                     let (_, reply) = batch.remove(index);
-                    let _ = reply.sender.send(Err(WriteError::Store(error)));
+                    let answer = match error {
+                        StoreError::Database(error) if error.is_lock_timeout() => WriteError::AccountBusy,
+                        error => WriteError::Store(error),
+                    };
+                    let _ = reply.sender.send(Err(answer));
                 }
                 Err(GroupError::Store(error)) => {
                     tracing::error!(%error, "group commit failed; every command in it is refused");
@@ -568,6 +604,10 @@ impl Writer {
 /// where the group then runs again without that command).
 #[derive(Debug, thiserror::Error)]
 enum GroupError {
+    /// Another transaction held this account's head row past `lock_timeout` (a node that hangs
+    /// inside a transaction): the group runs again without the account's commands.
+    #[error("account {0}'s head row is held by another transaction: {1}")]
+    Locked(String, StoreError),
     /// The transaction could not begin: nothing was sent.
     #[error("the group's transaction did not begin: {0}")]
     NotStarted(StoreError),

@@ -171,3 +171,36 @@ async fn a_node_whose_connections_are_cut_answers_503_then_reconnects_by_itself(
     let session = app.call(&key, "GET", path, "").await.json();
     assert_eq!(session, json!({"before": 1, "after": 1}));
 }
+
+#[tokio::test]
+async fn an_account_held_by_a_stuck_transaction_gets_503_while_other_accounts_write_on() {
+    if !on_postgres() {
+        return;
+    }
+    let app = spawn_app().await;
+    let acme = app.account("acme").await;
+    let globex = app.account("globex").await;
+    let path = |account: &str| format!("/v1/account/{account}/bots/s/properties");
+    assert_eq!(app.call(&acme, "PATCH", &path("acme"), r#"{"before": 1}"#).await.status, 204);
+
+    // A node that hangs inside a transaction holding acme's head row.
+    let stuck = crate::helpers::raw_connection(&app.data_dir);
+    stuck.execute_batch("BEGIN; SELECT * FROM account_heads WHERE account = 'acme' FOR UPDATE").unwrap();
+
+    let started = Instant::now();
+    let (acme_path, globex_path) = (path("acme"), path("globex"));
+    let (held, free) = tokio::join!(
+        app.call(&acme, "PATCH", &acme_path, r#"{"during": 1}"#),
+        app.call(&globex, "PATCH", &globex_path, r#"{"during": 1}"#),
+    );
+    assert_eq!(held.status, 503, "{}", held.body);
+    assert_eq!(held.header("retry-after").as_deref(), Some("1"));
+    assert!(held.assert_error(503).contains("another node"));
+    assert!(started.elapsed() < Duration::from_secs(10), "refused after the lock timeout, not hung");
+    assert_eq!(free.status, 204, "another account writes on: {}", free.body);
+
+    stuck.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(app.call(&acme, "PATCH", &path("acme"), r#"{"after": 1}"#).await.status, 204);
+    let session = app.call(&acme, "GET", &path("acme"), "").await.json();
+    assert_eq!(session, json!({"before": 1, "after": 1}), "the refused write left nothing");
+}

@@ -71,6 +71,16 @@ impl Error {
         }
     }
 
+    /// A lock was not granted within `lock_timeout` (PostgreSQL).
+    pub fn is_lock_timeout(&self) -> bool {
+        match self {
+            Error::Postgres(error) | Error::Deferred(error) => {
+                error.code().is_some_and(|code| *code == tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
+            }
+            _ => false,
+        }
+    }
+
     /// The database could not be reached or opened just now: the request may be retried.
     pub fn is_unavailable(&self) -> bool {
         match self {
