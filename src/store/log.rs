@@ -2,6 +2,8 @@
 //! This is the only code that writes `events`: it inserts, and redacts a payload for an erasure.
 
 use crate::store::db::{Connection, Dialect, OptionalExtension, params};
+use std::borrow::Cow;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::StoreError;
@@ -112,11 +114,16 @@ pub(super) fn insert_row(
 /// A new event's store-wide id as bound to `parameter`, and the SQL of its value. SQLite: the
 /// id the writer counted. PostgreSQL: NULL, and the value is drawn from the table's sequence,
 /// so that several nodes append at once.
-pub(crate) fn new_id(conn: &Connection, id: u64, parameter: &str) -> (Option<u64>, String) {
+pub(crate) fn new_id(
+    conn: &Connection,
+    id: u64,
+    parameter: &'static str,
+) -> (Option<u64>, Cow<'static, str>) {
     match conn.dialect() {
-        Dialect::Sqlite => (Some(id), parameter.to_string()),
+        // The append path allocates nothing for it.
+        Dialect::Sqlite => (Some(id), Cow::Borrowed(parameter)),
         Dialect::Postgres => {
-            (None, format!("coalesce(CAST({parameter} AS BIGINT), nextval('events_id_seq'))"))
+            (None, Cow::Owned(format!("coalesce(CAST({parameter} AS BIGINT), nextval('events_id_seq'))")))
         }
     }
 }

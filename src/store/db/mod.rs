@@ -192,14 +192,6 @@ impl Connection {
         }
     }
 
-    /// The SQLite connection, for what only SQLite has (pragmas, checkpoints, backups).
-    pub fn as_sqlite(&self) -> Option<&rusqlite::Connection> {
-        match self {
-            Connection::Sqlite(conn) => Some(conn),
-            Connection::Postgres(_) => None,
-        }
-    }
-
     /// A statement prepared once per connection and kept.
     pub fn prepare_cached(&self, sql: &str) -> Result<Statement<'_>> {
         Ok(Statement(match self {
@@ -482,11 +474,6 @@ impl Row<'_> {
             Row::Postgres(row) => T::from_value(postgres::column(row, index)?)
                 .map_err(|message| Error::Column { column: index, message }),
         }
-    }
-
-    /// Column `index` as whatever the database holds.
-    pub fn get_value(&self, index: usize) -> Result<Value> {
-        self.get(index)
     }
 
     /// Column `index` as whatever the database holds, borrowed from the row.

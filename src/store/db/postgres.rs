@@ -220,10 +220,7 @@ impl PgConnection {
         statement: &tokio_postgres::Statement,
         params: &[&dyn ToSql],
     ) -> Result<usize> {
-        let values: Vec<Param<'_>> = params.iter().map(|param| Param(param.value())).collect();
-        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-            values.iter().map(|value| value as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
-        let changed = self.run(self.client.execute(statement, &refs))?;
+        let changed = bound(params, |refs| self.run(self.client.execute(statement, refs)))?;
         Ok(usize::try_from(changed).unwrap_or(usize::MAX))
     }
 
@@ -232,10 +229,7 @@ impl PgConnection {
         statement: &tokio_postgres::Statement,
         params: &[&dyn ToSql],
     ) -> Result<Vec<tokio_postgres::Row>> {
-        let values: Vec<Param<'_>> = params.iter().map(|param| Param(param.value())).collect();
-        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-            values.iter().map(|value| value as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
-        self.run(self.client.query(statement, &refs))
+        bound(params, |refs| self.run(self.client.query(statement, refs)))
     }
 
     /// The rows of `statement` for each set of parameters, the statements sent together: one
@@ -262,10 +256,7 @@ impl PgConnection {
         statement: &tokio_postgres::Statement,
         params: &[&dyn ToSql],
     ) -> Result<std::pin::Pin<Box<tokio_postgres::RowStream>>> {
-        let values: Vec<Param<'_>> = params.iter().map(|param| Param(param.value())).collect();
-        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-            values.iter().map(|value| value as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
-        Ok(Box::pin(self.run(self.client.query_raw(statement, refs.iter().copied()))?))
+        Ok(Box::pin(bound(params, |refs| self.run(self.client.query_raw(statement, refs.iter().copied())))?))
     }
 
     /// The next row of a `query_stream`.
@@ -380,6 +371,14 @@ fn numbered_parameters(sql: &str) -> String {
         }
     }
     out
+}
+
+/// `params` as tokio-postgres binds them, for `f`.
+fn bound<R>(params: &[&dyn ToSql], f: impl FnOnce(&[&(dyn tokio_postgres::types::ToSql + Sync)]) -> R) -> R {
+    let values: Vec<Param<'_>> = params.iter().map(|param| Param(param.value())).collect();
+    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+        values.iter().map(|value| value as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+    f(&refs)
 }
 
 /// A parameter, written as the type PostgreSQL inferred for its place.
