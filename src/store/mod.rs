@@ -185,8 +185,8 @@ struct Inner {
     /// Wakes the task that carries long commands through their steps.
     steps: tokio::sync::Notify,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// Held for the store's lifetime: one process per SQLite store.
-    _lock: Option<File>,
+    /// Held until `shutdown`: one process per SQLite store.
+    lock: Mutex<Option<File>>,
     /// PostgreSQL: the connection on which this node holds (or tries for) the sweeper's lock.
     sweeper: Mutex<SweeperTurn>,
 }
@@ -355,7 +355,7 @@ impl Store {
                 steps: tokio::sync::Notify::new(),
                 writer_thread: Mutex::new(Some(thread)),
                 sweeper: Mutex::new(SweeperTurn::default()),
-                _lock: lock,
+                lock: Mutex::new(lock),
             }),
         })
     }
@@ -485,7 +485,8 @@ impl Store {
         !self.inner.sender.is_closed()
     }
 
-    /// Lets the writer finish everything queued, checkpoints the WAL and stops the thread.
+    /// Lets the writer finish everything queued, checkpoints the WAL, stops the thread and
+    /// releases the data directory.
     pub async fn shutdown(&self) {
         let (ack, done) = oneshot::channel();
         if self.inner.sender.send(writer::Message::Stop { ack }).await.is_ok() {
@@ -495,5 +496,8 @@ impl Store {
         if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
+        // The writer is gone: the data directory is free for the next process, even while a
+        // connection task that is still ending holds a handle on this store (its reads only).
+        drop(self.inner.lock.lock().expect("data dir lock").take());
     }
 }
