@@ -165,8 +165,8 @@ pub async fn follow_live(
             tokio::time::sleep(LAG_SAMPLE.min(window_until.saturating_duration_since(Instant::now()))).await;
         }
     };
-    let (load, sampled) =
-        tokio::join!(load::run(Workload::Context, http.addr, server_pid, &http.api_key, settings), sampler);
+    let node = [(http.addr, server_pid)];
+    let (load, sampled) = tokio::join!(load::run(Workload::Context, &node, &http.api_key, settings), sampler);
     let (load, (delivered, lag_at_end, lags)) = (load?, sampled?);
     let stopped = Instant::now();
     client.wait_for(account_head(reader)?).await?;

@@ -201,22 +201,25 @@ impl fmt::Display for LoadReport {
     }
 }
 
-/// Runs `workload` against the server at `addr` with `api_key` for account `bench`.
+/// Runs `workload` with `api_key` for account `bench` against the servers `nodes` (address and
+/// process id; client `i` talks to node `i mod n`). The server figures are the nodes' sums.
 pub async fn run(
     workload: Workload,
-    addr: SocketAddr,
-    server_pid: u32,
+    nodes: &[(SocketAddr, u32)],
     api_key: &str,
     settings: &LoadSettings,
 ) -> Result<LoadReport, BoxError> {
     let from = Instant::now() + settings.warmup;
     let window = Window { from, until: from + settings.duration };
-    let scraper = tokio::spawn(scrape_edges(addr, server_pid, window));
+    let scraper = tokio::spawn(scrape_edges(nodes.to_vec(), window));
     let api_key: Arc<str> = api_key.into();
     let clients: Vec<_> = (0..settings.clients)
-        .map(|client| match workload {
-            Workload::Context => tokio::spawn(drive(addr, api_key.clone(), client, window)),
-            Workload::Journeys => tokio::spawn(journeys::drive(addr, api_key.clone(), client, window)),
+        .map(|client| {
+            let (addr, _) = nodes[client as usize % nodes.len()];
+            match workload {
+                Workload::Context => tokio::spawn(drive(addr, api_key.clone(), client, window)),
+                Workload::Journeys => tokio::spawn(journeys::drive(addr, api_key.clone(), client, window)),
+            }
         })
         .collect();
     let mut total = Tally::new(workload.kinds());
@@ -241,15 +244,11 @@ pub async fn run(
     })
 }
 
-async fn scrape_edges(
-    addr: SocketAddr,
-    server_pid: u32,
-    window: Window,
-) -> Result<(Scrape, Scrape), BoxError> {
+async fn scrape_edges(nodes: Vec<(SocketAddr, u32)>, window: Window) -> Result<(Scrape, Scrape), BoxError> {
     tokio::time::sleep_until(window.from.into()).await;
-    let before = Scrape::take(addr, server_pid).await?;
+    let before = Scrape::take_all(&nodes).await?;
     tokio::time::sleep_until(window.until.into()).await;
-    let after = Scrape::take(addr, server_pid).await?;
+    let after = Scrape::take_all(&nodes).await?;
     Ok((before, after))
 }
 

@@ -38,6 +38,8 @@ mod analytics;
 mod analytics_fill;
 mod audit;
 mod audit_feed;
+mod cluster;
+mod failover;
 mod http_client;
 mod journeys;
 mod load;
@@ -74,6 +76,13 @@ enum Workloads {
     /// A quiet account's round trips alone, during another account's flood past its limit, and
     /// during its delete of a namespace of `--neighbours-sessions` sessions.
     Neighbours,
+    /// On a cluster started by `deploy/local-ha/up` (`--cluster`): the context workload
+    /// through node 1 alone, then through every node, with the CPU each side spent per write.
+    Cluster,
+    /// On a cluster started by `deploy/local-ha/up` (`--cluster`): writes through both nodes
+    /// while the PostgreSQL primary, then ctxd node 1, are killed; checks that no acknowledged
+    /// write was lost or applied twice, positions and chains, an SSE follower, the sweeper.
+    Failover,
     /// Context, then journeys, then analytics (unless `--analytics-services 0`), then audit
     /// (unless `--audit-events 0`), each against a fresh server and data directory.
     All,
@@ -85,7 +94,11 @@ impl Workloads {
         match self {
             Workloads::Context => &[Workload::Context],
             Workloads::Journeys => &[Workload::Journeys],
-            Workloads::Analytics | Workloads::Audit | Workloads::Neighbours => &[],
+            Workloads::Analytics
+            | Workloads::Audit
+            | Workloads::Neighbours
+            | Workloads::Cluster
+            | Workloads::Failover => &[],
             Workloads::All => &[Workload::Context, Workload::Journeys],
         }
     }
@@ -164,6 +177,10 @@ struct Args {
     /// (a URL whose database may create others: each run gets a fresh database, dropped after).
     #[arg(long, env = "CTXD_BENCH_DATABASE_URL")]
     database_url: Option<String>,
+    /// The directory of a cluster started by `deploy/local-ha/up DIR`, for `--workload cluster`
+    /// and `--workload failover` (which kills parts of it).
+    #[arg(long)]
+    cluster: Option<PathBuf>,
 }
 
 /// A database of its own on `--database-url`'s server for one measurement, dropped when done
@@ -216,6 +233,9 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), BoxError> {
+    if matches!(args.workload, Workloads::Cluster | Workloads::Failover) {
+        return on_cluster(&args);
+    }
     let scratch = ScratchDir::create(&args)?;
     print_header(&args, &scratch.path);
     let mut failures = Vec::new();
@@ -264,6 +284,21 @@ fn run(args: Args) -> Result<(), BoxError> {
     if !args.skip_rebuild {
         rebuild::run(&scratch.path.join("rebuild"), args.rebuild_events)?;
     }
+    if !failures.is_empty() {
+        return Err(format!("requests failed:\n  {}", failures.join("\n  ")).into());
+    }
+    Ok(())
+}
+
+/// The workloads that run on a cluster of `deploy/local-ha` rather than on servers of their own.
+fn on_cluster(args: &Args) -> Result<(), BoxError> {
+    let dir = args.cluster.as_deref().ok_or("--workload cluster and failover need --cluster DIR")?;
+    let cluster = cluster::Cluster::open(dir)?;
+    print_header(args, dir);
+    if args.workload == Workloads::Failover {
+        return failover::run(&cluster, args.clients);
+    }
+    let failures = cluster::throughput(&cluster, &load_settings(args))?;
     if !failures.is_empty() {
         return Err(format!("requests failed:\n  {}", failures.join("\n  ")).into());
     }
@@ -333,7 +368,7 @@ fn http_workload(args: &Args, workload: Workload, data_dir: &Path) -> Result<Loa
     let report = runtime.block_on(async {
         server.wait_ready().await?;
         let api_key = server.issue_api_key("bench").await?;
-        load::run(workload, server.addr, server.pid(), &api_key, &settings).await
+        load::run(workload, &[(server.addr, server.pid())], &api_key, &settings).await
     })?;
     let status = server.stop()?;
     if !status.success() {

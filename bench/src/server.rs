@@ -172,14 +172,18 @@ pub struct CpuTime {
     writer: u64,
     /// Every thread of this benchmark process (the load generator).
     bench: u64,
+    /// Every process of the machine (`/proc/stat`, all CPUs, idle and I/O wait excluded).
+    machine: u64,
 }
 
-impl CpuTime {
-    fn take(server_pid: u32) -> CpuTime {
-        let (server, writer) = process_cpu(server_pid);
-        let (bench, _) = process_cpu(std::process::id());
-        CpuTime { server, writer, bench }
-    }
+/// The CPU the whole machine has spent so far, in nanoseconds: the busy fields of `/proc/stat`'s
+/// first line (user, nice, system, irq, softirq, steal), counted in USER_HZ (100 per second).
+fn machine_cpu() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().next() else { return 0 };
+    let fields: Vec<u64> = line.split_whitespace().skip(1).filter_map(|field| field.parse().ok()).collect();
+    let busy: u64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| fields.get(i)).sum();
+    busy * 10_000_000
 }
 
 /// Total CPU nanoseconds of a process's threads, and of its thread named `ctxd-writer`.
@@ -202,10 +206,27 @@ fn process_cpu(pid: u32) -> (u64, u64) {
 
 impl Scrape {
     pub async fn take(addr: SocketAddr, server_pid: u32) -> Result<Scrape, BoxError> {
-        let text = fetch(Method::GET, addr, "/metrics", &[], vec![]).await?;
-        let mut scrape = Scrape::parse(&String::from_utf8_lossy(&text))?;
-        scrape.cpu = CpuTime::take(server_pid);
-        Ok(scrape)
+        Scrape::take_all(&[(addr, server_pid)]).await
+    }
+
+    /// The sums of several nodes' counters and CPU (address and process id of each); the log's
+    /// length is the longest any node reports (they share one log).
+    pub async fn take_all(nodes: &[(SocketAddr, u32)]) -> Result<Scrape, BoxError> {
+        let mut sum = Scrape::default();
+        for &(addr, pid) in nodes {
+            let text = fetch(Method::GET, addr, "/metrics", &[], vec![]).await?;
+            let scrape = Scrape::parse(&String::from_utf8_lossy(&text))?;
+            let (server, writer) = process_cpu(pid);
+            sum.commits += scrape.commits;
+            sum.commands += scrape.commands;
+            sum.appended += scrape.appended;
+            sum.log_length = sum.log_length.max(scrape.log_length);
+            sum.cpu.server += server;
+            sum.cpu.writer += writer;
+        }
+        sum.cpu.bench = process_cpu(std::process::id()).0;
+        sum.cpu.machine = machine_cpu();
+        Ok(sum)
     }
 
     fn parse(text: &str) -> Result<Scrape, BoxError> {
@@ -235,6 +256,8 @@ pub struct ServerActivity {
     pub log_growth: u64,
     /// CPU nanoseconds used in the window: server, its writer thread, the load generator.
     pub cpu: (u64, u64, u64),
+    /// CPU nanoseconds the whole machine used in the window.
+    pub machine_cpu: u64,
 }
 
 impl ServerActivity {
@@ -250,7 +273,15 @@ impl ServerActivity {
                 after.cpu.writer.saturating_sub(before.cpu.writer),
                 after.cpu.bench.saturating_sub(before.cpu.bench),
             ),
+            machine_cpu: after.cpu.machine.saturating_sub(before.cpu.machine),
         }
+    }
+
+    /// CPU microseconds per one of `count` things done in the window by every process but the
+    /// servers and the load generator (on a cluster: PostgreSQL, Patroni and etcd).
+    pub fn others_cpu_per(&self, count: u64) -> f64 {
+        let others = self.machine_cpu.saturating_sub(self.cpu.0 + self.cpu.2);
+        others as f64 / 1000.0 / count.max(1) as f64
     }
 
     /// CPU microseconds per one of `count` things done in the window (appended events,

@@ -18,10 +18,17 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
-/// Ready when the writer accepts commands and the database answers a read.
+/// Ready when the writer accepts commands, holds a database connection, and the database
+/// answers a read.
 async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     if !state.store.is_writable() {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the writer is not running"));
+    }
+    if !state.store.writer_connected() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the writer has lost the database and is reconnecting",
+        ));
     }
     // No figure of the log: this route needs no key, and the log's length is every account's.
     state.store.read(log::last_id)?;

@@ -17,6 +17,7 @@ pub mod writer;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use db::Connection;
@@ -185,6 +186,8 @@ struct Inner {
     /// Wakes the task that carries long commands through their steps.
     steps: tokio::sync::Notify,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The writer's last word on its connection (`writer::Shared::online`).
+    writer_online: Arc<AtomicBool>,
     /// Held until `shutdown`: one process per SQLite store.
     lock: Mutex<Option<File>>,
     /// PostgreSQL: the connection on which this node holds (or tries for) the sweeper's lock.
@@ -341,7 +344,15 @@ impl Store {
         if let Some(url) = &database_url {
             notify::listen(url, &node, sender.clone(), feed.clone())?;
         }
-        let shared = writer::Shared { keys: keys.clone(), limits, feed: feed.clone(), database_url, node };
+        let online = Arc::new(AtomicBool::new(true));
+        let shared = writer::Shared {
+            keys: keys.clone(),
+            limits,
+            feed: feed.clone(),
+            database_url,
+            node,
+            online: online.clone(),
+        };
         let read_connections = config.read_connections;
         let thread = writer::spawn(conn, receiver, config, clock, metrics, shared)?;
         Ok(Store {
@@ -354,6 +365,7 @@ impl Store {
                 feed,
                 steps: tokio::sync::Notify::new(),
                 writer_thread: Mutex::new(Some(thread)),
+                writer_online: online,
                 sweeper: Mutex::new(SweeperTurn::default()),
                 lock: Mutex::new(lock),
             }),
@@ -483,6 +495,17 @@ impl Store {
     /// True while the writer thread accepts commands.
     pub fn is_writable(&self) -> bool {
         !self.inner.sender.is_closed()
+    }
+
+    /// False while the writer has lost its database connection (PostgreSQL: a failover, a
+    /// restart); each call then asks the writer to try again (within its backoff), so that a
+    /// node polled by its load balancer reconnects even when no write comes.
+    pub fn writer_connected(&self) -> bool {
+        let online = self.inner.writer_online.load(Ordering::Relaxed);
+        if !online {
+            let _ = self.inner.sender.try_send(writer::Message::Reload);
+        }
+        online
     }
 
     /// Lets the writer finish everything queued, checkpoints the WAL, stops the thread and

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::store::db::{self, Connection, Dialect};
@@ -69,6 +70,8 @@ pub(super) struct Shared {
     pub database_url: Option<String>,
     /// This node's name in the notifications it sends (`store::notify`).
     pub node: String,
+    /// False while the writer's connection is lost (PostgreSQL): `/readyz` answers 503 then.
+    pub online: Arc<AtomicBool>,
 }
 
 pub(super) enum Message {
@@ -323,6 +326,7 @@ impl Writer {
             waiting.take(self.config.max_batch, &mut batch);
             if !batch.is_empty() {
                 self.commit_group(&mut batch);
+                self.shared.online.store(!self.conn.is_broken(), Ordering::Relaxed);
             }
             if stop.is_some() && waiting.is_empty() {
                 break;
@@ -348,6 +352,12 @@ impl Writer {
     /// A connection that answers, reconnecting if its own was lost (PostgreSQL): false while
     /// the database cannot be reached.
     fn connected(&mut self) -> bool {
+        let connected = self.reconnected();
+        self.shared.online.store(connected, Ordering::Relaxed);
+        connected
+    }
+
+    fn reconnected(&mut self) -> bool {
         if !self.conn.is_broken() {
             return true;
         }

@@ -1,0 +1,108 @@
+//! A cluster started by `deploy/local-ha/up DIR` (several ctxd nodes on PostgreSQL under
+//! Patroni), and the `cluster` workload: the context workload through one node, then through
+//! both, in one run, with the CPU each side spent per write.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ctxd::app::BoxError;
+use hyper::Method;
+use serde_json::{Value, json};
+
+use crate::http_client::fetch;
+use crate::load::{self, LoadSettings, Workload};
+use crate::report::thousands;
+
+/// What `DIR/cluster.env` says, and where the scripts that act on the cluster are.
+#[derive(Clone)]
+pub struct Cluster {
+    pub dir: PathBuf,
+    /// The ctxd nodes, node 1 first.
+    pub nodes: Vec<SocketAddr>,
+    admin_token: String,
+}
+
+impl Cluster {
+    pub fn open(dir: &Path) -> Result<Cluster, BoxError> {
+        let env = dir.join("cluster.env");
+        let text = std::fs::read_to_string(&env).map_err(|error| {
+            format!("{}: {error} (start the cluster with deploy/local-ha/up)", env.display())
+        })?;
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix('='))
+                .map(str::to_string)
+                .ok_or_else(|| format!("{} has no {name}", env.display()))
+        };
+        let nodes = value("CTXD_URLS")?
+            .split(',')
+            .map(|url| {
+                let address = url.trim().trim_start_matches("http://").trim_end_matches('/');
+                address.parse().map_err(|error| format!("CTXD_URLS: {url}: {error}"))
+            })
+            .collect::<Result<Vec<SocketAddr>, String>>()?;
+        if nodes.is_empty() {
+            return Err(format!("{}: CTXD_URLS lists no node", env.display()).into());
+        }
+        Ok(Cluster { dir: dir.to_path_buf(), nodes, admin_token: value("CTXD_ADMIN_TOKEN")? })
+    }
+
+    /// The process id of node `index` (0-based), as `up` recorded it.
+    pub fn node_pid(&self, index: usize) -> Result<u32, BoxError> {
+        let file = self.dir.join("pids").join(format!("ctxd{}", index + 1));
+        let text = std::fs::read_to_string(&file).map_err(|error| format!("{}: {error}", file.display()))?;
+        Ok(text.trim().parse()?)
+    }
+
+    /// Creates `account` (if new) through node `node` and returns a new API key for it.
+    pub async fn account_key(&self, node: usize, account: &str) -> Result<String, BoxError> {
+        let addr = self.nodes[node];
+        let bearer = format!("Bearer {}", self.admin_token);
+        let headers = [("authorization", bearer.as_str())];
+        let body = serde_json::to_vec(&json!({ "account_id": account }))?;
+        fetch(Method::POST, addr, "/admin/accounts", &headers, body).await?;
+        let path = format!("/admin/accounts/{account}/api-key");
+        let answer: Value =
+            serde_json::from_slice(&fetch(Method::POST, addr, &path, &headers, vec![]).await?)?;
+        answer["api_key"].as_str().map(str::to_string).ok_or_else(|| format!("no api_key in {answer}").into())
+    }
+
+    /// Runs `deploy/local-ha/<script> DIR <args>` and returns what it printed; fails with its
+    /// error output when it fails.
+    pub fn script(&self, script: &str, args: &[&str]) -> Result<String, BoxError> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local-ha").join(script);
+        let output = std::process::Command::new(&path).arg(&self.dir).args(args).output()?;
+        if !output.status.success() {
+            let error = String::from_utf8_lossy(&output.stderr);
+            return Err(format!("{} failed: {}", path.display(), error.trim()).into());
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    }
+}
+
+/// The context workload through node 1 alone, then through every node (clients spread evenly),
+/// on the cluster's shared database. Returns the failures to report.
+pub fn throughput(cluster: &Cluster, settings: &LoadSettings) -> Result<Vec<String>, BoxError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let api_key = cluster.account_key(0, crate::workload::ACCOUNT).await?;
+        let mut failures = Vec::new();
+        for count in [1, cluster.nodes.len()] {
+            let nodes = (0..count)
+                .map(|index| Ok((cluster.nodes[index], cluster.node_pid(index)?)))
+                .collect::<Result<Vec<_>, BoxError>>()?;
+            let report = load::run(Workload::Context, &nodes, &api_key, settings).await?;
+            let appended = report.server.appended;
+            println!("cluster, {count} node(s): {report}");
+            println!(
+                "  CPU per append on the rest of the machine (PostgreSQL's three members, Patroni, etcd): {:.1} µs",
+                report.server.others_cpu_per(appended)
+            );
+            if report.errors > 0 {
+                let first = report.first_error.as_deref().unwrap_or("");
+                failures.push(format!("cluster, {count} node(s): {} failed requests; first: {first}", thousands(report.errors)));
+            }
+        }
+        Ok(failures)
+    })
+}
