@@ -4,12 +4,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ctxd::app::BoxError;
-use hyper::Method;
+use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::http_client::fetch;
+use crate::http_client::{Client, fetch, request};
 use crate::load::{self, LoadSettings, Workload};
 use crate::report::thousands;
 
@@ -60,7 +61,14 @@ impl Cluster {
         let bearer = format!("Bearer {}", self.admin_token);
         let headers = [("authorization", bearer.as_str())];
         let body = serde_json::to_vec(&json!({ "account_id": account }))?;
-        fetch(Method::POST, addr, "/admin/accounts", &headers, body).await?;
+        let create = request(Method::POST, addr, "/admin/accounts", &headers, body);
+        let (status, answer) = Client::new(addr).send(create).await?;
+        // 409: the account exists already (an earlier run on the same cluster).
+        if !status.is_success() && status != StatusCode::CONFLICT {
+            return Err(
+                format!("POST /admin/accounts: {status}: {}", String::from_utf8_lossy(&answer)).into()
+            );
+        }
         let path = format!("/admin/accounts/{account}/api-key");
         let answer: Value =
             serde_json::from_slice(&fetch(Method::POST, addr, &path, &headers, vec![]).await?)?;
@@ -86,6 +94,12 @@ pub fn throughput(cluster: &Cluster, settings: &LoadSettings) -> Result<Vec<Stri
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let api_key = cluster.account_key(0, crate::workload::ACCOUNT).await?;
+        // What the cluster costs doing nothing: Patroni's loops, etcd's heartbeats, replication.
+        let idle = Duration::from_secs(5);
+        let before = crate::server::machine_cpu();
+        tokio::time::sleep(idle).await;
+        let idle_cpu = crate::server::machine_cpu().saturating_sub(before) as f64 / 1e6 / idle.as_secs_f64();
+        println!("cluster, idle: the machine used {idle_cpu:.0} ms of CPU per second");
         let mut failures = Vec::new();
         for count in [1, cluster.nodes.len()] {
             let nodes = (0..count)

@@ -162,7 +162,7 @@ async fn drive(cluster: &Cluster, clients: u32) -> Result<(), BoxError> {
     }
     let in_order = followed.seqs.iter().copied().eq(1..=checked[0].last_seq);
     println!(
-        "  SSE follower: {} events over {} connection(s), each once and in order: {in_order}",
+        "  SSE follower: {} events over {} connection attempts, each once and in order: {in_order}",
         thousands(followed.seqs.len() as u64),
         followed.connections
     );

@@ -178,7 +178,7 @@ pub struct CpuTime {
 
 /// The CPU the whole machine has spent so far, in nanoseconds: the busy fields of `/proc/stat`'s
 /// first line (user, nice, system, irq, softirq, steal), counted in USER_HZ (100 per second).
-fn machine_cpu() -> u64 {
+pub fn machine_cpu() -> u64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let Some(line) = stat.lines().next() else { return 0 };
     let fields: Vec<u64> = line.split_whitespace().skip(1).filter_map(|field| field.parse().ok()).collect();
