@@ -105,18 +105,92 @@ pub fn throughput(cluster: &Cluster, settings: &LoadSettings) -> Result<Vec<Stri
             let nodes = (0..count)
                 .map(|index| Ok((cluster.nodes[index], cluster.node_pid(index)?)))
                 .collect::<Result<Vec<_>, BoxError>>()?;
+            // The members' CPU at the load's window edges (load::run measures the same window).
+            let dir = cluster.dir.clone();
+            let (warmup, duration) = (settings.warmup, settings.duration);
+            let members = tokio::spawn(async move {
+                tokio::time::sleep(warmup).await;
+                let before = member_cpu(&dir);
+                tokio::time::sleep(duration).await;
+                (before, member_cpu(&dir))
+            });
             let report = load::run(Workload::Context, &nodes, &api_key, settings).await?;
+            let (before, after) = members.await?;
             let appended = report.server.appended;
             println!("cluster, {count} node(s): {report}");
+            let per = |nanos: u64| nanos as f64 / 1000.0 / appended.max(1) as f64;
+            let mut database = 0;
+            let mut line = String::from("  CPU per append in PostgreSQL:");
+            for (member, role, nanos) in &after {
+                let Some((_, _, earlier)) = before.iter().find(|(name, _, _)| name == member) else {
+                    continue;
+                };
+                let spent = nanos.saturating_sub(*earlier);
+                database += spent;
+                line.push_str(&format!(" {member} ({role}) {:.1} µs,", per(spent)));
+            }
+            let others = report.server.others_cpu_per(appended) - per(database);
             println!(
-                "  CPU per append on the rest of the machine (PostgreSQL's three members, Patroni, etcd): {:.1} µs",
-                report.server.others_cpu_per(appended)
+                "{line} the rest of the machine (Patroni, etcd, the kernel's other work) {others:.1} µs"
             );
             if report.errors > 0 {
                 let first = report.first_error.as_deref().unwrap_or("");
-                failures.push(format!("cluster, {count} node(s): {} failed requests; first: {first}", thousands(report.errors)));
+                failures.push(format!(
+                    "cluster, {count} node(s): {} failed requests; first: {first}",
+                    thousands(report.errors)
+                ));
             }
         }
         Ok(failures)
     })
+}
+
+/// CPU nanoseconds each PostgreSQL member of the cluster has used so far: its postmaster (with
+/// the children it reaped) and its live children, from `/proc`; with its role (a member with a
+/// `walreceiver` process is a standby).
+fn member_cpu(dir: &Path) -> Vec<(String, &'static str, u64)> {
+    let mut members = Vec::new();
+    for member in 1..=3 {
+        let name = format!("pg{member}");
+        let pid_file = dir.join(&name).join("data/postmaster.pid");
+        let Some(postmaster) =
+            std::fs::read_to_string(pid_file).ok().and_then(|text| text.lines().next()?.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Some((_, own)) = stat(postmaster, true) else { continue };
+        let mut total = own;
+        let mut role = "primary";
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some((parent, spent)) = stat(pid, false)
+                && parent == postmaster
+            {
+                total += spent;
+                let command = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                if command.contains("walreceiver") {
+                    role = "standby";
+                }
+            }
+        }
+        members.push((name, role, total));
+    }
+    members
+}
+
+/// A process's parent and the CPU nanoseconds it used (utime + stime, and its reaped children's
+/// when `with_children`), from `/proc/<pid>/stat` (ticks of 10 ms).
+fn stat(pid: u32, with_children: bool) -> Option<(u32, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+    let number = |index: usize| fields.get(index).and_then(|field| field.parse::<u64>().ok()).unwrap_or(0);
+    let parent = u32::try_from(number(1)).ok()?;
+    let mut ticks = number(11) + number(12);
+    if with_children {
+        ticks += number(13) + number(14);
+    }
+    Some((parent, ticks * 10_000_000))
 }

@@ -226,7 +226,9 @@ impl Cursor {
 /// minute (a node that hangs mid-group) is ended by the server, which releases its rows.
 fn writer_session(conn: Connection) -> Connection {
     conn.set_deferred(true);
-    let settings = "SET lock_timeout = '5s'; SET idle_in_transaction_session_timeout = '60s'";
+    // The name shows operators (and a test) the writer among a node's connections.
+    let settings = "SET lock_timeout = '5s'; SET idle_in_transaction_session_timeout = '60s'; \
+                    SET application_name = 'ctxd writer'";
     if let Err(error) = conn.execute_batch(settings) {
         tracing::warn!(%error, "the writer's session settings were not applied");
     }

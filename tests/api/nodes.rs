@@ -173,6 +173,56 @@ async fn a_node_whose_connections_are_cut_answers_503_then_reconnects_by_itself(
 }
 
 #[tokio::test]
+async fn readyz_is_503_while_the_writer_has_lost_the_database_and_ready_again_once_it_reconnects() {
+    if !on_postgres() {
+        return;
+    }
+    let app = spawn_app().await;
+    let key = app.account("acme").await;
+    let path = "/v1/account/acme/bots/s/properties";
+    assert_eq!(app.call(&key, "PATCH", path, r#"{"before": 1}"#).await.status, 204);
+    assert_eq!(app.call(&key, "GET", path, "").await.status, 200);
+    assert_eq!(app.request("GET", "/readyz", &[], String::new()).await.status, 200);
+
+    // The writer's connection ends and no new connection is allowed (as while no member of a
+    // cluster accepts writes); the node's open read connections still answer.
+    let admin = crate::helpers::raw_connection(&app.data_dir);
+    let database: String = admin.query_row("SELECT current_database()", [], |row| row.get(0)).unwrap();
+    // A database's connections are switched off from another database of the server.
+    let server = std::env::var("CTXD_TEST_DATABASE_URL").unwrap();
+    let server =
+        ctxd::store::db::Connection::Postgres(ctxd::store::db::PgConnection::connect(&server).unwrap());
+    let allow = |allowed: bool| {
+        server.execute_batch(&format!("ALTER DATABASE \"{database}\" ALLOW_CONNECTIONS {allowed}")).unwrap()
+    };
+    allow(false);
+    let cut: i64 = admin
+        .query_row(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = 'ctxd writer'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(cut, 1, "one writer connection");
+    let refused = app.call(&key, "PATCH", path, r#"{"during": 1}"#).await;
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    let ready = app.request("GET", "/readyz", &[], String::new()).await;
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    assert!(ready.assert_error(503).contains("reconnecting"), "{}", ready.body);
+
+    // Connections are allowed again: polling /readyz alone (no write) brings the writer back.
+    allow(true);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.request("GET", "/readyz", &[], String::new()).await.status != 200 {
+        assert!(Instant::now() < deadline, "/readyz did not become ready within 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.call(&key, "PATCH", path, r#"{"after": 1}"#).await.status, 204);
+    assert_eq!(app.call(&key, "GET", path, "").await.json(), json!({"before": 1, "after": 1}));
+}
+
+#[tokio::test]
 async fn an_account_held_by_a_stuck_transaction_gets_503_while_other_accounts_write_on() {
     if !on_postgres() {
         return;

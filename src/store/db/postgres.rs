@@ -197,8 +197,36 @@ impl PgConnection {
         Ok(answer?)
     }
 
-    /// True once the connection to the server is gone.
+    /// True once the connection to the server is gone. A connection this thread drives is
+    /// first given a turn, without waiting: the server may have ended it (a failover, a
+    /// terminated backend) since the last query, which answered with the error and did not let
+    /// the connection read its end.
     pub fn is_closed(&self) -> bool {
+        if let Driver::Caller(caller) = &self.driver {
+            let CallerDriver { runtime, connection } = &**caller;
+            let mut connection = connection.borrow_mut();
+            if let Some(driving) = connection.as_mut() {
+                let ended = runtime.block_on(async {
+                    // Twice, a yield between: the yield lets the runtime look at the socket.
+                    for _ in 0..2 {
+                        let polled = std::future::poll_fn(|context| {
+                            std::task::Poll::Ready(driving.as_mut().poll(context).is_ready())
+                        });
+                        if polled.await {
+                            return true;
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                    false
+                });
+                if ended {
+                    *connection = None;
+                }
+            }
+            if connection.is_none() {
+                return true;
+            }
+        }
         self.client.is_closed()
     }
 
