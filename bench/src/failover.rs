@@ -3,13 +3,14 @@
 //! On a cluster started by `deploy/local-ha/up`, clients write through both nodes (each write a
 //! property of its own, sent with an `Idempotency-Key` and retried with it on the other node
 //! after a 503, a lost connection or a timeout) while an SSE follower reads one account's feed.
-//! The run kills the PostgreSQL primary (`kill-primary`), waits for writes to come back, then
-//! kills ctxd node 1 (`kill-node`), and checks on the surviving node:
+//! The run kills the PostgreSQL primary (`kill-primary`), waits for writes to come back, moves
+//! the follower onto the node that runs the sweeper, kills that node (`kill-node`), and checks
+//! on the surviving node:
 //! - every acknowledged write is readable, with its value;
 //! - each account's positions are gapless and unrepeated, and no write was applied twice;
 //! - `audit/verify` finds each account's chain intact;
 //! - the follower, moved to the other node with `Last-Event-ID`, saw every event once, in order;
-//! - a TTL still expires after node 1 died (the sweeper moved if node 1 held it).
+//! - a TTL still expires after the sweeper's node died (the sweeper moved).
 //!
 //! It prints the writes acknowledged, the writes lost and the longest write outage; any failed
 //! check makes the run fail.
@@ -85,28 +86,42 @@ async fn drive(cluster: &Cluster, clients: u32) -> Result<(), BoxError> {
     let progress = Arc::new(Progress::default());
     let started = Instant::now();
 
-    // The follower starts on node 1, the node that will be killed.
     let follower_target = Arc::new(AtomicU64::new(u64::MAX));
-    let follower = tokio::spawn(follow(nodes.clone(), accounts[0].clone(), follower_target.clone()));
+    let follower_node = Arc::new(FollowerNode::default());
+    let follower = tokio::spawn(follow(
+        nodes.clone(),
+        accounts[0].clone(),
+        follower_target.clone(),
+        follower_node.clone(),
+    ));
     let writers: Vec<_> = (0..clients)
         .map(|client| tokio::spawn(write(nodes.clone(), accounts.clone(), client, progress.clone())))
         .collect();
 
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let sweeper_before = sweeper_node(cluster);
     let primary_killed_at = Instant::now();
+    let primary_killed_clock = chrono::Utc::now();
     let member = blocking_script(cluster, "kill-primary", &[]).await?;
     println!(
         "failover: killed the PostgreSQL primary ({member}) at {:.1} s",
         secs(started, primary_killed_at)
     );
     wait_resumed(&progress, "the primary was killed").await?;
+    // The node to kill: the one that runs the sweeper since the failover; the follower is moved
+    // onto it first, so that both have to move.
+    let sweeper = sweeper_since(cluster, primary_killed_clock).await?;
+    follower_node.prefer.store(sweeper, Ordering::Relaxed);
+    follower_node.switch.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let node_killed_at = Instant::now();
-    blocking_script(cluster, "kill-node", &["1"]).await?;
-    println!("failover: killed ctxd node 1 at {:.1} s", secs(started, node_killed_at));
-    wait_resumed(&progress, "node 1 was killed").await?;
-    let survivor = nodes[1];
+    let killed = (sweeper + 1).to_string();
+    blocking_script(cluster, "kill-node", &[&killed]).await?;
+    println!(
+        "failover: killed ctxd node {killed}, the sweeper's and the follower's, at {:.1} s",
+        secs(started, node_killed_at)
+    );
+    wait_resumed(&progress, "a node was killed").await?;
+    let survivor = nodes[(sweeper + 1) % nodes.len()];
     let sweeper_after = expires_after_node_death(survivor, &accounts[0]).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     progress.stop.store(true, Ordering::Relaxed);
@@ -142,7 +157,7 @@ async fn drive(cluster: &Cluster, clients: u32) -> Result<(), BoxError> {
         thousands(progress.retries.load(Ordering::Relaxed)),
     );
     println!(
-        "  longest write outage {:.1} s (ended at {:.1} s); writes resumed {:.1} s after the primary was killed, {:.1} s after node 1 was killed",
+        "  longest write outage {:.1} s (ended at {:.1} s); writes resumed {:.1} s after the primary was killed, {:.1} s after the node was killed",
         outage.as_secs_f64(),
         secs(started, outage_end),
         resumed_after(&acks, primary_killed_at),
@@ -175,9 +190,9 @@ async fn drive(cluster: &Cluster, clients: u32) -> Result<(), BoxError> {
     }
     match &sweeper_after {
         Ok(took) => println!(
-            "  sweeper: held by {} before; after node 1 was killed a 1 s TTL expired {:.1} s after the write (via node 2)",
-            sweeper_before.as_deref().unwrap_or("no node yet"),
-            took.as_secs_f64()
+            "  sweeper: node {killed} held it and was killed; a 1 s TTL written then expired {:.1} s after the write (via node {})",
+            took.as_secs_f64(),
+            (sweeper + 1) % nodes.len() + 1
         ),
         Err(error) => println!("  sweeper: {error}"),
     }
@@ -355,19 +370,31 @@ async fn check_account(
     Ok(Checked { last_seq, gapless, intact, lost, applied_twice })
 }
 
-/// The node whose log says it became the sweeper last, if any.
-fn sweeper_node(cluster: &Cluster) -> Option<String> {
-    let mut latest: Option<(String, String)> = None;
-    for node in 1..=cluster.nodes.len() {
-        let log = std::fs::read_to_string(cluster.dir.join(format!("ctxd{node}.log"))).unwrap_or_default();
-        if let Some(line) = log.lines().rev().find(|line| line.contains("this node is the sweeper now")) {
-            let at = line.split_whitespace().next().unwrap_or_default().to_string();
-            if latest.as_ref().is_none_or(|(time, _)| at > *time) {
-                latest = Some((at, format!("node {node}")));
+/// The node (0-based) whose log says it became the sweeper after `since`, waiting up to 20 s.
+async fn sweeper_since(cluster: &Cluster, since: chrono::DateTime<chrono::Utc>) -> Result<usize, BoxError> {
+    let since = since.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut latest: Option<(String, usize)> = None;
+        for node in 0..cluster.nodes.len() {
+            let log = std::fs::read_to_string(cluster.dir.join(format!("ctxd{}.log", node + 1)))
+                .unwrap_or_default();
+            let took = log.lines().filter(|line| line.contains("this node is the sweeper now"));
+            if let Some(at) =
+                took.filter_map(|line| line.split_whitespace().next()).filter(|at| **at > *since).max()
+                && latest.as_ref().is_none_or(|(time, _)| at > time.as_str())
+            {
+                latest = Some((at.to_string(), node));
             }
         }
+        if let Some((_, node)) = latest {
+            return Ok(node);
+        }
+        if Instant::now() > deadline {
+            return Err("no node took the sweeper's lock within 20 s of the failover".into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    latest.map(|(_, node)| node)
 }
 
 /// Writes a property with a 1 s TTL through `node` and waits for the sweeper to expire it.
@@ -401,26 +428,47 @@ struct Followed {
     connections: u32,
 }
 
-/// Follows `account`'s feed over SSE from its start, on node 1 first; when a connection ends or
-/// fails, goes on from the other node with `Last-Event-ID`. Stops once it saw position `target`.
-async fn follow(nodes: Arc<[SocketAddr]>, account: (String, Arc<str>), target: Arc<AtomicU64>) -> Followed {
+/// Where the run wants the follower: `prefer` is the node it connects to first; `switch` asks it
+/// to leave its current connection for that node.
+#[derive(Default)]
+struct FollowerNode {
+    prefer: std::sync::atomic::AtomicUsize,
+    switch: AtomicBool,
+}
+
+/// Follows `account`'s feed over SSE from its start, on the preferred node first; when a
+/// connection ends or fails, goes on from the next node with `Last-Event-ID`. Stops once it saw
+/// position `target`.
+async fn follow(
+    nodes: Arc<[SocketAddr]>,
+    account: (String, Arc<str>),
+    target: Arc<AtomicU64>,
+    wanted: Arc<FollowerNode>,
+) -> Followed {
     let mut followed = Followed { seqs: Vec::new(), connections: 0 };
-    let mut node = 0;
+    let mut node = wanted.prefer.load(Ordering::Relaxed);
     while followed.seqs.last().copied().unwrap_or(0) < target.load(Ordering::Relaxed) {
         followed.connections += 1;
-        let _ = stream_once(nodes[node], &account, &target, &mut followed.seqs).await;
-        node = (node + 1) % nodes.len();
-        tokio::time::sleep(RETRY_PAUSE).await;
+        let ended = stream_once(nodes[node], &account, &target, &wanted.switch, &mut followed.seqs).await;
+        node = if wanted.switch.swap(false, Ordering::Relaxed) {
+            wanted.prefer.load(Ordering::Relaxed)
+        } else {
+            if ended.is_err() {
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            (node + 1) % nodes.len()
+        };
     }
     followed
 }
 
 /// One SSE connection: appends the `id:` of every event to `seqs` until the stream ends, fails,
-/// or reached `target`.
+/// reached `target`, or `switch` is set.
 async fn stream_once(
     addr: SocketAddr,
     (name, api_key): &(String, Arc<str>),
     target: &AtomicU64,
+    switch: &AtomicBool,
     seqs: &mut Vec<u64>,
 ) -> Result<(), BoxError> {
     let stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await??;
@@ -442,7 +490,9 @@ async fn stream_once(
         }
         let mut body = response.into_body();
         let mut partial = Vec::new();
-        while seqs.last().copied().unwrap_or(0) < target.load(Ordering::Relaxed) {
+        while seqs.last().copied().unwrap_or(0) < target.load(Ordering::Relaxed)
+            && !switch.load(Ordering::Relaxed)
+        {
             let Ok(frame) = tokio::time::timeout(Duration::from_secs(1), body.frame()).await else {
                 continue;
             };

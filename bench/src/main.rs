@@ -80,7 +80,7 @@ enum Workloads {
     /// through node 1 alone, then through every node, with the CPU each side spent per write.
     Cluster,
     /// On a cluster started by `deploy/local-ha/up` (`--cluster`): writes through both nodes
-    /// while the PostgreSQL primary, then ctxd node 1, are killed; checks that no acknowledged
+    /// while the PostgreSQL primary, then the sweeper's ctxd node, are killed; checks that no acknowledged
     /// write was lost or applied twice, positions and chains, an SSE follower, the sweeper.
     Failover,
     /// Context, then journeys, then analytics (unless `--analytics-services 0`), then audit

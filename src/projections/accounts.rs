@@ -63,6 +63,16 @@ pub fn active_keys(conn: &Connection) -> Result<HashMap<String, KeyOwner>, Store
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// The owner of one active key, by its hash.
+pub fn active_key(conn: &Connection, key_hash: &str) -> Result<Option<KeyOwner>, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT account_id, key_id FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL",
+    )?;
+    let owner =
+        statement.query_row([key_hash], |row| Ok(KeyOwner { account: row.get(0)?, key_id: row.get(1)? }));
+    Ok(owner.optional()?)
+}
+
 /// One account as the admin API lists it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AccountSummary {

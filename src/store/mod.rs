@@ -467,9 +467,19 @@ impl Store {
         self.inner.admission.rate_of(account)
     }
 
-    /// The owner of an API key, by the key's sha256.
+    /// The owner of an API key, by the key's sha256. On PostgreSQL a key this node does not
+    /// know is looked up in the database: one issued through another node a moment ago works
+    /// here before that node's notice arrives (the lookup is not kept, so a revocation's notice
+    /// cannot be overtaken by it).
     pub fn key_owner(&self, key_hash: &str) -> Option<KeyOwner> {
-        self.inner.keys.read().expect("key ring lock").get(key_hash).cloned()
+        let known = self.inner.keys.read().expect("key ring lock").get(key_hash).cloned();
+        if known.is_some() || matches!(self.inner.location, Location::Sqlite(_)) {
+            return known;
+        }
+        self.read(|conn| crate::projections::accounts::active_key(conn, key_hash)).unwrap_or_else(|error| {
+            tracing::warn!(%error, "looking up an API key in the database failed");
+            None
+        })
     }
 
     /// Follows the log's head: changes after every commit that appended events.

@@ -126,6 +126,43 @@ async fn a_retry_on_the_other_node_answers_the_first_outcome_and_a_revoked_key_s
 }
 
 #[tokio::test]
+async fn a_key_issued_through_one_node_works_at_once_on_the_other() {
+    if !on_postgres() {
+        return;
+    }
+    let one = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let two = second_node(&one, &dir).await;
+    // As a load balancer may send a client's first request anywhere: the key is used on node
+    // two as soon as node one has answered, without waiting for node one's notice.
+    for account in ["a1", "a2", "a3", "a4", "a5"] {
+        let key = one.account(account).await;
+        let path = format!("/v1/account/{account}/bots/s/properties");
+        let written = two.call(&key, "PATCH", &path, r#"{"first": 1}"#).await;
+        assert_eq!(written.status, 204, "{account}: {}", written.body);
+        // A key of another account still opens nothing here.
+        let other = two.call(&key, "GET", "/v1/account/acme/bots/s/properties", "").await;
+        assert_eq!(other.status, 403, "{}", other.body);
+    }
+    // A key whose notice has not arrived at all (its row written without one): both nodes
+    // find it in the database.
+    let late = "ctxd_0123456789ab_the-notice-is-late";
+    crate::helpers::raw_connection(&one.data_dir)
+        .execute(
+            "INSERT INTO api_keys (key_hash, key_id, account_id, issued_at) VALUES (?1, '0123456789ab', 'a1', ?2)",
+            ctxd::params![ctxd::auth::hash_secret(late), "2026-01-01T10:00:00.000000Z"],
+        )
+        .unwrap();
+    for node in [&one, &two] {
+        let read = node.call(late, "GET", "/v1/account/a1/bots/s/properties", "").await;
+        assert_eq!(read.status, 200, "{}", read.body);
+    }
+    // Nor does a key nobody issued (looked up in the database, found in no account).
+    let forged = two.call("ctxd_000000000000_0000", "GET", "/v1/account/a1/bots/s/properties", "").await;
+    assert_eq!(forged.status, 403, "{}", forged.body);
+}
+
+#[tokio::test]
 async fn a_node_whose_connections_are_cut_answers_503_then_reconnects_by_itself() {
     if !on_postgres() {
         return;
