@@ -422,11 +422,8 @@ async fn admin(location: &store::Location, command: AdminCommand) -> Result<i32,
         }
         AdminCommand::IssueKey { account_id } => {
             let key = generate_api_key();
-            let command = Command::Account(AccountCommand::IssueApiKey {
-                account_id,
-                key_id: key.key_id,
-                key_hash: key.key_hash,
-            });
+            let command =
+                Command::Account(AccountCommand::issue_default_key(&account_id, &key.key_id, &key.key_hash));
             submit(command).await.map(|_| println!("{}", key.key))
         }
     };
@@ -453,11 +450,7 @@ async fn demo(location: &store::Location, account: &str, services: u64) -> Resul
         Err(error) => return Err(error.into()),
     }
     let key = generate_api_key();
-    let issue = Command::Account(AccountCommand::IssueApiKey {
-        account_id: account.to_string(),
-        key_id: key.key_id,
-        key_hash: key.key_hash,
-    });
+    let issue = Command::Account(AccountCommand::issue_default_key(account, &key.key_id, &key.key_hash));
     store.submit(WriteRequest { command: issue, meta: meta(), idempotency: None }).await?;
     let started = Instant::now();
     let report = crate::demo::load(&store, account, services, 64).await;

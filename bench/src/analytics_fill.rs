@@ -466,7 +466,7 @@ pub fn fill(
         request_id: uuid::Uuid::new_v4().to_string(),
         idempotency_key: None,
         actor: "system:sweeper".to_string(),
-        client_addr: None,
+        ..EventMeta::default()
     })?;
     let (mut next_id, mut next_seq) = (log::last_id(conn)? + 1, log::last_seq(conn, ACCOUNT)? + 1);
     let mut done = false;

@@ -62,7 +62,8 @@ impl Cluster {
         let headers = [("authorization", bearer.as_str())];
         let body = serde_json::to_vec(&json!({ "account_id": account }))?;
         let create = request(Method::POST, addr, "/admin/accounts", &headers, body);
-        let (status, answer) = Client::new(addr).send(create).await?;
+        let answer = tokio::time::timeout(Duration::from_secs(60), Client::new(addr).send(create)).await;
+        let (status, answer) = answer.map_err(|_| "POST /admin/accounts: no answer within 60 s")??;
         // 409: the account exists already (an earlier run on the same cluster).
         if !status.is_success() && status != StatusCode::CONFLICT {
             return Err(

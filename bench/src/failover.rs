@@ -110,10 +110,11 @@ async fn drive(cluster: &Cluster, clients: u32) -> Result<(), BoxError> {
     // The node to kill: the one that runs the sweeper since the failover; the follower is moved
     // onto it first, so that both have to move.
     let sweeper = sweeper_since(cluster, primary_killed_clock).await?;
-    follower_node.prefer.store(sweeper, Ordering::Relaxed);
-    follower_node.switch.store(true, Ordering::Relaxed);
+    follower_node.prefer.store(sweeper, Ordering::Release);
+    follower_node.switch.store(true, Ordering::Release);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let node_killed_at = Instant::now();
+    let node_killed_clock = chrono::Utc::now();
     let killed = (sweeper + 1).to_string();
     blocking_script(cluster, "kill-node", &[&killed]).await?;
     println!(
@@ -121,8 +122,12 @@ async fn drive(cluster: &Cluster, clients: u32) -> Result<(), BoxError> {
         secs(started, node_killed_at)
     );
     wait_resumed(&progress, "a node was killed").await?;
-    let survivor = nodes[(sweeper + 1) % nodes.len()];
+    let survivor_index = (sweeper + 1) % nodes.len();
+    let survivor = nodes[survivor_index];
     let sweeper_after = expires_after_node_death(survivor, &accounts[0]).await;
+    // The survivor took the lock after the kill (its TTL check alone would pass if it had swept
+    // all along).
+    let took_over = sweeper_since(cluster, node_killed_clock).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     progress.stop.store(true, Ordering::Relaxed);
 
@@ -134,6 +139,13 @@ async fn drive(cluster: &Cluster, clients: u32) -> Result<(), BoxError> {
         failures.extend(errors);
     }
     failures.extend(sweeper_after.as_ref().err().map(|error| format!("sweeper: {error}")));
+    match &took_over {
+        Ok(node) if *node == survivor_index => {}
+        Ok(node) => {
+            failures.push(format!("after node {killed} was killed, node {} took the sweeper", node + 1))
+        }
+        Err(error) => failures.push(format!("sweeper: {error}")),
+    }
 
     let mut checked = Vec::new();
     for (index, account) in accounts.iter().enumerate() {
@@ -141,7 +153,7 @@ async fn drive(cluster: &Cluster, clients: u32) -> Result<(), BoxError> {
         checked.push(check_account(survivor, account, &mine).await?);
     }
     // The follower catches up to account 0's last position, then stops.
-    follower_target.store(checked[0].last_seq, Ordering::Relaxed);
+    follower_target.store(checked[0].last_seq, Ordering::Release);
     let followed = tokio::time::timeout(Duration::from_secs(30), follower)
         .await
         .map_err(|_| "the SSE follower did not reach the account's last position within 30 s")??;
@@ -176,11 +188,16 @@ async fn drive(cluster: &Cluster, clients: u32) -> Result<(), BoxError> {
         }
     }
     let in_order = followed.seqs.iter().copied().eq(1..=checked[0].last_seq);
+    let moved = followed.moved_off(sweeper, node_killed_at);
     println!(
-        "  SSE follower: {} events over {} connection attempts, each once and in order: {in_order}",
+        "  SSE follower: {} events over {} connection attempts, each once and in order: {in_order}; moved off the killed node with Last-Event-ID: {moved}",
         thousands(followed.seqs.len() as u64),
-        followed.connections
+        followed.connections.len()
     );
+    if !moved {
+        failures
+            .push(format!("the SSE follower did not follow from node {killed} and then from the survivor"));
+    }
     if !in_order {
         failures.push(format!(
             "the SSE follower saw {} events for positions 1..{}, not each once in order",
@@ -425,7 +442,24 @@ async fn expires_after_node_death(
 /// What the follower saw.
 struct Followed {
     seqs: Vec<u64>,
-    connections: u32,
+    /// Each connection made: its node, when it was opened, how many events it delivered.
+    connections: Vec<(usize, Instant, usize)>,
+}
+
+impl Followed {
+    /// True if events came on `killed` before `at` and on another node from a connection opened
+    /// after `at`: the follower was on the killed node and moved.
+    fn moved_off(&self, killed: usize, at: Instant) -> bool {
+        let on_killed = self
+            .connections
+            .iter()
+            .any(|&(node, opened, events)| node == killed && opened < at && events > 0);
+        let after = self
+            .connections
+            .iter()
+            .any(|&(node, opened, events)| node != killed && opened > at && events > 0);
+        on_killed && after
+    }
 }
 
 /// Where the run wants the follower: `prefer` is the node it connects to first; `switch` asks it
@@ -445,13 +479,14 @@ async fn follow(
     target: Arc<AtomicU64>,
     wanted: Arc<FollowerNode>,
 ) -> Followed {
-    let mut followed = Followed { seqs: Vec::new(), connections: 0 };
-    let mut node = wanted.prefer.load(Ordering::Relaxed);
-    while followed.seqs.last().copied().unwrap_or(0) < target.load(Ordering::Relaxed) {
-        followed.connections += 1;
+    let mut followed = Followed { seqs: Vec::new(), connections: Vec::new() };
+    let mut node = wanted.prefer.load(Ordering::Acquire);
+    while followed.seqs.last().copied().unwrap_or(0) < target.load(Ordering::Acquire) {
+        let (opened, before) = (Instant::now(), followed.seqs.len());
         let ended = stream_once(nodes[node], &account, &target, &wanted.switch, &mut followed.seqs).await;
-        node = if wanted.switch.swap(false, Ordering::Relaxed) {
-            wanted.prefer.load(Ordering::Relaxed)
+        followed.connections.push((node, opened, followed.seqs.len() - before));
+        node = if wanted.switch.swap(false, Ordering::AcqRel) {
+            wanted.prefer.load(Ordering::Acquire)
         } else {
             if ended.is_err() {
                 tokio::time::sleep(RETRY_PAUSE).await;

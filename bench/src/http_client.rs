@@ -69,6 +69,9 @@ pub fn request(
     builder.body(Full::new(Bytes::from(body))).expect("the bench builds valid requests")
 }
 
+/// How long `fetch` waits for an answer.
+const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// One request on a connection of its own, for setup and metrics; fails unless the status is 2xx.
 pub async fn fetch(
     method: Method,
@@ -78,7 +81,11 @@ pub async fn fetch(
     body: Vec<u8>,
 ) -> Result<Bytes, BoxError> {
     let request = request(method.clone(), addr, path, headers, body);
-    let (status, body) = Client::new(addr).send(request).await?;
+    // Bounded: a server that stopped answering (a failover, a hung node) fails the call rather
+    // than the run.
+    let answer = tokio::time::timeout(FETCH_TIMEOUT, Client::new(addr).send(request)).await;
+    let (status, body) =
+        answer.map_err(|_| format!("{method} {path}: no answer within {FETCH_TIMEOUT:?}"))??;
     if !status.is_success() {
         let text = String::from_utf8_lossy(&body);
         return Err(format!("{method} {path}: {status}: {text}").into());

@@ -50,7 +50,8 @@ pub fn meta() -> String {
     let meta = EventMeta {
         request_id: uuid::Uuid::new_v4().to_string(),
         idempotency_key: None,
-        actor: "key:0123456789ab".to_string(),
+        actor: "key:default".to_string(),
+        on_behalf_of: None,
         client_addr: Some("127.0.0.1:50000".to_string()),
     };
     serde_json::to_string(&meta).expect("meta serializes")

@@ -30,18 +30,38 @@ database_url() {
 
 say() { echo "local-ha: $*" >&2; }
 
+# Every port the cluster listens on.
+all_ports() {
+    local m n
+    for m in "${members[@]}"; do
+        etcd_client_port "$m"; etcd_peer_port "$m"; pg_port "$m"; rest_port "$m"
+    done
+    for n in "${nodes[@]}"; do node_port "$n"; done
+}
+
+# The processes of this cluster still running: those whose command line names one of its
+# parts' directories or files (etcd's data, a member's data or Patroni config, a node's data).
+cluster_processes() {
+    local pattern
+    pattern="$(printf '%s' "$dir" | sed 's#[][\.*^$+?(){}|]#\\&#g')/(etcd[0-9]|pg[0-9]/|ctxd[0-9])"
+    pgrep -f -- "$pattern" | grep -vx -e "$$" -e "$PPID" || true
+}
+
 # The pid recorded for a part (its process group: every part is started as a session leader).
 pid_of() { cat "$dir/pids/$1" 2>/dev/null || true; }
 
 alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
 
-# The PostgreSQL postmaster of member $1, when it runs.
+# The PostgreSQL postmaster of member $1, when it runs: the pid its pid file names, if that
+# process is still this member's postmaster (a killed member's file stays, and pids are reused).
 postmaster_of() {
     local file="$dir/pg$1/data/postmaster.pid"
     [ -f "$file" ] || return 0
     local pid
     pid=$(head -1 "$file")
-    if alive "$pid"; then echo "$pid"; fi
+    if alive "$pid" && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$dir/pg$1/data"; then
+        echo "$pid"
+    fi
 }
 
 # Every process of PostgreSQL member $1: its postmaster and the postmaster's children (each child

@@ -55,16 +55,62 @@ pub struct AccountCreated {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApiKeyIssued {
     pub account_id: String,
-    /// Public identifier of the key, recorded as the actor of the events it writes.
+    /// Public identifier of the key.
     pub key_id: String,
     /// sha256 of the key, hex; the key itself is shown once and never stored.
     pub key_hash: String,
+    /// The key's name among the account's keys, recorded as the actor of what it writes
+    /// (`key:<name>`). Version 1 has none: the account's one key, `default`.
+    #[serde(default = "default_key_name")]
+    pub name: String,
+    /// What the key may do. Version 1 has none: everything (`write`).
+    #[serde(default)]
+    pub role: Role,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApiKeyRevoked {
     pub account_id: String,
     pub key_id: String,
+    /// The revoked key's name (version 1 has none: `default`).
+    #[serde(default = "default_key_name")]
+    pub name: String,
+}
+
+/// The name of the key `POST /admin/accounts/{id}/api-key` issues and replaces, and of every key
+/// issued before keys had names.
+pub const DEFAULT_KEY_NAME: &str = "default";
+
+fn default_key_name() -> String {
+    DEFAULT_KEY_NAME.to_string()
+}
+
+/// What an API key may do; each role can do what the ones before it can.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read context, journeys and analytics.
+    Read,
+    /// Read, and read the audit surface: history, as-of reads, the feed and its stream, the
+    /// chain's verification and signed head.
+    Audit,
+    /// Everything an account's key can do: read, audit, write, erase.
+    #[default]
+    Write,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Audit => "audit",
+            Role::Write => "write",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        [Role::Read, Role::Audit, Role::Write].into_iter().find(|role| role.as_str() == text)
+    }
 }
 
 /// The account's own limits (`PUT /admin/accounts/{id}/limits`); `None`: the server's default.
@@ -189,8 +235,8 @@ macro_rules! event_types {
 
 event_types! {
     AccountCreated = 1,
-    ApiKeyIssued = 1,
-    ApiKeyRevoked = 1,
+    ApiKeyIssued = 2,
+    ApiKeyRevoked = 2,
     AccountLimitsSet = 1,
     NamespaceCreated = 1,
     NamespaceTtlSet = 1,

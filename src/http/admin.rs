@@ -4,7 +4,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -14,6 +14,7 @@ use super::extract::{ADMIN_SCOPE, Admin, JsonBody, NoBody, P, Write};
 use crate::auth::generate_api_key;
 use crate::domain::Command;
 use crate::domain::accounts::AccountCommand;
+use crate::domain::events::Role;
 use crate::projections::accounts;
 
 pub fn router() -> Router<AppState> {
@@ -21,6 +22,8 @@ pub fn router() -> Router<AppState> {
         .route("/admin/accounts", get(list_accounts).post(create_account))
         .route("/admin/accounts/{account_id}", get(get_account))
         .route("/admin/accounts/{account_id}/api-key", post(issue_key))
+        .route("/admin/accounts/{account_id}/keys", get(list_keys).post(issue_named_key))
+        .route("/admin/accounts/{account_id}/keys/{name}", delete(revoke_key))
         .route("/admin/accounts/{account_id}/limits", get(get_limits).put(set_limits))
 }
 
@@ -122,6 +125,7 @@ async fn list_accounts(State(state): State<AppState>, _: Admin) -> Result<Respon
     Ok(axum::Json(accounts).into_response())
 }
 
+/// `POST …/api-key`: LivePerson's call, on the account's `default` key (replaced if active).
 async fn issue_key(
     State(state): State<AppState>,
     _: Admin,
@@ -129,24 +133,86 @@ async fn issue_key(
     write: Write<NoBody>,
 ) -> Result<Response, ApiError> {
     let key = generate_api_key();
-    let command = Command::Account(AccountCommand::IssueApiKey {
-        account_id: account_id.clone(),
-        key_id: key.key_id.clone(),
-        key_hash: key.key_hash,
-    });
-    let outcome = state.store.submit(write.context.request("admin".into(), ADMIN_SCOPE, command)).await?;
-    if outcome.replayed {
-        // The key of the first request was shown once and is not stored.
-        return Ok(axum::Json(json!({
-            "account_id": account_id,
-            "replayed": true,
-            "message": "a key was already issued for this Idempotency-Key; it is shown only once",
-        }))
-        .into_response());
+    let command = AccountCommand::issue_default_key(&account_id, &key.key_id, &key.key_hash);
+    let request = write.context.request("admin".into(), ADMIN_SCOPE, Command::Account(command));
+    if state.store.submit(request).await?.replayed {
+        return Ok(replayed_key(&account_id));
     }
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({ "account_id": account_id, "key_id": key.key_id, "api_key": key.key })),
     )
         .into_response())
+}
+
+/// The answer to a retried key issue: the key of the first request was shown once and is not
+/// stored.
+fn replayed_key(account_id: &str) -> Response {
+    axum::Json(json!({
+        "account_id": account_id,
+        "replayed": true,
+        "message": "a key was already issued for this Idempotency-Key; it is shown only once",
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKey {
+    name: String,
+    role: String,
+}
+
+/// `POST …/keys` `{"name", "role"}`: a named key beside the account's others.
+async fn issue_named_key(
+    State(state): State<AppState>,
+    _: Admin,
+    P(account_id): P<String>,
+    write: Write<JsonBody<NewKey>>,
+) -> Result<Response, ApiError> {
+    let JsonBody(NewKey { name, role }) = write.body;
+    let role = Role::parse(&role)
+        .ok_or_else(|| ApiError::bad_request(format!("unknown role '{role}': give read, audit or write")))?;
+    let key = generate_api_key();
+    let command = AccountCommand::IssueApiKey {
+        account_id: account_id.clone(),
+        key_id: key.key_id.clone(),
+        key_hash: key.key_hash,
+        name: name.clone(),
+        role,
+        replace: false,
+    };
+    let request = write.context.request("admin".into(), ADMIN_SCOPE, Command::Account(command));
+    if state.store.submit(request).await?.replayed {
+        return Ok(replayed_key(&account_id));
+    }
+    let location = format!("/admin/accounts/{}/keys/{}", percent_encode(&account_id), percent_encode(&name));
+    let body = json!({ "name": name, "role": role.as_str(), "key_id": key.key_id, "key": key.key });
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], axum::Json(body)).into_response())
+}
+
+/// `GET …/keys`: the account's active keys — names, roles, ids, when issued; never secrets.
+async fn list_keys(
+    State(state): State<AppState>,
+    _: Admin,
+    P(account_id): P<String>,
+) -> Result<Response, ApiError> {
+    let found = state.store.read(|conn| {
+        let exists = accounts::get(conn, &account_id)?.is_some();
+        exists.then(|| accounts::keys(conn, &account_id)).transpose()
+    })?;
+    let keys = found.ok_or_else(|| unknown_account(&account_id))?;
+    Ok(axum::Json(json!({ "account_id": account_id, "keys": keys })).into_response())
+}
+
+/// `DELETE …/keys/{name}`: revokes the active key of that name; the others keep working.
+async fn revoke_key(
+    State(state): State<AppState>,
+    _: Admin,
+    P((account_id, name)): P<(String, String)>,
+    write: Write<NoBody>,
+) -> Result<Response, ApiError> {
+    let command = AccountCommand::RevokeApiKey { account_id, name };
+    state.store.submit(write.context.request("admin".into(), ADMIN_SCOPE, Command::Account(command))).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

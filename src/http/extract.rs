@@ -2,7 +2,7 @@
 //! parsing, account and admin authentication, and the metadata of a write.
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, RawPathParams, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Query, RawPathParams, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use serde::de::DeserializeOwned;
@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use super::error::ApiError;
 use super::{AppState, RequestId};
 use crate::auth::hash_secret;
+use crate::domain::events::Role;
 use crate::domain::names::DEFAULT_SESSION;
 use crate::domain::{Command, ExpectedVersion};
 use crate::store::{EventMeta, Idempotency, WriteRequest};
@@ -45,12 +46,14 @@ async fn raw_params<S: Send + Sync>(parts: &mut Parts, state: &S) -> Result<RawP
 pub struct Account {
     pub id: String,
     pub key_id: String,
+    /// The key's name: the actor of what it writes.
+    pub key_name: String,
 }
 
 impl Account {
-    /// The actor recorded in the meta of this account's writes.
+    /// The actor recorded in the meta of this account's writes: `key:<name>`.
     pub fn actor(&self) -> String {
-        format!("key:{}", self.key_id)
+        format!("key:{}", self.key_name)
     }
 
     /// Where this account's idempotency keys live; never equal to `ADMIN_SCOPE`.
@@ -79,7 +82,7 @@ impl FromRequestParts<AppState> for Account {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let params = raw_params(parts, state).await?;
         let account = path_param(&params, "account").ok_or_else(ApiError::forbidden)?;
-        let owner = authenticate(parts, state)?;
+        let owner = authenticate(parts, state).await?;
         if owner.id != account {
             return Err(ApiError::forbidden());
         }
@@ -91,14 +94,47 @@ impl FromRequestParts<AppState> for Account {
 /// the handler's own check).
 pub(super) fn request_account(headers: &axum::http::HeaderMap, state: &AppState) -> Option<String> {
     let key = presented_key(headers)?;
-    state.store.key_owner(&hash_secret(key)).map(|owner| owner.account)
+    state.store.known_key(&hash_secret(key)).map(|owner| owner.account)
 }
 
-/// The account whose API key the request presents.
-fn authenticate(parts: &Parts, state: &AppState) -> Result<Account, ApiError> {
+/// The account whose API key the request presents, if the key's role allows the request.
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Account, ApiError> {
     let key = presented_key(&parts.headers).ok_or_else(ApiError::forbidden)?;
-    let owner = state.store.key_owner(&hash_secret(key)).ok_or_else(ApiError::forbidden)?;
-    Ok(Account { id: owner.account, key_id: owner.key_id })
+    let owner = state.store.key_owner(&hash_secret(key)).await?.ok_or_else(ApiError::forbidden)?;
+    let route = parts.extensions.get::<MatchedPath>().map_or("", MatchedPath::as_str);
+    let needed = required_role(&parts.method, route, parts.uri.query());
+    if owner.role < needed {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            format!(
+                "the key '{}' has the role '{}'; this request needs '{}'",
+                owner.name,
+                owner.role.as_str(),
+                needed.as_str()
+            ),
+        ));
+    }
+    Ok(Account { id: owner.account, key_id: owner.key_id, key_name: owner.name })
+}
+
+/// The least role a request needs, from its method, its route (the matched template, so that a
+/// session or property named `history` is not mistaken for the audit surface) and its query:
+/// every write needs `write`; the audit surface — history, the event feed and its stream, the
+/// chain's verification and signed head, erasure status, and any read `as_of` a time or a
+/// position — needs `audit`; any other read, `read`.
+pub fn required_role(method: &axum::http::Method, route: &str, query: Option<&str>) -> Role {
+    if !matches!(*method, axum::http::Method::GET | axum::http::Method::HEAD) {
+        return Role::Write;
+    }
+    let audit_route = route.ends_with("/history")
+        || route.ends_with("/events")
+        || route.ends_with("/events/stream")
+        || route.contains("/audit/")
+        || route.ends_with("/erasure");
+    let as_of = query.is_some_and(|query| {
+        query.split('&').any(|pair| matches!(pair.split('=').next(), Some("as_of" | "as_of_seq")))
+    });
+    if audit_route || as_of { Role::Audit } else { Role::Read }
 }
 
 /// The account of a Genesys-style request: the key decides it, and the optional
@@ -109,7 +145,7 @@ impl FromRequestParts<AppState> for TenantAccount {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let account = authenticate(parts, state)?;
+        let account = authenticate(parts, state).await?;
         if let Some(tenant) = parts.headers.get("contactcenterid")
             && tenant.to_str().ok() != Some(account.id.as_str())
         {
@@ -195,6 +231,7 @@ pub struct WriteContext {
     idempotency: Option<(String, String)>,
     pub expected: ExpectedVersion,
     client_addr: Option<String>,
+    on_behalf_of: Option<String>,
 }
 
 impl WriteContext {
@@ -207,6 +244,7 @@ impl WriteContext {
                 request_id: self.request_id,
                 idempotency_key,
                 actor,
+                on_behalf_of: self.on_behalf_of,
                 client_addr: self.client_addr,
             },
             idempotency: self.idempotency.map(|(key, fingerprint)| Idempotency {
@@ -215,6 +253,27 @@ impl WriteContext {
                 fingerprint,
             }),
         }
+    }
+}
+
+/// Longest accepted `On-Behalf-Of`.
+const MAX_ON_BEHALF_OF: usize = 256;
+
+/// The `On-Behalf-Of` header: 1 to 256 characters, none of them a control character.
+fn on_behalf_of(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("on-behalf-of") else { return Ok(None) };
+    let text = std::str::from_utf8(value.as_bytes()).ok().map(str::trim);
+    match text {
+        Some(text)
+            if !text.is_empty()
+                && text.chars().count() <= MAX_ON_BEHALF_OF
+                && !text.chars().any(char::is_control) =>
+        {
+            Ok(Some(text.to_string()))
+        }
+        _ => Err(ApiError::bad_request(format!(
+            "On-Behalf-Of must be 1 to {MAX_ON_BEHALF_OF} characters of UTF-8 text without control characters"
+        ))),
     }
 }
 
@@ -243,6 +302,7 @@ impl<S: Send + Sync, B: FromBody> FromRequest<S> for Write<B> {
                 })?)
             }
         };
+        let on_behalf_of = on_behalf_of(&parts.headers)?;
         let fingerprint_prefix =
             format!("{} {}\n", parts.method, parts.uri.path_and_query().map_or("", |p| p.as_str()));
         let idempotency_key = idempotency_key.map(str::to_string);
@@ -257,7 +317,7 @@ impl<S: Send + Sync, B: FromBody> FromRequest<S> for Write<B> {
         });
         Ok(Write {
             body: B::from_body(&bytes)?,
-            context: WriteContext { request_id, idempotency, expected, client_addr },
+            context: WriteContext { request_id, idempotency, expected, client_addr, on_behalf_of },
         })
     }
 }

@@ -8,6 +8,7 @@ use super::EventRef;
 use super::tables::Tables;
 use crate::domain::Event;
 use crate::domain::accounts::AccountState;
+use crate::domain::events::Role;
 use crate::store::{KeyOwner, StoreError};
 
 /// Applies an account event to the accounts and API keys tables.
@@ -15,7 +16,9 @@ pub fn apply(tables: &mut impl Tables, recorded: &EventRef<'_>) -> Result<(), St
     let at = recorded.recorded_at;
     match recorded.event {
         Event::AccountCreated(e) => tables.insert_account(&e.account_id, at),
-        Event::ApiKeyIssued(e) => tables.insert_api_key(&e.key_hash, &e.key_id, &e.account_id, at),
+        Event::ApiKeyIssued(e) => {
+            tables.insert_api_key(&e.key_hash, &e.key_id, &e.account_id, at, &e.name, e.role)
+        }
         Event::ApiKeyRevoked(e) => tables.revoke_api_key(&e.account_id, &e.key_id, at),
         Event::AccountLimitsSet(e) => tables.set_account_limits(&e.account_id, e.writes_per_second),
         _ => Ok(()),
@@ -46,31 +49,57 @@ pub fn load_state(conn: &Connection, account_id: &str) -> Result<AccountState, S
         .query_row([account_id], |_| Ok(()))
         .optional()?
         .is_some();
-    let active_key_id = conn
-        .prepare_cached("SELECT key_id FROM api_keys WHERE account_id = ?1 AND revoked_at IS NULL")?
-        .query_row([account_id], |row| row.get(0))
-        .optional()?;
-    Ok(AccountState { exists, active_key_id })
+    let mut statement = conn
+        .prepare_cached("SELECT name, key_id FROM api_keys WHERE account_id = ?1 AND revoked_at IS NULL")?;
+    let active_keys = statement.query_map([account_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(AccountState { exists, active_keys: active_keys.collect::<Result<_, _>>()? })
+}
+
+const KEY_OWNER: &str =
+    "SELECT key_hash, account_id, key_id, name, role FROM api_keys WHERE revoked_at IS NULL";
+
+fn key_owner(row: &crate::store::db::Row<'_>) -> crate::store::db::Result<(String, KeyOwner)> {
+    let role: String = row.get(4)?;
+    let role = Role::parse(&role).ok_or_else(|| crate::store::db::Error::Column {
+        column: 4,
+        message: format!("unknown role '{role}'"),
+    })?;
+    Ok((row.get(0)?, KeyOwner { account: row.get(1)?, key_id: row.get(2)?, name: row.get(3)?, role }))
 }
 
 /// Every unrevoked key, by hash.
 pub fn active_keys(conn: &Connection) -> Result<HashMap<String, KeyOwner>, StoreError> {
-    let mut statement =
-        conn.prepare("SELECT key_hash, account_id, key_id FROM api_keys WHERE revoked_at IS NULL")?;
-    let rows = statement.query_map([], |row| {
-        Ok((row.get::<String>(0)?, KeyOwner { account: row.get(1)?, key_id: row.get(2)? }))
-    })?;
+    let mut statement = conn.prepare(KEY_OWNER)?;
+    let rows = statement.query_map([], key_owner)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// The owner of one active key, by its hash.
 pub fn active_key(conn: &Connection, key_hash: &str) -> Result<Option<KeyOwner>, StoreError> {
+    let mut statement = conn.prepare_cached(&format!("{KEY_OWNER} AND key_hash = ?1"))?;
+    let owner = statement.query_row([key_hash], key_owner).optional()?;
+    Ok(owner.map(|(_, owner)| owner))
+}
+
+/// One key of an account as the admin API lists it: never its secret nor its hash.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeySummary {
+    pub name: String,
+    pub role: String,
+    pub key_id: String,
+    pub created_at: String,
+}
+
+/// An account's active keys, by name.
+pub fn keys(conn: &Connection, account_id: &str) -> Result<Vec<KeySummary>, StoreError> {
     let mut statement = conn.prepare_cached(
-        "SELECT account_id, key_id FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL",
+        "SELECT name, role, key_id, issued_at FROM api_keys
+         WHERE account_id = ?1 AND revoked_at IS NULL ORDER BY name",
     )?;
-    let owner =
-        statement.query_row([key_hash], |row| Ok(KeyOwner { account: row.get(0)?, key_id: row.get(1)? }));
-    Ok(owner.optional()?)
+    let rows = statement.query_map([account_id], |row| {
+        Ok(KeySummary { name: row.get(0)?, role: row.get(1)?, key_id: row.get(2)?, created_at: row.get(3)? })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// One account as the admin API lists it.
@@ -81,8 +110,9 @@ pub struct AccountSummary {
     pub active_key_id: Option<String>,
 }
 
+/// `active_key_id`: the account's `default` key (the one `POST …/api-key` replaces).
 const SUMMARY: &str = "SELECT a.account_id, a.created_at, k.key_id FROM accounts a
-     LEFT JOIN api_keys k ON k.account_id = a.account_id AND k.revoked_at IS NULL";
+     LEFT JOIN api_keys k ON k.account_id = a.account_id AND k.revoked_at IS NULL AND k.name = 'default'";
 
 pub fn list(conn: &Connection) -> Result<Vec<AccountSummary>, StoreError> {
     let mut statement = conn.prepare_cached(&format!("{SUMMARY} ORDER BY a.account_id"))?;

@@ -34,8 +34,12 @@ pub struct History<C> {
 pub struct Entry<C> {
     pub seq: u64,
     pub recorded_at: String,
-    /// `key:<key id>`, `admin`, `system:sweeper`, … (the event's `meta`).
+    /// `key:<key name>` (`key:<key id>` before keys had names), `admin`, `system:sweeper`, …
+    /// (the event's `meta`).
     pub actor: String,
+    /// Whom the actor said it acted for (`On-Behalf-Of`), when it said so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
     pub request_id: String,
     pub event_type: String,
     #[serde(flatten)]
@@ -76,6 +80,8 @@ pub struct ServiceChange {
 struct Meta {
     #[serde(default)]
     actor: String,
+    #[serde(default)]
+    on_behalf_of: Option<String>,
     #[serde(default)]
     request_id: String,
 }
@@ -160,6 +166,7 @@ impl Row {
             seq: self.seq,
             recorded_at: self.recorded_at,
             actor: meta.actor,
+            on_behalf_of: meta.on_behalf_of,
             request_id: meta.request_id,
             event_type: self.event_type,
             change,

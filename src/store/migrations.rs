@@ -108,16 +108,32 @@ pub const MIGRATIONS: &[Migration] = &[
         rebuilds_projections: false,
         then: None,
     },
+    Migration {
+        version: 13,
+        name: "0013_named_keys.sql",
+        sql: include_str!("../../migrations/sqlite/0013_named_keys.sql"),
+        rebuilds_projections: false,
+        then: None,
+    },
 ];
 
 /// The PostgreSQL backend's migrations: its history starts with the schema SQLite's reached.
-pub const POSTGRES_MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_init.sql",
-    sql: include_str!("../../migrations/postgres/0001_init.sql"),
-    rebuilds_projections: false,
-    then: None,
-}];
+pub const POSTGRES_MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_init.sql",
+        sql: include_str!("../../migrations/postgres/0001_init.sql"),
+        rebuilds_projections: false,
+        then: None,
+    },
+    Migration {
+        version: 2,
+        name: "0002_named_keys.sql",
+        sql: include_str!("../../migrations/postgres/0002_named_keys.sql"),
+        rebuilds_projections: false,
+        then: None,
+    },
+];
 
 /// The advisory lock that nodes migrating one PostgreSQL database take turns on.
 const MIGRATION_LOCK: i64 = 0x6374_7864_6d69_6772; // "ctxdmigr"

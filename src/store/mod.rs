@@ -103,8 +103,12 @@ pub struct EventMeta {
     pub request_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
-    /// `key:<key id>`, `admin`, or `system:<task>`.
+    /// `key:<key name>`, `admin`, or `system:<task>`.
     pub actor: String,
+    /// Whom the actor says it acts for (the `On-Behalf-Of` header, e.g. the agent at a desktop
+    /// whose software holds the key): recorded as claimed, not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_addr: Option<String>,
 }
@@ -151,6 +155,9 @@ pub struct Outcome {
 pub struct KeyOwner {
     pub account: String,
     pub key_id: String,
+    /// The key's name in its account: the actor of what it writes is `key:<name>`.
+    pub name: String,
+    pub role: crate::domain::events::Role,
 }
 
 /// Active API keys by their sha256, refreshed by the writer after it commits key events.
@@ -188,11 +195,19 @@ struct Inner {
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The writer's last word on its connection (`writer::Shared::online`).
     writer_online: Arc<AtomicBool>,
+    /// Set when `/readyz` asked the offline writer to reconnect, until the writer tried:
+    /// however often `/readyz` is polled, one request is pending.
+    reconnect_asked: Arc<AtomicBool>,
+    /// Lookups of keys this node does not know, in flight at once (`key_owner`).
+    key_lookups: tokio::sync::Semaphore,
     /// Held until `shutdown`: one process per SQLite store.
     lock: Mutex<Option<File>>,
     /// PostgreSQL: the connection on which this node holds (or tries for) the sweeper's lock.
     sweeper: Mutex<SweeperTurn>,
 }
+
+/// Lookups of unknown API keys in the database that may run at once (`Store::key_owner`).
+const KEY_LOOKUPS: usize = 4;
 
 /// The advisory lock that makes one node at a time the sweeper of a PostgreSQL store.
 const SWEEPER_LOCK: i64 = 0x6374_7864_7377_7070; // "ctxdswpp"
@@ -345,6 +360,7 @@ impl Store {
             notify::listen(url, &node, sender.clone(), feed.clone())?;
         }
         let online = Arc::new(AtomicBool::new(true));
+        let reconnect_asked = Arc::new(AtomicBool::new(false));
         let shared = writer::Shared {
             keys: keys.clone(),
             limits,
@@ -352,6 +368,7 @@ impl Store {
             database_url,
             node,
             online: online.clone(),
+            reconnect_asked: reconnect_asked.clone(),
         };
         let read_connections = config.read_connections;
         let thread = writer::spawn(conn, receiver, config, clock, metrics, shared)?;
@@ -366,6 +383,8 @@ impl Store {
                 steps: tokio::sync::Notify::new(),
                 writer_thread: Mutex::new(Some(thread)),
                 writer_online: online,
+                reconnect_asked,
+                key_lookups: tokio::sync::Semaphore::new(KEY_LOOKUPS),
                 sweeper: Mutex::new(SweeperTurn::default()),
                 lock: Mutex::new(lock),
             }),
@@ -467,19 +486,28 @@ impl Store {
         self.inner.admission.rate_of(account)
     }
 
+    /// The owner of an API key this node knows, by the key's sha256.
+    pub fn known_key(&self, key_hash: &str) -> Option<KeyOwner> {
+        self.inner.keys.read().expect("key ring lock").get(key_hash).cloned()
+    }
+
     /// The owner of an API key, by the key's sha256. On PostgreSQL a key this node does not
     /// know is looked up in the database: one issued through another node a moment ago works
-    /// here before that node's notice arrives (the lookup is not kept, so a revocation's notice
-    /// cannot be overtaken by it).
-    pub fn key_owner(&self, key_hash: &str) -> Option<KeyOwner> {
-        let known = self.inner.keys.read().expect("key ring lock").get(key_hash).cloned();
+    /// here before that node's notice arrives. The lookup is not kept (a revocation's notice
+    /// cannot be overtaken by it), and at most `KEY_LOOKUPS` run at once: past that, unknown
+    /// keys are answered 503 (`StoreError::Busy`), so that made-up keys cannot take every
+    /// worker or read connection.
+    pub async fn key_owner(&self, key_hash: &str) -> Result<Option<KeyOwner>, StoreError> {
+        let known = self.known_key(key_hash);
         if known.is_some() || matches!(self.inner.location, Location::Sqlite(_)) {
-            return known;
+            return Ok(known);
         }
-        self.read(|conn| crate::projections::accounts::active_key(conn, key_hash)).unwrap_or_else(|error| {
-            tracing::warn!(%error, "looking up an API key in the database failed");
-            None
-        })
+        let Ok(_turn) = self.inner.key_lookups.try_acquire() else {
+            return Err(StoreError::Busy);
+        };
+        let (store, key_hash) = (self.clone(), key_hash.to_string());
+        let lookup = move || store.read(|conn| crate::projections::accounts::active_key(conn, &key_hash));
+        tokio::task::spawn_blocking(lookup).await.map_err(|_| StoreError::Busy)?
     }
 
     /// Follows the log's head: changes after every commit that appended events.
@@ -511,8 +539,8 @@ impl Store {
     /// restart); each call then asks the writer to try again (within its backoff), so that a
     /// node polled by its load balancer reconnects even when no write comes.
     pub fn writer_connected(&self) -> bool {
-        let online = self.inner.writer_online.load(Ordering::Relaxed);
-        if !online {
+        let online = self.inner.writer_online.load(Ordering::Acquire);
+        if !online && !self.inner.reconnect_asked.swap(true, Ordering::AcqRel) {
             let _ = self.inner.sender.try_send(writer::Message::Reload);
         }
         online

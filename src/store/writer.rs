@@ -72,6 +72,8 @@ pub(super) struct Shared {
     pub node: String,
     /// False while the writer's connection is lost (PostgreSQL): `/readyz` answers 503 then.
     pub online: Arc<AtomicBool>,
+    /// Set by `/readyz` when it asked for a reconnection; cleared when the writer tried.
+    pub reconnect_asked: Arc<AtomicBool>,
 }
 
 pub(super) enum Message {
@@ -328,7 +330,7 @@ impl Writer {
             waiting.take(self.config.max_batch, &mut batch);
             if !batch.is_empty() {
                 self.commit_group(&mut batch);
-                self.shared.online.store(!self.conn.is_broken(), Ordering::Relaxed);
+                self.shared.online.store(!self.conn.is_broken(), Ordering::Release);
             }
             if stop.is_some() && waiting.is_empty() {
                 break;
@@ -355,7 +357,8 @@ impl Writer {
     /// the database cannot be reached.
     fn connected(&mut self) -> bool {
         let connected = self.reconnected();
-        self.shared.online.store(connected, Ordering::Relaxed);
+        self.shared.online.store(connected, Ordering::Release);
+        self.shared.reconnect_asked.store(false, Ordering::Release);
         connected
     }
 
@@ -396,7 +399,8 @@ impl Writer {
     /// Reads the active API keys and the accounts' write limits again.
     fn reload_keys(&mut self) {
         if !self.connected() {
-            tracing::error!("reloading API keys: the database cannot be reached");
+            // Said once per episode by the reconnection's own warnings.
+            tracing::debug!("reloading API keys: the database cannot be reached");
             return;
         }
         match projections::accounts::active_keys(&self.conn) {
@@ -423,7 +427,14 @@ impl Writer {
         let mut again = 0;
         let (results, touched_accounts) = loop {
             accounts.clear();
-            match self.try_commit_group(batch, &mut accounts) {
+            let attempt = self.try_commit_group(batch, &mut accounts);
+            if let Err(error) = &attempt
+                && error.lost_connection()
+            {
+                // Known from the error before the socket tells: the branches below see it.
+                self.conn.abandon();
+            }
+            match attempt {
                 Ok(done) => break done,
                 Err(GroupError::NotStarted(error)) => {
                     // An idle connection the server closed is found here: connect again and run
@@ -627,6 +638,19 @@ enum GroupError {
     Store(#[from] StoreError),
     #[error("command {0} of the group: {1}")]
     Command(usize, StoreError),
+}
+
+impl GroupError {
+    /// The server ended the connection (`db::Error::is_connection_lost`).
+    fn lost_connection(&self) -> bool {
+        match self {
+            GroupError::Locked(_, StoreError::Database(error))
+            | GroupError::NotStarted(StoreError::Database(error))
+            | GroupError::Store(StoreError::Database(error))
+            | GroupError::Command(_, StoreError::Database(error)) => error.is_connection_lost(),
+            _ => false,
+        }
+    }
 }
 
 impl From<crate::store::db::Error> for GroupError {

@@ -11,6 +11,7 @@ mod errors;
 mod helpers;
 mod history;
 mod journeys;
+mod keys;
 mod model;
 mod neighbours;
 mod nodes;

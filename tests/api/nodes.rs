@@ -149,7 +149,7 @@ async fn a_key_issued_through_one_node_works_at_once_on_the_other() {
     let late = "ctxd_0123456789ab_the-notice-is-late";
     crate::helpers::raw_connection(&one.data_dir)
         .execute(
-            "INSERT INTO api_keys (key_hash, key_id, account_id, issued_at) VALUES (?1, '0123456789ab', 'a1', ?2)",
+            "INSERT INTO api_keys (key_hash, key_id, account_id, issued_at, name) VALUES (?1, '0123456789ab', 'a1', ?2, 'late')",
             ctxd::params![ctxd::auth::hash_secret(late), "2026-01-01T10:00:00.000000Z"],
         )
         .unwrap();

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::analytics::{AbandonedRow, Counter};
 use super::tables::{PendingCounts, PropertyRow, SessionKey, Tables};
-use crate::domain::events::Properties;
+use crate::domain::events::{Properties, Role};
 use crate::domain::journeys::events::{IdentificationKeyDefined, JourneySettingsSet};
 use crate::domain::journeys::service::ServiceDoc;
 use crate::store::StoreError;
@@ -41,8 +41,8 @@ pub struct MemoryTables {
     buffer: String,
     /// `created_at` and `writes_per_second` by account.
     accounts: BTreeMap<String, (String, Option<u32>)>,
-    /// key hash → (key id, account, issued at, revoked at)
-    api_keys: BTreeMap<String, (String, String, String, Option<String>)>,
+    /// key hash → its row
+    api_keys: BTreeMap<String, ApiKeyRow>,
     /// (account, namespace) → (created at, ttl)
     namespaces: BTreeMap<(String, String), NamespaceRow>,
     /// joined session → (ttl, set at)
@@ -66,6 +66,17 @@ fn duplicate(table: &str, key: &str) -> StoreError {
     StoreError::Corrupt(format!("the log inserts {key} into {table} twice"))
 }
 
+/// A row of `api_keys`, as the SQL tables hold it.
+#[derive(Debug, Clone)]
+struct ApiKeyRow {
+    key_id: String,
+    account_id: String,
+    issued_at: String,
+    revoked_at: Option<String>,
+    name: String,
+    role: Role,
+}
+
 impl Tables for MemoryTables {
     fn insert_account(&mut self, account_id: &str, created_at: &str) -> Result<(), StoreError> {
         match self.accounts.insert(account_id.to_string(), (created_at.to_string(), None)) {
@@ -80,8 +91,17 @@ impl Tables for MemoryTables {
         key_id: &str,
         account_id: &str,
         issued_at: &str,
+        name: &str,
+        role: Role,
     ) -> Result<(), StoreError> {
-        let row = (key_id.to_string(), account_id.to_string(), issued_at.to_string(), None);
+        let row = ApiKeyRow {
+            key_id: key_id.to_string(),
+            account_id: account_id.to_string(),
+            issued_at: issued_at.to_string(),
+            revoked_at: None,
+            name: name.to_string(),
+            role,
+        };
         match self.api_keys.insert(key_hash.to_string(), row) {
             None => Ok(()),
             Some(_) => Err(duplicate("api_keys", key_id)),
@@ -89,9 +109,9 @@ impl Tables for MemoryTables {
     }
 
     fn revoke_api_key(&mut self, account_id: &str, key_id: &str, revoked_at: &str) -> Result<(), StoreError> {
-        for (id, account, _, revoked) in self.api_keys.values_mut() {
-            if id == key_id && account == account_id && revoked.is_none() {
-                *revoked = Some(revoked_at.to_string());
+        for row in self.api_keys.values_mut() {
+            if row.key_id == key_id && row.account_id == account_id && row.revoked_at.is_none() {
+                row.revoked_at = Some(revoked_at.to_string());
             }
         }
         Ok(())

@@ -33,9 +33,18 @@ fn script() -> Vec<(&'static str, Event)> {
                 account_id: "acme".into(),
                 key_id: "k1".into(),
                 key_hash: "h1".into(),
+                name: "default".into(),
+                role: Role::Write,
             }),
         ),
-        ("acme", Event::ApiKeyRevoked(ApiKeyRevoked { account_id: "acme".into(), key_id: "k1".into() })),
+        (
+            "acme",
+            Event::ApiKeyRevoked(ApiKeyRevoked {
+                account_id: "acme".into(),
+                key_id: "k1".into(),
+                name: "default".into(),
+            }),
+        ),
         (
             "acme",
             Event::AccountLimitsSet(AccountLimitsSet {
@@ -49,6 +58,8 @@ fn script() -> Vec<(&'static str, Event)> {
                 account_id: "acme".into(),
                 key_id: "k2".into(),
                 key_hash: "h2".into(),
+                name: "dashboard".into(),
+                role: Role::Read,
             }),
         ),
         (

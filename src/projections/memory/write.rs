@@ -110,10 +110,21 @@ impl MemoryTables {
         for (account_id, (created_at, writes_per_second)) in &self.accounts {
             insert.execute((account_id, created_at, writes_per_second))?;
         }
-        let mut insert = conn
-            .prepare("INSERT INTO api_keys (key_hash, key_id, account_id, issued_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5)")?;
-        for (hash, (key_id, account_id, issued_at, revoked_at)) in &self.api_keys {
-            insert.execute((hash, key_id, account_id, issued_at, revoked_at))?;
+        let mut insert = conn.prepare(
+            "INSERT INTO api_keys (key_hash, key_id, account_id, issued_at, revoked_at, name, role)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for (hash, key) in &self.api_keys {
+            let row = params![
+                hash,
+                key.key_id,
+                key.account_id,
+                key.issued_at,
+                key.revoked_at,
+                key.name,
+                key.role.as_str()
+            ];
+            insert.execute(row)?;
         }
         let mut insert = conn.prepare(
             "INSERT INTO namespaces (account_id, namespace, created_at, ttl_second, deleting_since)

@@ -5,7 +5,7 @@
 //! compares what the two produce, table by table.
 
 use super::analytics::{AbandonedRow, Counter};
-use crate::domain::events::Properties;
+use crate::domain::events::{Properties, Role};
 use crate::domain::journeys::events::{IdentificationKeyDefined, JourneySettingsSet};
 use crate::domain::journeys::service::ServiceDoc;
 use crate::store::StoreError;
@@ -38,6 +38,8 @@ pub trait Tables {
         key_id: &str,
         account_id: &str,
         issued_at: &str,
+        name: &str,
+        role: Role,
     ) -> Result<(), StoreError>;
     fn revoke_api_key(&mut self, account_id: &str, key_id: &str, revoked_at: &str) -> Result<(), StoreError>;
     fn set_account_limits(

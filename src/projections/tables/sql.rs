@@ -3,7 +3,7 @@
 use crate::store::db::{Connection, params};
 
 use super::{PendingCounts, PropertyRow, SessionKey, Tables};
-use crate::domain::events::Properties;
+use crate::domain::events::{Properties, Role};
 use crate::domain::journeys::customers::attribute_values;
 use crate::domain::journeys::events::{IdentificationKeyDefined, JourneySettingsSet};
 use crate::domain::journeys::service::ServiceDoc;
@@ -137,10 +137,12 @@ impl Tables for SqlTables<'_> {
         key_id: &str,
         account_id: &str,
         issued_at: &str,
+        name: &str,
+        role: Role,
     ) -> Result<(), StoreError> {
         self.run(
-            "INSERT INTO api_keys (key_hash, key_id, account_id, issued_at) VALUES (?1, ?2, ?3, ?4)",
-            (key_hash, key_id, account_id, issued_at),
+            "INSERT INTO api_keys (key_hash, key_id, account_id, issued_at, name, role) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![key_hash, key_id, account_id, issued_at, name, role.as_str()],
         )
     }
 

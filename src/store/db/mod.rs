@@ -81,6 +81,22 @@ impl Error {
         }
     }
 
+    /// The server ended the connection (PostgreSQL: the socket closed, a connection exception,
+    /// or the server shutting down, crashing or terminating this backend): nothing more can be
+    /// sent on it.
+    pub fn is_connection_lost(&self) -> bool {
+        match self {
+            Error::Postgres(error) | Error::Deferred(error) | Error::Prepare { source: error, .. } => {
+                error.is_closed()
+                    || error.code().is_some_and(|code| {
+                        let code = code.code();
+                        code.starts_with("08") || code.starts_with("57P")
+                    })
+            }
+            _ => false,
+        }
+    }
+
     /// The database could not be reached or opened just now: the request may be retried.
     pub fn is_unavailable(&self) -> bool {
         match self {
@@ -189,6 +205,14 @@ impl Connection {
         match self {
             Connection::Sqlite(_) => false,
             Connection::Postgres(conn) => conn.is_closed(),
+        }
+    }
+
+    /// Gives up a connection the server has ended (`Error::is_connection_lost`), so that
+    /// `is_broken` says so from now on, before its socket has told.
+    pub fn abandon(&self) {
+        if let Connection::Postgres(conn) = self {
+            conn.abandon();
         }
     }
 

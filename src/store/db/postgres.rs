@@ -35,6 +35,12 @@ fn config(url: &str) -> Result<tokio_postgres::Config> {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(std::time::Duration::from_secs(5));
     }
+    // A server that vanished without closing its sockets (a machine lost, not a process
+    // killed) while a request was unanswered at the TCP level: give up after 15 s rather than
+    // the kernel's 15 minutes of retransmissions.
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(std::time::Duration::from_secs(15));
+    }
     if config.get_keepalives() && config.get_keepalives_idle() == std::time::Duration::from_secs(2 * 60 * 60)
     {
         config.keepalives_idle(std::time::Duration::from_secs(10));
@@ -54,6 +60,8 @@ pub struct PgConnection {
     pending: RefCell<Vec<(tokio_postgres::Statement, Vec<Value>)>>,
     /// Whether `execute_later` defers (the writer's connection) or runs at once.
     defer: std::cell::Cell<bool>,
+    /// Set by `abandon`: the server ended the connection.
+    abandoned: std::cell::Cell<bool>,
 }
 
 /// Who reads and writes the connection's socket.
@@ -142,6 +150,7 @@ impl PgConnection {
             statements: RefCell::new(HashMap::new()),
             pending: RefCell::new(Vec::new()),
             defer: std::cell::Cell::new(false),
+            abandoned: std::cell::Cell::new(false),
         }
     }
 
@@ -197,11 +206,24 @@ impl PgConnection {
         Ok(answer?)
     }
 
+    /// Marks the connection gone (`Connection::abandon`): a connection this thread drives is
+    /// dropped, closing its socket; one the shared runtime drives ends when the server's end
+    /// reaches it, and is counted gone meanwhile.
+    pub fn abandon(&self) {
+        self.abandoned.set(true);
+        if let Driver::Caller(caller) = &self.driver {
+            caller.connection.borrow_mut().take();
+        }
+    }
+
     /// True once the connection to the server is gone. A connection this thread drives is
     /// first given a turn, without waiting: the server may have ended it (a failover, a
     /// terminated backend) since the last query, which answered with the error and did not let
     /// the connection read its end.
     pub fn is_closed(&self) -> bool {
+        if self.abandoned.get() {
+            return true;
+        }
         if let Driver::Caller(caller) = &self.driver {
             let CallerDriver { runtime, connection } = &**caller;
             let mut connection = connection.borrow_mut();
