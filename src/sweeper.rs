@@ -58,6 +58,10 @@ pub async fn run(store: Store, interval: Duration, retention: Duration, mut stop
     loop {
         tokio::select! {
             _ = ticker.tick() => {
+                // Every node records its own keys' use, sweeper or not.
+                if let Err(error) = store.record_key_use().await {
+                    tracing::warn!(%error, "recording API key use failed");
+                }
                 if !store.sweeper_turn().await {
                     continue; // another node sweeps
                 }
@@ -68,7 +72,13 @@ pub async fn run(store: Store, interval: Duration, retention: Duration, mut stop
                     tracing::warn!(%error, "idempotency key pruning failed");
                 }
             }
-            _ = stop.changed() => return,
+            _ = stop.changed() => {
+                // Uses noted since the last tick are not lost with the process.
+                if let Err(error) = store.record_key_use().await {
+                    tracing::warn!(%error, "recording API key use at shutdown failed");
+                }
+                return;
+            }
         }
     }
 }

@@ -5,3 +5,9 @@
 ALTER TABLE api_keys ADD COLUMN name TEXT NOT NULL DEFAULT 'default';
 ALTER TABLE api_keys ADD COLUMN role TEXT NOT NULL DEFAULT 'write';
 CREATE UNIQUE INDEX api_keys_active_name ON api_keys (account_id, name) WHERE revoked_at IS NULL;
+-- When each key was last used, to the minute, as the nodes report it (`Command::RecordKeyUse`):
+-- not a projection of the log (use is not an event), like the idempotency records.
+CREATE TABLE api_key_usage (
+    key_hash     TEXT PRIMARY KEY,
+    last_used_at INTEGER NOT NULL  -- Unix microseconds
+);

@@ -160,7 +160,7 @@ pub(crate) fn decide(
                 }
             }
         },
-        Command::PruneIdempotencyKeys { .. } => Decision::default(),
+        Command::PruneIdempotencyKeys { .. } | Command::RecordKeyUse { .. } => Decision::default(),
         Command::ExpireProperties { limit } => {
             let expired = projections::context::expired_properties(conn, now, *limit)?;
             Decision { events: context::decide_expiry(expired), ..Decision::default() }

@@ -95,6 +95,11 @@ pub enum Command {
     PruneIdempotencyKeys {
         retention_seconds: u64,
     },
+    /// Sent by each node: when its API keys were last used (key hash, Unix microseconds).
+    /// Appends nothing: use is not a change of the account, and would flood its log.
+    RecordKeyUse {
+        uses: Vec<(String, i64)>,
+    },
 }
 
 impl Command {
@@ -109,7 +114,8 @@ impl Command {
             | Command::Erase { account, .. } => Some(account),
             Command::ExpireProperties { .. }
             | Command::SweepServices { .. }
-            | Command::PruneIdempotencyKeys { .. } => None,
+            | Command::PruneIdempotencyKeys { .. }
+            | Command::RecordKeyUse { .. } => None,
         }
     }
 }

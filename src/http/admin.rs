@@ -202,6 +202,19 @@ async fn list_keys(
         exists.then(|| accounts::keys(conn, &account_id)).transpose()
     })?;
     let keys = found.ok_or_else(|| unknown_account(&account_id))?;
+    // What the nodes recorded, or what this node saw since, whichever is later.
+    let keys: Vec<_> = keys
+        .into_iter()
+        .map(|key| {
+            let last_used = key.last_used.max(state.store.key_last_used_here(&key.key_hash));
+            let last_used = last_used
+                .and_then(chrono::DateTime::from_timestamp_micros)
+                .map(crate::store::log::format_time);
+            let mut listed = serde_json::to_value(&key).expect("a key serializes");
+            listed["last_used_at"] = json!(last_used);
+            listed
+        })
+        .collect();
     Ok(axum::Json(json!({ "account_id": account_id, "keys": keys })).into_response())
 }
 

@@ -100,7 +100,8 @@ pub(super) fn request_account(headers: &axum::http::HeaderMap, state: &AppState)
 /// The account whose API key the request presents, if the key's role allows the request.
 async fn authenticate(parts: &Parts, state: &AppState) -> Result<Account, ApiError> {
     let key = presented_key(&parts.headers).ok_or_else(ApiError::forbidden)?;
-    let owner = state.store.key_owner(&hash_secret(key)).await?.ok_or_else(ApiError::forbidden)?;
+    let key_hash = hash_secret(key);
+    let owner = state.store.key_owner(&key_hash).await?.ok_or_else(ApiError::forbidden)?;
     let route = parts.extensions.get::<MatchedPath>().map_or("", MatchedPath::as_str);
     let needed = required_role(&parts.method, route, parts.uri.query());
     if owner.role < needed {
@@ -114,6 +115,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Account, ApiErr
             ),
         ));
     }
+    state.store.note_key_use(&key_hash, state.clock.now());
     Ok(Account { id: owner.account, key_id: owner.key_id, key_name: owner.name })
 }
 

@@ -88,18 +88,45 @@ pub struct KeySummary {
     pub role: String,
     pub key_id: String,
     pub created_at: String,
+    /// Unix microseconds of the latest use the nodes have recorded (to the minute), if any.
+    #[serde(skip)]
+    pub last_used: Option<i64>,
+    #[serde(skip)]
+    pub key_hash: String,
 }
 
 /// An account's active keys, by name.
 pub fn keys(conn: &Connection, account_id: &str) -> Result<Vec<KeySummary>, StoreError> {
     let mut statement = conn.prepare_cached(
-        "SELECT name, role, key_id, issued_at FROM api_keys
-         WHERE account_id = ?1 AND revoked_at IS NULL ORDER BY name",
+        "SELECT k.name, k.role, k.key_id, k.issued_at, u.last_used_at, k.key_hash FROM api_keys k
+         LEFT JOIN api_key_usage u ON u.key_hash = k.key_hash
+         WHERE k.account_id = ?1 AND k.revoked_at IS NULL ORDER BY k.name",
     )?;
     let rows = statement.query_map([account_id], |row| {
-        Ok(KeySummary { name: row.get(0)?, role: row.get(1)?, key_id: row.get(2)?, created_at: row.get(3)? })
+        Ok(KeySummary {
+            name: row.get(0)?,
+            role: row.get(1)?,
+            key_id: row.get(2)?,
+            created_at: row.get(3)?,
+            last_used: row.get(4)?,
+            key_hash: row.get(5)?,
+        })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Records when keys were last used (`Command::RecordKeyUse`): a later time replaces an earlier
+/// one, never the reverse (nodes report in any order).
+pub fn record_key_use(conn: &Connection, uses: &[(String, i64)]) -> Result<(), StoreError> {
+    let mut statement = conn.prepare_cached(
+        "INSERT INTO api_key_usage (key_hash, last_used_at) VALUES (?1, ?2)
+         ON CONFLICT (key_hash) DO UPDATE SET last_used_at = excluded.last_used_at
+         WHERE excluded.last_used_at > api_key_usage.last_used_at",
+    )?;
+    for (key_hash, at) in uses {
+        statement.execute((key_hash, at))?;
+    }
+    Ok(())
 }
 
 /// One account as the admin API lists it.

@@ -15,6 +15,7 @@ pub mod read;
 pub mod transfer;
 pub mod writer;
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -200,6 +201,9 @@ struct Inner {
     reconnect_asked: Arc<AtomicBool>,
     /// Lookups of keys this node does not know, in flight at once (`key_owner`).
     key_lookups: tokio::sync::Semaphore,
+    /// When this node last saw each key used (by hash, Unix microseconds to the minute), and
+    /// whether that was recorded yet (`record_key_use`).
+    key_use: Mutex<HashMap<String, (i64, bool)>>,
     /// Held until `shutdown`: one process per SQLite store.
     lock: Mutex<Option<File>>,
     /// PostgreSQL: the connection on which this node holds (or tries for) the sweeper's lock.
@@ -385,6 +389,7 @@ impl Store {
                 writer_online: online,
                 reconnect_asked,
                 key_lookups: tokio::sync::Semaphore::new(KEY_LOOKUPS),
+                key_use: Mutex::new(HashMap::new()),
                 sweeper: Mutex::new(SweeperTurn::default()),
                 lock: Mutex::new(lock),
             }),
@@ -508,6 +513,57 @@ impl Store {
         let (store, key_hash) = (self.clone(), key_hash.to_string());
         let lookup = move || store.read(|conn| crate::projections::accounts::active_key(conn, &key_hash));
         tokio::task::spawn_blocking(lookup).await.map_err(|_| StoreError::Busy)?
+    }
+
+    /// Notes that a key was used now (to the minute: a key used all day is noted once a minute).
+    pub fn note_key_use(&self, key_hash: &str, now: chrono::DateTime<chrono::Utc>) {
+        let minute = now.timestamp_micros() / 60_000_000 * 60_000_000;
+        let mut uses = self.inner.key_use.lock().expect("key use lock");
+        match uses.get_mut(key_hash) {
+            Some((at, _)) if *at >= minute => {}
+            Some(noted) => *noted = (minute, false),
+            None => {
+                uses.insert(key_hash.to_string(), (minute, false));
+            }
+        }
+    }
+
+    /// When this node last saw the key used (Unix microseconds), recorded or not.
+    pub fn key_last_used_here(&self, key_hash: &str) -> Option<i64> {
+        self.inner.key_use.lock().expect("key use lock").get(key_hash).map(|(at, _)| *at)
+    }
+
+    /// Records the key uses noted since the last call (`Command::RecordKeyUse`, one small
+    /// transaction; nothing when there are none). Uses whose recording failed are tried again.
+    pub async fn record_key_use(&self) -> Result<(), WriteError> {
+        let uses: Vec<(String, i64)> = {
+            let mut noted = self.inner.key_use.lock().expect("key use lock");
+            noted
+                .iter_mut()
+                .filter(|(_, (_, recorded))| !*recorded)
+                .map(|(hash, (at, recorded))| {
+                    *recorded = true;
+                    (hash.clone(), *at)
+                })
+                .collect()
+        };
+        if uses.is_empty() {
+            return Ok(());
+        }
+        let command = Command::RecordKeyUse { uses: uses.clone() };
+        let meta = EventMeta { actor: "system:key-use".into(), ..Default::default() };
+        let recorded = self.submit(WriteRequest { command, meta, idempotency: None }).await;
+        if recorded.is_err() {
+            let mut noted = self.inner.key_use.lock().expect("key use lock");
+            for (hash, at) in uses {
+                if let Some(entry) = noted.get_mut(&hash)
+                    && entry.0 == at
+                {
+                    entry.1 = false;
+                }
+            }
+        }
+        recorded.map(drop)
     }
 
     /// Follows the log's head: changes after every commit that appended events.

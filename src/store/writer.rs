@@ -675,6 +675,10 @@ fn execute(
         idempotency::prune(conn, now, retention_seconds)?;
         return Ok((Outcome::default(), PendingCounts::default()));
     }
+    if let Command::RecordKeyUse { uses } = &request.command {
+        projections::accounts::record_key_use(conn, uses)?;
+        return Ok((Outcome::default(), PendingCounts::default()));
+    }
     if let Some(key) = &request.idempotency
         && let Some(first) = idempotency::first_outcome(conn, key)?
     {

@@ -181,3 +181,23 @@ async fn history_names_each_key_and_whom_it_acted_for() {
     assert_eq!(bad.status, 400, "{}", bad.body);
     bad.assert_error(400);
 }
+
+#[tokio::test]
+async fn the_key_list_says_when_each_key_was_last_used_and_a_restart_keeps_it() {
+    let app = spawn_app().await;
+    app.account("acme").await;
+    let used = named_key(&app, "acme", "bot-7", "write").await;
+    named_key(&app, "acme", "idle", "read").await;
+    assert_eq!(app.call(&used, "GET", "/v1/account/acme/bots/s/properties", "").await.status, 200);
+    let last_used = |listed: serde_json::Value| -> Vec<(String, bool)> {
+        let keys = listed["keys"].as_array().unwrap().clone();
+        keys.iter()
+            .map(|key| (key["name"].as_str().unwrap().to_string(), key["last_used_at"].is_string()))
+            .collect()
+    };
+    let expected = [("bot-7".to_string(), true), ("default".to_string(), false), ("idle".to_string(), false)];
+    assert_eq!(last_used(app.admin("GET", "/admin/accounts/acme/keys", "").await.json()), expected);
+    // Recorded in the store (at the node's next tick, or as it stops), not only in its memory.
+    let app = app.restart().await;
+    assert_eq!(last_used(app.admin("GET", "/admin/accounts/acme/keys", "").await.json()), expected);
+}
