@@ -55,7 +55,7 @@ impl Application {
         let location = crate::store::Location::of(&config.data_dir, config.database_url.as_deref());
         let store = Store::open_at(&location, config.writer.clone(), clock.clone(), metrics.clone())?;
         // The admin token and signing key live there unless given (on PostgreSQL too).
-        std::fs::create_dir_all(&config.data_dir)?;
+        crate::store::create_data_dir(&config.data_dir)?;
         let admin_token_hash =
             crate::auth::admin_token_hash(config.admin_token.as_deref(), &config.data_dir)?;
         let signer = Arc::new(HeadSigner::load(&config.signing_key, &config.data_dir)?);

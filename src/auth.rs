@@ -30,13 +30,26 @@ pub fn generate_api_key() -> NewKey {
 }
 
 /// The admin token: `CTXD_ADMIN_TOKEN` if given, else `<data dir>/admin-token`, created (mode 0600)
-/// with a random token on first start. Returns the token's hash.
+/// with a random token on first start. Returns the token's hash. An empty token, given or in the
+/// file, is refused (an admin API that nobody can use would start silently), and every error
+/// names the file.
 pub fn admin_token_hash(configured: Option<&str>, data_dir: &Path) -> std::io::Result<String> {
+    let invalid = |message: String| std::io::Error::new(std::io::ErrorKind::InvalidData, message);
     if let Some(token) = configured {
+        if token.trim().is_empty() {
+            return Err(invalid("the admin token given (CTXD_ADMIN_TOKEN / --admin-token) is empty".into()));
+        }
         return Ok(hash_secret(token));
     }
     let path = data_dir.join("admin-token");
+    let named =
+        |error: std::io::Error| std::io::Error::new(error.kind(), format!("{}: {error}", path.display()));
     match std::fs::read_to_string(&path) {
+        Ok(token) if token.trim().is_empty() => Err(invalid(format!(
+            "the admin token file {} is empty (a start on a full disk may have left it so): \
+             write a token into it, or delete it to have one generated",
+            path.display()
+        ))),
         Ok(token) => Ok(hash_secret(token.trim())),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             let token = random_hex(32);
@@ -44,10 +57,18 @@ pub fn admin_token_hash(configured: Option<&str>, data_dir: &Path) -> std::io::R
             options.write(true).create_new(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            options.open(&path)?.write_all(token.as_bytes())?;
+            let written = options.open(&path).and_then(|mut file| {
+                file.write_all(token.as_bytes())?;
+                file.sync_all()
+            });
+            if let Err(error) = written {
+                // No half-written token for the next start to accept.
+                let _ = std::fs::remove_file(&path);
+                return Err(named(error));
+            }
             tracing::info!(path = %path.display(), "generated an admin token; it is in this file");
             Ok(hash_secret(&token))
         }
-        Err(error) => Err(error),
+        Err(error) => Err(named(error)),
     }
 }

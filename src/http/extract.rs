@@ -237,9 +237,11 @@ pub struct WriteContext {
 }
 
 impl WriteContext {
-    /// The command wrapped with its metadata, for `Store::submit`.
+    /// The command wrapped with its metadata, for `Store::submit`. The admin's writes land in
+    /// tenants' logs: they record no client address (the operator's, not the tenant's).
     pub fn request(self, actor: String, scope: &str, command: Command) -> WriteRequest {
         let idempotency_key = self.idempotency.as_ref().map(|(key, _)| key.clone());
+        let client_addr = if scope == ADMIN_SCOPE { None } else { self.client_addr };
         WriteRequest {
             command,
             meta: EventMeta {
@@ -247,7 +249,7 @@ impl WriteContext {
                 idempotency_key,
                 actor,
                 on_behalf_of: self.on_behalf_of,
-                client_addr: self.client_addr,
+                client_addr,
             },
             idempotency: self.idempotency.map(|(key, fingerprint)| Idempotency {
                 scope: scope.to_string(),

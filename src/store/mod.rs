@@ -269,16 +269,70 @@ pub fn database_path(data_dir: &Path) -> PathBuf {
     data_dir.join("ctxd.db")
 }
 
+/// Creates the data directory if it is missing, readable by its owner only (it holds the store,
+/// the admin token and the signing key).
+pub fn create_data_dir(data_dir: &Path) -> std::io::Result<()> {
+    if data_dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(data_dir).map_err(|error| named(data_dir, error))
+}
+
+/// An I/O error that names the path it concerns.
+pub fn named(path: &Path, error: std::io::Error) -> std::io::Error {
+    std::io::Error::new(error.kind(), format!("{}: {error}", path.display()))
+}
+
+/// The store's files are its owner's alone (mode 0600): the SQLite file is created so before
+/// SQLite opens it, and SQLite gives its WAL and shared-memory files the same mode; files of an
+/// older store are narrowed to it.
+fn make_private(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let created = File::options().write(true).create_new(true).mode(0o600).open(path);
+        match created {
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(error) => return Err(named(path, error)),
+        }
+        let mut companions = vec![path.to_path_buf()];
+        for suffix in ["-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            companions.push(PathBuf::from(name));
+        }
+        for file in companions.iter().filter(|file| file.exists()) {
+            let mode = std::fs::metadata(file).map_err(|error| named(file, error))?.permissions().mode();
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|error| named(file, error))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Takes the data directory's lock file, so that two processes never write one store.
 pub fn lock_data_dir(data_dir: &Path) -> Result<File, StoreError> {
-    std::fs::create_dir_all(data_dir)?;
-    let lock = File::options().create(true).truncate(false).write(true).open(data_dir.join("ctxd.lock"))?;
+    create_data_dir(data_dir)?;
+    let lock_path = data_dir.join("ctxd.lock");
+    let mut options = File::options();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let lock = options.open(&lock_path).map_err(|error| named(&lock_path, error))?;
     lock.try_lock().map_err(|_| StoreError::Locked(data_dir.to_path_buf()))?;
     Ok(lock)
 }
 
 /// Opens the write connection with the pragmas every writer uses, and migrates it.
 pub fn open_writer_connection(path: &Path, synchronous_full: bool) -> Result<Connection, StoreError> {
+    make_private(path)?;
     let conn = rusqlite::Connection::open(path)?;
     // A 16 MiB page cache: SQLite walks its page cache's hash table at the end of every commit
     // (`pcache1TruncateUnsafe`), so a larger cache costs every commit (docs/PERFORMANCE.md).

@@ -82,6 +82,13 @@ async fn several_named_keys_are_active_at_once_listed_without_secrets_and_revoke
     let revoked: Vec<_> =
         feed.json()["events"].as_array().unwrap().iter().map(|event| event["data"]["name"].clone()).collect();
     assert_eq!(revoked, [json!("bot-7"), json!("default")]);
+    // The admin's writes in the tenant's log carry no client address (the operator's); the
+    // tenant's own writes do.
+    let all = app.call(&new_default, "GET", "/v1/account/acme/events?limit=1000", "").await.json();
+    for event in all["events"].as_array().unwrap() {
+        let admin = event["meta"]["actor"] == "admin";
+        assert_eq!(event["meta"]["client_addr"].is_null(), admin, "{event}");
+    }
     assert!(app.verify().mismatch.is_none());
 }
 

@@ -302,3 +302,51 @@ fn under_a_low_open_file_limit_the_server_takes_fewer_connections_and_says_so() 
     // The soft limit was raised to the hard one, and 512 files are kept for the store.
     assert!(warned.contains("open_files=700") && warned.contains("fits=188"), "{warned}");
 }
+
+#[test]
+fn an_empty_admin_token_file_is_refused_with_its_path_and_the_store_files_are_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    // The admin CLI opens (creates) the store: its files and directory are the owner's alone.
+    assert_eq!(ctxd(&data_dir, &["admin", "create-account", "acme"]).0, 0);
+    if crate::helpers::test_database(&data_dir).is_none() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data_dir), 0o700);
+        for file in ["ctxd.db", "ctxd.lock"] {
+            assert_eq!(mode(&data_dir.join(file)), 0o600, "{file}");
+        }
+    }
+
+    // A 0-byte admin token (as a start on a full disk could leave) stops the server at once,
+    // naming the file, instead of serving an admin API nobody can use.
+    let token = data_dir.join("admin-token");
+    std::fs::write(&token, "").unwrap();
+    let mut command = Command::new(BINARY);
+    if let Some(url) = crate::helpers::test_database(&data_dir) {
+        command.env("CTXD_DATABASE_URL", url);
+    }
+    let mut child = command
+        .env("CTXD_DATA_DIR", &data_dir)
+        .env_remove("CTXD_ADMIN_TOKEN")
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the server started on an empty admin token");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains(&token.display().to_string()) && stderr.contains("empty"), "{stderr}");
+}
