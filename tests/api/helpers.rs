@@ -99,6 +99,26 @@ pub async fn spawn_app_in(data_dir: &Path, clock: Arc<ManualClock>) -> TestApp {
     spawn_configured(data_dir, clock, |_| {}).await
 }
 
+/// Builds the server; when the data dir is still locked, tries again for up to 5 s. A restart
+/// in the same process releases the lock (`Store::shutdown`), but the lock is the open file's,
+/// and a child process that another test spawns at that moment holds a copy of every open file
+/// until its `exec` closes them: under load, long enough for the next build to find it locked
+/// (seen twice in CI). A process that exits cannot meet this.
+async fn build_when_unlocked(config: &ServeConfig, clock: Arc<ManualClock>) -> Application {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match Application::build(config, clock.clone()).await {
+            Err(error)
+                if error.to_string().contains("in use by another ctxd process")
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            built => return built.expect("server builds"),
+        }
+    }
+}
+
 async fn spawn_configured(
     data_dir: &Path,
     clock: Arc<ManualClock>,
@@ -122,7 +142,7 @@ async fn spawn_configured(
         let filter = tracing_subscriber::EnvFilter::from_default_env();
         let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
     }
-    let app = Application::build(&config, clock.clone()).await.expect("server builds");
+    let app = build_when_unlocked(&config, clock.clone()).await;
     let addr = app.local_addr();
     let store = app.store();
     let (stop, stopped) = oneshot::channel::<()>();
