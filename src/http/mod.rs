@@ -76,7 +76,35 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), slots::limit_large_reads))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn(limit_request_head))
         .with_state(state)
+}
+
+/// Longest request target (path and query) answered; longer: 414.
+pub const MAX_URI_BYTES: usize = 16 * 1024;
+/// Most header fields, and most bytes of them together, answered; more: 431.
+pub const MAX_HEADERS: usize = 100;
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// 414 and 431 with the JSON message every other error has. The HTTP parser lets more through
+/// (`serve::MAX_PARSED_HEADERS`, its 400 KiB buffer) so that these limits, not its own empty
+/// answers, decide; past the parser's limits its answer stays empty (API.md).
+async fn limit_request_head(request: Request, next: Next) -> Response {
+    let uri = request.uri().path_and_query().map_or(0, |target| target.as_str().len());
+    if uri > MAX_URI_BYTES {
+        let message = format!("the request target is {uri} bytes; at most {MAX_URI_BYTES} are answered");
+        return ApiError::new(StatusCode::URI_TOO_LONG, message).into_response();
+    }
+    let headers = request.headers();
+    let bytes: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+        let message = format!(
+            "the request has {} header fields of {bytes} bytes; at most {MAX_HEADERS} fields and {MAX_HEADER_BYTES} bytes are answered",
+            headers.len()
+        );
+        return ApiError::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, message).into_response();
+    }
+    next.run(request).await
 }
 
 /// Gives each request an id (echoed in `X-Request-ID`) and counts it by route and status.

@@ -124,6 +124,7 @@ pub async fn serve(
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
+            .max_headers(MAX_PARSED_HEADERS)
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
@@ -141,6 +142,10 @@ pub async fn serve(
         );
     }
 }
+
+/// Header fields the parser takes, above `MAX_HEADERS`, so that a request with a few too many
+/// gets the router's JSON 431 rather than the parser's empty one.
+const MAX_PARSED_HEADERS: usize = 4 * super::MAX_HEADERS;
 
 /// A request body that must arrive whole before its deadline (a client sending a byte now and
 /// then holds its connection no longer than that).

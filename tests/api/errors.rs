@@ -125,3 +125,27 @@ async fn keys_that_are_missing_wrong_revoked_or_for_another_account_get_403() {
     let got = app.request("GET", &path, &[("authorization", &bearer)], "").await;
     assert_eq!(got.body, r#"{"secret":1}"#);
 }
+
+#[tokio::test]
+async fn a_huge_uri_is_414_and_too_many_or_too_large_headers_are_431_with_json_messages() {
+    let app = spawn_app().await;
+    let key = app.account("acme").await;
+    let long = format!("/v1/account/acme/bots/{}/properties", "s".repeat(20 * 1024));
+    let reply = app.call(&key, "GET", &long, "").await;
+    assert!(reply.assert_error(414).contains("request target"), "{}", reply.body);
+
+    let names: Vec<String> = (0..150).map(|i| format!("x-extra-{i}")).collect();
+    let many: Vec<(&str, &str)> = names.iter().map(|name| (name.as_str(), "1")).collect();
+    let reply = app.call_with(&key, "GET", "/v1/account/acme/bots/s/properties", &many, "").await;
+    assert!(reply.assert_error(431).contains("header fields"), "{}", reply.body);
+
+    let big = "v".repeat(70 * 1024);
+    let reply = app
+        .call_with(&key, "GET", "/v1/account/acme/bots/s/properties", &[("x-big", big.as_str())], "")
+        .await;
+    reply.assert_error(431);
+
+    // Within the limits, the same request is answered.
+    let fine = app.call_with(&key, "GET", "/v1/account/acme/bots/s/properties", &many[..50], "").await;
+    assert_eq!(fine.status, 200, "{}", fine.body);
+}
