@@ -73,13 +73,16 @@ impl AccountCommand {
     }
 }
 
-/// A key's name: 1 to 64 of ASCII letters, digits, `-`, `_` and `.`, so that the actor it
-/// becomes (`key:<name>`) reads the same to everyone.
+/// A key's name: 1 to 64 of lower-case ASCII letters, digits, `-`, `_` and `.`, starting with a
+/// letter or a digit, so that the actor it becomes (`key:<name>`) reads the same to everyone
+/// (no `Bot-7` beside `bot-7`, no `..` in a path).
 pub fn check_key_name(name: &str) -> Result<(), DomainError> {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-    if name.is_empty() || name.len() > MAX_KEY_NAME || !name.chars().all(allowed) {
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.');
+    let starts = name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !starts || name.len() > MAX_KEY_NAME || !name.chars().all(allowed) {
         return Err(DomainError::Invalid(format!(
-            "a key's name is 1 to {MAX_KEY_NAME} ASCII letters, digits, '-', '_' or '.'"
+            "a key's name is 1 to {MAX_KEY_NAME} lower-case ASCII letters, digits, '-', '_' or '.', \
+             starting with a letter or a digit"
         )));
     }
     Ok(())
@@ -101,6 +104,11 @@ pub fn decide_account(state: &AccountState, command: &AccountCommand) -> Result<
         AccountCommand::IssueApiKey { account_id, key_id, key_hash, name, role, replace } => {
             exists(account_id)?;
             check_key_name(name)?;
+            if name == DEFAULT_KEY_NAME && !replace {
+                return Err(DomainError::Invalid(format!(
+                    "the name '{DEFAULT_KEY_NAME}' is the key of POST /admin/accounts/{{id}}/api-key; choose another"
+                )));
+            }
             let mut events = vec![];
             if let Some(previous) = state.active_keys.get(name) {
                 if !replace {
@@ -182,7 +190,7 @@ mod tests {
         let state = with_keys(&[("bot-7", "b7")]);
         assert!(matches!(decide_account(&state, &issue("bot-7", false)), Err(DomainError::Conflict(_))));
         assert_eq!(decide_account(&state, &issue("bot-8", false)).unwrap().len(), 1);
-        for bad in ["", "bot 7", "bot/7", "ｂｏｔ", &"x".repeat(65)] {
+        for bad in ["", "bot 7", "bot/7", "ｂｏｔ", "Bot-7", ".", "..", "-x", "default", &"x".repeat(65)] {
             assert!(
                 matches!(decide_account(&state, &issue(bad, false)), Err(DomainError::Invalid(_))),
                 "{bad}"

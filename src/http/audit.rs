@@ -190,6 +190,7 @@ async fn follow(
         head: state.store.watch_feed(),
         store: state.store,
         account: account.id,
+        key_hash: account.key_hash,
         filter,
         after,
         read_after: after,
@@ -207,6 +208,8 @@ struct Follower {
     _slot: tokio::sync::OwnedSemaphorePermit,
     store: Store,
     account: String,
+    /// The key the stream was opened with: a revoked key's stream ends before its next read.
+    key_hash: String,
     filter: FeedFilter,
     /// The seq of the last event sent (or the cursor it started from).
     after: u64,
@@ -237,6 +240,8 @@ impl Follower {
                 // The one commit not yet looked at wrote to other accounts only.
                 self.read_up_to = head.last_id;
             } else if head.last_id > self.read_up_to {
+                // The key may have been revoked since the stream opened: it reads nothing more.
+                self.store.key_owner(&self.key_hash).await.ok()??;
                 let (account, filter) = (self.account.clone(), self.filter.clone());
                 let after = self.read_after.max(self.after);
                 let page = self

@@ -48,6 +48,8 @@ pub struct Account {
     pub key_id: String,
     /// The key's name: the actor of what it writes.
     pub key_name: String,
+    /// The key's sha256, to check that it is still active (a live stream outlasts requests).
+    pub key_hash: String,
 }
 
 impl Account {
@@ -82,10 +84,11 @@ impl FromRequestParts<AppState> for Account {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let params = raw_params(parts, state).await?;
         let account = path_param(&params, "account").ok_or_else(ApiError::forbidden)?;
-        let owner = authenticate(parts, state).await?;
+        let (owner, role) = authenticate(parts, state).await?;
         if owner.id != account {
             return Err(ApiError::forbidden());
         }
+        allowed(parts, &owner, role)?;
         Ok(owner)
     }
 }
@@ -97,26 +100,33 @@ pub(super) fn request_account(headers: &axum::http::HeaderMap, state: &AppState)
     state.store.known_key(&hash_secret(key)).map(|owner| owner.account)
 }
 
-/// The account whose API key the request presents, if the key's role allows the request.
-async fn authenticate(parts: &Parts, state: &AppState) -> Result<Account, ApiError> {
+/// The account whose API key the request presents, and the key's role.
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<(Account, Role), ApiError> {
     let key = presented_key(&parts.headers).ok_or_else(ApiError::forbidden)?;
     let key_hash = hash_secret(key);
     let owner = state.store.key_owner(&key_hash).await?.ok_or_else(ApiError::forbidden)?;
+    state.store.note_key_use(&key_hash, state.clock.now());
+    let account = Account { id: owner.account, key_id: owner.key_id, key_name: owner.name, key_hash };
+    Ok((account, owner.role))
+}
+
+/// Refuses the request unless `role` may make it (`required_role`); checked once the key is
+/// known to be the addressed account's, so that another account's key learns nothing more.
+fn allowed(parts: &Parts, account: &Account, role: Role) -> Result<(), ApiError> {
     let route = parts.extensions.get::<MatchedPath>().map_or("", MatchedPath::as_str);
     let needed = required_role(&parts.method, route, parts.uri.query());
-    if owner.role < needed {
+    if role < needed {
         return Err(ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
             format!(
                 "the key '{}' has the role '{}'; this request needs '{}'",
-                owner.name,
-                owner.role.as_str(),
+                account.key_name,
+                role.as_str(),
                 needed.as_str()
             ),
         ));
     }
-    state.store.note_key_use(&key_hash, state.clock.now());
-    Ok(Account { id: owner.account, key_id: owner.key_id, key_name: owner.name })
+    Ok(())
 }
 
 /// The least role a request needs, from its method, its route (the matched template, so that a
@@ -133,10 +143,15 @@ pub fn required_role(method: &axum::http::Method, route: &str, query: Option<&st
         || route.ends_with("/events/stream")
         || route.contains("/audit/")
         || route.ends_with("/erasure");
-    let as_of = query.is_some_and(|query| {
-        query.split('&').any(|pair| matches!(pair.split('=').next(), Some("as_of" | "as_of_seq")))
-    });
-    if audit_route || as_of { Role::Audit } else { Role::Read }
+    if audit_route || asks_as_of(query) { Role::Audit } else { Role::Read }
+}
+
+/// True if the query names `as_of` or `as_of_seq`, decoded as the handlers decode it (so that
+/// `as%5Fof_seq` is the same parameter to this rule as to them).
+pub fn asks_as_of(query: Option<&str>) -> bool {
+    query.is_some_and(|query| {
+        form_urlencoded::parse(query.as_bytes()).any(|(name, _)| name == "as_of" || name == "as_of_seq")
+    })
 }
 
 /// The account of a Genesys-style request: the key decides it, and the optional
@@ -147,7 +162,7 @@ impl FromRequestParts<AppState> for TenantAccount {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let account = authenticate(parts, state).await?;
+        let (account, role) = authenticate(parts, state).await?;
         if let Some(tenant) = parts.headers.get("contactcenterid")
             && tenant.to_str().ok() != Some(account.id.as_str())
         {
@@ -156,6 +171,7 @@ impl FromRequestParts<AppState> for TenantAccount {
                 "Invalid tenant specified: the ContactCenterId header must name the API key's account",
             ));
         }
+        allowed(parts, &account, role)?;
         Ok(TenantAccount(account))
     }
 }

@@ -58,7 +58,7 @@ fn is_large(request: &Request) -> bool {
             || path.ends_with("/session-properties")
             || path.contains("/analytics/")
             || path.ends_with("/journey")
-            || query.contains("as_of"))
+            || super::extract::asks_as_of(Some(query)))
 }
 
 /// Holds one of the account's large-read slots from the moment the request is read until its

@@ -122,6 +122,9 @@ async fn each_role_does_its_job_on_every_route_family_and_no_more() {
         "/v1/account/acme/audit/verify".to_string(),
         "/v1/account/acme/audit/head".to_string(),
         format!("{session}?as_of_seq=2"),
+        // The parameter's name percent-encoded is the same parameter to the handler.
+        format!("{session}?as%5Fof_seq=2"),
+        format!("{session}?%61s_of=2026-01-01T10:00:00Z"),
     ];
     let writes = [
         ("PATCH", session.to_string(), r#"{"x": 1}"#.to_string()),
@@ -207,4 +210,30 @@ async fn the_key_list_says_when_each_key_was_last_used_and_a_restart_keeps_it() 
     // Recorded in the store (at the node's next tick, or as it stops), not only in its memory.
     let app = app.restart().await;
     assert_eq!(last_used(app.admin("GET", "/admin/accounts/acme/keys", "").await.json()), expected);
+}
+
+#[tokio::test]
+async fn a_revoked_key_s_open_event_stream_ends_before_it_delivers_anything_more() {
+    let app = spawn_app().await;
+    let writer = app.account("acme").await;
+    let auditor = named_key(&app, "acme", "auditor", "audit").await;
+    let path = "/v1/account/acme/bots/s/properties";
+    assert_eq!(app.call(&writer, "PATCH", path, r#"{"before": 1}"#).await.status, 204);
+    let mut stream = crate::audit::SseReader::open(&app, &auditor, "", None).await;
+    let mut last = 0;
+    while last < 3 {
+        last = stream.next().await.expect("the events so far").0;
+    }
+    while let Ok(Some((seq, _))) =
+        tokio::time::timeout(std::time::Duration::from_millis(300), stream.next()).await
+    {
+        last = seq;
+    }
+    assert_eq!(app.admin("DELETE", "/admin/accounts/acme/keys/auditor", "").await.status, 204);
+    assert_eq!(app.call(&writer, "PATCH", path, r#"{"secret": "after the revocation"}"#).await.status, 204);
+    // The stream ends; nothing written after the revocation reaches it.
+    while let Some((seq, event)) = stream.next().await {
+        assert!(seq <= last + 1, "an event after the revocation: {event}");
+        assert_ne!(event["type"], "PropertiesPatched", "{event}");
+    }
 }
