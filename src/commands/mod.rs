@@ -108,7 +108,10 @@ pub(crate) fn decide(
     Ok(match command {
         Command::Account(command) => {
             let account = command.account_id();
-            let state = projections::accounts::load_state(conn, account)?;
+            let mut state = projections::accounts::load_state(conn, account)?;
+            if let accounts::AccountCommand::CreateAccount { .. } = command {
+                state.look_alike = projections::accounts::look_alike_account(conn, account)?;
+            }
             let events = accounts::decide_account(&state, command)?;
             Decision {
                 events: tag(account, events),

@@ -45,6 +45,9 @@ pub const MAX_KEY_NAME: usize = 64;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AccountState {
     pub exists: bool,
+    /// An existing account whose id looks like this one (`names::look_alike_form`): `ACME` or
+    /// `ａｃｍｅ` beside `acme`. Loaded for `CreateAccount` only.
+    pub look_alike: Option<String>,
     /// The account's active keys: name → key id.
     pub active_keys: BTreeMap<String, String>,
 }
@@ -98,6 +101,12 @@ pub fn decide_account(state: &AccountState, command: &AccountCommand) -> Result<
         AccountCommand::CreateAccount { account_id } => {
             if state.exists {
                 return Err(DomainError::Conflict(format!("account '{account_id}' already exists")));
+            }
+            if let Some(existing) = &state.look_alike {
+                return Err(DomainError::Conflict(format!(
+                    "account '{account_id}' would look like the existing account '{existing}'; \
+                     account ids are compared ignoring case and character width"
+                )));
             }
             Ok(vec![Event::AccountCreated(AccountCreated { account_id: account_id.clone() })])
         }
@@ -173,7 +182,7 @@ mod tests {
 
     fn with_keys(keys: &[(&str, &str)]) -> AccountState {
         let active_keys = keys.iter().map(|(name, id)| (name.to_string(), id.to_string())).collect();
-        AccountState { exists: true, active_keys }
+        AccountState { exists: true, active_keys, look_alike: None }
     }
 
     #[test]
@@ -205,6 +214,14 @@ mod tests {
         let events = decide_account(&state, &revoke("bot-7")).unwrap();
         assert!(matches!(&events[..], [Event::ApiKeyRevoked(revoked)] if revoked.key_id == "b7"));
         assert!(matches!(decide_account(&state, &revoke("bot-8")), Err(DomainError::NotFound(_))));
+    }
+
+    #[test]
+    fn an_account_that_looks_like_another_is_a_conflict() {
+        let create = AccountCommand::CreateAccount { account_id: "ＡＣＭＥ".into() };
+        let state = AccountState { look_alike: Some("acme".into()), ..AccountState::default() };
+        assert!(matches!(decide_account(&state, &create), Err(DomainError::Conflict(_))));
+        assert!(decide_account(&AccountState::default(), &create).is_ok());
     }
 
     #[test]

@@ -28,10 +28,20 @@ pub fn check_name(what: &str, name: &str) -> Result<(), DomainError> {
     Ok(())
 }
 
-/// A namespace name must be a valid name and not one of the reserved ones.
+/// The form in which names that must not look alike are compared: Unicode compatibility
+/// composition (NFKC: fullwidth `ａｃｍｅ` is `acme`, `ﬁ` is `fi`), then lower case. Names are
+/// stored as given; this form only decides what counts as the same name where that matters
+/// (reserved namespaces, account ids).
+pub fn look_alike_form(name: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    name.nfkc().flat_map(char::to_lowercase).collect::<String>().nfkc().collect()
+}
+
+/// A namespace name must be a valid name and not one of the reserved ones, however written.
 pub fn check_namespace(namespace: &str) -> Result<(), DomainError> {
     check_name("namespace", namespace)?;
-    if RESERVED_NAMESPACES.iter().any(|reserved| reserved.eq_ignore_ascii_case(namespace)) {
+    let form = look_alike_form(namespace);
+    if RESERVED_NAMESPACES.contains(&form.as_str()) {
         return Err(DomainError::Invalid(format!("namespace '{namespace}' is reserved")));
     }
     Ok(())
@@ -51,9 +61,22 @@ mod tests {
     }
 
     #[test]
-    fn reserved_namespaces_are_refused_in_any_case() {
+    fn reserved_namespaces_are_refused_in_any_case_and_any_look_alike() {
         assert!(check_namespace("Consumer").is_err());
         assert!(check_namespace("faas").is_err());
+        assert!(check_namespace("ｃｏｎｓｕｍｅｒ").is_err(), "fullwidth");
+        assert!(check_namespace("ＣＯＮＳＵＭＥＲ").is_err(), "fullwidth capitals");
+        assert!(check_namespace("ＳＤＥ").is_err());
         assert!(check_namespace("myNamespace").is_ok());
+        assert!(check_namespace("consumers").is_ok());
+    }
+
+    #[test]
+    fn look_alikes_share_one_form() {
+        assert_eq!(look_alike_form("ACME"), "acme");
+        assert_eq!(look_alike_form("ａｃｍｅ"), "acme");
+        assert_eq!(look_alike_form("Ａｃｍｅ"), "acme");
+        assert_eq!(look_alike_form("caf\u{0065}\u{0301}"), look_alike_form("café"));
+        assert_ne!(look_alike_form("acme"), look_alike_form("acne"));
     }
 }

@@ -52,7 +52,22 @@ pub fn load_state(conn: &Connection, account_id: &str) -> Result<AccountState, S
     let mut statement = conn
         .prepare_cached("SELECT name, key_id FROM api_keys WHERE account_id = ?1 AND revoked_at IS NULL")?;
     let active_keys = statement.query_map([account_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    Ok(AccountState { exists, active_keys: active_keys.collect::<Result<_, _>>()? })
+    Ok(AccountState { exists, active_keys: active_keys.collect::<Result<_, _>>()?, look_alike: None })
+}
+
+/// An existing account whose id has `account_id`'s look-alike form, other than itself. Reads
+/// every account id: for account creation only, which is rare.
+pub fn look_alike_account(conn: &Connection, account_id: &str) -> Result<Option<String>, StoreError> {
+    let form = crate::domain::names::look_alike_form(account_id);
+    let mut statement = conn.prepare_cached("SELECT account_id FROM accounts")?;
+    let ids = statement.query_map([], |row| row.get::<String>(0))?;
+    for id in ids {
+        let id = id?;
+        if id != account_id && crate::domain::names::look_alike_form(&id) == form {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
 }
 
 const KEY_OWNER: &str =

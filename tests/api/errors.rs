@@ -149,3 +149,28 @@ async fn a_huge_uri_is_414_and_too_many_or_too_large_headers_are_431_with_json_m
     let fine = app.call_with(&key, "GET", "/v1/account/acme/bots/s/properties", &many[..50], "").await;
     assert_eq!(fine.status, 200, "{}", fine.body);
 }
+
+#[tokio::test]
+async fn look_alike_names_cannot_reach_reserved_namespaces_nor_become_a_second_account() {
+    let app = spawn_app().await;
+    let key = app.account("acme").await;
+    // Fullwidth letters spell a reserved namespace as much as ASCII does.
+    for name in ["ｃｏｎｓｕｍｅｒ", "ＣＯＮＳＵＭＥＲ", "Faas"] {
+        let body = serde_json::json!({ "name": name }).to_string();
+        let reply = app.call(&key, "POST", "/v1/account/acme", &body).await;
+        assert!(reply.assert_error(400).contains("reserved"), "{name}: {}", reply.body);
+    }
+    let encoded = "/v1/account/acme/%EF%BD%83%EF%BD%8F%EF%BD%8E%EF%BD%93%EF%BD%95%EF%BD%8D%EF%BD%85%EF%BD%92/s/properties";
+    let reply = app.call(&key, "PATCH", encoded, r#"{"a": 1}"#).await;
+    reply.assert_error(400);
+
+    // Account ids that differ only in case or character width are one account: a second is 409.
+    for id in ["ACME", "ａｃｍｅ", "Ａcme"] {
+        let body = serde_json::json!({ "account_id": id }).to_string();
+        let reply = app.admin("POST", "/admin/accounts", &body).await;
+        assert!(reply.assert_error(409).contains("look like"), "{id}: {}", reply.body);
+    }
+    let accounts = app.admin("GET", "/admin/accounts", "").await.json();
+    assert_eq!(accounts.as_array().unwrap().len(), 1, "{accounts}");
+    assert_eq!(app.admin("POST", "/admin/accounts", r#"{"account_id": "acme-2"}"#).await.status, 201);
+}
