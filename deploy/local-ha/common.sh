@@ -80,14 +80,3 @@ signal_group() {
     alive "$pid" || return 0
     kill "-$signal" -- "-$pid" 2>/dev/null || kill "-$signal" "$pid" 2>/dev/null || true
 }
-
-# The name of the member Patroni reports as leader, asking each member's REST API in turn.
-leader() {
-    local m
-    for m in "${members[@]}"; do
-        curl -fsS --max-time 2 "http://127.0.0.1:$(rest_port "$m")/cluster" 2>/dev/null |
-            python3 -c 'import json,sys; print(next((m["name"] for m in json.load(sys.stdin)["members"] if m["role"] == "leader"), ""))' \
-                2>/dev/null && return 0
-    done
-    return 0
-}

@@ -45,7 +45,6 @@ async fn raw_params<S: Send + Sync>(parts: &mut Parts, state: &S) -> Result<RawP
 #[derive(Debug, Clone)]
 pub struct Account {
     pub id: String,
-    pub key_id: String,
     /// The key's name: the actor of what it writes.
     pub key_name: String,
     /// The key's sha256, to check that it is still active (a live stream outlasts requests).
@@ -106,7 +105,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<(Account, Role)
     let key_hash = hash_secret(key);
     let owner = state.store.key_owner(&key_hash).await?.ok_or_else(ApiError::forbidden)?;
     state.store.note_key_use(&key_hash, state.clock.now());
-    let account = Account { id: owner.account, key_id: owner.key_id, key_name: owner.name, key_hash };
+    let account = Account { id: owner.account, key_name: owner.name, key_hash };
     Ok((account, owner.role))
 }
 

@@ -70,16 +70,15 @@ pub fn look_alike_account(conn: &Connection, account_id: &str) -> Result<Option<
     Ok(None)
 }
 
-const KEY_OWNER: &str =
-    "SELECT key_hash, account_id, key_id, name, role FROM api_keys WHERE revoked_at IS NULL";
+const KEY_OWNER: &str = "SELECT key_hash, account_id, name, role FROM api_keys WHERE revoked_at IS NULL";
 
 fn key_owner(row: &crate::store::db::Row<'_>) -> crate::store::db::Result<(String, KeyOwner)> {
-    let role: String = row.get(4)?;
+    let role: String = row.get(3)?;
     let role = Role::parse(&role).ok_or_else(|| crate::store::db::Error::Column {
-        column: 4,
+        column: 3,
         message: format!("unknown role '{role}'"),
     })?;
-    Ok((row.get(0)?, KeyOwner { account: row.get(1)?, key_id: row.get(2)?, name: row.get(3)?, role }))
+    Ok((row.get(0)?, KeyOwner { account: row.get(1)?, name: row.get(2)?, role }))
 }
 
 /// Every unrevoked key, by hash.

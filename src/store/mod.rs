@@ -155,7 +155,6 @@ pub struct Outcome {
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyOwner {
     pub account: String,
-    pub key_id: String,
     /// The key's name in its account: the actor of what it writes is `key:<name>`.
     pub name: String,
     pub role: crate::domain::events::Role,

@@ -36,6 +36,15 @@ async fn until_key_answers(node: &TestApp, key: &str, status: u16) {
     }
 }
 
+/// A node whose account `acme` has one property written: the node, the key, the session's path.
+async fn node_with_a_write() -> (TestApp, String, &'static str) {
+    let app = spawn_app().await;
+    let key = app.account("acme").await;
+    let path = "/v1/account/acme/bots/s/properties";
+    assert_eq!(app.call(&key, "PATCH", path, r#"{"before": 1}"#).await.status, 204);
+    (app, key, path)
+}
+
 #[tokio::test]
 async fn two_nodes_on_one_database_write_one_account_as_one_log() {
     if !on_postgres() {
@@ -167,10 +176,7 @@ async fn a_node_whose_connections_are_cut_answers_503_then_reconnects_by_itself(
     if !on_postgres() {
         return;
     }
-    let app = spawn_app().await;
-    let key = app.account("acme").await;
-    let path = "/v1/account/acme/bots/s/properties";
-    assert_eq!(app.call(&key, "PATCH", path, r#"{"before": 1}"#).await.status, 204);
+    let (app, key, path) = node_with_a_write().await;
 
     // What a failover does to a node: every connection of the database is closed under it.
     let url = std::fs::read_to_string(app.data_dir.join("test-database-url")).unwrap();
@@ -214,10 +220,7 @@ async fn readyz_is_503_while_the_writer_has_lost_the_database_and_ready_again_on
     if !on_postgres() {
         return;
     }
-    let app = spawn_app().await;
-    let key = app.account("acme").await;
-    let path = "/v1/account/acme/bots/s/properties";
-    assert_eq!(app.call(&key, "PATCH", path, r#"{"before": 1}"#).await.status, 204);
+    let (app, key, path) = node_with_a_write().await;
     assert_eq!(app.call(&key, "GET", path, "").await.status, 200);
     assert_eq!(app.request("GET", "/readyz", &[], String::new()).await.status, 200);
 

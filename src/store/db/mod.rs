@@ -81,13 +81,16 @@ impl Error {
         }
     }
 
-    /// The server ended the connection (PostgreSQL: the socket closed, a connection exception,
-    /// or the server shutting down, crashing or terminating this backend): nothing more can be
-    /// sent on it.
+    /// The server ended the connection (PostgreSQL: the socket closed or failed, a connection
+    /// exception, or the server shutting down, crashing or terminating this backend — whose
+    /// message can arrive before the socket's end): nothing more can be sent on it.
     pub fn is_connection_lost(&self) -> bool {
         match self {
             Error::Postgres(error) | Error::Deferred(error) | Error::Prepare { source: error, .. } => {
+                let socket =
+                    std::error::Error::source(error).is_some_and(|source| source.is::<std::io::Error>());
                 error.is_closed()
+                    || socket
                     || error.code().is_some_and(|code| {
                         let code = code.code();
                         code.starts_with("08") || code.starts_with("57P")

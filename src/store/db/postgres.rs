@@ -216,40 +216,9 @@ impl PgConnection {
         }
     }
 
-    /// True once the connection to the server is gone. A connection this thread drives is
-    /// first given a turn, without waiting: the server may have ended it (a failover, a
-    /// terminated backend) since the last query, which answered with the error and did not let
-    /// the connection read its end.
+    /// True once the connection to the server is gone, or was given up (`abandon`).
     pub fn is_closed(&self) -> bool {
-        if self.abandoned.get() {
-            return true;
-        }
-        if let Driver::Caller(caller) = &self.driver {
-            let CallerDriver { runtime, connection } = &**caller;
-            let mut connection = connection.borrow_mut();
-            if let Some(driving) = connection.as_mut() {
-                let ended = runtime.block_on(async {
-                    // Twice, a yield between: the yield lets the runtime look at the socket.
-                    for _ in 0..2 {
-                        let polled = std::future::poll_fn(|context| {
-                            std::task::Poll::Ready(driving.as_mut().poll(context).is_ready())
-                        });
-                        if polled.await {
-                            return true;
-                        }
-                        tokio::task::yield_now().await;
-                    }
-                    false
-                });
-                if ended {
-                    *connection = None;
-                }
-            }
-            if connection.is_none() {
-                return true;
-            }
-        }
-        self.client.is_closed()
+        self.abandoned.get() || self.client.is_closed()
     }
 
     pub(super) fn prepare(&self, sql: &str) -> Result<tokio_postgres::Statement> {
