@@ -224,7 +224,7 @@ fn copy_last_event(
     until: Until<'_>,
 ) -> Result<(), StoreError> {
     const COLUMNS: &str = "id, seq, account, stream, stream_version, event_type, event_version, data, meta,
-        recorded_at, payload_hash, hash";
+        recorded_at, payload_hash, hash, payload_salt";
     let sql = format!(
         "SELECT {COLUMNS} FROM events WHERE stream = ?1 AND {} ORDER BY stream_version DESC LIMIT 1",
         until.condition()
@@ -233,10 +233,10 @@ fn copy_last_event(
     let mut rows = statement.query(params![stream, until.bound()])?;
     if let Some(row) = rows.next()? {
         let values: Vec<crate::store::db::Value> =
-            (0..12).map(|index| row.get(index)).collect::<Result<_, _>>()?;
+            (0..13).map(|index| row.get(index)).collect::<Result<_, _>>()?;
         target
             .prepare_cached(&format!(
-                "INSERT INTO events ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+                "INSERT INTO events ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
             ))?
             .execute(crate::store::db::params_from_iter(values))?;
     }

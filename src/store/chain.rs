@@ -1,12 +1,14 @@
 //! The hash chains that make the log tamper-evident (docs/AUDIT.md): one per account.
 //!
-//! Every event stores `payload_hash`, the sha256 of its `data`, and `hash`, the sha256 of the
-//! hash of the account's previous event and of its own columns, with the payload counted by
-//! `payload_hash`. Changing any stored column breaks the event's own link or, for `hash`, the
-//! next one. An erasure replaces a payload but keeps `payload_hash`, so the chain still links;
-//! the erasure event records the sha256 of each redacted payload, and that event is itself in
-//! the chain. The store-wide `id` is not hashed: an account's chain is the same in any store
-//! it is moved to.
+//! Every event stores `payload_salt`, 16 random bytes, `payload_hash`, the sha256 of the salt
+//! and its `data`, and `hash`, the sha256 of the hash of the account's previous event and of
+//! its own columns, with the payload counted by `payload_hash`. Changing any stored column
+//! breaks the event's own link or, for `hash`, the next one. An erasure replaces a payload and
+//! removes its salt but keeps `payload_hash`, so the chain still links, and neither that hash
+//! nor the link can confirm a guess of the erased payload: the guess would need the salt. The
+//! erasure event records the sha256 of each redacted payload, and that event is itself in the
+//! chain. The store-wide `id` is not hashed: an account's chain is the same in any store it is
+//! moved to.
 
 use std::collections::HashMap;
 
@@ -35,9 +37,47 @@ pub struct Columns<'a> {
     pub recorded_at: &'a str,
 }
 
-/// sha256 of a payload, as stored in `payload_hash`.
+/// The random bytes hashed before a payload.
+pub type Salt = [u8; 16];
+
+/// sha256 of a payload without salt: the redacted form an erasure records, and `payload_hash`
+/// as stores before migration 0014 wrote it.
 pub fn payload_hash(data: &str) -> Hash {
     Sha256::digest(data.as_bytes()).into()
+}
+
+/// sha256 of `salt` and a payload, as stored in `payload_hash`.
+pub fn salted_payload_hash(salt: &[u8], data: &str) -> Hash {
+    let mut hasher = Sha256::new();
+    hasher.update(salt);
+    hasher.update(data.as_bytes());
+    hasher.finalize().into()
+}
+
+/// The payload hash of a stored row: salted when the row has a salt (every payload not
+/// erased), else of the text alone.
+pub fn stored_payload_hash(salt: Option<&[u8]>, data: &str) -> Hash {
+    salt.map_or_else(|| payload_hash(data), |salt| salted_payload_hash(salt, data))
+}
+
+/// A new salt from the OS's random source, drawn 4 KiB at a time so that an event costs no
+/// system call of its own.
+pub fn new_salt() -> Salt {
+    use std::cell::RefCell;
+    thread_local! {
+        static POOL: RefCell<(Box<[u8; 4096]>, usize)> = RefCell::new((Box::new([0; 4096]), 4096));
+    }
+    POOL.with_borrow_mut(|(pool, used)| {
+        if *used + 16 > pool.len() {
+            getrandom::fill(&mut pool[..]).expect("the OS random source is available");
+            *used = 0;
+        }
+        let salt: Salt = pool[*used..*used + 16].try_into().expect("16 bytes");
+        // Each salt is used once.
+        pool[*used..*used + 16].fill(0);
+        *used += 16;
+        salt
+    })
 }
 
 /// The `hash` of an event: its predecessor's hash, then each column, texts length-prefixed so
@@ -89,12 +129,17 @@ pub fn head(conn: &Connection, account: &str) -> Result<Option<Head>, StoreError
 }
 
 /// Every column of an event row but the store-wide `id`, in the order `read_row` reads.
-const SELECT_ROWS: &str =
+pub(super) const SELECT_ROWS: &str =
+    "SELECT seq, account, stream, stream_version, event_type, event_version, data, meta,
+        recorded_at, payload_hash, hash, payload_salt FROM events";
+
+/// The columns of `SELECT_ROWS` that migration 0007 found (before 0014 added salts).
+const SELECT_ROWS_UNSALTED: &str =
     "SELECT seq, account, stream, stream_version, event_type, event_version, data, meta,
         recorded_at, payload_hash, hash FROM events";
 
 /// The columns and the payload of a row of `SELECT_ROWS`.
-fn read_row<'r>(row: &'r crate::store::db::Row<'_>) -> Result<(Columns<'r>, &'r str), StoreError> {
+pub(super) fn read_row<'r>(row: &'r crate::store::db::Row<'_>) -> Result<(Columns<'r>, &'r str), StoreError> {
     let text = |index| row.get_ref(index).and_then(|value| value.as_str());
     let columns = Columns {
         seq: row.get(0)?,
@@ -122,7 +167,7 @@ fn read_row<'r>(row: &'r crate::store::db::Row<'_>) -> Result<(Columns<'r>, &'r 
 pub fn split_per_account(conn: &Connection) -> Result<(), StoreError> {
     let mut heads: HashMap<String, (u64, Hash)> = HashMap::new();
     let mut position = conn.prepare("SELECT seq FROM events_per_account WHERE id = ?1")?;
-    let mut select = conn.prepare(&format!("{SELECT_ROWS} ORDER BY seq"))?;
+    let mut select = conn.prepare(&format!("{SELECT_ROWS_UNSALTED} ORDER BY seq"))?;
     let mut rows = select.query([])?;
     let mut old_head: Option<(u64, Vec<u8>)> = None;
     let mut old_previous = GENESIS;
@@ -149,7 +194,7 @@ pub fn split_per_account(conn: &Connection) -> Result<(), StoreError> {
         let columns = Columns { seq: head.0 + 1, ..old };
         let hash = link(&head.1, &columns, &payload);
         *head = (columns.seq, hash);
-        super::log::insert_row(conn, "events_per_account", id, &columns, &data, &payload, &hash)?;
+        super::log::insert_row(conn, "events_per_account", id, &columns, (&data, None), &payload, &hash)?;
         // The old chain, as `verify` checked it before this migration (a log that 0005 hashed in
         // this same run has no hashes yet, and nothing to check).
         if let Ok(stored) = Hash::try_from(stored_hash.as_slice()) {
@@ -287,7 +332,8 @@ pub fn verify(conn: &Connection, account: &str) -> Result<ChainReport, StoreErro
         }
         let stored_payload: Vec<u8> = row.get(9)?;
         let stored_hash: Vec<u8> = row.get(10)?;
-        let actual = payload_hash(data);
+        let salt: Option<Vec<u8>> = row.get(11)?;
+        let actual = stored_payload_hash(salt.as_deref(), data);
         if stored_payload != actual {
             changed.push((seq, actual));
         }
@@ -317,6 +363,11 @@ pub fn verify(conn: &Connection, account: &str) -> Result<ChainReport, StoreErro
             broken.seq, broken.reason
         );
         bad(broken.position, why, &mut report);
+    }
+    if let Some((position, reason)) = super::salting::break_before_salting(conn, account)? {
+        let why =
+            format!("before payloads were salted (migration 0014), the chain did not verify here: {reason}");
+        bad(position, why, &mut report);
     }
     Ok(report)
 }
@@ -355,7 +406,7 @@ fn erasure_list(event: &mut Event) -> Vec<(u64, Hash)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::store::migrations::{MIGRATIONS, migrate};
 
@@ -366,7 +417,7 @@ mod tests {
     }
 
     /// A store at schema `version`, 4 (before the chain) or 6.
-    fn store_at(version: u32, events: &[(&str, &str, &str, &str)]) -> Connection {
+    pub(crate) fn store_at(version: u32, events: &[(&str, &str, &str, &str)]) -> Connection {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
             .unwrap();
@@ -527,7 +578,14 @@ mod tests {
             recorded_at: "2026-01-01T00:00:00.000000Z",
         };
         let expected = link(&GENESIS, &first, &payload_hash(r#"{"account_id":"b"}"#));
-        assert_eq!(verify(&conn, "b").unwrap().head, expected);
+        // 0014 salted it afterwards, keeping the head it started from.
+        let old_head: Vec<u8> = conn
+            .query_row("SELECT old_head FROM chain_rewrites WHERE account = 'b'", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(old_head, expected);
+        let report = verify(&conn, "b").unwrap();
+        assert_ne!(report.head, expected);
+        assert_eq!(report.first_bad, None);
         let kept: u64 =
             conn.query_row("SELECT count(*) FROM global_chain_heads", [], |row| row.get(0)).unwrap();
         assert_eq!(kept, 0, "no one kept a head of a log that had none");

@@ -72,29 +72,36 @@ pub fn append(conn: &Connection, recorded: &RecordedEvent, previous: &Hash) -> R
         meta: &recorded.meta,
         recorded_at: &recorded_at,
     };
-    let payload_hash = chain::payload_hash(&data);
+    let salt = chain::new_salt();
+    let payload_hash = chain::salted_payload_hash(&salt, &data);
     let hash = chain::link(previous, &columns, &payload_hash);
-    insert_row(conn, "events", recorded.id, &columns, &data, &payload_hash, &hash)?;
+    insert_row(conn, "events", recorded.id, &columns, (&data, Some(&salt)), &payload_hash, &hash)?;
     Ok(hash)
 }
 
-/// Inserts an event row into `table` (`events`, or the copy a migration fills).
+/// Inserts an event row into `table` (`events`, or the copy migration 0007 fills, which has no
+/// salts).
 pub(super) fn insert_row(
     conn: &Connection,
     table: &str,
     id: u64,
     columns: &chain::Columns<'_>,
-    data: &str,
+    (data, salt): (&str, Option<&chain::Salt>),
     payload_hash: &Hash,
     hash: &Hash,
 ) -> Result<(), StoreError> {
     let (id, value) = new_id(conn, id, "?1");
-    conn.prepare_cached(&format!(
+    // Migration 0007's copy has no salt column: its statement leaves it out.
+    let (salt_column, salt_value) = match salt {
+        Some(_) => (", payload_salt", ", ?13"),
+        None => ("", ""),
+    };
+    let mut statement = conn.prepare_cached(&format!(
         "INSERT INTO {table} (id, account, seq, stream, stream_version, event_type, event_version, data,
-                              meta, recorded_at, payload_hash, hash)
-         VALUES ({value}, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
-    ))?
-    .execute_later(params![
+                              meta, recorded_at, payload_hash, hash{salt_column})
+         VALUES ({value}, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12{salt_value})"
+    ))?;
+    let values = params![
         id,
         columns.account,
         columns.seq,
@@ -107,7 +114,9 @@ pub(super) fn insert_row(
         columns.recorded_at,
         payload_hash.as_slice(),
         hash.as_slice(),
-    ])?;
+        salt.map(|salt| salt.as_slice()),
+    ];
+    statement.execute_later(&values[..values.len() - usize::from(salt.is_none())])?;
     Ok(())
 }
 
@@ -128,13 +137,14 @@ pub(crate) fn new_id(
     }
 }
 
-/// Replaces the payload of `account`'s event `seq` with its redacted form: the one change the log allows,
-/// made only for an erasure (`domain::erasure`). Its `payload_hash` and `hash` stay, so the
-/// chain still links; the erasure event records the sha256 of the new payload.
+/// Replaces the payload of `account`'s event `seq` with its redacted form and removes its salt:
+/// the one change the log allows, made only for an erasure (`domain::erasure`). Its
+/// `payload_hash` and `hash` stay, so the chain still links, and without the salt they confirm
+/// no guess of the old payload; the erasure event records the sha256 of the new payload.
 pub fn redact_payload(conn: &Connection, account: &str, seq: u64, redacted: &str) -> Result<(), StoreError> {
     conn.execute("INSERT INTO erasure_in_progress (\"only\") VALUES (1)", [])?;
     let changed = conn.execute(
-        "UPDATE events SET data = ?1 WHERE account = ?2 AND seq = ?3",
+        "UPDATE events SET data = ?1, payload_salt = NULL WHERE account = ?2 AND seq = ?3",
         params![redacted, account, seq],
     )?;
     conn.execute("DELETE FROM erasure_in_progress", [])?;

@@ -115,6 +115,20 @@ pub const MIGRATIONS: &[Migration] = &[
         rebuilds_projections: false,
         then: None,
     },
+    Migration {
+        version: 14,
+        name: "0014_salted_payloads.sql",
+        sql: include_str!("../../migrations/sqlite/0014_salted_payloads.sql"),
+        rebuilds_projections: false,
+        then: Some(super::salting::salt_every_account),
+    },
+    Migration {
+        version: 15,
+        name: "0015_salted_payloads_append_only.sql",
+        sql: include_str!("../../migrations/sqlite/0015_salted_payloads_append_only.sql"),
+        rebuilds_projections: false,
+        then: None,
+    },
 ];
 
 /// The PostgreSQL backend's migrations: its history starts with the schema SQLite's reached.
@@ -130,6 +144,20 @@ pub const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "0002_named_keys.sql",
         sql: include_str!("../../migrations/postgres/0002_named_keys.sql"),
+        rebuilds_projections: false,
+        then: None,
+    },
+    Migration {
+        version: 3,
+        name: "0003_salted_payloads.sql",
+        sql: include_str!("../../migrations/postgres/0003_salted_payloads.sql"),
+        rebuilds_projections: false,
+        then: Some(super::salting::salt_every_account),
+    },
+    Migration {
+        version: 4,
+        name: "0004_salted_payloads_append_only.sql",
+        sql: include_str!("../../migrations/postgres/0004_salted_payloads_append_only.sql"),
         rebuilds_projections: false,
         then: None,
     },

@@ -12,6 +12,7 @@ pub mod log;
 pub mod migrations;
 pub mod notify;
 pub mod read;
+pub mod salting;
 pub mod transfer;
 pub mod writer;
 

@@ -549,7 +549,7 @@ async fn a_store_from_before_the_funnels_has_its_analytics_rebuilt_when_it_opens
                  DROP TRIGGER session_size_on_insert; DROP TRIGGER session_size_on_update;
                  DROP TRIGGER session_size_on_delete; DROP TABLE session_sizes;
                  DROP INDEX namespaces_being_deleted; ALTER TABLE namespaces DROP COLUMN deleting_since;
-                 DROP TABLE customer_erasures;
+                 DROP TABLE customer_erasures; DROP TABLE chain_rewrites;
                  DROP INDEX api_keys_active_name; ALTER TABLE api_keys DROP COLUMN name;
                  ALTER TABLE api_keys DROP COLUMN role; DROP TABLE api_key_usage;
                  CREATE TRIGGER events_are_append_only_update BEFORE UPDATE ON events

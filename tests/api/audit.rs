@@ -11,7 +11,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, raw_connection, spawn_app};
 use crate::journeys::{Cs, assert_cs_error};
 
 /// `(seq, data)` of every event of `account`, from the SQLite file.
@@ -433,6 +433,44 @@ async fn erasing_a_customer_redacts_their_events_keeps_the_chain_and_the_counts(
     // A restart replays nothing differently: the rebuilt projections still match.
     let app = app.restart().await;
     assert!(app.verify().mismatch.is_none());
+}
+
+#[tokio::test]
+async fn an_erased_payloads_kept_hash_confirms_no_guess_of_it() {
+    use ctxd::store::chain::{payload_hash, salted_payload_hash};
+    let app = spawn_app().await;
+    let key = app.account("acme").await;
+    patch(&app, &key, "acme", "caller", json!({"ssn": "078-05-1120"})).await;
+    let stored = || -> (String, Option<Vec<u8>>, Vec<u8>, Vec<u8>) {
+        raw_connection(&app.data_dir)
+            .query_row(
+                "SELECT data, payload_salt, payload_hash, hash FROM events
+                 WHERE account = 'acme' AND event_type = 'PropertiesPatched'",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            )
+            .unwrap()
+    };
+    let (original, salt, hash_before, link_before) = stored();
+    assert!(original.contains("078-05-1120"));
+    let salt = salt.expect("a payload is hashed with a salt of its own");
+    assert_eq!(hash_before, salted_payload_hash(&salt, &original));
+    assert_ne!(hash_before, payload_hash(&original), "the plain hash of the payload is not stored");
+
+    let reply = app.call(&key, "POST", "/v1/account/acme/namespace/ns/session/caller/erase", "").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let (redacted, salt_after, hash_after, link_after) = stored();
+    assert!(!redacted.contains("078-05-1120"));
+    assert_eq!(salt_after, None, "the salt is erased with the payload");
+    assert_eq!((&hash_after, &link_after), (&hash_before, &link_before), "the chain still links");
+    // Someone who guesses the exact payload cannot confirm it: without the salt, its hash does
+    // not match what is kept.
+    assert_ne!(hash_after, payload_hash(&original));
+    let (code, export, stderr) = crate::process::ctxd(&app.data_dir, &["export", "--account", "acme"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!export.contains("078-05-1120"));
+    assert!(!export.contains(&hex::encode(payload_hash(&original))));
+    assert_eq!(verify_chain(&app, &key).await["intact"], true);
 }
 
 #[tokio::test]

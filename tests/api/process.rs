@@ -93,7 +93,7 @@ async fn create_account(client: &Http, addr: &str) -> String {
     serde_json::from_str::<serde_json::Value>(&body).unwrap()["api_key"].as_str().unwrap().to_string()
 }
 
-fn ctxd(data_dir: &Path, args: &[&str]) -> (i32, String, String) {
+pub(crate) fn ctxd(data_dir: &Path, args: &[&str]) -> (i32, String, String) {
     let mut command = Command::new(BINARY);
     if let Some(url) = crate::helpers::test_database(data_dir) {
         command.env("CTXD_DATABASE_URL", url);

@@ -73,7 +73,7 @@ fn event_rows(data_dir: &Path) -> Vec<Vec<Column>> {
     let mut statement = conn
         .prepare(
             "SELECT account, seq, stream, stream_version, event_type, event_version, data, meta, recorded_at,
-                    payload_hash, hash
+                    payload_hash, hash, payload_salt
              FROM events ORDER BY account, seq",
         )
         .unwrap();
@@ -88,7 +88,7 @@ fn event_rows(data_dir: &Path) -> Vec<Vec<Column>> {
             |row| row.get(0),
         )
         .unwrap();
-    assert_eq!((columns, all), (11, 12), "every column of events but the id is compared");
+    assert_eq!((columns, all), (12, 13), "every column of events but the id is compared");
     statement
         .query_map([], |row| (0..columns).map(|index| row.get(index)).collect())
         .unwrap()

@@ -41,6 +41,7 @@ fn export_in_snapshot(
         let json = |index, column| stored_json(seq, column, text(index)?);
         let hex = |index, column| stored_hash_hex(seq, column, row.get_ref(index)?.as_blob()?);
         let (payload_hash, hash) = (hex(9, "payload_hash")?, hex(10, "hash")?);
+        let salt: Option<Vec<u8>> = row.get(11)?;
         let line = Line {
             seq,
             account: Cow::Borrowed(text(1)?),
@@ -53,6 +54,7 @@ fn export_in_snapshot(
             recorded_at: Cow::Borrowed(text(8)?),
             payload_hash: Cow::Borrowed(std::str::from_utf8(&payload_hash).expect("hex is ASCII")),
             hash: Cow::Borrowed(std::str::from_utf8(&hash).expect("hex is ASCII")),
+            payload_salt: salt.map(|salt| Cow::Owned(hex::encode(salt))),
         };
         serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::from)?;
         out.write_all(b"\n")?;

@@ -124,10 +124,14 @@ struct Line<'a> {
     payload_hash: Cow<'a, str>,
     #[serde(borrow)]
     hash: Cow<'a, str>,
+    /// Hex of the 16 bytes hashed before the payload; absent for an erased payload, and in
+    /// exports from stores before salted hashes (an import salts those accounts anew).
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    payload_salt: Option<Cow<'a, str>>,
 }
 
 const COLUMNS: &str = "seq, account, stream, stream_version, event_type, event_version, data, meta,
-    recorded_at, payload_hash, hash";
+    recorded_at, payload_hash, hash, payload_salt";
 
 mod export;
 mod import;

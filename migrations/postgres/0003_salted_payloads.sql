@@ -1,0 +1,17 @@
+-- Salted payload hashes (docs/AUDIT.md): each event's payload is hashed after 16 random bytes
+-- of its own, which an erasure removes with the payload, so the kept hash confirms no guess.
+-- The step that follows (store::salting) salts every account's log and links it anew, keeping
+-- each old head, and any break the old chain had, in chain_rewrites. The append-only trigger
+-- is set again by 0004, over the new column.
+ALTER TABLE events ADD COLUMN payload_salt BYTEA;
+DROP TRIGGER events_are_append_only ON events;
+
+CREATE TABLE chain_rewrites (
+    account            TEXT COLLATE "C" PRIMARY KEY,
+    last_seq           BIGINT NOT NULL,
+    old_head           BYTEA  NOT NULL,
+    new_head           BYTEA  NOT NULL,
+    rewritten_at       TEXT COLLATE "C" NOT NULL,
+    first_bad_position BIGINT,
+    reason             TEXT COLLATE "C"
+);
