@@ -277,8 +277,20 @@ fn open_existing(location: &store::Location) -> Result<store::db::Connection, Bo
     Ok(conn)
 }
 
-/// `ctxd verify [--chain]`: exit 1 when the projections or (with `--chain`) the chain fail.
+/// `ctxd verify [--chain]`: exit 1 when the store's file is damaged (SQLite's full integrity
+/// check, which prints only what it finds, so that a report reads the same on both backends),
+/// the projections or (with `--chain`) the chain fail.
 fn verify(location: &store::Location, with_chain: bool) -> Result<i32, BoxError> {
+    if let store::Location::Sqlite(data_dir) = location {
+        let path = store::database_path(data_dir);
+        if path.exists()
+            && let store::db::Connection::Sqlite(conn) = store::read::open_read_only(&path)?
+            && let Some(problem) = store::integrity_problems(&conn, true)?
+        {
+            println!("DAMAGED: {}", StoreError::Damaged { path, problem });
+            return Ok(1);
+        }
+    }
     let conn = open_existing(location)?;
     let report = projections::verify::verify(&conn)?;
     for (table, checksum) in &report.tables {

@@ -28,7 +28,7 @@ pub async fn run(store: Store, mut stop: watch::Receiver<bool>) {
         let wait = match finish(&store, &stop).await {
             Ok(_) => None,
             Err(error) => {
-                tracing::warn!(%error, "a step of a long command failed; trying again");
+                crate::sweeper::warn_unless_said(&error, "a step of a long command failed; trying again");
                 Some(RETRY_AFTER)
             }
         };

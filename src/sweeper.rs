@@ -51,6 +51,14 @@ pub async fn prune_idempotency_keys(store: &Store, retention: Duration) -> Resul
     store.submit(request).await.map(|_| ())
 }
 
+/// Logs a failed sweep, unless the writer has said why once for the whole episode (a full disk).
+pub fn warn_unless_said(error: &WriteError, what: &str) {
+    match error {
+        WriteError::DiskFull => tracing::debug!(%error, "{what}"),
+        _ => tracing::warn!(%error, "{what}"),
+    }
+}
+
 /// Sweeps every `interval` until `stop` changes.
 pub async fn run(store: Store, interval: Duration, retention: Duration, mut stop: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(interval);
@@ -60,16 +68,16 @@ pub async fn run(store: Store, interval: Duration, retention: Duration, mut stop
             _ = ticker.tick() => {
                 // Every node records its own keys' use, sweeper or not.
                 if let Err(error) = store.record_key_use().await {
-                    tracing::warn!(%error, "recording API key use failed");
+                    warn_unless_said(&error, "recording API key use failed");
                 }
                 if !store.sweeper_turn().await {
                     continue; // another node sweeps
                 }
                 if let Err(error) = sweep_once(&store).await {
-                    tracing::warn!(%error, "expiry sweep failed");
+                    warn_unless_said(&error, "expiry sweep failed");
                 }
                 if let Err(error) = prune_idempotency_keys(&store, retention).await {
-                    tracing::warn!(%error, "idempotency key pruning failed");
+                    warn_unless_said(&error, "idempotency key pruning failed");
                 }
             }
             _ = stop.changed() => {

@@ -70,6 +70,10 @@ impl From<WriteError> for ApiError {
                 retry_after: Some(1),
                 ..Self::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
             },
+            WriteError::DiskFull => ApiError {
+                retry_after: Some(5),
+                ..Self::new(StatusCode::INSUFFICIENT_STORAGE, error.to_string())
+            },
             WriteError::RateLimited { retry_after } => {
                 let message = format!("{error}: at most {} ms from now", retry_after.as_millis().max(1));
                 let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);

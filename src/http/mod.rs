@@ -136,7 +136,8 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
     }
-    if response.status().is_server_error() {
+    // A full disk is said once per episode by the writer, not once per refused request.
+    if response.status().is_server_error() && response.status() != StatusCode::INSUFFICIENT_STORAGE {
         tracing::warn!(%route, %method, status = %response.status(), %request_id, "server error");
     }
     response.into_response()

@@ -30,6 +30,12 @@ async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiE
             "the writer has lost the database and is reconnecting",
         ));
     }
+    if state.store.disk_full() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the store's disk is full: writes are refused until space is freed",
+        ));
+    }
     // No figure of the log: this route needs no key, and the log's length is every account's.
     state.store.read(log::last_id)?;
     Ok(axum::Json(json!({ "status": "ready" })))

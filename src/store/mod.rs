@@ -49,6 +49,13 @@ pub enum StoreError {
     Locked(PathBuf),
     #[error("every read connection this node may open is in use")]
     Busy,
+    #[error(
+        "the store {path} is damaged ({problem}); ctxd does not open it. Stop every ctxd using it and keep \
+         a copy of the file (with its -wal), then restore the latest backup, or recover what SQLite can \
+         still read: `sqlite3 {path} .recover | sqlite3 recovered.db`, put recovered.db in its place and \
+         run `ctxd verify --chain` (docs/AUDIT.md, \"A damaged store\")"
+    )]
+    Damaged { path: PathBuf, problem: String },
 }
 
 impl StoreError {
@@ -83,6 +90,11 @@ pub enum WriteError {
     AccountBusy,
     #[error("this account is past its writes_per_second; retry later")]
     RateLimited { retry_after: std::time::Duration },
+    #[error(
+        "the store's disk is full: nothing was written; writes resume by themselves once space is freed, \
+         retry then"
+    )]
+    DiskFull,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -196,6 +208,8 @@ struct Inner {
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The writer's last word on its connection (`writer::Shared::online`).
     writer_online: Arc<AtomicBool>,
+    /// The writer's word that the disk is full (`writer::Shared::disk_full`).
+    disk_full: Arc<AtomicBool>,
     /// Set when `/readyz` asked the offline writer to reconnect, until the writer tried:
     /// however often `/readyz` is polled, one request is pending.
     reconnect_asked: Arc<AtomicBool>,
@@ -330,10 +344,51 @@ pub fn lock_data_dir(data_dir: &Path) -> Result<File, StoreError> {
     Ok(lock)
 }
 
-/// Opens the write connection with the pragmas every writer uses, and migrates it.
+/// What SQLite's own check found wrong with the file at `path`, if anything: `quick_check`
+/// (every page and b-tree read and checked, without matching indexes to their tables) or, with
+/// `full`, `integrity_check`. A file SQLite cannot even read as a database counts as damaged.
+pub fn integrity_problems(conn: &rusqlite::Connection, full: bool) -> Result<Option<String>, StoreError> {
+    let pragma = if full { "PRAGMA integrity_check(20)" } else { "PRAGMA quick_check(20)" };
+    let checked = conn.prepare(pragma).and_then(|mut statement| {
+        statement.query_map([], |row| row.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()
+    });
+    match checked {
+        Ok(lines) if lines == ["ok"] => Ok(None),
+        Ok(lines) => Ok(Some(lines.join("; "))),
+        Err(error) if is_damage(&error) => Ok(Some(error.to_string())),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// SQLite's word that a file is not a database, or a damaged one.
+pub fn is_damage(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
+}
+
+/// Opens the write connection with the pragmas every writer uses, checks the file
+/// (`integrity_problems`, quick) and migrates it.
 pub fn open_writer_connection(path: &Path, synchronous_full: bool) -> Result<Connection, StoreError> {
+    let damaged = |problem: String| StoreError::Damaged { path: path.to_path_buf(), problem };
+    let opened = open_checked_writer(path, synchronous_full);
+    match opened {
+        Err(StoreError::Database(db::Error::Sqlite(error))) if is_damage(&error) => {
+            Err(damaged(error.to_string()))
+        }
+        other => other,
+    }
+}
+
+fn open_checked_writer(path: &Path, synchronous_full: bool) -> Result<Connection, StoreError> {
     make_private(path)?;
     let conn = rusqlite::Connection::open(path)?;
+    let started = std::time::Instant::now();
+    if let Some(problem) = integrity_problems(&conn, false)? {
+        return Err(StoreError::Damaged { path: path.to_path_buf(), problem });
+    }
+    tracing::info!(took = ?started.elapsed(), "the store's file passed SQLite's quick check");
     // A 16 MiB page cache: SQLite walks its page cache's hash table at the end of every commit
     // (`pcache1TruncateUnsafe`), so a larger cache costs every commit (docs/PERFORMANCE.md).
     // `secure_delete`: what an update or a delete frees is overwritten with zeros, so an erased
@@ -419,6 +474,7 @@ impl Store {
         }
         let online = Arc::new(AtomicBool::new(true));
         let reconnect_asked = Arc::new(AtomicBool::new(false));
+        let disk_full = Arc::new(AtomicBool::new(false));
         let shared = writer::Shared {
             keys: keys.clone(),
             limits,
@@ -427,6 +483,11 @@ impl Store {
             node,
             online: online.clone(),
             reconnect_asked: reconnect_asked.clone(),
+            disk_full: disk_full.clone(),
+            data_dir: match location {
+                Location::Sqlite(data_dir) => Some(data_dir.clone()),
+                Location::Postgres(_) => None,
+            },
         };
         let read_connections = config.read_connections;
         let thread = writer::spawn(conn, receiver, config, clock, metrics, shared)?;
@@ -442,6 +503,7 @@ impl Store {
                 writer_thread: Mutex::new(Some(thread)),
                 writer_online: online,
                 reconnect_asked,
+                disk_full,
                 key_lookups: tokio::sync::Semaphore::new(KEY_LOOKUPS),
                 key_use: Mutex::new(HashMap::new()),
                 sweeper: Mutex::new(SweeperTurn::default()),
@@ -654,6 +716,16 @@ impl Store {
             let _ = self.inner.sender.try_send(writer::Message::Reload);
         }
         online
+    }
+
+    /// True while writes are refused for a full disk; each call then asks the writer to try
+    /// whether space has returned (coalesced as `writer_connected`'s).
+    pub fn disk_full(&self) -> bool {
+        let full = self.inner.disk_full.load(Ordering::Acquire);
+        if full && !self.inner.reconnect_asked.swap(true, Ordering::AcqRel) {
+            let _ = self.inner.sender.try_send(writer::Message::Reload);
+        }
+        full
     }
 
     /// Lets the writer finish everything queued, checkpoints the WAL, stops the thread and

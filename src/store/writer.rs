@@ -74,6 +74,11 @@ pub(super) struct Shared {
     pub online: Arc<AtomicBool>,
     /// Set by `/readyz` when it asked for a reconnection; cleared when the writer tried.
     pub reconnect_asked: Arc<AtomicBool>,
+    /// True from a group refused for a full disk until a write succeeds again: `/readyz`
+    /// answers 503 then, and asks the writer to try (`Writer::probe_space`).
+    pub disk_full: Arc<AtomicBool>,
+    /// SQLite's data directory, where the writer tries whether space has returned.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 pub(super) enum Message {
@@ -310,7 +315,10 @@ impl Writer {
                         queue(&mut waiting, request, Reply { sender: reply, _place: place })
                     }
                     Some(Message::Stop { ack }) => stop = Some(ack),
-                    Some(Message::Reload) => self.reload_keys(),
+                    Some(Message::Reload) => {
+                        self.reload_keys();
+                        self.probe_space();
+                    }
                     None => break,
                 }
             }
@@ -323,7 +331,10 @@ impl Writer {
                         queue(&mut waiting, request, Reply { sender: reply, _place: place })
                     }
                     Ok(Message::Stop { ack }) => stop = Some(ack),
-                    Ok(Message::Reload) => self.reload_keys(),
+                    Ok(Message::Reload) => {
+                        self.reload_keys();
+                        self.probe_space();
+                    }
                     Err(_) => break,
                 }
             }
@@ -396,6 +407,48 @@ impl Writer {
         }
     }
 
+    /// A group met a full disk: said once per episode, however many writes meet it.
+    fn note_disk_full(&self, error: &GroupError) {
+        if !self.shared.disk_full.swap(true, Ordering::AcqRel) {
+            let store = self.shared.data_dir.as_ref().map_or("PostgreSQL's data directory".into(), |dir| {
+                super::database_path(dir).display().to_string()
+            });
+            tracing::error!(
+                %error,
+                store,
+                "the disk is full: writes are refused with 507 until space is freed, then resume by themselves"
+            );
+        }
+    }
+
+    /// A write succeeded: if the disk was full, it is no longer.
+    fn space_returned(&self) {
+        if self.shared.disk_full.swap(false, Ordering::AcqRel) {
+            tracing::info!("space has returned: writes resume");
+        }
+    }
+
+    /// While the disk is full, tries whether a write would succeed again, so that `/readyz`
+    /// turns ready without a client's write: SQLite, a 1 MiB file written, synced and removed in
+    /// the data directory; PostgreSQL, a one-row update committed.
+    fn probe_space(&mut self) {
+        if !self.shared.disk_full.load(Ordering::Acquire) {
+            return;
+        }
+        let probed = match &self.shared.data_dir {
+            Some(dir) => probe_file(dir).map_err(|error| error.to_string()),
+            None => self
+                .conn
+                .execute("UPDATE schema_version SET applied_at = applied_at WHERE version = 1", [])
+                .map(drop)
+                .map_err(|error| error.to_string()),
+        };
+        match probed {
+            Ok(()) => self.space_returned(),
+            Err(error) => tracing::debug!(%error, "the disk is still full"),
+        }
+    }
+
     /// Reads the active API keys and the accounts' write limits again.
     fn reload_keys(&mut self) {
         if !self.connected() {
@@ -436,6 +489,13 @@ impl Writer {
             }
             match attempt {
                 Ok(done) => break done,
+                Err(error) if error.disk_full() => {
+                    // Every command of the group is refused: each would meet the same disk.
+                    self.note_disk_full(&error);
+                    self.cursor =
+                        Cursor::of(&self.conn).unwrap_or(Cursor { next_id: first, ..Cursor::default() });
+                    break (batch.iter().map(|_| Err(WriteError::DiskFull)).collect(), false);
+                }
                 Err(GroupError::NotStarted(error)) => {
                     // An idle connection the server closed is found here: connect again and run
                     // the group once more (nothing of it was sent).
@@ -512,6 +572,9 @@ impl Writer {
             self.conn.set_deferred(true);
         }
         let appended = self.cursor.next_id.saturating_sub(first);
+        if appended > 0 {
+            self.space_returned();
+        }
         self.metrics.record_commit(batch.len(), appended, started.elapsed(), self.cursor.next_id - 1);
         let erased = results
             .iter()
@@ -640,16 +703,38 @@ enum GroupError {
     Command(usize, StoreError),
 }
 
+/// Writes, syncs and removes a 1 MiB file in `dir`: room for a group's WAL frames.
+fn probe_file(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = dir.join(".space-probe");
+    let written = std::fs::File::create(&path).and_then(|mut file| {
+        file.write_all(&[0; 1 << 20])?;
+        file.sync_all()
+    });
+    let _ = std::fs::remove_file(&path);
+    written
+}
+
 impl GroupError {
-    /// The server ended the connection (`db::Error::is_connection_lost`).
-    fn lost_connection(&self) -> bool {
+    /// The database's own error behind this one, if any.
+    fn database_error(&self) -> Option<&db::Error> {
         match self {
             GroupError::Locked(_, StoreError::Database(error))
             | GroupError::NotStarted(StoreError::Database(error))
             | GroupError::Store(StoreError::Database(error))
-            | GroupError::Command(_, StoreError::Database(error)) => error.is_connection_lost(),
-            _ => false,
+            | GroupError::Command(_, StoreError::Database(error)) => Some(error),
+            _ => None,
         }
+    }
+
+    /// The database's disk is full (`db::Error::is_disk_full`).
+    fn disk_full(&self) -> bool {
+        self.database_error().is_some_and(db::Error::is_disk_full)
+    }
+
+    /// The server ended the connection (`db::Error::is_connection_lost`).
+    fn lost_connection(&self) -> bool {
+        self.database_error().is_some_and(db::Error::is_connection_lost)
     }
 }
 

@@ -8,6 +8,7 @@ mod concurrency;
 mod context;
 mod customers;
 mod errors;
+mod faults;
 mod helpers;
 mod history;
 mod journeys;

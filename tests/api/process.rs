@@ -12,41 +12,68 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_ctxd");
+pub(crate) const BINARY: &str = env!("CARGO_BIN_EXE_ctxd");
 const ADMIN: &str = "process-test-admin";
 
 /// A `ctxd serve` child process on a random port.
-struct Server {
-    child: Child,
-    addr: String,
+pub(crate) struct Server {
+    pub child: Child,
+    pub addr: String,
 }
 
 impl Server {
-    fn start(data_dir: &Path) -> Server {
+    pub fn start(data_dir: &Path) -> Server {
+        Server::start_logging_to(data_dir, None)
+    }
+
+    /// Starts a server whose log (stderr) goes to `log_file`, or else to a pipe read and dropped.
+    pub fn start_logging_to(data_dir: &Path, log_file: Option<&Path>) -> Server {
         let mut command = Command::new(BINARY);
         if let Some(url) = crate::helpers::test_database(data_dir) {
             command.env("CTXD_DATABASE_URL", url);
         }
+        let stderr = match log_file {
+            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+            None => Stdio::piped(),
+        };
         let mut child = command
             .env("CTXD_DATA_DIR", data_dir)
             .env("CTXD_ADDR", "127.0.0.1:0")
             .env("CTXD_ADMIN_TOKEN", ADMIN)
             .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .expect("ctxd starts");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines.next().expect("ctxd logs that it listens").unwrap();
-            if let Some(rest) = line.split("ctxd listening addr=").nth(1) {
-                break rest.trim().to_string();
+        let listening =
+            |line: &str| line.split("ctxd listening addr=").nth(1).map(|rest| rest.trim().to_string());
+        let addr = match log_file {
+            Some(path) => {
+                let started = std::time::Instant::now();
+                loop {
+                    let text = std::fs::read_to_string(path).unwrap_or_default();
+                    if let Some(addr) = text.lines().find_map(listening) {
+                        break addr;
+                    }
+                    assert!(started.elapsed() < Duration::from_secs(10), "ctxd did not start: {text}");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            None => {
+                let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+                let addr = loop {
+                    let line = lines.next().expect("ctxd logs that it listens").unwrap();
+                    if let Some(addr) = listening(&line) {
+                        break addr;
+                    }
+                };
+                std::thread::spawn(move || for _ in lines {});
+                addr
             }
         };
-        std::thread::spawn(move || for _ in lines {});
         Server { child, addr }
     }
 
-    fn signal(&self, signal: &str) {
+    pub fn signal(&self, signal: &str) {
         let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
         assert!(status.success());
     }
@@ -59,9 +86,9 @@ impl Drop for Server {
     }
 }
 
-type Http = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+pub(crate) type Http = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
-async fn send(
+pub(crate) async fn send(
     client: &Http,
     addr: &str,
     method: &str,
@@ -82,7 +109,7 @@ async fn send(
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-async fn create_account(client: &Http, addr: &str) -> String {
+pub(crate) async fn create_account(client: &Http, addr: &str) -> String {
     let admin = format!("Bearer {ADMIN}");
     let auth = [("authorization", admin.as_str())];
     let (status, _) =

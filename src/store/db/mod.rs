@@ -100,6 +100,22 @@ impl Error {
         }
     }
 
+    /// The disk the database writes to is full (SQLite: `SQLITE_FULL`, or no room to grow its
+    /// shared-memory index; PostgreSQL: `disk_full`): nothing was written, and the same write
+    /// succeeds once space is freed.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) => {
+                failure.code == rusqlite::ErrorCode::DiskFull
+                    || failure.extended_code == rusqlite::ffi::SQLITE_IOERR_SHMSIZE
+            }
+            Error::Postgres(error) | Error::Deferred(error) | Error::Prepare { source: error, .. } => {
+                error.code().is_some_and(|code| *code == tokio_postgres::error::SqlState::DISK_FULL)
+            }
+            _ => false,
+        }
+    }
+
     /// The database could not be reached or opened just now: the request may be retried.
     pub fn is_unavailable(&self) -> bool {
         match self {
@@ -295,7 +311,13 @@ impl Drop for Transaction<'_> {
         if let Connection::Postgres(conn) = self.conn {
             conn.discard_pending();
         }
+        // SQLite may have rolled the transaction back itself (on a full disk, say).
+        let open = match self.conn {
+            Connection::Sqlite(conn) => !conn.is_autocommit(),
+            Connection::Postgres(_) => true,
+        };
         if !self.done
+            && open
             && let Err(error) = self.conn.execute_batch("ROLLBACK")
         {
             tracing::warn!(%error, "rolling back a dropped transaction failed");
