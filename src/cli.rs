@@ -429,6 +429,7 @@ async fn admin(location: &store::Location, command: AdminCommand) -> Result<i32,
     let submit = |command| store.submit(WriteRequest { command, meta, idempotency: None });
     let result = match command {
         AdminCommand::CreateAccount { account_id } => {
+            let account_id = crate::domain::names::normal_form(account_id);
             let command = Command::Account(AccountCommand::CreateAccount { account_id: account_id.clone() });
             submit(command).await.map(|_| println!("created account {account_id}"))
         }

@@ -28,6 +28,17 @@ pub fn check_name(what: &str, name: &str) -> Result<(), DomainError> {
     Ok(())
 }
 
+/// A client's name in the one form ctxd keeps and compares it in: Unicode NFC, so that `é` sent
+/// as `e` and a combining accent (as macOS and some keyboards write it) names the same session
+/// as `é` sent whole. Names already in NFC (every ASCII name) come back as they are.
+pub fn normal_form(name: String) -> String {
+    use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
+    match is_nfc_quick(name.chars()) {
+        IsNormalized::Yes => name,
+        _ => name.nfc().collect(),
+    }
+}
+
 /// The form in which names that must not look alike are compared: Unicode compatibility
 /// composition (NFKC: fullwidth `ａｃｍｅ` is `acme`, `ﬁ` is `fi`), then lower case. Names are
 /// stored as given; this form only decides what counts as the same name where that matters
@@ -69,6 +80,15 @@ mod tests {
         assert!(check_namespace("ＳＤＥ").is_err());
         assert!(check_namespace("myNamespace").is_ok());
         assert!(check_namespace("consumers").is_ok());
+    }
+
+    #[test]
+    fn names_are_kept_in_nfc() {
+        assert_eq!(normal_form("caf\u{0065}\u{0301}".into()), "café");
+        assert_eq!(normal_form("café".into()), "café");
+        assert_eq!(normal_form("plain-ascii".into()), "plain-ascii");
+        // NFC keeps compatibility forms apart: fullwidth letters are look-alikes, not the same name.
+        assert_eq!(normal_form("ａｃｍｅ".into()), "ａｃｍｅ");
     }
 
     #[test]

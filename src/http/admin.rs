@@ -88,6 +88,7 @@ async fn create_account(
     write: Write<JsonBody<NewAccount>>,
 ) -> Result<Response, ApiError> {
     let JsonBody(NewAccount { account_id }) = write.body;
+    let account_id = crate::domain::names::normal_form(account_id);
     let command = Command::Account(AccountCommand::CreateAccount { account_id: account_id.clone() });
     state.store.submit(write.context.request("admin".into(), ADMIN_SCOPE, command)).await?;
     let location = format!("/admin/accounts/{}", percent_encode(&account_id));

@@ -17,7 +17,7 @@ use super::history::{AsOf, Live};
 use crate::domain::Command;
 use crate::domain::context::{ContextCommand, SessionRef};
 use crate::domain::events::{JsonText, Properties, session_stream};
-use crate::domain::names::{check_name, check_namespace};
+use crate::domain::names::{check_name, check_namespace, normal_form};
 use crate::projections::as_of::Streams;
 use crate::projections::context as read;
 use crate::store::log;
@@ -91,7 +91,7 @@ async fn create_namespace(
 ) -> Result<Response, ApiError> {
     let JsonBody(NamespaceName { name }) = write.body;
     let command = ContextCommand::CreateNamespace {
-        namespace: name,
+        namespace: normal_form(name),
         ttl_second: query.ttl_second,
         expected: write.context.expected,
     };
@@ -160,7 +160,8 @@ async fn patch_properties(
     write: Write<JsonBody<Map<String, Value>>>,
 ) -> Result<Response, ApiError> {
     let JsonBody(body) = write.body;
-    let properties = body.iter().map(|(key, value)| (key.clone(), JsonText::from_value(value))).collect();
+    let properties =
+        body.iter().map(|(key, value)| (normal_form(key.clone()), JsonText::from_value(value))).collect();
     merge(&state, &account, &target, write.context, properties).await
 }
 
@@ -235,6 +236,7 @@ async fn set_session_ttl(
 ) -> Result<Response, ApiError> {
     let ttl_second = query.ttl_second.ok_or_else(|| ApiError::bad_request("ttlSecond is required"))?;
     let JsonBody(SessionIdBody { session_id }) = write.body;
+    let session_id = normal_form(session_id);
     let session = SessionRef { namespace: target.namespace, session_id, expected: write.context.expected };
     submit(&state, &account, write.context, ContextCommand::SetSessionTtl { session, ttl_second }).await
 }

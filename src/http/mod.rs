@@ -58,8 +58,48 @@ pub fn path_segment(text: &str) -> percent_encoding::PercentEncode<'_> {
     percent_encoding::utf8_percent_encode(text, SEGMENT)
 }
 
-/// The whole HTTP API.
+/// The whole HTTP API, its paths' names in NFC before a route is matched (`nfc_path`).
 pub fn router(state: AppState) -> Router {
+    let routes = routes(state);
+    Router::new().fallback_service(tower::ServiceExt::map_request(routes, nfc_path))
+}
+
+/// Every name in the request's path in NFC (`names::normal_form`): the account, namespace,
+/// session and property a path names are compared in one form whatever form the client sent.
+fn nfc_path(mut request: Request) -> Request {
+    let path = request.uri().path();
+    if !path.contains('%') && path.is_ascii() {
+        return request;
+    }
+    let normalized: Vec<String> = path
+        .split('/')
+        .map(|segment| match percent_encoding::percent_decode_str(segment).decode_utf8() {
+            Ok(name) => {
+                let normal = crate::domain::names::normal_form(name.to_string());
+                if normal == name { segment.to_string() } else { path_segment(&normal).to_string() }
+            }
+            Err(_) => segment.to_string(),
+        })
+        .collect();
+    let normalized = normalized.join("/");
+    if normalized == path {
+        return request;
+    }
+    let target = match request.uri().query() {
+        Some(query) => format!("{normalized}?{query}"),
+        None => normalized,
+    };
+    let mut parts = request.uri().clone().into_parts();
+    if let Ok(target) = target.parse() {
+        parts.path_and_query = Some(target);
+        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+    }
+    request
+}
+
+fn routes(state: AppState) -> Router {
     Router::new()
         .merge(ops::router())
         .merge(admin::router())

@@ -432,3 +432,32 @@ async fn a_page_of_sessions_over_32_mib_is_refused_with_413() {
     assert_eq!(smaller.status, 200);
     assert_eq!(smaller.json().as_array().unwrap().len(), 10);
 }
+
+#[tokio::test]
+async fn names_sent_in_any_unicode_form_are_kept_and_compared_in_nfc() {
+    let app = spawn_app().await;
+    // The account id in decomposed form (o + combining diaeresis), then addressed composed.
+    let key = app.account("zo\u{0065}\u{0308}").await;
+    let composed = "/v1/account/zo%C3%AB";
+    let decomposed = "/v1/account/zoe%CC%88";
+    // A namespace, a session and a property, each written decomposed (NFD, as macOS writes).
+    let created = app.call(&key, "POST", composed, r#"{"name":"cafe\u0301"}"#).await;
+    assert_eq!(created.status, 204, "{}", created.body);
+    let path = format!("{decomposed}/cafe%CC%81/rene%CC%81e/properties");
+    let patched = app.call(&key, "PATCH", &path, r#"{"no\u0301m":"1"}"#).await;
+    assert_eq!(patched.status, 204, "{}", patched.body);
+    // Read back composed: one namespace, one session, one property, all in NFC.
+    let read = app.call(&key, "GET", &format!("{composed}/caf%C3%A9/ren%C3%A9e/properties"), "").await;
+    assert_eq!(read.status, 200, "{}", read.body);
+    assert_eq!(read.json(), json!({"nóm": "1"}));
+    let namespaces = app.call(&key, "GET", composed, "").await.json();
+    let names: Vec<&str> =
+        namespaces.as_array().unwrap().iter().map(|ns| ns["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["café"], "one namespace, named in NFC");
+    // A second write in the other form lands in the same session.
+    let again =
+        app.call(&key, "PATCH", &format!("{composed}/caf%C3%A9/ren%C3%A9e/properties"), r#"{"x":2}"#).await;
+    assert_eq!(again.status, 204);
+    let read = app.call(&key, "GET", &format!("{decomposed}/cafe%CC%81/rene%CC%81e/properties"), "").await;
+    assert_eq!(read.json(), json!({"nóm": "1", "x": 2}));
+}

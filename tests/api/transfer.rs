@@ -282,6 +282,13 @@ async fn an_import_of_an_account_the_store_holds_or_into_a_served_store_is_refus
     assert!(run.code == 2 && run.stderr.contains("already holds account acme"), "{}", run.stderr);
     assert_eq!(count(&acme_only, "accounts"), 1, "globex was not brought in");
 
+    // An account whose id reads the same as one the store holds is refused as at creation.
+    let look_alike = written.fresh_dir("look-alike");
+    assert_eq!(ctxd(&look_alike, &["admin", "create-account", "ACME"]).code, 0);
+    let run = import(&look_alike, &acme);
+    assert!(run.code == 2 && run.stderr.contains("reads the same as account ACME"), "{}", run.stderr);
+    assert_eq!(count(&look_alike, "accounts"), 1, "acme was not brought in");
+
     let served = tempfile::tempdir().unwrap();
     let app = serve(&served).await;
     let run = import(served.path(), &file);

@@ -50,6 +50,21 @@ pub fn import(conn: &mut Connection, input: impl BufRead + Send) -> Result<Impor
     imported
 }
 
+/// Account ids that read the same (`names::look_alike_form`) are refused at import as at
+/// creation: among the imported accounts, and beside the store's own.
+fn refuse_look_alikes(tx: &Connection, accounts: &[String]) -> Result<(), TransferError> {
+    let mut forms: HashMap<String, &String> = HashMap::new();
+    for account in accounts {
+        if let Some(other) = forms.insert(crate::domain::names::look_alike_form(account), account) {
+            return Err(TransferError::LookAlike(account.clone(), other.clone()));
+        }
+        if let Some(other) = crate::projections::accounts::look_alike_account(tx, account)? {
+            return Err(TransferError::LookAlike(account.clone(), other));
+        }
+    }
+    Ok(())
+}
+
 /// Sets the journal mode, unless another connection has the file open; answers whether it did.
 fn set_journal_mode(conn: &Connection, mode: &str) -> bool {
     let now = conn.query_row(&format!("PRAGMA journal_mode = {mode}"), [], |row| row.get::<String>(0));
@@ -70,6 +85,7 @@ fn import_in_one_transaction(
     }
     let insert = took();
     accounts.sort();
+    refuse_look_alikes(&tx, &accounts)?;
     unsalted.sort();
     unsalted.dedup();
     let mut reports = Vec::with_capacity(accounts.len());

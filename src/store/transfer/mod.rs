@@ -71,6 +71,11 @@ pub enum TransferError {
         "the store already holds account {0}: an account is imported only into a store that does not hold it; nothing was imported"
     )]
     AccountExists(String),
+    #[error(
+        "account {0} reads the same as account {1} (their ids differ only in case or character width): \
+         one of them must be renamed before the import; nothing was imported"
+    )]
+    LookAlike(String, String),
     #[error("the input holds no event")]
     NoEvents,
     #[error(
