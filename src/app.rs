@@ -52,6 +52,10 @@ impl Application {
     /// Opens the store and binds the listener (port 0 picks a free port).
     pub async fn build(config: &ServeConfig, clock: Arc<dyn Clock>) -> Result<Application, BoxError> {
         let metrics = Arc::new(Metrics::default());
+        // Bound first: a taken address creates no store, token or key before it fails.
+        let listener = TcpListener::bind(&config.addr).await.map_err(|error| {
+            std::io::Error::new(error.kind(), format!("cannot listen on {}: {error}", config.addr))
+        })?;
         let location = crate::store::Location::of(&config.data_dir, config.database_url.as_deref());
         let store = Store::open_at(&location, config.writer.clone(), clock.clone(), metrics.clone())?;
         // The admin token and signing key live there unless given (on PostgreSQL too).
@@ -59,7 +63,6 @@ impl Application {
         let admin_token_hash =
             crate::auth::admin_token_hash(config.admin_token.as_deref(), &config.data_dir)?;
         let signer = Arc::new(HeadSigner::load(&config.signing_key, &config.data_dir)?);
-        let listener = TcpListener::bind(&config.addr).await?;
         Ok(Application {
             listener,
             connections: config.connections.clone().fit_open_files(),

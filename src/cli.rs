@@ -257,7 +257,10 @@ fn open_existing(location: &store::Location) -> Result<store::db::Connection, Bo
             if !path.exists() {
                 return Err(format!("no store at {}", path.display()).into());
             }
-            (store::read::open_read_only(&path)?, path.display().to_string())
+            let conn = store::read::open_read_only(&path)?;
+            // The first read: a file that is not a database (or a damaged one) says so here.
+            store::migrations::current_version(&conn).map_err(|error| error.naming(&path))?;
+            (conn, path.display().to_string())
         }
         store::Location::Postgres(url) => {
             (store::db::Connection::Postgres(store::db::PgConnection::connect(url)?), "--database-url".into())
@@ -283,11 +286,17 @@ fn open_existing(location: &store::Location) -> Result<store::db::Connection, Bo
 fn verify(location: &store::Location, with_chain: bool) -> Result<i32, BoxError> {
     if let store::Location::Sqlite(data_dir) = location {
         let path = store::database_path(data_dir);
-        if path.exists()
-            && let store::db::Connection::Sqlite(conn) = store::read::open_read_only(&path)?
-            && let Some(problem) = store::integrity_problems(&conn, true)?
-        {
-            println!("DAMAGED: {}", StoreError::Damaged { path, problem });
+        let damaged = match store::read::open_read_only(&path) {
+            _ if !path.exists() => None,
+            Ok(store::db::Connection::Sqlite(conn)) => {
+                store::integrity_problems(&conn, true)?.map(|problem| StoreError::Damaged { path, problem })
+            }
+            Err(error @ StoreError::Damaged { .. }) => Some(error),
+            Ok(_) => None,
+            Err(error) => return Err(error.into()),
+        };
+        if let Some(damaged) = damaged {
+            println!("DAMAGED: {damaged}");
             return Ok(1);
         }
     }

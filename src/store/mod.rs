@@ -56,6 +56,23 @@ pub enum StoreError {
          run `ctxd verify --chain` (docs/AUDIT.md, \"A damaged store\")"
     )]
     Damaged { path: PathBuf, problem: String },
+    /// The database at `path` could not be opened or read.
+    #[error("{}: {source}", path.display())]
+    At { path: PathBuf, source: db::Error },
+}
+
+impl StoreError {
+    /// This error as one that names the SQLite file at `path`: a damaged file as `Damaged`,
+    /// any other error of the database as `At`.
+    pub fn naming(self, path: &Path) -> StoreError {
+        match self {
+            StoreError::Database(db::Error::Sqlite(error)) if is_damage(&error) => {
+                StoreError::Damaged { path: path.to_path_buf(), problem: error.to_string() }
+            }
+            StoreError::Database(source) => StoreError::At { path: path.to_path_buf(), source },
+            other => other,
+        }
+    }
 }
 
 impl StoreError {
@@ -371,14 +388,7 @@ pub fn is_damage(error: &rusqlite::Error) -> bool {
 /// Opens the write connection with the pragmas every writer uses, checks the file
 /// (`integrity_problems`, quick) and migrates it.
 pub fn open_writer_connection(path: &Path, synchronous_full: bool) -> Result<Connection, StoreError> {
-    let damaged = |problem: String| StoreError::Damaged { path: path.to_path_buf(), problem };
-    let opened = open_checked_writer(path, synchronous_full);
-    match opened {
-        Err(StoreError::Database(db::Error::Sqlite(error))) if is_damage(&error) => {
-            Err(damaged(error.to_string()))
-        }
-        other => other,
-    }
+    open_checked_writer(path, synchronous_full).map_err(|error| error.naming(path))
 }
 
 fn open_checked_writer(path: &Path, synchronous_full: bool) -> Result<Connection, StoreError> {

@@ -126,8 +126,12 @@ pub fn open(location: &Location) -> Result<Connection, StoreError> {
     }
 }
 
-/// Opens `path` read-only, for queries and `ctxd verify`.
+/// Opens `path` read-only, for queries and `ctxd verify`; an error names the file.
 pub fn open_read_only(path: &std::path::Path) -> Result<Connection, StoreError> {
+    open_read_only_unnamed(path).map_err(|error| error.naming(path))
+}
+
+fn open_read_only_unnamed(path: &std::path::Path) -> Result<Connection, StoreError> {
     let conn = rusqlite::Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,

@@ -160,12 +160,13 @@ async fn stopped_store_with_writes(data_dir: &Path) {
 
 /// `ctxd serve` on `data_dir`, which must exit by itself within 10 s: its exit code and log.
 fn serve_until_it_exits(data_dir: &Path) -> (Option<i32>, String) {
-    let log = data_dir.with_extension("log");
+    let log_file = tempfile::NamedTempFile::new().unwrap();
+    let log = log_file.path();
     let mut child = Command::new(crate::process::BINARY)
         .env("CTXD_DATA_DIR", data_dir)
         .env("CTXD_ADDR", "127.0.0.1:0")
         .env("CTXD_ADMIN_TOKEN", "faults-test-admin")
-        .stderr(std::fs::File::create(&log).unwrap())
+        .stderr(log_file.reopen().unwrap())
         .spawn()
         .unwrap();
     let started = Instant::now();
@@ -175,11 +176,11 @@ fn serve_until_it_exits(data_dir: &Path) -> (Option<i32>, String) {
         }
         if started.elapsed() > Duration::from_secs(10) {
             let _ = child.kill();
-            panic!("ctxd served a damaged store: {}", std::fs::read_to_string(&log).unwrap());
+            panic!("ctxd served a damaged store: {}", std::fs::read_to_string(log).unwrap());
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    (status.code(), std::fs::read_to_string(&log).unwrap())
+    (status.code(), std::fs::read_to_string(log).unwrap())
 }
 
 /// The page size and the root page of `index` in the SQLite file at `path`.
@@ -268,4 +269,54 @@ async fn flipped_bytes_in_a_page_header_or_in_a_value_are_found() {
     let (code, log) = serve_until_it_exits(&data_dir);
     assert_ne!(code, Some(0), "{log}");
     assert!(log.contains("is damaged"), "{log}");
+}
+
+#[tokio::test]
+async fn errors_of_the_machine_name_the_path_or_address_they_concern() {
+    if on_postgres() {
+        return;
+    }
+    // A data dir on a read-only file system.
+    let dir = tempfile::tempdir().unwrap();
+    let read_only = dir.path().join("ro");
+    std::fs::create_dir(&read_only).unwrap();
+    let mounted =
+        Command::new("mount").args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"]).arg(&read_only).status();
+    assert!(mounted.unwrap().success(), "this test mounts a tmpfs: run it as root");
+    let (code, log) = serve_until_it_exits(&read_only.join("data"));
+    let _ = Command::new("umount").arg("-l").arg(&read_only).status();
+    assert_ne!(code, Some(0));
+    assert!(
+        log.contains(&read_only.join("data").display().to_string()) && log.contains("Read-only"),
+        "{log}"
+    );
+
+    // A file that is not a database: each command names it.
+    let data_dir = dir.path().join("garbage");
+    std::fs::create_dir(&data_dir).unwrap();
+    let file = data_dir.join("ctxd.db");
+    std::fs::write(&file, "not a database ".repeat(40)).unwrap();
+    let (code, log) = serve_until_it_exits(&data_dir);
+    assert_ne!(code, Some(0));
+    assert!(log.contains(&format!("the store {} is damaged", file.display())), "{log}");
+    let (code, stdout, _) = ctxd(&data_dir, &["verify"]);
+    assert_eq!(code, 1);
+    assert!(stdout.contains(&format!("DAMAGED: the store {}", file.display())), "{stdout}");
+    let (code, _, stderr) = ctxd(&data_dir, &["export"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains(&file.display().to_string()), "{stderr}");
+
+    // An address in use: named, and nothing is created before the bind fails.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let fresh = dir.path().join("fresh");
+    let output = Command::new(crate::process::BINARY)
+        .env("CTXD_DATA_DIR", &fresh)
+        .env("CTXD_ADDR", &addr)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(output.status.code(), Some(0));
+    assert!(stderr.contains(&format!("cannot listen on {addr}")), "{stderr}");
+    assert!(!fresh.exists(), "no data dir, store or token was created");
 }
