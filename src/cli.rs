@@ -327,10 +327,13 @@ fn verify_chain(conn: &store::db::Connection) -> Result<bool, BoxError> {
     snapshot.commit()?;
     let (reports, global) = reports?;
     if let Some(global) = global {
+        let head = match global.head.is_empty() {
+            true => "not kept (it was computed over payloads erased since, migration 0014)".to_string(),
+            false => hex::encode(global.head),
+        };
         println!(
-            "before per-account logs (migration 0007), the store-wide chain ended at seq {} with head {}",
-            global.last_seq,
-            hex::encode(global.head)
+            "before per-account logs (migration 0007), the store-wide chain ended at seq {} with head {head}",
+            global.last_seq
         );
         if let Some(broken) = global.broken {
             println!(

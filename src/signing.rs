@@ -106,7 +106,12 @@ fn create_key_file(path: &Path) -> Result<String, KeyError> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let io = |error| KeyError::Io(path.to_path_buf(), error);
-    options.open(path).map_err(io)?.write_all(text.as_bytes()).map_err(io)?;
+    let mut file = options.open(path).map_err(io)?;
+    if let Err(error) = file.write_all(text.as_bytes()).and_then(|()| file.sync_all()) {
+        // A half-written key (a full disk) would be refused as malformed at every later start.
+        let _ = std::fs::remove_file(path);
+        return Err(io(error));
+    }
     tracing::info!(path = %path.display(), "generated the store's head-signing key; it is in this file");
     Ok(text)
 }

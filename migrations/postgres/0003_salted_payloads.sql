@@ -9,7 +9,7 @@ DROP TRIGGER events_are_append_only ON events;
 CREATE TABLE chain_rewrites (
     account            TEXT COLLATE "C" PRIMARY KEY,
     last_seq           BIGINT NOT NULL,
-    old_head           BYTEA  NOT NULL,
+    old_head           BYTEA,              -- NULL when the old chain held an erased payload
     new_head           BYTEA  NOT NULL,
     rewritten_at       TEXT COLLATE "C" NOT NULL,
     first_bad_position BIGINT,

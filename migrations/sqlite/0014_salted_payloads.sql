@@ -9,7 +9,7 @@ DROP TRIGGER events_are_append_only_update;
 CREATE TABLE chain_rewrites (
     account            TEXT PRIMARY KEY,
     last_seq           INTEGER NOT NULL,
-    old_head           BLOB NOT NULL,
+    old_head           BLOB,               -- NULL when the old chain held an erased payload
     new_head           BLOB NOT NULL,
     rewritten_at       TEXT NOT NULL,
     first_bad_position INTEGER,

@@ -66,9 +66,15 @@ pub fn router(state: AppState) -> Router {
 
 /// Every name in the request's path in NFC (`names::normal_form`): the account, namespace,
 /// session and property a path names are compared in one form whatever form the client sent.
+/// Only under `/v1/` and `/admin/`, whose names are kept in NFC; journeys' ids are kept as
+/// given. A target over the 414 limit is left for that limit to refuse as sent.
 fn nfc_path(mut request: Request) -> Request {
     let path = request.uri().path();
-    if !path.contains('%') && path.is_ascii() {
+    let target_length = request.uri().path_and_query().map_or(0, |target| target.as_str().len());
+    if (!path.contains('%') && path.is_ascii())
+        || !(path.starts_with("/v1/") || path.starts_with("/admin/"))
+        || target_length > MAX_URI_BYTES
+    {
         return request;
     }
     let normalized: Vec<String> = path

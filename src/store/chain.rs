@@ -310,6 +310,17 @@ pub struct ChainReport {
 /// Walks `account`'s chain in position order, recomputing every payload hash and link. Run it
 /// inside a read transaction so that it sees one snapshot.
 pub fn verify(conn: &Connection, account: &str) -> Result<ChainReport, StoreError> {
+    verify_salted(conn, account, true)
+}
+
+/// `verify`; with `salts_required`, a payload still there and hashed without salt is a break
+/// too (an old node writing after the upgrade). `store::salting` checks logs from before salts
+/// without it.
+pub(super) fn verify_salted(
+    conn: &Connection,
+    account: &str,
+    salts_required: bool,
+) -> Result<ChainReport, StoreError> {
     let mut report =
         ChainReport { account: account.to_string(), events: 0, last_seq: 0, head: GENESIS, first_bad: None };
     // Payloads whose hash no longer matches: sound only if a later erasure redacted them to
@@ -336,6 +347,12 @@ pub fn verify(conn: &Connection, account: &str) -> Result<ChainReport, StoreErro
         let actual = stored_payload_hash(salt.as_deref(), data);
         if stored_payload != actual {
             changed.push((seq, actual));
+        } else if salt.is_none() && salts_required {
+            bad(
+                seq,
+                "its payload is hashed without salt (written by a release before salted hashes)".into(),
+                &mut report,
+            );
         }
         let payload: Hash = stored_payload.as_slice().try_into().unwrap_or(actual);
         let expected = link(&report.head, &columns, &payload);

@@ -722,8 +722,8 @@ impl Store {
     /// node polled by its load balancer reconnects even when no write comes.
     pub fn writer_connected(&self) -> bool {
         let online = self.inner.writer_online.load(Ordering::Acquire);
-        if !online && !self.inner.reconnect_asked.swap(true, Ordering::AcqRel) {
-            let _ = self.inner.sender.try_send(writer::Message::Reload);
+        if !online {
+            self.ask_writer_to_try();
         }
         online
     }
@@ -732,10 +732,20 @@ impl Store {
     /// whether space has returned (coalesced as `writer_connected`'s).
     pub fn disk_full(&self) -> bool {
         let full = self.inner.disk_full.load(Ordering::Acquire);
-        if full && !self.inner.reconnect_asked.swap(true, Ordering::AcqRel) {
-            let _ = self.inner.sender.try_send(writer::Message::Reload);
+        if full {
+            self.ask_writer_to_try();
         }
         full
+    }
+
+    /// Sends the writer one `Reload` (it reconnects, or probes for space), unless one is pending;
+    /// a full channel leaves none pending, so that the next call asks again.
+    fn ask_writer_to_try(&self) {
+        if !self.inner.reconnect_asked.swap(true, Ordering::AcqRel)
+            && self.inner.sender.try_send(writer::Message::Reload).is_err()
+        {
+            self.inner.reconnect_asked.store(false, Ordering::Release);
+        }
     }
 
     /// Lets the writer finish everything queued, checkpoints the WAL, stops the thread and

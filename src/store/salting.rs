@@ -24,6 +24,14 @@ pub fn salt_every_account(conn: &Connection) -> Result<(), StoreError> {
     for account in &accounts {
         events += salt_account(conn, account)?.events;
     }
+    let erased: bool =
+        conn.query_row("SELECT count(*) > 0 FROM chain_rewrites WHERE old_head IS NULL", [], |row| {
+            row.get(0)
+        })?;
+    if erased {
+        // The store-wide head of migration 0007 was computed over erased payloads' plain hashes too.
+        conn.execute("UPDATE global_chain_heads SET head = ?1", [Vec::<u8>::new()])?;
+    }
     if events > 0 {
         tracing::info!(
             accounts = accounts.len(),
@@ -37,7 +45,15 @@ pub fn salt_every_account(conn: &Connection) -> Result<(), StoreError> {
 /// Verifies `account`'s chain as it stands, then salts its payloads and links it anew; answers
 /// the report of the new chain, with any break the old one had.
 pub fn salt_account(conn: &Connection, account: &str) -> Result<ChainReport, StoreError> {
-    let old = chain::verify(conn, account)?;
+    // PostgreSQL: the updates go out together ahead of the next read, not a round trip each.
+    conn.set_deferred(true);
+    let salted = salt_account_deferred(conn, account);
+    conn.set_deferred(false);
+    salted
+}
+
+fn salt_account_deferred(conn: &Connection, account: &str) -> Result<ChainReport, StoreError> {
+    let old = chain::verify_salted(conn, account, false)?;
     let mut select = conn.prepare(&format!(
         "{} WHERE account = ?1 AND seq > ?2 ORDER BY seq LIMIT {WINDOW}",
         chain::SELECT_ROWS
@@ -47,6 +63,7 @@ pub fn salt_account(conn: &Connection, account: &str) -> Result<ChainReport, Sto
     )?;
     let mut head = GENESIS;
     let mut last_seq = 0;
+    let mut sealed = false;
     loop {
         let mut rewritten = Vec::with_capacity(WINDOW as usize);
         let mut rows = select.query(params![account, last_seq])?;
@@ -64,7 +81,10 @@ pub fn salt_account(conn: &Connection, account: &str) -> Result<ChainReport, Sto
                 }
                 // Erased (or changed, which `old` reports): the old hash sealed under a salt
                 // nobody keeps.
-                None => (None, salted_payload_hash(&new_salt(), &hex::encode(&stored))),
+                None => {
+                    sealed = true;
+                    (None, salted_payload_hash(&new_salt(), &hex::encode(&stored)))
+                }
             };
             head = link(&head, &columns, &payload);
             last_seq = columns.seq;
@@ -75,18 +95,21 @@ pub fn salt_account(conn: &Connection, account: &str) -> Result<ChainReport, Sto
             break;
         }
         for (seq, salt, payload, hash) in rewritten {
-            update.execute(params![account, seq, salt, payload.as_slice(), hash.as_slice()])?;
+            update.execute_later(params![account, seq, salt, payload.as_slice(), hash.as_slice()])?;
         }
     }
     if last_seq == 0 {
         return Ok(old);
     }
-    record(conn, &old, &head)?;
+    record(conn, &old, &head, sealed)?;
     Ok(ChainReport { head, ..old })
 }
 
-/// Keeps the old chain's head and first break beside the new head.
-fn record(conn: &Connection, old: &ChainReport, new_head: &Hash) -> Result<(), StoreError> {
+/// Keeps the old chain's head and first break beside the new head. Not the old head of a chain
+/// that held an erased payload: it was computed over that payload's plain hash, so recomputing
+/// the old chain from a guess would confirm the guess against it.
+fn record(conn: &Connection, old: &ChainReport, new_head: &Hash, sealed: bool) -> Result<(), StoreError> {
+    let old_head = (!sealed).then_some(old.head.as_slice());
     let (position, reason) = old.first_bad.clone().unzip();
     conn.execute(
         "INSERT INTO chain_rewrites (account, last_seq, old_head, new_head, rewritten_at, first_bad_position, reason)
@@ -94,7 +117,7 @@ fn record(conn: &Connection, old: &ChainReport, new_head: &Hash) -> Result<(), S
         params![
             &old.account,
             old.last_seq,
-            old.head.as_slice(),
+            old_head,
             new_head.as_slice(),
             chrono::Utc::now().to_rfc3339(),
             position,
@@ -143,7 +166,7 @@ mod tests {
     }
 
     #[test]
-    fn migrating_salts_live_payloads_seals_erased_ones_and_keeps_the_old_head() {
+    fn migrating_salts_live_payloads_and_seals_erased_ones_and_their_old_head() {
         let erasure = format!(
             r#"{{"namespace":"ns","session_id":"s","redacted":[{{"seq":1,"redacted_sha256":"{}"}}]}}"#,
             hex::encode(payload_hash(ERASED))
@@ -177,13 +200,13 @@ mod tests {
 
         let report = chain::verify(&conn, "a").unwrap();
         assert_eq!((report.events, report.first_bad), (3, None));
-        let (old_head, new_head): (Vec<u8>, Vec<u8>) = conn
+        let (old_head, new_head): (Option<Vec<u8>>, Vec<u8>) = conn
             .query_row("SELECT old_head, new_head FROM chain_rewrites WHERE account = 'a'", [], |row| {
                 Ok((row.get(0)?, row.get(1)?))
             })
             .unwrap();
         assert_eq!(new_head, report.head);
-        assert_ne!(old_head, new_head);
+        assert_eq!(old_head, None, "an old head computed over an erased payload's plain hash is not kept");
 
         // Append-only again: a salt cannot be set, only removed by an erasure.
         let error = conn.execute("UPDATE events SET payload_salt = x'00' WHERE seq = 2", []).unwrap_err();

@@ -123,7 +123,8 @@ pub(super) fn spawn(
 ) -> Result<std::thread::JoinHandle<()>, StoreError> {
     let cursor = Cursor::of(&conn)?;
     let reconnect = Reconnect { url: shared.database_url.clone(), attempts: 0, next: Instant::now() };
-    let mut writer = Writer { cursor, conn, config, clock, metrics, shared, reconnect };
+    let mut writer =
+        Writer { cursor, conn, config, clock, metrics, shared, reconnect, disk_full_said: false };
     let thread =
         std::thread::Builder::new().name("ctxd-writer".into()).spawn(move || writer.run(receiver))?;
     Ok(thread)
@@ -291,6 +292,8 @@ struct Writer {
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     shared: Shared,
+    /// The current full-disk episode was logged (`note_disk_full`).
+    disk_full_said: bool,
 }
 
 impl Writer {
@@ -407,9 +410,12 @@ impl Writer {
         }
     }
 
-    /// A group met a full disk: said once per episode, however many writes meet it.
-    fn note_disk_full(&self, error: &GroupError) {
-        if !self.shared.disk_full.swap(true, Ordering::AcqRel) {
+    /// A group met a full disk: said once per episode, however many writes meet it (an episode
+    /// ends with a group that appends, not with a probe, so that a probe that succeeds while
+    /// the next group still fails is not said again).
+    fn note_disk_full(&mut self, error: &GroupError) {
+        self.shared.disk_full.store(true, Ordering::Release);
+        if !std::mem::replace(&mut self.disk_full_said, true) {
             let store = self.shared.data_dir.as_ref().map_or("PostgreSQL's data directory".into(), |dir| {
                 super::database_path(dir).display().to_string()
             });
@@ -421,9 +427,10 @@ impl Writer {
         }
     }
 
-    /// A write succeeded: if the disk was full, it is no longer.
-    fn space_returned(&self) {
-        if self.shared.disk_full.swap(false, Ordering::AcqRel) {
+    /// A group appended: if the disk was full, it is no longer.
+    fn space_returned(&mut self) {
+        self.shared.disk_full.store(false, Ordering::Release);
+        if std::mem::replace(&mut self.disk_full_said, false) {
             tracing::info!("space has returned: writes resume");
         }
     }
@@ -444,7 +451,8 @@ impl Writer {
                 .map_err(|error| error.to_string()),
         };
         match probed {
-            Ok(()) => self.space_returned(),
+            // Ready again; the episode ends with the next group that appends.
+            Ok(()) => self.shared.disk_full.store(false, Ordering::Release),
             Err(error) => tracing::debug!(%error, "the disk is still full"),
         }
     }
@@ -659,6 +667,10 @@ impl Writer {
                 }
                 Err(WriteError::Store(error)) if postgres => {
                     return Err(GroupError::Command(index, error));
+                }
+                // A full disk fails the group whole (SQLite may have rolled it back already).
+                Err(WriteError::Store(StoreError::Database(error))) if error.is_disk_full() => {
+                    return Err(GroupError::Command(index, StoreError::Database(error)));
                 }
                 Err(error) => {
                     if !postgres {

@@ -19,9 +19,13 @@ struct Tmpfs {
 
 impl Tmpfs {
     fn mount(megabytes: u32) -> Tmpfs {
+        Tmpfs::mount_with(&format!("size={megabytes}m,mode=0700"))
+    }
+
+    fn mount_with(options: &str) -> Tmpfs {
         let dir = tempfile::tempdir().unwrap();
         let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m,mode=0700"), "tmpfs"])
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
             .arg(dir.path())
             .status()
             .unwrap();
@@ -278,18 +282,12 @@ async fn errors_of_the_machine_name_the_path_or_address_they_concern() {
     }
     // A data dir on a read-only file system.
     let dir = tempfile::tempdir().unwrap();
-    let read_only = dir.path().join("ro");
-    std::fs::create_dir(&read_only).unwrap();
-    let mounted =
-        Command::new("mount").args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"]).arg(&read_only).status();
-    assert!(mounted.unwrap().success(), "this test mounts a tmpfs: run it as root");
-    let (code, log) = serve_until_it_exits(&read_only.join("data"));
-    let _ = Command::new("umount").arg("-l").arg(&read_only).status();
+    let read_only = Tmpfs::mount_with("ro,size=1m");
+    let (code, log) = serve_until_it_exits(&read_only.path().join("data"));
     assert_ne!(code, Some(0));
-    assert!(
-        log.contains(&read_only.join("data").display().to_string()) && log.contains("Read-only"),
-        "{log}"
-    );
+    let named = log.contains(&read_only.path().join("data").display().to_string());
+    assert!(named && log.contains("Read-only"), "{log}");
+    drop(read_only);
 
     // A file that is not a database: each command names it.
     let data_dir = dir.path().join("garbage");
