@@ -15,6 +15,7 @@ mod keys;
 mod model;
 mod neighbours;
 mod nodes;
+mod openapi;
 mod ops;
 mod process;
 mod steps;

@@ -1,14 +1,16 @@
 //! Services: start, end, read, delete, expiry, association, extensions, and the lists by
 //! customer and by anonymous contact key.
 
-use axum::Router;
 use axum::extract::{MatchedPath, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::{Value, json};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::paths::{AssociatePath, ContactKeyPath, CustomerPath, ServiceExtensionPath, ServicePath};
 use super::render::{self, Embed, Extensions};
 use super::{ObjectBody, done, event_body, status_of, submit_service};
 use crate::domain::events::service_stream;
@@ -19,28 +21,39 @@ use crate::domain::names::check_name;
 use crate::http::AppState;
 use crate::http::error::{ApiError, etag};
 use crate::http::extract::{JsonBody, NoBody, P, Q, TenantAccount, Write};
-use crate::http::history::{AsOf, service_history};
+use crate::http::history::AsOf;
+use crate::http::openapi::journeys as body;
+use crate::http::openapi::params::{AsOfQuery, WriteHeaders};
+use crate::http::openapi::responses::{JourneysError, JourneysRead, JourneysWrite};
+use crate::http::openapi::{Caller, secured};
 use crate::projections::as_of::Streams;
 use crate::projections::journeys::{self as read, Owner, ServiceFilter, Status};
 use crate::store::log;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/services/start", post(start))
-        .route("/services/{service_id}", get(get_service).delete(delete_service).put(set_expiry))
-        .route("/services/{service_id}/end", post(end))
-        .route("/services/{service_id}/history", get(service_history))
-        .route("/services/{service_id}/extensions/{name}", put(replace_extension))
-        .route("/customers/{customer_id}/services/{service_id}", post(associate))
-        .route("/customers/{customer_id}/services", get(customer_services))
-        .route("/customers/{customer_id}/services/active", get(customer_services))
-        .route("/customers/{customer_id}/services/completed", get(customer_services))
-        .route("/services/anonymous/{contact_key}", get(anonymous_services))
-        .route("/services/anonymous/{contact_key}/active", get(anonymous_services))
-        .route("/services/anonymous/{contact_key}/completed", get(anonymous_services))
-        .route("/customers/{customer_id}/journey", get(super::timeline::journey))
+pub fn router() -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::new()
+        .routes(routes!(start))
+        .routes(routes!(get_service, delete_service, set_expiry))
+        .routes(routes!(end))
+        .routes(routes!(crate::http::history::service_history))
+        .routes(routes!(replace_extension))
+        .routes(routes!(associate))
+        .routes(routes!(customer_services))
+        .routes(routes!(active_customer_services))
+        .routes(routes!(completed_customer_services))
+        .routes(routes!(anonymous_services))
+        .routes(routes!(active_anonymous_services))
+        .routes(routes!(completed_anonymous_services))
+        .routes(routes!(super::timeline::journey));
+    secured(router, Caller::Tenant, "journeys")
 }
 
+/// Starts a service for a customer (`customer_id`) or an anonymous contact (`contact_key`).
+#[utoipa::path(post, path = "/services/start", params(WriteHeaders), request_body = body::EventBody,
+    responses(
+        (status = 200, description = "Started", body = body::ServiceId, headers(("ETag" = String, description = "The service stream's version"))),
+        JourneysWrite,
+    ))]
 async fn start(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
@@ -54,10 +67,18 @@ async fn start(
     Ok(done(&outcome, Some(json!({ "service_id": service_id }))))
 }
 
+/// Ends a service; its open states and tasks are ended first.
+#[utoipa::path(post, path = "/services/{service_id}/end", params(ServicePath, WriteHeaders),
+    request_body(content = Option<body::EventBody>, description = "The end's fields (optional)"),
+    responses(
+        (status = 200, description = "Ended", headers(("ETag" = String))),
+        (status = 404, description = "No such service", body = JourneysError),
+        JourneysWrite,
+    ))]
 async fn end(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
-    P(service_id): P<String>,
+    P(ServicePath { service_id }): P<ServicePath>,
     write: Write<ObjectBody>,
 ) -> Result<Response, ApiError> {
     let body = event_body(write.body.0, BodyKind::ServiceEnd)?;
@@ -66,10 +87,16 @@ async fn end(
     Ok(done(&outcome, None))
 }
 
+/// Deletes a service, its states and tasks.
+#[utoipa::path(delete, path = "/services/{service_id}", params(ServicePath, WriteHeaders), responses(
+    (status = 200, description = "Deleted", headers(("ETag" = String))),
+    (status = 404, description = "No such service", body = JourneysError),
+    JourneysWrite,
+))]
 async fn delete_service(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
-    P(service_id): P<String>,
+    P(ServicePath { service_id }): P<ServicePath>,
     write: Write<NoBody>,
 ) -> Result<Response, ApiError> {
     let outcome =
@@ -84,10 +111,17 @@ struct ExpiryBody {
     expiration_time: Option<String>,
 }
 
+/// Sets when a service expires.
+#[utoipa::path(put, path = "/services/{service_id}", params(ServicePath, WriteHeaders), request_body = body::ExpiryBody,
+    responses(
+        (status = 200, description = "Set", headers(("ETag" = String))),
+        (status = 404, description = "No such service", body = JourneysError),
+        JourneysWrite,
+    ))]
 async fn set_expiry(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
-    P(service_id): P<String>,
+    P(ServicePath { service_id }): P<ServicePath>,
     write: Write<JsonBody<ExpiryBody>>,
 ) -> Result<Response, ApiError> {
     let JsonBody(body) = write.body;
@@ -99,10 +133,18 @@ async fn set_expiry(
     Ok(done(&outcome, None))
 }
 
+/// Gives a service to a customer.
+#[utoipa::path(post, path = "/customers/{customer_id}/services/{service_id}", params(AssociatePath, WriteHeaders),
+    request_body(content = Option<body::EventBody>, description = "The association's fields (optional)"),
+    responses(
+        (status = 200, description = "Associated", headers(("ETag" = String))),
+        (status = 404, description = "No such service", body = JourneysError),
+        JourneysWrite,
+    ))]
 async fn associate(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
-    P((customer_id, service_id)): P<(String, String)>,
+    P(AssociatePath { customer_id, service_id }): P<AssociatePath>,
     write: Write<ObjectBody>,
 ) -> Result<Response, ApiError> {
     check_name("customer_id", &customer_id)?;
@@ -136,30 +178,51 @@ pub async fn replace(
     Ok(done(&outcome, None))
 }
 
+/// Replaces one extension of a service.
+#[utoipa::path(put, path = "/services/{service_id}/extensions/{name}", params(ServiceExtensionPath, WriteHeaders),
+    request_body(content = Object, description = "A JSON object, or an array (a multi-valued extension)"),
+    responses(
+        (status = 200, description = "Replaced", headers(("ETag" = String))),
+        (status = 404, description = "No such service", body = JourneysError),
+        JourneysWrite,
+    ))]
 async fn replace_extension(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
-    P((service_id, name)): P<(String, String)>,
+    P(ServiceExtensionPath { service_id, name }): P<ServiceExtensionPath>,
     write: Write<JsonBody<Value>>,
 ) -> Result<Response, ApiError> {
     replace(&state, &account, write, &service_id, Item::Service, name).await
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ServiceQuery {
+    /// Embed the active states.
     active_states: Option<bool>,
+    /// Embed the completed states.
     completed_states: Option<bool>,
+    /// Embed the active tasks.
     active_tasks: Option<bool>,
+    /// Embed the completed tasks.
     completed_tasks: Option<bool>,
+    /// The extensions shown: `a,b`, `*`, `State.a`, `State.*`, `Task.a`, `Task.*` (default none).
     extensions: Option<String>,
+    /// Lists only: services started at or after this time (RFC 3339).
+    #[param(format = DateTime)]
     started_from: Option<String>,
+    /// Lists only: services started at or before this time (RFC 3339).
+    #[param(format = DateTime)]
     started_to: Option<String>,
+    /// Lists only: these service types, comma-separated.
     service_types: Option<String>,
     /// `as_of` and `as_of_seq` are read by the `AsOf` extractor.
     #[serde(rename = "as_of")]
+    #[param(ignore)]
     _as_of: Option<IgnoredAny>,
     #[serde(rename = "as_of_seq")]
+    #[param(ignore)]
     _as_of_seq: Option<IgnoredAny>,
 }
 
@@ -188,10 +251,16 @@ pub async fn load(
         .ok_or_else(|| ApiError::not_found(format!("There is no service {service_id}")))
 }
 
+/// A service, with the children and extensions asked for.
+#[utoipa::path(get, path = "/services/{service_id}", params(ServicePath, ServiceQuery, AsOfQuery), responses(
+    (status = 200, description = "The service", body = body::Service, headers(("ETag" = String, description = "The service stream's version"))),
+    (status = 404, description = "No such service", body = JourneysError),
+    JourneysRead,
+))]
 async fn get_service(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
-    P(service_id): P<String>,
+    P(ServicePath { service_id }): P<ServicePath>,
     at: AsOf,
     Q(query): Q<ServiceQuery>,
 ) -> Result<Response, ApiError> {
@@ -252,10 +321,13 @@ async fn list_services(
     Ok(axum::Json(body).into_response())
 }
 
+/// A customer's services, oldest first, at most 1,000.
+#[utoipa::path(get, path = "/customers/{customer_id}/services", params(CustomerPath, ServiceQuery, AsOfQuery),
+    responses((status = 200, description = "The services", body = Vec<body::Service>), JourneysRead))]
 async fn customer_services(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
-    P(customer_id): P<String>,
+    P(CustomerPath { customer_id }): P<CustomerPath>,
     at: AsOf,
     Q(query): Q<ServiceQuery>,
     route: MatchedPath,
@@ -263,13 +335,72 @@ async fn customer_services(
     list_services(state, at, account.id, (true, customer_id), status_of(&route), query).await
 }
 
+/// A customer's active services.
+#[utoipa::path(get, path = "/customers/{customer_id}/services/active", params(CustomerPath, ServiceQuery, AsOfQuery),
+    responses((status = 200, description = "The services", body = Vec<body::Service>), JourneysRead))]
+async fn active_customer_services(
+    state: State<AppState>,
+    account: TenantAccount,
+    path: P<CustomerPath>,
+    at: AsOf,
+    query: Q<ServiceQuery>,
+    route: MatchedPath,
+) -> Result<Response, ApiError> {
+    customer_services(state, account, path, at, query, route).await
+}
+
+/// A customer's completed services.
+#[utoipa::path(get, path = "/customers/{customer_id}/services/completed", params(CustomerPath, ServiceQuery, AsOfQuery),
+    responses((status = 200, description = "The services", body = Vec<body::Service>), JourneysRead))]
+async fn completed_customer_services(
+    state: State<AppState>,
+    account: TenantAccount,
+    path: P<CustomerPath>,
+    at: AsOf,
+    query: Q<ServiceQuery>,
+    route: MatchedPath,
+) -> Result<Response, ApiError> {
+    customer_services(state, account, path, at, query, route).await
+}
+
+/// The services started with a contact key and not (or no longer) associated with a customer.
+#[utoipa::path(get, path = "/services/anonymous/{contact_key}", params(ContactKeyPath, ServiceQuery, AsOfQuery),
+    responses((status = 200, description = "The services", body = Vec<body::Service>), JourneysRead))]
 async fn anonymous_services(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
-    P(contact_key): P<String>,
+    P(ContactKeyPath { contact_key }): P<ContactKeyPath>,
     at: AsOf,
     Q(query): Q<ServiceQuery>,
     route: MatchedPath,
 ) -> Result<Response, ApiError> {
     list_services(state, at, account.id, (false, contact_key), status_of(&route), query).await
+}
+
+/// The active services of a contact key.
+#[utoipa::path(get, path = "/services/anonymous/{contact_key}/active", params(ContactKeyPath, ServiceQuery, AsOfQuery),
+    responses((status = 200, description = "The services", body = Vec<body::Service>), JourneysRead))]
+async fn active_anonymous_services(
+    state: State<AppState>,
+    account: TenantAccount,
+    path: P<ContactKeyPath>,
+    at: AsOf,
+    query: Q<ServiceQuery>,
+    route: MatchedPath,
+) -> Result<Response, ApiError> {
+    anonymous_services(state, account, path, at, query, route).await
+}
+
+/// The completed services of a contact key.
+#[utoipa::path(get, path = "/services/anonymous/{contact_key}/completed", params(ContactKeyPath, ServiceQuery, AsOfQuery),
+    responses((status = 200, description = "The services", body = Vec<body::Service>), JourneysRead))]
+async fn completed_anonymous_services(
+    state: State<AppState>,
+    account: TenantAccount,
+    path: P<ContactKeyPath>,
+    at: AsOf,
+    query: Q<ServiceQuery>,
+    route: MatchedPath,
+) -> Result<Response, ApiError> {
+    anonymous_services(state, account, path, at, query, route).await
 }
