@@ -17,7 +17,7 @@ use crate::http::extract::{Account, JsonBody, NoBody, Q, Target, Write, WriteCon
 use crate::http::openapi::params::{
     AccountPath, NamespacePath, NamespacePropertyPath, SessionPath, SessionPropertyPath, WriteHeaders,
 };
-use crate::http::openapi::responses::ContextWrite;
+use crate::http::openapi::responses::{ContextWrite, Written};
 use crate::http::openapi::schemas as body;
 use crate::projections::context as read;
 
@@ -40,7 +40,7 @@ pub(super) struct NamespaceName {
 #[utoipa::path(post, path = "/v1/account/{account}", params(AccountPath, TtlQuery, WriteHeaders),
     request_body = body::NewNamespace,
     responses(
-        (status = 204, description = "Created, or already there", headers(("ETag" = String, description = "The namespace stream's version"))),
+        Written,
         ContextWrite,
     ))]
 pub(super) async fn create_namespace(
@@ -61,7 +61,7 @@ pub(super) async fn create_namespace(
 /// Removes a namespace, every session's properties and TTL settings; a large one in steps (202).
 #[utoipa::path(delete, path = "/v1/account/{account}/{namespace}", params(NamespacePath, WriteHeaders),
     responses(
-        (status = 204, description = "Deleted", headers(("ETag" = String, description = "The namespace stream's version"))),
+        Written,
         (status = 202, description = "Too large for one step: the delete proceeds in steps", body = body::DeletionStatus,
             headers(("Location" = String, description = "…/namespace/{namespace}/deletion, where it stands"), ("ETag" = String))),
         ContextWrite,
@@ -104,7 +104,7 @@ fn deletion_location(account: &str, namespace: &str) -> header::HeaderValue {
     params(SessionPath, WriteHeaders),
     request_body(content = Object, description = "The properties to set, any JSON each"),
     responses(
-        (status = 204, description = "Merged", headers(("ETag" = String, description = "The session's version now"))),
+        Written,
         ContextWrite,
     ))]
 pub(super) async fn patch_properties(
@@ -123,7 +123,7 @@ pub(super) async fn patch_properties(
     params(NamespacePath, WriteHeaders),
     request_body(content = Object, description = "The properties to set, any JSON each"),
     responses(
-        (status = 204, description = "Merged", headers(("ETag" = String, description = "The session's version now"))),
+        Written,
         ContextWrite,
     ))]
 pub(super) async fn patch_namespace_properties(
@@ -140,7 +140,7 @@ pub(super) async fn patch_namespace_properties(
     params(SessionPropertyPath, WriteHeaders),
     request_body(content = body::AnyJson, description = "The value, any JSON"),
     responses(
-        (status = 204, description = "Set", headers(("ETag" = String, description = "The session's version now"))),
+        Written,
         ContextWrite,
     ))]
 pub(super) async fn put_property(
@@ -160,7 +160,7 @@ pub(super) async fn put_property(
     params(NamespacePropertyPath, WriteHeaders),
     request_body(content = body::AnyJson, description = "The value, any JSON"),
     responses(
-        (status = 204, description = "Set", headers(("ETag" = String, description = "The session's version now"))),
+        Written,
         ContextWrite,
     ))]
 pub(super) async fn put_namespace_property(
@@ -185,12 +185,12 @@ async fn merge(
 }
 
 /// Deletes one property of a session (204 also when absent).
-#[utoipa::path(delete, path = "/v1/account/{account}/{namespace}/{session}/properties/{property}",
+#[utoipa::path(
+    delete,
+    path = "/v1/account/{account}/{namespace}/{session}/properties/{property}",
     params(SessionPropertyPath, WriteHeaders),
-    responses(
-        (status = 204, description = "Gone", headers(("ETag" = String, description = "The session's version now"))),
-        ContextWrite,
-    ))]
+    responses(Written, ContextWrite,)
+)]
 pub(super) async fn delete_property(
     State(state): State<AppState>,
     account: Account,
@@ -203,12 +203,12 @@ pub(super) async fn delete_property(
 }
 
 /// Deletes one namespace property (204 also when absent).
-#[utoipa::path(delete, path = "/v1/account/{account}/{namespace}/properties/{property}",
+#[utoipa::path(
+    delete,
+    path = "/v1/account/{account}/{namespace}/properties/{property}",
     params(NamespacePropertyPath, WriteHeaders),
-    responses(
-        (status = 204, description = "Gone", headers(("ETag" = String, description = "The session's version now"))),
-        ContextWrite,
-    ))]
+    responses(Written, ContextWrite,)
+)]
 pub(super) async fn delete_namespace_property(
     state: State<AppState>,
     account: Account,
@@ -219,12 +219,12 @@ pub(super) async fn delete_namespace_property(
 }
 
 /// Removes all properties of a session; keeps its TTL setting.
-#[utoipa::path(delete, path = "/v1/account/{account}/{namespace}/{session}/properties",
+#[utoipa::path(
+    delete,
+    path = "/v1/account/{account}/{namespace}/{session}/properties",
     params(SessionPath, WriteHeaders),
-    responses(
-        (status = 204, description = "Cleared", headers(("ETag" = String, description = "The session's version now"))),
-        ContextWrite,
-    ))]
+    responses(Written, ContextWrite,)
+)]
 pub(super) async fn clear_session(
     State(state): State<AppState>,
     account: Account,
@@ -236,12 +236,12 @@ pub(super) async fn clear_session(
 }
 
 /// Removes all properties of a session (the form with a trailing slash).
-#[utoipa::path(delete, path = "/v1/account/{account}/{namespace}/{session}/properties/",
+#[utoipa::path(
+    delete,
+    path = "/v1/account/{account}/{namespace}/{session}/properties/",
     params(SessionPath, WriteHeaders),
-    responses(
-        (status = 204, description = "Cleared", headers(("ETag" = String, description = "The session's version now"))),
-        ContextWrite,
-    ))]
+    responses(Written, ContextWrite,)
+)]
 pub(super) async fn clear_session_slash(
     state: State<AppState>,
     account: Account,
@@ -252,12 +252,12 @@ pub(super) async fn clear_session_slash(
 }
 
 /// Removes all properties of a session and its TTL setting.
-#[utoipa::path(delete, path = "/v1/account/{account}/namespace/{namespace}/session/{session}",
+#[utoipa::path(
+    delete,
+    path = "/v1/account/{account}/namespace/{namespace}/session/{session}",
     params(SessionPath, WriteHeaders),
-    responses(
-        (status = 204, description = "Deleted", headers(("ETag" = String, description = "The session's version now"))),
-        ContextWrite,
-    ))]
+    responses(Written, ContextWrite,)
+)]
 pub(super) async fn delete_session(
     State(state): State<AppState>,
     account: Account,
@@ -284,7 +284,7 @@ pub(super) struct SessionIdBody {
     ),
     request_body = body::SessionIdBody,
     responses(
-        (status = 204, description = "Set", headers(("ETag" = String, description = "The session's version now"))),
+        Written,
         ContextWrite,
     ))]
 pub(super) async fn set_session_ttl(

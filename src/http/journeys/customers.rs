@@ -26,7 +26,7 @@ use crate::http::extract::{Account, JsonBody, P, Q, TenantAccount, Write, WriteC
 use crate::http::history::Live;
 use crate::http::openapi::journeys as body;
 use crate::http::openapi::params::WriteHeaders;
-use crate::http::openapi::responses::{JourneysError, JourneysRead, JourneysWrite};
+use crate::http::openapi::responses::{Done, JourneysError, JourneysRead, JourneysWrite};
 use crate::http::openapi::{Caller, secured};
 use crate::projections::customers as read;
 use crate::projections::journeys::journey_settings;
@@ -87,7 +87,7 @@ async fn create_profile(
 #[utoipa::path(put, path = "/profiles/{customer_id}", params(CustomerPath, WriteHeaders),
     request_body(content = Object, description = "Attributes, and extensions (objects or arrays)"),
     responses(
-        (status = 200, description = "Replaced", headers(("ETag" = String))),
+        Done,
         (status = 404, description = "No such customer", body = JourneysError),
         JourneysWrite,
     ))]

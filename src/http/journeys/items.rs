@@ -22,7 +22,7 @@ use crate::http::extract::{JsonBody, P, Q, TenantAccount, Write};
 use crate::http::history::AsOf;
 use crate::http::openapi::journeys as body;
 use crate::http::openapi::params::{AsOfQuery, WriteHeaders};
-use crate::http::openapi::responses::{JourneysError, JourneysRead, JourneysWrite};
+use crate::http::openapi::responses::{Done, JourneysError, JourneysRead, JourneysWrite};
 use crate::http::openapi::{Caller, secured};
 use crate::projections::journeys::Status;
 
@@ -70,7 +70,7 @@ async fn start_state(
 /// Ends a state; its open tasks are ended first.
 #[utoipa::path(post, path = "/services/{service_id}/states/{state_id}/end", params(StatePath, WriteHeaders),
     request_body(content = Option<body::EventBody>, description = "The end's fields (optional)"),
-    responses((status = 200, description = "Ended", headers(("ETag" = String))), (status = 404, description = "No such service, state or task", body = JourneysError), JourneysWrite))]
+    responses(Done, (status = 404, description = "No such service, state or task", body = JourneysError), JourneysWrite))]
 async fn end_state(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
@@ -128,7 +128,7 @@ async fn start_task(
 /// Ends a task.
 #[utoipa::path(post, path = "/services/{service_id}/tasks/{task_id}/end", params(TaskPath, WriteHeaders),
     request_body(content = Option<body::EventBody>, description = "The end's fields (optional)"),
-    responses((status = 200, description = "Ended", headers(("ETag" = String))), (status = 404, description = "No such service, state or task", body = JourneysError), JourneysWrite))]
+    responses(Done, (status = 404, description = "No such service, state or task", body = JourneysError), JourneysWrite))]
 async fn end_task(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
@@ -145,7 +145,7 @@ async fn end_task(
 #[utoipa::path(put, path = "/services/{service_id}/states/{state_id}/extensions/{name}",
     params(StateExtensionPath, WriteHeaders),
     request_body(content = Object, description = "A JSON object, or an array (a multi-valued extension)"),
-    responses((status = 200, description = "Replaced", headers(("ETag" = String))), (status = 404, description = "No such service, state or task", body = JourneysError), JourneysWrite))]
+    responses(Done, (status = 404, description = "No such service, state or task", body = JourneysError), JourneysWrite))]
 async fn state_extension(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
@@ -159,7 +159,7 @@ async fn state_extension(
 #[utoipa::path(put, path = "/services/{service_id}/tasks/{task_id}/extensions/{name}",
     params(TaskExtensionPath, WriteHeaders),
     request_body(content = Object, description = "A JSON object, or an array (a multi-valued extension)"),
-    responses((status = 200, description = "Replaced", headers(("ETag" = String))), (status = 404, description = "No such service, state or task", body = JourneysError), JourneysWrite))]
+    responses(Done, (status = 404, description = "No such service, state or task", body = JourneysError), JourneysWrite))]
 async fn task_extension(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,

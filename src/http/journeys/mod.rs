@@ -4,6 +4,7 @@
 
 mod customers;
 mod items;
+mod lists;
 pub mod paths;
 mod render;
 mod services;

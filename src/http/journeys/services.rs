@@ -1,7 +1,7 @@
 //! Services: start, end, read, delete, expiry, association, extensions, and the lists by
 //! customer and by anonymous contact key.
 
-use axum::extract::{MatchedPath, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -10,9 +10,10 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::paths::{AssociatePath, ContactKeyPath, CustomerPath, ServiceExtensionPath, ServicePath};
+use super::lists;
+use super::paths::{AssociatePath, ServiceExtensionPath, ServicePath};
 use super::render::{self, Embed, Extensions};
-use super::{ObjectBody, done, event_body, status_of, submit_service};
+use super::{ObjectBody, done, event_body, submit_service};
 use crate::domain::events::service_stream;
 use crate::domain::journeys::ServiceCommand;
 use crate::domain::journeys::events::{Expiry, Item};
@@ -24,10 +25,10 @@ use crate::http::extract::{JsonBody, NoBody, P, Q, TenantAccount, Write};
 use crate::http::history::AsOf;
 use crate::http::openapi::journeys as body;
 use crate::http::openapi::params::{AsOfQuery, WriteHeaders};
-use crate::http::openapi::responses::{JourneysError, JourneysRead, JourneysWrite};
+use crate::http::openapi::responses::{Done, JourneysError, JourneysRead, JourneysWrite};
 use crate::http::openapi::{Caller, secured};
 use crate::projections::as_of::Streams;
-use crate::projections::journeys::{self as read, Owner, ServiceFilter, Status};
+use crate::projections::journeys as read;
 use crate::store::log;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -38,12 +39,12 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::http::history::service_history))
         .routes(routes!(replace_extension))
         .routes(routes!(associate))
-        .routes(routes!(customer_services))
-        .routes(routes!(active_customer_services))
-        .routes(routes!(completed_customer_services))
-        .routes(routes!(anonymous_services))
-        .routes(routes!(active_anonymous_services))
-        .routes(routes!(completed_anonymous_services))
+        .routes(routes!(lists::customer_services))
+        .routes(routes!(lists::active_customer_services))
+        .routes(routes!(lists::completed_customer_services))
+        .routes(routes!(lists::anonymous_services))
+        .routes(routes!(lists::active_anonymous_services))
+        .routes(routes!(lists::completed_anonymous_services))
         .routes(routes!(super::timeline::journey));
     secured(router, Caller::Tenant, "journeys")
 }
@@ -71,7 +72,7 @@ async fn start(
 #[utoipa::path(post, path = "/services/{service_id}/end", params(ServicePath, WriteHeaders),
     request_body(content = Option<body::EventBody>, description = "The end's fields (optional)"),
     responses(
-        (status = 200, description = "Ended", headers(("ETag" = String))),
+        Done,
         (status = 404, description = "No such service", body = JourneysError),
         JourneysWrite,
     ))]
@@ -89,7 +90,7 @@ async fn end(
 
 /// Deletes a service, its states and tasks.
 #[utoipa::path(delete, path = "/services/{service_id}", params(ServicePath, WriteHeaders), responses(
-    (status = 200, description = "Deleted", headers(("ETag" = String))),
+    Done,
     (status = 404, description = "No such service", body = JourneysError),
     JourneysWrite,
 ))]
@@ -114,7 +115,7 @@ struct ExpiryBody {
 /// Sets when a service expires.
 #[utoipa::path(put, path = "/services/{service_id}", params(ServicePath, WriteHeaders), request_body = body::ExpiryBody,
     responses(
-        (status = 200, description = "Set", headers(("ETag" = String))),
+        Done,
         (status = 404, description = "No such service", body = JourneysError),
         JourneysWrite,
     ))]
@@ -137,7 +138,7 @@ async fn set_expiry(
 #[utoipa::path(post, path = "/customers/{customer_id}/services/{service_id}", params(AssociatePath, WriteHeaders),
     request_body(content = Option<body::EventBody>, description = "The association's fields (optional)"),
     responses(
-        (status = 200, description = "Associated", headers(("ETag" = String))),
+        Done,
         (status = 404, description = "No such service", body = JourneysError),
         JourneysWrite,
     ))]
@@ -182,7 +183,7 @@ pub async fn replace(
 #[utoipa::path(put, path = "/services/{service_id}/extensions/{name}", params(ServiceExtensionPath, WriteHeaders),
     request_body(content = Object, description = "A JSON object, or an array (a multi-valued extension)"),
     responses(
-        (status = 200, description = "Replaced", headers(("ETag" = String))),
+        Done,
         (status = 404, description = "No such service", body = JourneysError),
         JourneysWrite,
     ))]
@@ -198,7 +199,7 @@ async fn replace_extension(
 #[derive(Deserialize, Default, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct ServiceQuery {
+pub(super) struct ServiceQuery {
     /// Embed the active states.
     active_states: Option<bool>,
     /// Embed the completed states.
@@ -208,15 +209,15 @@ struct ServiceQuery {
     /// Embed the completed tasks.
     completed_tasks: Option<bool>,
     /// The extensions shown: `a,b`, `*`, `State.a`, `State.*`, `Task.a`, `Task.*` (default none).
-    extensions: Option<String>,
+    pub(super) extensions: Option<String>,
     /// Lists only: services started at or after this time (RFC 3339).
     #[param(format = DateTime)]
-    started_from: Option<String>,
+    pub(super) started_from: Option<String>,
     /// Lists only: services started at or before this time (RFC 3339).
     #[param(format = DateTime)]
-    started_to: Option<String>,
+    pub(super) started_to: Option<String>,
     /// Lists only: these service types, comma-separated.
-    service_types: Option<String>,
+    pub(super) service_types: Option<String>,
     /// `as_of` and `as_of_seq` are read by the `AsOf` extractor.
     #[serde(rename = "as_of")]
     #[param(ignore)]
@@ -227,7 +228,7 @@ struct ServiceQuery {
 }
 
 impl ServiceQuery {
-    fn embed(&self) -> Embed {
+    pub(super) fn embed(&self) -> Embed {
         Embed {
             active_states: self.active_states.unwrap_or(false),
             completed_states: self.completed_states.unwrap_or(false),
@@ -290,117 +291,4 @@ pub fn list(param: Option<&str>) -> Vec<String> {
         .filter(|item| !item.is_empty())
         .map(str::to_string)
         .collect()
-}
-
-async fn list_services(
-    state: AppState,
-    at: AsOf,
-    account: String,
-    owner: (bool, String),
-    status: Status,
-    query: ServiceQuery,
-) -> Result<Response, ApiError> {
-    let filter = ServiceFilter {
-        status,
-        started_from: query.started_from.as_deref().map(|t| parse_time("started_from", t)).transpose()?,
-        started_to: query.started_to.as_deref().map(|t| parse_time("started_to", t)).transpose()?,
-        service_types: list(query.service_types.as_deref()),
-    };
-    let (embed, picked) = (query.embed(), Extensions::parse(query.extensions.as_deref()));
-    let streams = match owner.0 {
-        true => Streams::Customer { account: account.clone(), customer_id: owner.1.clone() },
-        false => Streams::ContactKey { account: account.clone(), contact_key: owner.1.clone() },
-    };
-    let services = at
-        .read_large(&state, streams, move |conn, _| {
-            let owner = if owner.0 { Owner::Customer(&owner.1) } else { Owner::ContactKey(&owner.1) };
-            read::list_services(conn, &account, owner, &filter)
-        })
-        .await?;
-    let body: Vec<Value> = services.iter().map(|doc| render::service(doc, embed, &picked)).collect();
-    Ok(axum::Json(body).into_response())
-}
-
-/// A customer's services, oldest first, at most 1,000.
-#[utoipa::path(get, path = "/customers/{customer_id}/services", params(CustomerPath, ServiceQuery, AsOfQuery),
-    responses((status = 200, description = "The services", body = Vec<body::Service>), JourneysRead))]
-async fn customer_services(
-    State(state): State<AppState>,
-    TenantAccount(account): TenantAccount,
-    P(CustomerPath { customer_id }): P<CustomerPath>,
-    at: AsOf,
-    Q(query): Q<ServiceQuery>,
-    route: MatchedPath,
-) -> Result<Response, ApiError> {
-    list_services(state, at, account.id, (true, customer_id), status_of(&route), query).await
-}
-
-/// A customer's active services.
-#[utoipa::path(get, path = "/customers/{customer_id}/services/active", params(CustomerPath, ServiceQuery, AsOfQuery),
-    responses((status = 200, description = "The services", body = Vec<body::Service>), JourneysRead))]
-async fn active_customer_services(
-    state: State<AppState>,
-    account: TenantAccount,
-    path: P<CustomerPath>,
-    at: AsOf,
-    query: Q<ServiceQuery>,
-    route: MatchedPath,
-) -> Result<Response, ApiError> {
-    customer_services(state, account, path, at, query, route).await
-}
-
-/// A customer's completed services.
-#[utoipa::path(get, path = "/customers/{customer_id}/services/completed", params(CustomerPath, ServiceQuery, AsOfQuery),
-    responses((status = 200, description = "The services", body = Vec<body::Service>), JourneysRead))]
-async fn completed_customer_services(
-    state: State<AppState>,
-    account: TenantAccount,
-    path: P<CustomerPath>,
-    at: AsOf,
-    query: Q<ServiceQuery>,
-    route: MatchedPath,
-) -> Result<Response, ApiError> {
-    customer_services(state, account, path, at, query, route).await
-}
-
-/// The services started with a contact key and not (or no longer) associated with a customer.
-#[utoipa::path(get, path = "/services/anonymous/{contact_key}", params(ContactKeyPath, ServiceQuery, AsOfQuery),
-    responses((status = 200, description = "The services", body = Vec<body::Service>), JourneysRead))]
-async fn anonymous_services(
-    State(state): State<AppState>,
-    TenantAccount(account): TenantAccount,
-    P(ContactKeyPath { contact_key }): P<ContactKeyPath>,
-    at: AsOf,
-    Q(query): Q<ServiceQuery>,
-    route: MatchedPath,
-) -> Result<Response, ApiError> {
-    list_services(state, at, account.id, (false, contact_key), status_of(&route), query).await
-}
-
-/// The active services of a contact key.
-#[utoipa::path(get, path = "/services/anonymous/{contact_key}/active", params(ContactKeyPath, ServiceQuery, AsOfQuery),
-    responses((status = 200, description = "The services", body = Vec<body::Service>), JourneysRead))]
-async fn active_anonymous_services(
-    state: State<AppState>,
-    account: TenantAccount,
-    path: P<ContactKeyPath>,
-    at: AsOf,
-    query: Q<ServiceQuery>,
-    route: MatchedPath,
-) -> Result<Response, ApiError> {
-    anonymous_services(state, account, path, at, query, route).await
-}
-
-/// The completed services of a contact key.
-#[utoipa::path(get, path = "/services/anonymous/{contact_key}/completed", params(ContactKeyPath, ServiceQuery, AsOfQuery),
-    responses((status = 200, description = "The services", body = Vec<body::Service>), JourneysRead))]
-async fn completed_anonymous_services(
-    state: State<AppState>,
-    account: TenantAccount,
-    path: P<ContactKeyPath>,
-    at: AsOf,
-    query: Q<ServiceQuery>,
-    route: MatchedPath,
-) -> Result<Response, ApiError> {
-    anonymous_services(state, account, path, at, query, route).await
 }

@@ -147,6 +147,34 @@ pub fn register(components: &mut Components) {
     }
 }
 
+/// The answer of a write that returns no body: its status, and the `ETag` of the stream it wrote.
+fn written(status: u16, description: &str) -> BTreeMap<String, RefOr<Response>> {
+    let etag = HeaderBuilder::new()
+        .schema(Some(String::schema()))
+        .description(Some("The version of the stream written, for `If-Match`"))
+        .build();
+    let response = ResponseBuilder::new().description(description).header("ETag", etag).build();
+    BTreeMap::from([(status.to_string(), response.into())])
+}
+
+/// A context write's 204 (no body), with the `ETag` of the session or namespace written.
+pub struct Written;
+
+impl IntoResponses for Written {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        written(204, "Written")
+    }
+}
+
+/// A journeys write's 200 with no body, with the `ETag` of the stream written.
+pub struct Done;
+
+impl IntoResponses for Done {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        written(200, "Done")
+    }
+}
+
 /// Declares a set of error responses for one kind of route.
 macro_rules! error_set {
     ($(#[$doc:meta])* $name:ident, $shape:expr, [$($status:literal),*]) => {

@@ -1,6 +1,10 @@
 //! What auditors and integrations read from the log itself (docs/AUDIT.md): the account's event
 //! feed, paged or followed live over Server-Sent Events, its hash chain's verification, its
-//! signed head, and erasure of a context session or a customer.
+//! signed head, and erasure of a context session or a customer (`erase.rs`).
+
+mod erase;
+
+pub use erase::journeys_router;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -20,19 +24,12 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{Account, NoBody, P, Q, Target, TenantAccount, Write};
-use super::journeys::paths::CustomerPath;
-use super::openapi::params::{AccountPath, PlainWriteHeaders, SessionPath};
-use super::openapi::responses::{
-    ContextErase, ContextRead, JourneysErase, JourneysError, JourneysRead, Message,
-};
+use super::extract::{Account, Q};
+use super::openapi::params::AccountPath;
+use super::openapi::responses::{ContextRead, Message};
 use super::openapi::schemas as body;
 use super::openapi::{Caller, secured, tagged};
-use crate::domain::Command;
-use crate::domain::erasure::ErasureTarget;
 use crate::domain::events::EVENT_TYPES;
-use crate::domain::names::{check_name, check_namespace};
-use crate::projections::journeys::erasure_status;
 use crate::signing::head_text;
 use crate::store::log::{FeedEvent, FeedFilter, read_feed};
 use crate::store::{FeedHead, Store, StoreError, chain};
@@ -54,15 +51,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(follow))
         .routes(routes!(verify_chain))
         .routes(routes!(signed_head))
-        .routes(routes!(erase_session));
+        .routes(routes!(erase::erase_session));
     secured(router, Caller::Tenant, "audit")
         .merge(tagged(OpenApiRouter::new().routes(routes!(public_key)), "audit"))
-}
-
-/// The routes of the journeys family, relative to its base.
-pub fn journeys_router() -> OpenApiRouter<AppState> {
-    let router = OpenApiRouter::new().routes(routes!(erase_customer)).routes(routes!(customer_erasure));
-    secured(router, Caller::Tenant, "audit")
 }
 
 /// One event as the feed shows it.
@@ -368,96 +359,6 @@ async fn signed_head(State(state): State<AppState>, account: Account) -> Result<
 ))]
 async fn public_key(State(state): State<AppState>) -> Response {
     axum::Json(serde_json::json!({ "public_key": state.signer.public_key() })).into_response()
-}
-
-/// Sends an erasure and answers the event that records it.
-async fn erase(
-    state: &AppState,
-    account: &Account,
-    write: Write<NoBody>,
-    target: ErasureTarget,
-) -> Result<Response, ApiError> {
-    let customer = match &target {
-        ErasureTarget::Customer { customer_id } => Some(customer_id.clone()),
-        _ => None,
-    };
-    let command = Command::Erase { account: account.id.clone(), target };
-    let request = write.context.request(account.actor(), &account.idempotency_scope(), command);
-    let outcome = state.store.submit(request).await?;
-    if let Some(customer_id) = customer {
-        let id = account.id.clone();
-        let status = state.store.read_large(move |conn| erasure_status(conn, &id, &customer_id)).await?;
-        // A replay of the request that started it answers 202 again, with where it stands now.
-        if status.erasing || outcome.accepted {
-            state.store.wake_steps();
-            let location =
-                format!("/genesys/1/cs/profiles/{}/erasure", super::path_segment(&status.customer_id));
-            let headers = [(axum::http::header::LOCATION, location)];
-            return Ok((axum::http::StatusCode::ACCEPTED, headers, axum::Json(status)).into_response());
-        }
-    }
-    let seq = outcome.last_seq.unwrap_or_default();
-    let id = account.id.clone();
-    let recorded = state.store.read(|conn| {
-        read_feed(conn, &id, seq.saturating_sub(1), 1, MAX_PAGE_BYTES, &FeedFilter::default())
-    })?;
-    let entry = recorded.events.first().map(entry_json).transpose()?.unwrap_or_else(|| "null".into());
-    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], entry).into_response())
-}
-
-/// `POST /v1/account/{account}/namespace/{namespace}/session/{session}/erase`: erases a
-/// session's payloads for good; the chain stays verifiable (docs/AUDIT.md). A body is ignored.
-#[utoipa::path(post, path = "/v1/account/{account}/namespace/{namespace}/session/{session}/erase",
-    params(SessionPath, PlainWriteHeaders),
-    responses(
-        (status = 200, description = "The `SessionErased` event, as in the feed", body = body::FeedEntry),
-        (status = 404, description = "The session has no events", body = Message),
-        ContextErase,
-    ))]
-async fn erase_session(
-    State(state): State<AppState>,
-    account: Account,
-    target: Target,
-    write: Write<NoBody>,
-) -> Result<Response, ApiError> {
-    check_namespace(&target.namespace)?;
-    check_name("session id", &target.session_id)?;
-    let target = ErasureTarget::Session { namespace: target.namespace, session_id: target.session_id };
-    erase(&state, &account, write, target).await
-}
-
-/// `GET /genesys/1/cs/profiles/{customer_id}/erasure`: where an erasure that proceeds in steps
-/// stands.
-#[utoipa::path(get, path = "/profiles/{customer_id}/erasure", params(CustomerPath), responses(
-    (status = 200, description = "`erasing: false` when none is (done, or never asked)", body = body::ErasureStatus),
-    JourneysRead,
-))]
-async fn customer_erasure(
-    State(state): State<AppState>,
-    TenantAccount(account): TenantAccount,
-    P(CustomerPath { customer_id }): P<CustomerPath>,
-) -> Result<Response, ApiError> {
-    let status = state.store.read_large(move |conn| erasure_status(conn, &account.id, &customer_id)).await?;
-    Ok(axum::Json(status).into_response())
-}
-
-/// `POST /genesys/1/cs/profiles/{customer_id}/erase`: erases a customer's profile and the
-/// payloads of their services; a large erasure proceeds in steps (202).
-#[utoipa::path(post, path = "/profiles/{customer_id}/erase", params(CustomerPath, PlainWriteHeaders),
-    responses(
-        (status = 200, description = "The `CustomerErased` event, as in the feed", body = body::FeedEntry),
-        (status = 202, description = "Too large for one step: the erasure proceeds in steps", body = body::ErasureStatus,
-            headers(("Location" = String, description = "…/profiles/{customer_id}/erasure, where it stands"))),
-        (status = 404, description = "The customer has no events", body = JourneysError),
-        JourneysErase,
-    ))]
-async fn erase_customer(
-    State(state): State<AppState>,
-    TenantAccount(account): TenantAccount,
-    P(CustomerPath { customer_id }): P<CustomerPath>,
-    write: Write<NoBody>,
-) -> Result<Response, ApiError> {
-    erase(&state, &account, write, ErasureTarget::Customer { customer_id }).await
 }
 
 #[cfg(test)]
