@@ -18,6 +18,7 @@ pub struct AccountPath {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct NamespacePath {
+    /// The account; the API key must be this account's.
     #[param(example = "acme")]
     account: String,
     /// A namespace: 1 to 256 bytes, no control characters, not a reserved name.
@@ -29,8 +30,10 @@ pub struct NamespacePath {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct NamespacePropertyPath {
+    /// The account; the API key must be this account's.
     #[param(example = "acme")]
     account: String,
+    /// A namespace: 1 to 256 bytes, no control characters, not a reserved name.
     #[param(example = "billing")]
     namespace: String,
     /// A property name: 1 to 256 bytes, no control characters.
@@ -42,8 +45,10 @@ pub struct NamespacePropertyPath {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct SessionPath {
+    /// The account; the API key must be this account's.
     #[param(example = "acme")]
     account: String,
+    /// A namespace: 1 to 256 bytes, no control characters, not a reserved name.
     #[param(example = "billing")]
     namespace: String,
     /// A session id: 1 to 256 bytes, no control characters (`__default__` is the namespace's own).
@@ -55,12 +60,16 @@ pub struct SessionPath {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct SessionPropertyPath {
+    /// The account; the API key must be this account's.
     #[param(example = "acme")]
     account: String,
+    /// A namespace: 1 to 256 bytes, no control characters, not a reserved name.
     #[param(example = "billing")]
     namespace: String,
+    /// A session id: 1 to 256 bytes, no control characters (`__default__` is the namespace's own).
     #[param(example = "conv-42")]
     session: String,
+    /// A property name: 1 to 256 bytes, no control characters.
     #[param(example = "intent")]
     property: String,
 }
