@@ -1,30 +1,56 @@
 //! The admin API: accounts and their API keys, behind the admin token.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ADMIN_SCOPE, Admin, JsonBody, NoBody, P, Write};
+use super::openapi::params::PlainWriteHeaders;
+use super::openapi::responses::{AdminRead, AdminWrite, Message};
+use super::openapi::schemas as body;
+use super::openapi::{Caller, secured};
 use crate::auth::generate_api_key;
 use crate::domain::Command;
 use crate::domain::accounts::AccountCommand;
 use crate::domain::events::Role;
 use crate::projections::accounts;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/admin/accounts", get(list_accounts).post(create_account))
-        .route("/admin/accounts/{account_id}", get(get_account))
-        .route("/admin/accounts/{account_id}/api-key", post(issue_key))
-        .route("/admin/accounts/{account_id}/keys", get(list_keys).post(issue_named_key))
-        .route("/admin/accounts/{account_id}/keys/{name}", delete(revoke_key))
-        .route("/admin/accounts/{account_id}/limits", get(get_limits).put(set_limits))
+pub fn router() -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::new()
+        .routes(routes!(list_accounts, create_account))
+        .routes(routes!(get_account))
+        .routes(routes!(issue_key))
+        .routes(routes!(list_keys, issue_named_key))
+        .routes(routes!(revoke_key))
+        .routes(routes!(get_limits, set_limits));
+    secured(router, Caller::Admin, "admin")
+}
+
+/// `/admin/accounts/{account_id}`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct AccountPath {
+    /// The account.
+    #[param(example = "acme")]
+    account_id: String,
+}
+
+/// `/admin/accounts/{account_id}/keys/{name}`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct KeyPath {
+    #[param(example = "acme")]
+    account_id: String,
+    /// The key's name.
+    #[param(example = "bot-7")]
+    name: String,
 }
 
 /// An account's limits as `PUT …/limits` takes them.
@@ -46,20 +72,34 @@ fn limits_json(state: &AppState, account_id: &str, own: Option<u32>) -> Response
     .into_response()
 }
 
+/// An account's limits.
+#[utoipa::path(get, path = "/admin/accounts/{account_id}/limits", params(AccountPath), responses(
+    (status = 200, description = "Its own limit and the one applied", body = body::Limits),
+    (status = 404, description = "Unknown account", body = Message),
+    AdminRead,
+))]
 async fn get_limits(
     State(state): State<AppState>,
     _: Admin,
-    P(account_id): P<String>,
+    P(AccountPath { account_id }): P<AccountPath>,
 ) -> Result<Response, ApiError> {
     let own = state.store.read(|conn| accounts::write_limit(conn, &account_id))?;
     let own = own.ok_or_else(|| unknown_account(&account_id))?;
     Ok(limits_json(&state, &account_id, own))
 }
 
+/// Sets or clears an account's writes per second (`AccountLimitsSet` in its log).
+#[utoipa::path(put, path = "/admin/accounts/{account_id}/limits", params(AccountPath, PlainWriteHeaders),
+    request_body = body::NewLimits,
+    responses(
+        (status = 200, description = "The limits now", body = body::Limits),
+        (status = 404, description = "Unknown account", body = Message),
+        AdminWrite,
+    ))]
 async fn set_limits(
     State(state): State<AppState>,
     _: Admin,
-    P(account_id): P<String>,
+    P(AccountPath { account_id }): P<AccountPath>,
     write: Write<JsonBody<serde_json::Value>>,
 ) -> Result<Response, ApiError> {
     let JsonBody(body) = write.body;
@@ -82,6 +122,14 @@ struct NewAccount {
     account_id: String,
 }
 
+/// Creates an account.
+#[utoipa::path(post, path = "/admin/accounts", params(PlainWriteHeaders), request_body = body::NewAccount,
+    responses(
+        (status = 201, description = "Created", body = body::AccountId,
+            headers(("Location" = String, description = "/admin/accounts/{account_id}, percent-encoded"))),
+        (status = 409, description = "It exists, or one differing only in case or character width does", body = Message),
+        AdminWrite,
+    ))]
 async fn create_account(
     State(state): State<AppState>,
     _: Admin,
@@ -96,10 +144,16 @@ async fn create_account(
         .into_response())
 }
 
+/// An account.
+#[utoipa::path(get, path = "/admin/accounts/{account_id}", params(AccountPath), responses(
+    (status = 200, description = "The account", body = body::AccountSummary),
+    (status = 404, description = "Unknown account", body = Message),
+    AdminRead,
+))]
 async fn get_account(
     State(state): State<AppState>,
     _: Admin,
-    P(account_id): P<String>,
+    P(AccountPath { account_id }): P<AccountPath>,
 ) -> Result<Response, ApiError> {
     let account = state.store.read(|conn| accounts::get(conn, &account_id))?;
     let account = account.ok_or_else(|| unknown_account(&account_id))?;
@@ -121,16 +175,28 @@ fn percent_encode(segment: &str) -> String {
         .collect()
 }
 
+/// Every account, by id.
+#[utoipa::path(get, path = "/admin/accounts", responses(
+    (status = 200, description = "The accounts", body = Vec<body::AccountSummary>),
+    AdminRead,
+))]
 async fn list_accounts(State(state): State<AppState>, _: Admin) -> Result<Response, ApiError> {
     let accounts = state.store.read(accounts::list)?;
     Ok(axum::Json(accounts).into_response())
 }
 
 /// `POST …/api-key`: LivePerson's call, on the account's `default` key (replaced if active).
+#[utoipa::path(post, path = "/admin/accounts/{account_id}/api-key", params(AccountPath, PlainWriteHeaders),
+    responses(
+        (status = 201, description = "The key, shown this once", body = body::IssuedDefaultKey),
+        (status = 200, description = "A retry with the same `Idempotency-Key`: no key shown, none issued", body = body::ReplayedKey),
+        (status = 404, description = "Unknown account", body = Message),
+        AdminWrite,
+    ))]
 async fn issue_key(
     State(state): State<AppState>,
     _: Admin,
-    P(account_id): P<String>,
+    P(AccountPath { account_id }): P<AccountPath>,
     write: Write<NoBody>,
 ) -> Result<Response, ApiError> {
     let key = generate_api_key();
@@ -165,10 +231,20 @@ struct NewKey {
 }
 
 /// `POST …/keys` `{"name", "role"}`: a named key beside the account's others.
+#[utoipa::path(post, path = "/admin/accounts/{account_id}/keys", params(AccountPath, PlainWriteHeaders),
+    request_body = body::NewKey,
+    responses(
+        (status = 201, description = "The key, shown this once", body = body::IssuedKey,
+            headers(("Location" = String, description = "/admin/accounts/{account_id}/keys/{name}"))),
+        (status = 200, description = "A retry with the same `Idempotency-Key`: no key shown, none issued", body = body::ReplayedKey),
+        (status = 404, description = "Unknown account", body = Message),
+        (status = 409, description = "The account has an active key of that name", body = Message),
+        AdminWrite,
+    ))]
 async fn issue_named_key(
     State(state): State<AppState>,
     _: Admin,
-    P(account_id): P<String>,
+    P(AccountPath { account_id }): P<AccountPath>,
     write: Write<JsonBody<NewKey>>,
 ) -> Result<Response, ApiError> {
     let JsonBody(NewKey { name, role }) = write.body;
@@ -193,10 +269,15 @@ async fn issue_named_key(
 }
 
 /// `GET …/keys`: the account's active keys — names, roles, ids, when issued; never secrets.
+#[utoipa::path(get, path = "/admin/accounts/{account_id}/keys", params(AccountPath), responses(
+    (status = 200, description = "The keys, by name", body = body::KeyList),
+    (status = 404, description = "Unknown account", body = Message),
+    AdminRead,
+))]
 async fn list_keys(
     State(state): State<AppState>,
     _: Admin,
-    P(account_id): P<String>,
+    P(AccountPath { account_id }): P<AccountPath>,
 ) -> Result<Response, ApiError> {
     let found = state.store.read(|conn| {
         let exists = accounts::get(conn, &account_id)?.is_some();
@@ -220,10 +301,16 @@ async fn list_keys(
 }
 
 /// `DELETE …/keys/{name}`: revokes the active key of that name; the others keep working.
+#[utoipa::path(delete, path = "/admin/accounts/{account_id}/keys/{name}", params(KeyPath, PlainWriteHeaders),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, description = "No active key has that name", body = Message),
+        AdminWrite,
+    ))]
 async fn revoke_key(
     State(state): State<AppState>,
     _: Admin,
-    P((account_id, name)): P<(String, String)>,
+    P(KeyPath { account_id, name }): P<KeyPath>,
     write: Write<NoBody>,
 ) -> Result<Response, ApiError> {
     let command = AccountCommand::RevokeApiKey { account_id, name };

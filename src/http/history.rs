@@ -3,23 +3,28 @@
 //! (`projections::as_of`). The change history routes of the context store live here; the
 //! service history route is in the journeys router, so that its errors take that family's shape.
 
-use crate::store::db::Connection;
-use axum::Router;
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::context::check_target;
 use super::error::ApiError;
 use super::extract::{Account, P, Q, Target, TenantAccount};
+use super::openapi::params::{NamespacePath, NamespacePropertyPath, SessionPath, SessionPropertyPath};
+use super::openapi::responses::{ContextRead, JourneysError, JourneysRead, Message};
+use super::openapi::schemas::History;
+use super::openapi::{Caller, secured};
 use crate::domain::events::{service_stream, session_stream};
 use crate::projections::as_of::{self, AsOfError, Point, Streams};
 use crate::projections::history::{self, Page};
 use crate::store::StoreError;
+use crate::store::db::Connection;
 
 /// The point a GET reads at: today, or `as_of=<RFC 3339 time>` / `as_of_seq=<seq>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,23 +136,26 @@ async fn at<T: Send + 'static>(
     answer.map_err(|refused| ApiError::bad_request(refused.to_string()))
 }
 
-const ACCOUNT: &str = "/v1/account/{account}";
-
 /// The context store's history routes (the service's is in the journeys router).
-pub fn router() -> Router<AppState> {
-    let route = |suffix: &str| format!("{ACCOUNT}{suffix}");
-    Router::new()
-        .route(&route("/{namespace}/history"), get(session_history))
-        .route(&route("/{namespace}/properties/{property}/history"), get(session_history))
-        .route(&route("/{namespace}/{session}/history"), get(session_history))
-        .route(&route("/{namespace}/{session}/properties/{property}/history"), get(session_history))
+pub fn router() -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::new()
+        .routes(routes!(namespace_history))
+        .routes(routes!(namespace_property_history))
+        .routes(routes!(session_history))
+        .routes(routes!(property_history));
+    secured(router, Caller::Tenant, "history")
 }
 
 /// `after` and `limit` of a history page.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
+    /// Entries with a larger seq than this one (default 0).
+    #[param(minimum = 0)]
     after: Option<u64>,
+    /// Entries a page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
@@ -162,7 +170,13 @@ impl PageQuery {
     }
 }
 
-/// Every change of a session (a namespace's: `__default__`), or of one of its properties.
+/// Every event of a session's stream, oldest first.
+#[utoipa::path(get, path = "/v1/account/{account}/{namespace}/{session}/history", params(SessionPath, PageQuery),
+    responses(
+        (status = 200, description = "A page of the history", body = History),
+        (status = 404, description = "The session has no events", body = Message),
+        ContextRead,
+    ))]
 async fn session_history(
     State(state): State<AppState>,
     account: Account,
@@ -184,8 +198,65 @@ async fn session_history(
     Ok(axum::Json(history).into_response())
 }
 
+/// The events of a session's stream that touched one property.
+#[utoipa::path(get, path = "/v1/account/{account}/{namespace}/{session}/properties/{property}/history",
+    params(SessionPropertyPath, PageQuery),
+    responses(
+        (status = 200, description = "A page of the history", body = History),
+        (status = 404, description = "No event ever touched the property", body = Message),
+        ContextRead,
+    ))]
+async fn property_history(
+    state: State<AppState>,
+    account: Account,
+    target: Target,
+    query: Q<PageQuery>,
+) -> Result<Response, ApiError> {
+    session_history(state, account, target, query).await
+}
+
+/// Every event of the namespace's own properties (session `__default__`).
+#[utoipa::path(get, path = "/v1/account/{account}/{namespace}/history", params(NamespacePath, PageQuery),
+    responses(
+        (status = 200, description = "A page of the history", body = History),
+        (status = 404, description = "The namespace's properties have no events", body = Message),
+        ContextRead,
+    ))]
+async fn namespace_history(
+    state: State<AppState>,
+    account: Account,
+    target: Target,
+    query: Q<PageQuery>,
+) -> Result<Response, ApiError> {
+    session_history(state, account, target, query).await
+}
+
+/// The events that touched one namespace property.
+#[utoipa::path(get, path = "/v1/account/{account}/{namespace}/properties/{property}/history",
+    params(NamespacePropertyPath, PageQuery),
+    responses(
+        (status = 200, description = "A page of the history", body = History),
+        (status = 404, description = "No event ever touched the property", body = Message),
+        ContextRead,
+    ))]
+async fn namespace_property_history(
+    state: State<AppState>,
+    account: Account,
+    target: Target,
+    query: Q<PageQuery>,
+) -> Result<Response, ApiError> {
+    session_history(state, account, target, query).await
+}
+
 /// `GET /genesys/1/cs/services/{service_id}/history`: the service's events, states and tasks
-/// included, with their payloads.
+/// included, with their payloads. Its path is relative to the journeys API's base.
+#[utoipa::path(get, path = "/services/{service_id}/history",
+    params(("service_id" = String, Path, description = "The service"), PageQuery),
+    responses(
+        (status = 200, description = "A page of the history", body = History),
+        (status = 404, description = "No such service", body = JourneysError),
+        JourneysRead,
+    ))]
 pub async fn service_history(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,

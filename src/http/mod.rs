@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod history;
 pub mod journeys;
+pub mod openapi;
 pub mod ops;
 pub mod serve;
 pub mod slots;
@@ -16,11 +17,12 @@ pub mod ui;
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Router};
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
@@ -58,10 +60,23 @@ pub fn path_segment(text: &str) -> percent_encoding::PercentEncode<'_> {
     percent_encoding::utf8_percent_encode(text, SEGMENT)
 }
 
-/// The whole HTTP API, its paths' names in NFC before a route is matched (`nfc_path`).
+/// The whole HTTP API, and its OpenAPI description (`openapi`), made from the same routes; its
+/// paths' names in NFC before a route is matched (`nfc_path`).
 pub fn router(state: AppState) -> Router {
-    let routes = routes(state);
-    Router::new().fallback_service(tower::ServiceExt::map_request(routes, nfc_path))
+    let (router, description) = routes().split_for_parts();
+    let description = openapi::Description::new(&openapi::finish(description));
+    let served = router
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
+        })
+        .layer(middleware::from_fn_with_state(state.clone(), slots::limit_large_reads))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(Extension(description))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn(limit_request_head))
+        .with_state(state);
+    Router::new().fallback_service(tower::ServiceExt::map_request(served, nfc_path))
 }
 
 /// Every name in the request's path in NFC (`names::normal_form`): the account, namespace,
@@ -105,8 +120,9 @@ fn nfc_path(mut request: Request) -> Request {
     request
 }
 
-fn routes(state: AppState) -> Router {
-    Router::new()
+/// Every route, each registered with its description.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::frame())
         .merge(ops::router())
         .merge(admin::router())
         .merge(context::router())
@@ -115,15 +131,7 @@ fn routes(state: AppState) -> Router {
         .merge(analytics::router())
         .merge(audit::router())
         .merge(ui::router())
-        .fallback(|| async { ApiError::not_found("no such route") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
-        })
-        .layer(middleware::from_fn_with_state(state.clone(), slots::limit_large_reads))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .layer(middleware::from_fn(limit_request_head))
-        .with_state(state)
+        .merge(openapi::router())
 }
 
 /// Longest request target (path and query) answered; longer: 414.

@@ -1,19 +1,28 @@
 //! The dashboard at `/ui/`: one page, embedded in the binary, that reads the analytics and
 //! journeys endpoints like any client (docs/ANALYTICS.md). Nothing is fetched from elsewhere.
 
-use axum::Router;
 use axum::http::header;
 use axum::response::{IntoResponse, Redirect};
-use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
+use super::openapi::tagged;
 
 const INDEX: &str = include_str!("ui/index.html");
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/ui", get(|| async { Redirect::permanent("/ui/") })).route("/ui/", get(index))
+pub fn router() -> OpenApiRouter<AppState> {
+    tagged(OpenApiRouter::new().routes(routes!(redirect)).routes(routes!(index)), "operations")
 }
 
+/// The dashboard's address without its slash.
+#[utoipa::path(get, path = "/ui", responses((status = 308, description = "To `/ui/`", headers(("Location" = String)))))]
+async fn redirect() -> Redirect {
+    Redirect::permanent("/ui/")
+}
+
+/// The dashboard: one page that reads the analytics and journeys endpoints with a key it asks for.
+#[utoipa::path(get, path = "/ui/", responses((status = 200, description = "The page", content_type = "text/html", body = String)))]
 async fn index() -> impl IntoResponse {
     (
         [

@@ -16,6 +16,7 @@ mod keys;
 mod model;
 mod neighbours;
 mod nodes;
+mod openapi;
 mod ops;
 mod process;
 mod steps;

@@ -20,7 +20,7 @@ fn chromium() -> String {
 }
 
 /// Runs headless Chromium on `url` with `extra` arguments and returns its standard output.
-fn headless(url: &str, extra: &[&str]) -> String {
+pub(crate) fn headless(url: &str, extra: &[&str]) -> String {
     let profile = tempfile::tempdir().unwrap();
     let output = Command::new(chromium())
         .args([

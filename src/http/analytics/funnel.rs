@@ -6,28 +6,36 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::IntoParams;
 
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::{Account, Q};
+use crate::http::openapi::analytics as body;
+use crate::http::openapi::params::AccountPath;
+use crate::http::openapi::responses::ContextRead;
 use crate::projections::analytics::{Counter, DURATION_BOUNDS_S, FUNNEL_DEPTH, HISTOGRAM_BUCKETS};
 use crate::projections::analytics_queries as queries;
 use crate::store::StoreError;
 
 use super::{Filter, quantile, rate};
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FunnelQuery {
     #[serde(flatten)]
+    #[param(ignore)]
     filter: Filter,
-    /// State types, comma-separated, in funnel order.
+    /// State types, comma-separated, in funnel order (or a JSON array of strings): 1 to 12; required.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(required = true)]
     steps: Option<String>,
     /// How long after the service's start a step still counts as reached: seconds, or with a
     /// unit (`90s`, `15m`, `1h`, `1d`), one of the histogram's bounds.
     #[serde(skip_serializing_if = "Option::is_none")]
     window: Option<String>,
+    /// `media_type`: the funnel of each channel too.
     #[serde(skip_serializing_if = "Option::is_none")]
     breakdown: Option<String>,
 }
@@ -122,6 +130,12 @@ fn funnel_figures(
     json!({ "started": started, "steps": figures })
 }
 
+/// How many journeys reached each step, in order, within a window.
+#[utoipa::path(get, path = "/v1/account/{account}/analytics/funnel", params(AccountPath, Filter, FunnelQuery),
+    responses(
+        (status = 200, description = "The funnel", body = body::Funnel),
+        ContextRead,
+    ))]
 pub(super) async fn funnel(
     State(state): State<AppState>,
     account: Account,

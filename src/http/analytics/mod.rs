@@ -3,47 +3,56 @@
 //! (`analytics_queries`), so a query's cost depends on the number of state types, paths and
 //! hours in range, not on the number of services.
 
-use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use chrono::{DateTime, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Account, Q};
+use super::openapi::analytics as body;
+use super::openapi::params::AccountPath;
+use super::openapi::responses::ContextRead;
+use super::openapi::{Caller, secured};
 use crate::domain::journeys::fields::parse_time;
 use crate::projections::analytics::{BEFORE_FIRST_STATE, Counter, DURATION_BOUNDS_S};
 use crate::projections::analytics_queries::{self as queries, Cohorts, ServiceTotals, Sums};
 
 mod funnel;
 
-const BASE: &str = "/v1/account/{account}/analytics";
-
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(&format!("{BASE}/dropoff"), get(dropoff))
-        .route(&format!("{BASE}/funnel"), get(funnel::funnel))
-        .route(&format!("{BASE}/transitions"), get(transitions))
-        .route(&format!("{BASE}/timeseries"), get(timeseries))
-        .route(&format!("{BASE}/abandoned"), get(abandoned))
+pub fn router() -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::new()
+        .routes(routes!(dropoff))
+        .routes(routes!(funnel::funnel))
+        .routes(routes!(transitions))
+        .routes(routes!(timeseries))
+        .routes(routes!(abandoned));
+    secured(router, Caller::Tenant, "analytics")
 }
 
 /// The filters every analytics query takes; echoed back as `query`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct Filter {
+    /// Only services of this type.
     #[serde(skip_serializing_if = "Option::is_none")]
     service_type: Option<String>,
+    /// Only services started on this channel.
     #[serde(skip_serializing_if = "Option::is_none")]
     media_type: Option<String>,
     /// Services started at or after this hour (RFC 3339, on the hour).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(format = DateTime)]
     from: Option<String>,
     /// Services started before this hour.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(format = DateTime)]
     to: Option<String>,
 }
 
@@ -104,6 +113,12 @@ fn quantile(counts: &[i64], quantile: f64) -> Value {
     Value::Null
 }
 
+/// Where services are abandoned: totals, and per state type the services that entered it, left
+/// onward or were abandoned there, most abandoned first.
+#[utoipa::path(get, path = "/v1/account/{account}/analytics/dropoff", params(AccountPath, Filter), responses(
+    (status = 200, description = "The drop-off", body = body::Dropoff),
+    ContextRead,
+))]
 async fn dropoff(
     State(state): State<AppState>,
     account: Account,
@@ -163,6 +178,11 @@ fn dropoff_states(mut states: Vec<Sums>) -> Vec<Value> {
         .collect()
 }
 
+/// The moves between state types, most frequent first.
+#[utoipa::path(get, path = "/v1/account/{account}/analytics/transitions", params(AccountPath, Filter), responses(
+    (status = 200, description = "The transitions", body = body::Transitions),
+    ContextRead,
+))]
 async fn transitions(
     State(state): State<AppState>,
     account: Account,
@@ -191,14 +211,23 @@ async fn transitions(
     Ok(axum::Json(json!({ "query": filter, "transitions": moves })).into_response())
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct SeriesQuery {
     #[serde(flatten)]
+    #[param(ignore)]
     filter: Filter,
+    /// `hour` (default) or `day`.
     interval: Option<String>,
 }
 
+/// Services started, completed and abandoned per hour or day.
+#[utoipa::path(get, path = "/v1/account/{account}/analytics/timeseries", params(AccountPath, Filter, SeriesQuery),
+    responses(
+        (status = 200, description = "The buckets", body = body::Timeseries),
+        ContextRead,
+    ))]
 async fn timeseries(
     State(state): State<AppState>,
     account: Account,
@@ -225,15 +254,21 @@ async fn timeseries(
     Ok(axum::Json(json!({ "query": query, "buckets": buckets })).into_response())
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct AbandonedQuery {
     #[serde(flatten)]
+    #[param(ignore)]
     filter: Filter,
+    /// Only services abandoned in this state type.
     #[serde(skip_serializing_if = "Option::is_none")]
     state_type: Option<String>,
+    /// Services a page, 1 to 1000 (default 100).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+    /// The `next` cursor of the previous page.
     #[serde(skip_serializing_if = "Option::is_none")]
     after: Option<String>,
 }
@@ -242,6 +277,12 @@ struct AbandonedQuery {
 const MAX_PAGE: usize = 1000;
 const DEFAULT_PAGE: usize = 100;
 
+/// The abandoned services, latest first, a page at a time.
+#[utoipa::path(get, path = "/v1/account/{account}/analytics/abandoned", params(AccountPath, Filter, AbandonedQuery),
+    responses(
+        (status = 200, description = "A page of abandoned services", body = body::Abandoned),
+        ContextRead,
+    ))]
 async fn abandoned(
     State(state): State<AppState>,
     account: Account,

@@ -3,15 +3,17 @@
 
 use std::collections::HashMap;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::ObjectBody;
+use super::paths::CustomerPath;
 use super::services::list;
 use crate::domain::Command;
 use crate::domain::events::Properties;
@@ -22,16 +24,21 @@ use crate::http::AppState;
 use crate::http::error::{ApiError, etag};
 use crate::http::extract::{Account, JsonBody, P, Q, TenantAccount, Write, WriteContext};
 use crate::http::history::Live;
+use crate::http::openapi::journeys as body;
+use crate::http::openapi::params::WriteHeaders;
+use crate::http::openapi::responses::{Done, JourneysError, JourneysRead, JourneysWrite};
+use crate::http::openapi::{Caller, secured};
 use crate::projections::customers as read;
 use crate::projections::journeys::journey_settings;
 use crate::store::Outcome;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/profiles", post(create_profile).get(identify))
-        .route("/profiles/{customer_id}", get(get_profile).put(replace_profile))
-        .route("/metadata/identification-keys", post(define_key).get(list_keys))
-        .route("/settings", get(get_settings).put(set_settings))
+pub fn router() -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::new()
+        .routes(routes!(create_profile, identify))
+        .routes(routes!(get_profile, replace_profile))
+        .routes(routes!(define_key, list_keys))
+        .routes(routes!(get_settings, set_settings));
+    secured(router, Caller::Tenant, "journeys")
 }
 
 async fn submit(
@@ -49,6 +56,14 @@ fn new_customer_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..16].to_string()
 }
 
+/// Creates a customer profile from its attributes and extensions.
+#[utoipa::path(post, path = "/profiles", params(WriteHeaders),
+    request_body(content = Object, description = "Attributes, and extensions (objects or arrays)"),
+    responses(
+        (status = 201, description = "Created", body = body::Profile,
+            headers(("Location" = String, description = "/genesys/1/cs/profiles/{customer_id}"), ("ETag" = String))),
+        JourneysWrite,
+    ))]
 async fn create_profile(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
@@ -68,10 +83,18 @@ async fn create_profile(
         .into_response())
 }
 
+/// Replaces a profile's attributes and the named extensions; others are kept.
+#[utoipa::path(put, path = "/profiles/{customer_id}", params(CustomerPath, WriteHeaders),
+    request_body(content = Object, description = "Attributes, and extensions (objects or arrays)"),
+    responses(
+        Done,
+        (status = 404, description = "No such customer", body = JourneysError),
+        JourneysWrite,
+    ))]
 async fn replace_profile(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
-    P(customer_id): P<String>,
+    P(CustomerPath { customer_id }): P<CustomerPath>,
     write: Write<ObjectBody>,
 ) -> Result<Response, ApiError> {
     let profile = parse_profile(write.body.0)?;
@@ -95,16 +118,24 @@ fn render_profile(customer_id: &str, profile: &Properties, extensions: &[String]
     Value::Object(object)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ProfileQuery {
+    /// The extensions shown: names, comma-separated, or `*` (default none).
     extensions: Option<String>,
 }
 
+/// A customer's profile: its attributes and the extensions asked for.
+#[utoipa::path(get, path = "/profiles/{customer_id}", params(CustomerPath, ProfileQuery), responses(
+    (status = 200, description = "The profile", body = body::Profile),
+    (status = 404, description = "No such customer", body = JourneysError),
+    JourneysRead,
+))]
 async fn get_profile(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
-    P(customer_id): P<String>,
+    P(CustomerPath { customer_id }): P<CustomerPath>,
     _: Live,
     Q(query): Q<ProfileQuery>,
 ) -> Result<Response, ApiError> {
@@ -122,6 +153,18 @@ const IDENTIFY_OPTIONS: &[&str] = &["id_key", "include_profile", "extensions", "
 /// Finds customers by the attributes of an identification key: `id_key`'s, or else the first
 /// key (in definition order) whose attributes the query all gives, or else the key with the
 /// longest given prefix of attributes. Several customers may match.
+#[utoipa::path(get, path = "/profiles",
+    params(
+        ("id_key" = Option<String>, Query, description = "The identification key to use"),
+        ("include_profile" = Option<String>, Query, description = "`yes` or `no` (default): the profiles, or their ids"),
+        ("include_extensions" = Option<String>, Query, description = "`always` or `unique`"),
+        ("extensions" = Option<String>, Query, description = "The extensions shown: names, comma-separated, or `*`"),
+        ("attributes" = Object, Query, style = Form, explode, description = "`<attribute>=<value>` for each attribute given (`Extension.Attribute=value` for extension keys)"),
+    ),
+    responses(
+        (status = 200, description = "The customers found", body = Vec<body::Profile>),
+        JourneysRead,
+    ))]
 async fn identify(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
@@ -219,6 +262,13 @@ struct KeyBody {
     unique: bool,
 }
 
+/// Declares an identification key: the attributes that identify a customer.
+#[utoipa::path(post, path = "/metadata/identification-keys", params(WriteHeaders),
+    request_body = body::NewIdentificationKey,
+    responses(
+        (status = 201, description = "Declared", body = body::KeyName),
+        JourneysWrite,
+    ))]
 async fn define_key(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
@@ -235,6 +285,11 @@ async fn define_key(
     Ok((StatusCode::CREATED, axum::Json(json!({ "name": body.name }))).into_response())
 }
 
+/// The account's identification keys, in declaration order.
+#[utoipa::path(get, path = "/metadata/identification-keys", operation_id = "list_identification_keys", responses(
+    (status = 200, description = "The keys", body = Vec<body::IdentificationKey>),
+    JourneysRead,
+))]
 async fn list_keys(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
@@ -248,6 +303,11 @@ async fn list_keys(
     Ok(axum::Json(body).into_response())
 }
 
+/// The account's journey settings in force.
+#[utoipa::path(get, path = "/settings", responses(
+    (status = 200, description = "The settings", body = body::Settings),
+    JourneysRead,
+))]
 async fn get_settings(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
@@ -272,6 +332,11 @@ struct SettingsBody {
 }
 
 /// Replaces the settings: a field left out returns to its default.
+#[utoipa::path(put, path = "/settings", params(WriteHeaders), request_body = body::NewSettings,
+    responses(
+        (status = 200, description = "The settings now", body = body::Settings),
+        JourneysWrite,
+    ))]
 async fn set_settings(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,

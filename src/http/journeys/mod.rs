@@ -4,6 +4,8 @@
 
 mod customers;
 mod items;
+mod lists;
+pub mod paths;
 mod render;
 mod services;
 mod timeline;
@@ -15,10 +17,16 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use serde_json::{Map, Value, json};
+use utoipa::IntoParams;
+use utoipa::openapi::OpenApiBuilder;
+use utoipa::openapi::path::ParameterIn;
+use utoipa_axum::router::OpenApiRouter;
 
 use super::AppState;
 use super::error::{ApiError, ErrorMessage, etag};
 use super::extract::{Account, FromBody, WriteContext};
+use super::openapi::operations_mut;
+use super::openapi::params::TenantHeader;
 use crate::domain::journeys::ServiceCommand;
 use crate::domain::journeys::fields::{BodyKind, parse_body};
 use crate::domain::{Command, DomainError};
@@ -28,21 +36,34 @@ use crate::store::Outcome;
 /// Where the journeys API lives.
 pub const BASE: &str = "/genesys/1/cs";
 
-pub fn router() -> Router<AppState> {
-    let inner = services::router()
+pub fn router() -> OpenApiRouter<AppState> {
+    let (inner, description) = services::router()
         .merge(items::router())
         .merge(customers::router())
         .merge(super::audit::journeys_router())
+        .split_for_parts();
+    let inner = inner
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
         })
         .layer(middleware::map_response(error_shape));
-    // `BASE/` itself lies outside the nested router; it answers in this family's shape too.
+    // `BASE/` itself lies outside the nested router, and is no route: it answers a 404 in this
+    // family's shape too.
     let base = Router::new()
         .route(&format!("{BASE}/"), any(|| async { ApiError::not_found("no such route") }))
         .layer(middleware::map_response(error_shape));
-    Router::new().nest(BASE, inner).merge(base)
+    let mut router = OpenApiRouter::from(Router::new().nest(BASE, inner).merge(base));
+    let mut description = OpenApiBuilder::new().build().nest(BASE, description);
+    // Every route of the family reads the key's account, and `ContactCenterId` when given.
+    for item in description.paths.paths.values_mut() {
+        for operation in operations_mut(item) {
+            let tenant = TenantHeader::into_params(|| Some(ParameterIn::Header));
+            operation.parameters.get_or_insert_with(Vec::new).extend(tenant.into_iter().map(Into::into));
+        }
+    }
+    *router.get_openapi_mut() = description;
+    router
 }
 
 /// Renders every error of this family as `{"message": ..., "exception": ...}`.

@@ -1,16 +1,19 @@
 //! Services: start, end, read, delete, expiry, association, extensions, and the lists by
 //! customer and by anonymous contact key.
 
-use axum::Router;
-use axum::extract::{MatchedPath, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::{Value, json};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::lists;
+use super::paths::{AssociatePath, ServiceExtensionPath, ServicePath};
 use super::render::{self, Embed, Extensions};
-use super::{ObjectBody, done, event_body, status_of, submit_service};
+use super::{ObjectBody, done, event_body, submit_service};
 use crate::domain::events::service_stream;
 use crate::domain::journeys::ServiceCommand;
 use crate::domain::journeys::events::{Expiry, Item};
@@ -19,28 +22,39 @@ use crate::domain::names::check_name;
 use crate::http::AppState;
 use crate::http::error::{ApiError, etag};
 use crate::http::extract::{JsonBody, NoBody, P, Q, TenantAccount, Write};
-use crate::http::history::{AsOf, service_history};
+use crate::http::history::AsOf;
+use crate::http::openapi::journeys as body;
+use crate::http::openapi::params::{AsOfQuery, WriteHeaders};
+use crate::http::openapi::responses::{Done, JourneysError, JourneysRead, JourneysWrite};
+use crate::http::openapi::{Caller, secured};
 use crate::projections::as_of::Streams;
-use crate::projections::journeys::{self as read, Owner, ServiceFilter, Status};
+use crate::projections::journeys as read;
 use crate::store::log;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/services/start", post(start))
-        .route("/services/{service_id}", get(get_service).delete(delete_service).put(set_expiry))
-        .route("/services/{service_id}/end", post(end))
-        .route("/services/{service_id}/history", get(service_history))
-        .route("/services/{service_id}/extensions/{name}", put(replace_extension))
-        .route("/customers/{customer_id}/services/{service_id}", post(associate))
-        .route("/customers/{customer_id}/services", get(customer_services))
-        .route("/customers/{customer_id}/services/active", get(customer_services))
-        .route("/customers/{customer_id}/services/completed", get(customer_services))
-        .route("/services/anonymous/{contact_key}", get(anonymous_services))
-        .route("/services/anonymous/{contact_key}/active", get(anonymous_services))
-        .route("/services/anonymous/{contact_key}/completed", get(anonymous_services))
-        .route("/customers/{customer_id}/journey", get(super::timeline::journey))
+pub fn router() -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::new()
+        .routes(routes!(start))
+        .routes(routes!(get_service, delete_service, set_expiry))
+        .routes(routes!(end))
+        .routes(routes!(crate::http::history::service_history))
+        .routes(routes!(replace_extension))
+        .routes(routes!(associate))
+        .routes(routes!(lists::customer_services))
+        .routes(routes!(lists::active_customer_services))
+        .routes(routes!(lists::completed_customer_services))
+        .routes(routes!(lists::anonymous_services))
+        .routes(routes!(lists::active_anonymous_services))
+        .routes(routes!(lists::completed_anonymous_services))
+        .routes(routes!(super::timeline::journey));
+    secured(router, Caller::Tenant, "journeys")
 }
 
+/// Starts a service for a customer (`customer_id`) or an anonymous contact (`contact_key`).
+#[utoipa::path(post, path = "/services/start", params(WriteHeaders), request_body = body::EventBody,
+    responses(
+        (status = 200, description = "Started", body = body::ServiceId, headers(("ETag" = String, description = "The service stream's version"))),
+        JourneysWrite,
+    ))]
 async fn start(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
@@ -54,10 +68,18 @@ async fn start(
     Ok(done(&outcome, Some(json!({ "service_id": service_id }))))
 }
 
+/// Ends a service; its open states and tasks are ended first.
+#[utoipa::path(post, path = "/services/{service_id}/end", params(ServicePath, WriteHeaders),
+    request_body(content = Option<body::EventBody>, description = "The end's fields (optional)"),
+    responses(
+        Done,
+        (status = 404, description = "No such service", body = JourneysError),
+        JourneysWrite,
+    ))]
 async fn end(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
-    P(service_id): P<String>,
+    P(ServicePath { service_id }): P<ServicePath>,
     write: Write<ObjectBody>,
 ) -> Result<Response, ApiError> {
     let body = event_body(write.body.0, BodyKind::ServiceEnd)?;
@@ -66,10 +88,16 @@ async fn end(
     Ok(done(&outcome, None))
 }
 
+/// Deletes a service, its states and tasks.
+#[utoipa::path(delete, path = "/services/{service_id}", params(ServicePath, WriteHeaders), responses(
+    Done,
+    (status = 404, description = "No such service", body = JourneysError),
+    JourneysWrite,
+))]
 async fn delete_service(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
-    P(service_id): P<String>,
+    P(ServicePath { service_id }): P<ServicePath>,
     write: Write<NoBody>,
 ) -> Result<Response, ApiError> {
     let outcome =
@@ -84,10 +112,17 @@ struct ExpiryBody {
     expiration_time: Option<String>,
 }
 
+/// Sets when a service expires.
+#[utoipa::path(put, path = "/services/{service_id}", params(ServicePath, WriteHeaders), request_body = body::ExpiryBody,
+    responses(
+        Done,
+        (status = 404, description = "No such service", body = JourneysError),
+        JourneysWrite,
+    ))]
 async fn set_expiry(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
-    P(service_id): P<String>,
+    P(ServicePath { service_id }): P<ServicePath>,
     write: Write<JsonBody<ExpiryBody>>,
 ) -> Result<Response, ApiError> {
     let JsonBody(body) = write.body;
@@ -99,10 +134,18 @@ async fn set_expiry(
     Ok(done(&outcome, None))
 }
 
+/// Gives a service to a customer.
+#[utoipa::path(post, path = "/customers/{customer_id}/services/{service_id}", params(AssociatePath, WriteHeaders),
+    request_body(content = Option<body::EventBody>, description = "The association's fields (optional)"),
+    responses(
+        Done,
+        (status = 404, description = "No such service", body = JourneysError),
+        JourneysWrite,
+    ))]
 async fn associate(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
-    P((customer_id, service_id)): P<(String, String)>,
+    P(AssociatePath { customer_id, service_id }): P<AssociatePath>,
     write: Write<ObjectBody>,
 ) -> Result<Response, ApiError> {
     check_name("customer_id", &customer_id)?;
@@ -136,35 +179,56 @@ pub async fn replace(
     Ok(done(&outcome, None))
 }
 
+/// Replaces one extension of a service.
+#[utoipa::path(put, path = "/services/{service_id}/extensions/{name}", params(ServiceExtensionPath, WriteHeaders),
+    request_body(content = Object, description = "A JSON object, or an array (a multi-valued extension)"),
+    responses(
+        Done,
+        (status = 404, description = "No such service", body = JourneysError),
+        JourneysWrite,
+    ))]
 async fn replace_extension(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
-    P((service_id, name)): P<(String, String)>,
+    P(ServiceExtensionPath { service_id, name }): P<ServiceExtensionPath>,
     write: Write<JsonBody<Value>>,
 ) -> Result<Response, ApiError> {
     replace(&state, &account, write, &service_id, Item::Service, name).await
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct ServiceQuery {
+pub(super) struct ServiceQuery {
+    /// Embed the active states.
     active_states: Option<bool>,
+    /// Embed the completed states.
     completed_states: Option<bool>,
+    /// Embed the active tasks.
     active_tasks: Option<bool>,
+    /// Embed the completed tasks.
     completed_tasks: Option<bool>,
-    extensions: Option<String>,
-    started_from: Option<String>,
-    started_to: Option<String>,
-    service_types: Option<String>,
+    /// The extensions shown: `a,b`, `*`, `State.a`, `State.*`, `Task.a`, `Task.*` (default none).
+    pub(super) extensions: Option<String>,
+    /// Lists only: services started at or after this time (RFC 3339).
+    #[param(format = DateTime)]
+    pub(super) started_from: Option<String>,
+    /// Lists only: services started at or before this time (RFC 3339).
+    #[param(format = DateTime)]
+    pub(super) started_to: Option<String>,
+    /// Lists only: these service types, comma-separated.
+    pub(super) service_types: Option<String>,
     /// `as_of` and `as_of_seq` are read by the `AsOf` extractor.
     #[serde(rename = "as_of")]
+    #[param(ignore)]
     _as_of: Option<IgnoredAny>,
     #[serde(rename = "as_of_seq")]
+    #[param(ignore)]
     _as_of_seq: Option<IgnoredAny>,
 }
 
 impl ServiceQuery {
-    fn embed(&self) -> Embed {
+    pub(super) fn embed(&self) -> Embed {
         Embed {
             active_states: self.active_states.unwrap_or(false),
             completed_states: self.completed_states.unwrap_or(false),
@@ -188,10 +252,16 @@ pub async fn load(
         .ok_or_else(|| ApiError::not_found(format!("There is no service {service_id}")))
 }
 
+/// A service, with the children and extensions asked for.
+#[utoipa::path(get, path = "/services/{service_id}", params(ServicePath, ServiceQuery, AsOfQuery), responses(
+    (status = 200, description = "The service", body = body::Service, headers(("ETag" = String, description = "The service stream's version"))),
+    (status = 404, description = "No such service", body = JourneysError),
+    JourneysRead,
+))]
 async fn get_service(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
-    P(service_id): P<String>,
+    P(ServicePath { service_id }): P<ServicePath>,
     at: AsOf,
     Q(query): Q<ServiceQuery>,
 ) -> Result<Response, ApiError> {
@@ -221,55 +291,4 @@ pub fn list(param: Option<&str>) -> Vec<String> {
         .filter(|item| !item.is_empty())
         .map(str::to_string)
         .collect()
-}
-
-async fn list_services(
-    state: AppState,
-    at: AsOf,
-    account: String,
-    owner: (bool, String),
-    status: Status,
-    query: ServiceQuery,
-) -> Result<Response, ApiError> {
-    let filter = ServiceFilter {
-        status,
-        started_from: query.started_from.as_deref().map(|t| parse_time("started_from", t)).transpose()?,
-        started_to: query.started_to.as_deref().map(|t| parse_time("started_to", t)).transpose()?,
-        service_types: list(query.service_types.as_deref()),
-    };
-    let (embed, picked) = (query.embed(), Extensions::parse(query.extensions.as_deref()));
-    let streams = match owner.0 {
-        true => Streams::Customer { account: account.clone(), customer_id: owner.1.clone() },
-        false => Streams::ContactKey { account: account.clone(), contact_key: owner.1.clone() },
-    };
-    let services = at
-        .read_large(&state, streams, move |conn, _| {
-            let owner = if owner.0 { Owner::Customer(&owner.1) } else { Owner::ContactKey(&owner.1) };
-            read::list_services(conn, &account, owner, &filter)
-        })
-        .await?;
-    let body: Vec<Value> = services.iter().map(|doc| render::service(doc, embed, &picked)).collect();
-    Ok(axum::Json(body).into_response())
-}
-
-async fn customer_services(
-    State(state): State<AppState>,
-    TenantAccount(account): TenantAccount,
-    P(customer_id): P<String>,
-    at: AsOf,
-    Q(query): Q<ServiceQuery>,
-    route: MatchedPath,
-) -> Result<Response, ApiError> {
-    list_services(state, at, account.id, (true, customer_id), status_of(&route), query).await
-}
-
-async fn anonymous_services(
-    State(state): State<AppState>,
-    TenantAccount(account): TenantAccount,
-    P(contact_key): P<String>,
-    at: AsOf,
-    Q(query): Q<ServiceQuery>,
-    route: MatchedPath,
-) -> Result<Response, ApiError> {
-    list_services(state, at, account.id, (false, contact_key), status_of(&route), query).await
 }

@@ -15,6 +15,10 @@ use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::{P, TenantAccount};
 use crate::http::history::AsOf;
+use crate::http::journeys::paths::CustomerPath;
+use crate::http::openapi::journeys as body;
+use crate::http::openapi::params::AsOfQuery;
+use crate::http::openapi::responses::{JourneysError, JourneysRead};
 use crate::projections::as_of::Streams;
 use crate::projections::customers::load_profile;
 use crate::projections::journeys::journey_services;
@@ -116,10 +120,17 @@ fn current(doc: &ServiceDoc) -> Value {
     })
 }
 
+/// A customer's journey: every service, state and task in time order, across channels, with
+/// where the customer is now.
+#[utoipa::path(get, path = "/customers/{customer_id}/journey", params(CustomerPath, AsOfQuery), responses(
+    (status = 200, description = "The timeline (docs/JOURNEYS.md)", body = body::Journey),
+    (status = 404, description = "The customer has no profile and no service", body = JourneysError),
+    JourneysRead,
+))]
 pub async fn journey(
     State(state): State<AppState>,
     TenantAccount(account): TenantAccount,
-    P(customer_id): P<String>,
+    P(CustomerPath { customer_id }): P<CustomerPath>,
     at: AsOf,
 ) -> Result<Response, ApiError> {
     let (account_id, id) = (account.id.clone(), customer_id.clone());

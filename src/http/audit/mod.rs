@@ -1,35 +1,38 @@
 //! What auditors and integrations read from the log itself (docs/AUDIT.md): the account's event
 //! feed, paged or followed live over Server-Sent Events, its hash chain's verification, its
-//! signed head, and erasure of a context session or a customer.
+//! signed head, and erasure of a context session or a customer (`erase.rs`).
+
+mod erase;
+
+pub use erase::journeys_router;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::watch;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{Account, NoBody, P, Q, Target, TenantAccount, Write};
-use crate::domain::Command;
-use crate::domain::erasure::ErasureTarget;
+use super::extract::{Account, Q};
+use super::openapi::params::AccountPath;
+use super::openapi::responses::{ContextRead, Message};
+use super::openapi::schemas as body;
+use super::openapi::{Caller, secured, tagged};
 use crate::domain::events::EVENT_TYPES;
-use crate::domain::names::{check_name, check_namespace};
-use crate::projections::journeys::erasure_status;
 use crate::signing::head_text;
 use crate::store::log::{FeedEvent, FeedFilter, read_feed};
 use crate::store::{FeedHead, Store, StoreError, chain};
-
-const ACCOUNT: &str = "/v1/account/{account}";
 
 /// Most events in one page of the feed.
 const MAX_PAGE: usize = 1000;
@@ -41,22 +44,16 @@ const FOLLOW_PAGE: usize = 256;
 /// each): events hold up to 800,000 characters, so a page of 1000 could otherwise be 800 MB.
 const MAX_PAGE_BYTES: usize = 8 * 1024 * 1024;
 
-/// The routes under `/v1/account/{account}`.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(&format!("{ACCOUNT}/events"), get(feed))
-        .route(&format!("{ACCOUNT}/events/stream"), get(follow))
-        .route(&format!("{ACCOUNT}/audit/verify"), get(verify_chain))
-        .route(&format!("{ACCOUNT}/audit/head"), get(signed_head))
-        .route("/audit/public-key", get(public_key))
-        .route(&format!("{ACCOUNT}/namespace/{{namespace}}/session/{{session}}/erase"), post(erase_session))
-}
-
-/// The routes of the journeys family, relative to its base.
-pub fn journeys_router() -> Router<AppState> {
-    Router::new()
-        .route("/profiles/{customer_id}/erase", post(erase_customer))
-        .route("/profiles/{customer_id}/erasure", get(customer_erasure))
+/// The routes under `/v1/account/{account}`, and the public key.
+pub fn router() -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::new()
+        .routes(routes!(feed))
+        .routes(routes!(follow))
+        .routes(routes!(verify_chain))
+        .routes(routes!(signed_head))
+        .routes(routes!(erase::erase_session));
+    secured(router, Caller::Tenant, "audit")
+        .merge(tagged(OpenApiRouter::new().routes(routes!(public_key)), "audit"))
 }
 
 /// One event as the feed shows it.
@@ -95,12 +92,20 @@ fn entry_json(event: &FeedEvent) -> Result<String, StoreError> {
     Ok(serde_json::to_string(&entry).expect("an entry serializes"))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct FeedQuery {
+    /// Events with a larger seq than this one (default 0).
+    #[param(minimum = 0)]
     after: Option<u64>,
+    /// Events a page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// Only this stream's events (1 to 4096 characters).
+    #[param(min_length = 1, max_length = 4096)]
     stream: Option<String>,
+    /// Only events of this type (docs/EVENTS.md).
     #[serde(rename = "type")]
     event_type: Option<String>,
 }
@@ -122,6 +127,10 @@ impl FeedQuery {
 }
 
 /// `GET …/events`: a page of the account's events after a seq.
+#[utoipa::path(get, path = "/v1/account/{account}/events", params(AccountPath, FeedQuery), responses(
+    (status = 200, description = "A page of events; follow `next_after` while `has_more`", body = body::FeedPage),
+    ContextRead,
+))]
 async fn feed(
     State(state): State<AppState>,
     account: Account,
@@ -148,17 +157,32 @@ async fn feed(
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct FollowQuery {
+    /// Events with a larger seq than this one (default 0); `Last-Event-ID` wins over it.
+    #[param(minimum = 0)]
     after: Option<u64>,
+    /// Only this stream's events.
+    #[param(min_length = 1, max_length = 4096)]
     stream: Option<String>,
+    /// Only events of this type.
     #[serde(rename = "type")]
     event_type: Option<String>,
 }
 
 /// `GET …/events/stream`: Server-Sent Events from `Last-Event-ID` (else `after`, else the
 /// start), then live. Each event's SSE id is its seq, so a reconnect resumes exactly.
+#[utoipa::path(get, path = "/v1/account/{account}/events/stream",
+    params(AccountPath, FollowQuery,
+        ("Last-Event-ID" = Option<u64>, Header, description = "The seq of the last event received: resume after it")),
+    responses(
+        (status = 200, description = "One SSE event per log event (`id` its seq, `data` the feed's JSON object); a comment every 15 s of silence", content_type = "text/event-stream", body = String),
+        (status = 429, description = "The account has all the live streams it may open", body = Message,
+            headers(("Retry-After" = u64, description = "Seconds"))),
+        ContextRead,
+    ))]
 async fn follow(
     State(state): State<AppState>,
     account: Account,
@@ -264,6 +288,10 @@ impl Follower {
 }
 
 /// `GET …/audit/verify`: walks the account's hash chain and reports the first bad seq.
+#[utoipa::path(get, path = "/v1/account/{account}/audit/verify", params(AccountPath), responses(
+    (status = 200, description = "The walk", body = body::ChainReport),
+    ContextRead,
+))]
 async fn verify_chain(State(state): State<AppState>, account: Account) -> Result<Response, ApiError> {
     // One walk at a time per account (each reads the account's whole log); accounts do not
     // wait for each other.
@@ -300,6 +328,11 @@ async fn walk_turn(account: &str) -> tokio::sync::OwnedMutexGuard<()> {
 }
 
 /// `GET …/audit/head`: the account's last position and hash, signed with the store's key.
+#[utoipa::path(get, path = "/v1/account/{account}/audit/head", params(AccountPath), responses(
+    (status = 200, description = "The signed head", body = body::SignedHead),
+    (status = 404, description = "The account has no events", body = Message),
+    ContextRead,
+))]
 async fn signed_head(State(state): State<AppState>, account: Account) -> Result<Response, ApiError> {
     let id = account.id.clone();
     let head = state
@@ -321,77 +354,11 @@ async fn signed_head(State(state): State<AppState>, account: Account) -> Result<
 }
 
 /// `GET /audit/public-key` (no key needed): the key that verifies signed heads.
+#[utoipa::path(get, path = "/audit/public-key", responses(
+    (status = 200, description = "The public key", body = body::PublicKey),
+))]
 async fn public_key(State(state): State<AppState>) -> Response {
     axum::Json(serde_json::json!({ "public_key": state.signer.public_key() })).into_response()
-}
-
-/// Sends an erasure and answers the event that records it.
-async fn erase(
-    state: &AppState,
-    account: &Account,
-    write: Write<NoBody>,
-    target: ErasureTarget,
-) -> Result<Response, ApiError> {
-    let customer = match &target {
-        ErasureTarget::Customer { customer_id } => Some(customer_id.clone()),
-        _ => None,
-    };
-    let command = Command::Erase { account: account.id.clone(), target };
-    let request = write.context.request(account.actor(), &account.idempotency_scope(), command);
-    let outcome = state.store.submit(request).await?;
-    if let Some(customer_id) = customer {
-        let id = account.id.clone();
-        let status = state.store.read_large(move |conn| erasure_status(conn, &id, &customer_id)).await?;
-        // A replay of the request that started it answers 202 again, with where it stands now.
-        if status.erasing || outcome.accepted {
-            state.store.wake_steps();
-            let location =
-                format!("/genesys/1/cs/profiles/{}/erasure", super::path_segment(&status.customer_id));
-            let headers = [(axum::http::header::LOCATION, location)];
-            return Ok((axum::http::StatusCode::ACCEPTED, headers, axum::Json(status)).into_response());
-        }
-    }
-    let seq = outcome.last_seq.unwrap_or_default();
-    let id = account.id.clone();
-    let recorded = state.store.read(|conn| {
-        read_feed(conn, &id, seq.saturating_sub(1), 1, MAX_PAGE_BYTES, &FeedFilter::default())
-    })?;
-    let entry = recorded.events.first().map(entry_json).transpose()?.unwrap_or_else(|| "null".into());
-    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], entry).into_response())
-}
-
-/// `POST /v1/account/{account}/namespace/{namespace}/session/{session}/erase`.
-async fn erase_session(
-    State(state): State<AppState>,
-    account: Account,
-    target: Target,
-    write: Write<NoBody>,
-) -> Result<Response, ApiError> {
-    check_namespace(&target.namespace)?;
-    check_name("session id", &target.session_id)?;
-    let target = ErasureTarget::Session { namespace: target.namespace, session_id: target.session_id };
-    erase(&state, &account, write, target).await
-}
-
-/// `GET /genesys/1/cs/profiles/{customer_id}/erasure`: where an erasure that proceeds in steps
-/// stands.
-async fn customer_erasure(
-    State(state): State<AppState>,
-    TenantAccount(account): TenantAccount,
-    P(customer_id): P<String>,
-) -> Result<Response, ApiError> {
-    let status = state.store.read_large(move |conn| erasure_status(conn, &account.id, &customer_id)).await?;
-    Ok(axum::Json(status).into_response())
-}
-
-/// `POST /genesys/1/cs/profiles/{customer_id}/erase`.
-async fn erase_customer(
-    State(state): State<AppState>,
-    TenantAccount(account): TenantAccount,
-    P(customer_id): P<String>,
-    write: Write<NoBody>,
-) -> Result<Response, ApiError> {
-    erase(&state, &account, write, ErasureTarget::Customer { customer_id }).await
 }
 
 #[cfg(test)]
