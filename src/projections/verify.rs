@@ -67,3 +67,61 @@ fn first_difference(
     }
     Ok(format!("table {table}: checksums differ"))
 }
+
+/// Names stored in a form other than NFC (`names::normal_form`): written before names were kept
+/// in NFC, they are not reached through `/v1/` paths, which take names in NFC. Answers how many,
+/// and the first `shown` of them as `account/namespace/session/property` paths.
+pub fn names_not_in_nfc(conn: &Connection, shown: usize) -> Result<(u64, Vec<String>), StoreError> {
+    let snapshot = conn.snapshot()?;
+    let found = names_not_in_nfc_in_snapshot(conn, shown);
+    snapshot.commit()?;
+    found
+}
+
+fn names_not_in_nfc_in_snapshot(conn: &Connection, shown: usize) -> Result<(u64, Vec<String>), StoreError> {
+    let normal = |name: &str| crate::domain::names::normal_form(name.to_string()) == name;
+    let mut found = (0, Vec::new());
+    let queries = [
+        "SELECT account_id, '', '', '' FROM accounts",
+        "SELECT account_id, namespace, '', '' FROM namespaces",
+        "SELECT account_id, namespace, session_id, key FROM properties",
+    ];
+    for sql in queries {
+        let mut statement = conn.prepare(sql)?;
+        let mut rows = statement.query_streamed([])?;
+        while let Some(row) = rows.next()? {
+            let names: [String; 4] = [row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?];
+            if names.iter().all(|name| normal(name)) {
+                continue;
+            }
+            found.0 += 1;
+            if found.1.len() < shown {
+                found.1.push(
+                    names.iter().filter(|name| !name.is_empty()).cloned().collect::<Vec<_>>().join("/"),
+                );
+            }
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_stored_outside_nfc_are_found() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrations::migrate(&mut conn).unwrap();
+        conn.execute_batch(
+            "INSERT INTO accounts (account_id, created_at) VALUES ('acme', 't'), ('zoe\u{0308}', 't');
+             INSERT INTO namespaces (account_id, namespace, created_at) VALUES ('acme', 'caf\u{00e9}', 't');
+             INSERT INTO properties (account_id, namespace, session_id, key, value)
+             VALUES ('acme', 'caf\u{00e9}', 'rene\u{0301}e', 'k', '1'), ('acme', 'caf\u{00e9}', 's', 'k', '1');",
+        )
+        .unwrap();
+        let (count, first) = names_not_in_nfc(&conn, 5).unwrap();
+        assert_eq!(count, 2);
+        assert_eq!(first, ["zoe\u{0308}", "acme/caf\u{00e9}/rene\u{0301}e/k"]);
+    }
+}
