@@ -47,6 +47,10 @@ pub enum Commands {
     },
     /// Drop the projections and replay the whole log into them.
     Rebuild,
+    /// Return to the file system the space that deletes, expiries and erasures freed, while no
+    /// server runs on the data dir (SQLite: `VACUUM`; PostgreSQL: `VACUUM FULL`, which locks
+    /// each table while it is rewritten).
+    Compact,
     /// Rebuild the projections into a scratch database and compare them with the live ones.
     Verify {
         /// Also walk every account's hash chain and report the first event that does not verify.
@@ -233,6 +237,20 @@ pub async fn run(cli: Cli) -> Result<i32, BoxError> {
             let started = Instant::now();
             let events = projections::rebuild(&mut conn)?;
             println!("rebuilt the projections from {events} events in {}", elapsed_rate(events, started));
+            Ok(0)
+        }
+        Commands::Compact => {
+            let _lock = lock_sqlite(&location)?;
+            let conn = store::open_writer(&location, true)?;
+            let started = Instant::now();
+            let (before, after) = store::compact(&conn)?;
+            let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+            println!(
+                "compacted the store from {:.1} MiB to {:.1} MiB in {:.1} s",
+                mib(before),
+                mib(after),
+                started.elapsed().as_secs_f64()
+            );
             Ok(0)
         }
         Commands::Verify { chain } => verify(&location, chain),

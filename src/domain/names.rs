@@ -14,10 +14,17 @@ pub const RESERVED_NAMESPACES: &[&str] =
 /// The session that holds a namespace's own properties.
 pub const DEFAULT_SESSION: &str = "__default__";
 
-/// Checks a client-chosen name: not empty, at most 256 bytes, no control characters.
+/// Checks a client-chosen name: not empty nor only spaces, at most 256 bytes, no control
+/// characters and none of the bidirectional controls that make a name display other than it
+/// reads (a right-to-left override, say).
 pub fn check_name(what: &str, name: &str) -> Result<(), DomainError> {
-    if name.is_empty() {
+    if name.trim().is_empty() {
         return Err(DomainError::Invalid(format!("{what} must not be empty")));
+    }
+    if name.chars().any(is_bidi_control) {
+        return Err(DomainError::Invalid(format!(
+            "{what} must not contain bidirectional control characters"
+        )));
     }
     if name.len() > MAX_NAME_BYTES {
         return Err(DomainError::Invalid(format!("{what} is longer than {MAX_NAME_BYTES} bytes")));
@@ -40,19 +47,43 @@ pub fn normal_form(name: String) -> String {
 }
 
 /// The form in which names that must not look alike are compared: Unicode compatibility
-/// composition (NFKC: fullwidth `ａｃｍｅ` is `acme`, `ﬁ` is `fi`), then lower case. Names are
-/// stored as given; this form only decides what counts as the same name where that matters
-/// (reserved namespaces, account ids).
+/// composition (NFKC: fullwidth `ａｃｍｅ` is `acme`, `ﬁ` is `fi`), lower case with `ß` as `ss`,
+/// without the characters that show nothing (soft hyphen, zero-width joiners and spaces, byte
+/// order marks: Unicode's default-ignorable code points) nor spaces, then the UTS #39 skeleton
+/// (Cyrillic `а` is Latin `a`; `rn` reads as `m`). Names are stored as given; this form only
+/// decides what counts as the same name where that matters (reserved namespaces, account ids).
 pub fn look_alike_form(name: &str) -> String {
     use unicode_normalization::UnicodeNormalization;
-    name.nfkc().flat_map(char::to_lowercase).collect::<String>().nfkc().collect()
+    let folded: String = name
+        .nfkc()
+        .flat_map(char::to_lowercase)
+        .filter(|c| !is_default_ignorable(*c) && !c.is_whitespace())
+        .collect::<String>()
+        .replace('ß', "ss");
+    let composed: String = folded.nfkc().collect();
+    unicode_security::confusable_detection::skeleton(&composed).collect()
+}
+
+/// Unicode's Default_Ignorable_Code_Point: characters that display as nothing.
+fn is_default_ignorable(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}'
+        | '\u{FFF0}'..='\u{FFF8}' | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0000}'..='\u{E0FFF}')
+}
+
+/// The controls that reorder how text displays (explicit embeddings, overrides, isolates, marks).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// A namespace name must be a valid name and not one of the reserved ones, however written.
 pub fn check_namespace(namespace: &str) -> Result<(), DomainError> {
     check_name("namespace", namespace)?;
     let form = look_alike_form(namespace);
-    if RESERVED_NAMESPACES.contains(&form.as_str()) {
+    if RESERVED_NAMESPACES.iter().any(|reserved| look_alike_form(reserved) == form) {
         return Err(DomainError::Invalid(format!("namespace '{namespace}' is reserved")));
     }
     Ok(())
@@ -80,6 +111,19 @@ mod tests {
         assert!(check_namespace("ＳＤＥ").is_err());
         assert!(check_namespace("myNamespace").is_ok());
         assert!(check_namespace("consumers").is_ok());
+        for hidden in
+            ["con\u{00ad}sumer", "con\u{200d}sumer", "audit ", " audit", "\u{0441}onsumer", "auditｰ"]
+        {
+            let refused = check_namespace(hidden).is_err();
+            assert!(refused || hidden == "auditｰ", "{hidden:?} reads as a reserved namespace");
+        }
+    }
+
+    #[test]
+    fn blank_names_and_bidirectional_controls_are_refused() {
+        assert!(check_name("x", "   ").is_err());
+        assert!(check_name("x", "acme\u{202e}").is_err());
+        assert!(check_name("x", "two words").is_ok());
     }
 
     #[test]
@@ -93,10 +137,15 @@ mod tests {
 
     #[test]
     fn look_alikes_share_one_form() {
-        assert_eq!(look_alike_form("ACME"), "acme");
-        assert_eq!(look_alike_form("ａｃｍｅ"), "acme");
-        assert_eq!(look_alike_form("Ａｃｍｅ"), "acme");
+        // The skeleton reads `m` as `rn`: what matters is that look-alikes share it.
+        assert_eq!(look_alike_form("ACME"), look_alike_form("acme"));
+        assert_eq!(look_alike_form("ａｃｍｅ"), look_alike_form("acme"));
+        assert_eq!(look_alike_form("Ａｃｍｅ"), look_alike_form("acrne"));
         assert_eq!(look_alike_form("caf\u{0065}\u{0301}"), look_alike_form("café"));
         assert_ne!(look_alike_form("acme"), look_alike_form("acne"));
+        for same in ["acme ", "ac\u{00ad}me", "ac\u{200d}me", "acme\u{200b}", "acme\u{feff}", "\u{0430}cme"] {
+            assert_eq!(look_alike_form(same), look_alike_form("acme"), "{same:?}");
+        }
+        assert_eq!(look_alike_form("straße"), look_alike_form("STRASSE"));
     }
 }

@@ -73,44 +73,37 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), slots::limit_large_reads))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(Extension(description))
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(middleware::from_fn(limit_request_head))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state);
     Router::new().fallback_service(tower::ServiceExt::map_request(served, nfc_path))
 }
 
-/// Every name in the request's path in NFC (`names::normal_form`): the account, namespace,
-/// session and property a path names are compared in one form whatever form the client sent.
-/// Only under `/v1/` and `/admin/`, whose names are kept in NFC; journeys' ids are kept as
-/// given. A target over the 414 limit is left for that limit to refuse as sent.
+/// Every name in the request's path and query in NFC (`names::normal_form`): the account,
+/// namespace, session and property a request names are compared in one form whatever form the
+/// client sent. Only under `/v1/` and `/admin/`, whose names are kept in NFC; journeys' ids are
+/// kept as given. A target over the 414 limit, as sent or once normalized, is left as sent.
 fn nfc_path(mut request: Request) -> Request {
-    let path = request.uri().path();
-    let target_length = request.uri().path_and_query().map_or(0, |target| target.as_str().len());
-    if (!path.contains('%') && path.is_ascii())
+    let uri = request.uri();
+    let (path, query) = (uri.path(), uri.query());
+    let plain = |text: &str| !text.contains('%') && text.is_ascii();
+    let target_length = uri.path_and_query().map_or(0, |target| target.as_str().len());
+    if (plain(path) && query.is_none_or(plain))
         || !(path.starts_with("/v1/") || path.starts_with("/admin/"))
         || target_length > MAX_URI_BYTES
     {
         return request;
     }
-    let normalized: Vec<String> = path
-        .split('/')
-        .map(|segment| match percent_encoding::percent_decode_str(segment).decode_utf8() {
-            Ok(name) => {
-                let normal = crate::domain::names::normal_form(name.to_string());
-                if normal == name { segment.to_string() } else { path_segment(&normal).to_string() }
-            }
-            Err(_) => segment.to_string(),
-        })
-        .collect();
-    let normalized = normalized.join("/");
-    if normalized == path {
+    let segments: Vec<String> = path.split('/').map(nfc_segment).collect();
+    let mut target = segments.join("/");
+    if let Some(query) = query {
+        target.push('?');
+        target.push_str(&nfc_query(query));
+    }
+    if target.len() > MAX_URI_BYTES || uri.path_and_query().is_some_and(|sent| sent.as_str() == target) {
         return request;
     }
-    let target = match request.uri().query() {
-        Some(query) => format!("{normalized}?{query}"),
-        None => normalized,
-    };
-    let mut parts = request.uri().clone().into_parts();
+    let mut parts = uri.clone().into_parts();
     if let Ok(target) = target.parse() {
         parts.path_and_query = Some(target);
         if let Ok(uri) = axum::http::Uri::from_parts(parts) {
@@ -118,6 +111,33 @@ fn nfc_path(mut request: Request) -> Request {
         }
     }
     request
+}
+
+/// A path segment in NFC, re-encoded only if that changed it.
+fn nfc_segment(segment: &str) -> String {
+    match percent_encoding::percent_decode_str(segment).decode_utf8() {
+        Ok(name) => match crate::domain::names::normal_form(name.to_string()) {
+            normal if normal == name => segment.to_string(),
+            normal => path_segment(&normal).to_string(),
+        },
+        Err(_) => segment.to_string(),
+    }
+}
+
+/// A query whose names and values are in NFC, re-encoded only if that changed them.
+fn nfc_query(query: &str) -> String {
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect();
+    let normal = |text: &String| crate::domain::names::normal_form(text.clone());
+    if pairs.iter().all(|(name, value)| normal(name) == *name && normal(value) == *value) {
+        return query.to_string();
+    }
+    let mut serializer = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in &pairs {
+        serializer.append_pair(&normal(name), &normal(value));
+    }
+    serializer.finish()
 }
 
 /// Every route, each registered with its description.

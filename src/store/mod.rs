@@ -361,6 +361,27 @@ pub fn lock_data_dir(data_dir: &Path) -> Result<File, StoreError> {
     Ok(lock)
 }
 
+/// Rewrites the store without the space its deleted rows left (SQLite: every free page, which
+/// later writes would otherwise reuse; PostgreSQL: dead row versions); answers its size in
+/// bytes before and after. SQLite's `VACUUM` needs as much free disk again as the store's size
+/// while it runs; `secure_delete` already zeroed the freed pages, so no erased value is in
+/// what it drops.
+pub fn compact(conn: &Connection) -> Result<(u64, u64), StoreError> {
+    let size_sql = conn.sql(
+        "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+        "SELECT pg_database_size(current_database())",
+    );
+    let size = || conn.query_row(size_sql, [], |row| row.get::<u64>(0));
+    let before = size()?;
+    match conn.dialect() {
+        db::Dialect::Sqlite => {
+            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")?
+        }
+        db::Dialect::Postgres => conn.execute_batch("VACUUM FULL")?,
+    }
+    Ok((before, size()?))
+}
+
 /// What SQLite's own check found wrong with the file at `path`, if anything: `quick_check`
 /// (every page and b-tree read and checked, without matching indexes to their tables) or, with
 /// `full`, `integrity_check`. A file SQLite cannot even read as a database counts as damaged.

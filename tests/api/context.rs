@@ -460,4 +460,12 @@ async fn names_sent_in_any_unicode_form_are_kept_and_compared_in_nfc() {
     assert_eq!(again.status, 204);
     let read = app.call(&key, "GET", &format!("{decomposed}/cafe%CC%81/rene%CC%81e/properties"), "").await;
     assert_eq!(read.json(), json!({"nóm": "1", "x": 2}));
+    // Names in a query too.
+    let included = format!("{composed}/caf%C3%A9/ren%C3%A9e/properties?include=no%CC%81m");
+    assert_eq!(app.call(&key, "GET", &included, "").await.json(), json!({"nóm": "1"}));
+    // One name given twice, in two forms, is not silently one of them.
+    let twice = app
+        .call(&key, "PATCH", &format!("{composed}/caf%C3%A9/s2/properties"), r#"{"no\u0301m":1,"nóm":2}"#)
+        .await;
+    assert!(twice.assert_error(400).contains("twice"), "{}", twice.body);
 }

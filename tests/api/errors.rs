@@ -133,6 +133,10 @@ async fn a_huge_uri_is_414_and_too_many_or_too_large_headers_are_431_with_json_m
     let long = format!("/v1/account/acme/bots/{}/properties", "s".repeat(20 * 1024));
     let reply = app.call(&key, "GET", &long, "").await;
     assert!(reply.assert_error(414).contains("request target"), "{}", reply.body);
+    assert!(reply.headers.contains_key("x-request-id"), "a 414 is observed like any answer");
+    // A target that NFC would grow past the limit is judged as sent: its name is too long.
+    let growing = format!("/v1/account/acme/bots/{}/properties", "%F0%9D%85%A0".repeat(1300));
+    app.call(&key, "GET", &growing, "").await.assert_error(400);
 
     let names: Vec<String> = (0..150).map(|i| format!("x-extra-{i}")).collect();
     let many: Vec<(&str, &str)> = names.iter().map(|name| (name.as_str(), "1")).collect();
@@ -155,7 +159,16 @@ async fn look_alike_names_cannot_reach_reserved_namespaces_nor_become_a_second_a
     let app = spawn_app().await;
     let key = app.account("acme").await;
     // Fullwidth letters spell a reserved namespace as much as ASCII does.
-    for name in ["ｃｏｎｓｕｍｅｒ", "ＣＯＮＳＵＭＥＲ", "Faas"] {
+    // And so do invisible characters, spaces around it and letters of another script.
+    for name in [
+        "ｃｏｎｓｕｍｅｒ",
+        "ＣＯＮＳＵＭＥＲ",
+        "Faas",
+        "con\u{00ad}sumer",
+        "au\u{200d}dit",
+        " audit",
+        "\u{0441}onsumer",
+    ] {
         let body = serde_json::json!({ "name": name }).to_string();
         let reply = app.call(&key, "POST", "/v1/account/acme", &body).await;
         assert!(reply.assert_error(400).contains("reserved"), "{name}: {}", reply.body);
@@ -165,7 +178,7 @@ async fn look_alike_names_cannot_reach_reserved_namespaces_nor_become_a_second_a
     reply.assert_error(400);
 
     // Account ids that differ only in case or character width are one account: a second is 409.
-    for id in ["ACME", "ａｃｍｅ", "Ａcme"] {
+    for id in ["ACME", "ａｃｍｅ", "Ａcme", "acme ", "ac\u{200b}me", "\u{0430}cme"] {
         let body = serde_json::json!({ "account_id": id }).to_string();
         let reply = app.admin("POST", "/admin/accounts", &body).await;
         assert!(reply.assert_error(409).contains("look like"), "{id}: {}", reply.body);
@@ -173,4 +186,9 @@ async fn look_alike_names_cannot_reach_reserved_namespaces_nor_become_a_second_a
     let accounts = app.admin("GET", "/admin/accounts", "").await.json();
     assert_eq!(accounts.as_array().unwrap().len(), 1, "{accounts}");
     assert_eq!(app.admin("POST", "/admin/accounts", r#"{"account_id": "acme-2"}"#).await.status, 201);
+    // Names that display other than they read, or show nothing, are refused outright.
+    for id in ["   ", "acme\u{202e}x"] {
+        let body = serde_json::json!({ "account_id": id }).to_string();
+        app.admin("POST", "/admin/accounts", &body).await.assert_error(400);
+    }
 }

@@ -115,8 +115,14 @@ pub(super) async fn patch_properties(
     write: Write<JsonBody<Map<String, Value>>>,
 ) -> Result<Response, ApiError> {
     let JsonBody(body) = write.body;
-    let properties =
-        body.iter().map(|(key, value)| (normal_form(key.clone()), JsonText::from_value(value))).collect();
+    let mut properties = Properties::new();
+    for (key, value) in &body {
+        let key = normal_form(key.clone());
+        if properties.insert(key.clone(), JsonText::from_value(value)).is_some() {
+            let message = format!("property '{key}' is given twice, in two Unicode forms of one name");
+            return Err(ApiError::bad_request(message));
+        }
+    }
     merge(&state, &account, &target, write.context, properties).await
 }
 
