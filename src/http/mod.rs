@@ -164,10 +164,22 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// (`serve::MAX_PARSED_HEADERS`, its 400 KiB buffer) so that these limits, not its own empty
 /// answers, decide; past the parser's limits its answer stays empty (API.md).
 async fn limit_request_head(request: Request, next: Next) -> Response {
+    match head_over_limits(&request) {
+        // In the journeys family's shape on its routes, as every other error there.
+        Some(refused) if request.uri().path().starts_with(journeys::BASE) => {
+            journeys::error_shape(refused.into_response()).await
+        }
+        Some(refused) => refused.into_response(),
+        None => next.run(request).await,
+    }
+}
+
+/// The 414 or 431 a request's head earns, if any.
+fn head_over_limits(request: &Request) -> Option<ApiError> {
     let uri = request.uri().path_and_query().map_or(0, |target| target.as_str().len());
     if uri > MAX_URI_BYTES {
         let message = format!("the request target is {uri} bytes; at most {MAX_URI_BYTES} are answered");
-        return ApiError::new(StatusCode::URI_TOO_LONG, message).into_response();
+        return Some(ApiError::new(StatusCode::URI_TOO_LONG, message));
     }
     let headers = request.headers();
     let bytes: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
@@ -176,9 +188,9 @@ async fn limit_request_head(request: Request, next: Next) -> Response {
             "the request has {} header fields of {bytes} bytes; at most {MAX_HEADERS} fields and {MAX_HEADER_BYTES} bytes are answered",
             headers.len()
         );
-        return ApiError::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, message).into_response();
+        return Some(ApiError::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, message));
     }
-    next.run(request).await
+    None
 }
 
 /// Gives each request an id (echoed in `X-Request-ID`) and counts it by route and status.

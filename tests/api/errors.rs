@@ -134,6 +134,11 @@ async fn a_huge_uri_is_414_and_too_many_or_too_large_headers_are_431_with_json_m
     let reply = app.call(&key, "GET", &long, "").await;
     assert!(reply.assert_error(414).contains("request target"), "{}", reply.body);
     assert!(reply.headers.contains_key("x-request-id"), "a 414 is observed like any answer");
+    // On the journeys API, in its shape.
+    let long = format!("/genesys/1/cs/services/{}", "s".repeat(20 * 1024));
+    let reply = app.call_with(&key, "GET", &long, &[], "").await;
+    assert_eq!(reply.status, 414);
+    assert_eq!(reply.json()["exception"], "UriTooLongException", "{}", reply.body);
     // A target that NFC would grow past the limit is judged as sent: its name is too long.
     let growing = format!("/v1/account/acme/bots/{}/properties", "%F0%9D%85%A0".repeat(1300));
     app.call(&key, "GET", &growing, "").await.assert_error(400);

@@ -67,7 +67,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Renders every error of this family as `{"message": ..., "exception": ...}`.
-async fn error_shape(response: Response) -> Response {
+pub(super) async fn error_shape(response: Response) -> Response {
     let Some(ErrorMessage(message)) = response.extensions().get::<ErrorMessage>().cloned() else {
         return response;
     };
@@ -79,6 +79,9 @@ async fn error_shape(response: Response) -> Response {
         StatusCode::CONFLICT => "ConflictException",
         StatusCode::PRECONDITION_FAILED => "PreconditionFailedException",
         StatusCode::PAYLOAD_TOO_LARGE => "PayloadTooLargeException",
+        StatusCode::URI_TOO_LONG => "UriTooLongException",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "RequestHeaderFieldsTooLargeException",
+        StatusCode::INSUFFICIENT_STORAGE => "InsufficientStorageException",
         StatusCode::UNPROCESSABLE_ENTITY => "IdempotencyKeyReusedException",
         StatusCode::TOO_MANY_REQUESTS => "TooManyRequestsException",
         StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailableException",

@@ -145,11 +145,15 @@ pub fn finish(mut api: OpenApi) -> OpenApi {
         .schema(Some(String::schema()))
         .build();
     components.parameters.insert("X-Request-ID".into(), request_id.into());
-    for item in api.paths.paths.values_mut() {
+    for (path, item) in api.paths.paths.iter_mut() {
+        let shape = match path.starts_with(crate::http::journeys::BASE) {
+            true => responses::Shape::Journeys,
+            false => responses::Shape::Message,
+        };
         for operation in operations_mut(item) {
             let parameters = operation.parameters.get_or_insert_with(Vec::new);
             parameters.push(RefOr::Ref(Ref::new("#/components/parameters/X-Request-ID")));
-            let head_limits = responses::refs(responses::Shape::Message, &[414, 431]);
+            let head_limits = responses::refs(shape, &[414, 431]);
             for (status, response) in head_limits {
                 operation.responses.responses.entry(status).or_insert(response);
             }

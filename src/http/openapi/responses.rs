@@ -116,8 +116,7 @@ pub fn register(components: &mut Components) {
         for shape in [Shape::Message, Shape::Journeys] {
             let body = match (status, shape) {
                 (412, Shape::Message) => "VersionConflict",
-                // The request head is judged before any family's layer: always `{"message"}`.
-                (414 | 431, _) | (_, Shape::Message) => "Message",
+                (_, Shape::Message) => "Message",
                 (_, Shape::Journeys) => "JourneysError",
             };
             let content = ContentBuilder::new().schema(Some(Ref::from_schema_name(body))).build();
