@@ -247,7 +247,12 @@ fn migrate_in_turn(
             "INSERT INTO schema_version (version, name, applied_at) VALUES (?1, ?2, ?3)",
             (migration.version, migration.name, chrono::Utc::now().to_rfc3339()),
         )?;
-        tracing::info!(version = migration.version, name = migration.name, "applied migration");
+        // Said when an existing store is upgraded; a new one (a scratch store included) is quiet.
+        if current > 0 {
+            tracing::info!(version = migration.version, name = migration.name, "applied migration");
+        } else {
+            tracing::debug!(version = migration.version, name = migration.name, "applied migration");
+        }
         must_rebuild |= migration.rebuilds_projections && current > 0;
     }
     if must_rebuild {
