@@ -146,6 +146,18 @@ pub struct ServeArgs {
     /// A file holding the head-signing key (base64 of its 32-byte seed).
     #[arg(long, env = "CTXD_SIGNING_KEY_FILE")]
     pub signing_key_file: Option<PathBuf>,
+    /// `quick` (the default): SQLite's quick check reads the whole store before serving it, and
+    /// a damaged one is refused; `off`: start without it (a large store on a cold disk takes
+    /// about a minute per 5 GB; run `ctxd verify` instead, out of hours).
+    #[arg(long, env = "CTXD_INTEGRITY_CHECK", default_value = "quick")]
+    pub integrity_check: IntegrityCheck,
+}
+
+/// Whether the start checks the SQLite file (`store::integrity_problems`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntegrityCheck {
+    Quick,
+    Off,
 }
 
 impl Default for ServeArgs {
@@ -187,6 +199,7 @@ impl ServeArgs {
             admin_token: self.admin_token.clone(),
             writer: WriterConfig {
                 synchronous_full: self.synchronous == Synchronous::Full,
+                integrity_check: self.integrity_check == IntegrityCheck::Quick,
                 max_batch: self.max_batch.max(1),
                 default_writes_per_second: Some(self.default_writes_per_second).filter(|rate| *rate > 0),
                 pending_per_account: self.pending_writes_per_account.max(1),

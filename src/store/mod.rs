@@ -275,8 +275,20 @@ impl Location {
 /// Opens a writing connection to `location` and migrates it. A SQLite store's data directory is
 /// locked by the caller (`lock_data_dir`).
 pub fn open_writer(location: &Location, synchronous_full: bool) -> Result<Connection, StoreError> {
+    open_writer_checked(location, synchronous_full, true)
+}
+
+/// `open_writer`, with SQLite's quick check of the file or without it (`--integrity-check off`).
+pub fn open_writer_checked(
+    location: &Location,
+    synchronous_full: bool,
+    integrity_check: bool,
+) -> Result<Connection, StoreError> {
     match location {
-        Location::Sqlite(data_dir) => open_writer_connection(&database_path(data_dir), synchronous_full),
+        Location::Sqlite(data_dir) => {
+            let path = database_path(data_dir);
+            open_checked_writer(&path, synchronous_full, integrity_check).map_err(|error| error.naming(&path))
+        }
         Location::Postgres(url) => {
             let mut conn = Connection::Postgres(db::PgConnection::connect(url)?);
             migrations::migrate_then_rebuild(&mut conn, |tx| {
@@ -409,17 +421,24 @@ pub fn is_damage(error: &rusqlite::Error) -> bool {
 /// Opens the write connection with the pragmas every writer uses, checks the file
 /// (`integrity_problems`, quick) and migrates it.
 pub fn open_writer_connection(path: &Path, synchronous_full: bool) -> Result<Connection, StoreError> {
-    open_checked_writer(path, synchronous_full).map_err(|error| error.naming(path))
+    open_checked_writer(path, synchronous_full, true).map_err(|error| error.naming(path))
 }
 
-fn open_checked_writer(path: &Path, synchronous_full: bool) -> Result<Connection, StoreError> {
+fn open_checked_writer(
+    path: &Path,
+    synchronous_full: bool,
+    integrity_check: bool,
+) -> Result<Connection, StoreError> {
     make_private(path)?;
     let conn = rusqlite::Connection::open(path)?;
     let started = std::time::Instant::now();
-    if let Some(problem) = integrity_problems(&conn, false)? {
+    if !integrity_check {
+        tracing::warn!(path = %path.display(), "the store's file is served without SQLite's quick check (--integrity-check off)");
+    } else if let Some(problem) = integrity_problems(&conn, false)? {
         return Err(StoreError::Damaged { path: path.to_path_buf(), problem });
+    } else {
+        tracing::info!(took = ?started.elapsed(), "the store's file passed SQLite's quick check");
     }
-    tracing::info!(took = ?started.elapsed(), "the store's file passed SQLite's quick check");
     // A 16 MiB page cache: SQLite walks its page cache's hash table at the end of every commit
     // (`pcache1TruncateUnsafe`), so a larger cache costs every commit (docs/PERFORMANCE.md).
     // `secure_delete`: what an update or a delete frees is overwritten with zeros, so an erased
@@ -481,7 +500,7 @@ impl Store {
             Location::Sqlite(data_dir) => Some(lock_data_dir(data_dir)?),
             Location::Postgres(_) => None,
         };
-        let conn = open_writer(location, config.synchronous_full)?;
+        let conn = open_writer_checked(location, config.synchronous_full, config.integrity_check)?;
         let keys = Arc::new(RwLock::new(crate::projections::accounts::active_keys(&conn)?));
         let limits = Arc::new(RwLock::new(crate::projections::accounts::write_limits(&conn)?));
         let admission = admission::Admission::new(

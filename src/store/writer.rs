@@ -32,6 +32,8 @@ use crate::projections::tables::{PendingCounts, SqlTables};
 pub struct WriterConfig {
     /// `synchronous=FULL` (durable on power loss) rather than `NORMAL`.
     pub synchronous_full: bool,
+    /// SQLite's quick check of the file before the store is served (`--integrity-check`).
+    pub integrity_check: bool,
     /// Most commands committed in one transaction.
     pub max_batch: usize,
     /// Commands that may wait for the writer before handlers are made to wait.
@@ -51,6 +53,7 @@ impl Default for WriterConfig {
     fn default() -> Self {
         WriterConfig {
             synchronous_full: true,
+            integrity_check: true,
             max_batch: 1024,
             queue_capacity: 8192,
             pending_per_account: 1024,

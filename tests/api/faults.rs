@@ -277,6 +277,23 @@ async fn a_damaged_store_is_refused_at_start_and_by_verify_naming_the_file() {
     let (code, stdout, _) = ctxd(&data_dir, &["verify", "--chain"]);
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.contains("DAMAGED") && stdout.contains(&file.display().to_string()), "{stdout}");
+
+    // `--integrity-check off` (for a large store on a slow disk) starts without the check, and
+    // says so.
+    let mut child = Command::new(crate::process::BINARY)
+        .env("CTXD_DATA_DIR", &data_dir)
+        .env("CTXD_ADDR", "127.0.0.1:0")
+        .env("CTXD_ADMIN_TOKEN", "faults-test-admin")
+        .env("CTXD_INTEGRITY_CHECK", "off")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    let log: Vec<String> =
+        lines.map_while(Result::ok).take_while(|line| !line.contains("ctxd listening")).collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(log.iter().any(|line| line.contains("without SQLite's quick check")), "{log:?}");
 }
 
 #[tokio::test]
