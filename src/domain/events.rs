@@ -120,6 +120,39 @@ pub struct AccountLimitsSet {
     pub writes_per_second: Option<u32>,
 }
 
+/// The account's retention (`PUT /admin/accounts/{id}/retention`): the sweeper archives its
+/// events older than `days`; `None`: keep everything.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetentionSet {
+    pub account_id: String,
+    pub days: Option<u32>,
+}
+
+/// The account's events up to `through_seq` moved out of the live log into the segment file
+/// `segment` (docs/AUDIT.md, "Archives"). Appended after them, it is the snapshot of the
+/// account's projections as of `through_seq`: the rows are kept stream by stream beside the
+/// log (`snapshot_streams`), and `snapshot_sha256` — part of this event, so of the chain —
+/// covers them. Rebuilds start from them and replay the events after `through_seq`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogArchived {
+    /// The first and last positions the segment holds.
+    pub first_seq: u64,
+    pub through_seq: u64,
+    /// Hex of the chain's link before `first_seq` and at `through_seq`: the segment connects
+    /// to the log before it and to the live log after it.
+    pub previous_hash: String,
+    pub through_hash: String,
+    /// When the event at `through_seq` was recorded.
+    pub through_recorded_at: String,
+    /// The file name of the segment, and the sha256 of its bytes.
+    pub segment: String,
+    pub segment_sha256: String,
+    /// The streams the snapshot holds, and the sha256 over each one's (stream, version, digest).
+    pub streams: u64,
+    pub snapshot_sha256: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NamespaceCreated {
     pub namespace: String,
@@ -238,6 +271,8 @@ event_types! {
     ApiKeyIssued = 2,
     ApiKeyRevoked = 2,
     AccountLimitsSet = 1,
+    RetentionSet = 1,
+    LogArchived = 1,
     NamespaceCreated = 1,
     NamespaceTtlSet = 1,
     NamespaceDeleted = 1,
@@ -289,7 +324,8 @@ impl Event {
             Event::AccountCreated(AccountCreated { account_id })
             | Event::ApiKeyIssued(ApiKeyIssued { account_id, .. })
             | Event::ApiKeyRevoked(ApiKeyRevoked { account_id, .. })
-            | Event::AccountLimitsSet(AccountLimitsSet { account_id, .. }) => Some(account_id),
+            | Event::AccountLimitsSet(AccountLimitsSet { account_id, .. })
+            | Event::RetentionSet(RetentionSet { account_id, .. }) => Some(account_id),
             _ => None,
         };
         named.is_none_or(|named| named == account) && self.stream(account) == stream
@@ -306,7 +342,9 @@ impl Event {
             Event::AccountCreated(_)
             | Event::ApiKeyIssued(_)
             | Event::ApiKeyRevoked(_)
-            | Event::AccountLimitsSet(_) => account_stream(account),
+            | Event::AccountLimitsSet(_)
+            | Event::RetentionSet(_)
+            | Event::LogArchived(_) => account_stream(account),
             Event::NamespaceCreated(NamespaceCreated { namespace, .. })
             | Event::NamespaceTtlSet(NamespaceTtlSet { namespace, .. })
             | Event::NamespaceDeleted(NamespaceDeleted { namespace })

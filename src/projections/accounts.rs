@@ -21,6 +21,7 @@ pub fn apply(tables: &mut impl Tables, recorded: &EventRef<'_>) -> Result<(), St
         }
         Event::ApiKeyRevoked(e) => tables.revoke_api_key(&e.account_id, &e.key_id, at),
         Event::AccountLimitsSet(e) => tables.set_account_limits(&e.account_id, e.writes_per_second),
+        Event::RetentionSet(e) => tables.set_account_retention(&e.account_id, e.days),
         _ => Ok(()),
     }
 }

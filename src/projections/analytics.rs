@@ -36,7 +36,7 @@ pub fn duration_bucket(duration_ms: i64) -> usize {
 }
 
 /// The counter tables, their key columns (after `account_id`) and their counter columns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Counter {
     Services,
     States,
@@ -103,7 +103,7 @@ const MAX_COUNTED_MS: i64 = 100 * 366 * 24 * 3600 * 1000;
 pub const FUNNEL_DEPTH: usize = 12;
 
 /// An abandoned service as the `abandoned` list shows it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AbandonedRow {
     pub ended_at: String,
     pub service_id: String,

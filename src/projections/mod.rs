@@ -67,7 +67,10 @@ fn apply_event(tables: &mut impl Tables, event: &EventRef<'_>) -> Result<(), Sto
         Event::AccountCreated(_)
         | Event::ApiKeyIssued(_)
         | Event::ApiKeyRevoked(_)
-        | Event::AccountLimitsSet(_) => accounts::apply(tables, event),
+        | Event::AccountLimitsSet(_)
+        | Event::RetentionSet(_) => accounts::apply(tables, event),
+        // The snapshot it records is loaded by the fold that starts from it (`seed`).
+        Event::LogArchived(_) => Ok(()),
         Event::NamespaceCreated(_)
         | Event::NamespaceTtlSet(_)
         | Event::NamespaceDeleted(_)

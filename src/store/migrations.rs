@@ -129,6 +129,13 @@ pub const MIGRATIONS: &[Migration] = &[
         rebuilds_projections: false,
         then: None,
     },
+    Migration {
+        version: 16,
+        name: "0016_archives.sql",
+        sql: include_str!("../../migrations/sqlite/0016_archives.sql"),
+        rebuilds_projections: false,
+        then: None,
+    },
 ];
 
 /// The PostgreSQL backend's migrations: its history starts with the schema SQLite's reached.
@@ -158,6 +165,13 @@ pub const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "0004_salted_payloads_append_only.sql",
         sql: include_str!("../../migrations/postgres/0004_salted_payloads_append_only.sql"),
+        rebuilds_projections: false,
+        then: None,
+    },
+    Migration {
+        version: 5,
+        name: "0005_archives.sql",
+        sql: include_str!("../../migrations/postgres/0005_archives.sql"),
         rebuilds_projections: false,
         then: None,
     },

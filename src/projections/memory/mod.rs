@@ -29,18 +29,18 @@ fn split(joined: &str) -> (&str, &str, &str) {
 }
 
 /// A property's columns after its key: value, expires at.
-type PropertyValues = (String, Option<i64>);
+pub type PropertyValues = (String, Option<i64>);
 
 /// A namespace: (created_at, ttl_second, deleting_since).
-type NamespaceRow = (String, Option<u64>, Option<String>);
+pub type NamespaceRow = (String, Option<u64>, Option<String>);
 
 /// The projection tables held in memory; `write_to` stores them in primary key order.
 #[derive(Debug, Default)]
 pub struct MemoryTables {
     /// Reused for session lookups.
     buffer: String,
-    /// `created_at` and `writes_per_second` by account.
-    accounts: BTreeMap<String, (String, Option<u32>)>,
+    /// `created_at`, `writes_per_second` and `retention_days` by account.
+    accounts: BTreeMap<String, (String, Option<u32>, Option<u32>)>,
     /// key hash → its row
     api_keys: BTreeMap<String, ApiKeyRow>,
     /// (account, namespace) → (created at, ttl)
@@ -79,7 +79,7 @@ struct ApiKeyRow {
 
 impl Tables for MemoryTables {
     fn insert_account(&mut self, account_id: &str, created_at: &str) -> Result<(), StoreError> {
-        match self.accounts.insert(account_id.to_string(), (created_at.to_string(), None)) {
+        match self.accounts.insert(account_id.to_string(), (created_at.to_string(), None, None)) {
             None => Ok(()),
             Some(_) => Err(duplicate("accounts", account_id)),
         }
@@ -122,8 +122,15 @@ impl Tables for MemoryTables {
         account_id: &str,
         writes_per_second: Option<u32>,
     ) -> Result<(), StoreError> {
-        if let Some((_, limit)) = self.accounts.get_mut(account_id) {
+        if let Some((_, limit, _)) = self.accounts.get_mut(account_id) {
             *limit = writes_per_second;
+        }
+        Ok(())
+    }
+
+    fn set_account_retention(&mut self, account_id: &str, days: Option<u32>) -> Result<(), StoreError> {
+        if let Some((_, _, retention)) = self.accounts.get_mut(account_id) {
+            *retention = days;
         }
         Ok(())
     }
@@ -343,6 +350,9 @@ impl Tables for MemoryTables {
     }
 }
 
+mod snapshot;
 #[cfg(test)]
 mod tests;
 mod write;
+
+pub use snapshot::{ApiKey, CustomerRows, SessionRows, StreamState};

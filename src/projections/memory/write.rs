@@ -105,10 +105,10 @@ impl MemoryTables {
 
     fn write_context_to(&self, conn: &Connection) -> Result<(), StoreError> {
         let mut insert = conn.prepare(
-            "INSERT INTO accounts (account_id, created_at, writes_per_second) VALUES (?1, ?2, ?3)",
+            "INSERT INTO accounts (account_id, created_at, writes_per_second, retention_days) VALUES (?1, ?2, ?3, ?4)",
         )?;
-        for (account_id, (created_at, writes_per_second)) in &self.accounts {
-            insert.execute((account_id, created_at, writes_per_second))?;
+        for (account_id, (created_at, writes_per_second, retention_days)) in &self.accounts {
+            insert.execute((account_id, created_at, writes_per_second, retention_days))?;
         }
         let mut insert = conn.prepare(
             "INSERT INTO api_keys (key_hash, key_id, account_id, issued_at, revoked_at, name, role)

@@ -53,6 +53,14 @@ impl PendingCounts {
         }
     }
 
+    /// Every row, in key order: counter, account and keys, values.
+    pub fn into_rows(self) -> Vec<(Counter, Vec<String>, Vec<i64>)> {
+        let mut rows: Vec<_> =
+            self.0.into_iter().map(|((counter, key), values)| (counter, key, values)).collect();
+        rows.sort_unstable();
+        rows
+    }
+
     /// Adds `other`'s deltas to these.
     pub fn merge(&mut self, other: PendingCounts) {
         for (row, deltas) in other.0 {

@@ -47,6 +47,7 @@ pub trait Tables {
         account_id: &str,
         writes_per_second: Option<u32>,
     ) -> Result<(), StoreError>;
+    fn set_account_retention(&mut self, account_id: &str, days: Option<u32>) -> Result<(), StoreError>;
     fn insert_namespace(
         &mut self,
         account_id: &str,

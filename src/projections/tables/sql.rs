@@ -161,6 +161,10 @@ impl Tables for SqlTables<'_> {
         )
     }
 
+    fn set_account_retention(&mut self, account_id: &str, days: Option<u32>) -> Result<(), StoreError> {
+        self.run("UPDATE accounts SET retention_days = ?2 WHERE account_id = ?1", (account_id, days))
+    }
+
     fn insert_namespace(
         &mut self,
         account_id: &str,
