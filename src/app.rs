@@ -102,6 +102,7 @@ impl Application {
         let steps = tokio::spawn(crate::steps::run(store.clone(), sweeper_stopped.clone()));
         let sweeper = tokio::spawn(crate::sweeper::run(
             store.clone(),
+            self.state.clock.clone(),
             self.sweep_interval,
             self.idempotency_retention,
             sweeper_stopped,

@@ -267,7 +267,9 @@ pub async fn run(cli: Cli) -> Result<i32, BoxError> {
             Ok(0)
         }
         Commands::Verify { chain } => verify(&location, chain),
-        Commands::Export { account, after } => export(&location, &Selection { account, after }),
+        Commands::Export { account, after } => {
+            export(&location, &Selection { account, after, through: None })
+        }
         Commands::Import { file } => import(&location, &file),
     }
 }

@@ -1,6 +1,6 @@
 //! Carries commands too large for one step of the writer to their end: deletes of namespaces
 //! and erasures of customers with more sessions, or services, than one step takes
-//! (`domain::context::STEP`). Each step is an ordinary command of the account, queued fairly
+//! (`domain::context::STEP`), and the deletion of archived events from the live log. Each step is an ordinary command of the account, queued fairly
 //! with every other account's, so a big one never holds up the others. On start it resumes the
 //! ones a stop interrupted.
 
@@ -18,6 +18,7 @@ use crate::store::{EventMeta, Store, WriteError, WriteRequest};
 /// The actors recorded on the events of a step.
 pub const DELETE_ACTOR: &str = "system:namespace-delete";
 pub const ERASE_ACTOR: &str = "system:customer-erasure";
+pub const ARCHIVE_ACTOR: &str = "system:archive";
 
 /// Wait after a step failed (the store unavailable, say) before trying again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -55,7 +56,10 @@ pub async fn finish(store: &Store, stop: &watch::Receiver<bool>) -> Result<u64, 
                     let target = ErasureTarget::CustomerStep { customer_id };
                     (Command::Erase { account, target }, ERASE_ACTOR)
                 });
-                Ok(deletes.chain(erasures).collect::<Vec<_>>())
+                let archived = crate::store::archive::accounts_to_drop(conn)?
+                    .into_iter()
+                    .map(|account| (Command::DropArchived { account }, ARCHIVE_ACTOR));
+                Ok(deletes.chain(erasures).chain(archived).collect::<Vec<_>>())
             })
             .await?;
         if pending.is_empty() {

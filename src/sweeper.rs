@@ -1,6 +1,7 @@
 //! The background sweeper: asks the writer to record the expiry of properties whose TTL passed,
 //! to expire or auto-complete services that are due, so that the log tells when they left,
-//! and to forget idempotency keys past their retention.
+//! to forget idempotency keys past their retention, and to archive the log of accounts with a
+//! retention (`store::archive`).
 
 use std::time::Duration;
 
@@ -51,6 +52,36 @@ pub async fn prune_idempotency_keys(store: &Store, retention: Duration) -> Resul
     store.submit(request).await.map(|_| ())
 }
 
+/// Archives the events of one account whose retention they are past, if any (one per tick:
+/// each archive is prepared off the writer and committed in one step, then the writer's
+/// steps delete its events a step at a time, in that account's turn). Returns the account.
+pub async fn archive_one_due(
+    store: &Store,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<String>, WriteError> {
+    if store.archive_dir().is_none() {
+        return Ok(None);
+    }
+    let due = store.read_large(move |conn| crate::store::archive::due_for_retention(conn, now)).await?;
+    let Some((account, before)) = due.into_iter().next() else {
+        return Ok(None);
+    };
+    let meta = EventMeta {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        actor: "system:retention".into(),
+        ..Default::default()
+    };
+    let request = |command| WriteRequest { command, meta, idempotency: None };
+    let archived = crate::store::archive::archive(store, &account, before, request, now).await?;
+    tracing::info!(
+        account = %account,
+        events = archived.archived_events,
+        segment = archived.segment.as_deref().unwrap_or(""),
+        "archived events past the account's retention"
+    );
+    Ok(Some(account))
+}
+
 /// Logs a failed sweep, unless the writer has said why once for the whole episode (a full disk).
 pub fn warn_unless_said(error: &WriteError, what: &str) {
     match error {
@@ -60,7 +91,13 @@ pub fn warn_unless_said(error: &WriteError, what: &str) {
 }
 
 /// Sweeps every `interval` until `stop` changes.
-pub async fn run(store: Store, interval: Duration, retention: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    store: Store,
+    clock: std::sync::Arc<dyn crate::clock::Clock>,
+    interval: Duration,
+    retention: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -78,6 +115,9 @@ pub async fn run(store: Store, interval: Duration, retention: Duration, mut stop
                 }
                 if let Err(error) = prune_idempotency_keys(&store, retention).await {
                     warn_unless_said(&error, "idempotency key pruning failed");
+                }
+                if let Err(error) = archive_one_due(&store, clock.now()).await {
+                    warn_unless_said(&error, "archiving past an account's retention failed");
                 }
             }
             _ = stop.changed() => {

@@ -192,6 +192,18 @@ pub(crate) fn decide(
             customers::decide(conn, account, *expected, command)?
         }
         Command::Erase { account, target } => erase::erase(conn, account, target, at.step)?,
+        Command::Archive { account, prepared } => {
+            let event = crate::store::archive::commit(conn, prepared, now)?;
+            Decision {
+                events: tag(account, vec![event]),
+                primary: current(account_stream(account))?,
+                ..Decision::default()
+            }
+        }
+        Command::DropArchived { account } => {
+            crate::store::archive::drop_step(conn, account, crate::store::archive::DROP_STEP)?;
+            Decision::default()
+        }
         Command::SweepServices { limit } => {
             let mut events = Vec::new();
             for (account, service_id) in projections::journeys::due_services(conn, now, *limit)? {

@@ -33,7 +33,16 @@ pub enum AccountCommand {
         account_id: String,
         writes_per_second: Option<u32>,
     },
+    /// Set how many days of the account's log stay live (older events are archived by the
+    /// sweeper), or (`None`) keep everything.
+    SetRetention {
+        account_id: String,
+        days: Option<u32>,
+    },
 }
+
+/// The longest retention an account may be given, in days (a hundred years).
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
 
 /// The highest `writes_per_second` an account may be given.
 pub const MAX_WRITES_PER_SECOND: u32 = 1_000_000;
@@ -71,7 +80,8 @@ impl AccountCommand {
             AccountCommand::CreateAccount { account_id }
             | AccountCommand::IssueApiKey { account_id, .. }
             | AccountCommand::RevokeApiKey { account_id, .. }
-            | AccountCommand::SetLimits { account_id, .. } => account_id,
+            | AccountCommand::SetLimits { account_id, .. }
+            | AccountCommand::SetRetention { account_id, .. } => account_id,
         }
     }
 }
@@ -161,6 +171,18 @@ pub fn decide_account(state: &AccountState, command: &AccountCommand) -> Result<
             let limits =
                 AccountLimitsSet { account_id: account_id.clone(), writes_per_second: *writes_per_second };
             Ok(vec![Event::AccountLimitsSet(limits)])
+        }
+        AccountCommand::SetRetention { account_id, days } => {
+            exists(account_id)?;
+            if days.is_some_and(|days| !(1..=MAX_RETENTION_DAYS).contains(&days)) {
+                return Err(DomainError::Invalid(format!(
+                    "days must be from 1 to {MAX_RETENTION_DAYS}, or null to keep everything"
+                )));
+            }
+            Ok(vec![Event::RetentionSet(crate::domain::events::RetentionSet {
+                account_id: account_id.clone(),
+                days: *days,
+            })])
         }
     }
 }

@@ -29,6 +29,15 @@ impl JsonText {
     pub fn as_str(&self) -> &str {
         self.0.get()
     }
+
+    /// A value as the projections store it (compact JSON written by `from_value`); a stored
+    /// text that does not read as JSON (which they never hold) reads as null.
+    pub fn from_stored(text: String) -> JsonText {
+        match RawValue::from_string(text) {
+            Ok(raw) => JsonText(raw),
+            Err(_) => JsonText::from_value(&serde_json::Value::Null),
+        }
+    }
 }
 
 impl PartialEq for JsonText {

@@ -95,6 +95,15 @@ pub enum Command {
     PruneIdempotencyKeys {
         retention_seconds: u64,
     },
+    /// Commit an archive prepared from a read snapshot (`store::archive`): appends `LogArchived`.
+    Archive {
+        account: String,
+        prepared: Box<crate::store::archive::Prepared>,
+    },
+    /// Delete the next archived events of the account still in the live log. Appends nothing.
+    DropArchived {
+        account: String,
+    },
     /// Sent by each node: when its API keys were last used (key hash, Unix microseconds).
     /// Appends nothing: use is not a change of the account, and would flood its log.
     RecordKeyUse {
@@ -111,7 +120,9 @@ impl Command {
             Command::Context { account, .. }
             | Command::Service { account, .. }
             | Command::Customer { account, .. }
-            | Command::Erase { account, .. } => Some(account),
+            | Command::Erase { account, .. }
+            | Command::Archive { account, .. }
+            | Command::DropArchived { account } => Some(account),
             Command::ExpireProperties { .. }
             | Command::SweepServices { .. }
             | Command::PruneIdempotencyKeys { .. }

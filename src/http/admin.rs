@@ -29,7 +29,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(issue_key))
         .routes(routes!(list_keys, issue_named_key))
         .routes(routes!(revoke_key))
-        .routes(routes!(get_limits, set_limits));
+        .routes(routes!(get_limits, set_limits))
+        .routes(routes!(get_retention, set_retention))
+        .routes(routes!(archive));
     secured(router, Caller::Admin, "admin")
 }
 
@@ -114,6 +116,110 @@ async fn set_limits(
         Command::Account(AccountCommand::SetLimits { account_id: account_id.clone(), writes_per_second });
     state.store.submit(write.context.request("admin".into(), ADMIN_SCOPE, command)).await?;
     Ok(limits_json(&state, &account_id, writes_per_second))
+}
+
+/// An account's retention and its segments, or 404.
+fn retention_json(state: &AppState, account_id: &str) -> Result<Response, ApiError> {
+    let read = state.store.read(|conn| {
+        let days = accounts::retention_days(conn, account_id)?;
+        let segments = crate::store::archive::segments(conn, account_id)?;
+        Ok((days, segments))
+    })?;
+    let (Some(days), segments) = read else {
+        return Err(unknown_account(account_id));
+    };
+    let through = segments.last().map_or(0, |segment| segment.last_seq);
+    Ok(axum::Json(json!({
+        "account_id": account_id,
+        "days": days,
+        "archived_through_seq": through,
+        "segments": segments,
+    }))
+    .into_response())
+}
+
+/// An account's retention, and the segments its archived log is in.
+#[utoipa::path(get, path = "/admin/accounts/{account_id}/retention", params(AccountPath), responses(
+    (status = 200, description = "Its retention and segments", body = body::Retention),
+    (status = 404, description = "Unknown account", body = Message),
+    AdminRead,
+))]
+async fn get_retention(
+    State(state): State<AppState>,
+    _: Admin,
+    P(AccountPath { account_id }): P<AccountPath>,
+) -> Result<Response, ApiError> {
+    retention_json(&state, &account_id)
+}
+
+/// Sets or clears how many days of an account's log stay live (`RetentionSet` in its log):
+/// the sweeper archives older events (docs/AUDIT.md, "Archives").
+#[utoipa::path(put, path = "/admin/accounts/{account_id}/retention", params(AccountPath, PlainWriteHeaders),
+    request_body = body::NewRetention,
+    responses(
+        (status = 200, description = "The retention now", body = body::Retention),
+        (status = 404, description = "Unknown account", body = Message),
+        AdminWrite,
+    ))]
+async fn set_retention(
+    State(state): State<AppState>,
+    _: Admin,
+    P(AccountPath { account_id }): P<AccountPath>,
+    write: Write<JsonBody<serde_json::Value>>,
+) -> Result<Response, ApiError> {
+    let JsonBody(body) = write.body;
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Retention {
+        days: Option<u32>,
+    }
+    if !body.is_object() || body.get("days").is_none() {
+        return Err(ApiError::bad_request("give days: a number of days, or null to keep everything"));
+    }
+    let Retention { days } = serde_json::from_value(body)
+        .map_err(|error| ApiError::bad_request(format!("invalid retention: {error}")))?;
+    let command = Command::Account(AccountCommand::SetRetention { account_id: account_id.clone(), days });
+    state.store.submit(write.context.request("admin".into(), ADMIN_SCOPE, command)).await?;
+    retention_json(&state, &account_id)
+}
+
+/// Moves an account's events recorded before a time into a segment file, keeping its current
+/// state as a snapshot (docs/AUDIT.md, "Archives").
+#[utoipa::path(post, path = "/admin/accounts/{account_id}/archive", params(AccountPath, PlainWriteHeaders),
+    request_body = body::NewArchive,
+    responses(
+        (status = 200, description = "What was archived (nothing when no event was that old)", body = body::Archived),
+        (status = 404, description = "Unknown account", body = Message),
+        (status = 409, description = "The log changed while the archive was prepared, its chain does not verify, or this node has no archive directory", body = Message),
+        AdminWrite,
+    ))]
+async fn archive(
+    State(state): State<AppState>,
+    _: Admin,
+    P(AccountPath { account_id }): P<AccountPath>,
+    write: Write<JsonBody<serde_json::Value>>,
+) -> Result<Response, ApiError> {
+    let JsonBody(body) = write.body;
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Archive {
+        before: String,
+    }
+    let Archive { before } = serde_json::from_value(body)
+        .map_err(|error| ApiError::bad_request(format!("give before, an RFC 3339 time: {error}")))?;
+    let before = chrono::DateTime::parse_from_rfc3339(&before)
+        .map_err(|error| ApiError::bad_request(format!("before is not an RFC 3339 time: {error}")))?
+        .to_utc();
+    let now = state.clock.now();
+    if before > now {
+        return Err(ApiError::bad_request("before is in the future: only past events are archived"));
+    }
+    if state.store.read(|conn| accounts::write_limit(conn, &account_id))?.is_none() {
+        return Err(unknown_account(&account_id));
+    }
+    let request = |command| write.context.request("admin".into(), ADMIN_SCOPE, command);
+    let archived = crate::store::archive::archive(&state.store, &account_id, before, request, now).await?;
+    Ok(axum::Json(archived).into_response())
 }
 
 #[derive(Deserialize)]

@@ -35,6 +35,11 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, message)
     }
 
+    /// 410: what was asked for is in an archive segment, no longer in the live log.
+    pub fn gone(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::GONE, message)
+    }
+
     fn internal(error: &dyn std::fmt::Display) -> Self {
         tracing::error!(%error, "internal error");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")

@@ -43,6 +43,15 @@ pub fn write_limit(conn: &Connection, account_id: &str) -> Result<Option<Option<
         .optional()?)
 }
 
+/// An account's retention in days: `None` for an unknown account, `Some(None)` for one that
+/// keeps everything.
+pub fn retention_days(conn: &Connection, account_id: &str) -> Result<Option<Option<u32>>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT retention_days FROM accounts WHERE account_id = ?1")?
+        .query_row([account_id], |row| row.get(0))
+        .optional()?)
+}
+
 /// What `AccountCommand`s are decided against.
 pub fn load_state(conn: &Connection, account_id: &str) -> Result<AccountState, StoreError> {
     let exists = conn

@@ -64,6 +64,13 @@ impl Streams {
 pub enum AsOfError {
     #[error("as_of_seq {asked} is beyond the end of the account's log (its last seq is {last})")]
     BeyondLog { asked: u64, last: u64 },
+    /// The point is before the account's last archive: its events are in segments.
+    #[error(
+        "the account's log up to seq {through_seq} (recorded at or before {through_recorded_at}) is archived, \
+         the point asked for is before that; the last archived events are in segment {segment} \
+         (docs/AUDIT.md, \"Archives\": import the segments into a scratch store to read that period)"
+    )]
+    Archived { through_seq: u64, through_recorded_at: String, segment: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -83,17 +90,32 @@ pub struct Snapshot {
 pub fn snapshot(source: &Connection, point: Point, streams: &Streams) -> Result<Snapshot, AsOfError> {
     let account = streams.account();
     let recorded_at;
+    let cut = crate::store::archive::cut(source, account)?;
+    let archived = |cut: &crate::store::archive::Cut| AsOfError::Archived {
+        through_seq: cut.through_seq,
+        through_recorded_at: cut.through_recorded_at.clone(),
+        segment: cut.segment.clone(),
+    };
     let (until, now) = match point {
         Point::Seq(asked) => {
             let last = log::last_seq(source, account)?;
             if asked > last {
                 return Err(AsOfError::BeyondLog { asked, last });
             }
+            if let Some(cut) = cut.as_ref().filter(|cut| asked <= cut.through_seq) {
+                return Err(archived(cut));
+            }
             let end = command_end(source, account, asked)?;
             (Until::Seq(end), time_of(source, account, end)?)
         }
         Point::Time(time) => {
             recorded_at = format_time(time);
+            // A time before the first live event is in the archived period.
+            let first_live =
+                cut.as_ref().map(|cut| time_of(source, account, cut.through_seq + 1)).transpose()?;
+            if let Some(cut) = cut.as_ref().filter(|_| first_live.is_some_and(|first| time < first)) {
+                return Err(archived(cut));
+            }
             (Until::RecordedAt(&recorded_at), time)
         }
     };
@@ -104,6 +126,8 @@ pub fn snapshot(source: &Connection, point: Point, streams: &Streams) -> Result<
 fn fold(source: &Connection, streams: &Streams, until: Until<'_>) -> Result<Connection, StoreError> {
     let names = stream_names(source, streams, until)?;
     let mut tables = MemoryTables::default();
+    // Streams with archived events start from the snapshot (a point before the cut was refused).
+    crate::store::archive::seed(source, streams.account(), Some(&names), &mut tables)?;
     replay(source, &mut tables, Selection { events: Events::Streams(&names), until })?;
     let conn = Connection::open_in_memory()?;
     let tx = conn.transaction()?;
@@ -204,9 +228,17 @@ fn stream_names(source: &Connection, streams: &Streams, until: Until<'_>) -> Res
         }
         Streams::ContactKey { account, contact_key } => (account, contact_key),
     };
+    // Services started before the last archive are found in its snapshot.
+    let archived_key = source.sql(
+        "json_extract(state, '$.service.contact_key')",
+        "((CAST(state AS JSONB) -> 'service' ->> 'contact_key') COLLATE \"C\")",
+    );
     let sql = format!(
-        "SELECT DISTINCT stream FROM events WHERE account = ?1 AND {}
-           AND event_type = 'ServiceStarted' AND {} = ?3 ORDER BY stream",
+        "SELECT stream FROM events WHERE account = ?1 AND {}
+           AND event_type = 'ServiceStarted' AND {} = ?3
+         UNION
+         SELECT stream FROM snapshot_streams WHERE account_id = ?1 AND {archived_key} = ?3
+         ORDER BY stream",
         until.condition(),
         super::data_field(source, "contact_key")
     );
@@ -239,6 +271,17 @@ fn copy_last_event(
                 "INSERT INTO events ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
             ))?
             .execute(crate::store::db::params_from_iter(values))?;
+    }
+    // A stream whose events are archived goes on from the version the snapshot kept.
+    let version: Option<u64> = source
+        .prepare_cached("SELECT version FROM snapshot_streams WHERE stream = ?1")?
+        .query_row([stream], |row| row.get(0))
+        .optional()?;
+    if let Some(version) = version {
+        target.execute(
+            "INSERT INTO snapshot_streams (stream, account_id, version, digest, state) VALUES (?1, '', ?2, x'', '{}')",
+            params![stream, version],
+        )?;
     }
     Ok(())
 }

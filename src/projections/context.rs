@@ -197,7 +197,9 @@ pub fn session_from(
 
 /// `load_session`'s one statement on PostgreSQL: the stream's version (kind 0), the namespace
 /// (1), the session's TTL (2) and up to `SMALL_SESSION` + 1 of its properties (3).
-const SESSION_AT_ONCE: &str = "SELECT 0, CAST(NULL AS TEXT), (SELECT max(stream_version) FROM events WHERE stream = ?5), CAST(NULL AS BOOLEAN)
+const SESSION_AT_ONCE: &str = "SELECT 0, CAST(NULL AS TEXT),
+        coalesce((SELECT max(stream_version) FROM events WHERE stream = ?5),
+                 (SELECT version FROM snapshot_streams WHERE stream = ?5)), CAST(NULL AS BOOLEAN)
      UNION ALL
      SELECT 1, NULL, ttl_second, deleting_since IS NOT NULL FROM namespaces WHERE account_id = ?1 AND namespace = ?2
      UNION ALL

@@ -187,10 +187,11 @@ fn each_event(
     after: u64,
     mut visit: impl FnMut(Row) -> Result<bool, StoreError>,
 ) -> Result<bool, StoreError> {
-    let mut statement = conn.prepare_cached(
+    let mut statement = conn.prepare_cached(&format!(
         "SELECT seq, recorded_at, event_type, data, meta FROM events
-         WHERE stream = ?1 AND seq > ?2 ORDER BY stream_version",
-    )?;
+         WHERE stream = ?1 AND seq > ?2 AND {} ORDER BY stream_version",
+        super::LIVE
+    ))?;
     let mut rows = statement.query(crate::params![stream, crate::store::log::cursor(after)])?;
     let mut any = false;
     while let Some(row) = rows.next()? {
@@ -249,7 +250,17 @@ pub fn session_history(
     property: Option<&str>,
     page: Page,
 ) -> Result<Option<History<SessionChange>>, StoreError> {
+    // After an archive, the session's history goes on from its state in the snapshot.
     let mut fold = SessionFold::default();
+    let archived = crate::store::archive::stream_state(conn, stream)?;
+    let archived_any = archived.is_some();
+    if let Some(session) = archived.and_then(|state| state.session) {
+        fold.values = session
+            .properties
+            .into_iter()
+            .map(|(key, (value, _))| (key, JsonText::from_stored(value)))
+            .collect();
+    }
     let mut pager = Pager::new(page);
     let mut touched = false;
     let any = each_event(conn, stream, 0, |row| {
@@ -267,7 +278,7 @@ pub fn session_history(
         let size = row.size();
         Ok(pager.push(row.entry(change)?, size))
     })?;
-    let found = if property.is_some() { touched } else { any };
+    let found = if property.is_some() { touched || archived_any } else { any || archived_any };
     Ok(found.then_some(pager.history))
 }
 

@@ -168,10 +168,11 @@ pub fn services_ever_of(
 fn services_ever_of_sql(conn: &Connection, until: Until<'_>) -> String {
     let (service, customer) = (data_field(conn, "service_id"), data_field(conn, "customer_id"));
     format!(
-        "SELECT DISTINCT {service} AS service_id
+        "SELECT {service} AS service_id
          FROM events{}
          WHERE account = ?1 AND {} AND event_type IN ('ServiceStarted', 'ServiceAssociated')
            AND {customer} = ?3
+         UNION {ARCHIVED_SERVICES}
          ORDER BY service_id",
         services_index(conn),
         until.condition()
@@ -184,17 +185,24 @@ fn services_index(conn: &Connection) -> &'static str {
     conn.sql(" INDEXED BY events_services_of_customers", "")
 }
 
-/// The query of `services_of_after`.
-fn services_of_after_sql(conn: &Connection, select: &str) -> String {
+/// The services ever given to customer `?2` of account `?1` after `?3`, unordered: in the
+/// log, and in the snapshot of its last archive.
+fn services_after_sql(conn: &Connection) -> String {
     let (service, customer) = (data_field(conn, "service_id"), data_field(conn, "customer_id"));
-    let select = select.replace("{service}", &service);
     format!(
-        "SELECT {select} FROM events{}
+        "SELECT {service} AS service_id FROM events{}
          WHERE account = ?1 AND event_type IN ('ServiceStarted', 'ServiceAssociated')
-           AND {customer} = ?2 AND {service} > ?3",
+           AND {customer} = ?2 AND {service} > ?3
+         UNION SELECT service_id FROM snapshot_customer_services
+         WHERE account_id = ?1 AND customer_id = ?2 AND service_id > ?3",
         services_index(conn)
     )
 }
+
+/// The services that archived events gave customer `?3` of account `?1` (the snapshot keeps
+/// them: `store::archive`).
+const ARCHIVED_SERVICES: &str =
+    "SELECT service_id FROM snapshot_customer_services WHERE account_id = ?1 AND customer_id = ?3";
 
 /// The next `limit` services ever given to a customer after `after`, in id order: a seek on
 /// the index `events_services_of_customers` (migration 0012).
@@ -205,8 +213,7 @@ pub fn services_of_after(
     after: Option<&str>,
     limit: usize,
 ) -> Result<Vec<String>, StoreError> {
-    let sql =
-        services_of_after_sql(conn, "DISTINCT {service} AS service_id") + " ORDER BY service_id LIMIT ?4";
+    let sql = services_after_sql(conn) + " ORDER BY service_id LIMIT ?4";
     let mut statement = conn.prepare_cached(&sql)?;
     let rows = statement
         .query_map(params![account, customer_id, after.unwrap_or(""), limit as i64], |row| row.get(0))?;
@@ -262,7 +269,7 @@ pub fn erasure_status(
     let services_left = match &row {
         None => 0,
         Some((_, through)) => conn
-            .prepare_cached(&services_of_after_sql(conn, "count(DISTINCT {service})"))?
+            .prepare_cached(&format!("SELECT count(*) FROM ({}) AS services", services_after_sql(conn)))?
             .query_row(params![account, customer_id, through.as_deref().unwrap_or("")], |row| row.get(0))?,
     };
     Ok(ErasureStatus {
@@ -430,12 +437,7 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         crate::store::migrations::migrate(&mut conn).unwrap();
         for (sql, parameters) in [
-            (
-                services_of_after_sql(&conn, "DISTINCT {service} AS service_id")
-                    + " ORDER BY service_id LIMIT ?4",
-                4,
-            ),
-            (services_of_after_sql(&conn, "count(DISTINCT {service})"), 3),
+            (services_after_sql(&conn) + " ORDER BY service_id LIMIT ?4", 4),
             (services_ever_of_sql(&conn, Until::End), 3),
             (services_ever_of_sql(&conn, Until::Seq(9)), 3),
         ] {

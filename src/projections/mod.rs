@@ -171,8 +171,10 @@ pub fn replay(
         Events::Streams(names) => (format!("stream IN {}", json_array_elements(source, "?1")), Some(names)),
         Events::Accounts(names) => (format!("account IN {}", json_array_elements(source, "?1")), Some(names)),
     };
+    // Events up to an account's last archive are folded into its snapshot (`fold` seeds it):
+    // the archive's writer deletes them in steps, and until then they are passed over here.
     let mut statement = source.prepare(&format!(
-        "SELECT id, account, event_type, data, recorded_at FROM events WHERE {filter} AND {} ORDER BY id",
+        "SELECT id, account, event_type, data, recorded_at FROM events WHERE {filter} AND {} AND {LIVE} ORDER BY id",
         events.until.condition()
     ))?;
     let names = names.map(|names| serde_json::to_string(names).expect("names serialize"));
@@ -184,6 +186,38 @@ pub fn replay(
         let event = Event::decode(text(2)?, text(3)?)
             .map_err(|error| StoreError::Corrupt(format!("event id {id}: {error}")))?;
         apply_event(target, &EventRef { account: text(1)?, recorded_at: text(4)?, event: &event })?;
+        applied += 1;
+    }
+    Ok(applied)
+}
+
+/// The condition on `events` that keeps the live log: the events after their account's last
+/// archive.
+pub const LIVE: &str =
+    "seq > coalesce((SELECT max(through_seq) FROM archives WHERE archives.account_id = events.account), 0)";
+
+/// Replays `account`'s events after `after` through `through` onto `target` in position order,
+/// showing `each` every event's stream and stream version. Returns the number applied.
+pub fn replay_range(
+    source: &Connection,
+    account: &str,
+    (after, through): (u64, u64),
+    target: &mut impl Tables,
+    mut each: impl FnMut(&str, u64, &Event),
+) -> Result<u64, StoreError> {
+    let mut statement = source.prepare_cached(
+        "SELECT seq, stream, stream_version, event_type, data, recorded_at FROM events
+         WHERE account = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq",
+    )?;
+    let mut rows = statement.query_streamed(crate::params![account, after, through])?;
+    let mut applied = 0;
+    while let Some(row) = rows.next()? {
+        let seq: u64 = row.get(0)?;
+        let text = |index| row.get_ref(index).and_then(|value| value.as_str());
+        let event = Event::decode(text(3)?, text(4)?)
+            .map_err(|error| StoreError::Corrupt(format!("account {account}, event {seq}: {error}")))?;
+        apply_event(target, &EventRef { account, recorded_at: text(5)?, event: &event })?;
+        each(text(1)?, row.get(2)?, &event);
         applied += 1;
     }
     Ok(applied)
@@ -201,6 +235,17 @@ pub fn clear(conn: &Connection) -> Result<(), StoreError> {
 /// Run it inside a read transaction, so that it folds one snapshot.
 pub fn fold(source: &Connection, events: Events<'_>) -> Result<(MemoryTables, u64), StoreError> {
     let mut tables = MemoryTables::default();
+    // Archived accounts start from their snapshots.
+    for account in crate::store::archive::archived_accounts(source)? {
+        let selected = match events {
+            Events::All => true,
+            Events::Accounts(names) => names.contains(&account),
+            Events::Streams(_) => false,
+        };
+        if selected {
+            crate::store::archive::seed(source, &account, None, &mut tables)?;
+        }
+    }
     let applied = replay(source, &mut tables, Selection { events, until: Until::End })?;
     Ok((tables, applied))
 }

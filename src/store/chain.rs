@@ -307,86 +307,202 @@ pub struct ChainReport {
     pub first_bad: Option<(u64, String)>,
 }
 
-/// Walks `account`'s chain in position order, recomputing every payload hash and link. Run it
-/// inside a read transaction so that it sees one snapshot.
+/// Walks `account`'s live chain in position order, recomputing every payload hash and link: from
+/// its first event, or after its last archive from the link the archive recorded. Run it inside
+/// a read transaction so that it sees one snapshot.
 pub fn verify(conn: &Connection, account: &str) -> Result<ChainReport, StoreError> {
-    verify_salted(conn, account, true)
+    let start =
+        super::archive::cut(conn, account)?.map_or((0, GENESIS), |cut| (cut.through_seq, cut.through_hash));
+    verify_salted(conn, account, start, true)
 }
 
-/// `verify`; with `salts_required`, a payload still there and hashed without salt is a break
-/// too (an old node writing after the upgrade). `store::salting` checks logs from before salts
-/// without it.
+/// `verify` from `start` (the position before the walk and its link); with `salts_required`,
+/// a payload still there and hashed without salt is a break too (an old node writing after the
+/// upgrade). `store::salting` checks logs from before salts (and archives) without it.
 pub(super) fn verify_salted(
     conn: &Connection,
     account: &str,
+    start: (u64, Hash),
     salts_required: bool,
 ) -> Result<ChainReport, StoreError> {
-    let mut report =
-        ChainReport { account: account.to_string(), events: 0, last_seq: 0, head: GENESIS, first_bad: None };
-    // Payloads whose hash no longer matches: sound only if a later erasure redacted them to
-    // exactly this content.
-    let mut changed: Vec<(u64, Hash)> = Vec::new();
-    let mut redacted: HashMap<u64, Hash> = HashMap::new();
-    let mut select = conn.prepare_cached(&format!("{SELECT_ROWS} WHERE account = ?1 ORDER BY seq"))?;
-    let mut rows = select.query_streamed([account])?;
-    let bad = |seq: u64, why: String, report: &mut ChainReport| {
-        if report.first_bad.as_ref().is_none_or(|(first, _)| seq < *first) {
-            report.first_bad = Some((seq, why));
-        }
-    };
-    while let Some(row) = rows.next()? {
-        let (columns, data) = read_row(&row)?;
-        let seq = columns.seq;
-        if seq != report.last_seq + 1 {
-            let why = format!("events {} to {} are missing", report.last_seq + 1, seq.wrapping_sub(1));
-            bad(report.last_seq + 1, why, &mut report);
-        }
-        let stored_payload: Vec<u8> = row.get(9)?;
-        let stored_hash: Vec<u8> = row.get(10)?;
-        let salt: Option<Vec<u8>> = row.get(11)?;
-        let actual = stored_payload_hash(salt.as_deref(), data);
-        if stored_payload != actual {
-            changed.push((seq, actual));
-        } else if salt.is_none() && salts_required {
-            bad(
-                seq,
-                "its payload is hashed without salt (written by a release before salted hashes)".into(),
-                &mut report,
-            );
-        }
-        let payload: Hash = stored_payload.as_slice().try_into().unwrap_or(actual);
-        let expected = link(&report.head, &columns, &payload);
-        if stored_hash != expected {
-            bad(seq, "its hash does not match its content and the previous event's hash".into(), &mut report);
-        }
-        if ERASURE_TYPES.contains(&columns.event_type) {
-            match Event::decode(columns.event_type, data) {
-                Ok(mut event) => redacted.extend(erasure_list(&mut event)),
-                Err(error) => bad(seq, format!("its payload does not read: {error}"), &mut report),
-            }
-        }
-        report.head = stored_hash.as_slice().try_into().unwrap_or(expected);
-        report.last_seq = seq;
-        report.events += 1;
-    }
-    for (seq, actual) in changed {
-        if redacted.get(&seq) != Some(&actual) {
-            bad(seq, "its payload was changed outside an erasure".into(), &mut report);
-        }
-    }
+    let mut walk = Walk::new(start.0, start.1);
+    walk.salts_required = salts_required;
+    walk_rows(conn, account, (start.0, u64::MAX), &mut walk)?;
+    walk.settle(&HashMap::new());
+    let mut report = walk.report(account);
     if let Some(broken) = global_head(conn)?.and_then(|head| head.broken).filter(|b| b.account == account) {
         let why = format!(
             "before per-account logs (migration 0007), the store-wide chain did not verify at this event (its seq {} there): {}",
             broken.seq, broken.reason
         );
-        bad(broken.position, why, &mut report);
+        report.bad(broken.position, why);
     }
     if let Some((position, reason)) = super::salting::break_before_salting(conn, account)? {
         let why =
             format!("before payloads were salted (migration 0014), the chain did not verify here: {reason}");
-        bad(position, why, &mut report);
+        report.bad(position, why);
     }
     Ok(report)
+}
+
+/// Walks `account`'s events after `start.0` through `through`, from the link `start.1`: what an
+/// archive is about to move into a segment. Payloads redacted by an erasure after `through` are
+/// recognized too.
+pub fn verify_range(
+    conn: &Connection,
+    account: &str,
+    start: (u64, Hash),
+    through: u64,
+) -> Result<ChainReport, StoreError> {
+    let mut walk = Walk::new(start.0, start.1);
+    walk_rows(conn, account, (start.0, through), &mut walk)?;
+    let mut later = Walk::new(through, GENESIS);
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT event_type, data FROM events WHERE account = ?1 AND seq > ?2 AND event_type IN ({})",
+        ERASURE_TYPES.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ")
+    ))?;
+    let mut rows = statement.query_streamed(params![account, through])?;
+    while let Some(row) = rows.next()? {
+        let text = |index| row.get_ref(index).and_then(|value| value.as_str());
+        later.note_erasure(0, text(0)?, text(1)?);
+    }
+    walk.settle(&later.redacted);
+    Ok(walk.report(account))
+}
+
+/// Feeds `account`'s events with `after < seq <= through` to `walk`.
+fn walk_rows(
+    conn: &Connection,
+    account: &str,
+    (after, through): (u64, u64),
+    walk: &mut Walk,
+) -> Result<(), StoreError> {
+    let mut select = conn.prepare_cached(&format!(
+        "{SELECT_ROWS} WHERE account = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq"
+    ))?;
+    let through = i64::try_from(through).unwrap_or(i64::MAX);
+    let mut rows = select.query_streamed(params![account, after, through])?;
+    while let Some(row) = rows.next()? {
+        let (columns, data) = read_row(&row)?;
+        let payload_hash: Vec<u8> = row.get(9)?;
+        let hash: Vec<u8> = row.get(10)?;
+        let salt: Option<Vec<u8>> = row.get(11)?;
+        walk.step(&columns, data, Stored { payload_hash: &payload_hash, hash: &hash, salt: salt.as_deref() });
+    }
+    Ok(())
+}
+
+/// The hashes an event row stores.
+#[derive(Debug, Clone, Copy)]
+pub struct Stored<'a> {
+    pub payload_hash: &'a [u8],
+    pub hash: &'a [u8],
+    pub salt: Option<&'a [u8]>,
+}
+
+/// A walk along one account's chain, event by event, wherever the events are read from (the
+/// live log, a segment).
+#[derive(Debug, Clone)]
+pub struct Walk {
+    pub events: u64,
+    pub last_seq: u64,
+    pub head: Hash,
+    pub first_bad: Option<(u64, String)>,
+    /// Payloads whose hash no longer matches: sound only if an erasure redacted them to exactly
+    /// this content.
+    pub changed: Vec<(u64, Hash)>,
+    /// The redactions the erasure events walked record.
+    pub redacted: HashMap<u64, Hash>,
+    /// Whether a payload hashed without salt is a break.
+    pub salts_required: bool,
+}
+
+impl Walk {
+    /// A walk that starts after position `after`, whose link is `head`.
+    pub fn new(after: u64, head: Hash) -> Walk {
+        Walk {
+            events: 0,
+            last_seq: after,
+            head,
+            first_bad: None,
+            changed: Vec::new(),
+            redacted: HashMap::new(),
+            salts_required: true,
+        }
+    }
+
+    /// Records a break at `seq`, unless an earlier one is known.
+    pub fn bad(&mut self, seq: u64, why: String) {
+        if self.first_bad.as_ref().is_none_or(|(first, _)| seq < *first) {
+            self.first_bad = Some((seq, why));
+        }
+    }
+
+    /// Checks the next event.
+    pub fn step(&mut self, columns: &Columns<'_>, data: &str, stored: Stored<'_>) {
+        let seq = columns.seq;
+        if seq != self.last_seq + 1 {
+            let why = format!("events {} to {} are missing", self.last_seq + 1, seq.wrapping_sub(1));
+            self.bad(self.last_seq + 1, why);
+        }
+        let actual = stored_payload_hash(stored.salt, data);
+        if stored.payload_hash != actual {
+            self.changed.push((seq, actual));
+        } else if stored.salt.is_none() && self.salts_required {
+            self.bad(
+                seq,
+                "its payload is hashed without salt (written by a release before salted hashes)".into(),
+            );
+        }
+        let payload: Hash = stored.payload_hash.try_into().unwrap_or(actual);
+        let expected = link(&self.head, columns, &payload);
+        if stored.hash != expected {
+            self.bad(seq, "its hash does not match its content and the previous event's hash".into());
+        }
+        self.note_erasure(seq, columns.event_type, data);
+        self.head = stored.hash.try_into().unwrap_or(expected);
+        self.last_seq = seq;
+        self.events += 1;
+    }
+
+    /// Notes the redactions an erasure event records (nothing for any other event).
+    fn note_erasure(&mut self, seq: u64, event_type: &str, data: &str) {
+        if ERASURE_TYPES.contains(&event_type) {
+            match Event::decode(event_type, data) {
+                Ok(mut event) => self.redacted.extend(erasure_list(&mut event)),
+                Err(error) => self.bad(seq, format!("its payload does not read: {error}")),
+            }
+        }
+    }
+
+    /// Reports each changed payload that no erasure — of this walk, or `elsewhere` — redacted.
+    pub fn settle(&mut self, elsewhere: &HashMap<u64, Hash>) {
+        for (seq, actual) in std::mem::take(&mut self.changed) {
+            let redacted = |map: &HashMap<u64, Hash>| map.get(&seq) == Some(&actual);
+            if !redacted(&self.redacted) && !redacted(elsewhere) {
+                self.bad(seq, "its payload was changed outside an erasure".into());
+            }
+        }
+    }
+
+    pub fn report(&self, account: &str) -> ChainReport {
+        ChainReport {
+            account: account.to_string(),
+            events: self.events,
+            last_seq: self.last_seq,
+            head: self.head,
+            first_bad: self.first_bad.clone(),
+        }
+    }
+}
+
+impl ChainReport {
+    /// Records a break at `seq`, unless an earlier one is known.
+    fn bad(&mut self, seq: u64, why: String) {
+        if self.first_bad.as_ref().is_none_or(|(first, _)| seq < *first) {
+            self.first_bad = Some((seq, why));
+        }
+    }
 }
 
 /// Every account that has events, in order.
@@ -402,7 +518,7 @@ pub fn verify_all(conn: &Connection) -> Result<Vec<ChainReport>, StoreError> {
 }
 
 /// The event types that record an erasure.
-const ERASURE_TYPES: &[&str] =
+pub const ERASURE_TYPES: &[&str] =
     &["CustomerErased", "CustomerErasureStarted", "ServiceErased", "SessionErased"];
 
 /// The redactions an erasure event records (none for any other event).

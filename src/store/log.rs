@@ -31,11 +31,15 @@ pub fn format_time(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-/// Current version of `stream` (0 if it has no events).
+/// Current version of `stream` (0 if it has no events): its last event's, or when all of its
+/// events are archived, the version the archive's snapshot kept.
 pub fn stream_version(conn: &Connection, stream: &str) -> Result<StreamVersion, StoreError> {
     // `max()` rather than `ORDER BY … LIMIT 1`, which SQLite prepared again at every call.
     let version: Option<u64> = conn
-        .prepare_cached("SELECT max(stream_version) FROM events WHERE stream = ?1")?
+        .prepare_cached(
+            "SELECT coalesce((SELECT max(stream_version) FROM events WHERE stream = ?1),
+                             (SELECT version FROM snapshot_streams WHERE stream = ?1))",
+        )?
         .query_row([stream], |row| row.get(0))?;
     Ok(version.unwrap_or(0))
 }
@@ -159,9 +163,10 @@ pub fn stream_payloads(
     conn: &Connection,
     streams: &[String],
 ) -> Result<Vec<(u64, String, String)>, StoreError> {
-    let mut statement = conn.prepare_cached(
-        "SELECT seq, event_type, data FROM events WHERE stream = ?1 ORDER BY stream_version",
-    )?;
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT seq, event_type, data FROM events WHERE stream = ?1 AND {} ORDER BY stream_version",
+        crate::projections::LIVE
+    ))?;
     let mut all = Vec::new();
     for stream in streams {
         let rows = statement.query_map([stream], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
@@ -251,7 +256,8 @@ pub fn read_feed(
     max_bytes: usize,
     filter: &FeedFilter,
 ) -> Result<FeedPage, StoreError> {
-    let after = cursor(after);
+    // The feed starts after the account's last archive (its segments hold what was before).
+    let after = cursor(after).max(super::archive::archived_through(conn, account)?);
     let head = last_seq(conn, account)?;
     let type_only = filter.event_type.is_some() && filter.stream.is_none();
     let end = if type_only { after.saturating_add(FEED_SCAN_WINDOW).min(head) } else { head };

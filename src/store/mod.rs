@@ -4,6 +4,7 @@
 //! projection query — so that another backend can replace SQLite without touching HTTP or domain code.
 
 pub mod admission;
+pub mod archive;
 pub mod chain;
 pub mod db;
 pub mod fair;
@@ -239,6 +240,8 @@ struct Inner {
     lock: Mutex<Option<File>>,
     /// PostgreSQL: the connection on which this node holds (or tries for) the sweeper's lock.
     sweeper: Mutex<SweeperTurn>,
+    /// Where archive segments go (`WriterConfig::archive_dir`).
+    archive_dir: Option<PathBuf>,
 }
 
 /// Lookups of unknown API keys in the database that may run at once (`Store::key_owner`).
@@ -540,6 +543,10 @@ impl Store {
             },
         };
         let read_connections = config.read_connections;
+        let archive_dir = config.archive_dir.clone().or_else(|| match location {
+            Location::Sqlite(data_dir) => Some(data_dir.join("archive")),
+            Location::Postgres(_) => None,
+        });
         let thread = writer::spawn(conn, receiver, config, clock, metrics, shared)?;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -557,6 +564,7 @@ impl Store {
                 key_lookups: tokio::sync::Semaphore::new(KEY_LOOKUPS),
                 key_use: Mutex::new(HashMap::new()),
                 sweeper: Mutex::new(SweeperTurn::default()),
+                archive_dir,
                 lock: Mutex::new(lock),
             }),
         })
@@ -582,6 +590,8 @@ impl Store {
         // ctxd's own steps of a command that was admitted when it started are not counted again.
         let place = match &request.command {
             Command::Account(_)
+            | Command::Archive { .. }
+            | Command::DropArchived { .. }
             | Command::Context { command: ContextCommand::DeleteNamespaceStep { .. }, .. }
             | Command::Erase { target: ErasureTarget::CustomerStep { .. }, .. } => None,
             command => match command.account() {
@@ -735,6 +745,11 @@ impl Store {
     /// Follows the log's head: changes after every commit that appended events.
     pub fn watch_feed(&self) -> watch::Receiver<FeedHead> {
         self.inner.feed.subscribe()
+    }
+
+    /// Where this node writes archive segments, if it may archive.
+    pub fn archive_dir(&self) -> Option<&Path> {
+        self.inner.archive_dir.as_deref()
     }
 
     /// Says that a command was started that proceeds in steps (`steps::run` carries it on).

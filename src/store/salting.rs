@@ -53,7 +53,7 @@ pub fn salt_account(conn: &Connection, account: &str) -> Result<ChainReport, Sto
 }
 
 fn salt_account_deferred(conn: &Connection, account: &str) -> Result<ChainReport, StoreError> {
-    let old = chain::verify_salted(conn, account, false)?;
+    let old = chain::verify_salted(conn, account, (0, chain::GENESIS), false)?;
     let mut select = conn.prepare(&format!(
         "{} WHERE account = ?1 AND seq > ?2 ORDER BY seq LIMIT {WINDOW}",
         chain::SELECT_ROWS

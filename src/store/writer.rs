@@ -47,6 +47,9 @@ pub struct WriterConfig {
     /// Read connections the store may have open at once (on PostgreSQL, this node's share of
     /// the server's `max_connections`); a read past it waits up to 5 s, then answers 503.
     pub read_connections: usize,
+    /// Where archive segments are written (`--archive-dir`); `None`: `<data dir>/archive` on
+    /// SQLite, and no archives on PostgreSQL.
+    pub archive_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for WriterConfig {
@@ -60,6 +63,7 @@ impl Default for WriterConfig {
             default_writes_per_second: None,
             step: context::STEP,
             read_connections: 64,
+            archive_dir: None,
         }
     }
 }

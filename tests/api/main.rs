@@ -3,6 +3,7 @@
 mod account_logs;
 mod admin;
 mod analytics;
+mod archive;
 mod audit;
 mod concurrency;
 mod context;

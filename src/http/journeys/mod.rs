@@ -77,6 +77,7 @@ pub(super) async fn error_shape(response: Response) -> Response {
         StatusCode::NOT_FOUND => "NotFoundException",
         StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowedException",
         StatusCode::CONFLICT => "ConflictException",
+        StatusCode::GONE => "GoneException",
         StatusCode::PRECONDITION_FAILED => "PreconditionFailedException",
         StatusCode::PAYLOAD_TOO_LARGE => "PayloadTooLargeException",
         StatusCode::URI_TOO_LONG => "UriTooLongException",

@@ -296,3 +296,59 @@ pub struct Limits {
     #[schema(required = true)]
     pub effective_writes_per_second: Option<u32>,
 }
+
+/// `PUT …/retention`: the field is required; null keeps everything.
+#[derive(ToSchema)]
+pub struct NewRetention {
+    #[schema(required = true, minimum = 1, maximum = 36_500)]
+    pub days: Option<u32>,
+}
+
+/// An account's retention and its archives.
+#[derive(ToSchema)]
+pub struct Retention {
+    pub account_id: String,
+    /// Days of the log kept live, or null: everything.
+    #[schema(required = true)]
+    pub days: Option<u32>,
+    /// The last archived position, 0 when nothing is archived: the live log starts after it.
+    pub archived_through_seq: u64,
+    /// The account's segments, oldest first.
+    pub segments: Vec<Segment>,
+}
+
+/// One archive segment of an account.
+#[derive(ToSchema)]
+pub struct Segment {
+    pub segment: String,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub sha256: String,
+    pub archived_at: String,
+}
+
+/// `POST …/archive`.
+#[derive(ToSchema)]
+pub struct NewArchive {
+    /// RFC 3339: the events recorded before it are archived.
+    #[schema(example = "2026-01-01T00:00:00Z")]
+    pub before: String,
+}
+
+/// What an archive did.
+#[derive(ToSchema)]
+pub struct Archived {
+    pub archived_events: u64,
+    /// The segment's path in the archive directory; null when no event was that old.
+    #[schema(required = true)]
+    pub segment: Option<String>,
+    #[schema(required = true)]
+    pub first_seq: Option<u64>,
+    #[schema(required = true)]
+    pub last_seq: Option<u64>,
+    /// The streams the snapshot holds.
+    pub snapshot_streams: u64,
+    /// The position of the `LogArchived` event.
+    #[schema(required = true)]
+    pub seq: Option<u64>,
+}

@@ -15,12 +15,13 @@ use super::{COLUMNS, Line, Selection, TransferError};
 /// constant whatever the size of the log. Returns the number of events written.
 pub fn export(conn: &Connection, selection: &Selection, out: &mut impl Write) -> Result<u64, TransferError> {
     let snapshot = conn.snapshot()?;
-    let result = export_in_snapshot(conn, selection, out);
+    let result = export_within(conn, selection, out);
     snapshot.commit()?;
     result
 }
 
-fn export_in_snapshot(
+/// `export` inside the caller's read transaction.
+pub fn export_within(
     conn: &Connection,
     selection: &Selection,
     out: &mut impl Write,
@@ -28,12 +29,19 @@ fn export_in_snapshot(
     // Two statements rather than one with an optional filter: SQLite plans a statement once, and
     // only the one that names the account can use the `(account, seq)` index.
     let filter = match selection.account {
-        None => "?1 >= 0 AND CAST(?2 AS TEXT) IS NULL ORDER BY id",
-        Some(_) => "account = ?2 AND seq > ?1 ORDER BY seq",
+        None => "?1 >= 0 AND CAST(?2 AS TEXT) IS NULL AND ?3 >= 0 ORDER BY id",
+        Some(_) => "account = ?2 AND seq > ?1 AND seq <= ?3 ORDER BY seq",
     };
     let mut statement = conn.prepare(&format!("SELECT {COLUMNS} FROM events WHERE {filter}"))?;
-    let after = i64::try_from(selection.after).unwrap_or(i64::MAX);
-    let mut rows = statement.query_streamed(params![after, selection.account])?;
+    let bound = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    // The live log: after the account's last archive (an export of an archived account starts
+    // there; its segments hold the rest).
+    let after = match &selection.account {
+        Some(account) => selection.after.max(crate::store::archive::archived_through(conn, account)?),
+        None => selection.after,
+    };
+    let through = bound(selection.through.unwrap_or(u64::MAX));
+    let mut rows = statement.query_streamed(params![bound(after), selection.account, through])?;
     let mut written = 0;
     while let Some(row) = rows.next()? {
         let seq: u64 = row.get(0)?;

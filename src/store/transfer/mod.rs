@@ -25,6 +25,8 @@ pub struct Selection {
     /// Only the account's events after this position (0: from the first); such an export
     /// cannot be imported. Ignored without `account`.
     pub after: u64,
+    /// Only the account's events up to this position. Ignored without `account`.
+    pub through: Option<u64>,
 }
 
 /// What an import stored.
@@ -141,5 +143,54 @@ const COLUMNS: &str = "seq, account, stream, stream_version, event_type, event_v
 mod export;
 mod import;
 
-pub use export::export;
+pub use export::{export, export_within};
 pub use import::import;
+
+/// An event line read back (a segment's), with its stored hashes decoded.
+pub struct ParsedLine<'a> {
+    pub seq: u64,
+    pub account: Cow<'a, str>,
+    pub data: &'a str,
+    line: Line<'a>,
+    payload_hash: Vec<u8>,
+    hash: Vec<u8>,
+    salt: Option<Vec<u8>>,
+}
+
+/// Parses one event line as `ctxd export` writes it.
+pub fn parse_event(text: &str) -> Result<ParsedLine<'_>, String> {
+    let line: Line<'_> = serde_json::from_str(text).map_err(|error| error.to_string())?;
+    let hex = |name: &str, text: &str| hex::decode(text).map_err(|_| format!("its {name} is not hex"));
+    let payload_hash = hex("payload_hash", &line.payload_hash)?;
+    let hash = hex("hash", &line.hash)?;
+    let salt = line.payload_salt.as_deref().map(|salt| hex("payload_salt", salt)).transpose()?;
+    Ok(ParsedLine {
+        seq: line.seq,
+        account: line.account.clone(),
+        data: line.data.get(),
+        payload_hash,
+        hash,
+        salt,
+        line,
+    })
+}
+
+impl ParsedLine<'_> {
+    pub fn columns(&self) -> chain::Columns<'_> {
+        let line = &self.line;
+        chain::Columns {
+            seq: line.seq,
+            account: &line.account,
+            stream: &line.stream,
+            stream_version: line.stream_version,
+            event_type: &line.event_type,
+            event_version: line.event_version,
+            meta: line.meta.get(),
+            recorded_at: &line.recorded_at,
+        }
+    }
+
+    pub fn stored(&self) -> chain::Stored<'_> {
+        chain::Stored { payload_hash: &self.payload_hash, hash: &self.hash, salt: self.salt.as_deref() }
+    }
+}

@@ -1,0 +1,565 @@
+//! Archives (docs/AUDIT.md, "Archives"): an account's events recorded before a time move out
+//! of the live log into a segment file, and the account's projections as of the last of them
+//! stay, stream by stream, as the snapshot that rebuilds and as-of reads start from.
+//!
+//! An archive is prepared from a read snapshot, away from the writer: the events are written
+//! to the segment (gzip NDJSON, `segment.rs`) while they are folded onto the previous
+//! snapshot. The writer then commits it in one short step (`commit`): it checks that nothing
+//! it relied on changed, replaces the snapshot, records the segment and appends `LogArchived`.
+//! From that commit on, every read treats the events up to the cut as gone; the writer then
+//! deletes them a step at a time (`drop_step`), through the log's second door.
+
+pub mod segment;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+use super::StoreError;
+use super::chain::{self, GENESIS, Hash};
+use super::db::{Connection, OptionalExtension, params};
+use super::log::format_time;
+use crate::domain::events::{LogArchived, service_stream};
+use crate::domain::{DomainError, Event};
+use crate::projections::memory::{MemoryTables, StreamState};
+
+/// The last archive of an account: its log before and at `through_seq` is in segments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cut {
+    pub through_seq: u64,
+    pub through_hash: Hash,
+    pub through_recorded_at: String,
+    /// The segment that holds `through_seq`.
+    pub segment: String,
+}
+
+/// The account's last archive, if it has one.
+pub fn cut(conn: &Connection, account: &str) -> Result<Option<Cut>, StoreError> {
+    let row: Option<(u64, Vec<u8>, String, String)> = conn
+        .prepare_cached(
+            "SELECT through_seq, through_hash, through_recorded_at, segment FROM archives
+             WHERE account_id = ?1 ORDER BY through_seq DESC LIMIT 1",
+        )?
+        .query_row([account], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
+        .optional()?;
+    row.map(|(through_seq, hash, through_recorded_at, segment)| {
+        let through_hash = hash.try_into().map_err(|_| {
+            StoreError::Corrupt(format!("account {account}: the archive through {through_seq} has no hash"))
+        })?;
+        Ok(Cut { through_seq, through_hash, through_recorded_at, segment })
+    })
+    .transpose()
+}
+
+/// The last archived position of the account (0 when nothing is archived): the live log
+/// starts after it.
+pub fn archived_through(conn: &Connection, account: &str) -> Result<u64, StoreError> {
+    Ok(cut(conn, account)?.map_or(0, |cut| cut.through_seq))
+}
+
+/// The segment that holds `account`'s event `seq` (archived), for a 410's message.
+pub fn segment_of(conn: &Connection, account: &str, seq: u64) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT segment FROM archives WHERE account_id = ?1 AND first_seq <= ?2 AND through_seq >= ?2",
+        )?
+        .query_row(params![account, seq], |row| row.get(0))
+        .optional()?)
+}
+
+/// Loads the snapshot's rows of `account` — of every stream, or of the streams named — into
+/// `tables`, as they were at the cut.
+pub fn seed(
+    conn: &Connection,
+    account: &str,
+    streams: Option<&[String]>,
+    tables: &mut MemoryTables,
+) -> Result<(), StoreError> {
+    let mut load = |state: String| -> Result<(), StoreError> {
+        let state: StreamState = serde_json::from_str(&state)
+            .map_err(|error| StoreError::Corrupt(format!("account {account}: a snapshot stream: {error}")))?;
+        tables.load_stream(account, state);
+        Ok(())
+    };
+    match streams {
+        None => {
+            let mut statement =
+                conn.prepare_cached("SELECT state FROM snapshot_streams WHERE account_id = ?1")?;
+            let mut rows = statement.query_streamed([account])?;
+            while let Some(row) = rows.next()? {
+                load(row.get(0)?)?;
+            }
+        }
+        Some(names) => {
+            let mut statement =
+                conn.prepare_cached("SELECT state FROM snapshot_streams WHERE stream = ?1")?;
+            for name in names {
+                if let Some(state) = statement.query_row([name], |row| row.get(0)).optional()? {
+                    load(state)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One stream's state in the snapshot of its account's last archive.
+pub fn stream_state(conn: &Connection, stream: &str) -> Result<Option<StreamState>, StoreError> {
+    let state: Option<String> = conn
+        .prepare_cached("SELECT state FROM snapshot_streams WHERE stream = ?1")?
+        .query_row([stream], |row| row.get(0))
+        .optional()?;
+    state
+        .map(|state| {
+            serde_json::from_str(&state)
+                .map_err(|error| StoreError::Corrupt(format!("snapshot stream {stream}: {error}")))
+        })
+        .transpose()
+}
+
+/// One segment of an account, as the admin API lists it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SegmentRow {
+    pub segment: String,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub sha256: String,
+    pub archived_at: String,
+}
+
+/// The account's segments, oldest first.
+pub fn segments(conn: &Connection, account: &str) -> Result<Vec<SegmentRow>, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT segment, first_seq, through_seq, segment_sha256, archived_at FROM archives
+         WHERE account_id = ?1 ORDER BY through_seq",
+    )?;
+    let rows = statement.query_map([account], |row| {
+        Ok(SegmentRow {
+            segment: row.get(0)?,
+            first_seq: row.get(1)?,
+            last_seq: row.get(2)?,
+            sha256: row.get(3)?,
+            archived_at: row.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The accounts that have a snapshot, in order.
+pub fn archived_accounts(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut statement = conn.prepare("SELECT DISTINCT account_id FROM archives ORDER BY account_id")?;
+    let rows = statement.query_map([], |row| row.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Why an archive was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error(
+        "account {account}'s chain does not verify at seq {seq} ({reason}); nothing was archived — \
+         see `ctxd verify --chain`"
+    )]
+    Broken { account: String, seq: u64, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<super::db::Error> for ArchiveError {
+    fn from(error: super::db::Error) -> Self {
+        ArchiveError::Store(error.into())
+    }
+}
+
+impl From<std::io::Error> for ArchiveError {
+    fn from(error: std::io::Error) -> Self {
+        ArchiveError::Store(error.into())
+    }
+}
+
+/// One stream of a snapshot as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotStream {
+    pub stream: String,
+    pub version: u64,
+    pub salt: chain::Salt,
+    pub digest: Hash,
+    /// `StreamState` as JSON.
+    pub state: String,
+}
+
+/// The hash of one snapshot stream: its salt, then its id, version and rows.
+pub fn stream_digest(salt: &[u8], stream: &str, version: u64, state: &str) -> Hash {
+    let mut hasher = Sha256::new();
+    hasher.update(salt);
+    for text in [stream.as_bytes(), &version.to_be_bytes(), state.as_bytes()] {
+        hasher.update((text.len() as u64).to_be_bytes());
+        hasher.update(text);
+    }
+    hasher.finalize().into()
+}
+
+/// The hash over a snapshot's streams (in stream order): each one's id, version and digest.
+pub fn snapshot_digest<'a>(streams: impl Iterator<Item = (&'a str, u64, &'a [u8])>) -> Hash {
+    let mut hasher = Sha256::new();
+    for (stream, version, digest) in streams {
+        hasher.update((stream.len() as u64).to_be_bytes());
+        hasher.update(stream.as_bytes());
+        hasher.update(version.to_be_bytes());
+        hasher.update(digest);
+    }
+    hasher.finalize().into()
+}
+
+/// An archive ready to commit: its segment written, its snapshot computed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    pub account: String,
+    /// The account's archive before this one (`None`: its first).
+    pub previous: Option<u64>,
+    /// The account's last position when it was prepared: an erasure after it would have
+    /// changed what the segment holds.
+    pub read_seq: u64,
+    pub event: LogArchived,
+    pub events: u64,
+    pub streams: Vec<SnapshotStream>,
+    /// (customer, service) pairs that the archived events gave.
+    pub given: Vec<(String, String)>,
+    /// Where the segment file is.
+    pub path: PathBuf,
+}
+
+/// The time of an event as the store writes it.
+fn time_text(time: DateTime<Utc>) -> String {
+    format_time(time)
+}
+
+/// Prepares the archive of `account`'s events recorded before `before`: writes the segment into
+/// `dir` and folds the snapshot. `None` when no event of the live log is that old. Run it
+/// inside a read transaction (one snapshot of the log).
+pub fn prepare(
+    conn: &Connection,
+    account: &str,
+    before: DateTime<Utc>,
+    dir: &Path,
+    now: DateTime<Utc>,
+) -> Result<Option<Prepared>, ArchiveError> {
+    let previous = cut(conn, account)?;
+    let after = previous.as_ref().map_or(0, |cut| cut.through_seq);
+    let previous_hash = previous.as_ref().map_or(GENESIS, |cut| cut.through_hash);
+    let last = super::log::last_seq(conn, account)?;
+    let first_kept: Option<u64> = conn
+        .prepare_cached("SELECT min(seq) FROM events WHERE account = ?1 AND seq > ?2 AND recorded_at >= ?3")?
+        .query_row(params![account, after, time_text(before)], |row| row.get(0))?;
+    let through = first_kept.map_or(last, |first| first - 1);
+    if through <= after {
+        return Ok(None);
+    }
+    let report = chain::verify_range(conn, account, (after, previous_hash), through)?;
+    if let Some((seq, reason)) = report.first_bad {
+        return Err(ArchiveError::Broken { account: account.to_string(), seq, reason });
+    }
+    let (through_hash, through_recorded_at): (Vec<u8>, String) = conn
+        .prepare_cached("SELECT hash, recorded_at FROM events WHERE account = ?1 AND seq = ?2")?
+        .query_row(params![account, through], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    let header = segment::Header {
+        account: account.to_string(),
+        first_seq: after + 1,
+        through_seq: through,
+        previous_hash: hex::encode(previous_hash),
+        through_hash: hex::encode(&through_hash),
+        created_at: time_text(now),
+    };
+    let written = segment::write(conn, dir, &header)?;
+
+    // The snapshot: the previous one, and the archived events folded onto it.
+    let mut tables = MemoryTables::default();
+    let mut versions: BTreeMap<String, u64> = BTreeMap::new();
+    let mut given: BTreeSet<(String, String)> = BTreeSet::new();
+    {
+        let mut statement =
+            conn.prepare_cached("SELECT stream, version, state FROM snapshot_streams WHERE account_id = ?1")?;
+        let mut rows = statement.query_streamed([account])?;
+        while let Some(row) = rows.next()? {
+            let (stream, version, state): (String, u64, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
+            let state: StreamState = serde_json::from_str(&state).map_err(|error| {
+                StoreError::Corrupt(format!("account {account}: snapshot stream {stream}: {error}"))
+            })?;
+            for customer in &state.given_to {
+                if let Some(service) = &state.service {
+                    given.insert((customer.clone(), service.service_id.clone()));
+                }
+            }
+            versions.insert(stream, version);
+            tables.load_stream(account, state);
+        }
+    }
+    let archived = crate::projections::replay_range(
+        conn,
+        account,
+        (after, through),
+        &mut tables,
+        |stream, version, event| {
+            versions.insert(stream.to_string(), version);
+            match event {
+                Event::ServiceStarted(e) => {
+                    if let Some(customer) = &e.customer_id {
+                        given.insert((customer.clone(), e.service_id.clone()));
+                    }
+                }
+                Event::ServiceAssociated(e) => {
+                    given.insert((e.customer_id.clone(), e.service_id.clone()));
+                }
+                _ => {}
+            }
+        },
+    )?;
+    let mut states = tables.into_streams();
+    for (customer, service) in &given {
+        if let Some((_, state)) = states.get_mut(&service_stream(account, service)) {
+            state.given_to.push(customer.clone());
+        }
+    }
+    let mut streams = Vec::with_capacity(versions.len());
+    for (stream, version) in versions {
+        let state = states.remove(&stream).map(|(_, state)| state).unwrap_or_default();
+        let state = serde_json::to_string(&state).expect("a stream state serializes");
+        let salt = chain::new_salt();
+        let digest = stream_digest(&salt, &stream, version, &state);
+        streams.push(SnapshotStream { stream, version, salt, digest, state });
+    }
+    if let Some((stream, _)) = states.into_iter().next() {
+        return Err(StoreError::Corrupt(format!(
+            "account {account}: rows of stream {stream} without its events"
+        ))
+        .into());
+    }
+    let digest = snapshot_digest(streams.iter().map(|s| (s.stream.as_str(), s.version, s.digest.as_slice())));
+    let event = LogArchived {
+        first_seq: after + 1,
+        through_seq: through,
+        previous_hash: header.previous_hash,
+        through_hash: header.through_hash,
+        through_recorded_at,
+        segment: written.name,
+        segment_sha256: written.sha256,
+        streams: streams.len() as u64,
+        snapshot_sha256: hex::encode(digest),
+    };
+    Ok(Some(Prepared {
+        account: account.to_string(),
+        previous: previous.map(|cut| cut.through_seq),
+        read_seq: last,
+        event,
+        events: archived,
+        streams,
+        given: given.into_iter().collect(),
+        path: written.path,
+    }))
+}
+
+/// Commits a prepared archive in the writer's transaction: checks that the account's log is
+/// still as it was prepared from, replaces the snapshot and records the segment. The caller
+/// appends the returned `LogArchived`.
+pub fn commit(
+    conn: &Connection,
+    prepared: &Prepared,
+    now: DateTime<Utc>,
+) -> Result<Event, crate::store::WriteError> {
+    let account = prepared.account.as_str();
+    let conflict = |why: &str| {
+        DomainError::Conflict(format!(
+            "account {account}: {why} while the archive was prepared; archive again"
+        ))
+    };
+    let current = cut(conn, account)?.map(|cut| cut.through_seq);
+    if current != prepared.previous {
+        return Err(conflict("another archive was made").into());
+    }
+    let erased: bool = conn
+        .prepare_cached(&format!(
+            "SELECT 1 FROM events WHERE account = ?1 AND seq > ?2 AND event_type IN ({}) LIMIT 1",
+            chain::ERASURE_TYPES.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ")
+        ))?
+        .exists(params![account, prepared.read_seq])?;
+    if erased {
+        return Err(conflict("an erasure was recorded").into());
+    }
+    conn.execute("DELETE FROM snapshot_streams WHERE account_id = ?1", [account])?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO snapshot_streams (stream, account_id, version, salt, digest, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for stream in &prepared.streams {
+        insert.execute(params![
+            stream.stream,
+            account,
+            stream.version,
+            stream.salt.as_slice(),
+            stream.digest.as_slice(),
+            stream.state
+        ])?;
+    }
+    conn.execute("DELETE FROM snapshot_customer_services WHERE account_id = ?1", [account])?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO snapshot_customer_services (account_id, customer_id, service_id) VALUES (?1, ?2, ?3)",
+    )?;
+    for (customer, service) in &prepared.given {
+        insert.execute(params![account, customer, service])?;
+    }
+    let event = &prepared.event;
+    let hash = |text: &str| {
+        hex::decode(text).map_err(|_| StoreError::Corrupt("an archive's hash is not hex".into()))
+    };
+    conn.execute(
+        "INSERT INTO archives (account_id, first_seq, through_seq, previous_hash, through_hash,
+                               through_recorded_at, segment, segment_sha256, archived_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            account,
+            event.first_seq,
+            event.through_seq,
+            hash(&event.previous_hash)?,
+            hash(&event.through_hash)?,
+            event.through_recorded_at,
+            event.segment,
+            event.segment_sha256,
+            time_text(now)
+        ],
+    )?;
+    Ok(Event::LogArchived(event.clone()))
+}
+
+/// What an archive did.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Archived {
+    pub archived_events: u64,
+    /// The segment's name in the archive directory; `None` when nothing was old enough.
+    pub segment: Option<String>,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    /// The streams the snapshot holds.
+    pub snapshot_streams: u64,
+    /// The position of the `LogArchived` event.
+    pub seq: Option<u64>,
+}
+
+/// Archives `account`'s events recorded before `before`: prepares the archive from a read
+/// snapshot (off the writer), then has the writer commit it as `request` makes it; the writer's steps
+/// then delete the archived events (`Store::wake_steps`). A commit refused (the log changed
+/// meanwhile) removes the segment it wrote.
+pub async fn archive(
+    store: &super::Store,
+    account: &str,
+    before: DateTime<Utc>,
+    request: impl FnOnce(crate::domain::Command) -> super::WriteRequest,
+    now: DateTime<Utc>,
+) -> Result<Archived, super::WriteError> {
+    let Some(dir) = store.archive_dir().map(Path::to_path_buf) else {
+        return Err(DomainError::Conflict(
+            "this node has no archive directory: start it with --archive-dir (CTXD_ARCHIVE_DIR)".into(),
+        )
+        .into());
+    };
+    let owned = account.to_string();
+    let prepared = store
+        // One read snapshot (`Store::read`).
+        .read_large(move |conn| Ok(prepare(conn, &owned, before, &dir, now)))
+        .await?
+        .map_err(|error| match error {
+            ArchiveError::Broken { .. } => super::WriteError::from(DomainError::Conflict(error.to_string())),
+            ArchiveError::Store(error) => error.into(),
+        })?;
+    let Some(prepared) = prepared else {
+        let nothing = Archived {
+            archived_events: 0,
+            segment: None,
+            first_seq: None,
+            last_seq: None,
+            snapshot_streams: 0,
+            seq: None,
+        };
+        return Ok(nothing);
+    };
+    let path = prepared.path.clone();
+    let archived = Archived {
+        archived_events: prepared.events,
+        segment: Some(prepared.event.segment.clone()),
+        first_seq: Some(prepared.event.first_seq),
+        last_seq: Some(prepared.event.through_seq),
+        snapshot_streams: prepared.event.streams,
+        seq: None,
+    };
+    let command =
+        crate::domain::Command::Archive { account: account.to_string(), prepared: Box::new(prepared) };
+    match store.submit(request(command)).await {
+        Ok(outcome) => {
+            store.wake_steps();
+            Ok(Archived { seq: outcome.last_seq, ..archived })
+        }
+        Err(error) => {
+            if matches!(error, super::WriteError::Domain(_)) {
+                let _ = std::fs::remove_file(&path);
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Events deleted per step of the writer: about the cost of an ordinary group.
+pub const DROP_STEP: u64 = 2_000;
+
+/// Deletes up to `limit` of the account's archived events still in the live log, through the
+/// log's second door (`archive_in_progress`). Answers how many it deleted.
+pub fn drop_step(conn: &Connection, account: &str, limit: u64) -> Result<u64, StoreError> {
+    let through = archived_through(conn, account)?;
+    if through == 0 {
+        return Ok(0);
+    }
+    conn.execute("INSERT INTO archive_in_progress (\"only\") VALUES (1)", [])?;
+    let deleted = conn.execute(
+        "DELETE FROM events WHERE account = ?1 AND seq IN
+            (SELECT seq FROM events WHERE account = ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3)",
+        params![account, through, limit],
+    );
+    conn.execute("DELETE FROM archive_in_progress", [])?;
+    Ok(deleted? as u64)
+}
+
+/// The accounts whose archived events are still partly in the live log.
+pub fn accounts_to_drop(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut statement = conn.prepare(
+        "SELECT a.account_id FROM archives a
+         WHERE a.through_seq = (SELECT max(through_seq) FROM archives WHERE account_id = a.account_id)
+           AND EXISTS (SELECT 1 FROM events WHERE account = a.account_id AND seq <= a.through_seq)
+         ORDER BY a.account_id",
+    )?;
+    let rows = statement.query_map([], |row| row.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The accounts whose retention asks for an archive now: their oldest live event is older
+/// than their retention. Answers (account, the time before which to archive).
+pub fn due_for_retention(
+    conn: &Connection,
+    now: DateTime<Utc>,
+) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+    let mut statement = conn.prepare("SELECT account_id, retention_days FROM accounts WHERE retention_days IS NOT NULL ORDER BY account_id")?;
+    let policies: Vec<(String, u32)> =
+        statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?.collect::<Result<_, _>>()?;
+    let mut due = Vec::new();
+    for (account, days) in policies {
+        let before = now - chrono::Duration::days(i64::from(days));
+        let after = archived_through(conn, &account)?;
+        let oldest: Option<String> = conn
+            .prepare_cached(
+                "SELECT recorded_at FROM events WHERE account = ?1 AND seq > ?2 ORDER BY seq LIMIT 1",
+            )?
+            .query_row(params![account, after], |row| row.get(0))
+            .optional()?;
+        if oldest.is_some_and(|oldest| oldest < time_text(before)) {
+            due.push((account, before));
+        }
+    }
+    Ok(due)
+}

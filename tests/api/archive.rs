@@ -1,0 +1,314 @@
+//! Archives (docs/AUDIT.md, "Archives"): an account's events before a time move into a segment
+//! file, its state stays as a snapshot; current reads do not change, reads of the archived
+//! period answer 410, the segment verifies, and a retention archives on the sweeper's schedule.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Duration, Utc};
+use ctxd::clock::Clock;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, spawn_app};
+use crate::journeys::{Cs, assert_cs_error};
+
+const A: &str = "/v1/account/acme";
+
+/// The reads whose answers an archive must not change.
+const CONTEXT_READS: &[&str] = &[
+    "/v1/account/acme/bots/s1/properties",
+    "/v1/account/acme/bots/s2/properties",
+    "/v1/account/acme/bots/properties",
+    "/v1/account/acme/bots/s1/properties/a",
+    "/v1/account/acme/analytics/dropoff",
+    "/v1/account/acme/analytics/transitions",
+    "/v1/account/acme/analytics/abandoned",
+    "/v1/account/acme/analytics/funnel?steps=ivr,agent",
+];
+
+/// Every read's status, ETag and body.
+async fn answers(
+    app: &TestApp,
+    key: &str,
+    services: &[String],
+) -> Vec<(String, u16, Option<String>, String)> {
+    let mut paths: Vec<String> = CONTEXT_READS.iter().map(|path| path.to_string()).collect();
+    let (customer, services) = services.split_last().expect("the customer comes last");
+    for service in services {
+        paths.push(format!("/genesys/1/cs/services/{service}?active_states=true&completed_states=true&active_tasks=true&completed_tasks=true"));
+    }
+    paths.push(format!("/genesys/1/cs/customers/{customer}/services"));
+    paths.push(format!("/genesys/1/cs/profiles/{customer}"));
+    let mut all = Vec::new();
+    for path in paths {
+        let reply = app.call(key, "GET", &path, "").await;
+        all.push((path, reply.status, reply.header("etag"), reply.body));
+    }
+    all
+}
+
+async fn write(app: &TestApp, key: &str, method: &str, path: &str, body: &str) {
+    let reply = app.call(key, method, path, body).await;
+    assert!(reply.status < 300, "{method} {path}: {} {}", reply.status, reply.body);
+}
+
+/// The account's events still in the live table at or before `seq`.
+fn live_at_or_before(app: &TestApp, account: &str, seq: u64) -> i64 {
+    app.connection()
+        .query_row("SELECT count(*) FROM events WHERE account = ?1 AND seq <= ?2", (account, seq), |row| {
+            row.get(0)
+        })
+        .unwrap()
+}
+
+/// Waits until the writer's steps have deleted the archived events.
+async fn dropped(app: &TestApp, account: &str, seq: u64) {
+    for _ in 0..200 {
+        if live_at_or_before(app, account, seq) == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("the archived events of {account} are still in the live log");
+}
+
+/// A segment's lines, decompressed.
+fn segment_lines(path: &Path) -> Vec<String> {
+    let mut text = String::new();
+    flate2::read::MultiGzDecoder::new(std::fs::File::open(path).unwrap()).read_to_string(&mut text).unwrap();
+    text.lines().map(str::to_string).collect()
+}
+
+fn write_segment(path: &Path, lines: &[String]) {
+    let mut out =
+        flate2::write::GzEncoder::new(std::fs::File::create(path).unwrap(), flate2::Compression::fast());
+    for line in lines {
+        out.write_all(line.as_bytes()).unwrap();
+        out.write_all(b"\n").unwrap();
+    }
+    out.finish().unwrap();
+}
+
+struct Written {
+    key: String,
+    services: Vec<String>,
+    /// A time between the old writes and the new.
+    cut: DateTime<Utc>,
+}
+
+/// Context and journeys written over two days: the first day's to be archived.
+async fn two_days(app: &TestApp) -> Written {
+    let key = app.account("acme").await;
+    let cs = Cs { app, key: key.clone() };
+    write(app, &key, "PATCH", &format!("{A}/bots/s1/properties"), r#"{"a":1,"b":"x"}"#).await;
+    write(app, &key, "PATCH", &format!("{A}/bots/s2/properties"), r#"{"gone":true}"#).await;
+    write(app, &key, "DELETE", &format!("{A}/namespace/bots/session/s2"), "").await;
+    write(app, &key, "PATCH", &format!("{A}/bots/properties"), r#"{"n":1}"#).await;
+    let profile = cs.post("/profiles", json!({"EmailAddress": "c1@x.org"})).await;
+    assert!(profile.status < 300, "{}", profile.body);
+    let c1 = profile.json()["customer_id"].as_str().unwrap().to_string();
+    let done =
+        cs.start_service(json!({"customer_id": c1, "service_type": "billing", "media_type": "voice"})).await;
+    let ivr = cs.start_state(&done, json!({"state_type": "ivr"})).await;
+    cs.transition(&done, ivr, "agent", json!({})).await;
+    cs.ok(cs.post(&format!("/services/{done}/end"), json!({"disposition": "resolved"})).await).await;
+    let open =
+        cs.start_service(json!({"customer_id": c1, "service_type": "sales", "media_type": "chat"})).await;
+    let first = cs.start_state(&open, json!({"state_type": "ivr"})).await;
+
+    app.clock.advance(Duration::days(1));
+    let cut = app.clock.now();
+    app.clock.advance(Duration::days(1));
+
+    write(app, &key, "PATCH", &format!("{A}/bots/s1/properties"), r#"{"a":2}"#).await;
+    cs.transition(&open, first, "agent", json!({})).await;
+    Written { key, services: vec![done, open, c1], cut }
+}
+
+fn archive_body(before: DateTime<Utc>) -> String {
+    json!({"before": before.to_rfc3339()}).to_string()
+}
+
+#[tokio::test]
+async fn an_archive_moves_old_events_into_a_segment_and_current_reads_stay_byte_for_byte() {
+    let app = spawn_app().await;
+    let other = app.account("other").await;
+    write(&app, &other, "PATCH", "/v1/account/other/bots/s1/properties", r#"{"mine":1}"#).await;
+    let Written { key, services, cut } = two_days(&app).await;
+    let others_events = app.events().iter().filter(|event| event.1.contains("/other/")).count();
+    let before = answers(&app, &key, &services).await;
+    let live_before = app.event_count();
+
+    let reply = app.admin("POST", "/admin/accounts/acme/archive", &archive_body(cut)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let archived = reply.json();
+    let through = archived["last_seq"].as_u64().unwrap();
+    assert_eq!(archived["first_seq"], 1);
+    assert_eq!(archived["archived_events"].as_u64().unwrap(), through);
+    assert!(archived["snapshot_streams"].as_u64().unwrap() >= 5, "{archived}");
+    let segment = app.data_dir.join("archive").join(archived["segment"].as_str().unwrap());
+    assert!(segment.exists(), "{}", segment.display());
+    dropped(&app, "acme", through).await;
+    assert_eq!(
+        app.event_count(),
+        live_before - through as usize + 1,
+        "the archived events left, LogArchived came"
+    );
+
+    // Nothing a client reads now changed.
+    assert_eq!(answers(&app, &key, &services).await, before);
+    assert_eq!(app.verify().mismatch, None);
+    let chain = app.call(&key, "GET", &format!("{A}/audit/verify"), "").await;
+    assert_eq!(chain.status, 200, "{}", chain.body);
+    assert_eq!(chain.json()["intact"], true, "{}", chain.body);
+    // The other account's log is untouched.
+    assert_eq!(app.events().iter().filter(|event| event.1.contains("/other/")).count(), others_events);
+    assert_eq!(
+        app.call(&other, "GET", "/v1/account/other/bots/s1/properties", "").await.body,
+        r#"{"mine":1}"#
+    );
+
+    // The archived period: 410 naming the segment; the feed starts after it.
+    let name = archived["segment"].as_str().unwrap();
+    for path in [
+        format!("{A}/bots/s1/properties?as_of_seq=1"),
+        format!("{A}/bots/s1/properties?as_of_seq={through}"),
+        format!(
+            "{A}/bots/s1/properties?as_of={}",
+            (cut - Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+        format!("{A}/bots/s1/history?after=1"),
+    ] {
+        let gone = app.call(&key, "GET", &path, "").await;
+        assert_eq!(gone.status, 410, "{path}: {}", gone.body);
+        assert!(gone.json()["message"].as_str().unwrap().contains(name), "{}", gone.body);
+    }
+    // History goes on after the cut, its old values from the snapshot.
+    let history = app.call(&key, "GET", &format!("{A}/bots/s1/history"), "").await.json();
+    let entries = history["history"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{history}");
+    assert!(entries[0]["seq"].as_u64().unwrap() > through);
+    assert_eq!(entries[0]["properties"]["a"], json!({"old": 1, "new": 2}));
+    let cs = Cs { app: &app, key: key.clone() };
+    assert_cs_error(&cs.get(&format!("/services/{}/history?after=1", services[0])).await, 410);
+    let feed = app.call(&key, "GET", &format!("{A}/events?after=0"), "").await.json();
+    assert_eq!(feed["events"][0]["seq"].as_u64().unwrap(), through + 1);
+    assert_eq!(feed["events"].as_array().unwrap().last().unwrap()["type"], "LogArchived");
+    // As of a point after the cut, as the log said then.
+    let now = app.call(&key, "GET", &format!("{A}/bots/properties"), "").await;
+    let as_of = app.call(&key, "GET", &format!("{A}/bots/properties?as_of_seq={}", through + 1), "").await;
+    assert_eq!((as_of.status, as_of.body), (200, now.body));
+
+    // Streams go on counting: a write to an archived session and to the deleted one.
+    let version = |stream: &str| -> u64 {
+        app.connection()
+            .query_row("SELECT max(stream_version) FROM events WHERE stream = ?1", [stream], |row| row.get(0))
+            .unwrap()
+    };
+    write(&app, &key, "PATCH", &format!("{A}/bots/s2/properties"), r#"{"back":true}"#).await;
+    assert_eq!(version("ctx/acme/bots/s2"), 3, "PATCH and delete archived, then this PATCH");
+    let props = app.call(&key, "GET", &format!("{A}/bots/s2/properties"), "").await;
+    assert_eq!(props.body, r#"{"back":true}"#);
+
+    // A restart, a rebuild and a verify start from the snapshot.
+    let after_writes = answers(&app, &key, &services).await;
+    let app = app.restart().await;
+    assert_eq!(answers(&app, &key, &services).await, after_writes);
+    let mut conn = crate::helpers::raw_connection(&app.data_dir);
+    ctxd::projections::rebuild(&mut conn).unwrap();
+    assert_eq!(answers(&app, &key, &services).await, after_writes);
+    assert_eq!(app.verify().mismatch, None);
+
+    // The segment verifies; a changed one does not, at the changed position.
+    let report = ctxd::store::archive::segment::verify(&segment, &Default::default()).unwrap();
+    assert_eq!(report.first_bad, None);
+    assert_eq!(report.events, through);
+    let mut lines = segment_lines(&segment);
+    assert!(lines[0].starts_with(r#"{"ctxd_segment":"#), "{}", lines[0]);
+    let at = lines.iter().position(|line| line.contains(r#""a":1,"#)).expect("the first PATCH is archived");
+    lines[at] = lines[at].replace(r#""a":1,"#, r#""a":9,"#);
+    let changed = segment.with_extension("changed.gz");
+    write_segment(&changed, &lines);
+    let report = ctxd::store::archive::segment::verify(&changed, &Default::default()).unwrap();
+    assert_eq!(report.first_bad.map(|(seq, _)| seq), Some(at as u64), "line {} holds seq {at}", at + 1);
+}
+
+#[tokio::test]
+async fn nothing_old_enough_archives_nothing_and_bad_requests_are_refused() {
+    let app = spawn_app().await;
+    let key = app.account("acme").await;
+    write(&app, &key, "PATCH", &format!("{A}/bots/s1/properties"), r#"{"a":1}"#).await;
+    let old = app.clock.now() - Duration::days(1);
+    let reply = app.admin("POST", "/admin/accounts/acme/archive", &archive_body(old)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["archived_events"], 0);
+    assert_eq!(reply.json()["segment"], Value::Null);
+    for (path, body, status) in [
+        ("/admin/accounts/nobody/archive", archive_body(old), 404),
+        ("/admin/accounts/acme/archive", r#"{"before":"yesterday"}"#.to_string(), 400),
+        ("/admin/accounts/acme/archive", r#"{}"#.to_string(), 400),
+        ("/admin/accounts/acme/archive", archive_body(app.clock.now() + Duration::days(1)), 400),
+        ("/admin/accounts/acme/retention", r#"{"days":0}"#.to_string(), 400),
+        ("/admin/accounts/acme/retention", r#"{}"#.to_string(), 400),
+        ("/admin/accounts/nobody/retention", r#"{"days":3}"#.to_string(), 404),
+    ] {
+        let method = if path.ends_with("retention") { "PUT" } else { "POST" };
+        let reply = app.admin(method, path, &body).await;
+        assert_eq!(reply.status, status, "{path} {body}: {}", reply.body);
+        assert!(reply.json()["message"].is_string(), "{}", reply.body);
+    }
+    // A tenant's key cannot archive.
+    let tenant = app.call(&key, "POST", "/admin/accounts/acme/archive", &archive_body(old)).await;
+    assert!(tenant.status == 401 || tenant.status == 403, "{}", tenant.status);
+}
+
+#[tokio::test]
+async fn a_retention_archives_old_events_on_the_sweepers_schedule() {
+    let app = spawn_app().await;
+    let Written { key, services, .. } = two_days(&app).await;
+    let other = app.account("other").await;
+    write(&app, &other, "PATCH", "/v1/account/other/bots/s1/properties", r#"{"mine":1}"#).await;
+    let reply = app.admin("GET", "/admin/accounts/acme/retention", "").await;
+    assert_eq!(
+        reply.json(),
+        json!({"account_id": "acme", "days": null, "archived_through_seq": 0, "segments": []})
+    );
+    let set = app.admin("PUT", "/admin/accounts/acme/retention", r#"{"days":1}"#).await;
+    assert_eq!(set.status, 200, "{}", set.body);
+    assert_eq!(set.json()["days"], 1);
+    let before = answers(&app, &key, &services).await;
+
+    // The sweeper's tick (the manual clock says two days passed since the first writes).
+    let account = ctxd::sweeper::archive_one_due(&app.store, app.clock.now()).await.unwrap();
+    assert_eq!(account.as_deref(), Some("acme"));
+    let retention = app.admin("GET", "/admin/accounts/acme/retention", "").await.json();
+    let through = retention["archived_through_seq"].as_u64().unwrap();
+    assert!(through > 5, "{retention}");
+    assert_eq!(retention["segments"].as_array().unwrap().len(), 1);
+    dropped(&app, "acme", through).await;
+    assert_eq!(answers(&app, &key, &services).await, before);
+    // Nothing more is due until another day passes; the other account keeps everything.
+    assert_eq!(ctxd::sweeper::archive_one_due(&app.store, app.clock.now()).await.unwrap(), None);
+    assert_eq!(live_at_or_before(&app, "other", 1), 1);
+    // A second archive goes on from the first: its segment connects to it.
+    app.clock.advance(Duration::days(3));
+    assert_eq!(
+        ctxd::sweeper::archive_one_due(&app.store, app.clock.now()).await.unwrap().as_deref(),
+        Some("acme")
+    );
+    let retention = app.admin("GET", "/admin/accounts/acme/retention", "").await.json();
+    let segments = retention["segments"].as_array().unwrap();
+    assert_eq!(segments.len(), 2);
+    assert_eq!(segments[1]["first_seq"].as_u64().unwrap(), through + 1);
+    dropped(&app, "acme", segments[1]["last_seq"].as_u64().unwrap()).await;
+    assert_eq!(answers(&app, &key, &services).await, before);
+    assert_eq!(app.verify().mismatch, None);
+    let paths: Vec<PathBuf> = segments
+        .iter()
+        .map(|segment| app.data_dir.join("archive").join(segment["segment"].as_str().unwrap()))
+        .collect();
+    let first = ctxd::store::archive::segment::verify(&paths[0], &Default::default()).unwrap();
+    let second = ctxd::store::archive::segment::verify(&paths[1], &Default::default()).unwrap();
+    assert_eq!((first.first_bad, second.first_bad.clone()), (None, None));
+    assert_eq!(second.header.previous_hash, first.header.through_hash);
+}
