@@ -57,7 +57,14 @@ impl Application {
             std::io::Error::new(error.kind(), format!("cannot listen on {}: {error}", config.addr))
         })?;
         let location = crate::store::Location::of(&config.data_dir, config.database_url.as_deref());
-        let store = Store::open_at(&location, config.writer.clone(), clock.clone(), metrics.clone())?;
+        // Segments go under the data dir unless `--archive-dir` says where (on PostgreSQL too).
+        let writer = WriterConfig {
+            archive_dir: Some(
+                config.writer.archive_dir.clone().unwrap_or_else(|| config.data_dir.join("archive")),
+            ),
+            ..config.writer.clone()
+        };
+        let store = Store::open_at(&location, writer, clock.clone(), metrics.clone())?;
         // The admin token and signing key live there unless given (on PostgreSQL too).
         crate::store::create_data_dir(&config.data_dir)?;
         let admin_token_hash =

@@ -56,6 +56,23 @@ pub enum Commands {
         /// Also walk every account's hash chain and report the first event that does not verify.
         #[arg(long)]
         chain: bool,
+        /// Check these archive segments instead: each one's chain, that each connects to the
+        /// next of its account, and that the last connects to the live log's archive record.
+        #[arg(long, num_args = 1.., value_name = "SEGMENT")]
+        archive: Vec<PathBuf>,
+    },
+    /// Move an account's events recorded before a time into a segment file, keeping its current
+    /// state as a snapshot (docs/AUDIT.md, "Archives"), while no server runs on the data dir
+    /// (a server does it with `POST /admin/accounts/{id}/archive`).
+    Archive {
+        #[arg(long)]
+        account: String,
+        /// RFC 3339: events recorded before it are archived.
+        #[arg(long)]
+        before: String,
+        /// Where segments go (default: `<data dir>/archive`).
+        #[arg(long, env = "CTXD_ARCHIVE_DIR")]
+        archive_dir: Option<PathBuf>,
     },
     /// Write the log to stdout as NDJSON, one event per line with every stored column, from one
     /// snapshot (safe beside a running server).
@@ -71,8 +88,11 @@ pub enum Commands {
     /// accounts, while no server runs on the data dir; check each account's hash chain and build
     /// their projections; all or nothing.
     Import {
-        /// The NDJSON file `ctxd export` wrote, or `-` for stdin.
-        file: PathBuf,
+        /// The NDJSON files `ctxd export` wrote (or `-` for stdin), read one after the other:
+        /// an account's archive segments (gzip, as written) then its live log's export load
+        /// its whole history.
+        #[arg(required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
     },
     /// Load a synthetic contact center's journeys (while no server runs on the data dir) and
     /// print an API key of the account, to try the journeys, analytics and dashboard with data.
@@ -266,11 +286,16 @@ pub async fn run(cli: Cli) -> Result<i32, BoxError> {
             );
             Ok(0)
         }
-        Commands::Verify { chain } => verify(&location, chain),
+        Commands::Verify { archive, .. } if !archive.is_empty() => verify_archive(&location, &archive),
+        Commands::Verify { chain, .. } => verify(&location, chain),
+        Commands::Archive { account, before, archive_dir } => {
+            let archive_dir = archive_dir.unwrap_or_else(|| cli.data_dir.join("archive"));
+            archive(&location, &account, &before, archive_dir).await
+        }
         Commands::Export { account, after } => {
             export(&location, &Selection { account, after, through: None })
         }
-        Commands::Import { file } => import(&location, &file),
+        Commands::Import { files } => import(&location, &files),
     }
 }
 
@@ -427,17 +452,22 @@ fn export(location: &store::Location, selection: &Selection) -> Result<i32, BoxE
 }
 
 /// `ctxd import FILE|-`: holds the data dir's lock, like `rebuild`, since no server may run.
-fn import(location: &store::Location, file: &Path) -> Result<i32, BoxError> {
+fn import(location: &store::Location, files: &[PathBuf]) -> Result<i32, BoxError> {
     let _lock = lock_sqlite(location).map_err(|error| match error {
         StoreError::Locked(_) => format!("{error}; stop the server before importing").into(),
         other => BoxError::from(other),
     })?;
-    let input: Box<dyn BufRead + Send> = if file == Path::new("-") {
-        Box::new(BufReader::with_capacity(1 << 20, std::io::stdin()))
-    } else {
-        let opened = std::fs::File::open(file).map_err(|error| format!("{}: {error}", file.display()))?;
-        Box::new(BufReader::with_capacity(1 << 20, opened))
-    };
+    let mut input: Box<dyn std::io::Read + Send> = Box::new(std::io::empty());
+    for file in files {
+        let next: Box<dyn std::io::Read + Send> = if file == Path::new("-") {
+            Box::new(std::io::stdin())
+        } else {
+            let opened = std::fs::File::open(file).map_err(|error| format!("{}: {error}", file.display()))?;
+            transfer::decompressed(opened)?
+        };
+        input = Box::new(std::io::Read::chain(input, next));
+    }
+    let input: Box<dyn BufRead + Send> = Box::new(BufReader::with_capacity(1 << 20, input));
     let mut conn = store::open_writer(location, true)?;
     let started = Instant::now();
     let imported = transfer::import(&mut conn, input)?;
@@ -451,6 +481,156 @@ fn import(location: &store::Location, file: &Path) -> Result<i32, BoxError> {
     println!("imported {} events of {} accounts", imported.events, imported.accounts.len());
     println!("in {}: {}", elapsed_rate(imported.events, started), imported.phases);
     Ok(0)
+}
+
+/// `ctxd archive`: an archive made offline, its archived events deleted before it returns.
+async fn archive(
+    location: &store::Location,
+    account: &str,
+    before: &str,
+    dir: PathBuf,
+) -> Result<i32, BoxError> {
+    let before = chrono::DateTime::parse_from_rfc3339(before)
+        .map_err(|error| format!("--before {before:?} is not an RFC 3339 time: {error}"))?
+        .to_utc();
+    let store = Store::open_at(
+        location,
+        WriterConfig { archive_dir: Some(dir.clone()), ..WriterConfig::default() },
+        Arc::new(SystemClock),
+        Arc::new(Metrics::default()),
+    )?;
+    let meta = EventMeta {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        actor: "admin:cli".into(),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let request = |command| WriteRequest { command, meta, idempotency: None };
+    let archived = store::archive::archive(&store, account, before, request, chrono::Utc::now()).await;
+    let (_, stop) = tokio::sync::watch::channel(false);
+    let dropped = match &archived {
+        Ok(_) => crate::steps::finish(&store, &stop).await.map(drop),
+        Err(_) => Ok(()),
+    };
+    store.shutdown().await;
+    match (archived, dropped) {
+        (Ok(archived), Ok(())) => {
+            match &archived.segment {
+                Some(segment) => println!(
+                    "archived {} events of {account} (seq {} to {}) into {} in {}; the snapshot holds {} streams",
+                    archived.archived_events,
+                    archived.first_seq.unwrap_or(0),
+                    archived.last_seq.unwrap_or(0),
+                    dir.join(segment).display(),
+                    elapsed_rate(archived.archived_events, started),
+                    archived.snapshot_streams
+                ),
+                None => println!(
+                    "no event of {account} in the live log was recorded before {}",
+                    before.to_rfc3339()
+                ),
+            }
+            Ok(0)
+        }
+        (Err(error), _) | (_, Err(error)) => {
+            eprintln!("ctxd: {error}");
+            Ok(2)
+        }
+    }
+}
+
+/// `ctxd verify --archive SEGMENT…`: each segment's chain, that the segments of an account
+/// connect in order, and that the last connects to the live log's record of its archive.
+fn verify_archive(location: &store::Location, paths: &[PathBuf]) -> Result<i32, BoxError> {
+    let conn = open_existing(location).ok();
+    // Redactions recorded anywhere: a segment's payload erased later is sound if one names it.
+    let mut redacted = std::collections::HashMap::new();
+    let mut reports = Vec::new();
+    for path in paths {
+        let report = store::archive::segment::verify(path, &Default::default())?;
+        redacted.extend(report.redacted.clone());
+        reports.push((path, report));
+    }
+    if let Some(conn) = &conn {
+        redacted.extend(store::archive::live_redactions(conn)?);
+    }
+    let mut intact = true;
+    reports.sort_by(|a, b| {
+        (&a.1.header.account, a.1.header.first_seq).cmp(&(&b.1.header.account, b.1.header.first_seq))
+    });
+    let mut previous: Option<&store::archive::segment::Report> = None;
+    for (path, report) in &reports {
+        let report_now = store::archive::segment::verify(path, &redacted)?;
+        let header = &report.header;
+        let mut problems: Vec<String> =
+            report_now.first_bad.iter().map(|(seq, why)| format!("seq {seq}: {why}")).collect();
+        match previous.filter(|p| p.header.account == header.account) {
+            Some(before)
+                if before.header.through_seq + 1 != header.first_seq
+                    || before.header.through_hash != header.previous_hash =>
+            {
+                problems.push(format!(
+                    "it does not connect to the segment before it (which ends at seq {} with link {})",
+                    before.header.through_seq, before.header.through_hash
+                ));
+            }
+            None if header.first_seq != 1 => problems.push(format!(
+                "it starts at seq {}: the segments before it were not given",
+                header.first_seq
+            )),
+            _ => {}
+        }
+        if let Some(conn) = &conn {
+            if let Some(problem) = store::archive::recorded_problem(conn, report)? {
+                problems.push(problem);
+            }
+        }
+        if problems.is_empty() {
+            println!(
+                "{}: account {}, seq {} to {}, {} events, chain intact, sha256 {}",
+                path.display(),
+                header.account,
+                header.first_seq,
+                header.through_seq,
+                report.events,
+                report.sha256
+            );
+        } else {
+            intact = false;
+            println!("{}: BROKEN: {}", path.display(), problems.join("; "));
+        }
+        previous = Some(report);
+    }
+    if let Some(conn) = &conn {
+        for account in reports
+            .iter()
+            .map(|(_, report)| &report.header.account)
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            let last =
+                reports.iter().rev().find(|(_, report)| &report.header.account == account).map(|(_, r)| r);
+            let cut = store::archive::cut(conn, account)?;
+            match (last, cut) {
+                (Some(last), Some(cut)) if last.header.through_seq == cut.through_seq => println!(
+                    "account {account}: the segments connect to the live log, which goes on after seq {}",
+                    cut.through_seq
+                ),
+                (_, Some(cut)) => println!(
+                    "account {account}: the live log goes on after seq {}; the last segment given ends before",
+                    cut.through_seq
+                ),
+                (_, None) => {
+                    intact = false;
+                    println!("account {account}: BROKEN: the store records no archive of this account");
+                }
+            }
+        }
+    }
+    match intact {
+        true => println!("segments intact: {}", reports.len()),
+        false => println!("SEGMENTS BROKEN: see above"),
+    }
+    Ok(if intact { 0 } else { 1 })
 }
 
 /// `2.00 s (500000 events/s)`.

@@ -466,7 +466,7 @@ impl Walk {
     }
 
     /// Notes the redactions an erasure event records (nothing for any other event).
-    fn note_erasure(&mut self, seq: u64, event_type: &str, data: &str) {
+    pub fn note_erasure(&mut self, seq: u64, event_type: &str, data: &str) {
         if ERASURE_TYPES.contains(&event_type) {
             match Event::decode(event_type, data) {
                 Ok(mut event) => self.redacted.extend(erasure_list(&mut event)),

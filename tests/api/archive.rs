@@ -312,3 +312,72 @@ async fn a_retention_archives_old_events_on_the_sweepers_schedule() {
     assert_eq!((first.first_bad, second.first_bad.clone()), (None, None));
     assert_eq!(second.header.previous_hash, first.header.through_hash);
 }
+
+/// The archive's segment files of `account` under `data_dir`, in name (position) order.
+fn segment_files(data_dir: &Path, account: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(data_dir.join("archive").join(account))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.to_string_lossy().ends_with(".ndjson.gz"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test]
+async fn the_cli_archives_offline_and_an_auditor_imports_the_segments_with_the_live_log() {
+    use crate::process::ctxd;
+    let dir = tempfile::tempdir().unwrap();
+    let start = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 1, 1, 10, 0, 0).unwrap();
+    let clock = std::sync::Arc::new(ctxd::clock::ManualClock::starting_at(start));
+    let mut app = crate::helpers::spawn_app_in(dir.path(), clock.clone()).await;
+    let Written { key, cut, .. } = two_days(&app).await;
+    let archived_period = format!("{A}/bots/s1/properties?as_of_seq=5");
+    let then = app.call(&key, "GET", &archived_period, "").await;
+    assert_eq!(then.status, 200, "{}", then.body);
+    app.shutdown().await;
+    drop(app);
+
+    let before = cut.to_rfc3339();
+    let (code, out, err) = ctxd(dir.path(), &["archive", "--account", "acme", "--before", &before]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("archived "), "{out}");
+    let segments = segment_files(dir.path(), "acme");
+    assert_eq!(segments.len(), 1);
+    let segment = segments[0].to_str().unwrap();
+    let (code, out, err) = ctxd(dir.path(), &["verify", "--archive", segment]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("chain intact") && out.contains("connect to the live log"), "{out}");
+    let (code, out, err) = ctxd(dir.path(), &["verify", "--chain"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // Nothing left to archive before that time.
+    let (code, out, _) = ctxd(dir.path(), &["archive", "--account", "acme", "--before", &before]);
+    assert_eq!(code, 0);
+    assert!(out.contains("no event of acme"), "{out}");
+
+    // A changed copy of the segment is reported, with the position.
+    let mut lines = segment_lines(&segments[0]);
+    let at = lines.iter().position(|line| line.contains(r#""b":"x""#)).expect("the first PATCH is archived");
+    lines[at] = lines[at].replace(r#""b":"x""#, r#""b":"y""#);
+    let changed = dir.path().join("changed.ndjson.gz");
+    write_segment(&changed, &lines);
+    let (code, out, _) = ctxd(dir.path(), &["verify", "--archive", changed.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("BROKEN: seq {at}:")), "{out}");
+
+    // The auditor's scratch store: the segment, then the live log's export.
+    let (code, live, err) = ctxd(dir.path(), &["export", "--account", "acme"]);
+    assert_eq!(code, 0, "{err}");
+    let live_file = dir.path().join("live.ndjson");
+    std::fs::write(&live_file, live).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let (code, out, err) = ctxd(scratch.path(), &["import", segment, live_file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let alone = tempfile::tempdir().unwrap();
+    let (code, _, err) = ctxd(alone.path(), &["import", live_file.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("its segments, in order, then its export"), "{err}");
+    let auditor = crate::helpers::spawn_app_in(scratch.path(), clock).await;
+    let there = auditor.call(&key, "GET", &archived_period, "").await;
+    assert_eq!((there.status, there.body), (200, then.body));
+}

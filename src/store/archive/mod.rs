@@ -147,6 +147,57 @@ pub fn segments(conn: &Connection, account: &str) -> Result<Vec<SegmentRow>, Sto
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// The redactions that the live log's erasure events record, of every account.
+pub fn live_redactions(conn: &Connection) -> Result<std::collections::HashMap<u64, Hash>, StoreError> {
+    // Keyed by position, which is per account: the caller checks one account's segments, and a
+    // redaction of another account matching a position and a hash by chance is not a concern.
+    let mut walk = chain::Walk::new(0, GENESIS);
+    let mut statement = conn.prepare(&format!(
+        "SELECT event_type, data FROM events WHERE event_type IN ({})",
+        chain::ERASURE_TYPES.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ")
+    ))?;
+    let mut rows = statement.query_streamed([])?;
+    while let Some(row) = rows.next()? {
+        let text = |index| row.get_ref(index).and_then(|value| value.as_str());
+        walk.note_erasure(0, text(0)?, text(1)?);
+    }
+    Ok(walk.redacted)
+}
+
+/// What the store's record of a segment (`archives`) says against the segment: `None` when
+/// they agree (positions, links and the file's sha256), else what differs.
+pub fn recorded_problem(conn: &Connection, report: &segment::Report) -> Result<Option<String>, StoreError> {
+    let header = &report.header;
+    let row: Option<(u64, Vec<u8>, Vec<u8>, String)> = conn
+        .prepare_cached(
+            "SELECT first_seq, previous_hash, through_hash, segment_sha256 FROM archives
+             WHERE account_id = ?1 AND through_seq = ?2",
+        )?
+        .query_row(params![header.account, header.through_seq], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })
+        .optional()?;
+    let Some((first_seq, previous, through, sha256)) = row else {
+        return Ok(Some(format!(
+            "the store records no segment of account {} ending at seq {}",
+            header.account, header.through_seq
+        )));
+    };
+    if first_seq != header.first_seq
+        || hex::encode(previous) != header.previous_hash
+        || hex::encode(through) != header.through_hash
+    {
+        return Ok(Some("its header differs from the store's record of it".into()));
+    }
+    if sha256 != report.sha256 {
+        return Ok(Some(format!(
+            "its sha256 is {}, the store recorded {sha256} (rewritten since; its chain says whether what it holds changed)",
+            report.sha256
+        )));
+    }
+    Ok(None)
+}
+
 /// The accounts that have a snapshot, in order.
 pub fn archived_accounts(conn: &Connection) -> Result<Vec<String>, StoreError> {
     let mut statement = conn.prepare("SELECT DISTINCT account_id FROM archives ORDER BY account_id")?;

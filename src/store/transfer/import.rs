@@ -273,6 +273,12 @@ fn parse_line(
     if text.is_empty() {
         return Err(at("it is empty; every line must hold one event".into()));
     }
+    // An archive segment's header: the events after it are checked like any others.
+    if text.starts_with(r#"{"ctxd_segment":"#) {
+        serde_json::from_str::<crate::store::archive::segment::HeaderLine>(text)
+            .map_err(|error| at(format!("a segment header that does not read: {error}")))?;
+        return Ok(());
+    }
     let event: Line<'_> = serde_json::from_str(text).map_err(|error| at(not_an_event(&error)))?;
     check_name("account", &event.account).map_err(|error| at(error.to_string()))?;
     let last = last_seqs.get(event.account.as_ref()).copied().unwrap_or(0);
@@ -347,7 +353,7 @@ fn not_an_event(error: &serde_json::Error) -> String {
 /// seqs 1, 2, 3 … in order.
 fn out_of_sequence(account: &str, seq: u64, last: u64) -> String {
     let partial = "an export after a seq (`ctxd export --account … --after`) cannot be imported, \
-                   only whole account logs";
+                   only whole account logs (an archived account's: its segments, in order, then its export)";
     if last == 0 {
         format!("the first event of account {account:?} has seq {seq}, not 1: {partial}")
     } else {

@@ -146,6 +146,17 @@ mod import;
 pub use export::{export, export_within};
 pub use import::import;
 
+/// A file's bytes, decompressed when it is gzip (an archive segment) and read as is otherwise.
+pub fn decompressed(file: std::fs::File) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+    use std::io::{BufRead, BufReader};
+    let mut reader = BufReader::new(file);
+    let gzip = reader.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    Ok(match gzip {
+        true => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+        false => Box::new(reader),
+    })
+}
+
 /// An event line read back (a segment's), with its stored hashes decoded.
 pub struct ParsedLine<'a> {
     pub seq: u64,
