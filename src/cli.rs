@@ -171,6 +171,10 @@ pub struct ServeArgs {
     /// about a minute per 5 GB; run `ctxd verify` instead, out of hours).
     #[arg(long, env = "CTXD_INTEGRITY_CHECK", default_value = "quick")]
     pub integrity_check: IntegrityCheck,
+    /// Where archive segments are written (default: `<data dir>/archive`); with several nodes,
+    /// a directory they share, or each node's own that the operator collects.
+    #[arg(long, env = "CTXD_ARCHIVE_DIR")]
+    pub archive_dir: Option<PathBuf>,
 }
 
 /// Whether the start checks the SQLite file (`store::integrity_problems`).
@@ -224,6 +228,7 @@ impl ServeArgs {
                 default_writes_per_second: Some(self.default_writes_per_second).filter(|rate| *rate > 0),
                 pending_per_account: self.pending_writes_per_account.max(1),
                 read_connections: self.max_read_connections.max(1),
+                archive_dir: self.archive_dir.clone(),
                 ..WriterConfig::default()
             },
             sweep_interval: Duration::from_millis(self.sweep_interval_ms.max(10)),

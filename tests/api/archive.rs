@@ -381,3 +381,81 @@ async fn the_cli_archives_offline_and_an_auditor_imports_the_segments_with_the_l
     let there = auditor.call(&key, "GET", &archived_period, "").await;
     assert_eq!((there.status, there.body), (200, then.body));
 }
+
+#[tokio::test]
+async fn a_kill_during_an_archive_leaves_the_old_state_or_the_new_and_loses_nothing() {
+    use crate::process::{Http, Server, create_account, ctxd, send};
+    let dir = tempfile::tempdir().unwrap();
+    let client: Http =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let mut server = Server::start(dir.path());
+    let key = create_account(&client, &server.addr).await;
+    let admin = [("authorization", "Bearer process-test-admin"), ("content-type", "application/json")];
+    // Kills at several moments of the archive: before, during and after its commit.
+    let mut archived_through = 0;
+    for (round, delay) in [0u64, 15, 60, 250].into_iter().enumerate() {
+        for n in 0..300 {
+            let path = format!("/v1/account/acme/crash/s{}/properties", n % 40);
+            let body = format!(r#"{{"r{round}":{n}}}"#);
+            let (status, _) =
+                send(&client, &server.addr, "PATCH", &path, &[("maven-api-key", &key)], &body).await.unwrap();
+            assert_eq!(status, 204);
+        }
+        let mut before = Vec::new();
+        for session in 0..40 {
+            let path = format!("/v1/account/acme/crash/s{session}/properties");
+            before.push(
+                send(&client, &server.addr, "GET", &path, &[("maven-api-key", &key)], "").await.unwrap(),
+            );
+        }
+        let body = json!({"before": Utc::now().to_rfc3339()}).to_string();
+        let (client2, addr) = (client.clone(), server.addr.clone());
+        let archiving = tokio::spawn(async move {
+            send(&client2, &addr, "POST", "/admin/accounts/acme/archive", &admin, &body).await
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        server.signal("-KILL");
+        let _ = server.child.wait();
+        let answered = archiving.await.unwrap();
+        drop(server);
+
+        server = Server::start(dir.path());
+        for (session, then) in before.iter().enumerate() {
+            let path = format!("/v1/account/acme/crash/s{session}/properties");
+            let now =
+                send(&client, &server.addr, "GET", &path, &[("maven-api-key", &key)], "").await.unwrap();
+            assert_eq!(&now, then, "round {round}: session s{session} changed");
+        }
+        let (status, retention) =
+            send(&client, &server.addr, "GET", "/admin/accounts/acme/retention", &admin, "").await.unwrap();
+        assert_eq!(status, 200);
+        let retention: Value = serde_json::from_str(&retention).unwrap();
+        if let Ok((200, archived)) = &answered {
+            let archived: Value = serde_json::from_str(archived).unwrap();
+            assert_eq!(
+                retention["archived_through_seq"], archived["last_seq"],
+                "an acknowledged archive stays"
+            );
+        }
+        let (code, out, err) = ctxd(dir.path(), &["verify", "--chain"]);
+        assert_eq!(code, 0, "round {round}: {out}{err}");
+        archived_through = retention["archived_through_seq"].as_u64().unwrap();
+    }
+    // Some kill came after a commit; the restarted writer deleted what that archive moved.
+    assert!(archived_through > 0);
+    let conn = crate::helpers::raw_connection(dir.path());
+    for _ in 0..200 {
+        let left: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM events WHERE account = 'acme' AND seq <= ?1",
+                [archived_through],
+                |row| row.get(0),
+            )
+            .unwrap();
+        if left == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("the archived events are still in the live log after the restart");
+}
