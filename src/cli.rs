@@ -585,10 +585,10 @@ fn verify_archive(location: &store::Location, paths: &[PathBuf]) -> Result<i32, 
             )),
             _ => {}
         }
-        if let Some(conn) = &conn {
-            if let Some(problem) = store::archive::recorded_problem(conn, report)? {
-                problems.push(problem);
-            }
+        if let Some(conn) = &conn
+            && let Some(problem) = store::archive::recorded_problem(conn, report)?
+        {
+            problems.push(problem);
         }
         if problems.is_empty() {
             println!(
