@@ -9,6 +9,7 @@ CREATE TABLE archives (
     previous_hash       BYTEA  NOT NULL,
     through_hash        BYTEA  NOT NULL,
     through_recorded_at TEXT COLLATE "C" NOT NULL,
+    directory           TEXT COLLATE "C" NOT NULL,
     segment             TEXT COLLATE "C" NOT NULL,
     segment_sha256      TEXT COLLATE "C" NOT NULL,
     archived_at         TEXT COLLATE "C" NOT NULL,

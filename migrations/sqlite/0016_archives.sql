@@ -12,7 +12,8 @@ CREATE TABLE archives (
     previous_hash       BLOB    NOT NULL,   -- the link before first_seq
     through_hash        BLOB    NOT NULL,   -- the link at through_seq
     through_recorded_at TEXT    NOT NULL,
-    segment             TEXT    NOT NULL,   -- file name in the archive directory
+    directory           TEXT    NOT NULL,   -- the archive directory it was written to
+    segment             TEXT    NOT NULL,   -- its file name there
     segment_sha256      TEXT    NOT NULL,
     archived_at         TEXT    NOT NULL,
     PRIMARY KEY (account_id, through_seq)

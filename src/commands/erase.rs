@@ -132,13 +132,16 @@ fn next_services(
     }))
 }
 
-/// Redacts every event of `streams` that holds personal data; answers what it redacted.
+/// Redacts every event of `streams` that holds personal data, in the live log and in the
+/// account's archive (its segments and its snapshot); answers what it redacted.
 fn redact_streams(
     conn: &Connection,
     account: &str,
     streams: &[String],
 ) -> Result<Vec<Redaction>, WriteError> {
-    let mut redacted = Vec::new();
+    let erasures: Vec<(String, Event)> =
+        streams.iter().filter_map(|stream| Some((stream.clone(), erasure_of(stream)?))).collect();
+    let mut redacted = crate::store::archive::erase_streams(conn, account, &erasures)?;
     for (seq, event_type, data) in log::stream_payloads(conn, streams)? {
         let event = Event::decode(&event_type, &data)
             .map_err(|error| StoreError::Corrupt(format!("event {seq}: {error}")))?;
@@ -150,4 +153,32 @@ fn redact_streams(
         }
     }
     Ok(redacted)
+}
+
+/// What an erasure of `stream` does to the projections, as an event to apply to its snapshot
+/// state: the stream's kind is its id's first segment (`domain::events`).
+fn erasure_of(stream: &str) -> Option<Event> {
+    let parts: Vec<String> = stream
+        .split('/')
+        .skip(2)
+        .map(|part| percent_encoding::percent_decode_str(part).decode_utf8_lossy().into_owned())
+        .collect();
+    match (stream.split('/').next()?, parts.as_slice()) {
+        ("ctx", [namespace, session_id]) => Some(Event::SessionErased(SessionErased {
+            namespace: namespace.clone(),
+            session_id: session_id.clone(),
+            redacted: Vec::new(),
+        })),
+        ("svc", [service_id]) => Some(Event::ServiceErased(ServiceErased {
+            service_id: service_id.clone(),
+            customer_id: String::new(),
+            redacted: Vec::new(),
+        })),
+        ("cust", [customer_id]) => Some(Event::CustomerErased(CustomerErased {
+            customer_id: customer_id.clone(),
+            services: Vec::new(),
+            redacted: Vec::new(),
+        })),
+        _ => None,
+    }
 }

@@ -62,6 +62,17 @@ pub fn apply(tables: &mut impl Tables, recorded: &RecordedEvent) -> Result<(), S
     )
 }
 
+/// Applies one event of `account`, recorded at `recorded_at` (as stored), to every projection
+/// it concerns.
+pub fn apply_ref(
+    tables: &mut impl Tables,
+    account: &str,
+    recorded_at: &str,
+    event: &Event,
+) -> Result<(), StoreError> {
+    apply_event(tables, &EventRef { account, recorded_at, event })
+}
+
 fn apply_event(tables: &mut impl Tables, event: &EventRef<'_>) -> Result<(), StoreError> {
     match event.event {
         Event::AccountCreated(_)

@@ -330,6 +330,11 @@ pub(super) fn verify_salted(
     walk_rows(conn, account, (start.0, u64::MAX), &mut walk)?;
     walk.settle(&HashMap::new());
     let mut report = walk.report(account);
+    if start.0 > 0
+        && let Some((seq, why)) = super::archive::snapshot_problem(conn, account)?
+    {
+        report.bad(seq, why);
+    }
     if let Some(broken) = global_head(conn)?.and_then(|head| head.broken).filter(|b| b.account == account) {
         let why = format!(
             "before per-account logs (migration 0007), the store-wide chain did not verify at this event (its seq {} there): {}",

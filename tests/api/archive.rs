@@ -459,3 +459,58 @@ async fn a_kill_during_an_archive_leaves_the_old_state_or_the_new_and_loses_noth
     }
     panic!("the archived events are still in the live log after the restart");
 }
+
+#[tokio::test]
+async fn an_erasure_reaches_the_archive_and_a_changed_snapshot_is_reported() {
+    let app = spawn_app().await;
+    let Written { key, services, cut } = two_days(&app).await;
+    let customer = services.last().unwrap().clone();
+    let reply = app.admin("POST", "/admin/accounts/acme/archive", &archive_body(cut)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let archived = reply.json();
+    let through = archived["last_seq"].as_u64().unwrap();
+    let segment = app.data_dir.join("archive").join(archived["segment"].as_str().unwrap());
+    dropped(&app, "acme", through).await;
+    assert!(segment_lines(&segment).iter().any(|line| line.contains("c1@x.org")));
+    assert!(segment_lines(&segment).iter().any(|line| line.contains(r#""b":"x""#)));
+
+    // Erase the session and the customer: their archived payloads, their snapshot states.
+    let erased = app.call(&key, "POST", &format!("{A}/namespace/bots/session/s1/erase"), "").await;
+    assert!(erased.status < 300, "{}", erased.body);
+    let cs = Cs { app: &app, key: key.clone() };
+    let erased = cs.post(&format!("/profiles/{customer}/erase"), json!({})).await;
+    assert!(erased.status < 300, "{}", erased.body);
+    let lines = segment_lines(&segment);
+    assert!(!lines.iter().any(|line| line.contains("c1@x.org")), "the profile is in the segment still");
+    assert!(
+        !lines.iter().any(|line| line.contains(r#""b":"x""#)),
+        "the session's value is in the segment still"
+    );
+    let conn = app.connection();
+    let states: Vec<String> = {
+        let mut statement = conn.prepare("SELECT state FROM snapshot_streams").unwrap();
+        statement.query_map([], |row| row.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    assert!(
+        !states.iter().any(|state| state.contains("c1@x.org") || state.contains(r#"\"x\""#)),
+        "{states:?}"
+    );
+    // Everything still verifies: the chain with its snapshot, the segment with the live log's
+    // redactions, the projections against a rebuild.
+    let chain = app.call(&key, "GET", &format!("{A}/audit/verify"), "").await.json();
+    assert_eq!(chain["intact"], true, "{chain}");
+    let redactions = ctxd::store::archive::live_redactions(&conn).unwrap();
+    assert_eq!(ctxd::store::archive::segment::verify(&segment, &redactions).unwrap().first_bad, None);
+    assert_eq!(app.verify().mismatch, None);
+
+    // A snapshot state changed with SQL is reported at the LogArchived event (here the analytics
+    // counters, kept with the account's stream).
+    let raw = crate::helpers::raw_connection(&app.data_dir);
+    let changed = raw
+        .execute("UPDATE snapshot_streams SET state = replace(state, 'billing', 'billinG') WHERE stream = 'account/acme'", [])
+        .unwrap();
+    assert_eq!(changed, 1);
+    let chain = app.call(&key, "GET", &format!("{A}/audit/verify"), "").await.json();
+    assert_eq!(chain["intact"], false, "{chain}");
+    assert!(chain.to_string().contains("changed outside an erasure"), "{chain}");
+}

@@ -198,6 +198,67 @@ pub fn recorded_problem(conn: &Connection, report: &segment::Report) -> Result<O
     Ok(None)
 }
 
+/// Checks the account's snapshot against the `LogArchived` event of its last archive (which the
+/// chain covers): each stream's digest over its rows, or for a stream erased since (no salt
+/// left) an erasure event of that stream after the cut, and the digest over all of them.
+/// Answers the event's position and what does not match, if anything.
+pub fn snapshot_problem(conn: &Connection, account: &str) -> Result<Option<(u64, String)>, StoreError> {
+    let Some(cut) = cut(conn, account)? else { return Ok(None) };
+    let recorded: Option<(u64, String)> = conn
+        .prepare_cached(
+            // The last archive's event is the account's last LogArchived.
+            "SELECT seq, data FROM events WHERE account = ?1 AND seq > ?2 AND event_type = 'LogArchived'
+             ORDER BY seq DESC LIMIT 1",
+        )?
+        .query_row(params![account, cut.through_seq], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let Some((seq, data)) = recorded else {
+        return Ok(Some((
+            cut.through_seq + 1,
+            "the live log has no LogArchived event for its last archive".into(),
+        )));
+    };
+    let event: LogArchived = serde_json::from_str(&data)
+        .map_err(|error| StoreError::Corrupt(format!("account {account}, event {seq}: {error}")))?;
+    if event.through_seq != cut.through_seq || event.through_hash != hex::encode(cut.through_hash) {
+        return Ok(Some((
+            seq,
+            "the store's record of the archive differs from its LogArchived event".into(),
+        )));
+    }
+    let mut erased = conn.prepare_cached(&format!(
+        "SELECT 1 FROM events WHERE stream = ?1 AND seq > ?2 AND event_type IN ({}) LIMIT 1",
+        chain::ERASURE_TYPES.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ")
+    ))?;
+    let mut statement = conn.prepare_cached(
+        "SELECT stream, version, salt, digest, state FROM snapshot_streams WHERE account_id = ?1 ORDER BY stream",
+    )?;
+    let mut rows = statement.query_streamed([account])?;
+    let mut digests: Vec<(String, u64, Vec<u8>)> = Vec::new();
+    let mut problem = None;
+    while let Some(row) = rows.next()? {
+        let (stream, version, salt, digest, state): (String, u64, Option<Vec<u8>>, Vec<u8>, String) =
+            (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?);
+        let sound = match &salt {
+            Some(salt) => stream_digest(salt, &stream, version, &state).as_slice() == digest.as_slice(),
+            None => erased.exists(params![stream, cut.through_seq])?,
+        };
+        if !sound && problem.is_none() {
+            problem = Some(format!("the snapshot's state of stream {stream} was changed outside an erasure"));
+        }
+        digests.push((stream, version, digest));
+    }
+    let digest = snapshot_digest(
+        digests.iter().map(|(stream, version, digest)| (stream.as_str(), *version, digest.as_slice())),
+    );
+    if problem.is_none()
+        && (hex::encode(digest) != event.snapshot_sha256 || digests.len() as u64 != event.streams)
+    {
+        problem = Some("the snapshot's streams are not the ones its LogArchived event records".into());
+    }
+    Ok(problem.map(|why| (seq, why)))
+}
+
 /// The accounts that have a snapshot, in order.
 pub fn archived_accounts(conn: &Connection) -> Result<Vec<String>, StoreError> {
     let mut statement = conn.prepare("SELECT DISTINCT account_id FROM archives ORDER BY account_id")?;
@@ -277,8 +338,9 @@ pub struct Prepared {
     pub streams: Vec<SnapshotStream>,
     /// (customer, service) pairs that the archived events gave.
     pub given: Vec<(String, String)>,
-    /// Where the segment file is.
+    /// Where the segment file is, and the archive directory it is in.
     pub path: PathBuf,
+    pub directory: PathBuf,
 }
 
 /// The time of an event as the store writes it.
@@ -407,6 +469,7 @@ pub fn prepare(
         streams,
         given: given.into_iter().collect(),
         path: written.path,
+        directory: dir.to_path_buf(),
     }))
 }
 
@@ -464,8 +527,8 @@ pub fn commit(
     };
     conn.execute(
         "INSERT INTO archives (account_id, first_seq, through_seq, previous_hash, through_hash,
-                               through_recorded_at, segment, segment_sha256, archived_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                               through_recorded_at, segment, segment_sha256, archived_at, directory)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             account,
             event.first_seq,
@@ -475,7 +538,8 @@ pub fn commit(
             event.through_recorded_at,
             event.segment,
             event.segment_sha256,
-            time_text(now)
+            time_text(now),
+            prepared.directory.to_string_lossy().into_owned()
         ],
     )?;
     Ok(Event::LogArchived(event.clone()))
@@ -555,6 +619,61 @@ pub async fn archive(
             Err(error)
         }
     }
+}
+
+/// Erases `streams` of `account` from its archive: the snapshot's state of each (what the
+/// erasure does to the projections, done to the state; its salt removed, its digest kept, as
+/// an erased payload's) and, in every segment, the payloads of their events (each segment
+/// rewritten whole, then renamed over the old one). Answers the redactions made in segments,
+/// for the erasure event to record. A segment this node cannot reach fails the erasure: an
+/// erasure is not done while a copy of the data remains.
+pub fn erase_streams(
+    conn: &Connection,
+    account: &str,
+    streams: &[(String, Event)],
+) -> Result<Vec<crate::domain::erasure::Redaction>, super::WriteError> {
+    if archived_through(conn, account)? == 0 {
+        return Ok(Vec::new());
+    }
+    for (stream, erasure) in streams {
+        let Some(state) = stream_state(conn, stream)? else { continue };
+        let mut tables = MemoryTables::default();
+        tables.load_stream(account, state);
+        let at = time_text(Utc::now());
+        crate::projections::apply_ref(&mut tables, account, &at, erasure)?;
+        let state = tables.into_streams().remove(stream).map(|(_, state)| state).unwrap_or_default();
+        let text = serde_json::to_string(&state).expect("a stream state serializes");
+        conn.execute(
+            "UPDATE snapshot_streams SET state = ?1, salt = NULL WHERE stream = ?2",
+            params![text, stream],
+        )?;
+    }
+    let names: BTreeSet<&str> = streams.iter().map(|(stream, _)| stream.as_str()).collect();
+    let mut redactions = Vec::new();
+    let mut statement = conn.prepare_cached(
+        "SELECT directory, segment, through_seq FROM archives WHERE account_id = ?1 ORDER BY through_seq",
+    )?;
+    let rows: Vec<(String, String, u64)> = statement
+        .query_map([account], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    for (directory, name, through) in rows {
+        let path = Path::new(&directory).join(&name);
+        let (made, sha256) = segment::redact(&path, &names).map_err(|error| {
+            DomainError::Conflict(format!(
+                "segment {} of this account's archive cannot be rewritten here ({error}); nothing was erased: \
+                 run the erasure on a node that reaches the archive directory",
+                path.display()
+            ))
+        })?;
+        if !made.is_empty() {
+            conn.execute(
+                "UPDATE archives SET segment_sha256 = ?1 WHERE account_id = ?2 AND through_seq = ?3",
+                params![sha256, account, through],
+            )?;
+        }
+        redactions.extend(made);
+    }
+    Ok(redactions)
 }
 
 /// Events deleted per step of the writer: about the cost of an ordinary group.

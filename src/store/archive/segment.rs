@@ -172,3 +172,39 @@ pub fn verify(path: &Path, elsewhere: &HashMap<u64, Hash>) -> Result<Report, Sto
     walk.settle(elsewhere);
     Ok(Report { events: walk.events, sha256, first_bad: walk.first_bad, redacted: walk.redacted, header })
 }
+
+/// Rewrites the segment at `path` with the payloads of `streams`' events redacted (as
+/// `domain::erasure` redacts them, their salts removed, their hashes and links kept), to a
+/// temporary file renamed over it. Answers the redactions made and the new file's sha256 (the
+/// file is left as it was when there is none).
+pub fn redact(
+    path: &Path,
+    streams: &std::collections::BTreeSet<&str>,
+) -> Result<(Vec<crate::domain::erasure::Redaction>, String), StoreError> {
+    let bytes = std::fs::read(path).map_err(|error| crate::store::named(path, error))?;
+    let mut redactions = Vec::new();
+    let mut lines = Vec::new();
+    for line in BufReader::new(MultiGzDecoder::new(bytes.as_slice())).lines() {
+        let line = line?;
+        let Some(redacted) = transfer::redacted_line(&line, streams)? else {
+            lines.push(line);
+            continue;
+        };
+        redactions.push(redacted.1);
+        lines.push(redacted.0);
+    }
+    if redactions.is_empty() {
+        return Ok((redactions, hex::encode(Sha256::digest(&bytes))));
+    }
+    let partial = path.with_extension("gz.partial");
+    let file = File::create(&partial).map_err(|error| crate::store::named(&partial, error))?;
+    let mut out = GzEncoder::new(Hashing { file, hasher: Sha256::new() }, Compression::new(6));
+    for line in &lines {
+        out.write_all(line.as_bytes())?;
+        out.write_all(b"\n")?;
+    }
+    let Hashing { file, hasher } = out.finish()?;
+    file.sync_all()?;
+    std::fs::rename(&partial, path).map_err(|error| crate::store::named(path, error))?;
+    Ok((redactions, hex::encode(hasher.finalize())))
+}

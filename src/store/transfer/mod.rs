@@ -146,6 +146,38 @@ mod import;
 pub use export::{export, export_within};
 pub use import::import;
 
+/// An event line of one of `streams` with its payload redacted (`domain::erasure`) and its
+/// salt removed, and the redaction to record; `None` for any other line, or one with nothing
+/// to redact.
+pub fn redacted_line(
+    text: &str,
+    streams: &std::collections::BTreeSet<&str>,
+) -> Result<Option<(String, crate::domain::erasure::Redaction)>, StoreError> {
+    if text.starts_with(r#"{"ctxd_segment":"#) {
+        return Ok(None);
+    }
+    let mut line: Line<'_> = serde_json::from_str(text)
+        .map_err(|error| StoreError::Corrupt(format!("a segment line: {error}")))?;
+    if !streams.contains(line.stream.as_ref()) {
+        return Ok(None);
+    }
+    let event = crate::domain::Event::decode(&line.event_type, line.data.get())
+        .map_err(|error| StoreError::Corrupt(format!("seq {}: {error}", line.seq)))?;
+    let redacted = crate::domain::erasure::redact(&event).data_json();
+    if redacted == line.data.get() {
+        return Ok(None);
+    }
+    let raw = RawValue::from_string(redacted).expect("an event payload is JSON");
+    line.data = &raw;
+    line.payload_salt = None;
+    let redaction = crate::domain::erasure::Redaction {
+        seq: line.seq,
+        redacted_sha256: hex::encode(chain::payload_hash(raw.get())),
+    };
+    let text = serde_json::to_string(&line).expect("a line serializes");
+    Ok(Some((text, redaction)))
+}
+
 /// A file's bytes, decompressed when it is gzip (an archive segment) and read as is otherwise.
 pub fn decompressed(file: std::fs::File) -> std::io::Result<Box<dyn std::io::Read + Send>> {
     use std::io::{BufRead, BufReader};
