@@ -22,9 +22,12 @@ CREATE TABLE snapshot_streams (
     version    BIGINT NOT NULL,
     salt       BYTEA,
     digest     BYTEA  NOT NULL,
-    state      TEXT COLLATE "C" NOT NULL
+    state      BYTEA  NOT NULL,
+    contact_key TEXT COLLATE "C"
 );
 CREATE INDEX snapshot_streams_of_accounts ON snapshot_streams (account_id, stream);
+CREATE INDEX snapshot_streams_by_contact_key ON snapshot_streams (account_id, contact_key)
+    WHERE contact_key IS NOT NULL;
 
 CREATE TABLE snapshot_customer_services (
     account_id  TEXT COLLATE "C" NOT NULL,

@@ -20,17 +20,20 @@ CREATE TABLE archives (
 ) WITHOUT ROWID;
 
 -- The snapshot: each stream with archived events, its version at the cut (new events go on
--- from it) and the projection rows its events produced (JSON, `StreamState`), hashed after a
--- salt of its own.
+-- from it) and the projection rows its events produced (`StreamState` as JSON, deflated),
+-- hashed (the JSON text) after a salt of its own.
 CREATE TABLE snapshot_streams (
     stream     TEXT    PRIMARY KEY,
     account_id TEXT    NOT NULL,
     version    INTEGER NOT NULL,
     salt       BLOB,
     digest     BLOB    NOT NULL,
-    state      TEXT    NOT NULL
+    state      BLOB    NOT NULL,           -- deflated JSON
+    contact_key TEXT                        -- a service's, for as-of reads by contact key
 );
 CREATE INDEX snapshot_streams_of_accounts ON snapshot_streams (account_id, stream);
+CREATE INDEX snapshot_streams_by_contact_key ON snapshot_streams (account_id, contact_key)
+    WHERE contact_key IS NOT NULL;
 
 -- The services archived events gave to each customer (an erasure and as-of reads of a
 -- customer find them here, as they find later ones in the log).

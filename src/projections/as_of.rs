@@ -229,15 +229,11 @@ fn stream_names(source: &Connection, streams: &Streams, until: Until<'_>) -> Res
         Streams::ContactKey { account, contact_key } => (account, contact_key),
     };
     // Services started before the last archive are found in its snapshot.
-    let archived_key = source.sql(
-        "json_extract(state, '$.service.contact_key')",
-        "((CAST(state AS JSONB) -> 'service' ->> 'contact_key') COLLATE \"C\")",
-    );
     let sql = format!(
         "SELECT stream FROM events WHERE account = ?1 AND {}
            AND event_type = 'ServiceStarted' AND {} = ?3
          UNION
-         SELECT stream FROM snapshot_streams WHERE account_id = ?1 AND {archived_key} = ?3
+         SELECT stream FROM snapshot_streams WHERE account_id = ?1 AND contact_key = ?3
          ORDER BY stream",
         until.condition(),
         super::data_field(source, "contact_key")
@@ -279,7 +275,7 @@ fn copy_last_event(
         .optional()?;
     if let Some(version) = version {
         target.execute(
-            "INSERT INTO snapshot_streams (stream, account_id, version, digest, state) VALUES (?1, '', ?2, x'', '{}')",
+            "INSERT INTO snapshot_streams (stream, account_id, version, digest, state) VALUES (?1, '', ?2, x'', x'')",
             params![stream, version],
         )?;
     }

@@ -77,19 +77,17 @@ pub fn seed(
     streams: Option<&[String]>,
     tables: &mut MemoryTables,
 ) -> Result<(), StoreError> {
-    let mut load = |state: String| -> Result<(), StoreError> {
-        let state: StreamState = serde_json::from_str(&state)
-            .map_err(|error| StoreError::Corrupt(format!("account {account}: a snapshot stream: {error}")))?;
-        tables.load_stream(account, state);
+    let mut load = |stream: String, state: Vec<u8>| -> Result<(), StoreError> {
+        tables.load_stream(account, parse_state(&stream, &state)?);
         Ok(())
     };
     match streams {
         None => {
             let mut statement =
-                conn.prepare_cached("SELECT state FROM snapshot_streams WHERE account_id = ?1")?;
+                conn.prepare_cached("SELECT stream, state FROM snapshot_streams WHERE account_id = ?1")?;
             let mut rows = statement.query_streamed([account])?;
             while let Some(row) = rows.next()? {
-                load(row.get(0)?)?;
+                load(row.get(0)?, row.get(1)?)?;
             }
         }
         Some(names) => {
@@ -97,7 +95,7 @@ pub fn seed(
                 conn.prepare_cached("SELECT state FROM snapshot_streams WHERE stream = ?1")?;
             for name in names {
                 if let Some(state) = statement.query_row([name], |row| row.get(0)).optional()? {
-                    load(state)?;
+                    load(name.clone(), state)?;
                 }
             }
         }
@@ -107,16 +105,11 @@ pub fn seed(
 
 /// One stream's state in the snapshot of its account's last archive.
 pub fn stream_state(conn: &Connection, stream: &str) -> Result<Option<StreamState>, StoreError> {
-    let state: Option<String> = conn
+    let state: Option<Vec<u8>> = conn
         .prepare_cached("SELECT state FROM snapshot_streams WHERE stream = ?1")?
         .query_row([stream], |row| row.get(0))
         .optional()?;
-    state
-        .map(|state| {
-            serde_json::from_str(&state)
-                .map_err(|error| StoreError::Corrupt(format!("snapshot stream {stream}: {error}")))
-        })
-        .transpose()
+    state.map(|state| parse_state(stream, &state)).transpose()
 }
 
 /// One segment of an account, as the admin API lists it.
@@ -237,10 +230,13 @@ pub fn snapshot_problem(conn: &Connection, account: &str) -> Result<Option<(u64,
     let mut digests: Vec<(String, u64, Vec<u8>)> = Vec::new();
     let mut problem = None;
     while let Some(row) = rows.next()? {
-        let (stream, version, salt, digest, state): (String, u64, Option<Vec<u8>>, Vec<u8>, String) =
+        let (stream, version, salt, digest, state): (String, u64, Option<Vec<u8>>, Vec<u8>, Vec<u8>) =
             (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?);
         let sound = match &salt {
-            Some(salt) => stream_digest(salt, &stream, version, &state).as_slice() == digest.as_slice(),
+            Some(salt) => match unpack(&stream, &state) {
+                Ok(state) => stream_digest(salt, &stream, version, &state).as_slice() == digest.as_slice(),
+                Err(_) => false,
+            },
             None => erased.exists(params![stream, cut.through_seq])?,
         };
         if !sound && problem.is_none() {
@@ -257,6 +253,29 @@ pub fn snapshot_problem(conn: &Connection, account: &str) -> Result<Option<(u64,
         problem = Some("the snapshot's streams are not the ones its LogArchived event records".into());
     }
     Ok(problem.map(|why| (seq, why)))
+}
+
+/// A snapshot state as stored: its JSON text, deflated (service documents shrink about fivefold).
+fn pack(state: &str) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    out.write_all(state.as_bytes()).and_then(|_| out.finish()).expect("deflating into memory cannot fail")
+}
+
+/// A stored snapshot state's JSON text.
+fn unpack(stream: &str, stored: &[u8]) -> Result<String, StoreError> {
+    use std::io::Read;
+    let mut text = String::new();
+    flate2::read::DeflateDecoder::new(stored)
+        .read_to_string(&mut text)
+        .map_err(|error| StoreError::Corrupt(format!("snapshot stream {stream}: {error}")))?;
+    Ok(text)
+}
+
+/// A stored snapshot state, read.
+fn parse_state(stream: &str, stored: &[u8]) -> Result<StreamState, StoreError> {
+    serde_json::from_str(&unpack(stream, stored)?)
+        .map_err(|error| StoreError::Corrupt(format!("snapshot stream {stream}: {error}")))
 }
 
 /// The accounts that have a snapshot, in order.
@@ -299,6 +318,8 @@ pub struct SnapshotStream {
     pub digest: Hash,
     /// `StreamState` as JSON.
     pub state: String,
+    /// A service stream's contact key (as-of reads by contact key find it).
+    pub contact_key: Option<String>,
 }
 
 /// The hash of one snapshot stream: its salt, then its id, version and rows.
@@ -395,10 +416,8 @@ pub fn prepare(
             conn.prepare_cached("SELECT stream, version, state FROM snapshot_streams WHERE account_id = ?1")?;
         let mut rows = statement.query_streamed([account])?;
         while let Some(row) = rows.next()? {
-            let (stream, version, state): (String, u64, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
-            let state: StreamState = serde_json::from_str(&state).map_err(|error| {
-                StoreError::Corrupt(format!("account {account}: snapshot stream {stream}: {error}"))
-            })?;
+            let (stream, version, state): (String, u64, Vec<u8>) = (row.get(0)?, row.get(1)?, row.get(2)?);
+            let state = parse_state(&stream, &state)?;
             for customer in &state.given_to {
                 if let Some(service) = &state.service {
                     given.insert((customer.clone(), service.service_id.clone()));
@@ -437,10 +456,11 @@ pub fn prepare(
     let mut streams = Vec::with_capacity(versions.len());
     for (stream, version) in versions {
         let state = states.remove(&stream).map(|(_, state)| state).unwrap_or_default();
+        let contact_key = state.service.as_ref().and_then(|service| service.contact_key.clone());
         let state = serde_json::to_string(&state).expect("a stream state serializes");
         let salt = chain::new_salt();
         let digest = stream_digest(&salt, &stream, version, &state);
-        streams.push(SnapshotStream { stream, version, salt, digest, state });
+        streams.push(SnapshotStream { stream, version, salt, digest, state, contact_key });
     }
     if let Some((stream, _)) = states.into_iter().next() {
         return Err(StoreError::Corrupt(format!(
@@ -502,7 +522,8 @@ pub fn commit(
     }
     conn.execute("DELETE FROM snapshot_streams WHERE account_id = ?1", [account])?;
     let mut insert = conn.prepare_cached(
-        "INSERT INTO snapshot_streams (stream, account_id, version, salt, digest, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO snapshot_streams (stream, account_id, version, salt, digest, state, contact_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     for stream in &prepared.streams {
         insert.execute(params![
@@ -511,7 +532,8 @@ pub fn commit(
             stream.version,
             stream.salt.as_slice(),
             stream.digest.as_slice(),
-            stream.state
+            pack(&stream.state),
+            stream.contact_key
         ])?;
     }
     conn.execute("DELETE FROM snapshot_customer_services WHERE account_id = ?1", [account])?;
@@ -643,9 +665,11 @@ pub fn erase_streams(
         crate::projections::apply_ref(&mut tables, account, &at, erasure)?;
         let state = tables.into_streams().remove(stream).map(|(_, state)| state).unwrap_or_default();
         let text = serde_json::to_string(&state).expect("a stream state serializes");
+        // The contact key goes with the state: an erasure redacts it.
+        let contact_key = state.service.as_ref().and_then(|service| service.contact_key.clone());
         conn.execute(
-            "UPDATE snapshot_streams SET state = ?1, salt = NULL WHERE stream = ?2",
-            params![text, stream],
+            "UPDATE snapshot_streams SET state = ?1, salt = NULL, contact_key = ?2 WHERE stream = ?3",
+            params![pack(&text), contact_key, stream],
         )?;
     }
     let names: BTreeSet<&str> = streams.iter().map(|(stream, _)| stream.as_str()).collect();
