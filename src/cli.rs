@@ -548,16 +548,20 @@ async fn archive(
 /// connect in order, and that the last connects to the live log's record of its archive.
 fn verify_archive(location: &store::Location, paths: &[PathBuf]) -> Result<i32, BoxError> {
     let conn = open_existing(location).ok();
-    // Redactions recorded anywhere: a segment's payload erased later is sound if one names it.
-    let mut redacted = std::collections::HashMap::new();
+    // Each account's redactions recorded anywhere: a segment's payload erased later is sound
+    // if one names it.
+    let mut redacted: std::collections::HashMap<String, std::collections::HashMap<u64, chain::Hash>> =
+        std::collections::HashMap::new();
     let mut reports = Vec::new();
     for path in paths {
         let report = store::archive::segment::verify(path, &Default::default())?;
-        redacted.extend(report.redacted.clone());
+        redacted.entry(report.header.account.clone()).or_default().extend(report.redacted.clone());
         reports.push((path, report));
     }
     if let Some(conn) = &conn {
-        redacted.extend(store::archive::live_redactions(conn)?);
+        for (account, redactions) in redacted.iter_mut() {
+            redactions.extend(store::archive::live_redactions(conn, account)?);
+        }
     }
     let mut intact = true;
     reports.sort_by(|a, b| {
@@ -565,7 +569,10 @@ fn verify_archive(location: &store::Location, paths: &[PathBuf]) -> Result<i32, 
     });
     let mut previous: Option<&store::archive::segment::Report> = None;
     for (path, report) in &reports {
-        let report_now = store::archive::segment::verify(path, &redacted)?;
+        let report_now = store::archive::segment::verify(
+            path,
+            redacted.get(&report.header.account).unwrap_or(&Default::default()),
+        )?;
         let header = &report.header;
         let mut problems: Vec<String> =
             report_now.first_bad.iter().map(|(seq, why)| format!("seq {seq}: {why}")).collect();

@@ -63,23 +63,30 @@ pub async fn archive_one_due(
         return Ok(None);
     }
     let due = store.read_large(move |conn| crate::store::archive::due_for_retention(conn, now)).await?;
-    let Some((account, before)) = due.into_iter().next() else {
-        return Ok(None);
-    };
-    let meta = EventMeta {
-        request_id: uuid::Uuid::new_v4().to_string(),
-        actor: "system:retention".into(),
-        ..Default::default()
-    };
-    let request = |command| WriteRequest { command, meta, idempotency: None };
-    let archived = crate::store::archive::archive(store, &account, before, request, now).await?;
-    tracing::info!(
-        account = %account,
-        events = archived.archived_events,
-        segment = archived.segment.as_deref().unwrap_or(""),
-        "archived events past the account's retention"
-    );
-    Ok(Some(account))
+    // An account whose archive fails (its chain broken, say) does not hold up the others'.
+    for (account, before) in due {
+        let meta = EventMeta {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            actor: "system:retention".into(),
+            ..Default::default()
+        };
+        let request = |command| WriteRequest { command, meta, idempotency: None };
+        match crate::store::archive::archive(store, &account, before, request, now).await {
+            Ok(archived) => {
+                tracing::info!(
+                    account = %account,
+                    events = archived.archived_events,
+                    segment = archived.segment.as_deref().unwrap_or(""),
+                    "archived events past the account's retention"
+                );
+                return Ok(Some(account));
+            }
+            Err(error) => {
+                warn_unless_said(&error, &format!("archiving account {account} past its retention failed"))
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Logs a failed sweep, unless the writer has said why once for the whole episode (a full disk).

@@ -139,13 +139,13 @@ async fn at<T: Send + 'static>(
     })
 }
 
-/// A history page asked for after a position before the account's last archive: 410, naming
-/// the segment (with no `after`, or 0, history starts after the archive).
-fn refuse_archived(state: &AppState, account: &str, page: Page) -> Result<(), ApiError> {
+/// A page (history, the feed) asked for after a position before the account's last archive:
+/// 410, naming the segment (with no `after`, or 0, it starts after the archive).
+pub(crate) fn refuse_archived(state: &AppState, account: &str, after: u64) -> Result<(), ApiError> {
     let cut = state.store.read(|conn| crate::store::archive::cut(conn, account))?;
     match cut {
-        Some(cut) if page.after > 0 && page.after < cut.through_seq => Err(ApiError::gone(format!(
-            "the account's log up to seq {} is archived (the last of it in segment {}); history goes on \
+        Some(cut) if after > 0 && after < cut.through_seq => Err(ApiError::gone(format!(
+            "the account's log up to seq {} is archived (the last of it in segment {}); the log goes on \
              after it: ask with no after, or after={}",
             cut.through_seq, cut.segment, cut.through_seq
         ))),
@@ -202,7 +202,7 @@ async fn session_history(
 ) -> Result<Response, ApiError> {
     check_target(&target)?;
     let page = query.checked()?;
-    refuse_archived(&state, &account.id, page)?;
+    refuse_archived(&state, &account.id, page.after)?;
     let stream = session_stream(&account.id, &target.namespace, &target.session_id);
     let property = target.property.clone();
     let history = state
@@ -282,7 +282,7 @@ pub async fn service_history(
     Q(query): Q<PageQuery>,
 ) -> Result<Response, ApiError> {
     let page = query.checked()?;
-    refuse_archived(&state, &account.id, page)?;
+    refuse_archived(&state, &account.id, page.after)?;
     let stream = service_stream(&account.id, &service_id);
     let history = state.store.read_large(move |conn| history::service_history(conn, &stream, page)).await?;
     let history = history.ok_or_else(|| ApiError::not_found(format!("There is no service {service_id}")))?;

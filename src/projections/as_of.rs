@@ -102,11 +102,18 @@ pub fn snapshot(source: &Connection, point: Point, streams: &Streams) -> Result<
             if asked > last {
                 return Err(AsOfError::BeyondLog { asked, last });
             }
-            if let Some(cut) = cut.as_ref().filter(|cut| asked <= cut.through_seq) {
+            // The snapshot is the state at the cut itself: only a point before it is gone.
+            if let Some(cut) = cut.as_ref().filter(|cut| asked < cut.through_seq) {
                 return Err(archived(cut));
             }
-            let end = command_end(source, account, asked)?;
-            (Until::Seq(end), time_of(source, account, end)?)
+            match cut.as_ref().filter(|cut| asked == cut.through_seq) {
+                // The cut ends a command (its events share a time); its events are gone.
+                Some(cut) => (Until::Seq(asked), parse_time(asked, cut.through_recorded_at.clone())?),
+                None => {
+                    let end = command_end(source, account, asked)?;
+                    (Until::Seq(end), time_of(source, account, end)?)
+                }
+            }
         }
         Point::Time(time) => {
             recorded_at = format_time(time);
@@ -211,6 +218,11 @@ fn time_of(source: &Connection, account: &str, seq: u64) -> Result<DateTime<Utc>
     let Some(text) = text else {
         return Ok(DateTime::UNIX_EPOCH);
     };
+    parse_time(seq, text)
+}
+
+/// A stored `recorded_at` of event `seq`.
+fn parse_time(seq: u64, text: String) -> Result<DateTime<Utc>, StoreError> {
     DateTime::parse_from_rfc3339(&text)
         .map(|time| time.with_timezone(&Utc))
         .map_err(|error| StoreError::Corrupt(format!("event {seq}: recorded_at: {error}")))

@@ -242,6 +242,20 @@ struct Inner {
     sweeper: Mutex<SweeperTurn>,
     /// Where archive segments go (`WriterConfig::archive_dir`).
     archive_dir: Option<PathBuf>,
+    /// The accounts this node is archiving now.
+    archiving: Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+/// This node's turn to archive an account (`Store::archive_turn`), given back when dropped.
+pub struct ArchiveTurn {
+    account: String,
+    archiving: Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+impl Drop for ArchiveTurn {
+    fn drop(&mut self) {
+        self.archiving.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&self.account);
+    }
 }
 
 /// Lookups of unknown API keys in the database that may run at once (`Store::key_owner`).
@@ -565,6 +579,7 @@ impl Store {
                 key_use: Mutex::new(HashMap::new()),
                 sweeper: Mutex::new(SweeperTurn::default()),
                 archive_dir,
+                archiving: Arc::default(),
                 lock: Mutex::new(lock),
             }),
         })
@@ -745,6 +760,14 @@ impl Store {
     /// Follows the log's head: changes after every commit that appended events.
     pub fn watch_feed(&self) -> watch::Receiver<FeedHead> {
         self.inner.feed.subscribe()
+    }
+
+    /// The turn to archive `account`; `None` while this node archives it already.
+    pub fn archive_turn(&self, account: &str) -> Option<ArchiveTurn> {
+        let archiving = self.inner.archiving.clone();
+        let newly =
+            archiving.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(account.to_string());
+        newly.then(|| ArchiveTurn { account: account.to_string(), archiving })
     }
 
     /// Where this node writes archive segments, if it may archive.

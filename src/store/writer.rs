@@ -257,7 +257,8 @@ fn vacuum_after_erasure(url: &str) {
     let url = url.to_string();
     let vacuum = move || {
         let tables = "events, properties, session_sizes, session_ttls, services, customers, \
-                      customer_attributes, customer_erasures, analytics_abandoned";
+                      customer_attributes, customer_erasures, analytics_abandoned, snapshot_streams, \
+                      snapshot_customer_services";
         let done = crate::store::db::PgConnection::connect(&url)
             .and_then(|conn| Connection::Postgres(conn).execute_batch(&format!("VACUUM {tables}")));
         if let Err(error) = done {

@@ -185,7 +185,7 @@ async fn an_archive_moves_old_events_into_a_segment_and_current_reads_stay_byte_
     let name = archived["segment"].as_str().unwrap();
     for path in [
         format!("{A}/bots/s1/properties?as_of_seq=1"),
-        format!("{A}/bots/s1/properties?as_of_seq={through}"),
+        format!("{A}/bots/s1/properties?as_of_seq={}", through - 1),
         format!(
             "{A}/bots/s1/properties?as_of={}",
             (cut - Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -207,10 +207,16 @@ async fn an_archive_moves_old_events_into_a_segment_and_current_reads_stay_byte_
     let feed = app.call(&key, "GET", &format!("{A}/events?after=0"), "").await.json();
     assert_eq!(feed["events"][0]["seq"].as_u64().unwrap(), through + 1);
     assert_eq!(feed["events"].as_array().unwrap().last().unwrap()["type"], "LogArchived");
-    // As of a point after the cut, as the log said then.
+    // As of the cut itself and of a point after it, as the log said then.
     let now = app.call(&key, "GET", &format!("{A}/bots/properties"), "").await;
-    let as_of = app.call(&key, "GET", &format!("{A}/bots/properties?as_of_seq={}", through + 1), "").await;
-    assert_eq!((as_of.status, as_of.body), (200, now.body));
+    for seq in [through, through + 1] {
+        let as_of = app.call(&key, "GET", &format!("{A}/bots/properties?as_of_seq={seq}"), "").await;
+        assert_eq!((as_of.status, &as_of.body), (200, &now.body), "as of {seq}");
+    }
+    let at_cut = app.call(&key, "GET", &format!("{A}/bots/s1/properties?as_of_seq={through}"), "").await;
+    assert_eq!(at_cut.body, r#"{"a":1,"b":"x"}"#);
+    let feed_before = app.call(&key, "GET", &format!("{A}/events?after=1"), "").await;
+    assert_eq!(feed_before.status, 410, "{}", feed_before.body);
 
     // Streams go on counting: a write to an archived session and to the deleted one.
     let version = |stream: &str| -> u64 {
@@ -502,7 +508,11 @@ async fn an_erasure_reaches_the_archive_and_a_changed_snapshot_is_reported() {
     let conn = app.connection();
     let states: Vec<String> = {
         let mut statement = conn.prepare("SELECT state FROM snapshot_streams").unwrap();
-        statement.query_map([], |row| row.get::<Vec<u8>>(0)).unwrap().map(|state| inflate(&state.unwrap())).collect()
+        statement
+            .query_map([], |row| row.get::<Vec<u8>>(0))
+            .unwrap()
+            .map(|state| inflate(&state.unwrap()))
+            .collect()
     };
     assert!(
         !states.iter().any(|state| state.contains("c1@x.org") || state.contains(r#"\"x\""#)),
@@ -512,15 +522,16 @@ async fn an_erasure_reaches_the_archive_and_a_changed_snapshot_is_reported() {
     // redactions, the projections against a rebuild.
     let chain = app.call(&key, "GET", &format!("{A}/audit/verify"), "").await.json();
     assert_eq!(chain["intact"], true, "{chain}");
-    let redactions = ctxd::store::archive::live_redactions(&conn).unwrap();
+    let redactions = ctxd::store::archive::live_redactions(&conn, "acme").unwrap();
     assert_eq!(ctxd::store::archive::segment::verify(&segment, &redactions).unwrap().first_bad, None);
     assert_eq!(app.verify().mismatch, None);
 
     // A snapshot state changed with SQL is reported at the LogArchived event (here the analytics
     // counters, kept with the account's stream).
     let raw = crate::helpers::raw_connection(&app.data_dir);
-    let state: Vec<u8> =
-        raw.query_row("SELECT state FROM snapshot_streams WHERE stream = 'account/acme'", [], |row| row.get(0)).unwrap();
+    let state: Vec<u8> = raw
+        .query_row("SELECT state FROM snapshot_streams WHERE stream = 'account/acme'", [], |row| row.get(0))
+        .unwrap();
     let state = inflate(&state);
     assert!(state.contains("billing"), "{state}");
     let changed = deflate(&state.replace("billing", "billinG"));

@@ -129,7 +129,8 @@ async fn spawn_configured(
         data_dir: data_dir.to_path_buf(),
         database_url: test_database(data_dir),
         admin_token: Some(ADMIN_TOKEN.into()),
-        writer: WriterConfig::default(),
+        // On PostgreSQL a node archives only where it is told (a directory the nodes share).
+        writer: WriterConfig { archive_dir: Some(data_dir.join("archive")), ..WriterConfig::default() },
         // Tests run the sweeper by hand; the background one stays out of their way.
         sweep_interval: Duration::from_secs(3600),
         idempotency_retention: Duration::from_secs(24 * 3600),

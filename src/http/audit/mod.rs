@@ -142,6 +142,7 @@ async fn feed(
         return Err(ApiError::bad_request(format!("limit must be between 1 and {MAX_PAGE}")));
     }
     let after = query.after.unwrap_or(0);
+    crate::http::history::refuse_archived(&state, &account.id, after)?;
     let body = state
         .store
         .read_large(move |conn| {
@@ -199,6 +200,7 @@ async fn follow(
             .ok_or_else(|| ApiError::bad_request("Last-Event-ID must be the seq of an event"))?,
         None => query.after.unwrap_or(0),
     };
+    crate::http::history::refuse_archived(&state, &account.id, after)?;
     let slot = state.streams.try_take(&account.id).ok_or_else(|| ApiError {
         retry_after: Some(5),
         ..ApiError::new(

@@ -140,16 +140,18 @@ pub fn segments(conn: &Connection, account: &str) -> Result<Vec<SegmentRow>, Sto
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// The redactions that the live log's erasure events record, of every account.
-pub fn live_redactions(conn: &Connection) -> Result<std::collections::HashMap<u64, Hash>, StoreError> {
-    // Keyed by position, which is per account: the caller checks one account's segments, and a
-    // redaction of another account matching a position and a hash by chance is not a concern.
+/// The redactions that the live log's erasure events of `account` record (by position in its
+/// log).
+pub fn live_redactions(
+    conn: &Connection,
+    account: &str,
+) -> Result<std::collections::HashMap<u64, Hash>, StoreError> {
     let mut walk = chain::Walk::new(0, GENESIS);
     let mut statement = conn.prepare(&format!(
-        "SELECT event_type, data FROM events WHERE event_type IN ({})",
+        "SELECT event_type, data FROM events WHERE account = ?1 AND event_type IN ({})",
         chain::ERASURE_TYPES.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ")
     ))?;
-    let mut rows = statement.query_streamed([])?;
+    let mut rows = statement.query_streamed([account])?;
     while let Some(row) = rows.next()? {
         let text = |index| row.get_ref(index).and_then(|value| value.as_str());
         walk.note_erasure(0, text(0)?, text(1)?);
@@ -364,6 +366,23 @@ pub struct Prepared {
     pub directory: PathBuf,
 }
 
+/// A segment file that no committed archive records yet: removed when dropped unclaimed.
+struct Unclaimed(Option<PathBuf>);
+
+impl Unclaimed {
+    fn claim(mut self) -> PathBuf {
+        self.0.take().expect("claimed once")
+    }
+}
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 /// The time of an event as the store writes it.
 fn time_text(time: DateTime<Utc>) -> String {
     format_time(time)
@@ -406,11 +425,30 @@ pub fn prepare(
         created_at: time_text(now),
     };
     let written = segment::write(conn, dir, &header)?;
+    // Removed again on any error below: only a committed archive keeps its segment.
+    let guard = Unclaimed(Some(written.path.clone()));
+    // Read back before anything relies on it: every event there, the chain to through_hash.
+    let check = segment::verify(&written.path, &live_redactions(conn, account)?)?;
+    if check.events != through - after || check.first_bad.is_some() || check.sha256 != written.sha256 {
+        return Err(StoreError::Corrupt(format!(
+            "the segment written for account {account} does not read back whole ({} events of {}, {:?}); nothing was archived",
+            check.events,
+            through - after,
+            check.first_bad
+        ))
+        .into());
+    }
 
     // The snapshot: the previous one, and the archived events folded onto it.
     let mut tables = MemoryTables::default();
     let mut versions: BTreeMap<String, u64> = BTreeMap::new();
-    let mut given: BTreeSet<(String, String)> = BTreeSet::new();
+    // The services earlier archives' events gave to customers, deleted services' included.
+    let mut given: BTreeSet<(String, String)> = {
+        let mut statement = conn.prepare_cached(
+            "SELECT customer_id, service_id FROM snapshot_customer_services WHERE account_id = ?1",
+        )?;
+        statement.query_map([account], |row| Ok((row.get(0)?, row.get(1)?)))?.collect::<Result<_, _>>()?
+    };
     {
         let mut statement =
             conn.prepare_cached("SELECT stream, version, state FROM snapshot_streams WHERE account_id = ?1")?;
@@ -418,11 +456,6 @@ pub fn prepare(
         while let Some(row) = rows.next()? {
             let (stream, version, state): (String, u64, Vec<u8>) = (row.get(0)?, row.get(1)?, row.get(2)?);
             let state = parse_state(&stream, &state)?;
-            for customer in &state.given_to {
-                if let Some(service) = &state.service {
-                    given.insert((customer.clone(), service.service_id.clone()));
-                }
-            }
             versions.insert(stream, version);
             tables.load_stream(account, state);
         }
@@ -448,14 +481,15 @@ pub fn prepare(
         },
     )?;
     let mut states = tables.into_streams();
+    // Kept with each service's state (a deleted one's too), so that the digest covers them.
+    let mut given_to: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (customer, service) in &given {
-        if let Some((_, state)) = states.get_mut(&service_stream(account, service)) {
-            state.given_to.push(customer.clone());
-        }
+        given_to.entry(service_stream(account, service)).or_default().push(customer.clone());
     }
     let mut streams = Vec::with_capacity(versions.len());
     for (stream, version) in versions {
-        let state = states.remove(&stream).map(|(_, state)| state).unwrap_or_default();
+        let mut state = states.remove(&stream).map(|(_, state)| state).unwrap_or_default();
+        state.given_to = given_to.remove(&stream).unwrap_or_default();
         let contact_key = state.service.as_ref().and_then(|service| service.contact_key.clone());
         let state = serde_json::to_string(&state).expect("a stream state serializes");
         let salt = chain::new_salt();
@@ -488,7 +522,7 @@ pub fn prepare(
         events: archived,
         streams,
         given: given.into_iter().collect(),
-        path: written.path,
+        path: guard.claim(),
         directory: dir.to_path_buf(),
     }))
 }
@@ -589,6 +623,31 @@ pub async fn archive(
     store: &super::Store,
     account: &str,
     before: DateTime<Utc>,
+    request: impl FnOnce(crate::domain::Command) -> super::WriteRequest + Send + 'static,
+    now: DateTime<Utc>,
+) -> Result<Archived, super::WriteError> {
+    // One archive of an account at a time on this node (two would prepare from the same cut),
+    // carried to its end even when the request that asked for it is gone.
+    let Some(turn) = store.archive_turn(account) else {
+        return Err(DomainError::Conflict(format!(
+            "an archive of account {account} is in progress; try again once it is done"
+        ))
+        .into());
+    };
+    let (store, account) = (store.clone(), account.to_string());
+    tokio::spawn(async move {
+        let archived = archive_now(&store, &account, before, request, now).await;
+        drop(turn);
+        archived
+    })
+    .await
+    .map_err(|_| super::WriteError::Unavailable)?
+}
+
+async fn archive_now(
+    store: &super::Store,
+    account: &str,
+    before: DateTime<Utc>,
     request: impl FnOnce(crate::domain::Command) -> super::WriteRequest,
     now: DateTime<Utc>,
 ) -> Result<Archived, super::WriteError> {
@@ -635,7 +694,17 @@ pub async fn archive(
             Ok(Archived { seq: outcome.last_seq, ..archived })
         }
         Err(error) => {
-            if matches!(error, super::WriteError::Domain(_)) {
+            // Refused by the writer: not committed. Otherwise it may have been (the database
+            // unreachable): the segment stays, unless the store says it records no such archive.
+            let recorded = |store: &super::Store| {
+                let name = archived.segment.clone().unwrap_or_default();
+                store.read(|conn| {
+                    Ok(conn
+                        .prepare_cached("SELECT 1 FROM archives WHERE account_id = ?1 AND segment = ?2")?
+                        .exists(params![account, name])?)
+                })
+            };
+            if matches!(error, super::WriteError::Domain(_)) || matches!(recorded(store), Ok(false)) {
                 let _ = std::fs::remove_file(&path);
             }
             Err(error)

@@ -49,6 +49,30 @@ pub struct Written {
     pub sha256: String,
 }
 
+/// Creates `dir` if needed, readable by its owner only (segments hold tenants' data, as the
+/// store does).
+fn private_dir(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(error) if error.kind() != std::io::ErrorKind::AlreadyExists => {
+            Err(crate::store::named(dir, error).into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Creates (or truncates) `path`, readable and writable by its owner only.
+fn private_file(path: &Path) -> Result<File, StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|error| crate::store::named(path, error).into())
+}
+
 /// The directory of an account's segments: its id percent-encoded, so that any id is one
 /// plain file name.
 fn account_dir(account: &str) -> String {
@@ -76,15 +100,19 @@ impl Write for Hashing {
 
 /// Writes the segment `header` describes, from the events of `conn`, into `dir`: to a
 /// `.partial` file first, synced, then renamed, so that a crash leaves no half segment under
-/// the final name (a `.partial` left behind is overwritten by the next attempt).
+/// the final name. Each segment's name ends in random letters of its own: two attempts at one
+/// range (a retried request, two nodes sharing the directory) never write one file.
 pub fn write(conn: &Connection, dir: &Path, header: &Header) -> Result<Written, StoreError> {
     let account_dir = account_dir(&header.account);
-    let name = format!("{account_dir}/{:012}-{:012}.ndjson.gz", header.first_seq, header.through_seq);
+    let unique = hex::encode(&crate::store::chain::new_salt()[..4]);
+    let name =
+        format!("{account_dir}/{:012}-{:012}-{unique}.ndjson.gz", header.first_seq, header.through_seq);
     let folder = dir.join(&account_dir);
-    std::fs::create_dir_all(&folder).map_err(|error| crate::store::named(&folder, error))?;
+    private_dir(dir)?;
+    private_dir(&folder)?;
     let path = dir.join(&name);
     let partial = path.with_extension("gz.partial");
-    let file = File::create(&partial).map_err(|error| crate::store::named(&partial, error))?;
+    let file = private_file(&partial)?;
     let mut out = GzEncoder::new(Hashing { file, hasher: Sha256::new() }, Compression::new(6));
     serde_json::to_writer(&mut out, &HeaderLine { ctxd_segment: header.clone() })
         .map_err(std::io::Error::from)?;
@@ -94,12 +122,14 @@ pub fn write(conn: &Connection, dir: &Path, header: &Header) -> Result<Written, 
         after: header.first_seq - 1,
         through: Some(header.through_seq),
     };
-    let written = transfer::export_within(conn, &selection, &mut std::io::BufWriter::new(&mut out)).map_err(
-        |error| match error {
-            transfer::TransferError::Store(error) => error,
-            other => StoreError::Corrupt(other.to_string()),
-        },
-    )?;
+    let mut buffered = std::io::BufWriter::new(&mut out);
+    let written = transfer::export_within(conn, &selection, &mut buffered).map_err(|error| match error {
+        transfer::TransferError::Store(error) => error,
+        other => StoreError::Corrupt(other.to_string()),
+    })?;
+    // Its last bytes' error, if any, here rather than lost when it is dropped.
+    buffered.flush()?;
+    drop(buffered);
     if written != header.through_seq - header.first_seq + 1 {
         return Err(StoreError::Corrupt(format!(
             "account {}: events {} to {} are not all in the log",
@@ -182,22 +212,23 @@ pub fn redact(
     streams: &std::collections::BTreeSet<&str>,
 ) -> Result<(Vec<crate::domain::erasure::Redaction>, String), StoreError> {
     let bytes = std::fs::read(path).map_err(|error| crate::store::named(path, error))?;
-    let mut redactions = Vec::new();
-    let mut lines = Vec::new();
+    let (mut redactions, mut lines, mut changed) = (Vec::new(), Vec::new(), false);
     for line in BufReader::new(MultiGzDecoder::new(bytes.as_slice())).lines() {
         let line = line?;
-        let Some(redacted) = transfer::redacted_line(&line, streams)? else {
-            lines.push(line);
-            continue;
-        };
-        redactions.push(redacted.1);
-        lines.push(redacted.0);
+        match transfer::redacted_line(&line, streams)? {
+            Some((text, redaction)) => {
+                changed |= text != line;
+                redactions.push(redaction);
+                lines.push(text);
+            }
+            None => lines.push(line),
+        }
     }
-    if redactions.is_empty() {
+    if !changed {
         return Ok((redactions, hex::encode(Sha256::digest(&bytes))));
     }
     let partial = path.with_extension("gz.partial");
-    let file = File::create(&partial).map_err(|error| crate::store::named(&partial, error))?;
+    let file = private_file(&partial)?;
     let mut out = GzEncoder::new(Hashing { file, hasher: Sha256::new() }, Compression::new(6));
     for line in &lines {
         out.write_all(line.as_bytes())?;
@@ -206,5 +237,8 @@ pub fn redact(
     let Hashing { file, hasher } = out.finish()?;
     file.sync_all()?;
     std::fs::rename(&partial, path).map_err(|error| crate::store::named(path, error))?;
+    if let Some(folder) = path.parent() {
+        File::open(folder)?.sync_all()?;
+    }
     Ok((redactions, hex::encode(hasher.finalize())))
 }

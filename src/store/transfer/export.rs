@@ -29,7 +29,11 @@ pub fn export_within(
     // Two statements rather than one with an optional filter: SQLite plans a statement once, and
     // only the one that names the account can use the `(account, seq)` index.
     let filter = match selection.account {
-        None => "?1 >= 0 AND CAST(?2 AS TEXT) IS NULL AND CAST(?3 AS BIGINT) >= 0 ORDER BY id",
+        // Archived accounts' live logs: their segments hold the rest (docs/AUDIT.md, "Archives").
+        None => &format!(
+            "?1 >= 0 AND CAST(?2 AS TEXT) IS NULL AND CAST(?3 AS BIGINT) >= 0 AND {} ORDER BY id",
+            crate::projections::LIVE
+        ),
         Some(_) => "account = ?2 AND seq > ?1 AND seq <= ?3 ORDER BY seq",
     };
     let mut statement = conn.prepare(&format!("SELECT {COLUMNS} FROM events WHERE {filter}"))?;

@@ -148,7 +148,8 @@ pub use import::import;
 
 /// An event line of one of `streams` with its payload redacted (`domain::erasure`) and its
 /// salt removed, and the redaction to record; `None` for any other line, or one with nothing
-/// to redact.
+/// to redact. A line redacted before (no salt, its payload in redacted form) is answered as it
+/// is, with its redaction: an erasure run again after a rollback records it again.
 pub fn redacted_line(
     text: &str,
     streams: &std::collections::BTreeSet<&str>,
@@ -164,7 +165,7 @@ pub fn redacted_line(
     let event = crate::domain::Event::decode(&line.event_type, line.data.get())
         .map_err(|error| StoreError::Corrupt(format!("seq {}: {error}", line.seq)))?;
     let redacted = crate::domain::erasure::redact(&event).data_json();
-    if redacted == line.data.get() {
+    if redacted == line.data.get() && line.payload_salt.is_some() {
         return Ok(None);
     }
     let raw = RawValue::from_string(redacted).expect("an event payload is JSON");
