@@ -143,6 +143,37 @@ pub fn write(conn: &Connection, dir: &Path, header: &Header) -> Result<Written, 
     Ok(Written { name, path, sha256: hex::encode(hasher.finalize()) })
 }
 
+/// A file that hashes what is read from it; `finish` reads what is left and answers the hex
+/// sha256 of the whole file.
+#[derive(Clone)]
+struct HashedRead(std::sync::Arc<std::sync::Mutex<(File, Sha256)>>);
+
+impl std::io::Read for HashedRead {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let mut inner = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let read = inner.0.read(buffer)?;
+        inner.1.update(&buffer[..read]);
+        Ok(read)
+    }
+}
+
+impl HashedRead {
+    fn finish(mut self) -> std::io::Result<String> {
+        std::io::copy(&mut self, &mut std::io::sink())?;
+        let inner = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(hex::encode(inner.1.clone().finalize()))
+    }
+}
+
+/// The lines of the segment at `path`, decompressed as they are read, and the file's hash.
+fn read_lines(
+    path: &Path,
+) -> Result<(std::io::Lines<BufReader<MultiGzDecoder<HashedRead>>>, HashedRead), StoreError> {
+    let file = File::open(path).map_err(|error| crate::store::named(path, error))?;
+    let hashed = HashedRead(std::sync::Arc::new(std::sync::Mutex::new((file, Sha256::new()))));
+    Ok((BufReader::with_capacity(1 << 16, MultiGzDecoder::new(hashed.clone())).lines(), hashed))
+}
+
 /// What reading a segment back found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
@@ -161,9 +192,7 @@ pub struct Report {
 /// match its kept hash is sound only if an erasure redacted it to exactly this content: one in
 /// this segment, or in `elsewhere` (a later segment's, the live log's).
 pub fn verify(path: &Path, elsewhere: &HashMap<u64, Hash>) -> Result<Report, StoreError> {
-    let bytes = std::fs::read(path).map_err(|error| crate::store::named(path, error))?;
-    let sha256 = hex::encode(Sha256::digest(&bytes));
-    let mut lines = BufReader::new(MultiGzDecoder::new(bytes.as_slice())).lines();
+    let (mut lines, hashed) = read_lines(path)?;
     let unreadable = |why: String| StoreError::Corrupt(format!("{}: {why}", path.display()));
     let first = lines
         .next()
@@ -200,6 +229,7 @@ pub fn verify(path: &Path, elsewhere: &HashMap<u64, Hash>) -> Result<Report, Sto
         walk.bad(header.through_seq, "its hash is not the header's through_hash".into());
     }
     walk.settle(elsewhere);
+    let sha256 = hashed.finish()?;
     Ok(Report { events: walk.events, sha256, first_bad: walk.first_bad, redacted: walk.redacted, header })
 }
 
@@ -211,28 +241,30 @@ pub fn redact(
     path: &Path,
     streams: &std::collections::BTreeSet<&str>,
 ) -> Result<(Vec<crate::domain::erasure::Redaction>, String), StoreError> {
-    let bytes = std::fs::read(path).map_err(|error| crate::store::named(path, error))?;
-    let (mut redactions, mut lines, mut changed) = (Vec::new(), Vec::new(), false);
-    for line in BufReader::new(MultiGzDecoder::new(bytes.as_slice())).lines() {
-        let line = line?;
-        match transfer::redacted_line(&line, streams)? {
-            Some((text, redaction)) => {
-                changed |= text != line;
-                redactions.push(redaction);
-                lines.push(text);
-            }
-            None => lines.push(line),
-        }
-    }
-    if !changed {
-        return Ok((redactions, hex::encode(Sha256::digest(&bytes))));
-    }
+    // Streamed: the copy is written as the segment is read, and dropped if nothing changed.
+    let (lines, hashed) = read_lines(path)?;
     let partial = path.with_extension("gz.partial");
     let file = private_file(&partial)?;
     let mut out = GzEncoder::new(Hashing { file, hasher: Sha256::new() }, Compression::new(6));
-    for line in &lines {
-        out.write_all(line.as_bytes())?;
+    let (mut redactions, mut changed) = (Vec::new(), false);
+    for line in lines {
+        let line = line?;
+        let text = match transfer::redacted_line(&line, streams)? {
+            Some((text, redaction)) => {
+                changed |= text != line;
+                redactions.push(redaction);
+                text
+            }
+            None => line,
+        };
+        out.write_all(text.as_bytes())?;
         out.write_all(b"\n")?;
+    }
+    let sha256 = hashed.finish()?;
+    if !changed {
+        drop(out);
+        let _ = std::fs::remove_file(&partial);
+        return Ok((redactions, sha256));
     }
     let Hashing { file, hasher } = out.finish()?;
     file.sync_all()?;
