@@ -165,10 +165,11 @@ impl HashedRead {
     }
 }
 
+/// A segment's lines, decompressed as they are read.
+type SegmentLines = std::io::Lines<BufReader<MultiGzDecoder<HashedRead>>>;
+
 /// The lines of the segment at `path`, decompressed as they are read, and the file's hash.
-fn read_lines(
-    path: &Path,
-) -> Result<(std::io::Lines<BufReader<MultiGzDecoder<HashedRead>>>, HashedRead), StoreError> {
+fn read_lines(path: &Path) -> Result<(SegmentLines, HashedRead), StoreError> {
     let file = File::open(path).map_err(|error| crate::store::named(path, error))?;
     let hashed = HashedRead(std::sync::Arc::new(std::sync::Mutex::new((file, Sha256::new()))));
     Ok((BufReader::with_capacity(1 << 16, MultiGzDecoder::new(hashed.clone())).lines(), hashed))
