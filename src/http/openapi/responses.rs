@@ -65,6 +65,11 @@ const ERRORS: &[(u16, &str, &str)] = &[
         "Conflict",
         "The write conflicts with what is in progress: its namespace is being deleted, its customer erased, or (journeys) the item's state forbids it",
     ),
+    (
+        410,
+        "Gone",
+        "The point asked for (`as_of`, `as_of_seq`, a feed or history `after`) is before the account's last archive: its events are in the segment the message names",
+    ),
     (412, "PreconditionFailed", "`If-Match` does not match the stream's version; nothing was written"),
     (
         413,
@@ -190,7 +195,7 @@ macro_rules! error_set {
 
 error_set!(
     /// A read of the context store, the audit surface or analytics.
-    ContextRead, Shape::Message, [400, 403, 500, 503]
+    ContextRead, Shape::Message, [400, 403, 410, 500, 503]
 );
 error_set!(
     /// A write of the context store: conditional (`If-Match`), rate-limited.
@@ -202,7 +207,7 @@ error_set!(
 );
 error_set!(
     /// A read of the journeys API.
-    JourneysRead, Shape::Journeys, [400, 403, 500, 503]
+    JourneysRead, Shape::Journeys, [400, 403, 410, 500, 503]
 );
 error_set!(
     /// A write of the journeys API: conditional (`If-Match`), rate-limited.
