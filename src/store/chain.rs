@@ -438,9 +438,7 @@ impl Walk {
 
     /// Records a break at `seq`, unless an earlier one is known.
     pub fn bad(&mut self, seq: u64, why: String) {
-        if self.first_bad.as_ref().is_none_or(|(first, _)| seq < *first) {
-            self.first_bad = Some((seq, why));
-        }
+        earliest(&mut self.first_bad, seq, why);
     }
 
     /// Checks the next event.
@@ -504,9 +502,14 @@ impl Walk {
 impl ChainReport {
     /// Records a break at `seq`, unless an earlier one is known.
     fn bad(&mut self, seq: u64, why: String) {
-        if self.first_bad.as_ref().is_none_or(|(first, _)| seq < *first) {
-            self.first_bad = Some((seq, why));
-        }
+        earliest(&mut self.first_bad, seq, why);
+    }
+}
+
+/// Keeps the earliest of the breaks found.
+fn earliest(first_bad: &mut Option<(u64, String)>, seq: u64, why: String) {
+    if first_bad.as_ref().is_none_or(|(first, _)| seq < *first) {
+        *first_bad = Some((seq, why));
     }
 }
 

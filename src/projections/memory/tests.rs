@@ -222,17 +222,7 @@ fn sql_and_memory_tables_end_in_the_same_rows_for_every_event_type() {
     let mut live = Connection::open_in_memory().unwrap();
     crate::store::migrations::migrate(&mut live).unwrap();
     let mut memory = MemoryTables::default();
-    for (seq, (account, event)) in script().into_iter().enumerate() {
-        let recorded = RecordedEvent {
-            id: seq as u64 + 1,
-            seq: seq as u64 + 1,
-            account: account.into(),
-            stream: event.stream(account),
-            stream_version: 1,
-            event,
-            meta: "{}".into(),
-            recorded_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, seq as u32).unwrap(),
-        };
+    for recorded in recorded_script() {
         let mut tables = SqlTables::new(&live);
         apply(&mut tables, &recorded).unwrap();
         tables.finish().unwrap().write(&live).unwrap();
