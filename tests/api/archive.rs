@@ -309,7 +309,14 @@ async fn a_retention_archives_old_events_on_the_sweepers_schedule() {
     // Nothing more is due until another day passes; the other account keeps everything.
     assert_eq!(ctxd::sweeper::archive_one_due(&app.store, app.clock.now()).await.unwrap(), None);
     assert_eq!(live_at_or_before(&app, "other", 1), 1);
-    // A second archive goes on from the first: its segment connects to it.
+    // A second archive goes on from the first: its segment connects to it, and it rewrites only
+    // the snapshot streams its events changed.
+    let digest = |stream: &str| -> Vec<u8> {
+        app.connection()
+            .query_row("SELECT digest FROM snapshot_streams WHERE stream = ?1", [stream], |row| row.get(0))
+            .unwrap()
+    };
+    let (namespace, session) = (digest("ns/acme/bots"), digest("ctx/acme/bots/s1"));
     app.clock.advance(Duration::days(3));
     assert_eq!(
         ctxd::sweeper::archive_one_due(&app.store, app.clock.now()).await.unwrap().as_deref(),
@@ -320,6 +327,8 @@ async fn a_retention_archives_old_events_on_the_sweepers_schedule() {
     assert_eq!(segments.len(), 2);
     assert_eq!(segments[1]["first_seq"].as_u64().unwrap(), through + 1);
     dropped(&app, "acme", segments[1]["last_seq"].as_u64().unwrap()).await;
+    assert_eq!(digest("ns/acme/bots"), namespace, "untouched since the first archive");
+    assert_ne!(digest("ctx/acme/bots/s1"), session, "patched on the second day");
     assert_eq!(answers(&app, &key, &services).await, before);
     assert_eq!(app.verify().mismatch, None);
     let paths: Vec<PathBuf> = segments

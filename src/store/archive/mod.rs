@@ -358,6 +358,7 @@ pub struct Prepared {
     pub read_seq: u64,
     pub event: LogArchived,
     pub events: u64,
+    /// The snapshot's streams that changed since the previous one (all, for a first archive).
     pub streams: Vec<SnapshotStream>,
     /// (customer, service) pairs that the archived events gave.
     pub given: Vec<(String, String)>,
@@ -449,15 +450,26 @@ pub fn prepare(
         )?;
         statement.query_map([account], |row| Ok((row.get(0)?, row.get(1)?)))?.collect::<Result<_, _>>()?
     };
+    // The previous snapshot's streams as stored: one that the archived events leave as it was
+    // keeps its row (salt, digest), so that the commit writes only what changed.
+    let mut kept: BTreeMap<String, (u64, Hash, String)> = BTreeMap::new();
     {
-        let mut statement =
-            conn.prepare_cached("SELECT stream, version, state FROM snapshot_streams WHERE account_id = ?1")?;
+        let mut statement = conn.prepare_cached(
+            "SELECT stream, version, digest, state FROM snapshot_streams WHERE account_id = ?1",
+        )?;
         let mut rows = statement.query_streamed([account])?;
         while let Some(row) = rows.next()? {
-            let (stream, version, state): (String, u64, Vec<u8>) = (row.get(0)?, row.get(1)?, row.get(2)?);
-            let state = parse_state(&stream, &state)?;
-            versions.insert(stream, version);
-            tables.load_stream(account, state);
+            let (stream, version, digest, state): (String, u64, Vec<u8>, Vec<u8>) =
+                (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+            let text = unpack(&stream, &state)?;
+            let parsed = serde_json::from_str(&text)
+                .map_err(|error| StoreError::Corrupt(format!("snapshot stream {stream}: {error}")))?;
+            let digest = digest.try_into().map_err(|_| {
+                StoreError::Corrupt(format!("snapshot stream {stream}: its digest is not 32 bytes"))
+            })?;
+            versions.insert(stream.clone(), version);
+            tables.load_stream(account, parsed);
+            kept.insert(stream, (version, digest, text));
         }
     }
     let archived = crate::projections::replay_range(
@@ -486,15 +498,23 @@ pub fn prepare(
     for (customer, service) in &given {
         given_to.entry(service_stream(account, service)).or_default().push(customer.clone());
     }
-    let mut streams = Vec::with_capacity(versions.len());
+    let (mut streams, mut digests) = (Vec::new(), Vec::with_capacity(versions.len()));
     for (stream, version) in versions {
         let mut state = states.remove(&stream).map(|(_, state)| state).unwrap_or_default();
         state.given_to = given_to.remove(&stream).unwrap_or_default();
         let contact_key = state.service.as_ref().and_then(|service| service.contact_key.clone());
         let state = serde_json::to_string(&state).expect("a stream state serializes");
-        let salt = chain::new_salt();
-        let digest = stream_digest(&salt, &stream, version, &state);
-        streams.push(SnapshotStream { stream, version, salt, digest, state, contact_key });
+        match kept.remove(&stream) {
+            Some((kept_version, digest, text)) if kept_version == version && text == state => {
+                digests.push((stream, version, digest));
+            }
+            _ => {
+                let salt = chain::new_salt();
+                let digest = stream_digest(&salt, &stream, version, &state);
+                digests.push((stream.clone(), version, digest));
+                streams.push(SnapshotStream { stream, version, salt, digest, state, contact_key });
+            }
+        }
     }
     if let Some((stream, _)) = states.into_iter().next() {
         return Err(StoreError::Corrupt(format!(
@@ -502,7 +522,9 @@ pub fn prepare(
         ))
         .into());
     }
-    let digest = snapshot_digest(streams.iter().map(|s| (s.stream.as_str(), s.version, s.digest.as_slice())));
+    let digest = snapshot_digest(
+        digests.iter().map(|(stream, version, digest)| (stream.as_str(), *version, digest.as_slice())),
+    );
     let event = LogArchived {
         first_seq: after + 1,
         through_seq: through,
@@ -511,7 +533,7 @@ pub fn prepare(
         through_recorded_at,
         segment: written.name,
         segment_sha256: written.sha256,
-        streams: streams.len() as u64,
+        streams: digests.len() as u64,
         snapshot_sha256: hex::encode(digest),
     };
     Ok(Some(Prepared {
@@ -554,10 +576,12 @@ pub fn commit(
     if erased {
         return Err(conflict("an erasure was recorded").into());
     }
-    conn.execute("DELETE FROM snapshot_streams WHERE account_id = ?1", [account])?;
+    // Only the streams whose state or version changed since the previous snapshot.
     let mut insert = conn.prepare_cached(
         "INSERT INTO snapshot_streams (stream, account_id, version, salt, digest, state, contact_key)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (stream) DO UPDATE SET version = excluded.version, salt = excluded.salt,
+             digest = excluded.digest, state = excluded.state, contact_key = excluded.contact_key",
     )?;
     for stream in &prepared.streams {
         insert.execute(params![
@@ -570,9 +594,9 @@ pub fn commit(
             stream.contact_key
         ])?;
     }
-    conn.execute("DELETE FROM snapshot_customer_services WHERE account_id = ?1", [account])?;
     let mut insert = conn.prepare_cached(
-        "INSERT INTO snapshot_customer_services (account_id, customer_id, service_id) VALUES (?1, ?2, ?3)",
+        "INSERT INTO snapshot_customer_services (account_id, customer_id, service_id) VALUES (?1, ?2, ?3)
+         ON CONFLICT DO NOTHING",
     )?;
     for (customer, service) in &prepared.given {
         insert.execute(params![account, customer, service])?;
