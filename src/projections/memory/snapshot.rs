@@ -35,6 +35,10 @@ pub struct StreamState {
     pub service: Option<ServiceDoc>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub abandoned: Vec<AbandonedRow>,
+    /// The archive segments (by their last position) that hold this stream's events: the ones
+    /// an erasure of it rewrites.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<u64>,
     /// The customers archived events gave this service to (`ServiceStarted`,
     /// `ServiceAssociated`), for an erasure of any of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

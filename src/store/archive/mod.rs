@@ -453,6 +453,7 @@ pub fn prepare(
     // The previous snapshot's streams as stored: one that the archived events leave as it was
     // keeps its row (salt, digest), so that the commit writes only what changed.
     let mut kept: BTreeMap<String, (u64, Hash, String)> = BTreeMap::new();
+    let mut segments: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     {
         let mut statement = conn.prepare_cached(
             "SELECT stream, version, digest, state FROM snapshot_streams WHERE account_id = ?1",
@@ -462,8 +463,9 @@ pub fn prepare(
             let (stream, version, digest, state): (String, u64, Vec<u8>, Vec<u8>) =
                 (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
             let text = unpack(&stream, &state)?;
-            let parsed = serde_json::from_str(&text)
+            let parsed: StreamState = serde_json::from_str(&text)
                 .map_err(|error| StoreError::Corrupt(format!("snapshot stream {stream}: {error}")))?;
+            segments.insert(stream.clone(), parsed.segments.clone());
             let digest = digest.try_into().map_err(|_| {
                 StoreError::Corrupt(format!("snapshot stream {stream}: its digest is not 32 bytes"))
             })?;
@@ -502,6 +504,11 @@ pub fn prepare(
     for (stream, version) in versions {
         let mut state = states.remove(&stream).map(|(_, state)| state).unwrap_or_default();
         state.given_to = given_to.remove(&stream).unwrap_or_default();
+        state.segments = segments.remove(&stream).unwrap_or_default();
+        // A stream whose version moved had events in this segment.
+        if kept.get(&stream).is_none_or(|(kept_version, _, _)| *kept_version != version) {
+            state.segments.push(through);
+        }
         let contact_key = state.service.as_ref().and_then(|service| service.contact_key.clone());
         let state = serde_json::to_string(&state).expect("a stream state serializes");
         match kept.remove(&stream) {
@@ -750,13 +757,17 @@ pub fn erase_streams(
     if archived_through(conn, account)? == 0 {
         return Ok(Vec::new());
     }
+    let mut holding = Vec::new();
     for (stream, erasure) in streams {
         let Some(state) = stream_state(conn, stream)? else { continue };
+        holding.extend(state.segments.iter().copied());
+        let (segments, given_to) = (state.segments.clone(), state.given_to.clone());
         let mut tables = MemoryTables::default();
         tables.load_stream(account, state);
         let at = time_text(Utc::now());
         crate::projections::apply_ref(&mut tables, account, &at, erasure)?;
-        let state = tables.into_streams().remove(stream).map(|(_, state)| state).unwrap_or_default();
+        let mut state = tables.into_streams().remove(stream).map(|(_, state)| state).unwrap_or_default();
+        (state.segments, state.given_to) = (segments, given_to);
         let text = serde_json::to_string(&state).expect("a stream state serializes");
         // The contact key goes with the state: an erasure redacts it.
         let contact_key = state.service.as_ref().and_then(|service| service.contact_key.clone());
@@ -773,7 +784,9 @@ pub fn erase_streams(
     let rows: Vec<(String, String, u64)> = statement
         .query_map([account], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
         .collect::<Result<_, _>>()?;
-    for (directory, name, through) in rows {
+    // Only the segments that hold the streams' events.
+    let holding: BTreeSet<u64> = holding.into_iter().collect();
+    for (directory, name, through) in rows.into_iter().filter(|(_, _, through)| holding.contains(through)) {
         let path = Path::new(&directory).join(&name);
         let (made, sha256) = segment::redact(&path, &names).map_err(|error| {
             DomainError::Conflict(format!(
