@@ -471,6 +471,34 @@ async fn a_kill_during_an_archive_leaves_the_old_state_or_the_new_and_loses_noth
     }
     // Some kill came after a commit; the restarted writer deleted what that archive moved.
     assert!(archived_through > 0);
+    // The next archive of the account removes any segment a kill left uncommitted.
+    let (status, _) = send(
+        &client,
+        &server.addr,
+        "POST",
+        "/admin/accounts/acme/archive",
+        &admin,
+        r#"{"before":"2000-01-01T00:00:00Z"}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    let (_, retention) =
+        send(&client, &server.addr, "GET", "/admin/accounts/acme/retention", &admin, "").await.unwrap();
+    let retention: Value = serde_json::from_str(&retention).unwrap();
+    let mut recorded: Vec<String> = retention["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|segment| segment["segment"].as_str().unwrap().to_string())
+        .collect();
+    recorded.sort();
+    let mut on_disk: Vec<String> = std::fs::read_dir(dir.path().join("archive/acme"))
+        .unwrap()
+        .map(|entry| format!("acme/{}", entry.unwrap().file_name().to_string_lossy()))
+        .collect();
+    on_disk.sort();
+    assert_eq!(on_disk, recorded);
     let conn = crate::helpers::raw_connection(dir.path());
     for _ in 0..200 {
         let left: i64 = conn

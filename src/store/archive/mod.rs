@@ -689,9 +689,15 @@ async fn archive_now(
         .into());
     };
     let owned = account.to_string();
+    let one_process = matches!(store.location(), super::Location::Sqlite(_));
     let prepared = store
         // One read snapshot (`Store::read`).
-        .read_large(move |conn| Ok(prepare(conn, &owned, before, &dir, now)))
+        .read_large(move |conn| {
+            if one_process {
+                remove_unrecorded(conn, &dir, &owned)?;
+            }
+            Ok(prepare(conn, &owned, before, &dir, now))
+        })
         .await?
         .map_err(|error| match error {
             ArchiveError::Broken { .. } => super::WriteError::from(DomainError::Conflict(error.to_string())),
@@ -804,6 +810,24 @@ pub fn erase_streams(
         redactions.extend(made);
     }
     Ok(redactions)
+}
+
+/// Removes the files of `account`'s segment directory that no archive records: what a process
+/// killed between writing a segment and committing it left. Only where one process uses the
+/// store (SQLite) and it holds the account's turn: on a directory that nodes share, another
+/// node's segment could be on its way to its commit.
+fn remove_unrecorded(conn: &Connection, dir: &Path, account: &str) -> Result<(), StoreError> {
+    let folder = dir.join(segment::account_dir(account));
+    let Ok(entries) = std::fs::read_dir(&folder) else { return Ok(()) };
+    let recorded: BTreeSet<String> = segments(conn, account)?.into_iter().map(|row| row.segment).collect();
+    for entry in entries.flatten() {
+        let name = format!("{}/{}", segment::account_dir(account), entry.file_name().to_string_lossy());
+        if !recorded.contains(&name) {
+            tracing::info!(file = %entry.path().display(), "removing a segment no archive records (left by a stop before its commit)");
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
 }
 
 /// Events deleted per step of the writer: about the cost of an ordinary group.

@@ -75,7 +75,7 @@ fn private_file(path: &Path) -> Result<File, StoreError> {
 
 /// The directory of an account's segments: its id percent-encoded, so that any id is one
 /// plain file name.
-fn account_dir(account: &str) -> String {
+pub(super) fn account_dir(account: &str) -> String {
     const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_');
     percent_encoding::utf8_percent_encode(account, KEEP).to_string()
 }
