@@ -471,7 +471,7 @@ async fn a_kill_during_an_archive_leaves_the_old_state_or_the_new_and_loses_noth
     }
     // Some kill came after a commit; the restarted writer deleted what that archive moved.
     assert!(archived_through > 0);
-    // The next archive of the account removes any segment a kill left uncommitted.
+    // The next archive of the account removes any segment a kill left uncommitted (SQLite).
     let (status, _) = send(
         &client,
         &server.addr,
@@ -498,7 +498,12 @@ async fn a_kill_during_an_archive_leaves_the_old_state_or_the_new_and_loses_noth
         .map(|entry| format!("acme/{}", entry.unwrap().file_name().to_string_lossy()))
         .collect();
     on_disk.sort();
-    assert_eq!(on_disk, recorded);
+    match crate::helpers::on_postgres() {
+        // Nodes may share the directory: a segment no archive records may be another node's on
+        // its way to its commit, and stays (docs/AUDIT.md).
+        true => assert!(recorded.iter().all(|name| on_disk.contains(name)), "{on_disk:?} {recorded:?}"),
+        false => assert_eq!(on_disk, recorded),
+    }
     let conn = crate::helpers::raw_connection(dir.path());
     for _ in 0..200 {
         let left: i64 = conn
