@@ -107,6 +107,8 @@ pub async fn run(
 ) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A retention archive (minutes for a large account) runs beside the sweeps, not in their way.
+    let mut archiving: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             _ = ticker.tick() => {
@@ -123,8 +125,13 @@ pub async fn run(
                 if let Err(error) = prune_idempotency_keys(&store, retention).await {
                     warn_unless_said(&error, "idempotency key pruning failed");
                 }
-                if let Err(error) = archive_one_due(&store, clock.now()).await {
-                    warn_unless_said(&error, "archiving past an account's retention failed");
+                if archiving.as_ref().is_none_or(|task| task.is_finished()) {
+                    let (store, now) = (store.clone(), clock.now());
+                    archiving = Some(tokio::spawn(async move {
+                        if let Err(error) = archive_one_due(&store, now).await {
+                            warn_unless_said(&error, "archiving past an account's retention failed");
+                        }
+                    }));
                 }
             }
             _ = stop.changed() => {
