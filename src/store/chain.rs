@@ -364,7 +364,7 @@ pub fn verify_range(
     let mut later = Walk::new(through, GENESIS);
     let mut statement = conn.prepare_cached(&format!(
         "SELECT event_type, data FROM events WHERE account = ?1 AND seq > ?2 AND event_type IN ({})",
-        ERASURE_TYPES.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ")
+        erasure_types_sql()
     ))?;
     let mut rows = statement.query_streamed(params![account, through])?;
     while let Some(row) = rows.next()? {
@@ -523,6 +523,11 @@ pub fn accounts(conn: &Connection) -> Result<Vec<String>, StoreError> {
 /// Walks every account's chain (`ctxd verify --chain`), in account order.
 pub fn verify_all(conn: &Connection) -> Result<Vec<ChainReport>, StoreError> {
     accounts(conn)?.iter().map(|account| verify(conn, account)).collect()
+}
+
+/// `ERASURE_TYPES` as an SQL list, for `event_type IN (…)`.
+pub fn erasure_types_sql() -> String {
+    ERASURE_TYPES.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ")
 }
 
 /// The event types that record an erasure.

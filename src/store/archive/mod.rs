@@ -149,7 +149,7 @@ pub fn live_redactions(
     let mut walk = chain::Walk::new(0, GENESIS);
     let mut statement = conn.prepare(&format!(
         "SELECT event_type, data FROM events WHERE account = ?1 AND event_type IN ({})",
-        chain::ERASURE_TYPES.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ")
+        chain::erasure_types_sql()
     ))?;
     let mut rows = statement.query_streamed([account])?;
     while let Some(row) = rows.next()? {
@@ -223,7 +223,7 @@ pub fn snapshot_problem(conn: &Connection, account: &str) -> Result<Option<(u64,
     }
     let mut erased = conn.prepare_cached(&format!(
         "SELECT 1 FROM events WHERE stream = ?1 AND seq > ?2 AND event_type IN ({}) LIMIT 1",
-        chain::ERASURE_TYPES.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ")
+        chain::erasure_types_sql()
     ))?;
     let mut statement = conn.prepare_cached(
         "SELECT stream, version, salt, digest, state FROM snapshot_streams WHERE account_id = ?1 ORDER BY stream",
@@ -577,7 +577,7 @@ pub fn commit(
     let erased: bool = conn
         .prepare_cached(&format!(
             "SELECT 1 FROM events WHERE account = ?1 AND seq > ?2 AND event_type IN ({}) LIMIT 1",
-            chain::ERASURE_TYPES.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ")
+            chain::erasure_types_sql()
         ))?
         .exists(params![account, prepared.read_seq])?;
     if erased {
