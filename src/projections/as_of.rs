@@ -134,7 +134,7 @@ fn fold(source: &Connection, streams: &Streams, until: Until<'_>) -> Result<Conn
     let names = stream_names(source, streams, until)?;
     let mut tables = MemoryTables::default();
     // Streams with archived events start from the snapshot (a point before the cut was refused).
-    crate::store::archive::seed(source, streams.account(), Some(&names), &mut tables)?;
+    crate::store::archive::seed(source, streams.account(), &names, &mut tables)?;
     replay(source, &mut tables, Selection { events: Events::Streams(&names), until })?;
     let conn = Connection::open_in_memory()?;
     let tx = conn.transaction()?;

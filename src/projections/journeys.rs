@@ -64,11 +64,11 @@ pub fn apply(tables: &mut impl Tables, recorded: &EventRef<'_>) -> Result<(), St
                 tables.put_service(account, doc)?;
             }
             tables.redact_abandoned(account, &e.service_id)?;
-            tables.advance_customer_erasure(account, &e.customer_id, &e.service_id)
+            tables.advance_customer_erasure(account, &e.customer_id, &e.service_id, recorded.seq)
         }
         Event::CustomerErasureStarted(e) => {
             tables.delete_customer(account, &e.customer_id)?;
-            tables.start_customer_erasure(account, &e.customer_id, recorded.recorded_at)
+            tables.start_customer_erasure(account, &e.customer_id, recorded.recorded_at, recorded.seq)
         }
         Event::CustomerErased(e) => {
             tables.delete_customer(account, &e.customer_id)?;

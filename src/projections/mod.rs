@@ -48,6 +48,9 @@ pub const TABLES: &[(&str, &str)] = &[
 #[derive(Debug, Clone, Copy)]
 pub struct EventRef<'a> {
     pub account: &'a str,
+    /// Its position in the account's log: a fold in stream order (`fold_into`) uses it to put
+    /// back the log's order where one stream's event changes another's row.
+    pub seq: u64,
     /// As stored: RFC 3339, microseconds.
     pub recorded_at: &'a str,
     pub event: &'a Event,
@@ -58,19 +61,25 @@ pub fn apply(tables: &mut impl Tables, recorded: &RecordedEvent) -> Result<(), S
     let recorded_at = log::format_time(recorded.recorded_at);
     apply_event(
         tables,
-        &EventRef { account: &recorded.account, recorded_at: &recorded_at, event: &recorded.event },
+        &EventRef {
+            account: &recorded.account,
+            seq: recorded.seq,
+            recorded_at: &recorded_at,
+            event: &recorded.event,
+        },
     )
 }
 
-/// Applies one event of `account`, recorded at `recorded_at` (as stored), to every projection
-/// it concerns.
+/// Applies one event of `account`, at position `seq` and recorded at `recorded_at` (as stored),
+/// to every projection it concerns.
 pub fn apply_ref(
     tables: &mut impl Tables,
     account: &str,
+    seq: u64,
     recorded_at: &str,
     event: &Event,
 ) -> Result<(), StoreError> {
-    apply_event(tables, &EventRef { account, recorded_at, event })
+    apply_event(tables, &EventRef { account, seq, recorded_at, event })
 }
 
 fn apply_event(tables: &mut impl Tables, event: &EventRef<'_>) -> Result<(), StoreError> {
@@ -185,7 +194,7 @@ pub fn replay(
     // Events up to an account's last archive are folded into its snapshot (`fold` seeds it):
     // the archive's writer deletes them in steps, and until then they are passed over here.
     let mut statement = source.prepare(&format!(
-        "SELECT id, account, event_type, data, recorded_at FROM events WHERE {filter} AND {} AND {LIVE} ORDER BY id",
+        "SELECT id, account, event_type, data, recorded_at, seq FROM events WHERE {filter} AND {} AND {LIVE} ORDER BY id",
         events.until.condition()
     ))?;
     let names = names.map(|names| serde_json::to_string(names).expect("names serialize"));
@@ -196,7 +205,8 @@ pub fn replay(
         let text = |index| row.get_ref(index).and_then(|value| value.as_str());
         let event = Event::decode(text(2)?, text(3)?)
             .map_err(|error| StoreError::Corrupt(format!("event id {id}: {error}")))?;
-        apply_event(target, &EventRef { account: text(1)?, recorded_at: text(4)?, event: &event })?;
+        let seq = row.get(5)?;
+        apply_event(target, &EventRef { account: text(1)?, seq, recorded_at: text(4)?, event: &event })?;
         applied += 1;
     }
     Ok(applied)
@@ -227,7 +237,7 @@ pub fn replay_range(
         let text = |index| row.get_ref(index).and_then(|value| value.as_str());
         let event = Event::decode(text(3)?, text(4)?)
             .map_err(|error| StoreError::Corrupt(format!("account {account}, event {seq}: {error}")))?;
-        apply_event(target, &EventRef { account, recorded_at: text(5)?, event: &event })?;
+        apply_event(target, &EventRef { account, seq, recorded_at: text(5)?, event: &event })?;
         each(text(1)?, row.get(2)?, &event);
         applied += 1;
     }
@@ -242,23 +252,82 @@ pub fn clear(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Folds the log (`Events::All`, or some accounts' logs) into projection tables held in memory.
-/// Run it inside a read transaction, so that it folds one snapshot.
-pub fn fold(source: &Connection, events: Events<'_>) -> Result<(MemoryTables, u64), StoreError> {
+/// How much a fold in stream order reads (bytes of event payloads and snapshot states) before
+/// it stores the rows it has folded: what bounds its memory, whatever the log's length.
+const FOLD_BUDGET_BYTES: usize = 64 << 20;
+
+/// Events a fold in stream order reads per query.
+const FOLD_PAGE: usize = 20_000;
+
+/// Folds the log — every account's, or only `accounts'` — into the projection tables of
+/// `target`, which hold none of the rows it makes: stream by stream, in stream order, each
+/// stream from its account's archive snapshot (if it has one) and then its live events. A
+/// stream's rows are its own, so the rows of the streams folded so far are stored whenever
+/// `FOLD_BUDGET_BYTES` have been read, and memory holds only those and the account-wide rows
+/// (docs/ARCHITECTURE.md, "Bounded rebuild"). Run it inside a transaction of `source`, so that
+/// it folds one snapshot of the log; `source` and `target` may be the same connection. Returns
+/// the number of events applied.
+pub fn fold_into(
+    source: &Connection,
+    target: &Connection,
+    accounts: Option<&[String]>,
+) -> Result<u64, StoreError> {
+    fold_in_stream_order(source, target, accounts, FOLD_BUDGET_BYTES)
+}
+
+fn fold_in_stream_order(
+    source: &Connection,
+    target: &Connection,
+    accounts: Option<&[String]>,
+    budget: usize,
+) -> Result<u64, StoreError> {
+    let accounts = accounts.map(|names| serde_json::to_string(names).expect("names serialize"));
+    let mut statement = source.prepare(&format!(
+        "SELECT stream, stream_version, account, seq, event_type, data, recorded_at FROM events
+         WHERE (stream, stream_version) > (?1, ?2)
+           AND (CAST(?3 AS TEXT) IS NULL OR account IN {})
+           AND {LIVE}
+         ORDER BY stream, stream_version LIMIT {FOLD_PAGE}",
+        json_array_elements(source, "?3")
+    ))?;
+    let mut snapshots = crate::store::archive::Snapshots::new(accounts.clone());
     let mut tables = MemoryTables::default();
-    // Archived accounts start from their snapshots.
-    for account in crate::store::archive::archived_accounts(source)? {
-        let selected = match events {
-            Events::All => true,
-            Events::Accounts(names) => names.contains(&account),
-            Events::Streams(_) => false,
-        };
-        if selected {
-            crate::store::archive::seed(source, &account, None, &mut tables)?;
+    let (mut after, mut read, mut applied) = ((String::new(), 0i64), 0usize, 0u64);
+    loop {
+        // A page at a time, received whole on PostgreSQL: the rows folded so far are stored on
+        // the same connection midway (rebuild), which `query_streamed` would not allow.
+        let mut rows = statement.query(crate::params![after.0, after.1, accounts])?;
+        let mut page = 0;
+        while let Some(row) = rows.next()? {
+            let text = |index| row.get_ref(index).and_then(|value| value.as_str());
+            let (stream, version): (&str, i64) = (text(0)?, row.get(1)?);
+            if stream != after.0 {
+                // A stream's start: what is folded so far is complete.
+                if read >= budget {
+                    tables.flush_stream_rows(target)?;
+                    read = 0;
+                }
+                read += snapshots.load_through(source, Some(stream), &mut tables)?;
+                after.0.clear();
+                after.0.push_str(stream);
+            }
+            after.1 = version;
+            let (account, seq): (&str, u64) = (text(2)?, row.get(3)?);
+            let data = text(5)?;
+            let event = Event::decode(text(4)?, data)
+                .map_err(|error| StoreError::Corrupt(format!("account {account}, event {seq}: {error}")))?;
+            apply_event(&mut tables, &EventRef { account, seq, recorded_at: text(6)?, event: &event })?;
+            read += data.len();
+            page += 1;
+        }
+        applied += page as u64;
+        if page < FOLD_PAGE {
+            break;
         }
     }
-    let applied = replay(source, &mut tables, Selection { events, until: Until::End })?;
-    Ok((tables, applied))
+    snapshots.load_through(source, None, &mut tables)?;
+    tables.write_to(target)?;
+    Ok(applied)
 }
 
 /// Drops the projections and rebuilds them from the log, in one transaction.
@@ -271,10 +340,8 @@ pub fn rebuild(conn: &mut Connection) -> Result<u64, StoreError> {
 
 /// `rebuild` inside the caller's transaction (a migration's, so that the two commit together).
 pub fn rebuild_within(tx: &Connection) -> Result<u64, StoreError> {
-    let (tables, applied) = fold(tx, Events::All)?;
     clear(tx)?;
-    tables.write_to(tx)?;
-    Ok(applied)
+    fold_into(tx, tx, None)
 }
 
 /// A deterministic sha256 of one projection table's rows, hex.

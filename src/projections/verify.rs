@@ -4,7 +4,7 @@
 use crate::store::db::Connection;
 use crate::store::db::Value;
 
-use super::{Events, TABLES, checksums, fold};
+use super::{TABLES, checksums, fold_into};
 use crate::store::{StoreError, migrations};
 
 /// What `verify` found.
@@ -29,12 +29,9 @@ fn verify_in_snapshot(live: &Connection) -> Result<Report, StoreError> {
     let scratch_file = ScratchFile::new()?;
     let mut scratch = scratch_file.open()?;
     migrations::migrate(&mut scratch)?;
-    let (tables, events) = fold(live, Events::All)?;
     scratch.execute_batch("BEGIN")?;
-    tables.write_to(&scratch)?;
+    let events = fold_into(live, &scratch, None)?;
     scratch.execute_batch("COMMIT")?;
-    // The folded tables are in the scratch store now: their memory is not needed for the rest.
-    drop(tables);
     let tables = checksums(live)?;
     let rebuilt = checksums(&scratch)?;
     let mismatch = tables

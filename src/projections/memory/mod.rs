@@ -55,6 +55,9 @@ pub struct MemoryTables {
     customers: BTreeMap<(String, String), (Properties, String)>,
     /// (started_at, erased_through) of customer erasures in progress.
     customer_erasures: BTreeMap<(String, String), (String, Option<String>)>,
+    /// The positions of each erasure's start and of its last advance (`Tables::
+    /// start_customer_erasure`); 0 for one loaded from a snapshot.
+    erasure_positions: HashMap<(String, String), (u64, u64)>,
     /// (account, key name) → (position, key)
     identification_keys: BTreeMap<(String, String), (usize, IdentificationKeyDefined)>,
     journey_settings: BTreeMap<String, JourneySettingsSet>,
@@ -268,8 +271,10 @@ impl Tables for MemoryTables {
         account_id: &str,
         customer_id: &str,
         at: &str,
+        seq: u64,
     ) -> Result<(), StoreError> {
         let key = (account_id.to_string(), customer_id.to_string());
+        self.erasure_positions.insert(key.clone(), (seq, seq));
         match self.customer_erasures.insert(key, (at.to_string(), None)) {
             None => Ok(()),
             Some(_) => Err(duplicate("customer_erasures", customer_id)),
@@ -281,16 +286,25 @@ impl Tables for MemoryTables {
         account_id: &str,
         customer_id: &str,
         service_id: &str,
+        seq: u64,
     ) -> Result<(), StoreError> {
-        if let Some(row) = self.customer_erasures.get_mut(&(account_id.to_string(), customer_id.to_string()))
-        {
-            row.1 = Some(service_id.to_string());
+        let key = (account_id.to_string(), customer_id.to_string());
+        if let Some(row) = self.customer_erasures.get_mut(&key) {
+            let (started, advanced) = self.erasure_positions.entry(key).or_default();
+            // An advance of an earlier erasure of the customer, or one before the last, is
+            // passed over: in stream order they may come after it.
+            if seq > *started && seq > *advanced {
+                row.1 = Some(service_id.to_string());
+                *advanced = seq;
+            }
         }
         Ok(())
     }
 
     fn end_customer_erasure(&mut self, account_id: &str, customer_id: &str) -> Result<(), StoreError> {
-        self.customer_erasures.remove(&(account_id.to_string(), customer_id.to_string()));
+        let key = (account_id.to_string(), customer_id.to_string());
+        self.erasure_positions.remove(&key);
+        self.customer_erasures.remove(&key);
         Ok(())
     }
 

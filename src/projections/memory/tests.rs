@@ -293,3 +293,104 @@ fn a_log_that_inserts_a_row_twice_is_reported_as_corrupt() {
     memory.insert_account("acme", "t").unwrap();
     assert!(matches!(memory.insert_account("acme", "t"), Err(StoreError::Corrupt(_))));
 }
+
+/// The script, with a second erasure of a customer whose first one erased services (their
+/// `ServiceErased` events come after the new start in stream order, and must not advance it),
+/// and a last erased service that sorts before the one erased before it, stored as a log.
+fn stored_script() -> (Connection, Vec<RecordedEvent>) {
+    let mut script = recorded_script();
+    for (kind, data) in [
+        ("ServiceErased", r#"{"service_id":"s0","customer_id":"c1"}"#),
+        ("CustomerErasureStarted", r#"{"customer_id":"c2","redacted":[]}"#),
+    ] {
+        let mut last = script.last().unwrap().clone();
+        (last.id, last.seq) = (last.id + 1, last.seq + 1);
+        last.event = Event::decode(kind, data).unwrap();
+        last.stream = last.event.stream("acme");
+        script.push(last);
+    }
+    let mut conn = Connection::open_in_memory().unwrap();
+    crate::store::migrations::migrate(&mut conn).unwrap();
+    let mut versions = std::collections::HashMap::new();
+    let mut heads = std::collections::HashMap::new();
+    for recorded in &mut script {
+        let version = versions.entry(recorded.stream.clone()).or_insert(0);
+        *version += 1;
+        recorded.stream_version = *version;
+        let head = heads.entry(recorded.account.clone()).or_insert(crate::store::chain::GENESIS);
+        *head = crate::store::log::append(&conn, recorded, head).unwrap();
+    }
+    (conn, script)
+}
+
+#[test]
+fn a_fold_in_stream_order_stored_in_pieces_ends_in_the_rows_of_the_log_order() {
+    let (log, script) = stored_script();
+    let mut whole = MemoryTables::default();
+    for recorded in &script {
+        apply(&mut whole, recorded).unwrap();
+    }
+    let expected = checksums_of(&whole);
+    let erasures = |conn: &Connection| -> Vec<(String, Option<String>)> {
+        let mut statement =
+            conn.prepare("SELECT customer_id, erased_through FROM customer_erasures ORDER BY 1").unwrap();
+        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?))).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    };
+    // Every stream stored as soon as it is folded, some, and all at the end.
+    for budget in [0, 200, usize::MAX] {
+        let mut target = Connection::open_in_memory().unwrap();
+        crate::store::migrations::migrate(&mut target).unwrap();
+        let applied = crate::projections::fold_in_stream_order(&log, &target, None, budget).unwrap();
+        assert_eq!(applied, script.len() as u64);
+        assert_eq!(checksums(&target).unwrap(), expected, "budget {budget}");
+        assert_eq!(
+            erasures(&target),
+            [("c1".to_string(), Some("s0".to_string())), ("c2".to_string(), None)],
+            "the last advance in the log's order, and none of an earlier erasure"
+        );
+    }
+}
+
+#[test]
+fn a_fold_in_stream_order_starts_each_stream_from_its_snapshot() {
+    let expected = {
+        let mut whole = MemoryTables::default();
+        stored_script().1.iter().for_each(|recorded| apply(&mut whole, recorded).unwrap());
+        checksums_of(&whole)
+    };
+    let length = stored_script().1.len();
+    for cut in [1, 7, length / 2, length - 2, length] {
+        let (log, script) = stored_script();
+        let mut before = MemoryTables::default();
+        for recorded in &script[..cut] {
+            apply(&mut before, recorded).unwrap();
+        }
+        for (stream, (account, state)) in before.into_streams() {
+            let state = crate::store::archive::pack(&serde_json::to_string(&state).unwrap());
+            log.execute(
+                "INSERT INTO snapshot_streams (stream, account_id, version, digest, state) VALUES (?1, ?2, 0, x'00', ?3)",
+                crate::params![stream, account, state],
+            )
+            .unwrap();
+        }
+        // What the archive of each account's events before the cut records.
+        for recorded in &script[..cut] {
+            log.execute(
+                "INSERT INTO archives (account_id, first_seq, through_seq, previous_hash, through_hash,
+                     through_recorded_at, directory, segment, segment_sha256, archived_at)
+                 VALUES (?1, 1, ?2, x'00', x'00', '', '', '', '', '')
+                 ON CONFLICT DO NOTHING",
+                crate::params![recorded.account, recorded.seq],
+            )
+            .unwrap();
+        }
+        for budget in [0, usize::MAX] {
+            let mut target = Connection::open_in_memory().unwrap();
+            crate::store::migrations::migrate(&mut target).unwrap();
+            let applied = crate::projections::fold_in_stream_order(&log, &target, None, budget).unwrap();
+            assert_eq!(applied, (length - cut) as u64, "cut after {cut} events");
+            assert_eq!(checksums(&target).unwrap(), expected, "cut after {cut} events, budget {budget}");
+        }
+    }
+}

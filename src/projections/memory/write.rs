@@ -13,13 +13,40 @@ use crate::store::StoreError;
 impl MemoryTables {
     /// Inserts every row into the (empty) projection tables of `conn`, in primary key order.
     pub fn write_to(&self, conn: &Connection) -> Result<(), StoreError> {
-        self.write_context_to(conn)?;
-        self.write_journeys_to(conn)?;
-        self.write_analytics_to(conn)
+        self.write_stream_rows(conn)?;
+        self.write_account_rows(conn)
     }
 
-    fn write_analytics_to(&self, conn: &Connection) -> Result<(), StoreError> {
-        self.counters.write(conn)?;
+    /// Inserts the rows that belong to one stream each (sessions, namespaces, services,
+    /// customers, abandoned journeys) into `conn` and forgets them, keeping the account-wide
+    /// ones (accounts, keys, settings, counters, erasures in progress): a fold in stream order
+    /// (`projections::fold_into`) stores what it folded this way at a stream's start, when it
+    /// has folded enough, and no row it stores is written to again.
+    pub fn flush_stream_rows(&mut self, conn: &Connection) -> Result<(), StoreError> {
+        self.write_stream_rows(conn)?;
+        self.namespaces.clear();
+        self.session_ttls.clear();
+        self.properties.clear();
+        self.services.clear();
+        self.customers.clear();
+        self.abandoned.clear();
+        Ok(())
+    }
+
+    fn write_stream_rows(&self, conn: &Connection) -> Result<(), StoreError> {
+        self.write_sessions_to(conn)?;
+        self.write_services_to(conn)?;
+        self.write_customers_to(conn)?;
+        self.write_abandoned_to(conn)
+    }
+
+    fn write_account_rows(&self, conn: &Connection) -> Result<(), StoreError> {
+        self.write_accounts_to(conn)?;
+        self.write_journey_settings_to(conn)?;
+        self.counters.write(conn)
+    }
+
+    fn write_abandoned_to(&self, conn: &Connection) -> Result<(), StoreError> {
         let mut insert = conn.prepare(INSERT_ABANDONED)?;
         for (account_id, row) in &self.abandoned {
             insert.execute(params![
@@ -36,7 +63,7 @@ impl MemoryTables {
         Ok(())
     }
 
-    fn write_journeys_to(&self, conn: &Connection) -> Result<(), StoreError> {
+    fn write_services_to(&self, conn: &Connection) -> Result<(), StoreError> {
         let mut insert = conn.prepare(
             "INSERT INTO services (account_id, service_id, customer_id, contact_key, started_at, active,
                                    auto_complete_at, expires_at, document)
@@ -58,12 +85,10 @@ impl MemoryTables {
                 c.document
             ])?;
         }
-        let mut insert = conn.prepare(
-            "INSERT INTO customer_erasures (account_id, customer_id, started_at, erased_through) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        for ((account_id, customer_id), (started_at, erased_through)) in &self.customer_erasures {
-            insert.execute(params![account_id, customer_id, started_at, erased_through])?;
-        }
+        Ok(())
+    }
+
+    fn write_customers_to(&self, conn: &Connection) -> Result<(), StoreError> {
         let mut insert = conn.prepare(
             "INSERT INTO customers (account_id, customer_id, profile, created_at) VALUES (?1, ?2, ?3, ?4)",
         )?;
@@ -81,6 +106,16 @@ impl MemoryTables {
         )?;
         for row in attributes {
             insert.execute(row)?;
+        }
+        Ok(())
+    }
+
+    fn write_journey_settings_to(&self, conn: &Connection) -> Result<(), StoreError> {
+        let mut insert = conn.prepare(
+            "INSERT INTO customer_erasures (account_id, customer_id, started_at, erased_through) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for ((account_id, customer_id), (started_at, erased_through)) in &self.customer_erasures {
+            insert.execute(params![account_id, customer_id, started_at, erased_through])?;
         }
         let mut insert = conn.prepare(
             "INSERT INTO identification_keys (account_id, name, position, source, attributes, is_unique)
@@ -103,7 +138,7 @@ impl MemoryTables {
         Ok(())
     }
 
-    fn write_context_to(&self, conn: &Connection) -> Result<(), StoreError> {
+    fn write_accounts_to(&self, conn: &Connection) -> Result<(), StoreError> {
         let mut insert = conn.prepare(
             "INSERT INTO accounts (account_id, created_at, writes_per_second, retention_days) VALUES (?1, ?2, ?3, ?4)",
         )?;
@@ -126,6 +161,10 @@ impl MemoryTables {
             ];
             insert.execute(row)?;
         }
+        Ok(())
+    }
+
+    fn write_sessions_to(&self, conn: &Connection) -> Result<(), StoreError> {
         let mut insert = conn.prepare(
             "INSERT INTO namespaces (account_id, namespace, created_at, ttl_second, deleting_since)
              VALUES (?1, ?2, ?3, ?4, ?5)",

@@ -93,18 +93,23 @@ pub trait Tables {
     ) -> Result<(), StoreError>;
     /// Removes a profile and its attribute index (an erasure).
     fn delete_customer(&mut self, account_id: &str, customer_id: &str) -> Result<(), StoreError>;
-    /// A customer erasure that proceeds in steps: started, its last erased service, ended.
+    /// A customer erasure that proceeds in steps: started, its last erased service, ended. Its
+    /// steps are the one place where an event (`ServiceErased`, a service's) changes another
+    /// stream's row (the customer's), so they take the event's position `seq`: a fold in stream
+    /// order keeps the advance that came last in the log, and only one that came after the start.
     fn start_customer_erasure(
         &mut self,
         account_id: &str,
         customer_id: &str,
         at: &str,
+        seq: u64,
     ) -> Result<(), StoreError>;
     fn advance_customer_erasure(
         &mut self,
         account_id: &str,
         customer_id: &str,
         service_id: &str,
+        seq: u64,
     ) -> Result<(), StoreError>;
     fn end_customer_erasure(&mut self, account_id: &str, customer_id: &str) -> Result<(), StoreError>;
     fn insert_identification_key(

@@ -304,6 +304,7 @@ impl Tables for SqlTables<'_> {
         account_id: &str,
         customer_id: &str,
         at: &str,
+        _seq: u64,
     ) -> Result<(), StoreError> {
         self.run(
             "INSERT INTO customer_erasures (account_id, customer_id, started_at) VALUES (?1, ?2, ?3)",
@@ -316,6 +317,7 @@ impl Tables for SqlTables<'_> {
         account_id: &str,
         customer_id: &str,
         service_id: &str,
+        _seq: u64,
     ) -> Result<(), StoreError> {
         self.run(
             "UPDATE customer_erasures SET erased_through = ?3 WHERE account_id = ?1 AND customer_id = ?2",

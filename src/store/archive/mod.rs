@@ -69,38 +69,82 @@ pub fn segment_of(conn: &Connection, account: &str, seq: u64) -> Result<Option<S
         .optional()?)
 }
 
-/// Loads the snapshot's rows of `account` — of every stream, or of the streams named — into
-/// `tables`, as they were at the cut.
+/// Loads the snapshot's rows of `account`'s `streams` into `tables`, as they were at the cut.
 pub fn seed(
     conn: &Connection,
     account: &str,
-    streams: Option<&[String]>,
+    streams: &[String],
     tables: &mut MemoryTables,
 ) -> Result<(), StoreError> {
-    let mut load = |stream: String, state: Vec<u8>| -> Result<(), StoreError> {
-        tables.load_stream(account, parse_state(&stream, &state)?);
-        Ok(())
-    };
-    match streams {
-        None => {
-            let mut statement =
-                conn.prepare_cached("SELECT stream, state FROM snapshot_streams WHERE account_id = ?1")?;
-            let mut rows = statement.query_streamed([account])?;
-            while let Some(row) = rows.next()? {
-                load(row.get(0)?, row.get(1)?)?;
-            }
-        }
-        Some(names) => {
-            let mut statement =
-                conn.prepare_cached("SELECT state FROM snapshot_streams WHERE stream = ?1")?;
-            for name in names {
-                if let Some(state) = statement.query_row([name], |row| row.get(0)).optional()? {
-                    load(name.clone(), state)?;
-                }
-            }
+    let mut statement = conn.prepare_cached("SELECT state FROM snapshot_streams WHERE stream = ?1")?;
+    for name in streams {
+        if let Some(state) = statement.query_row([name], |row| row.get::<Vec<u8>>(0)).optional()? {
+            tables.load_stream(account, parse_state(name, &state)?);
         }
     }
     Ok(())
+}
+
+/// The snapshot streams of every account (or of the accounts in a JSON array) in stream order,
+/// read a page at a time, for a fold in stream order (`projections::fold_into`).
+pub struct Snapshots {
+    accounts: Option<String>,
+    /// Read and not yet loaded: account, stream, stored state.
+    page: std::collections::VecDeque<(String, String, Vec<u8>)>,
+    /// The last stream read; `done` once a page came back short.
+    after: String,
+    done: bool,
+}
+
+impl Snapshots {
+    pub fn new(accounts: Option<String>) -> Snapshots {
+        Snapshots { accounts, page: Default::default(), after: String::new(), done: false }
+    }
+
+    /// Loads into `tables` the streams up to `through` (included), or all that are left, and
+    /// answers how many bytes of state they took.
+    pub fn load_through(
+        &mut self,
+        conn: &Connection,
+        through: Option<&str>,
+        tables: &mut MemoryTables,
+    ) -> Result<usize, StoreError> {
+        let mut loaded = 0;
+        loop {
+            if self.page.is_empty() && !self.done {
+                self.read_page(conn)?;
+            }
+            let Some((_, stream, _)) = self.page.front() else { return Ok(loaded) };
+            if through.is_some_and(|through| stream.as_str() > through) {
+                return Ok(loaded);
+            }
+            let (account, stream, state) = self.page.pop_front().expect("looked at above");
+            let text = unpack(&stream, &state)?;
+            loaded += text.len();
+            let state = serde_json::from_str(&text)
+                .map_err(|error| StoreError::Corrupt(format!("snapshot stream {stream}: {error}")))?;
+            tables.load_stream(&account, state);
+        }
+    }
+
+    fn read_page(&mut self, conn: &Connection) -> Result<(), StoreError> {
+        const PAGE: usize = 1_000;
+        let mut statement = conn.prepare_cached(&format!(
+            "SELECT account_id, stream, state FROM snapshot_streams
+             WHERE stream > ?1 AND (CAST(?2 AS TEXT) IS NULL OR account_id IN {})
+             ORDER BY stream LIMIT {PAGE}",
+            crate::projections::json_array_elements(conn, "?2")
+        ))?;
+        let rows = statement.query_map(params![self.after, self.accounts], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?;
+        self.page = rows.collect::<Result<_, _>>()?;
+        self.done = self.page.len() < PAGE;
+        if let Some((_, stream, _)) = self.page.back() {
+            self.after.clone_from(stream);
+        }
+        Ok(())
+    }
 }
 
 /// One stream's state in the snapshot of its account's last archive.
@@ -258,7 +302,7 @@ pub fn snapshot_problem(conn: &Connection, account: &str) -> Result<Option<(u64,
 }
 
 /// A snapshot state as stored: its JSON text, deflated (service documents shrink about fivefold).
-fn pack(state: &str) -> Vec<u8> {
+pub(crate) fn pack(state: &str) -> Vec<u8> {
     use std::io::Write;
     let mut out = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
     out.write_all(state.as_bytes()).and_then(|_| out.finish()).expect("deflating into memory cannot fail")
@@ -278,13 +322,6 @@ fn unpack(stream: &str, stored: &[u8]) -> Result<String, StoreError> {
 fn parse_state(stream: &str, stored: &[u8]) -> Result<StreamState, StoreError> {
     serde_json::from_str(&unpack(stream, stored)?)
         .map_err(|error| StoreError::Corrupt(format!("snapshot stream {stream}: {error}")))
-}
-
-/// The accounts that have a snapshot, in order.
-pub fn archived_accounts(conn: &Connection) -> Result<Vec<String>, StoreError> {
-    let mut statement = conn.prepare("SELECT DISTINCT account_id FROM archives ORDER BY account_id")?;
-    let rows = statement.query_map([], |row| row.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Why an archive was not made.
@@ -771,7 +808,8 @@ pub fn erase_streams(
         let mut tables = MemoryTables::default();
         tables.load_stream(account, state);
         let at = time_text(Utc::now());
-        crate::projections::apply_ref(&mut tables, account, &at, erasure)?;
+        // The erasure comes after every event the state holds.
+        crate::projections::apply_ref(&mut tables, account, u64::MAX, &at, erasure)?;
         let mut state = tables.into_streams().remove(stream).map(|(_, state)| state).unwrap_or_default();
         (state.segments, state.given_to) = (segments, given_to);
         let text = serde_json::to_string(&state).expect("a stream state serializes");

@@ -12,7 +12,6 @@ use chrono::DateTime;
 
 use crate::domain::Event;
 use crate::domain::names::check_name;
-use crate::projections::Events;
 use crate::store::StoreError;
 use crate::store::chain::{self, Hash, Salt};
 use crate::store::log;
@@ -115,8 +114,7 @@ fn import_in_one_transaction(
         crate::projections::rebuild_within(&tx).map(drop)
     } else {
         // The store's other accounts keep their projections; the new ones start from none.
-        crate::projections::fold(&tx, Events::Accounts(&accounts))
-            .and_then(|(tables, _)| tables.write_to(&tx))
+        crate::projections::fold_into(&tx, &tx, Some(&accounts)).map(drop)
     };
     built.map_err(|error| match error {
         StoreError::Database(error) if error.is_constraint_violation() => TransferError::Clash,
