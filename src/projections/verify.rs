@@ -78,25 +78,31 @@ impl Drop for ScratchFile {
     }
 }
 
-fn rows(conn: &Connection, table: &str, order_by: &str) -> Result<Vec<Vec<Value>>, StoreError> {
-    let mut statement = conn.prepare(&format!("SELECT * FROM {table} ORDER BY {order_by}"))?;
-    let columns = statement.column_count();
-    let rows = statement.query_map([], |row| (0..columns).map(|index| row.get::<Value>(index)).collect())?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
+/// The first row of `table` that differs between the two stores, reading both in key order a
+/// row at a time (a table may be larger than memory).
 fn first_difference(
     live: &Connection,
     rebuilt: &Connection,
     table: &str,
     order_by: &str,
 ) -> Result<String, StoreError> {
-    let live_rows = rows(live, table, order_by)?;
-    let rebuilt_rows = rows(rebuilt, table, order_by)?;
-    for index in 0..live_rows.len().max(rebuilt_rows.len()) {
-        let (a, b) = (live_rows.get(index), rebuilt_rows.get(index));
+    let sql = format!("SELECT * FROM {table} ORDER BY {order_by}");
+    let (mut a, mut b) = (live.prepare(&sql)?, rebuilt.prepare(&sql)?);
+    let columns = a.column_count();
+    let (mut a, mut b) = (a.query_streamed([])?, b.query_streamed([])?);
+    let next = |rows: &mut crate::store::db::QueryRows<'_>| -> Result<Option<Vec<Value>>, StoreError> {
+        Ok(match rows.next()? {
+            Some(row) => Some((0..columns).map(|index| row.get::<Value>(index)).collect::<Result<_, _>>()?),
+            None => None,
+        })
+    };
+    for index in 0.. {
+        let (a, b) = (next(&mut a)?, next(&mut b)?);
         if a != b {
             return Ok(format!("table {table}, row {index}: live {a:?}, rebuilt from the log {b:?}"));
+        }
+        if a.is_none() {
+            break;
         }
     }
     Ok(format!("table {table}: checksums differ"))

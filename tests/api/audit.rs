@@ -520,3 +520,19 @@ async fn erasing_a_session_redacts_its_values_and_leaves_it_empty() {
     let bad = app.call(&key, "POST", "/v1/account/acme/namespace/events/session/x/erase", "").await;
     bad.assert_error(400);
 }
+
+#[tokio::test]
+async fn a_projection_row_changed_with_sql_is_reported_by_verify_with_its_table_and_row() {
+    let app = spawn_app().await;
+    let key = app.account("acme").await;
+    for session in ["a", "b", "c"] {
+        patch(&app, &key, "acme", session, json!({"plan": "gold"})).await;
+    }
+    assert_eq!(app.verify().mismatch, None);
+    raw_connection(&app.data_dir)
+        .execute("UPDATE properties SET value = '\"platinum\"' WHERE session_id = 'b'", [])
+        .unwrap();
+    let mismatch = app.verify().mismatch.expect("the changed row is found");
+    assert!(mismatch.starts_with("table properties, row 1:"), "{mismatch}");
+    assert!(mismatch.contains("platinum") && mismatch.contains("gold"), "{mismatch}");
+}
