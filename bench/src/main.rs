@@ -18,7 +18,9 @@
 //!    `--analytics-services` realistic journeys through the live decide + append + apply path
 //!    (`analytics_fill.rs`), then the real server on it answering the analytics queries
 //!    (`dropoff`, `transitions`, `timeseries`, `abandoned`) one at a time; p50/p90/max per query,
-//!    the fill rate and the store's size;
+//!    the fill rate and the store's size; with `--maintenance`, then the `ctxd` binary's
+//!    `rebuild`, `verify`, `archive` of the whole log and `compact` on that store, each with its
+//!    peak resident set, beside the raw read of the log in stream order (`maintenance.rs`);
 //! 5. **audit reads** (`audit.rs`): as-of GETs of a session with `--audit-changes` changes, the
 //!    account's event feed over SSE (catching up, then live under load) and the hash chain's
 //!    verification, on a store filled with `--audit-events` events, each beside its raw limit;
@@ -43,6 +45,7 @@ mod failover;
 mod http_client;
 mod journeys;
 mod load;
+mod maintenance;
 mod neighbours;
 mod raw;
 mod raw_journeys;
@@ -134,6 +137,11 @@ struct Args {
     /// on; 0 skips the analytics workload.
     #[arg(long, default_value_t = 1_000_000)]
     analytics_services: u64,
+    /// After the analytics workload, on its store: `ctxd rebuild`, `verify`, `archive` of the
+    /// whole log, `compact`, and rebuild and verify from the snapshot, each timed with its peak
+    /// resident set (minutes at 1,000,000 services).
+    #[arg(long)]
+    maintenance: bool,
     /// Events (journeys) in the store the audit workload's feed and chain figures are measured
     /// on; 0 skips the audit workload. The live feed runs under `--clients`, `--warmup-secs`
     /// and `--duration-secs`.
@@ -262,6 +270,9 @@ fn run(args: Args) -> Result<(), BoxError> {
     }
     if args.workload.includes_analytics() && args.analytics_services > 0 && !args.skip_http {
         failures.extend(analytics::run(&scratch.path.join("analytics"), args.analytics_services)?);
+        if args.maintenance {
+            maintenance::run(&scratch.path.join("analytics"))?;
+        }
     }
     if args.workload.includes_audit() && args.audit_events > 0 && !args.skip_http {
         let sizes = audit::Sizes {

@@ -37,17 +37,47 @@ fn counter_sql(counter: Counter) -> &'static str {
     &all[Counter::ALL.iter().position(|c| *c == counter).expect("every counter is in ALL")]
 }
 
-/// Counter deltas not yet written, summed per row: (counter, account and keys) → deltas in
-/// `Counter::values` order. The writer gathers those of a whole group commit and writes each
-/// row once before the commit (services of one cohort share rows); rebuild gathers the whole log.
+/// Counter deltas not yet written, summed per row: for each counter, (account and keys) →
+/// deltas in `Counter::values` order. The writer gathers those of a whole group commit and
+/// writes each row once before the commit (services of one cohort share rows); a fold gathers
+/// the whole log's. A row's key is its strings encoded as one (`encode`), so that adding to a
+/// row that exists allocates nothing.
 #[derive(Debug, Default)]
 #[must_use = "counter deltas are lost unless written (`PendingCounts::write`) or merged"]
-pub struct PendingCounts(HashMap<(Counter, Vec<String>), Vec<i64>>);
+pub struct PendingCounts {
+    rows: HashMap<Counter, HashMap<Vec<u8>, Vec<i64>>>,
+    /// Reused to encode the key looked up.
+    buffer: Vec<u8>,
+}
+
+/// The strings of a row's key as one byte string: each one's length (4 bytes) then its bytes,
+/// so that no two keys encode alike.
+fn encode<'a>(parts: impl Iterator<Item = &'a str>, into: &mut Vec<u8>) {
+    into.clear();
+    for part in parts {
+        into.extend_from_slice(&(part.len() as u32).to_le_bytes());
+        into.extend_from_slice(part.as_bytes());
+    }
+}
+
+fn decode(mut key: &[u8]) -> Vec<String> {
+    let mut parts = Vec::new();
+    while let Some((length, rest)) = key.split_first_chunk::<4>() {
+        let (part, rest) = rest.split_at(u32::from_le_bytes(*length) as usize);
+        parts.push(String::from_utf8_lossy(part).into_owned());
+        key = rest;
+    }
+    parts
+}
 
 impl PendingCounts {
     pub fn add(&mut self, account_id: &str, counter: Counter, keys: &[&str], deltas: &[i64]) {
-        let key = std::iter::once(account_id).chain(keys.iter().copied()).map(str::to_string).collect();
-        let counts = self.0.entry((counter, key)).or_insert_with(|| vec![0; deltas.len()]);
+        encode(std::iter::once(account_id).chain(keys.iter().copied()), &mut self.buffer);
+        let rows = self.rows.entry(counter).or_default();
+        let counts = match rows.get_mut(self.buffer.as_slice()) {
+            Some(counts) => counts,
+            None => rows.entry(self.buffer.clone()).or_insert_with(|| vec![0; deltas.len()]),
+        };
         for (count, delta) in counts.iter_mut().zip(deltas) {
             *count = count.saturating_add(*delta);
         }
@@ -55,23 +85,31 @@ impl PendingCounts {
 
     /// Every row, in key order: counter, account and keys, values.
     pub fn into_rows(self) -> Vec<(Counter, Vec<String>, Vec<i64>)> {
-        let mut rows: Vec<_> =
-            self.0.into_iter().map(|((counter, key), values)| (counter, key, values)).collect();
+        let mut rows: Vec<_> = self
+            .rows
+            .into_iter()
+            .flat_map(|(counter, rows)| {
+                rows.into_iter().map(move |(key, values)| (counter, decode(&key), values))
+            })
+            .collect();
         rows.sort_unstable();
         rows
     }
 
     /// Adds `other`'s deltas to these.
     pub fn merge(&mut self, other: PendingCounts) {
-        for (row, deltas) in other.0 {
-            match self.0.entry(row) {
-                Entry::Occupied(mut counts) => {
-                    for (count, delta) in counts.get_mut().iter_mut().zip(deltas) {
-                        *count = count.saturating_add(delta);
+        for (counter, rows) in other.rows {
+            let mine = self.rows.entry(counter).or_default();
+            for (key, deltas) in rows {
+                match mine.entry(key) {
+                    Entry::Occupied(mut counts) => {
+                        for (count, delta) in counts.get_mut().iter_mut().zip(deltas) {
+                            *count = count.saturating_add(delta);
+                        }
                     }
-                }
-                Entry::Vacant(slot) => {
-                    slot.insert(deltas);
+                    Entry::Vacant(slot) => {
+                        slot.insert(deltas);
+                    }
                 }
             }
         }
@@ -79,14 +117,45 @@ impl PendingCounts {
 
     /// Adds every row's deltas to its counter row in `conn`, in key order.
     pub fn write(&self, conn: &Connection) -> Result<(), StoreError> {
-        let mut rows: Vec<_> = self.0.iter().collect();
+        let mut rows: Vec<_> = self
+            .rows
+            .iter()
+            .flat_map(|(counter, rows)| rows.iter().map(move |(key, values)| (*counter, decode(key), values)))
+            .collect();
         rows.sort_unstable();
-        for ((counter, key), deltas) in rows {
+        for (counter, key, deltas) in rows {
             let keys = key.iter().map(|key| key as &dyn ToSql);
             let params: Vec<&dyn ToSql> =
                 keys.chain(deltas.iter().map(|delta| delta as &dyn ToSql)).collect();
-            conn.prepare_cached(counter_sql(*counter))?.execute_later(params.as_slice())?;
+            conn.prepare_cached(counter_sql(counter))?.execute_later(params.as_slice())?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_summed_by_their_whole_key_and_come_back_in_key_order() {
+        let mut counts = PendingCounts::default();
+        let counter = Counter::ALL[0];
+        counts.add("acme", counter, &["ab", "c"], &[1, 2]);
+        counts.add("acme", counter, &["a", "bc"], &[10, 20]);
+        counts.add("acme", counter, &["ab", "c"], &[1, 2]);
+        counts.add("acme", counter, &["a\0", "\u{e9}"], &[5, 5]);
+        let mut other = PendingCounts::default();
+        other.add("acme", counter, &["a", "bc"], &[100, 200]);
+        counts.merge(other);
+        let keys = |parts: &[&str]| parts.iter().map(|part| part.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            counts.into_rows(),
+            [
+                (counter, keys(&["acme", "a", "bc"]), vec![110, 220]),
+                (counter, keys(&["acme", "a\0", "\u{e9}"]), vec![5, 5]),
+                (counter, keys(&["acme", "ab", "c"]), vec![2, 4]),
+            ]
+        );
     }
 }

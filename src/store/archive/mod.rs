@@ -727,6 +727,7 @@ async fn archive_now(
     };
     let owned = account.to_string();
     let one_process = matches!(store.location(), super::Location::Sqlite(_));
+    let started = std::time::Instant::now();
     let prepared = store
         // One read snapshot (`Store::read`).
         .read_large(move |conn| {
@@ -762,8 +763,18 @@ async fn archive_now(
     };
     let command =
         crate::domain::Command::Archive { account: account.to_string(), prepared: Box::new(prepared) };
+    let prepared_in = started.elapsed();
     match store.submit(request(command)).await {
         Ok(outcome) => {
+            // The commit is one writer step: how long it held the writer (queue included).
+            tracing::info!(
+                account,
+                events = archived.archived_events,
+                streams = archived.snapshot_streams,
+                prepare = ?prepared_in,
+                commit = ?(started.elapsed() - prepared_in),
+                "archived; the archived events are deleted in steps"
+            );
             store.wake_steps();
             Ok(Archived { seq: outcome.last_seq, ..archived })
         }
