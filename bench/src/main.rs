@@ -142,6 +142,10 @@ struct Args {
     /// resident set (minutes at 1,000,000 services).
     #[arg(long)]
     maintenance: bool,
+    /// With `--maintenance`: another `ctxd` binary (an earlier build) whose `rebuild` and
+    /// `verify` run on the same store, alternated with this build's, two pairs each.
+    #[arg(long)]
+    maintenance_baseline: Option<PathBuf>,
     /// Events (journeys) in the store the audit workload's feed and chain figures are measured
     /// on; 0 skips the audit workload. The live feed runs under `--clients`, `--warmup-secs`
     /// and `--duration-secs`.
@@ -271,7 +275,7 @@ fn run(args: Args) -> Result<(), BoxError> {
     if args.workload.includes_analytics() && args.analytics_services > 0 && !args.skip_http {
         failures.extend(analytics::run(&scratch.path.join("analytics"), args.analytics_services)?);
         if args.maintenance {
-            maintenance::run(&scratch.path.join("analytics"))?;
+            maintenance::run(&scratch.path.join("analytics"), args.maintenance_baseline.as_deref())?;
         }
     }
     if args.workload.includes_audit() && args.audit_events > 0 && !args.skip_http {

@@ -5,7 +5,7 @@
 //! SQLite limit of the read it starts with; the store's bytes per event before and after.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,12 +21,21 @@ struct Run {
     peak_kib: u64,
 }
 
-/// Runs `ctxd ARGS` on the store in `dir` and waits for it; an exit other than 0 is an error
-/// carrying its output.
+/// The `ctxd` binary next to this one.
+fn this_build() -> Result<PathBuf, BoxError> {
+    Ok(std::env::current_exe()?.with_file_name("ctxd"))
+}
+
+/// Runs `ctxd ARGS` (this build's) on the store in `dir` and waits for it.
 fn ctxd(dir: &Path, args: &[&str]) -> Result<Run, BoxError> {
-    let binary = std::env::current_exe()?.with_file_name("ctxd");
+    run_binary(&this_build()?, dir, args)
+}
+
+/// Runs `binary ARGS` on the store in `dir` and waits for it; an exit other than 0 is an error
+/// carrying its output.
+fn run_binary(binary: &Path, dir: &Path, args: &[&str]) -> Result<Run, BoxError> {
     let started = Instant::now();
-    let mut child = Command::new(&binary)
+    let mut child = Command::new(binary)
         .env("CTXD_DATA_DIR", dir)
         // The archive's phases (prepared off the writer, committed in one step) on stderr.
         .env("RUST_LOG", "warn,ctxd::store::archive=info")
@@ -104,8 +113,9 @@ fn line(what: &str, run: &Run, events: u64, raw: Option<Duration>) -> String {
     )
 }
 
-/// Runs the maintenance commands on the (stopped) store in `dir` and prints their figures.
-pub fn run(dir: &Path) -> Result<(), BoxError> {
+/// Runs the maintenance commands on the (stopped) store in `dir` and prints their figures; with
+/// `baseline`, that binary's rebuild and verify alternated with this build's.
+pub fn run(dir: &Path, baseline: Option<&Path>) -> Result<(), BoxError> {
     let events: u64 = {
         let conn = ctxd::store::read::open_read_only(&database_path(dir))?;
         conn.query_row("SELECT count(*) FROM events", [], |row| row.get(0))?
@@ -119,8 +129,20 @@ pub fn run(dir: &Path) -> Result<(), BoxError> {
         before / events.max(1)
     );
     let (raw, read) = raw_read(dir)?;
-    println!("{}", line("rebuild", &ctxd(dir, &["rebuild"])?, read, Some(raw)));
-    println!("{}", line("verify", &ctxd(dir, &["verify"])?, read, Some(raw)));
+    let this = this_build()?;
+    let builds: Vec<(&str, &Path)> = match baseline {
+        None => vec![("", &this)],
+        Some(baseline) => vec![(" (this build)", &this), (" (baseline)", baseline)],
+    };
+    let pairs = if baseline.is_some() { 2 } else { 1 };
+    for command in ["rebuild", "verify"] {
+        for _ in 0..pairs {
+            for (label, binary) in &builds {
+                let run = run_binary(binary, dir, &[command])?;
+                println!("{}", line(&format!("{command}{label}"), &run, read, Some(raw)));
+            }
+        }
+    }
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     println!(
         "{}",
