@@ -137,11 +137,14 @@ struct Args {
     /// on; 0 skips the analytics workload.
     #[arg(long, default_value_t = 1_000_000)]
     analytics_services: u64,
-    /// After the analytics workload, on its store: `ctxd rebuild`, `verify`, `archive` of the
-    /// whole log, `compact`, and rebuild and verify from the snapshot, each timed with its peak
-    /// resident set (minutes at 1,000,000 services).
+    /// After the analytics workload, on its store: `ctxd compact`, `rebuild` and `verify`, each
+    /// timed with its peak resident set (minutes at 1,000,000 services).
     #[arg(long)]
     maintenance: bool,
+    /// With `--maintenance`, then `ctxd archive` of the whole log, `compact`, and rebuild and
+    /// verify from the snapshot.
+    #[arg(long)]
+    maintenance_archive: bool,
     /// With `--maintenance`: another `ctxd` binary (an earlier build) whose `rebuild` and
     /// `verify` run on the same store, alternated with this build's, two pairs each.
     #[arg(long)]
@@ -275,7 +278,8 @@ fn run(args: Args) -> Result<(), BoxError> {
     if args.workload.includes_analytics() && args.analytics_services > 0 && !args.skip_http {
         failures.extend(analytics::run(&scratch.path.join("analytics"), args.analytics_services)?);
         if args.maintenance {
-            maintenance::run(&scratch.path.join("analytics"), args.maintenance_baseline.as_deref())?;
+            let dir = scratch.path.join("analytics");
+            maintenance::run(&dir, args.maintenance_baseline.as_deref(), args.maintenance_archive)?;
         }
     }
     if args.workload.includes_audit() && args.audit_events > 0 && !args.skip_http {

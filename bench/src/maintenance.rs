@@ -1,6 +1,7 @@
 //! Maintenance at scale (`--maintenance`, after the analytics workload, on its store): the real
-//! `ctxd` binary's `rebuild` and `verify` of the whole store, then `archive` of the account's
-//! whole log, `compact`, and `rebuild` and `verify --chain` again from the snapshot. Each is timed
+//! `ctxd` binary's `rebuild` and `verify` of the whole store, then (`--maintenance-archive`)
+//! `archive` of the account's whole log, `compact`, and `rebuild` and `verify --chain` again
+//! from the snapshot. Each is timed
 //! with its peak resident set (the kernel's figure for the child, from `wait4`), beside the raw
 //! SQLite limit of the read it starts with; the store's bytes per event before and after.
 
@@ -114,8 +115,9 @@ fn line(what: &str, run: &Run, events: u64, raw: Option<Duration>) -> String {
 }
 
 /// Runs the maintenance commands on the (stopped) store in `dir` and prints their figures; with
-/// `baseline`, that binary's rebuild and verify alternated with this build's.
-pub fn run(dir: &Path, baseline: Option<&Path>) -> Result<(), BoxError> {
+/// `baseline`, that binary's rebuild and verify alternated with this build's; with `archive`,
+/// the archive and what follows it.
+pub fn run(dir: &Path, baseline: Option<&Path>, archive: bool) -> Result<(), BoxError> {
     let events: u64 = {
         let conn = ctxd::store::read::open_read_only(&database_path(dir))?;
         conn.query_row("SELECT count(*) FROM events", [], |row| row.get(0))?
@@ -142,6 +144,9 @@ pub fn run(dir: &Path, baseline: Option<&Path>) -> Result<(), BoxError> {
                 println!("{}", line(&format!("{command}{label}"), &run, read, Some(raw)));
             }
         }
+    }
+    if !archive {
+        return Ok(());
     }
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     println!(
@@ -183,4 +188,22 @@ pub fn run(dir: &Path, baseline: Option<&Path>) -> Result<(), BoxError> {
         verify.peak_kib / 1024
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reaped_child_gives_its_exit_status_and_its_peak_resident_set() {
+        let spawn = |script: &str| Command::new("sh").args(["-c", script]).spawn().unwrap().id();
+        let (status, peak_kib) = wait_with_peak(spawn("exit 3")).unwrap();
+        assert_eq!(status, 3);
+        assert!(peak_kib > 0);
+        // A shell that holds a 64 MiB string shows at least that much.
+        let script = r"x=$(head -c 67108864 /dev/zero | tr '\0' a)";
+        let (status, peak_kib) = wait_with_peak(spawn(script)).unwrap();
+        assert_eq!(status, 0);
+        assert!(peak_kib >= 65536, "{peak_kib}");
+    }
 }
