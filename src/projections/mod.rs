@@ -293,6 +293,24 @@ fn fold_in_stream_order(
     let mut snapshots = crate::store::archive::Snapshots::new(accounts.clone());
     let mut tables = MemoryTables::default();
     let (mut after, mut read, mut applied) = ((String::new(), 0i64), 0usize, 0u64);
+    // At a stream's start (of its snapshot, or of its events when it has none), the streams
+    // before it are complete: stores them once the budget is spent.
+    let at_stream_start = |tables: &mut MemoryTables, read: &mut usize| {
+        if *read >= budget {
+            tables.flush_stream_rows(target)?;
+            *read = 0;
+        }
+        Ok::<_, StoreError>(())
+    };
+    // Loads the snapshot's streams up to `through` (all that are left for `None`).
+    let mut load = |through: Option<&str>, tables: &mut MemoryTables, read: &mut usize| {
+        while let Some((account, state, bytes)) = snapshots.next_through(source, through)? {
+            at_stream_start(tables, read)?;
+            tables.load_stream(&account, state);
+            *read += bytes;
+        }
+        Ok::<_, StoreError>(())
+    };
     loop {
         // A page at a time, received whole on PostgreSQL: the rows folded so far are stored on
         // the same connection midway (rebuild), which `query_streamed` would not allow.
@@ -302,12 +320,9 @@ fn fold_in_stream_order(
             let text = |index| row.get_ref(index).and_then(|value| value.as_str());
             let (stream, version): (&str, i64) = (text(0)?, row.get(1)?);
             if stream != after.0 {
-                // A stream's start: what is folded so far is complete.
-                if read >= budget {
-                    tables.flush_stream_rows(target)?;
-                    read = 0;
-                }
-                read += snapshots.load_through(source, Some(stream), &mut tables)?;
+                // Not between its snapshot and its events: they make one stream.
+                at_stream_start(&mut tables, &mut read)?;
+                load(Some(stream), &mut tables, &mut read)?;
                 after.0.clear();
                 after.0.push_str(stream);
             }
@@ -325,7 +340,7 @@ fn fold_in_stream_order(
             break;
         }
     }
-    snapshots.load_through(source, None, &mut tables)?;
+    load(None, &mut tables, &mut read)?;
     tables.write_to(target)?;
     Ok(applied)
 }

@@ -101,30 +101,25 @@ impl Snapshots {
         Snapshots { accounts, page: Default::default(), after: String::new(), done: false }
     }
 
-    /// Loads into `tables` the streams up to `through` (included), or all that are left, and
-    /// answers how many bytes of state they took.
-    pub fn load_through(
+    /// The next stream up to `through` (included), or of all that are left: its account, its
+    /// state, and the bytes its state took.
+    pub fn next_through(
         &mut self,
         conn: &Connection,
         through: Option<&str>,
-        tables: &mut MemoryTables,
-    ) -> Result<usize, StoreError> {
-        let mut loaded = 0;
-        loop {
-            if self.page.is_empty() && !self.done {
-                self.read_page(conn)?;
-            }
-            let Some((_, stream, _)) = self.page.front() else { return Ok(loaded) };
-            if through.is_some_and(|through| stream.as_str() > through) {
-                return Ok(loaded);
-            }
-            let (account, stream, state) = self.page.pop_front().expect("looked at above");
-            let text = unpack(&stream, &state)?;
-            loaded += text.len();
-            let state = serde_json::from_str(&text)
-                .map_err(|error| StoreError::Corrupt(format!("snapshot stream {stream}: {error}")))?;
-            tables.load_stream(&account, state);
+    ) -> Result<Option<(String, StreamState, usize)>, StoreError> {
+        if self.page.is_empty() && !self.done {
+            self.read_page(conn)?;
         }
+        let Some((_, stream, _)) = self.page.front() else { return Ok(None) };
+        if through.is_some_and(|through| stream.as_str() > through) {
+            return Ok(None);
+        }
+        let (account, stream, state) = self.page.pop_front().expect("looked at above");
+        let text = unpack(&stream, &state)?;
+        let state = serde_json::from_str(&text)
+            .map_err(|error| StoreError::Corrupt(format!("snapshot stream {stream}: {error}")))?;
+        Ok(Some((account, state, text.len())))
     }
 
     fn read_page(&mut self, conn: &Connection) -> Result<(), StoreError> {
@@ -265,37 +260,44 @@ pub fn snapshot_problem(conn: &Connection, account: &str) -> Result<Option<(u64,
             "the store's record of the archive differs from its LogArchived event".into(),
         )));
     }
-    let mut erased = conn.prepare_cached(&format!(
-        "SELECT 1 FROM events WHERE stream = ?1 AND seq > ?2 AND event_type IN ({}) LIMIT 1",
-        chain::erasure_types_sql()
-    ))?;
+    // One pass in stream order, hashing as it goes (`snapshot_digest`'s order); the erased
+    // streams (no salt) are checked after it, as no other statement may run on the connection
+    // while the rows stream in.
     let mut statement = conn.prepare_cached(
         "SELECT stream, version, salt, digest, state FROM snapshot_streams WHERE account_id = ?1 ORDER BY stream",
     )?;
     let mut rows = statement.query_streamed([account])?;
-    let mut digests: Vec<(String, u64, Vec<u8>)> = Vec::new();
-    let mut problem = None;
+    let mut digest = SnapshotDigest::default();
+    let (mut problem, mut erased) = (None, Vec::new());
     while let Some(row) = rows.next()? {
-        let (stream, version, salt, digest, state): (String, u64, Option<Vec<u8>>, Vec<u8>, Vec<u8>) =
+        let (stream, version, salt, stored, state): (String, u64, Option<Vec<u8>>, Vec<u8>, Vec<u8>) =
             (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?);
-        let sound = match &salt {
-            Some(salt) => match unpack(&stream, &state) {
-                Ok(state) => stream_digest(salt, &stream, version, &state).as_slice() == digest.as_slice(),
-                Err(_) => false,
-            },
-            None => erased.exists(params![stream, cut.through_seq])?,
-        };
-        if !sound && problem.is_none() {
-            problem = Some(format!("the snapshot's state of stream {stream} was changed outside an erasure"));
+        match &salt {
+            Some(salt) => {
+                let sound = unpack(&stream, &state)
+                    .is_ok_and(|state| stream_digest(salt, &stream, version, &state).as_slice() == stored);
+                if !sound && problem.is_none() {
+                    problem = Some(stream.clone());
+                }
+            }
+            None => erased.push(stream.clone()),
         }
-        digests.push((stream, version, digest));
+        digest.add(&stream, version, &stored);
     }
-    let digest = snapshot_digest(
-        digests.iter().map(|(stream, version, digest)| (stream.as_str(), *version, digest.as_slice())),
-    );
-    if problem.is_none()
-        && (hex::encode(digest) != event.snapshot_sha256 || digests.len() as u64 != event.streams)
-    {
+    drop(rows);
+    let mut erasure = conn.prepare_cached(&format!(
+        "SELECT 1 FROM events WHERE stream = ?1 AND seq > ?2 AND event_type IN ({}) LIMIT 1",
+        chain::erasure_types_sql()
+    ))?;
+    for stream in erased {
+        if problem.is_none() && !erasure.exists(params![stream, cut.through_seq])? {
+            problem = Some(stream);
+        }
+    }
+    let mut problem = problem
+        .map(|stream| format!("the snapshot's state of stream {stream} was changed outside an erasure"));
+    let (streams, digest) = digest.finish();
+    if problem.is_none() && (hex::encode(digest) != event.snapshot_sha256 || streams != event.streams) {
         problem = Some("the snapshot's streams are not the ones its LogArchived event records".into());
     }
     Ok(problem.map(|why| (seq, why)))
@@ -374,14 +376,33 @@ pub fn stream_digest(salt: &[u8], stream: &str, version: u64, state: &str) -> Ha
 
 /// The hash over a snapshot's streams (in stream order): each one's id, version and digest.
 pub fn snapshot_digest<'a>(streams: impl Iterator<Item = (&'a str, u64, &'a [u8])>) -> Hash {
-    let mut hasher = Sha256::new();
-    for (stream, version, digest) in streams {
-        hasher.update((stream.len() as u64).to_be_bytes());
-        hasher.update(stream.as_bytes());
-        hasher.update(version.to_be_bytes());
-        hasher.update(digest);
+    let mut digest = SnapshotDigest::default();
+    for (stream, version, stream_digest) in streams {
+        digest.add(stream, version, stream_digest);
     }
-    hasher.finalize().into()
+    digest.finish().1
+}
+
+/// `snapshot_digest` built a stream at a time, in stream order.
+#[derive(Default)]
+struct SnapshotDigest {
+    hasher: Sha256,
+    streams: u64,
+}
+
+impl SnapshotDigest {
+    fn add(&mut self, stream: &str, version: u64, digest: &[u8]) {
+        self.hasher.update((stream.len() as u64).to_be_bytes());
+        self.hasher.update(stream.as_bytes());
+        self.hasher.update(version.to_be_bytes());
+        self.hasher.update(digest);
+        self.streams += 1;
+    }
+
+    /// How many streams, and the digest.
+    fn finish(self) -> (u64, Hash) {
+        (self.streams, self.hasher.finalize().into())
+    }
 }
 
 /// An archive ready to commit: its segment written, its snapshot computed.
