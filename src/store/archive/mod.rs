@@ -357,8 +357,8 @@ pub struct SnapshotStream {
     pub version: u64,
     pub salt: chain::Salt,
     pub digest: Hash,
-    /// `StreamState` as JSON.
-    pub state: String,
+    /// `StreamState` as JSON, deflated (`pack`): off the writer, which only stores it.
+    pub state: Vec<u8>,
     /// A service stream's contact key (as-of reads by contact key find it).
     pub contact_key: Option<String>,
 }
@@ -577,6 +577,7 @@ pub fn prepare(
                 let salt = chain::new_salt();
                 let digest = stream_digest(&salt, &stream, version, &state);
                 digests.push((stream.clone(), version, digest));
+                let state = pack(&state);
                 streams.push(SnapshotStream { stream, version, salt, digest, state, contact_key });
             }
         }
@@ -655,7 +656,7 @@ pub fn commit(
             stream.version,
             stream.salt.as_slice(),
             stream.digest.as_slice(),
-            pack(&stream.state),
+            stream.state,
             stream.contact_key
         ])?;
     }
