@@ -405,6 +405,23 @@ impl SnapshotDigest {
     }
 }
 
+/// How a previous snapshot stream is told unchanged (`prepare`).
+enum Kept {
+    /// By its digest, with this salt.
+    Salted(Vec<u8>),
+    /// An erased stream (its salt removed), by its text.
+    Erased(String),
+}
+
+impl Kept {
+    fn unchanged(&self, stream: &str, version: u64, digest: &Hash, state: &str) -> bool {
+        match self {
+            Kept::Salted(salt) => stream_digest(salt, stream, version, state) == *digest,
+            Kept::Erased(text) => text == state,
+        }
+    }
+}
+
 /// An archive ready to commit: its segment written, its snapshot computed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prepared {
@@ -509,17 +526,19 @@ pub fn prepare(
         statement.query_map([account], |row| Ok((row.get(0)?, row.get(1)?)))?.collect::<Result<_, _>>()?
     };
     // The previous snapshot's streams as stored: one that the archived events leave as it was
-    // keeps its row (salt, digest), so that the commit writes only what changed.
-    let mut kept: BTreeMap<String, (u64, Hash, String)> = BTreeMap::new();
+    // keeps its row (salt, digest), so that the commit writes only what changed. Not their
+    // texts, which would double the fold's memory: a stream is unchanged when its new text has
+    // the kept digest under the kept salt (an erased one, without salt, by its text).
+    let mut kept: BTreeMap<String, (u64, Hash, Kept)> = BTreeMap::new();
     let mut segments: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     {
         let mut statement = conn.prepare_cached(
-            "SELECT stream, version, digest, state FROM snapshot_streams WHERE account_id = ?1",
+            "SELECT stream, version, digest, state, salt FROM snapshot_streams WHERE account_id = ?1",
         )?;
         let mut rows = statement.query_streamed([account])?;
         while let Some(row) = rows.next()? {
-            let (stream, version, digest, state): (String, u64, Vec<u8>, Vec<u8>) =
-                (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+            let (stream, version, digest, state, salt): (String, u64, Vec<u8>, Vec<u8>, Option<Vec<u8>>) =
+                (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?);
             let text = unpack(&stream, &state)?;
             let parsed: StreamState = serde_json::from_str(&text)
                 .map_err(|error| StoreError::Corrupt(format!("snapshot stream {stream}: {error}")))?;
@@ -529,7 +548,11 @@ pub fn prepare(
             })?;
             versions.insert(stream.clone(), version);
             tables.load_stream(account, parsed);
-            kept.insert(stream, (version, digest, text));
+            let compare = match salt {
+                Some(salt) => Kept::Salted(salt),
+                None => Kept::Erased(text),
+            };
+            kept.insert(stream, (version, digest, compare));
         }
     }
     let archived = crate::projections::replay_range(
@@ -570,7 +593,9 @@ pub fn prepare(
         let contact_key = state.service.as_ref().and_then(|service| service.contact_key.clone());
         let state = serde_json::to_string(&state).expect("a stream state serializes");
         match kept.remove(&stream) {
-            Some((kept_version, digest, text)) if kept_version == version && text == state => {
+            Some((kept_version, digest, compare))
+                if kept_version == version && compare.unchanged(&stream, version, &digest, &state) =>
+            {
                 digests.push((stream, version, digest));
             }
             _ => {
