@@ -6,7 +6,8 @@ use crate::store::db::Connection;
 use super::{Decision, tag_all};
 use crate::domain::context::StepBound;
 use crate::domain::erasure::{
-    self, CustomerErased, CustomerErasureStarted, ErasureTarget, Redaction, ServiceErased, SessionErased,
+    self, CustomerErased, CustomerErasureStarted, ErasureTarget, Redacted, Redaction, ServiceErased,
+    SessionErased,
 };
 use crate::domain::events::{customer_stream, service_stream, session_stream};
 use crate::domain::{DomainError, Event};
@@ -39,7 +40,8 @@ pub(super) fn erase(
     let events = vec![Event::SessionErased(SessionErased {
         namespace: namespace.clone(),
         session_id: session_id.clone(),
-        redacted,
+        redacted: redacted.payloads,
+        snapshot_redacted: redacted.snapshot,
     })];
     Ok(Decision { events: tag_all(account, events), primary: Some((stream, version)), ..Decision::default() })
 }
@@ -68,18 +70,20 @@ fn erase_customer(
         return Err(DomainError::NotFound(format!("customer {customer_id}")).into());
     }
     let customer = customer_id.to_string();
-    let erased = |service_id: &String, redacted| {
+    let erased = |service_id: &String, redacted: Redacted| {
         Event::ServiceErased(ServiceErased {
             service_id: service_id.clone(),
             customer_id: customer.clone(),
-            redacted,
+            redacted: redacted.payloads,
+            snapshot_redacted: redacted.snapshot,
         })
     };
     let events = if starting && more {
         let redacted = redact_streams(conn, account, std::slice::from_ref(&stream))?;
         vec![Event::CustomerErasureStarted(CustomerErasureStarted {
             customer_id: customer.clone(),
-            redacted,
+            redacted: redacted.payloads,
+            snapshot_redacted: redacted.snapshot,
         })]
     } else if starting {
         // It fits in one step: one list of redactions, on the customer's event.
@@ -87,11 +91,12 @@ fn erase_customer(
         streams.extend(services.iter().map(|service_id| service_stream(account, service_id)));
         let redacted = redact_streams(conn, account, &streams)?;
         let mut events: Vec<Event> =
-            services.iter().map(|service_id| erased(service_id, Vec::new())).collect();
+            services.iter().map(|service_id| erased(service_id, Redacted::default())).collect();
         events.push(Event::CustomerErased(CustomerErased {
             customer_id: customer.clone(),
             services,
-            redacted,
+            redacted: redacted.payloads,
+            snapshot_redacted: redacted.snapshot,
         }));
         events
     } else {
@@ -107,6 +112,7 @@ fn erase_customer(
                 customer_id: customer.clone(),
                 services: all,
                 redacted: Vec::new(),
+                snapshot_redacted: Vec::new(),
             }));
         }
         events
@@ -134,11 +140,7 @@ fn next_services(
 
 /// Redacts every event of `streams` that holds personal data, in the live log and in the
 /// account's archive (its segments and its snapshot); answers what it redacted.
-fn redact_streams(
-    conn: &Connection,
-    account: &str,
-    streams: &[String],
-) -> Result<Vec<Redaction>, WriteError> {
+fn redact_streams(conn: &Connection, account: &str, streams: &[String]) -> Result<Redacted, WriteError> {
     let erasures: Vec<(String, Event)> =
         streams.iter().filter_map(|stream| Some((stream.clone(), erasure_of(stream)?))).collect();
     let mut redacted = crate::store::archive::erase_streams(conn, account, &erasures)?;
@@ -148,8 +150,8 @@ fn redact_streams(
         let redacted_data = erasure::redact(&event).data_json();
         if redacted_data != data {
             log::redact_payload(conn, account, seq, &redacted_data)?;
-            redacted
-                .push(Redaction { seq, redacted_sha256: hex::encode(chain::payload_hash(&redacted_data)) });
+            let redacted_sha256 = hex::encode(chain::payload_hash(&redacted_data));
+            redacted.payloads.push(Redaction { seq, redacted_sha256 });
         }
     }
     Ok(redacted)
@@ -168,16 +170,19 @@ fn erasure_of(stream: &str) -> Option<Event> {
             namespace: namespace.clone(),
             session_id: session_id.clone(),
             redacted: Vec::new(),
+            snapshot_redacted: Vec::new(),
         })),
         ("svc", [service_id]) => Some(Event::ServiceErased(ServiceErased {
             service_id: service_id.clone(),
             customer_id: String::new(),
             redacted: Vec::new(),
+            snapshot_redacted: Vec::new(),
         })),
         ("cust", [customer_id]) => Some(Event::CustomerErased(CustomerErased {
             customer_id: customer_id.clone(),
             services: Vec::new(),
             redacted: Vec::new(),
+            snapshot_redacted: Vec::new(),
         })),
         _ => None,
     }

@@ -24,6 +24,23 @@ pub struct Redaction {
     pub redacted_sha256: String,
 }
 
+/// One redacted state of an archive's snapshot (docs/AUDIT.md, "Archives"): its stream and the
+/// sha256 (hex) of its JSON text after redaction, so that the snapshot's check tells the
+/// erasure's change from any other.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotRedaction {
+    pub stream: String,
+    pub redacted_sha256: String,
+}
+
+/// What an erasure redacted: payloads of the live log and of archive segments, and snapshot
+/// states.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Redacted {
+    pub payloads: Vec<Redaction>,
+    pub snapshot: Vec<SnapshotRedaction>,
+}
+
 /// A customer's personal data was erased from their profile's events and from every event of
 /// the services that were ever theirs. Appended to the customer's stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,6 +49,9 @@ pub struct CustomerErased {
     /// The services whose events were redacted.
     pub services: Vec<String>,
     pub redacted: Vec<Redaction>,
+    /// The archive snapshot's states it redacted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshot_redacted: Vec<SnapshotRedaction>,
 }
 
 /// A service's events were redacted by the erasure of a customer it was ever given to; the
@@ -46,6 +66,9 @@ pub struct ServiceErased {
     /// `CustomerErased` lists them all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redacted: Vec<Redaction>,
+    /// The archive snapshot's states it redacted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshot_redacted: Vec<SnapshotRedaction>,
 }
 
 /// The erasure of a customer with more services than one step takes has begun: the profile's
@@ -56,6 +79,9 @@ pub struct CustomerErasureStarted {
     pub customer_id: String,
     /// The profile's redactions.
     pub redacted: Vec<Redaction>,
+    /// The archive snapshot's states it redacted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshot_redacted: Vec<SnapshotRedaction>,
 }
 
 /// A context session's property values were erased from its events. Appended to the session's
@@ -65,6 +91,20 @@ pub struct SessionErased {
     pub namespace: String,
     pub session_id: String,
     pub redacted: Vec<Redaction>,
+    /// The archive snapshot's states it redacted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshot_redacted: Vec<SnapshotRedaction>,
+}
+
+/// The snapshot states an erasure event records as redacted (none for any other event).
+pub fn snapshot_redactions(event: &Event) -> &[SnapshotRedaction] {
+    match event {
+        Event::CustomerErased(erased) => &erased.snapshot_redacted,
+        Event::CustomerErasureStarted(erased) => &erased.snapshot_redacted,
+        Event::ServiceErased(erased) => &erased.snapshot_redacted,
+        Event::SessionErased(erased) => &erased.snapshot_redacted,
+        _ => &[],
+    }
 }
 
 /// Whose personal data an erasure removes.

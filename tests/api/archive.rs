@@ -577,8 +577,41 @@ async fn an_erasure_reaches_the_archive_and_a_changed_snapshot_is_reported() {
     let state = inflate(&state);
     assert!(state.contains("billing"), "{state}");
     let changed = deflate(&state.replace("billing", "billinG"));
+    let original = raw
+        .query_row("SELECT state FROM snapshot_streams WHERE stream = 'account/acme'", [], |row| {
+            row.get::<Vec<u8>>(0)
+        })
+        .unwrap();
     raw.execute("UPDATE snapshot_streams SET state = ?1 WHERE stream = 'account/acme'", [changed]).unwrap();
     let chain = app.call(&key, "GET", &format!("{A}/audit/verify"), "").await.json();
     assert_eq!(chain["intact"], false, "{chain}");
     assert!(chain.to_string().contains("changed outside an erasure"), "{chain}");
+    raw.execute("UPDATE snapshot_streams SET state = ?1 WHERE stream = 'account/acme'", [original]).unwrap();
+    let chain = app.call(&key, "GET", &format!("{A}/audit/verify"), "").await.json();
+    assert_eq!(chain["intact"], true, "{chain}");
+
+    // An erased state (its salt gone) is held to the sha256 its erasure recorded: changed
+    // afterwards, it is reported too.
+    let erased: (String, Vec<u8>) = raw
+        .query_row(
+            "SELECT stream, state FROM snapshot_streams WHERE salt IS NULL AND stream LIKE 'ctx/%'",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    let state = inflate(&erased.1);
+    assert!(!state.contains("session"), "an erased session keeps no rows: {state}");
+    let changed = deflate(&state.replacen(
+        '{',
+        r#"{"session":{"namespace":"bots","session_id":"s1","properties":{"b":["\"x\"",null]}},"#,
+        1,
+    ));
+    raw.execute("UPDATE snapshot_streams SET state = ?1 WHERE stream = ?2", ctxd::params![changed, erased.0])
+        .unwrap();
+    let chain = app.call(&key, "GET", &format!("{A}/audit/verify"), "").await.json();
+    assert_eq!(chain["intact"], false, "{chain}");
+    assert!(
+        chain.to_string().contains(&format!("stream {} was changed outside an erasure", erased.0)),
+        "{chain}"
+    );
 }

@@ -280,17 +280,39 @@ pub fn snapshot_problem(conn: &Connection, account: &str) -> Result<Option<(u64,
                     problem = Some(stream.clone());
                 }
             }
-            None => erased.push(stream.clone()),
+            None => erased.push((stream.clone(), state)),
         }
         digest.add(&stream, version, &stored);
     }
     drop(rows);
+    // An erased state must be the one the last erasure of its stream recorded (by the sha256 of
+    // its text); an erasure made before they were recorded only has to be there.
+    let mut recorded: BTreeMap<String, String> = BTreeMap::new();
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT seq, event_type, data FROM events WHERE account = ?1 AND seq > ?2 AND event_type IN ({}) ORDER BY seq",
+        chain::erasure_types_sql()
+    ))?;
+    let rows = statement
+        .query_map(params![account, cut.through_seq], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+    for row in rows {
+        let (seq, kind, data): (u64, String, String) = row?;
+        let event = Event::decode(&kind, &data)
+            .map_err(|error| StoreError::Corrupt(format!("account {account}, event {seq}: {error}")))?;
+        for redaction in crate::domain::erasure::snapshot_redactions(&event) {
+            recorded.insert(redaction.stream.clone(), redaction.redacted_sha256.clone());
+        }
+    }
     let mut erasure = conn.prepare_cached(&format!(
         "SELECT 1 FROM events WHERE stream = ?1 AND seq > ?2 AND event_type IN ({}) LIMIT 1",
         chain::erasure_types_sql()
     ))?;
-    for stream in erased {
-        if problem.is_none() && !erasure.exists(params![stream, cut.through_seq])? {
+    for (stream, state) in erased {
+        let sound = match recorded.get(&stream) {
+            Some(sha256) => unpack(&stream, &state)
+                .is_ok_and(|text| hex::encode(Sha256::digest(text.as_bytes())) == *sha256),
+            None => erasure.exists(params![stream, cut.through_seq])?,
+        };
+        if problem.is_none() && !sound {
             problem = Some(stream);
         }
     }
@@ -847,16 +869,17 @@ async fn archive_now(
 /// Erases `streams` of `account` from its archive: the snapshot's state of each (what the
 /// erasure does to the projections, done to the state; its salt removed, its digest kept, as
 /// an erased payload's) and, in every segment, the payloads of their events (each segment
-/// rewritten whole, then renamed over the old one). Answers the redactions made in segments,
-/// for the erasure event to record. A segment this node cannot reach fails the erasure: an
+/// rewritten whole, then renamed over the old one). Answers the redactions made in segments
+/// and the sha256 of each redacted state, for the erasure event to record. A segment this node cannot reach fails the erasure: an
 /// erasure is not done while a copy of the data remains.
 pub fn erase_streams(
     conn: &Connection,
     account: &str,
     streams: &[(String, Event)],
-) -> Result<Vec<crate::domain::erasure::Redaction>, super::WriteError> {
+) -> Result<crate::domain::erasure::Redacted, super::WriteError> {
+    let mut redacted = crate::domain::erasure::Redacted::default();
     if archived_through(conn, account)? == 0 {
-        return Ok(Vec::new());
+        return Ok(redacted);
     }
     let mut holding = Vec::new();
     for (stream, erasure) in streams {
@@ -877,9 +900,12 @@ pub fn erase_streams(
             "UPDATE snapshot_streams SET state = ?1, salt = NULL, contact_key = ?2 WHERE stream = ?3",
             params![pack(&text), contact_key, stream],
         )?;
+        let redacted_sha256 = hex::encode(Sha256::digest(text.as_bytes()));
+        redacted
+            .snapshot
+            .push(crate::domain::erasure::SnapshotRedaction { stream: stream.clone(), redacted_sha256 });
     }
     let names: BTreeSet<&str> = streams.iter().map(|(stream, _)| stream.as_str()).collect();
-    let mut redactions = Vec::new();
     let mut statement = conn.prepare_cached(
         "SELECT directory, segment, through_seq FROM archives WHERE account_id = ?1 ORDER BY through_seq",
     )?;
@@ -903,9 +929,9 @@ pub fn erase_streams(
                 params![sha256, account, through],
             )?;
         }
-        redactions.extend(made);
+        redacted.payloads.extend(made);
     }
-    Ok(redactions)
+    Ok(redacted)
 }
 
 /// Removes the files of `account`'s segment directory that no archive records: what a process
