@@ -113,14 +113,12 @@ pub struct Selection<'a> {
     pub until: Until<'a>,
 }
 
-/// The streams or accounts whose events `replay` folds.
+/// The streams whose events `replay` folds (rebuild and verify fold in stream order instead:
+/// `fold_into`).
 #[derive(Debug, Clone, Copy)]
 pub enum Events<'a> {
-    All,
     /// Only the events of these streams.
     Streams(&'a [String]),
-    /// Only the events of these accounts.
-    Accounts(&'a [String]),
 }
 
 /// The last point of the log a fold includes.
@@ -183,21 +181,15 @@ pub fn replay(
     target: &mut impl Tables,
     events: Selection<'_>,
 ) -> Result<u64, StoreError> {
-    // A statement for each kind of selection rather than one with an optional filter: SQLite
-    // plans a statement once, and only one that names the streams (or the accounts) can use
-    // their index.
-    let (filter, names) = match events.events {
-        Events::All => ("CAST(?1 AS TEXT) IS NULL".to_string(), None),
-        Events::Streams(names) => (format!("stream IN {}", json_array_elements(source, "?1")), Some(names)),
-        Events::Accounts(names) => (format!("account IN {}", json_array_elements(source, "?1")), Some(names)),
-    };
-    // Events up to an account's last archive are folded into its snapshot (`fold` seeds it):
+    let Events::Streams(names) = events.events;
+    let filter = format!("stream IN {}", json_array_elements(source, "?1"));
+    // Events up to an account's last archive are folded into its snapshot (the caller seeds it):
     // the archive's writer deletes them in steps, and until then they are passed over here.
     let mut statement = source.prepare(&format!(
         "SELECT id, account, event_type, data, recorded_at, seq FROM events WHERE {filter} AND {} AND {LIVE} ORDER BY id",
         events.until.condition()
     ))?;
-    let names = names.map(|names| serde_json::to_string(names).expect("names serialize"));
+    let names = serde_json::to_string(names).expect("names serialize");
     let mut rows = statement.query_streamed(crate::params![names, events.until.bound()])?;
     let mut applied = 0;
     while let Some(row) = rows.next()? {
