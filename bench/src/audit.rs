@@ -298,9 +298,9 @@ fn read_and_decode(conn: &Connection, stream: &str, seq: u64) -> Result<u64, Box
     let mut rows = statement.query(params![stream, seq])?;
     let mut decoded = 0;
     while let Some(row) = rows.next()? {
-        let (event_type, data) = (row.get_ref(1)?.as_str()?, row.get_ref(2)?.as_str()?);
+        let (event_type, data) = (row.get_ref(1)?.as_str()?, ctxd::store::payload::text(row.get_ref(2)?)?);
         let seq: u64 = row.get(0)?;
-        Event::decode(event_type, data).map_err(|error| format!("event {seq}: {error}"))?;
+        Event::decode(event_type, &data).map_err(|error| format!("event {seq}: {error}"))?;
         decoded += 1;
     }
     Ok(decoded)
@@ -392,7 +392,7 @@ fn scan_and_hash(conn: &Connection) -> Result<u64, BoxError> {
         for column in 0..11 {
             bytes += row.get_ref(column)?.as_bytes().map_or(8, <[u8]>::len);
         }
-        bytes += usize::from(chain::payload_hash(row.get_ref(6)?.as_str()?)[0]);
+        bytes += usize::from(chain::payload_hash(&ctxd::store::payload::text(row.get_ref(6)?)?)[0]);
         events += 1;
     }
     std::hint::black_box(bytes);

@@ -71,7 +71,8 @@ fn wait_with_peak(pid: u32) -> Result<(i32, u64), BoxError> {
 }
 
 /// The raw limit of a fold's read: every live event's columns that the fold decodes, in stream
-/// order, on a read-only connection, without decoding them. Answers the time and the events.
+/// order, on a read-only connection, as stored (compressed payloads not decompressed), without
+/// decoding them. Answers the time and the events.
 fn raw_read(dir: &Path) -> Result<(Duration, u64), BoxError> {
     let conn = ctxd::store::read::open_read_only(&database_path(dir))?;
     let started = Instant::now();
@@ -82,7 +83,7 @@ fn raw_read(dir: &Path) -> Result<(Duration, u64), BoxError> {
     let mut rows = statement.query_streamed([])?;
     let (mut events, mut bytes) = (0u64, 0usize);
     while let Some(row) = rows.next()? {
-        bytes += row.get_ref(3)?.as_str()?.len();
+        bytes += row.get_ref(3)?.as_bytes().map_or(0, <[u8]>::len);
         events += 1;
     }
     std::hint::black_box(bytes);

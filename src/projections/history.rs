@@ -200,7 +200,7 @@ fn each_event(
             seq: row.get(0)?,
             recorded_at: row.get(1)?,
             event_type: row.get(2)?,
-            data: row.get(3)?,
+            data: crate::store::payload::text(row.get_ref(3)?)?.into_owned(),
             meta: row.get(4)?,
         };
         if !visit(row)? {

@@ -1,7 +1,7 @@
 //! The journeys read model: one row per service (its states and tasks inside its document),
 //! indexed by customer, by contact key and by when the sweeper must look at it.
 
-use crate::store::db::{Connection, OptionalExtension, params};
+use crate::store::db::{Connection, Dialect, OptionalExtension, Value, ValueRef, params};
 use chrono::{DateTime, Utc};
 
 use super::analytics;
@@ -12,8 +12,8 @@ use crate::domain::erasure;
 use crate::domain::journeys::JourneySettings;
 use crate::domain::journeys::fields::label_text;
 use crate::domain::journeys::service::ServiceDoc;
-use crate::store::StoreError;
 use crate::store::log::format_time;
+use crate::store::{StoreError, payload};
 
 /// Applies a service, customer or journey settings event.
 pub fn apply(tables: &mut impl Tables, recorded: &EventRef<'_>) -> Result<(), StoreError> {
@@ -110,11 +110,13 @@ pub struct ServiceColumns {
     pub active: bool,
     pub auto_complete_at: Option<i64>,
     pub expires_at: Option<i64>,
-    pub document: String,
+    /// The document's JSON, as stored (`store::payload`).
+    pub document: Value,
 }
 
 impl ServiceColumns {
-    pub fn of(doc: &ServiceDoc) -> ServiceColumns {
+    pub fn of(doc: &ServiceDoc, dialect: Dialect) -> ServiceColumns {
+        let document = serde_json::to_string(doc).expect("a service document serializes");
         ServiceColumns {
             customer_id: doc.customer_id.clone(),
             contact_key: doc.contact_key.clone(),
@@ -122,7 +124,7 @@ impl ServiceColumns {
             active: doc.is_active(),
             auto_complete_at: doc.auto_complete_at().map(|time| time.timestamp_micros()),
             expires_at: doc.expires_at().map(|time| time.timestamp_micros()),
-            document: serde_json::to_string(doc).expect("a service document serializes"),
+            document: payload::stored(dialect, &document),
         }
     }
 }
@@ -133,8 +135,10 @@ fn millis(time: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(time.timestamp_millis()).unwrap_or(time)
 }
 
-fn parse_doc(text: &str) -> Result<ServiceDoc, StoreError> {
-    serde_json::from_str(text).map_err(|error| StoreError::Corrupt(format!("service document: {error}")))
+/// The document of a `services` row's `document` column.
+fn parse_doc(stored: ValueRef<'_>) -> Result<ServiceDoc, StoreError> {
+    serde_json::from_str(&payload::text(stored)?)
+        .map_err(|error| StoreError::Corrupt(format!("service document: {error}")))
 }
 
 /// One service of `account`.
@@ -143,11 +147,10 @@ pub fn load_service(
     account: &str,
     service_id: &str,
 ) -> Result<Option<ServiceDoc>, StoreError> {
-    let text: Option<String> = conn
-        .prepare_cached("SELECT document FROM services WHERE account_id = ?1 AND service_id = ?2")?
-        .query_row((account, service_id), |row| row.get(0))
-        .optional()?;
-    text.as_deref().map(parse_doc).transpose()
+    let mut statement =
+        conn.prepare_cached("SELECT document FROM services WHERE account_id = ?1 AND service_id = ?2")?;
+    let mut rows = statement.query((account, service_id))?;
+    rows.next()?.map(|row| parse_doc(row.get_ref(0)?)).transpose()
 }
 
 /// Every service that had been `customer_id`'s by `until` (started for them or associated with
@@ -340,7 +343,7 @@ pub fn list_services(
     ])?;
     let mut services = Vec::new();
     while let Some(row) = rows.next()? {
-        let doc = parse_doc(&row.get::<String>(0)?)?;
+        let doc = parse_doc(row.get_ref(0)?)?;
         let type_matches = filter.service_types.is_empty()
             || doc.service_type.as_ref().is_some_and(|t| filter.service_types.contains(&label_text(t)));
         if type_matches {
@@ -364,11 +367,10 @@ pub fn journey_services(
         "SELECT document FROM services WHERE account_id = ?1 AND customer_id = ?2
          ORDER BY active DESC, started_at DESC LIMIT ?3",
     )?;
-    let rows = statement
-        .query_map(params![account, customer_id, MAX_LISTED_SERVICES as i64], |row| row.get::<String>(0))?;
+    let mut rows = statement.query(params![account, customer_id, MAX_LISTED_SERVICES as i64])?;
     let mut services = Vec::new();
-    for text in rows {
-        services.push(parse_doc(&text?)?);
+    while let Some(row) = rows.next()? {
+        services.push(parse_doc(row.get_ref(0)?)?);
     }
     let total: u64 = conn
         .prepare_cached("SELECT count(*) FROM services WHERE account_id = ?1 AND customer_id = ?2")?

@@ -18,8 +18,8 @@ use crate::store::db::ValueRef;
 use sha2::{Digest, Sha256};
 
 use crate::domain::Event;
-use crate::store::StoreError;
 use crate::store::log::{self, RecordedEvent};
+use crate::store::{StoreError, payload};
 use memory::MemoryTables;
 use tables::Tables;
 
@@ -195,7 +195,7 @@ pub fn replay(
     while let Some(row) = rows.next()? {
         let id: u64 = row.get(0)?;
         let text = |index| row.get_ref(index).and_then(|value| value.as_str());
-        let event = Event::decode(text(2)?, text(3)?)
+        let event = Event::decode(text(2)?, &payload::text(row.get_ref(3)?)?)
             .map_err(|error| StoreError::Corrupt(format!("event id {id}: {error}")))?;
         let seq = row.get(5)?;
         apply_event(target, &EventRef { account: text(1)?, seq, recorded_at: text(4)?, event: &event })?;
@@ -227,7 +227,7 @@ pub fn replay_range(
     while let Some(row) = rows.next()? {
         let seq: u64 = row.get(0)?;
         let text = |index| row.get_ref(index).and_then(|value| value.as_str());
-        let event = Event::decode(text(3)?, text(4)?)
+        let event = Event::decode(text(3)?, &payload::text(row.get_ref(4)?)?)
             .map_err(|error| StoreError::Corrupt(format!("account {account}, event {seq}: {error}")))?;
         apply_event(target, &EventRef { account, seq, recorded_at: text(5)?, event: &event })?;
         each(text(1)?, row.get(2)?, &event);
@@ -320,8 +320,8 @@ fn fold_in_stream_order(
             }
             after.1 = version;
             let (account, seq): (&str, u64) = (text(2)?, row.get(3)?);
-            let data = text(5)?;
-            let event = Event::decode(text(4)?, data)
+            let data = payload::text(row.get_ref(5)?)?;
+            let event = Event::decode(text(4)?, &data)
                 .map_err(|error| StoreError::Corrupt(format!("account {account}, event {seq}: {error}")))?;
             apply_event(&mut tables, &EventRef { account, seq, recorded_at: text(6)?, event: &event })?;
             read += data.len();
@@ -374,10 +374,13 @@ pub fn table_checksum(conn: &Connection, table: &str, order_by: &str) -> Result<
                     hasher.update((text.len() as u64).to_le_bytes());
                     hasher.update(text);
                 }
+                // The only blobs of projection tables are compressed texts: hashed as their
+                // text, so the checksum does not depend on how (or whether) a store compresses.
                 ValueRef::Blob(bytes) => {
+                    let text = payload::decompress(bytes)?;
                     hasher.update([3u8]);
-                    hasher.update((bytes.len() as u64).to_le_bytes());
-                    hasher.update(bytes);
+                    hasher.update((text.len() as u64).to_le_bytes());
+                    hasher.update(text);
                 }
             }
         }

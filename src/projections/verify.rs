@@ -92,7 +92,9 @@ fn first_difference(
     let (mut a, mut b) = (a.query_streamed([])?, b.query_streamed([])?);
     let next = |rows: &mut crate::store::db::QueryRows<'_>| -> Result<Option<Vec<Value>>, StoreError> {
         Ok(match rows.next()? {
-            Some(row) => Some((0..columns).map(|index| row.get::<Value>(index)).collect::<Result<_, _>>()?),
+            Some(row) => {
+                Some((0..columns).map(|index| readable(row.get::<Value>(index)?)).collect::<Result<_, _>>()?)
+            }
             None => None,
         })
     };
@@ -106,6 +108,14 @@ fn first_difference(
         }
     }
     Ok(format!("table {table}: checksums differ"))
+}
+
+/// A projection's value as compared and shown: a compressed text (its only blobs) as its text.
+fn readable(value: Value) -> Result<Value, StoreError> {
+    Ok(match value {
+        Value::Blob(bytes) => Value::Text(crate::store::payload::decompress(&bytes)?),
+        value => value,
+    })
 }
 
 /// Names stored in a form other than NFC (`names::normal_form`): written before names were kept

@@ -138,8 +138,11 @@ const SELECT_ROWS_UNSALTED: &str =
     "SELECT seq, account, stream, stream_version, event_type, event_version, data, meta,
         recorded_at, payload_hash, hash FROM events";
 
-/// The columns and the payload of a row of `SELECT_ROWS`.
-pub(super) fn read_row<'r>(row: &'r crate::store::db::Row<'_>) -> Result<(Columns<'r>, &'r str), StoreError> {
+/// The columns and the payload of a row of `SELECT_ROWS` (a payload may not read: compressed,
+/// and changed since).
+pub(super) fn read_row<'r>(
+    row: &'r crate::store::db::Row<'_>,
+) -> Result<(Columns<'r>, Payload<'r>), StoreError> {
     let text = |index| row.get_ref(index).and_then(|value| value.as_str());
     let columns = Columns {
         seq: row.get(0)?,
@@ -151,8 +154,11 @@ pub(super) fn read_row<'r>(row: &'r crate::store::db::Row<'_>) -> Result<(Column
         meta: text(7)?,
         recorded_at: text(8)?,
     };
-    Ok((columns, text(6)?))
+    Ok((columns, super::payload::text(row.get_ref(6)?)))
 }
+
+/// An event row's payload as read: its JSON text, or why it does not read.
+pub(super) type Payload<'r> = Result<std::borrow::Cow<'r, str>, super::db::Error>;
 
 /// Migration 0007: copies the store-wide log into `events_per_account`, numbering each
 /// account's events 1, 2, 3 … in the old order and chaining them per account. The store-wide
@@ -174,6 +180,8 @@ pub fn split_per_account(conn: &Connection) -> Result<(), StoreError> {
     let mut old_break: Option<OldBreak> = None;
     while let Some(row) = rows.next()? {
         let (old, data) = read_row(&row)?;
+        let data = data?;
+        let data = &*data;
         let id = old.seq;
         let stored_payload: Vec<u8> = row.get(9)?;
         let stored_hash: Vec<u8> = row.get(10)?;
@@ -194,6 +202,7 @@ pub fn split_per_account(conn: &Connection) -> Result<(), StoreError> {
         let columns = Columns { seq: head.0 + 1, ..old };
         let hash = link(&head.1, &columns, &payload);
         *head = (columns.seq, hash);
+        let data = super::db::Value::Text(data);
         super::log::insert_row(conn, "events_per_account", id, &columns, (&data, None), &payload, &hash)?;
         // The old chain, as `verify` checked it before this migration (a log that 0005 hashed in
         // this same run has no hashes yet, and nothing to check).
@@ -368,8 +377,8 @@ pub fn verify_range(
     ))?;
     let mut rows = statement.query_streamed(params![account, through])?;
     while let Some(row) = rows.next()? {
-        let text = |index| row.get_ref(index).and_then(|value| value.as_str());
-        later.note_erasure(0, text(0)?, text(1)?);
+        let data = super::payload::text(row.get_ref(1)?)?;
+        later.note_erasure(0, row.get_ref(0)?.as_str()?, &data);
     }
     walk.settle(&later.redacted);
     Ok(walk.report(account))
@@ -392,7 +401,15 @@ fn walk_rows(
         let payload_hash: Vec<u8> = row.get(9)?;
         let hash: Vec<u8> = row.get(10)?;
         let salt: Option<Vec<u8>> = row.get(11)?;
-        walk.step(&columns, data, Stored { payload_hash: &payload_hash, hash: &hash, salt: salt.as_deref() });
+        let stored = Stored { payload_hash: &payload_hash, hash: &hash, salt: salt.as_deref() };
+        match data {
+            Ok(data) => walk.step(&columns, &data, stored),
+            Err(error) => {
+                let why = format!("its payload was changed outside an erasure: it no longer reads ({error})");
+                walk.bad(columns.seq, why);
+                walk.step(&columns, "", stored);
+            }
+        }
     }
     Ok(())
 }

@@ -1,13 +1,14 @@
 //! The event log table: append, stream versions, and reading events back in order.
 //! This is the only code that writes `events`: it inserts, and redacts a payload for an erasure.
 
-use crate::store::db::{Connection, Dialect, OptionalExtension, params};
+use crate::store::db::{Connection, Dialect, OptionalExtension, Value, params};
 use std::borrow::Cow;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::StoreError;
 use super::chain::{self, Hash};
+use super::payload;
 use crate::domain::{Event, StreamVersion};
 
 /// An event as stored in the log.
@@ -79,8 +80,23 @@ pub fn append(conn: &Connection, recorded: &RecordedEvent, previous: &Hash) -> R
     let salt = chain::new_salt();
     let payload_hash = chain::salted_payload_hash(&salt, &data);
     let hash = chain::link(previous, &columns, &payload_hash);
-    insert_row(conn, "events", recorded.id, &columns, (&data, Some(&salt)), &payload_hash, &hash)?;
+    let stored = stored_payload(conn, columns.event_type, &data);
+    insert_row(conn, "events", recorded.id, &columns, (&stored, Some(&salt)), &payload_hash, &hash)?;
     Ok(hash)
+}
+
+/// Event types whose payload fields SQL reads: the index on customers' services (migration
+/// 0012) and the services of a contact key. Their payloads stay text, so `json_extract` and
+/// PostgreSQL's `->>` read them.
+const READ_BY_SQL: &[&str] = &["ServiceStarted", "ServiceAssociated"];
+
+/// How an event's payload `data` is stored: compressed on SQLite (`payload`), except for the
+/// types SQL reads.
+pub fn stored_payload(conn: &Connection, event_type: &str, data: &str) -> Value {
+    match READ_BY_SQL.contains(&event_type) {
+        true => Value::Text(data.to_owned()),
+        false => payload::stored(conn.dialect(), data),
+    }
 }
 
 /// Inserts an event row into `table` (`events`, or the copy migration 0007 fills, which has no
@@ -90,7 +106,7 @@ pub(super) fn insert_row(
     table: &str,
     id: u64,
     columns: &chain::Columns<'_>,
-    (data, salt): (&str, Option<&chain::Salt>),
+    (data, salt): (&Value, Option<&chain::Salt>),
     payload_hash: &Hash,
     hash: &Hash,
 ) -> Result<(), StoreError> {
@@ -169,7 +185,9 @@ pub fn stream_payloads(
     )?;
     let mut all = Vec::new();
     for stream in streams {
-        let rows = statement.query_map([stream], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+        let rows = statement.query_map([stream], |row| {
+            Ok((row.get(0)?, row.get(1)?, payload::text(row.get_ref(2)?)?.into_owned()))
+        })?;
         for row in rows {
             all.push(row?);
         }
@@ -282,7 +300,7 @@ pub fn read_feed(
             stream_version: row.get(2)?,
             event_type: row.get(3)?,
             event_version: row.get(4)?,
-            data: row.get(5)?,
+            data: payload::text(row.get_ref(5)?)?.into_owned(),
             meta: row.get(6)?,
             recorded_at: row.get(7)?,
             hash: row.get(8)?,

@@ -12,6 +12,7 @@ pub mod idempotency;
 pub mod log;
 pub mod migrations;
 pub mod notify;
+pub mod payload;
 pub mod read;
 pub mod salting;
 pub mod transfer;

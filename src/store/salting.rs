@@ -69,6 +69,8 @@ fn salt_account_deferred(conn: &Connection, account: &str) -> Result<ChainReport
         let mut rows = select.query(params![account, last_seq])?;
         while let Some(row) = rows.next()? {
             let (columns, data) = chain::read_row(&row)?;
+            let data = data?;
+            let data = &*data;
             let stored: Vec<u8> = row.get(9)?;
             let salt: Option<Vec<u8>> = row.get(11)?;
             let (salt, payload) = match salt {

@@ -165,10 +165,7 @@ async fn a_row_edited_in_one_account_is_reported_there_and_not_in_another() {
     }
     let conn = crate::helpers::raw_connection(&app.data_dir);
     crate::helpers::allow_editing_events(&conn);
-    let edited = conn
-        .execute("UPDATE events SET data = replace(data, '\"round\":2', '\"round\":20') WHERE account = 'acme' AND seq = 6", [])
-        .unwrap();
-    assert_eq!(edited, 1);
+    crate::helpers::edit_payload(&conn, "acme", 6, r#""round":2"#, r#""round":20"#);
     let report = verify(&app, &acme, "acme").await;
     assert_eq!(
         (report["intact"].clone(), report["first_bad_seq"].clone()),

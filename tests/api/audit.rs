@@ -11,7 +11,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, raw_connection, spawn_app};
+use crate::helpers::{TestApp, raw_connection, spawn_app, stored_text};
 use crate::journeys::{Cs, assert_cs_error};
 
 /// `(seq, data)` of every event of `account`, from the SQLite file.
@@ -19,7 +19,7 @@ fn account_events(app: &TestApp, account: &str) -> Vec<(u64, String)> {
     let conn = app.connection();
     let mut statement = conn.prepare("SELECT seq, data FROM events WHERE account = ?1 ORDER BY seq").unwrap();
     statement
-        .query_map([account], |row| Ok((row.get(0)?, row.get(1)?)))
+        .query_map([account], |row| Ok((row.get(0)?, stored_text(row, 1)?)))
         .unwrap()
         .map(Result::unwrap)
         .collect()
@@ -83,7 +83,7 @@ async fn the_feed_pages_an_accounts_events_in_order_with_a_stable_cursor() {
     let seq = first_patch["seq"].as_u64().unwrap();
     let (data, meta, hash): (String, String, Vec<u8>) = raw(&app)
         .query_row("SELECT data, meta, hash FROM events WHERE seq = ?1", [seq], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            Ok((stored_text(row, 0)?, row.get(1)?, row.get(2)?))
         })
         .unwrap();
     assert_eq!(first_patch["data"], serde_json::from_str::<Value>(&data).unwrap());
@@ -260,19 +260,16 @@ async fn the_chain_verifies_and_a_row_edited_with_plain_sql_is_reported() {
     // Someone who drops the trigger can edit a row; the chain shows where.
     crate::helpers::allow_editing_events(&conn);
     let target = last - 2;
-    conn.execute(
-        "UPDATE events SET data = replace(data, '\"round\":3', '\"round\":30') WHERE seq = ?1",
-        [target],
-    )
-    .unwrap();
+    crate::helpers::edit_payload(&conn, "acme", target, r#""round":3"#, r#""round":30"#);
     let report = verify_chain(&app, &key).await;
     assert_eq!(report["intact"], false);
     assert_eq!(report["first_bad_seq"], target, "{report}");
     assert!(report["reason"].as_str().unwrap().contains("payload"), "{report}");
 
     // Recomputing the payload hash does not help: the link no longer matches.
-    let data: String =
-        conn.query_row("SELECT data FROM events WHERE seq = ?1", [target], |row| row.get(0)).unwrap();
+    let data: String = conn
+        .query_row("SELECT data FROM events WHERE seq = ?1", [target], |row| stored_text(row, 0))
+        .unwrap();
     let forged = ctxd::store::chain::payload_hash(&data);
     conn.execute("UPDATE events SET payload_hash = ?1 WHERE seq = ?2", (forged.as_slice(), target)).unwrap();
     let report = verify_chain(&app, &key).await;
@@ -447,7 +444,7 @@ async fn an_erased_payloads_kept_hash_confirms_no_guess_of_it() {
                 "SELECT data, payload_salt, payload_hash, hash FROM events
                  WHERE account = 'acme' AND event_type = 'PropertiesPatched'",
                 [],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+                |row| Ok((stored_text(row, 0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
             )
             .unwrap()
     };

@@ -121,7 +121,9 @@ async fn fill_the_disk_and_free_it(disk: &Tmpfs, store: Where<'_>) {
     let client: Http = Client::builder(TokioExecutor::new()).build_http();
     let (addr, key) = (server.addr.clone(), create_account(&client, &server.addr).await);
     let auth = [("maven-api-key", key.as_str())];
-    let value = format!("\"{}\"", "x".repeat(16 * 1024));
+    // Random, so that the log's compression keeps the size of every write the same.
+    let random: String = (0..512).map(|_| uuid::Uuid::new_v4().simple().to_string()).collect();
+    let value = format!("\"{random}\"");
     let write = |n: usize| {
         let (client, addr, value) = (client.clone(), addr.clone(), value.clone());
         let key = key.clone();
@@ -203,6 +205,16 @@ async fn stopped_store_with_writes(data_dir: &Path) {
     }
     server.signal("-TERM");
     assert_eq!(server.child.wait().unwrap().code(), Some(0));
+}
+
+/// Where `needle` starts in `haystack`, each time.
+fn find_all(haystack: &[u8], needle: &[u8]) -> Vec<usize> {
+    haystack
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, window)| *window == needle)
+        .map(|(at, _)| at)
+        .collect()
 }
 
 /// `ctxd serve` on `data_dir`, which must exit by itself within 10 s: its exit code and log.
@@ -307,18 +319,21 @@ async fn flipped_bytes_in_a_page_header_or_in_a_value_are_found() {
     let file = data_dir.join("ctxd.db");
     let bytes = std::fs::read(&file).unwrap();
     // In a value, in the log and in the projection: the file's structure is sound, so SQLite's
-    // checks pass (and the projection still matches a rebuild from the changed log), but the
-    // chain breaks where the payload changed, and `verify --chain` says so.
-    let places: Vec<usize> = bytes
-        .windows(11)
-        .enumerate()
-        .filter(|(_, window)| *window == b"canary-0007")
-        .map(|(at, _)| at)
-        .collect();
-    assert!(places.len() >= 2, "the value is in the log and in the projection");
-    for at in places {
-        overwrite(&file, at as u64 + 7, b"9");
-    }
+    // checks pass, but the chain breaks where the payload changed, and `verify --chain` says so.
+    // The projection keeps the value as text; the log keeps the payload compressed, so its
+    // stored bytes are sought in the file and the one in their middle flipped.
+    let in_projection = find_all(&bytes, b"canary-0007");
+    assert_eq!(in_projection.len(), 1, "the value is in the projection");
+    overwrite(&file, in_projection[0] as u64 + 7, b"9");
+    let stored: Vec<u8> = {
+        let conn = crate::helpers::raw_connection(&data_dir);
+        let seq = crate::helpers::seq_of_payload_with(&conn, "acme", "canary-0007");
+        conn.query_row("SELECT data FROM events WHERE account = 'acme' AND seq = ?1", [seq], |row| row.get(0))
+            .unwrap()
+    };
+    let in_log = find_all(&bytes, &stored);
+    assert_eq!(in_log.len(), 1, "the payload is in the log, compressed");
+    overwrite(&file, (in_log[0] + stored.len() / 2) as u64, &[bytes[in_log[0] + stored.len() / 2] ^ 0x55]);
     let (code, stdout, _) = ctxd(&data_dir, &["verify", "--chain"]);
     assert_eq!(code, 1, "{stdout}");
     assert!(

@@ -327,7 +327,7 @@ impl TestApp {
                     row.get(1)?,
                     row.get(2)?,
                     row.get(3)?,
-                    serde_json::from_str(&row.get::<String>(4)?).unwrap(),
+                    serde_json::from_str(&stored_text(row, 4)?).unwrap(),
                     serde_json::from_str(&row.get::<String>(5)?).unwrap(),
                 ))
             })
@@ -344,4 +344,37 @@ impl TestApp {
     pub fn verify(&self) -> ctxd::projections::verify::Report {
         ctxd::projections::verify::verify(&self.connection()).unwrap()
     }
+}
+
+/// The JSON text of a compressible column (an event's `data`, a service's `document`) read
+/// straight from the store: SQLite keeps most of them compressed (`ctxd::store::payload`).
+pub fn stored_text(row: &ctxd::store::db::Row<'_>, index: usize) -> ctxd::store::db::Result<String> {
+    Ok(ctxd::store::payload::text(row.get_ref(index)?)?.into_owned())
+}
+
+/// The seq of `account`'s first event whose payload contains `needle`.
+pub fn seq_of_payload_with(conn: &ctxd::store::db::Connection, account: &str, needle: &str) -> u64 {
+    let mut statement = conn.prepare("SELECT seq, data FROM events WHERE account = ?1 ORDER BY seq").unwrap();
+    let rows = statement.query_map([account], |row| Ok((row.get::<u64>(0)?, stored_text(row, 1)?))).unwrap();
+    let mut found = rows.map(Result::unwrap).filter(|(_, data)| data.contains(needle));
+    found.next().unwrap_or_else(|| panic!("no payload of {account} contains {needle}")).0
+}
+
+/// Replaces `from` with `to` in the payload of `account`'s event `seq`, as the database's owner
+/// can once `allow_editing_events`: written back as text, a form the store reads as it reads
+/// its compressed one. Panics unless the payload held `from`.
+pub fn edit_payload(conn: &ctxd::store::db::Connection, account: &str, seq: u64, from: &str, to: &str) {
+    let data = conn
+        .query_row("SELECT data FROM events WHERE account = ?1 AND seq = ?2", (account, seq), |row| {
+            stored_text(row, 0)
+        })
+        .unwrap();
+    assert!(data.contains(from), "{from} is not in {data}");
+    let edited = conn
+        .execute(
+            "UPDATE events SET data = ?1 WHERE account = ?2 AND seq = ?3",
+            (data.replace(from, to), account, seq),
+        )
+        .unwrap();
+    assert_eq!(edited, 1);
 }

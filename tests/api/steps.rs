@@ -87,7 +87,7 @@ fn events_of(app: &TestApp, account: &str) -> Vec<(u64, u64, String, Value, Valu
     statement
         .query_map([account], |row| {
             let json = |index: usize| -> ctxd::store::db::Result<Value> {
-                Ok(serde_json::from_str(&row.get::<String>(index)?).unwrap())
+                Ok(serde_json::from_str(&crate::helpers::stored_text(row, index)?).unwrap())
             };
             Ok((row.get(0)?, row.get(1)?, row.get(2)?, json(3)?, json(4)?))
         })

@@ -67,7 +67,8 @@ fn import(data_dir: &Path, file: &Path) -> Run {
 }
 
 /// Every column of every event row but the internal store-wide id (which a PostgreSQL store
-/// draws from a sequence), as stored, in each account's order.
+/// draws from a sequence), as stored, in each account's order; the payload as its JSON text
+/// (SQLite stores most payloads compressed, an erasure's redacted ones as text).
 fn event_rows(data_dir: &Path) -> Vec<Vec<Column>> {
     let conn = raw_connection(data_dir);
     let mut statement = conn
@@ -90,7 +91,13 @@ fn event_rows(data_dir: &Path) -> Vec<Vec<Column>> {
         .unwrap();
     assert_eq!((columns, all), (12, 13), "every column of events but the id is compared");
     statement
-        .query_map([], |row| (0..columns).map(|index| row.get(index)).collect())
+        .query_map([], |row| {
+            let column = |index| match index {
+                6 => Ok(Column::Text(crate::helpers::stored_text(row, index)?)),
+                _ => row.get(index),
+            };
+            (0..columns).map(column).collect()
+        })
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap()
@@ -434,13 +441,8 @@ async fn verify_chain_reports_the_head_then_the_first_row_edited_with_sql() {
     assert!(run.stdout.contains(&broken), "{}", run.stdout);
     assert!(run.stdout.contains(&intact_line(dir, "acme")), "acme's chain is not globex's: {}", run.stdout);
 
-    let disputed: u64 =
-        conn.query_row("SELECT seq FROM events WHERE data LIKE '%dispute%'", [], |row| row.get(0)).unwrap();
-    conn.execute(
-        "UPDATE events SET data = replace(data, 'dispute', 'disputed') WHERE account = 'acme' AND seq = ?1",
-        [disputed],
-    )
-    .unwrap();
+    let disputed = crate::helpers::seq_of_payload_with(&conn, "acme", "dispute");
+    crate::helpers::edit_payload(&conn, "acme", disputed, "dispute", "disputed");
     let run = ctxd(dir, &["verify", "--chain"]);
     assert_eq!(run.code, 1, "{}", run.stdout);
     let broken =

@@ -72,7 +72,7 @@ impl MemoryTables {
         let mut services: Vec<_> = self.services.iter().collect();
         services.sort_by(|a, b| a.0.cmp(b.0));
         for ((account_id, service_id), doc) in services {
-            let c = ServiceColumns::of(doc);
+            let c = ServiceColumns::of(doc, conn.dialect());
             insert.execute(params![
                 account_id,
                 service_id,

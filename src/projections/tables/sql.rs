@@ -57,7 +57,7 @@ impl<'c> SqlTables<'c> {
         let Some((account_id, doc)) = self.service.take() else {
             return Ok(());
         };
-        let c = crate::projections::journeys::ServiceColumns::of(&doc);
+        let c = crate::projections::journeys::ServiceColumns::of(&doc, self.conn.dialect());
         let unchanged_keys = match self.stored.take() {
             Some((account, service_id, keys)) => {
                 account == account_id && service_id == doc.service_id && keys.are_those_of(&doc)

@@ -21,6 +21,7 @@ use super::StoreError;
 use super::chain::{self, GENESIS, Hash};
 use super::db::{Connection, OptionalExtension, params};
 use super::log::format_time;
+use super::payload;
 use crate::domain::events::{LogArchived, service_stream};
 use crate::domain::{DomainError, Event};
 use crate::projections::memory::{MemoryTables, StreamState};
@@ -192,8 +193,8 @@ pub fn live_redactions(
     ))?;
     let mut rows = statement.query_streamed([account])?;
     while let Some(row) = rows.next()? {
-        let text = |index| row.get_ref(index).and_then(|value| value.as_str());
-        walk.note_erasure(0, text(0)?, text(1)?);
+        let data = payload::text(row.get_ref(1)?)?;
+        walk.note_erasure(0, row.get_ref(0)?.as_str()?, &data);
     }
     Ok(walk.redacted)
 }
@@ -244,7 +245,9 @@ pub fn snapshot_problem(conn: &Connection, account: &str) -> Result<Option<(u64,
             "SELECT seq, data FROM events WHERE account = ?1 AND seq > ?2 AND event_type = 'LogArchived'
              ORDER BY seq DESC LIMIT 1",
         )?
-        .query_row(params![account, cut.through_seq], |row| Ok((row.get(0)?, row.get(1)?)))
+        .query_row(params![account, cut.through_seq], |row| {
+            Ok((row.get(0)?, payload::text(row.get_ref(1)?)?.into_owned()))
+        })
         .optional()?;
     let Some((seq, data)) = recorded else {
         return Ok(Some((
@@ -292,8 +295,9 @@ pub fn snapshot_problem(conn: &Connection, account: &str) -> Result<Option<(u64,
         "SELECT seq, event_type, data FROM events WHERE account = ?1 AND seq > ?2 AND event_type IN ({}) ORDER BY seq",
         chain::erasure_types_sql()
     ))?;
-    let rows = statement
-        .query_map(params![account, cut.through_seq], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+    let rows = statement.query_map(params![account, cut.through_seq], |row| {
+        Ok((row.get(0)?, row.get(1)?, payload::text(row.get_ref(2)?)?.into_owned()))
+    })?;
     for row in rows {
         let (seq, kind, data): (u64, String, String) = row?;
         let event = Event::decode(&kind, &data)

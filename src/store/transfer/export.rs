@@ -54,6 +54,7 @@ pub fn export_within(
         let hex = |index, column| stored_hash_hex(seq, column, row.get_ref(index)?.as_blob()?);
         let (payload_hash, hash) = (hex(9, "payload_hash")?, hex(10, "hash")?);
         let salt: Option<Vec<u8>> = row.get(11)?;
+        let data = crate::store::payload::text(row.get_ref(6)?)?;
         let line = Line {
             seq,
             account: Cow::Borrowed(text(1)?),
@@ -61,7 +62,7 @@ pub fn export_within(
             stream_version: row.get(3)?,
             event_type: Cow::Borrowed(text(4)?),
             event_version: row.get(5)?,
-            data: json(6, "data")?,
+            data: stored_json(seq, "data", &data)?,
             meta: json(7, "meta")?,
             recorded_at: Cow::Borrowed(text(8)?),
             payload_hash: Cow::Borrowed(std::str::from_utf8(&payload_hash).expect("hex is ASCII")),

@@ -213,7 +213,7 @@ fn insert_lines(
                     row.stream_version,
                     event_type,
                     row.event_version,
-                    data,
+                    log::stored_payload(tx, event_type, data),
                     meta,
                     recorded_at,
                     row.payload_hash.as_slice(),
