@@ -136,6 +136,13 @@ pub const MIGRATIONS: &[Migration] = &[
         rebuilds_projections: false,
         then: None,
     },
+    Migration {
+        version: 17,
+        name: "0017_compressed_payloads.sql",
+        sql: include_str!("../../migrations/sqlite/0017_compressed_payloads.sql"),
+        rebuilds_projections: false,
+        then: None,
+    },
 ];
 
 /// The PostgreSQL backend's migrations: its history starts with the schema SQLite's reached.
