@@ -54,7 +54,19 @@ impl Application {
         let metrics = Arc::new(Metrics::default());
         // Bound first: a taken address creates no store, token or key before it fails.
         let listener = TcpListener::bind(&config.addr).await.map_err(|error| {
-            std::io::Error::new(error.kind(), format!("cannot listen on {}: {error}", config.addr))
+            let why = match error.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    "the address is in use: another ctxd, or another program, listens there".to_string()
+                }
+                _ => error.to_string(),
+            };
+            std::io::Error::new(
+                error.kind(),
+                format!(
+                    "cannot listen on {} ({why}); choose the address with --addr or CTXD_ADDR",
+                    config.addr
+                ),
+            )
         })?;
         let location = crate::store::Location::of(&config.data_dir, config.database_url.as_deref());
         // Segments go under the data dir unless `--archive-dir` says where (on PostgreSQL too).
@@ -115,7 +127,8 @@ impl Application {
             sweeper_stopped,
         ));
         let app = http::router(self.state);
-        tracing::info!(addr = %self.listener.local_addr()?, "ctxd listening");
+        let addr = self.listener.local_addr()?;
+        tracing::info!(%addr, dashboard = %http::dashboard_url(&addr.to_string()), "ctxd listening");
         // Feed followers never end by themselves: they are told first, so that the drain ends.
         let feeds = store.clone();
         let shutdown = async move {

@@ -103,6 +103,9 @@ pub enum Commands {
         /// The account they belong to (created if it does not exist).
         #[arg(long, default_value = "demo")]
         account: String,
+        /// The address the server will listen on, for the dashboard's address printed at the end.
+        #[arg(long, env = "CTXD_ADDR", default_value = "127.0.0.1:8080")]
+        addr: String,
     },
 }
 
@@ -268,7 +271,7 @@ pub async fn run(cli: Cli) -> Result<i32, BoxError> {
             Ok(0)
         }
         Commands::Admin { command } => admin(&location, command).await,
-        Commands::Demo { services, account } => demo(&location, &account, services).await,
+        Commands::Demo { services, account, addr } => demo(&location, &account, services, &addr).await,
         Commands::Rebuild => {
             let _lock = lock_sqlite(&location)?;
             let mut conn = store::open_writer(&location, true)?;
@@ -457,11 +460,23 @@ fn export(location: &store::Location, selection: &Selection) -> Result<i32, BoxE
 }
 
 /// `ctxd import FILE|-`: holds the data dir's lock, like `rebuild`, since no server may run.
+/// `ctxd import`. A data directory it created is removed again when the import fails, so that a
+/// failed import leaves nothing behind (into an existing one, it leaves the store as it was).
 fn import(location: &store::Location, files: &[PathBuf]) -> Result<i32, BoxError> {
-    let _lock = lock_sqlite(location).map_err(|error| match error {
-        StoreError::Locked(_) => format!("{error}; stop the server before importing").into(),
-        other => BoxError::from(other),
-    })?;
+    let created = match location {
+        store::Location::Sqlite(data_dir) if !data_dir.exists() => Some(data_dir),
+        _ => None,
+    };
+    let imported = import_into(location, files);
+    if let (Err(_), Some(data_dir)) = (&imported, created)
+        && let Err(error) = std::fs::remove_dir_all(data_dir)
+    {
+        tracing::warn!(path = %data_dir.display(), %error, "could not remove the failed import's data directory");
+    }
+    imported
+}
+
+fn import_into(location: &store::Location, files: &[PathBuf]) -> Result<i32, BoxError> {
     let mut input: Box<dyn std::io::Read + Send> = Box::new(std::io::empty());
     for file in files {
         let next: Box<dyn std::io::Read + Send> = if file == Path::new("-") {
@@ -473,6 +488,10 @@ fn import(location: &store::Location, files: &[PathBuf]) -> Result<i32, BoxError
         input = Box::new(std::io::Read::chain(input, next));
     }
     let input: Box<dyn BufRead + Send> = Box::new(BufReader::with_capacity(1 << 20, input));
+    let _lock = lock_sqlite(location).map_err(|error| match error {
+        StoreError::Locked(_) => format!("{error}; stop the server before importing").into(),
+        other => BoxError::from(other),
+    })?;
     let mut conn = store::open_writer(location, true)?;
     let started = Instant::now();
     let imported = transfer::import(&mut conn, input)?;
@@ -695,7 +714,7 @@ async fn admin(location: &store::Location, command: AdminCommand) -> Result<i32,
     }
 }
 
-async fn demo(location: &store::Location, account: &str, services: u64) -> Result<i32, BoxError> {
+async fn demo(location: &store::Location, account: &str, services: u64, addr: &str) -> Result<i32, BoxError> {
     let store = open_for_cli(location)?;
     let meta = || EventMeta {
         request_id: uuid::Uuid::new_v4().to_string(),
@@ -719,8 +738,13 @@ async fn demo(location: &store::Location, account: &str, services: u64) -> Resul
         "loaded {} journeys of account {account} ({} completed, {} abandoned, {} still open) with {} lifecycle calls in {seconds:.1} s",
         report.services, report.completed, report.abandoned, report.active, report.calls
     );
+    let store = match location {
+        store::Location::Sqlite(data_dir) => format!("--data-dir {}", data_dir.display()),
+        store::Location::Postgres(_) => "--database-url …".to_string(),
+    };
     eprintln!(
-        "start the server (cargo run --release), open http://127.0.0.1:8080/ui/ and paste this API key:"
+        "start the server on this store ({store} --addr {addr}), open {} and paste this API key:",
+        crate::http::dashboard_url(addr)
     );
     println!("{}", key.key);
     Ok(0)

@@ -193,8 +193,23 @@ fn head_over_limits(request: &Request) -> Option<ApiError> {
     None
 }
 
-/// Gives each request an id (echoed in `X-Request-ID`) and counts it by route and status.
+/// The dashboard's URL for a server listening on `addr` (`host:port`): an unspecified address
+/// (`0.0.0.0`, `[::]`) is reached on the loopback address of its family.
+pub fn dashboard_url(addr: &str) -> String {
+    use std::net::SocketAddr;
+    let host = match addr.parse::<SocketAddr>() {
+        Ok(SocketAddr::V4(v4)) if v4.ip().is_unspecified() => format!("127.0.0.1:{}", v4.port()),
+        Ok(SocketAddr::V6(v6)) if v6.ip().is_unspecified() => format!("[::1]:{}", v6.port()),
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => addr.to_string(),
+    };
+    format!("http://{host}/ui/")
+}
+
+/// Gives each request an id (echoed in `X-Request-ID`), counts it by route and status, and logs
+/// it at debug level under target `ctxd::requests` (opt in: `RUST_LOG=info,ctxd::requests=debug`).
 async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     let request_id = request
         .headers()
         .get("x-request-id")
@@ -226,5 +241,14 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
     if response.status().is_server_error() && response.status() != StatusCode::INSUFFICIENT_STORAGE {
         tracing::warn!(%route, %method, status = %response.status(), %request_id, "server error");
     }
+    tracing::debug!(
+        target: "ctxd::requests",
+        %method,
+        %route,
+        status = response.status().as_u16(),
+        ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
+        %request_id,
+        "request"
+    );
     response.into_response()
 }

@@ -12,7 +12,16 @@ use super::openapi::tagged;
 const INDEX: &str = include_str!("ui/index.html");
 
 pub fn router() -> OpenApiRouter<AppState> {
-    tagged(OpenApiRouter::new().routes(routes!(redirect)).routes(routes!(index)), "operations")
+    tagged(
+        OpenApiRouter::new().routes(routes!(root)).routes(routes!(redirect)).routes(routes!(index)),
+        "operations",
+    )
+}
+
+/// The server's root: to the dashboard (temporarily, so that browsers keep asking).
+#[utoipa::path(get, path = "/", responses((status = 307, description = "To `/ui/`", headers(("Location" = String)))))]
+async fn root() -> Redirect {
+    Redirect::temporary("/ui/")
 }
 
 /// The dashboard's address without its slash.

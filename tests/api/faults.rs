@@ -390,6 +390,10 @@ async fn errors_of_the_machine_name_the_path_or_address_they_concern() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_ne!(output.status.code(), Some(0));
-    assert!(stderr.contains(&format!("cannot listen on {addr}")), "{stderr}");
+    assert!(stderr.contains(&format!("cannot listen on {addr} (the address is in use")), "{stderr}");
+    assert!(
+        stderr.contains("--addr") && stderr.contains("CTXD_ADDR"),
+        "it says how to choose another: {stderr}"
+    );
     assert!(!fresh.exists(), "no data dir, store or token was created");
 }

@@ -1,6 +1,9 @@
 //! Health, readiness, metrics and the admin token file.
 
 use crate::helpers::spawn_app;
+use crate::process::{Http, Server, ctxd, send};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 
 #[tokio::test]
 async fn health_readiness_and_metrics_answer() {
@@ -58,4 +61,63 @@ async fn unknown_methods_share_one_metrics_label() {
     let metrics = app.request("GET", "/metrics", &[], "").await.body;
     assert!(metrics.contains(r#"route="/healthz",method="other",status="405"} 2"#), "{metrics}");
     assert!(!metrics.contains("FOO1"));
+}
+
+#[tokio::test]
+async fn the_root_sends_a_browser_to_the_dashboard() {
+    let app = spawn_app().await;
+    let reply = app.request("GET", "/", &[], "").await;
+    assert_eq!(reply.status, 307, "{}", reply.body);
+    assert_eq!(reply.headers["location"], "/ui/");
+}
+
+/// What an operator reads in the log: where the dashboard is, and one line per request only
+/// when asked for through `RUST_LOG`.
+#[tokio::test]
+async fn the_start_log_names_the_dashboard_and_requests_are_logged_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let client: Http = Client::builder(TokioExecutor::new()).build_http();
+    for (filter, asked) in [("info", false), ("info,ctxd::requests=debug", true)] {
+        let log = dir.path().join(format!("ctxd-{asked}.log"));
+        let server =
+            Server::start_with_log_filter(&dir.path().join(format!("data-{asked}")), Some(&log), filter);
+        let id = [("x-request-id", "probe-1")];
+        assert_eq!(send(&client, &server.addr, "GET", "/healthz", &id, "").await.unwrap().0, 200);
+        assert_eq!(send(&client, &server.addr, "GET", "/nowhere", &id, "").await.unwrap().0, 404);
+        drop(server);
+        let text = std::fs::read_to_string(&log).unwrap();
+        let dashboard = format!(
+            "dashboard=http://{}/ui/",
+            text.split("ctxd listening addr=").nth(1).unwrap().split_whitespace().next().unwrap()
+        );
+        assert!(text.contains(&dashboard), "{text}");
+        let requests: Vec<&str> = text.lines().filter(|line| line.contains("ctxd::requests")).collect();
+        if !asked {
+            assert!(requests.is_empty(), "logged without being asked: {requests:?}");
+            continue;
+        }
+        assert_eq!(requests.len(), 2, "{text}");
+        for (line, (route, status)) in requests.iter().zip([("/healthz", 200), ("unmatched", 404)]) {
+            for field in [
+                "method=GET".to_string(),
+                format!("route={route}"),
+                format!("status={status}"),
+                "request_id=probe-1".into(),
+            ] {
+                assert!(line.contains(&field), "{field} not in {line}");
+            }
+            assert!(line.contains(" ms="), "{line}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_demo_prints_the_dashboard_of_the_address_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let (code, stdout, stderr) = ctxd(&data_dir, &["demo", "--services", "3", "--addr", "0.0.0.0:18123"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("open http://127.0.0.1:18123/ui/"), "{stderr}");
+    assert!(stderr.contains("--addr 0.0.0.0:18123"), "{stderr}");
+    assert!(stdout.trim().starts_with("ctxd_"), "the key, alone on stdout: {stdout}");
 }

@@ -28,6 +28,11 @@ impl Server {
 
     /// Starts a server whose log (stderr) goes to `log_file`, or else to a pipe read and dropped.
     pub fn start_logging_to(data_dir: &Path, log_file: Option<&Path>) -> Server {
+        Server::start_with_log_filter(data_dir, log_file, "info")
+    }
+
+    /// `start_logging_to` with `RUST_LOG` set to `filter`.
+    pub fn start_with_log_filter(data_dir: &Path, log_file: Option<&Path>, filter: &str) -> Server {
         let mut command = Command::new(BINARY);
         if let Some(url) = crate::helpers::test_database(data_dir) {
             command.env("CTXD_DATABASE_URL", url);
@@ -40,12 +45,16 @@ impl Server {
             .env("CTXD_DATA_DIR", data_dir)
             .env("CTXD_ADDR", "127.0.0.1:0")
             .env("CTXD_ADMIN_TOKEN", ADMIN)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .stderr(stderr)
             .spawn()
             .expect("ctxd starts");
-        let listening =
-            |line: &str| line.split("ctxd listening addr=").nth(1).map(|rest| rest.trim().to_string());
+        let listening = |line: &str| {
+            line.split("ctxd listening addr=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(str::to_string)
+        };
         let addr = match log_file {
             Some(path) => {
                 let started = std::time::Instant::now();
