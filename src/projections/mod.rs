@@ -164,13 +164,10 @@ pub fn json_array_elements(conn: &Connection, parameter: &str) -> String {
     }
 }
 
-/// The text of field `name` of an event's JSON payload (`data`).
+/// The text of field `name` of an event's JSON payload (`data`), of the event types whose
+/// payloads stay text (`log::stored_payload`).
 pub fn data_field(conn: &Connection, name: &str) -> String {
-    match conn.dialect() {
-        crate::store::db::Dialect::Sqlite => format!("json_extract(data, '$.{name}')"),
-        // Bytewise, as SQLite compares (and as the index on customers' services is built).
-        crate::store::db::Dialect::Postgres => format!("((CAST(data AS JSONB) ->> '{name}') COLLATE \"C\")"),
-    }
+    conn.json_field("data", name)
 }
 
 /// Replays the `events` of `source` onto `target` in the order they were committed (store-wide

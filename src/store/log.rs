@@ -215,6 +215,22 @@ pub struct FeedEvent {
 pub struct FeedFilter {
     pub stream: Option<String>,
     pub event_type: Option<String>,
+    /// `meta.actor`, as recorded (`key:<name>`, `admin`, `system:sweeper` …).
+    pub actor: Option<String>,
+    /// `meta.request_id`: the events one request wrote.
+    pub request_id: Option<String>,
+    /// Recorded at or after this time (`format_time`'s form, which compares as text).
+    pub from: Option<String>,
+    /// Recorded before this time.
+    pub to: Option<String>,
+}
+
+impl FeedFilter {
+    /// Whether the filter reads the account's events rather than one stream's, to find only some.
+    fn scans_the_account(&self) -> bool {
+        let FeedFilter { stream, event_type, actor, request_id, from, to } = self;
+        stream.is_none() && [event_type, actor, request_id, from, to].iter().any(|field| field.is_some())
+    }
 }
 
 /// A seq given by a client as a cursor, as SQLite can bind it: no seq exceeds i64::MAX (SQLite's
@@ -223,32 +239,34 @@ pub fn cursor(after: u64) -> u64 {
     after.min(i64::MAX as u64)
 }
 
-/// The feed of an account, on its `(account, seq)` index, up to `?6`.
-const FEED_BY_ACCOUNT: &str =
-    "SELECT seq, stream, stream_version, event_type, event_version, data, meta, recorded_at, hash
-     FROM events
-     WHERE account = ?1 AND seq > ?2 AND seq <= ?6 AND CAST(?3 AS TEXT) IS NULL AND (CAST(?4 AS TEXT) IS NULL OR event_type = ?4)
-     ORDER BY seq LIMIT ?5";
+/// The feed's query: of an account, on its `(account, seq)` index, or of one stream, on the
+/// stream's own index (within a stream, seq order is stream_version order), up to `?6`; the
+/// filters on meta and time are checked on the rows read. (`+account` keeps SQLite from
+/// choosing the account's index for a stream, which would read every event of the account.)
+fn feed_sql(conn: &Connection, by_stream: bool) -> String {
+    let (actor, request_id) = (conn.json_field("meta", "actor"), conn.json_field("meta", "request_id"));
+    let (range, order) = match (by_stream, conn.dialect()) {
+        (false, _) => ("account = ?1 AND seq > ?2 AND seq <= ?6 AND CAST(?3 AS TEXT) IS NULL", "seq"),
+        (true, Dialect::Sqlite) => {
+            ("stream = ?3 AND seq > ?2 AND seq <= ?6 AND +account = ?1", "stream_version")
+        }
+        (true, Dialect::Postgres) => {
+            ("stream = ?3 AND seq > ?2 AND seq <= ?6 AND account = ?1", "stream_version")
+        }
+    };
+    format!(
+        "SELECT seq, stream, stream_version, event_type, event_version, data, meta, recorded_at, hash
+         FROM events
+         WHERE {range} AND (CAST(?4 AS TEXT) IS NULL OR event_type = ?4)
+           AND (CAST(?7 AS TEXT) IS NULL OR {actor} = ?7) AND (CAST(?8 AS TEXT) IS NULL OR {request_id} = ?8)
+           AND (CAST(?9 AS TEXT) IS NULL OR recorded_at >= ?9) AND (CAST(?10 AS TEXT) IS NULL OR recorded_at < ?10)
+         ORDER BY {order} LIMIT ?5"
+    )
+}
 
-/// The feed of one stream, on the stream's own index: within a stream, seq order is
-/// stream_version order. (`+account` keeps SQLite from choosing the account's index, which
-/// would read every event of the account.)
-const FEED_BY_STREAM: &str =
-    "SELECT seq, stream, stream_version, event_type, event_version, data, meta, recorded_at, hash
-     FROM events
-     WHERE stream = ?3 AND seq > ?2 AND seq <= ?6 AND +account = ?1 AND (CAST(?4 AS TEXT) IS NULL OR event_type = ?4)
-     ORDER BY stream_version LIMIT ?5";
-
-/// `FEED_BY_STREAM` as PostgreSQL spells it (its planner needs no hint).
-const FEED_BY_STREAM_POSTGRES: &str =
-    "SELECT seq, stream, stream_version, event_type, event_version, data, meta, recorded_at, hash
-     FROM events
-     WHERE stream = ?3 AND seq > ?2 AND seq <= ?6 AND account = ?1 AND (CAST(?4 AS TEXT) IS NULL OR event_type = ?4)
-     ORDER BY stream_version LIMIT ?5";
-
-/// Positions a page filtered by type alone examines at most: such a filter reads every event
-/// of the account in the range to find its few, so a page stops after this many and says where
-/// to go on, whatever it found.
+/// Positions a page filtered without a stream (by type, actor, request id or time) examines at
+/// most: such a filter reads every event of the account in the range to find its few, so a page
+/// stops after this many and says where to go on, whatever it found.
 pub const FEED_SCAN_WINDOW: u64 = 10_000;
 
 /// A page of the feed.
@@ -277,15 +295,21 @@ pub fn read_feed(
     // The feed starts after the account's last archive (its segments hold what was before).
     let after = cursor(after).max(super::archive::archived_through(conn, account)?);
     let head = last_seq(conn, account)?;
-    let type_only = filter.event_type.is_some() && filter.stream.is_none();
-    let end = if type_only { after.saturating_add(FEED_SCAN_WINDOW).min(head) } else { head };
-    let sql = match filter.stream {
-        Some(_) => conn.sql(FEED_BY_STREAM, FEED_BY_STREAM_POSTGRES),
-        None => FEED_BY_ACCOUNT,
-    };
-    let mut statement = conn.prepare_cached(sql)?;
-    let mut rows =
-        statement.query(params![account, after, filter.stream, filter.event_type, limit as i64 + 1, end])?;
+    let end =
+        if filter.scans_the_account() { after.saturating_add(FEED_SCAN_WINDOW).min(head) } else { head };
+    let mut statement = conn.prepare_cached(&feed_sql(conn, filter.stream.is_some()))?;
+    let mut rows = statement.query(params![
+        account,
+        after,
+        filter.stream,
+        filter.event_type,
+        limit as i64 + 1,
+        end,
+        filter.actor,
+        filter.request_id,
+        filter.from,
+        filter.to
+    ])?;
     let mut page = FeedPage { next_after: after.max(end), has_more: end < head, ..FeedPage::default() };
     let mut bytes = 0;
     while let Some(row) = rows.next()? {
@@ -321,13 +345,15 @@ mod tests {
         crate::store::migrations::migrate(&mut conn).unwrap();
         let plan = |sql: &str| -> String {
             let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-            let rows =
-                statement.query_map(params!["a", 0, "ctx/a/ns/s", "x", 10, 20], |row| row.get::<String>(3));
+            let rows = statement
+                .query_map(params!["a", 0, "ctx/a/ns/s", "x", 10, 20, "y", "z", "t", "u"], |row| {
+                    row.get::<String>(3)
+                });
             rows.unwrap().map(Result::unwrap).collect::<Vec<_>>().join("; ")
         };
-        let by_account = plan(FEED_BY_ACCOUNT);
+        let by_account = plan(&feed_sql(&conn, false));
         assert!(by_account.contains("(account=? AND seq>? AND seq<?)"), "{by_account}");
-        let by_stream = plan(FEED_BY_STREAM);
+        let by_stream = plan(&feed_sql(&conn, true));
         assert!(by_stream.contains("(stream=?"), "{by_stream}");
         for plan in [by_account, by_stream] {
             assert!(!plan.contains("TEMP B-TREE") && !plan.contains("SCAN"), "{plan}");
@@ -346,7 +372,7 @@ mod tests {
                     1, '{}', '{}', 't', x'', x'' FROM n",
         )
         .unwrap();
-        let deleted = FeedFilter { stream: None, event_type: Some("SessionDeleted".into()) };
+        let deleted = FeedFilter { event_type: Some("SessionDeleted".into()), ..FeedFilter::default() };
         let page = |after: u64, limit: usize, max_bytes: usize, filter: &FeedFilter| {
             let page = read_feed(&conn, "a", after, limit, max_bytes, filter).unwrap();
             (page.events.iter().map(|event| event.seq).collect::<Vec<_>>(), page.next_after, page.has_more)

@@ -533,3 +533,71 @@ async fn a_projection_row_changed_with_sql_is_reported_by_verify_with_its_table_
     assert!(mismatch.starts_with("table properties, row 1:"), "{mismatch}");
     assert!(mismatch.contains("platinum") && mismatch.contains("gold"), "{mismatch}");
 }
+
+/// An auditor's questions of the feed: what did this key write, what did that request do, what
+/// changed in that hour — the filters combine with `type` and `stream`, and the live stream
+/// takes them too.
+#[tokio::test]
+async fn the_feed_filters_by_actor_request_and_recording_time() {
+    use chrono::Duration;
+    use ctxd::clock::Clock;
+    let app = spawn_app().await;
+    let key = app.account("acme").await;
+    let start = app.clock.now();
+    for round in 0..3 {
+        let id = format!("round-{round}");
+        let body = json!({ "round": round }).to_string();
+        let reply = app
+            .call_with(&key, "PATCH", "/v1/account/acme/bots/s/properties", &[("x-request-id", &id)], &body)
+            .await;
+        assert_eq!(reply.status, 204, "{}", reply.body);
+        app.clock.advance(Duration::hours(1));
+    }
+    let all = feed(&app, &key, "limit=1000").await;
+    let of = async |query: &str| feed(&app, &key, query).await;
+    // The admin created the account and its key; the key wrote the rest.
+    let by_admin = of("actor=admin").await;
+    let admin_types: Vec<&str> =
+        by_admin["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(admin_types, ["AccountCreated", "ApiKeyIssued"], "{by_admin}");
+    let by_key = of("actor=key:default").await;
+    let everything = seqs(&all["events"]);
+    assert_eq!(seqs(&by_admin["events"]).len() + seqs(&by_key["events"]).len(), everything.len());
+    assert_eq!(of("actor=key:nobody").await["events"], json!([]));
+
+    // One request's events: round 1 wrote one patch (its namespace existed already).
+    let request = of("request_id=round-1").await;
+    let events = request["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{request}");
+    assert_eq!(events[0]["meta"]["request_id"], "round-1");
+    assert_eq!(events[0]["data"]["properties"], json!({"round": 1}));
+
+    // Recorded between one and two hours after the start: round 1 only; `to` is exclusive.
+    let at =
+        |hours: i64| (start + Duration::hours(hours)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let window = of(&format!("from={}&to={}", at(1), at(2))).await;
+    assert_eq!(seqs(&window["events"]), seqs(&request["events"]), "{window}");
+    let since = of(&format!("from={}", at(1))).await;
+    assert_eq!(since["events"].as_array().unwrap().len(), 2, "{since}");
+    let before = of(&format!("to={}&type=PropertiesPatched", at(1))).await;
+    assert_eq!(before["events"].as_array().unwrap().len(), 1, "{before}");
+    let in_stream = of(&format!("stream=ctx/acme/bots/s&from={}&actor=key:default", at(2))).await;
+    assert_eq!(in_stream["events"][0]["data"]["properties"], json!({"round": 2}), "{in_stream}");
+
+    // The live stream takes the same filters.
+    let mut follower = SseReader::open(&app, &key, "?request_id=round-2", None).await;
+    let (seq, event) = follower.next().await.unwrap();
+    assert_eq!(event["meta"]["request_id"], "round-2");
+    assert_eq!(seq, *everything.last().unwrap());
+
+    for (query, message) in [
+        ("from=yesterday", "from must be an RFC 3339 time"),
+        (&format!("from={}&to={}", at(2), at(1)), "from must not be later than to"),
+        ("actor=", "actor must be 1 to 256 characters"),
+        (&format!("request_id={}", "r".repeat(129)), "request_id must be 1 to 128 characters"),
+    ] {
+        let reply = app.call(&key, "GET", &format!("/v1/account/acme/events?{query}"), "").await;
+        assert_eq!(reply.status, 400, "{query}: {}", reply.body);
+        assert!(reply.json()["message"].as_str().unwrap().contains(message), "{query}: {}", reply.body);
+    }
+}

@@ -108,6 +108,43 @@ struct FeedQuery {
     /// Only events of this type (docs/EVENTS.md).
     #[serde(rename = "type")]
     event_type: Option<String>,
+    /// Only events written by this actor (`meta.actor`: `key:<name>`, `admin`, `system:sweeper` …).
+    #[param(min_length = 1, max_length = 256)]
+    actor: Option<String>,
+    /// Only the events of this request (`meta.request_id`, the `X-Request-ID` it was answered with).
+    #[param(min_length = 1, max_length = 128)]
+    request_id: Option<String>,
+    /// Only events recorded at or after this time (RFC 3339).
+    #[param(format = DateTime)]
+    from: Option<String>,
+    /// Only events recorded before this time (RFC 3339).
+    #[param(format = DateTime)]
+    to: Option<String>,
+}
+
+/// An RFC 3339 time of a query, in the form `recorded_at` is stored in (which compares as text).
+fn recorded_time(name: &str, value: Option<&str>) -> Result<Option<String>, ApiError> {
+    value
+        .map(|text| {
+            chrono::DateTime::parse_from_rfc3339(text)
+                .map(|time| crate::store::log::format_time(time.to_utc()))
+                .map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "{name} must be an RFC 3339 time, like 2026-12-01T10:00:00Z"
+                    ))
+                })
+        })
+        .transpose()
+}
+
+/// A text filter of 1 to `longest` characters.
+fn text_filter(name: &str, value: &Option<String>, longest: usize) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(text) if text.is_empty() || text.chars().count() > longest => {
+            Err(ApiError::bad_request(format!("{name} must be 1 to {longest} characters")))
+        }
+        other => Ok(other.clone()),
+    }
 }
 
 impl FeedQuery {
@@ -119,10 +156,21 @@ impl FeedQuery {
                 "unknown event type '{event_type}'; docs/EVENTS.md lists them"
             )));
         }
-        if self.stream.as_deref().is_some_and(|stream| stream.is_empty() || stream.len() > 4096) {
-            return Err(ApiError::bad_request("stream must be 1 to 4096 characters"));
+        let (from, to) =
+            (recorded_time("from", self.from.as_deref())?, recorded_time("to", self.to.as_deref())?);
+        if let (Some(from), Some(to)) = (&from, &to)
+            && from > to
+        {
+            return Err(ApiError::bad_request("from must not be later than to"));
         }
-        Ok(FeedFilter { stream: self.stream.clone(), event_type: self.event_type.clone() })
+        Ok(FeedFilter {
+            stream: text_filter("stream", &self.stream, 4096)?,
+            event_type: self.event_type.clone(),
+            actor: text_filter("actor", &self.actor, 256)?,
+            request_id: text_filter("request_id", &self.request_id, 128)?,
+            from,
+            to,
+        })
     }
 }
 
@@ -171,6 +219,18 @@ struct FollowQuery {
     /// Only events of this type.
     #[serde(rename = "type")]
     event_type: Option<String>,
+    /// Only events written by this actor.
+    #[param(min_length = 1, max_length = 256)]
+    actor: Option<String>,
+    /// Only the events of this request.
+    #[param(min_length = 1, max_length = 128)]
+    request_id: Option<String>,
+    /// Only events recorded at or after this time (RFC 3339).
+    #[param(format = DateTime)]
+    from: Option<String>,
+    /// Only events recorded before this time (RFC 3339).
+    #[param(format = DateTime)]
+    to: Option<String>,
 }
 
 /// `GET …/events/stream`: Server-Sent Events from `Last-Event-ID` (else `after`, else the
@@ -190,15 +250,16 @@ async fn follow(
     headers: HeaderMap,
     Q(query): Q<FollowQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let filter = FeedQuery { after: None, limit: None, stream: query.stream, event_type: query.event_type }
-        .filter()?;
+    let FollowQuery { after, stream, event_type, actor, request_id, from, to } = query;
+    let filter =
+        FeedQuery { after: None, limit: None, stream, event_type, actor, request_id, from, to }.filter()?;
     let after = match headers.get("last-event-id") {
         Some(value) => value
             .to_str()
             .ok()
             .and_then(|text| text.trim().parse::<u64>().ok())
             .ok_or_else(|| ApiError::bad_request("Last-Event-ID must be the seq of an event"))?,
-        None => query.after.unwrap_or(0),
+        None => after.unwrap_or(0),
     };
     crate::http::history::refuse_archived(&state, &account.id, after)?;
     let slot = state.streams.try_take(&account.id).ok_or_else(|| ApiError {

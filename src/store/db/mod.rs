@@ -212,6 +212,16 @@ impl Connection {
         }
     }
 
+    /// SQL for the text of field `name` of the JSON object in text column `column`, compared
+    /// bytewise on both backends (as SQLite compares, and as the index on customers' services
+    /// is built).
+    pub fn json_field(&self, column: &str, name: &str) -> String {
+        match self.dialect() {
+            Dialect::Sqlite => format!("json_extract({column}, '$.{name}')"),
+            Dialect::Postgres => format!("((CAST({column} AS JSONB) ->> '{name}') COLLATE \"C\")"),
+        }
+    }
+
     /// Lets the writer's PostgreSQL connection defer writes (`Statement::execute_later`).
     pub fn set_deferred(&self, defer: bool) {
         if let Connection::Postgres(conn) = self {
