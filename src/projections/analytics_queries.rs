@@ -144,7 +144,7 @@ pub fn series(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// A page of abandoned services in the order they were abandoned, after the cursor
+/// A page of abandoned services, the latest abandoned first, after (older than) the cursor
 /// `(ended_at, service_id)`, optionally only those that dropped off at `state_type`.
 pub fn abandoned(
     conn: &Connection,
@@ -155,11 +155,11 @@ pub fn abandoned(
 ) -> Result<Vec<AbandonedRow>, StoreError> {
     let after = after.map(|(at, id)| vec![at.into(), id.into()]);
     let mut filter =
-        cohorts.filter().and("state_type = ?", state_type).and_all("(ended_at, service_id) > (?, ?)", after);
+        cohorts.filter().and("state_type = ?", state_type).and_all("(ended_at, service_id) < (?, ?)", after);
     filter.params.push(SqlValue::Integer(limit as i64));
     let sql = format!(
         "SELECT ended_at, service_id, service_type, hour, media_type, state_type, detail FROM analytics_abandoned
-         WHERE {} ORDER BY ended_at, service_id LIMIT ?",
+         WHERE {} ORDER BY ended_at DESC, service_id DESC LIMIT ?",
         filter.sql()
     );
     let mut statement = conn.prepare(&sql)?;
@@ -175,4 +175,51 @@ pub fn abandoned(
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The names the selected cohorts hold, each list sorted: what an analyst can filter on.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Dimensions {
+    pub service_types: Vec<String>,
+    pub media_types: Vec<String>,
+    pub state_types: Vec<String>,
+}
+
+pub fn dimensions(conn: &Connection, cohorts: &Cohorts) -> Result<Dimensions, StoreError> {
+    let filter = cohorts.filter();
+    let distinct = |column: &str, table: &str| -> Result<Vec<String>, StoreError> {
+        let sql = format!("SELECT DISTINCT {column} FROM {table} WHERE {} ORDER BY 1", filter.sql());
+        let mut statement = conn.prepare(&sql)?;
+        let rows = statement
+            .query_map(crate::store::db::params_from_iter(filter.params.clone()), |row| row.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    };
+    Ok(Dimensions {
+        service_types: distinct("service_type", "analytics_services")?,
+        media_types: distinct("media_type", "analytics_services")?,
+        state_types: distinct("state_type", "analytics_states")?,
+    })
+}
+
+/// A name a query gives (a filter's value, a funnel's step) that the account's counters have
+/// never held, whatever the time: most likely a typo, which would otherwise answer zeros.
+/// `(parameter, name)` pairs in, the unknown ones out, in the order given.
+pub fn never_seen(
+    conn: &Connection,
+    account_id: &str,
+    names: &[(&'static str, String)],
+) -> Result<Vec<(&'static str, String)>, StoreError> {
+    let mut unknown = Vec::new();
+    for (parameter, name) in names {
+        let (column, table) = match *parameter {
+            "service_type" => ("service_type", "analytics_services"),
+            "media_type" => ("media_type", "analytics_services"),
+            _ => ("state_type", "analytics_states"),
+        };
+        let sql = format!("SELECT 1 FROM {table} WHERE account_id = ?1 AND {column} = ?2 LIMIT 1");
+        if !conn.prepare_cached(&sql)?.exists(crate::params![account_id, name])? {
+            unknown.push((*parameter, name.clone()));
+        }
+    }
+    Ok(unknown)
 }

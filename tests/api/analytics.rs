@@ -678,3 +678,84 @@ async fn what_analytics_count_stays_well_formed() {
     assert_eq!(moves["transitions"][0]["channel_switches"], 1, "{moves}");
     assert!(app.verify().mismatch.is_none());
 }
+
+/// The names an analyst can filter on come from what was recorded; a name never recorded (a
+/// typo) is warned about instead of answering zeros silently; abandoned services come latest
+/// first.
+#[tokio::test]
+async fn dimensions_list_what_was_recorded_and_names_never_recorded_are_warned_about() {
+    let app = spawn_app().await;
+    let cs = Cs::new(&app, "acme").await;
+    let base = "/v1/account/acme/analytics";
+    let mut abandoned = Vec::new();
+    for (n, (kind, media, first)) in
+        [("billing", "voice", "ivr"), ("sales", "chat", "bot"), ("billing", "chat", "bot")]
+            .into_iter()
+            .enumerate()
+    {
+        let started = stamp(at(n as u32 + 1, 0));
+        let opening = json!({"customer_id": format!("c{n}"), "service_type": kind, "timestamp": started, "media_type": media});
+        let id = cs.start_service(opening).await;
+        cs.start_state(&id, json!({"state_type": first, "timestamp": started, "media_type": media})).await;
+        let ended = json!({"disposition": "customer_hangup", "timestamp": stamp(at(n as u32 + 1, 30))});
+        cs.ok(cs.post(&format!("/services/{id}/end"), ended).await).await;
+        abandoned.push(id);
+        app.clock.advance(Duration::seconds(1)); // the list's order is the server's recording time
+    }
+    let get = async |path: &str| {
+        let reply = app.call(&cs.key, "GET", &format!("{base}/{path}"), "").await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+        reply.json()
+    };
+    let all = get("dimensions").await;
+    assert_eq!(all["service_types"], json!(["billing", "sales"]), "{all}");
+    assert_eq!(all["media_types"], json!(["chat", "voice"]));
+    assert_eq!(all["state_types"], json!(["bot", "ivr"]));
+    let later = get(&format!("dimensions?from={}", stamp(at(2, 0)))).await;
+    assert_eq!(later["service_types"], json!(["billing", "sales"]), "{later}");
+    assert_eq!(later["media_types"], json!(["chat"]));
+    assert_eq!(get("dimensions?media_type=voice").await["state_types"], json!(["ivr"]));
+
+    // Known names: no warnings. A typo: the same zeros as before, and a warning naming it.
+    for path in
+        ["dropoff?service_type=billing", "funnel?steps=ivr,bot", "transitions", "timeseries", "abandoned"]
+    {
+        assert!(get(path).await.get("warnings").is_none(), "{path}");
+    }
+    let typo = get("dropoff?service_type=biling").await;
+    assert_eq!(typo["totals"]["started"], 0);
+    assert_eq!(
+        typo["warnings"],
+        json!([
+            r#"service_type "biling" was never recorded in this account (analytics/dimensions lists the names seen)"#
+        ])
+    );
+    let funnel = get("funnel?steps=ivr,qeue&media_type=fax").await;
+    let warnings: Vec<&str> =
+        funnel["warnings"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
+    assert_eq!(warnings.len(), 2, "{funnel}");
+    assert!(
+        warnings[0].starts_with(r#"media_type "fax""#) && warnings[1].starts_with(r#"step "qeue""#),
+        "{funnel}"
+    );
+    for path in ["transitions?media_type=fax", "timeseries?service_type=x", "abandoned?state_type=qeue"] {
+        assert_eq!(get(path).await["warnings"].as_array().map(Vec::len), Some(1), "{path}");
+    }
+
+    // Latest abandoned first, and the cursor goes on to older ones.
+    let first = get("abandoned?limit=2").await;
+    let ids = |page: &Value| -> Vec<String> {
+        page["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["service_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let next = first["next"].as_str().unwrap().to_string();
+    let rest = get(&format!("abandoned?limit=2&after={next}")).await;
+    let listed: Vec<String> = ids(&first).into_iter().chain(ids(&rest)).collect();
+    abandoned.reverse();
+    assert_eq!(listed, abandoned);
+    assert!(rest["next"].is_null());
+}

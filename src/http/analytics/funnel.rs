@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::IntoParams;
@@ -149,11 +149,14 @@ pub(super) async fn funnel(
         Some("media_type") => true,
         Some(_) => return Err(ApiError::bad_request("breakdown must be media_type")),
     };
-    let (started, paths) = state
+    let mut names = query.filter.names();
+    names.extend(steps.iter().map(|step| ("step", step.clone())));
+    let (started, paths, never_seen) = state
         .store
         .read_large(move |conn| {
             let started = queries::sums(conn, &cohorts, Counter::Services, &["media_type"])?;
-            Ok((started, queries::sums(conn, &cohorts, Counter::Paths, &["media_type", "path"])?))
+            let paths = queries::sums(conn, &cohorts, Counter::Paths, &["media_type", "path"])?;
+            Ok((started, paths, queries::never_seen(conn, &cohorts.account_id, &names)?))
         })
         .await?;
     // Per media type (None for all of them; "" is the channel of services started without one):
@@ -190,5 +193,5 @@ pub(super) async fn funnel(
             .collect();
         body["by_media_type"] = json!(split);
     }
-    Ok(axum::Json(body).into_response())
+    Ok(super::answer(body, never_seen))
 }

@@ -31,7 +31,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(funnel::funnel))
         .routes(routes!(transitions))
         .routes(routes!(timeseries))
-        .routes(routes!(abandoned));
+        .routes(routes!(abandoned))
+        .routes(routes!(dimensions));
     secured(router, Caller::Tenant, "analytics")
 }
 
@@ -68,6 +69,12 @@ fn hour_of(name: &str, text: &str) -> Result<String, ApiError> {
 }
 
 impl Filter {
+    /// The names this filter gives, to be checked against those the account has held.
+    fn names(&self) -> Vec<(&'static str, String)> {
+        let given = [("service_type", &self.service_type), ("media_type", &self.media_type)];
+        given.into_iter().filter_map(|(parameter, name)| Some((parameter, name.clone()?))).collect()
+    }
+
     /// The account's cohorts this filter selects.
     fn cohorts(&self, account: &Account) -> Result<Cohorts, ApiError> {
         let from_hour = self.from.as_deref().map(|t| hour_of("from", t)).transpose()?;
@@ -85,6 +92,21 @@ impl Filter {
             to_hour,
         })
     }
+}
+
+/// An analytics answer, with a `warnings` list when the query named a service type, channel or
+/// state type the account has never recorded (the answer's zeros are then most likely a typo's).
+fn answer(mut body: Value, never_seen: Vec<(&'static str, String)>) -> Response {
+    if !never_seen.is_empty() {
+        let warnings: Vec<String> = never_seen
+            .into_iter()
+            .map(|(parameter, name)| {
+                format!("{parameter} {name:?} was never recorded in this account (analytics/dimensions lists the names seen)")
+            })
+            .collect();
+        body["warnings"] = json!(warnings);
+    }
+    axum::Json(body).into_response()
 }
 
 fn rate(part: i64, whole: i64) -> Value {
@@ -124,16 +146,17 @@ async fn dropoff(
     account: Account,
     Q(filter): Q<Filter>,
 ) -> Result<Response, ApiError> {
-    let cohorts = filter.cohorts(&account)?;
-    let (totals, states) = state
+    let (cohorts, names) = (filter.cohorts(&account)?, filter.names());
+    let (totals, states, never_seen) = state
         .store
         .read_large(move |conn| {
             let totals = queries::service_totals(conn, &cohorts)?;
-            Ok((totals, queries::sums(conn, &cohorts, Counter::States, &["state_type"])?))
+            let states = queries::sums(conn, &cohorts, Counter::States, &["state_type"])?;
+            Ok((totals, states, queries::never_seen(conn, &cohorts.account_id, &names)?))
         })
         .await?;
-    Ok(axum::Json(json!({ "query": filter, "totals": dropoff_totals(totals, &states), "states": dropoff_states(states) }))
-        .into_response())
+    let body = json!({ "query": filter, "totals": dropoff_totals(totals, &states), "states": dropoff_states(states) });
+    Ok(answer(body, never_seen))
 }
 
 fn dropoff_totals(totals: ServiceTotals, states: &[Sums]) -> Value {
@@ -188,11 +211,12 @@ async fn transitions(
     account: Account,
     Q(filter): Q<Filter>,
 ) -> Result<Response, ApiError> {
-    let cohorts = filter.cohorts(&account)?;
-    let mut moves = state
+    let (cohorts, names) = (filter.cohorts(&account)?, filter.names());
+    let (mut moves, never_seen) = state
         .store
         .read_large(move |conn| {
-            queries::sums(conn, &cohorts, Counter::Transitions, &["from_type", "to_type"])
+            let moves = queries::sums(conn, &cohorts, Counter::Transitions, &["from_type", "to_type"])?;
+            Ok((moves, queries::never_seen(conn, &cohorts.account_id, &names)?))
         })
         .await?;
     let count = |sums: &Sums| sums.get(Counter::Transitions, "count");
@@ -208,7 +232,7 @@ async fn transitions(
             })
         })
         .collect();
-    Ok(axum::Json(json!({ "query": filter, "transitions": moves })).into_response())
+    Ok(answer(json!({ "query": filter, "transitions": moves }), never_seen))
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, IntoParams)]
@@ -233,13 +257,19 @@ async fn timeseries(
     account: Account,
     Q(query): Q<SeriesQuery>,
 ) -> Result<Response, ApiError> {
-    let cohorts = query.filter.cohorts(&account)?;
+    let (cohorts, names) = (query.filter.cohorts(&account)?, query.filter.names());
     let (by_day, suffix) = match query.interval.as_deref() {
         None | Some("hour") => (false, ":00:00Z"),
         Some("day") => (true, "T00:00:00Z"),
         Some(_) => return Err(ApiError::bad_request("interval must be hour or day")),
     };
-    let series = state.store.read_large(move |conn| queries::series(conn, &cohorts, by_day)).await?;
+    let (series, never_seen) = state
+        .store
+        .read_large(move |conn| {
+            let series = queries::series(conn, &cohorts, by_day)?;
+            Ok((series, queries::never_seen(conn, &cohorts.account_id, &names)?))
+        })
+        .await?;
     let buckets: Vec<Value> = series
         .iter()
         .map(|(start, totals)| {
@@ -251,7 +281,7 @@ async fn timeseries(
             })
         })
         .collect();
-    Ok(axum::Json(json!({ "query": query, "buckets": buckets })).into_response())
+    Ok(answer(json!({ "query": query, "buckets": buckets }), never_seen))
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, IntoParams)]
@@ -289,6 +319,8 @@ async fn abandoned(
     Q(query): Q<AbandonedQuery>,
 ) -> Result<Response, ApiError> {
     let cohorts = query.filter.cohorts(&account)?;
+    let mut names = query.filter.names();
+    names.extend(query.state_type.clone().map(|name| ("state_type", name)));
     let limit = match query.limit.as_deref() {
         None => DEFAULT_PAGE,
         Some(text) => text
@@ -307,9 +339,12 @@ async fn abandoned(
         }
     };
     let state_type = query.state_type.clone();
-    let rows = state
+    let (rows, never_seen) = state
         .store
-        .read_large(move |conn| queries::abandoned(conn, &cohorts, state_type, after, limit))
+        .read_large(move |conn| {
+            let rows = queries::abandoned(conn, &cohorts, state_type, after, limit)?;
+            Ok((rows, queries::never_seen(conn, &cohorts.account_id, &names)?))
+        })
         .await?;
     let rows: Vec<Value> = rows
         .into_iter()
@@ -335,5 +370,27 @@ async fn abandoned(
             })
         })
         .flatten();
-    Ok(axum::Json(json!({ "query": query, "services": rows, "next": next })).into_response())
+    Ok(answer(json!({ "query": query, "services": rows, "next": next }), never_seen))
+}
+
+/// The service types, channels and state types the account's counters hold (within the
+/// filters given): to fill a dashboard's menus, and to tell a typo from an empty result.
+#[utoipa::path(get, path = "/v1/account/{account}/analytics/dimensions", params(AccountPath, Filter), responses(
+    (status = 200, description = "The names seen, each list sorted", body = body::Dimensions),
+    ContextRead,
+))]
+async fn dimensions(
+    State(state): State<AppState>,
+    account: Account,
+    Q(filter): Q<Filter>,
+) -> Result<Response, ApiError> {
+    let cohorts = filter.cohorts(&account)?;
+    let seen = state.store.read_large(move |conn| queries::dimensions(conn, &cohorts)).await?;
+    Ok(axum::Json(json!({
+        "query": filter,
+        "service_types": seen.service_types,
+        "media_types": seen.media_types,
+        "state_types": seen.state_types,
+    }))
+    .into_response())
 }

@@ -45,6 +45,9 @@ pub struct Dropoff {
     pub totals: DropoffTotals,
     /// Most abandoned first.
     pub states: Vec<DropoffState>,
+    /// Present when the query named a service type, channel or state type (a step) that the
+    /// account has never recorded: one message each.
+    pub warnings: Option<Vec<String>>,
 }
 
 /// One step of a funnel.
@@ -77,6 +80,9 @@ pub struct Funnel {
     pub steps: Vec<FunnelStep>,
     /// With `breakdown=media_type`.
     pub by_media_type: Option<Vec<FunnelByMedia>>,
+    /// Present when the query named a service type, channel or state type (a step) that the
+    /// account has never recorded: one message each.
+    pub warnings: Option<Vec<String>>,
 }
 
 /// A move from one state type to another.
@@ -95,6 +101,9 @@ pub struct Transitions {
     pub query: Value,
     /// Most frequent first.
     pub transitions: Vec<Transition>,
+    /// Present when the query named a service type, channel or state type (a step) that the
+    /// account has never recorded: one message each.
+    pub warnings: Option<Vec<String>>,
 }
 
 /// One hour or day.
@@ -112,6 +121,9 @@ pub struct Timeseries {
     #[schema(value_type = Object)]
     pub query: Value,
     pub buckets: Vec<Bucket>,
+    /// Present when the query named a service type, channel or state type (a step) that the
+    /// account has never recorded: one message each.
+    pub warnings: Option<Vec<String>>,
 }
 
 /// An abandoned service: where it was left, with its detail.
@@ -136,4 +148,18 @@ pub struct Abandoned {
     /// The `after` of the next page; null on the last.
     #[schema(required = true)]
     pub next: Option<String>,
+    /// Present when the query named a service type, channel or state type (a step) that the
+    /// account has never recorded: one message each.
+    pub warnings: Option<Vec<String>>,
+}
+
+/// The names the account's counters hold, within the filters given.
+#[derive(ToSchema)]
+pub struct Dimensions {
+    #[schema(value_type = Object)]
+    pub query: Value,
+    pub service_types: Vec<String>,
+    /// Channels; `""` is the channel of services started without one.
+    pub media_types: Vec<String>,
+    pub state_types: Vec<String>,
 }
