@@ -47,6 +47,11 @@ impl Where {
 }
 
 impl Cohorts {
+    /// The same cohorts on channel `media_type` only.
+    pub fn on(&self, media_type: &str) -> Cohorts {
+        Cohorts { media_type: Some(media_type.to_string()), ..self.clone() }
+    }
+
     fn filter(&self) -> Where {
         Where { conditions: vec![], params: vec![] }
             .and("account_id = ?", Some(self.account_id.clone()))
@@ -186,19 +191,30 @@ pub struct Dimensions {
 }
 
 pub fn dimensions(conn: &Connection, cohorts: &Cohorts) -> Result<Dimensions, StoreError> {
-    let filter = cohorts.filter();
-    let distinct = |column: &str, table: &str| -> Result<Vec<String>, StoreError> {
-        let sql = format!("SELECT DISTINCT {column} FROM {table} WHERE {} ORDER BY 1", filter.sql());
-        let mut statement = conn.prepare(&sql)?;
-        let rows = statement
-            .query_map(crate::store::db::params_from_iter(filter.params.clone()), |row| row.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    };
     Ok(Dimensions {
-        service_types: distinct("service_type", "analytics_services")?,
-        media_types: distinct("media_type", "analytics_services")?,
-        state_types: distinct("state_type", "analytics_states")?,
+        service_types: distinct(conn, cohorts, "service_type", "analytics_services")?,
+        media_types: media_types(conn, cohorts)?,
+        state_types: distinct(conn, cohorts, "state_type", "analytics_states")?,
     })
+}
+
+/// The channels of the selected cohorts, sorted: what a breakdown by channel splits into.
+pub fn media_types(conn: &Connection, cohorts: &Cohorts) -> Result<Vec<String>, StoreError> {
+    distinct(conn, cohorts, "media_type", "analytics_services")
+}
+
+/// The values of `column` in `table` over the selected cohorts, sorted.
+fn distinct(
+    conn: &Connection,
+    cohorts: &Cohorts,
+    column: &str,
+    table: &str,
+) -> Result<Vec<String>, StoreError> {
+    let filter = cohorts.filter();
+    let sql = format!("SELECT DISTINCT {column} FROM {table} WHERE {} ORDER BY 1", filter.sql());
+    let mut statement = conn.prepare(&sql)?;
+    let rows = statement.query_map(crate::store::db::params_from_iter(filter.params), |row| row.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// A name a query gives (a filter's value, a funnel's step) that the account's counters have

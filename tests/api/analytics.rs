@@ -742,6 +742,27 @@ async fn dimensions_list_what_was_recorded_and_names_never_recorded_are_warned_a
         assert_eq!(get(path).await["warnings"].as_array().map(Vec::len), Some(1), "{path}");
     }
 
+    // Split by channel: each channel's figures, adding up to the whole.
+    let split = get("dropoff?breakdown=media_type").await;
+    let channels: Vec<(&str, i64)> = split["by_media_type"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["media_type"].as_str().unwrap(), c["totals"]["started"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(channels, [("chat", 2), ("voice", 1)], "{split}");
+    assert_eq!(split["totals"]["started"], 3);
+    assert_eq!(split["by_media_type"][1]["states"][0]["state_type"], "ivr");
+    assert_eq!(split["by_media_type"][0]["states"][0]["abandoned_here"], 2, "chat's bot: {split}");
+    let series = get("timeseries?interval=day&breakdown=media_type").await;
+    assert_eq!(series["buckets"][0]["started"], 3);
+    assert_eq!(series["by_media_type"][0]["buckets"][0]["started"], 2, "{series}");
+    assert_eq!(series["by_media_type"][1]["media_type"], "voice");
+    assert_eq!(series["by_media_type"][1]["buckets"][0]["abandoned"], 1);
+    assert!(get("dropoff").await.get("by_media_type").is_none());
+    let bad = app.call(&cs.key, "GET", &format!("{base}/timeseries?breakdown=channel"), "").await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+
     // Latest abandoned first, and the cursor goes on to older ones.
     let first = get("abandoned?limit=2").await;
     let ids = |page: &Value| -> Vec<String> {

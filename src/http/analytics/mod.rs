@@ -22,6 +22,7 @@ use super::openapi::{Caller, secured};
 use crate::domain::journeys::fields::parse_time;
 use crate::projections::analytics::{BEFORE_FIRST_STATE, Counter, DURATION_BOUNDS_S};
 use crate::projections::analytics_queries::{self as queries, Cohorts, ServiceTotals, Sums};
+use crate::store::StoreError;
 
 mod funnel;
 
@@ -135,27 +136,73 @@ fn quantile(counts: &[i64], quantile: f64) -> Value {
     Value::Null
 }
 
+#[derive(Debug, Clone, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct DropoffQuery {
+    #[serde(flatten)]
+    #[param(ignore)]
+    filter: Filter,
+    /// `media_type`: the drop-off of each channel too, under `by_media_type`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    breakdown: Option<String>,
+}
+
+/// Whether a query's `breakdown` asks for one answer per channel.
+fn by_media_type(breakdown: Option<&str>) -> Result<bool, ApiError> {
+    match breakdown {
+        None => Ok(false),
+        Some("media_type") => Ok(true),
+        Some(_) => Err(ApiError::bad_request("breakdown must be media_type")),
+    }
+}
+
+/// `figures` of each channel of `cohorts`, each with its `media_type`.
+fn per_channel(
+    conn: &crate::store::db::Connection,
+    cohorts: &Cohorts,
+    figures: impl Fn(&Cohorts) -> Result<Value, StoreError>,
+) -> Result<Value, StoreError> {
+    let mut split = Vec::new();
+    for media in queries::media_types(conn, cohorts)? {
+        let mut channel = figures(&cohorts.on(&media))?;
+        channel["media_type"] = json!(media);
+        split.push(channel);
+    }
+    Ok(json!(split))
+}
+
 /// Where services are abandoned: totals, and per state type the services that entered it, left
-/// onward or were abandoned there, most abandoned first.
-#[utoipa::path(get, path = "/v1/account/{account}/analytics/dropoff", params(AccountPath, Filter), responses(
-    (status = 200, description = "The drop-off", body = body::Dropoff),
-    ContextRead,
-))]
+/// onward or were abandoned there, most abandoned first; with `breakdown=media_type`, the same
+/// for each channel.
+#[utoipa::path(get, path = "/v1/account/{account}/analytics/dropoff", params(AccountPath, Filter, DropoffQuery),
+    responses(
+        (status = 200, description = "The drop-off", body = body::Dropoff),
+        ContextRead,
+    ))]
 async fn dropoff(
     State(state): State<AppState>,
     account: Account,
-    Q(filter): Q<Filter>,
+    Q(query): Q<DropoffQuery>,
 ) -> Result<Response, ApiError> {
-    let (cohorts, names) = (filter.cohorts(&account)?, filter.names());
-    let (totals, states, never_seen) = state
+    let (cohorts, names) = (query.filter.cohorts(&account)?, query.filter.names());
+    let split = by_media_type(query.breakdown.as_deref())?;
+    let (figures, by_media, never_seen) = state
         .store
         .read_large(move |conn| {
-            let totals = queries::service_totals(conn, &cohorts)?;
-            let states = queries::sums(conn, &cohorts, Counter::States, &["state_type"])?;
-            Ok((totals, states, queries::never_seen(conn, &cohorts.account_id, &names)?))
+            let figures = |cohorts: &Cohorts| -> Result<Value, StoreError> {
+                let totals = queries::service_totals(conn, cohorts)?;
+                let states = queries::sums(conn, cohorts, Counter::States, &["state_type"])?;
+                Ok(json!({ "totals": dropoff_totals(totals, &states), "states": dropoff_states(states) }))
+            };
+            let by_media = split.then(|| per_channel(conn, &cohorts, figures)).transpose()?;
+            Ok((figures(&cohorts)?, by_media, queries::never_seen(conn, &cohorts.account_id, &names)?))
         })
         .await?;
-    let body = json!({ "query": filter, "totals": dropoff_totals(totals, &states), "states": dropoff_states(states) });
+    let mut body = json!({ "query": query, "totals": figures["totals"], "states": figures["states"] });
+    if let Some(by_media) = by_media {
+        body["by_media_type"] = by_media;
+    }
     Ok(answer(body, never_seen))
 }
 
@@ -244,6 +291,9 @@ struct SeriesQuery {
     filter: Filter,
     /// `hour` (default) or `day`.
     interval: Option<String>,
+    /// `media_type`: the buckets of each channel too, under `by_media_type`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    breakdown: Option<String>,
 }
 
 /// Services started, completed and abandoned per hour or day.
@@ -263,25 +313,33 @@ async fn timeseries(
         Some("day") => (true, "T00:00:00Z"),
         Some(_) => return Err(ApiError::bad_request("interval must be hour or day")),
     };
-    let (series, never_seen) = state
+    let split = by_media_type(query.breakdown.as_deref())?;
+    let (series, by_media, never_seen) = state
         .store
         .read_large(move |conn| {
-            let series = queries::series(conn, &cohorts, by_day)?;
-            Ok((series, queries::never_seen(conn, &cohorts.account_id, &names)?))
+            let buckets = |cohorts: &Cohorts| -> Result<Value, StoreError> {
+                let buckets: Vec<Value> = queries::series(conn, cohorts, by_day)?
+                    .iter()
+                    .map(|(start, totals)| {
+                        json!({
+                            "start": format!("{start}{suffix}"),
+                            "started": totals.started,
+                            "completed": totals.completed,
+                            "abandoned": totals.abandoned,
+                        })
+                    })
+                    .collect();
+                Ok(json!({ "buckets": buckets }))
+            };
+            let by_media = split.then(|| per_channel(conn, &cohorts, buckets)).transpose()?;
+            Ok((buckets(&cohorts)?, by_media, queries::never_seen(conn, &cohorts.account_id, &names)?))
         })
         .await?;
-    let buckets: Vec<Value> = series
-        .iter()
-        .map(|(start, totals)| {
-            json!({
-                "start": format!("{start}{suffix}"),
-                "started": totals.started,
-                "completed": totals.completed,
-                "abandoned": totals.abandoned,
-            })
-        })
-        .collect();
-    Ok(answer(json!({ "query": query, "buckets": buckets }), never_seen))
+    let mut body = json!({ "query": query, "buckets": series["buckets"] });
+    if let Some(by_media) = by_media {
+        body["by_media_type"] = by_media;
+    }
+    Ok(answer(body, never_seen))
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, IntoParams)]

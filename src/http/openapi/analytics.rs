@@ -45,6 +45,9 @@ pub struct Dropoff {
     pub totals: DropoffTotals,
     /// Most abandoned first.
     pub states: Vec<DropoffState>,
+    /// With `breakdown=media_type`: `{"media_type", "totals", "states"}` of each channel.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub by_media_type: Option<Vec<Value>>,
     /// Present when the query named a service type, channel or state type (a step) that the
     /// account has never recorded: one message each.
     pub warnings: Option<Vec<String>>,
@@ -121,6 +124,9 @@ pub struct Timeseries {
     #[schema(value_type = Object)]
     pub query: Value,
     pub buckets: Vec<Bucket>,
+    /// With `breakdown=media_type`: `{"media_type", "buckets"}` of each channel.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub by_media_type: Option<Vec<Value>>,
     /// Present when the query named a service type, channel or state type (a step) that the
     /// account has never recorded: one message each.
     pub warnings: Option<Vec<String>>,
