@@ -763,6 +763,33 @@ async fn dimensions_list_what_was_recorded_and_names_never_recorded_are_warned_a
     let bad = app.call(&cs.key, "GET", &format!("{base}/timeseries?breakdown=channel"), "").await;
     assert_eq!(bad.status, 400, "{}", bad.body);
 
+    // This period beside the one of the same length just before it.
+    let (from, to) = (stamp(at(2, 0)), stamp(at(4, 0)));
+    let compared = get(&format!("dropoff?from={from}&to={to}&compare=previous")).await;
+    assert_eq!(compared["totals"]["started"], 2, "{compared}");
+    assert_eq!(compared["previous"]["from"], "2026-11-20T00:00:00Z");
+    assert_eq!(compared["previous"]["to"], "2026-11-20T02:00:00Z");
+    assert_eq!(compared["previous"]["totals"]["started"], 1, "{compared}");
+    assert_eq!(compared["previous"]["states"][0]["state_type"], "ivr");
+    let funnel = get(&format!("funnel?steps=bot&from={from}&to={to}&compare=previous")).await;
+    assert_eq!(
+        (funnel["steps"][0]["reached"].clone(), funnel["previous"]["steps"][0]["reached"].clone()),
+        (json!(2), json!(0))
+    );
+    assert_eq!(funnel["previous"]["started"], 1, "{funnel}");
+    let series = get(&format!("timeseries?from={from}&to={to}&compare=previous")).await;
+    assert_eq!(series["buckets"].as_array().unwrap().len(), 2, "{series}");
+    assert_eq!(series["previous"]["buckets"][0]["start"], "2026-11-20T01:00:00Z", "{series}");
+    assert!(get("dropoff").await.get("previous").is_none());
+    for query in [
+        "dropoff?compare=previous",
+        &format!("funnel?steps=bot&from={from}&compare=previous"),
+        &format!("timeseries?from={from}&to={to}&compare=next"),
+    ] {
+        let bad = app.call(&cs.key, "GET", &format!("{base}/{query}"), "").await;
+        assert_eq!(bad.status, 400, "{query}: {}", bad.body);
+    }
+
     // Latest abandoned first, and the cursor goes on to older ones.
     let first = get("abandoned?limit=2").await;
     let ids = |page: &Value| -> Vec<String> {

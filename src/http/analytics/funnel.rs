@@ -38,6 +38,10 @@ pub(super) struct FunnelQuery {
     /// `media_type`: the funnel of each channel too.
     #[serde(skip_serializing_if = "Option::is_none")]
     breakdown: Option<String>,
+    /// `previous` (with `from` and `to`): the funnel of the period of the same length just
+    /// before, under `previous`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compare: Option<String>,
 }
 
 /// The funnel's steps, validated.
@@ -130,6 +134,52 @@ fn funnel_figures(
     json!({ "started": started, "steps": figures })
 }
 
+/// Services started per channel, and the paths' histograms per channel: what a funnel sums.
+type FunnelSums = (Vec<queries::Sums>, Vec<queries::Sums>);
+
+/// A funnel's figures from its sums: `started`, `steps`, and with `by_media` each channel's.
+fn funnel_answer(
+    (started, paths): &FunnelSums,
+    steps: &[String],
+    window: Option<usize>,
+    by_media: bool,
+) -> Result<Value, StoreError> {
+    // Per media type (None for all of them; "" is the channel of services started without one):
+    // services started and the steps' histograms.
+    let mut groups: BTreeMap<Option<&str>, (i64, StepHistograms)> = BTreeMap::new();
+    let empty = || (0, vec![vec![0; HISTOGRAM_BUCKETS]; steps.len()]);
+    for sums in started {
+        for group in [None, Some(sums.key[0].as_str())] {
+            groups.entry(group).or_insert_with(empty).0 += sums.get(Counter::Services, "started");
+        }
+    }
+    for sums in paths {
+        let path: Vec<String> = serde_json::from_str(&sums.key[1])
+            .map_err(|error| StoreError::Corrupt(format!("an analytics path: {error}")))?;
+        let Some(step) = reached_step(&path, steps) else { continue };
+        for group in [None, Some(sums.key[0].as_str())] {
+            let counts = &mut groups.entry(group).or_insert_with(empty).1[step];
+            for (count, add) in counts.iter_mut().zip(sums.histogram()) {
+                *count += add;
+            }
+        }
+    }
+    let (started, all) = groups.remove(&None).unwrap_or_else(empty);
+    let mut body = funnel_figures(started, steps, &all, window);
+    if by_media {
+        let split: Vec<Value> = groups
+            .iter()
+            .map(|(media, (started, histograms))| {
+                let mut figures = funnel_figures(*started, steps, histograms, window);
+                figures["media_type"] = json!(media);
+                figures
+            })
+            .collect();
+        body["by_media_type"] = json!(split);
+    }
+    Ok(body)
+}
+
 /// How many journeys reached each step, in order, within a window.
 #[utoipa::path(get, path = "/v1/account/{account}/analytics/funnel", params(AccountPath, Filter, FunnelQuery),
     responses(
@@ -144,54 +194,31 @@ pub(super) async fn funnel(
     let cohorts = query.filter.cohorts(&account)?;
     let steps = funnel_steps(query.steps.as_deref())?;
     let window = window_bucket(query.window.as_deref())?;
-    let by_media = match query.breakdown.as_deref() {
-        None => false,
-        Some("media_type") => true,
-        Some(_) => return Err(ApiError::bad_request("breakdown must be media_type")),
-    };
+    let by_media = super::by_media_type(query.breakdown.as_deref())?;
+    let previous = query.filter.previous(&account, query.compare.as_deref())?;
     let mut names = query.filter.names();
     names.extend(steps.iter().map(|step| ("step", step.clone())));
-    let (started, paths, never_seen) = state
+    let (sums, previous, never_seen) = state
         .store
         .read_large(move |conn| {
-            let started = queries::sums(conn, &cohorts, Counter::Services, &["media_type"])?;
-            let paths = queries::sums(conn, &cohorts, Counter::Paths, &["media_type", "path"])?;
-            Ok((started, paths, queries::never_seen(conn, &cohorts.account_id, &names)?))
+            let sums = |cohorts: &queries::Cohorts| -> Result<FunnelSums, StoreError> {
+                let started = queries::sums(conn, cohorts, Counter::Services, &["media_type"])?;
+                Ok((started, queries::sums(conn, cohorts, Counter::Paths, &["media_type", "path"])?))
+            };
+            let previous = previous
+                .map(|(cohorts, bounds)| Ok::<_, StoreError>((sums(&cohorts)?, bounds)))
+                .transpose()?;
+            Ok((sums(&cohorts)?, previous, queries::never_seen(conn, &cohorts.account_id, &names)?))
         })
         .await?;
-    // Per media type (None for all of them; "" is the channel of services started without one):
-    // services started and the steps' histograms.
-    let mut groups: BTreeMap<Option<&str>, (i64, StepHistograms)> = BTreeMap::new();
-    let empty = || (0, vec![vec![0; HISTOGRAM_BUCKETS]; steps.len()]);
-    for sums in &started {
-        for group in [None, Some(sums.key[0].as_str())] {
-            groups.entry(group).or_insert_with(empty).0 += sums.get(Counter::Services, "started");
-        }
-    }
-    for sums in &paths {
-        let path: Vec<String> = serde_json::from_str(&sums.key[1])
-            .map_err(|error| StoreError::Corrupt(format!("an analytics path: {error}")))?;
-        let Some(step) = reached_step(&path, &steps) else { continue };
-        for group in [None, Some(sums.key[0].as_str())] {
-            let counts = &mut groups.entry(group).or_insert_with(empty).1[step];
-            for (count, add) in counts.iter_mut().zip(sums.histogram()) {
-                *count += add;
-            }
-        }
-    }
-    let (started, all) = groups.remove(&None).unwrap_or_else(empty);
-    let mut body = funnel_figures(started, &steps, &all, window);
+    let mut body = funnel_answer(&sums, &steps, window, by_media)?;
     body["query"] = json!(query);
-    if by_media {
-        let split: Vec<Value> = groups
-            .iter()
-            .map(|(media, (started, histograms))| {
-                let mut figures = funnel_figures(*started, &steps, histograms, window);
-                figures["media_type"] = json!(media);
-                figures
-            })
-            .collect();
-        body["by_media_type"] = json!(split);
+    if let Some((sums, mut bounds)) = previous {
+        for (name, value) in funnel_answer(&sums, &steps, window, by_media)?.as_object().into_iter().flatten()
+        {
+            bounds[name] = value.clone();
+        }
+        body["previous"] = bounds;
     }
     Ok(super::answer(body, never_seen))
 }

@@ -76,6 +76,33 @@ impl Filter {
         given.into_iter().filter_map(|(parameter, name)| Some((parameter, name.clone()?))).collect()
     }
 
+    /// With `compare=previous`: the cohorts of the period of the same length just before
+    /// `[from, to)`, and that period's bounds (RFC 3339) to show beside its figures.
+    fn previous(
+        &self,
+        account: &Account,
+        compare: Option<&str>,
+    ) -> Result<Option<(Cohorts, Value)>, ApiError> {
+        match compare {
+            None => return Ok(None),
+            Some("previous") => {}
+            Some(_) => return Err(ApiError::bad_request("compare must be previous")),
+        }
+        let (Some(from), Some(to)) = (&self.from, &self.to) else {
+            return Err(ApiError::bad_request(
+                "compare=previous needs from and to: it compares them with the period of the same length just before",
+            ));
+        };
+        self.cohorts(account)?; // from and to are whole hours, from before to
+        let (from, to): (DateTime<Utc>, DateTime<Utc>) = (parse_time("from", from)?, parse_time("to", to)?);
+        let start = from - (to - from);
+        let hour = |time: DateTime<Utc>| time.format("%Y-%m-%dT%H").to_string();
+        let cohorts =
+            Cohorts { from_hour: Some(hour(start)), to_hour: Some(hour(from)), ..self.cohorts(account)? };
+        let rfc3339 = |time: DateTime<Utc>| time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        Ok(Some((cohorts, json!({ "from": rfc3339(start), "to": rfc3339(from) }))))
+    }
+
     /// The account's cohorts this filter selects.
     fn cohorts(&self, account: &Account) -> Result<Cohorts, ApiError> {
         let from_hour = self.from.as_deref().map(|t| hour_of("from", t)).transpose()?;
@@ -146,10 +173,26 @@ struct DropoffQuery {
     /// `media_type`: the drop-off of each channel too, under `by_media_type`.
     #[serde(skip_serializing_if = "Option::is_none")]
     breakdown: Option<String>,
+    /// `previous` (with `from` and `to`): the same figures for the period of the same length
+    /// just before, under `previous`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compare: Option<String>,
+}
+
+/// `figures` of the previous period, with its bounds, as an answer's `previous`.
+fn previous_figures(
+    previous: Option<(Cohorts, Value)>,
+    figures: impl Fn(&Cohorts) -> Result<Value, StoreError>,
+) -> Result<Option<Value>, StoreError> {
+    let Some((cohorts, mut bounds)) = previous else { return Ok(None) };
+    if let (Some(bounds), Value::Object(figures)) = (bounds.as_object_mut(), figures(&cohorts)?) {
+        bounds.extend(figures);
+    }
+    Ok(Some(bounds))
 }
 
 /// Whether a query's `breakdown` asks for one answer per channel.
-fn by_media_type(breakdown: Option<&str>) -> Result<bool, ApiError> {
+pub(super) fn by_media_type(breakdown: Option<&str>) -> Result<bool, ApiError> {
     match breakdown {
         None => Ok(false),
         Some("media_type") => Ok(true),
@@ -187,7 +230,8 @@ async fn dropoff(
 ) -> Result<Response, ApiError> {
     let (cohorts, names) = (query.filter.cohorts(&account)?, query.filter.names());
     let split = by_media_type(query.breakdown.as_deref())?;
-    let (figures, by_media, never_seen) = state
+    let previous = query.filter.previous(&account, query.compare.as_deref())?;
+    let (figures, by_media, previous, never_seen) = state
         .store
         .read_large(move |conn| {
             let figures = |cohorts: &Cohorts| -> Result<Value, StoreError> {
@@ -196,12 +240,21 @@ async fn dropoff(
                 Ok(json!({ "totals": dropoff_totals(totals, &states), "states": dropoff_states(states) }))
             };
             let by_media = split.then(|| per_channel(conn, &cohorts, figures)).transpose()?;
-            Ok((figures(&cohorts)?, by_media, queries::never_seen(conn, &cohorts.account_id, &names)?))
+            let previous = previous_figures(previous, figures)?;
+            Ok((
+                figures(&cohorts)?,
+                by_media,
+                previous,
+                queries::never_seen(conn, &cohorts.account_id, &names)?,
+            ))
         })
         .await?;
     let mut body = json!({ "query": query, "totals": figures["totals"], "states": figures["states"] });
     if let Some(by_media) = by_media {
         body["by_media_type"] = by_media;
+    }
+    if let Some(previous) = previous {
+        body["previous"] = previous;
     }
     Ok(answer(body, never_seen))
 }
@@ -294,6 +347,10 @@ struct SeriesQuery {
     /// `media_type`: the buckets of each channel too, under `by_media_type`.
     #[serde(skip_serializing_if = "Option::is_none")]
     breakdown: Option<String>,
+    /// `previous` (with `from` and `to`): the buckets of the period of the same length just
+    /// before, under `previous`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compare: Option<String>,
 }
 
 /// Services started, completed and abandoned per hour or day.
@@ -314,7 +371,8 @@ async fn timeseries(
         Some(_) => return Err(ApiError::bad_request("interval must be hour or day")),
     };
     let split = by_media_type(query.breakdown.as_deref())?;
-    let (series, by_media, never_seen) = state
+    let previous = query.filter.previous(&account, query.compare.as_deref())?;
+    let (series, by_media, previous, never_seen) = state
         .store
         .read_large(move |conn| {
             let buckets = |cohorts: &Cohorts| -> Result<Value, StoreError> {
@@ -332,12 +390,21 @@ async fn timeseries(
                 Ok(json!({ "buckets": buckets }))
             };
             let by_media = split.then(|| per_channel(conn, &cohorts, buckets)).transpose()?;
-            Ok((buckets(&cohorts)?, by_media, queries::never_seen(conn, &cohorts.account_id, &names)?))
+            let previous = previous_figures(previous, buckets)?;
+            Ok((
+                buckets(&cohorts)?,
+                by_media,
+                previous,
+                queries::never_seen(conn, &cohorts.account_id, &names)?,
+            ))
         })
         .await?;
     let mut body = json!({ "query": query, "buckets": series["buckets"] });
     if let Some(by_media) = by_media {
         body["by_media_type"] = by_media;
+    }
+    if let Some(previous) = previous {
+        body["previous"] = previous;
     }
     Ok(answer(body, never_seen))
 }

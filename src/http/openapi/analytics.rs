@@ -48,6 +48,10 @@ pub struct Dropoff {
     /// With `breakdown=media_type`: `{"media_type", "totals", "states"}` of each channel.
     #[schema(value_type = Option<Vec<Object>>)]
     pub by_media_type: Option<Vec<Value>>,
+    /// With `compare=previous`: `{"from", "to"}` of the period of the same length just before,
+    /// and the same figures for it.
+    #[schema(value_type = Option<Object>)]
+    pub previous: Option<Value>,
     /// Present when the query named a service type, channel or state type (a step) that the
     /// account has never recorded: one message each.
     pub warnings: Option<Vec<String>>,
@@ -83,6 +87,10 @@ pub struct Funnel {
     pub steps: Vec<FunnelStep>,
     /// With `breakdown=media_type`.
     pub by_media_type: Option<Vec<FunnelByMedia>>,
+    /// With `compare=previous`: `{"from", "to"}` of the period of the same length just before,
+    /// and the same figures for it.
+    #[schema(value_type = Option<Object>)]
+    pub previous: Option<Value>,
     /// Present when the query named a service type, channel or state type (a step) that the
     /// account has never recorded: one message each.
     pub warnings: Option<Vec<String>>,
@@ -127,6 +135,10 @@ pub struct Timeseries {
     /// With `breakdown=media_type`: `{"media_type", "buckets"}` of each channel.
     #[schema(value_type = Option<Vec<Object>>)]
     pub by_media_type: Option<Vec<Value>>,
+    /// With `compare=previous`: `{"from", "to"}` of the period of the same length just before,
+    /// and the same figures for it.
+    #[schema(value_type = Option<Object>)]
+    pub previous: Option<Value>,
     /// Present when the query named a service type, channel or state type (a step) that the
     /// account has never recorded: one message each.
     pub warnings: Option<Vec<String>>,
