@@ -763,6 +763,23 @@ async fn dimensions_list_what_was_recorded_and_names_never_recorded_are_warned_a
     let bad = app.call(&cs.key, "GET", &format!("{base}/timeseries?breakdown=channel"), "").await;
     assert_eq!(bad.status, 400, "{}", bad.body);
 
+    // A step may be alternatives: the voice journeys start in the IVR, the chat ones with a bot.
+    let either = get("funnel?steps=ivr|bot").await;
+    assert_eq!(either["steps"][0]["state_type"], "ivr|bot");
+    assert_eq!(either["steps"][0]["any_of"], json!(["ivr", "bot"]));
+    assert_eq!(either["steps"][0]["reached"], 3, "{either}");
+    assert_eq!(get("funnel?steps=ivr").await["steps"][0]["reached"], 1);
+    assert!(get("funnel?steps=ivr").await["steps"][0].get("any_of").is_none());
+    let as_json = get("funnel?steps=%5B%5B%22ivr%22%2C%22bot%22%5D%5D").await; // [["ivr","bot"]]
+    assert_eq!(as_json["steps"], either["steps"]);
+    let typo = get("funnel?steps=ivr|bto").await;
+    assert_eq!(typo["warnings"].as_array().unwrap().len(), 1, "{typo}");
+    assert!(typo["warnings"][0].as_str().unwrap().starts_with(r#"step "bto""#), "{typo}");
+    for steps in ["ivr|", "|bot", "%5B%5B%5D%5D"] {
+        let bad = app.call(&cs.key, "GET", &format!("{base}/funnel?steps={steps}"), "").await;
+        assert_eq!(bad.status, 400, "{steps}: {}", bad.body);
+    }
+
     // This period beside the one of the same length just before it.
     let (from, to) = (stamp(at(2, 0)), stamp(at(4, 0)));
     let compared = get(&format!("dropoff?from={from}&to={to}&compare=previous")).await;

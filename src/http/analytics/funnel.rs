@@ -44,27 +44,55 @@ pub(super) struct FunnelQuery {
     compare: Option<String>,
 }
 
-/// The funnel's steps, validated.
-fn funnel_steps(steps: Option<&str>) -> Result<Vec<String>, ApiError> {
+/// One step of a funnel: a state type, or alternatives any of which reaches it (`ivr|bot`: the
+/// first step of a voice journey and of a chat one).
+#[derive(Debug, Clone)]
+struct Step {
+    /// As the answer names it: the state type, or the alternatives joined by `|`.
+    name: String,
+    any_of: Vec<String>,
+}
+
+/// A step as sent in the JSON array form: a state type, or an array of alternatives.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SentStep {
+    One(String),
+    AnyOf(Vec<String>),
+}
+
+/// The funnel's steps, validated: comma-separated, alternatives joined by `|`; or a JSON array
+/// whose elements are state types (which may hold commas and bars) or arrays of alternatives.
+fn funnel_steps(steps: Option<&str>) -> Result<Vec<Step>, ApiError> {
     let text = steps.ok_or_else(|| {
         ApiError::bad_request(
             "steps is required: the funnel's state types in order, e.g. steps=ivr,queue,agent",
         )
     })?;
-    // A JSON array of strings names state types that hold commas.
-    let steps: Option<Vec<String>> = if text.starts_with('[') {
-        serde_json::from_str(text).ok()
-    } else {
-        Some(text.split(',').map(str::to_string).collect())
-    };
-    steps
-        .filter(|steps| !steps.iter().any(String::is_empty) && (1..=FUNNEL_DEPTH).contains(&steps.len()))
-        .ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "steps must be 1 to {FUNNEL_DEPTH} state types, none empty: comma-separated, \
-                 or a JSON array of strings"
-            ))
+    let steps: Option<Vec<Vec<String>>> = if text.starts_with('[') {
+        serde_json::from_str::<Vec<SentStep>>(text).ok().map(|sent| {
+            sent.into_iter()
+                .map(|step| match step {
+                    SentStep::One(state_type) => vec![state_type],
+                    SentStep::AnyOf(alternatives) => alternatives,
+                })
+                .collect()
         })
+    } else {
+        Some(text.split(',').map(|step| step.split('|').map(str::to_string).collect()).collect())
+    };
+    let well_formed = |steps: &Vec<Vec<String>>| {
+        (1..=FUNNEL_DEPTH).contains(&steps.len())
+            && steps.iter().all(|any_of| !any_of.is_empty() && !any_of.iter().any(String::is_empty))
+    };
+    let steps = steps.filter(well_formed).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "steps must be 1 to {FUNNEL_DEPTH} state types, none empty: comma-separated (alternatives \
+             joined by |, e.g. steps=ivr|bot,queue,agent), or a JSON array of state types and arrays of \
+             alternatives"
+        ))
+    })?;
+    Ok(steps.into_iter().map(|any_of| Step { name: any_of.join("|"), any_of }).collect())
 }
 
 /// The histogram bucket a window ends with: the window must be one of its bounds, so that
@@ -91,10 +119,10 @@ fn window_bucket(window: Option<&str>) -> Result<Option<usize>, ApiError> {
 
 /// The step of `steps` that a path's last state reaches, matching the steps in order, each at
 /// its first occurrence after the previous one; `None` when the last state matches no step.
-fn reached_step(path: &[String], steps: &[String]) -> Option<usize> {
+fn reached_step(path: &[String], steps: &[Step]) -> Option<usize> {
     let mut next = 0;
     for (index, state_type) in path.iter().enumerate() {
-        if steps.get(next) == Some(state_type) {
+        if steps.get(next).is_some_and(|step| step.any_of.contains(state_type)) {
             if index + 1 == path.len() {
                 return Some(next);
             }
@@ -109,26 +137,25 @@ type StepHistograms = Vec<Vec<i64>>;
 
 /// One funnel's figures: its services started, and per step reached, conversions, dropped and
 /// the median time to reach it.
-fn funnel_figures(
-    started: i64,
-    steps: &[String],
-    histograms: &StepHistograms,
-    window: Option<usize>,
-) -> Value {
+fn funnel_figures(started: i64, steps: &[Step], histograms: &StepHistograms, window: Option<usize>) -> Value {
     let within = |counts: &[i64]| counts[..window.map_or(counts.len(), |bucket| bucket + 1)].to_vec();
     let reached: Vec<i64> = histograms.iter().map(|h| within(h).iter().sum()).collect();
     let figures: Vec<Value> = steps
         .iter()
         .enumerate()
         .map(|(k, step)| {
-            json!({
-                "state_type": step,
+            let mut figures = json!({
+                "state_type": step.name,
                 "reached": reached[k],
                 "conversion_from_previous": rate(reached[k], if k == 0 { started } else { reached[k - 1] }),
                 "conversion_from_first": rate(reached[k], reached[0]),
                 "dropped": reached.get(k + 1).map(|next| reached[k] - next),
                 "median_time_to_reach_s": quantile(&within(&histograms[k]), 0.5),
-            })
+            });
+            if step.any_of.len() > 1 {
+                figures["any_of"] = json!(step.any_of);
+            }
+            figures
         })
         .collect();
     json!({ "started": started, "steps": figures })
@@ -140,7 +167,7 @@ type FunnelSums = (Vec<queries::Sums>, Vec<queries::Sums>);
 /// A funnel's figures from its sums: `started`, `steps`, and with `by_media` each channel's.
 fn funnel_answer(
     (started, paths): &FunnelSums,
-    steps: &[String],
+    steps: &[Step],
     window: Option<usize>,
     by_media: bool,
 ) -> Result<Value, StoreError> {
@@ -197,7 +224,9 @@ pub(super) async fn funnel(
     let by_media = super::by_media_type(query.breakdown.as_deref())?;
     let previous = query.filter.previous(&account, query.compare.as_deref())?;
     let mut names = query.filter.names();
-    names.extend(steps.iter().map(|step| ("step", step.clone())));
+    names.extend(
+        steps.iter().flat_map(|step| step.any_of.iter().map(|state_type| ("step", state_type.clone()))),
+    );
     let (sums, previous, never_seen) = state
         .store
         .read_large(move |conn| {
