@@ -24,8 +24,8 @@ const DICTIONARY: &[u8] = include_bytes!("payload.dict");
 /// Format byte: a zstd frame against [`DICTIONARY`].
 const ZSTD_V1: u8 = 1;
 
-/// zstd's level: the fastest, since the writer compresses inside its commit step. Level 3 made
-/// the demo's payloads 2 % smaller for twice the time.
+/// zstd's level: its fastest standard one, since the writer compresses inside its commit step.
+/// Level 3 made the demo's payloads and documents 2–3 % smaller (its time not measured).
 const LEVEL: i32 = 1;
 
 /// No JSON text the store keeps is larger (a session's properties are capped far below), so a

@@ -591,7 +591,8 @@ async fn the_feed_filters_by_actor_request_and_recording_time() {
     assert_eq!(seq, *everything.last().unwrap());
 
     for (query, message) in [
-        ("from=yesterday", "from must be an RFC 3339 time"),
+        ("from=yesterday", "from must be an ISO 8601 time"),
+        ("to=10000-01-01T00:00:00Z", "to must be an ISO 8601 time"),
         (&format!("from={}&to={}", at(2), at(1)), "from must not be later than to"),
         ("actor=", "actor must be 1 to 256 characters"),
         (&format!("request_id={}", "r".repeat(129)), "request_id must be 1 to 128 characters"),

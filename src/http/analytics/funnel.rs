@@ -53,6 +53,10 @@ struct Step {
     any_of: Vec<String>,
 }
 
+/// Most alternatives one step may have: each is looked up apart (`queries::never_seen`), so a
+/// step of thousands would make one request cost thousands of lookups.
+const MAX_ALTERNATIVES: usize = 16;
+
 /// A step as sent in the JSON array form: a state type, or an array of alternatives.
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -83,13 +87,15 @@ fn funnel_steps(steps: Option<&str>) -> Result<Vec<Step>, ApiError> {
     };
     let well_formed = |steps: &Vec<Vec<String>>| {
         (1..=FUNNEL_DEPTH).contains(&steps.len())
-            && steps.iter().all(|any_of| !any_of.is_empty() && !any_of.iter().any(String::is_empty))
+            && steps.iter().all(|any_of| {
+                (1..=MAX_ALTERNATIVES).contains(&any_of.len()) && !any_of.iter().any(String::is_empty)
+            })
     };
     let steps = steps.filter(well_formed).ok_or_else(|| {
         ApiError::bad_request(format!(
-            "steps must be 1 to {FUNNEL_DEPTH} state types, none empty: comma-separated (alternatives \
-             joined by |, e.g. steps=ivr|bot,queue,agent), or a JSON array of state types and arrays of \
-             alternatives"
+            "steps must be 1 to {FUNNEL_DEPTH} state types, none empty: comma-separated (up to \
+             {MAX_ALTERNATIVES} alternatives joined by |, e.g. steps=ivr|bot,queue,agent), or a JSON array of \
+             state types and arrays of alternatives"
         ))
     })?;
     Ok(steps.into_iter().map(|any_of| Step { name: any_of.join("|"), any_of }).collect())

@@ -30,6 +30,7 @@ use super::openapi::responses::{ContextRead, Message};
 use super::openapi::schemas as body;
 use super::openapi::{Caller, secured, tagged};
 use crate::domain::events::EVENT_TYPES;
+use crate::domain::journeys::fields::parse_time;
 use crate::signing::head_text;
 use crate::store::log::{FeedEvent, FeedFilter, read_feed};
 use crate::store::{FeedHead, Store, StoreError, chain};
@@ -124,17 +125,8 @@ struct FeedQuery {
 
 /// An RFC 3339 time of a query, in the form `recorded_at` is stored in (which compares as text).
 fn recorded_time(name: &str, value: Option<&str>) -> Result<Option<String>, ApiError> {
-    value
-        .map(|text| {
-            chrono::DateTime::parse_from_rfc3339(text)
-                .map(|time| crate::store::log::format_time(time.to_utc()))
-                .map_err(|_| {
-                    ApiError::bad_request(format!(
-                        "{name} must be an RFC 3339 time, like 2026-12-01T10:00:00Z"
-                    ))
-                })
-        })
-        .transpose()
+    let time = value.map(|text| parse_time(name, text)).transpose()?;
+    Ok(time.map(crate::store::log::format_time))
 }
 
 /// A text filter of 1 to `longest` characters.
