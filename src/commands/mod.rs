@@ -200,6 +200,14 @@ pub(crate) fn decide(
                 ..Decision::default()
             }
         }
+        Command::StageArchive { stage, .. } => {
+            crate::store::archive::stage(conn, stage)?;
+            Decision::default()
+        }
+        Command::AbandonArchive { account, through_seq } => {
+            crate::store::archive::abandon(conn, account, *through_seq)?;
+            Decision::default()
+        }
         Command::DropArchived { account } => {
             crate::store::archive::drop_step(conn, account, crate::store::archive::DROP_STEP)?;
             Decision::default()

@@ -95,10 +95,21 @@ pub enum Command {
     PruneIdempotencyKeys {
         retention_seconds: u64,
     },
-    /// Commit an archive prepared from a read snapshot (`store::archive`): appends `LogArchived`.
+    /// Write the next part of a prepared archive's snapshot, where no read sees it yet
+    /// (`store::archive`). Appends nothing.
+    StageArchive {
+        account: String,
+        stage: Box<crate::store::archive::Stage>,
+    },
+    /// Commit an archive whose snapshot was staged (`store::archive`): appends `LogArchived`.
     Archive {
         account: String,
         prepared: Box<crate::store::archive::Prepared>,
+    },
+    /// Give up an archive being staged: its rows are deleted in steps. Appends nothing.
+    AbandonArchive {
+        account: String,
+        through_seq: u64,
     },
     /// Delete the next archived events of the account still in the live log. Appends nothing.
     DropArchived {
@@ -121,7 +132,9 @@ impl Command {
             | Command::Service { account, .. }
             | Command::Customer { account, .. }
             | Command::Erase { account, .. }
+            | Command::StageArchive { account, .. }
             | Command::Archive { account, .. }
+            | Command::AbandonArchive { account, .. }
             | Command::DropArchived { account } => Some(account),
             Command::ExpireProperties { .. }
             | Command::SweepServices { .. }

@@ -245,7 +245,7 @@ fn stream_names(source: &Connection, streams: &Streams, until: Until<'_>) -> Res
         "SELECT stream FROM events WHERE account = ?1 AND {}
            AND event_type = 'ServiceStarted' AND {} = ?3
          UNION
-         SELECT stream FROM snapshot_streams WHERE account_id = ?1 AND contact_key = ?3
+         SELECT stream FROM live_snapshot_streams WHERE account_id = ?1 AND contact_key = ?3
          ORDER BY stream",
         until.condition(),
         super::data_field(source, "contact_key")
@@ -282,12 +282,14 @@ fn copy_last_event(
     }
     // A stream whose events are archived goes on from the version the snapshot kept.
     let version: Option<u64> = source
-        .prepare_cached("SELECT version FROM snapshot_streams WHERE stream = ?1")?
+        .prepare_cached("SELECT version FROM live_snapshot_streams WHERE stream = ?1")?
         .query_row([stream], |row| row.get(0))
         .optional()?;
     if let Some(version) = version {
         target.execute(
-            "INSERT INTO snapshot_streams (stream, account_id, version, digest, state) VALUES (?1, '', ?2, x'', x'')",
+            // At position 0 of no account: the scratch copy records no archive.
+            "INSERT INTO snapshot_streams (stream, through_seq, account_id, version, digest, state)
+             VALUES (?1, 0, '', ?2, x'', x'')",
             params![stream, version],
         )?;
     }

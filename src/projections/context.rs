@@ -199,7 +199,7 @@ pub fn session_from(
 /// (1), the session's TTL (2) and up to `SMALL_SESSION` + 1 of its properties (3).
 const SESSION_AT_ONCE: &str = "SELECT 0, CAST(NULL AS TEXT),
         coalesce((SELECT max(stream_version) FROM events WHERE stream = ?5),
-                 (SELECT version FROM snapshot_streams WHERE stream = ?5)), CAST(NULL AS BOOLEAN)
+                 (SELECT version FROM live_snapshot_streams WHERE stream = ?5)), CAST(NULL AS BOOLEAN)
      UNION ALL
      SELECT 1, NULL, ttl_second, deleting_since IS NOT NULL FROM namespaces WHERE account_id = ?1 AND namespace = ?2
      UNION ALL

@@ -39,7 +39,7 @@ pub fn stream_version(conn: &Connection, stream: &str) -> Result<StreamVersion, 
     let version: Option<u64> = conn
         .prepare_cached(
             "SELECT coalesce((SELECT max(stream_version) FROM events WHERE stream = ?1),
-                             (SELECT version FROM snapshot_streams WHERE stream = ?1))",
+                             (SELECT version FROM live_snapshot_streams WHERE stream = ?1))",
         )?
         .query_row([stream], |row| row.get(0))?;
     Ok(version.unwrap_or(0))

@@ -143,6 +143,13 @@ pub const MIGRATIONS: &[Migration] = &[
         rebuilds_projections: false,
         then: None,
     },
+    Migration {
+        version: 18,
+        name: "0018_staged_snapshots.sql",
+        sql: include_str!("../../migrations/sqlite/0018_staged_snapshots.sql"),
+        rebuilds_projections: false,
+        then: None,
+    },
 ];
 
 /// The PostgreSQL backend's migrations: its history starts with the schema SQLite's reached.
@@ -179,6 +186,13 @@ pub const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 5,
         name: "0005_archives.sql",
         sql: include_str!("../../migrations/postgres/0005_archives.sql"),
+        rebuilds_projections: false,
+        then: None,
+    },
+    Migration {
+        version: 6,
+        name: "0006_staged_snapshots.sql",
+        sql: include_str!("../../migrations/postgres/0006_staged_snapshots.sql"),
         rebuilds_projections: false,
         then: None,
     },

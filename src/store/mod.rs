@@ -183,6 +183,13 @@ pub struct Outcome {
     pub replayed: bool,
 }
 
+/// This process, as the store's other processes see it: the name of its writer's session
+/// (PostgreSQL), the owner of an archive it stages.
+pub(crate) fn process_id() -> &'static str {
+    static ID: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| uuid::Uuid::new_v4().to_string());
+    &ID
+}
+
 /// An API key's owner, as the auth layer sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyOwner {
@@ -606,7 +613,9 @@ impl Store {
         // ctxd's own steps of a command that was admitted when it started are not counted again.
         let place = match &request.command {
             Command::Account(_)
+            | Command::StageArchive { .. }
             | Command::Archive { .. }
+            | Command::AbandonArchive { .. }
             | Command::DropArchived { .. }
             | Command::Context { command: ContextCommand::DeleteNamespaceStep { .. }, .. }
             | Command::Erase { target: ErasureTarget::CustomerStep { .. }, .. } => None,

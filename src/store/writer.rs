@@ -241,13 +241,20 @@ impl Cursor {
 /// minute (a node that hangs mid-group) is ended by the server, which releases its rows.
 fn writer_session(conn: Connection) -> Connection {
     conn.set_deferred(true);
-    // The name shows operators (and a test) the writer among a node's connections.
-    let settings = "SET lock_timeout = '5s'; SET idle_in_transaction_session_timeout = '60s'; \
-                    SET application_name = 'ctxd writer'";
-    if let Err(error) = conn.execute_batch(settings) {
+    let settings = format!(
+        "SET lock_timeout = '5s'; SET idle_in_transaction_session_timeout = '60s'; SET application_name = '{}'",
+        session_name(super::process_id())
+    );
+    if let Err(error) = conn.execute_batch(&settings) {
         tracing::warn!(%error, "the writer's session settings were not applied");
     }
     conn
+}
+
+/// The name of a process's writer session on PostgreSQL: it shows operators the writer among a
+/// node's connections, and other nodes that the process is alive (an archive it stages).
+pub(crate) fn session_name(process: &str) -> String {
+    format!("ctxd writer {process}")
 }
 
 /// PostgreSQL keeps an updated row's old version until VACUUM: vacuum what an erasure rewrites,

@@ -552,6 +552,7 @@ async fn a_store_from_before_the_funnels_has_its_analytics_rebuilt_when_it_opens
                  DROP TABLE customer_erasures; DROP TABLE chain_rewrites;
                  DROP INDEX api_keys_active_name; ALTER TABLE api_keys DROP COLUMN name;
                  ALTER TABLE api_keys DROP COLUMN role; DROP TABLE api_key_usage;
+                 DROP VIEW live_snapshot_streams; DROP TABLE archive_stages;
                  DROP TABLE archives; DROP TABLE snapshot_streams; DROP TABLE snapshot_customer_services;
                  DROP TABLE archive_in_progress; ALTER TABLE accounts DROP COLUMN retention_days;
                  CREATE TRIGGER events_are_append_only_update BEFORE UPDATE ON events

@@ -313,7 +313,9 @@ async fn a_retention_archives_old_events_on_the_sweepers_schedule() {
     // the snapshot streams its events changed.
     let digest = |stream: &str| -> Vec<u8> {
         app.connection()
-            .query_row("SELECT digest FROM snapshot_streams WHERE stream = ?1", [stream], |row| row.get(0))
+            .query_row("SELECT digest FROM live_snapshot_streams WHERE stream = ?1", [stream], |row| {
+                row.get(0)
+            })
             .unwrap()
     };
     let (namespace, session) = (digest("ns/acme/bots"), digest("ctx/acme/bots/s1"));
@@ -329,6 +331,8 @@ async fn a_retention_archives_old_events_on_the_sweepers_schedule() {
     dropped(&app, "acme", segments[1]["last_seq"].as_u64().unwrap()).await;
     assert_eq!(digest("ns/acme/bots"), namespace, "untouched since the first archive");
     assert_ne!(digest("ctx/acme/bots/s1"), session, "patched on the second day");
+    // The rows the second archive superseded are deleted in steps: one row per stream is left.
+    superseded_deleted(&app, "acme").await;
     assert_eq!(answers(&app, &key, &services).await, before);
     assert_eq!(app.verify().mismatch, None);
     let paths: Vec<PathBuf> = segments
@@ -339,6 +343,184 @@ async fn a_retention_archives_old_events_on_the_sweepers_schedule() {
     let second = ctxd::store::archive::segment::verify(&paths[1], &Default::default()).unwrap();
     assert_eq!((first.first_bad, second.first_bad.clone()), (None, None));
     assert_eq!(second.header.previous_hash, first.header.through_hash);
+}
+
+/// Waits until `account`'s snapshot holds one row per stream, the one reads see: superseded
+/// rows and those of archives that did not commit deleted.
+async fn superseded_deleted(app: &TestApp, account: &str) {
+    let count = |table: &str| -> i64 {
+        app.connection()
+            .query_row(&format!("SELECT count(*) FROM {table} WHERE account_id = ?1"), [account], |row| {
+                row.get(0)
+            })
+            .unwrap()
+    };
+    for _ in 0..200 {
+        if count("snapshot_streams") == count("live_snapshot_streams") && count("archive_stages") == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!(
+        "{account}'s snapshot holds {} rows, {} of them seen, {} archives staged",
+        count("snapshot_streams"),
+        count("live_snapshot_streams"),
+        count("archive_stages")
+    );
+}
+
+/// A command of the archive's own, sent to the writer as `archive` sends it.
+async fn submit(app: &TestApp, command: ctxd::domain::Command) -> Result<(), ctxd::store::WriteError> {
+    let meta = ctxd::store::EventMeta {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        actor: "system:archive".into(),
+        ..Default::default()
+    };
+    app.store.submit(ctxd::store::WriteRequest { command, meta, idempotency: None }).await.map(|_| ())
+}
+
+#[tokio::test]
+async fn an_archive_is_staged_in_steps_no_read_sees_and_an_erasure_meanwhile_refuses_its_commit() {
+    use ctxd::domain::Command;
+    use ctxd::store::archive::{self, STAGE_STREAMS};
+    let app = spawn_app().await;
+    let key = app.account("acme").await;
+    // More sessions than one step stages.
+    for n in 0..STAGE_STREAMS + 50 {
+        write(
+            &app,
+            &key,
+            "PATCH",
+            &format!("{A}/bots/m{n}/properties"),
+            &format!(r#"{{"n":{n},"pii":"p{n}"}}"#),
+        )
+        .await;
+    }
+    app.clock.advance(Duration::days(1));
+    let cut = app.clock.now();
+    app.clock.advance(Duration::days(1));
+    write(&app, &key, "PATCH", &format!("{A}/bots/m1/properties"), r#"{"later":true}"#).await;
+    let reads =
+        ["/bots/m1/properties", "/bots/m5/properties", "/bots/m900/properties", "/bots/properties?limit=5"];
+    let read_all = || async {
+        let mut all = Vec::new();
+        for path in reads {
+            let reply = app.call(&key, "GET", &format!("{A}{path}"), "").await;
+            all.push((reply.status, reply.header("etag"), reply.body));
+        }
+        all
+    };
+    let before = read_all().await;
+
+    // Prepared and staged as `archive` does, one step at a time.
+    let (dir, now) = (app.data_dir.join("archive"), app.clock.now());
+    let mut prepared = app
+        .store
+        .read(move |conn| Ok(archive::prepare(conn, "acme", cut, &dir, now)))
+        .unwrap()
+        .unwrap()
+        .expect("old events to archive");
+    let through = prepared.event.through_seq;
+    let stages = archive::stages(&mut prepared);
+    assert!(stages.len() >= 2, "{} steps", stages.len());
+    assert!(stages.iter().all(|stage| stage.streams.len() <= STAGE_STREAMS));
+    let mut stages = stages.into_iter();
+    let first = stages.next().unwrap();
+    let staged = first.streams.len() as i64;
+    submit(&app, Command::StageArchive { account: "acme".into(), stage: Box::new(first) }).await.unwrap();
+    let count = |sql: &str| -> i64 { app.connection().query_row(sql, [], |row| row.get(0)).unwrap() };
+    assert_eq!(count("SELECT count(*) FROM snapshot_streams WHERE account_id = 'acme'"), staged);
+    assert_eq!(count("SELECT count(*) FROM live_snapshot_streams WHERE account_id = 'acme'"), 0);
+    assert_eq!(read_all().await, before, "a staged snapshot is seen by no read");
+    // Another archive of the account waits for this one.
+    let refused = app.admin("POST", "/admin/accounts/acme/archive", &archive_body(cut)).await;
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert!(refused.body.contains("in progress"), "{}", refused.body);
+    // Writes of the account and of others go on between the steps.
+    let other = app.account("other").await;
+    write(&app, &other, "PATCH", "/v1/account/other/bots/s1/properties", r#"{"mine":1}"#).await;
+
+    // An erasure between two steps: the erased session's staged row goes with it, and the
+    // archive can take no further step.
+    assert_eq!(count("SELECT count(*) FROM snapshot_streams WHERE stream = 'ctx/acme/bots/m5'"), 1);
+    let erased = app.call(&key, "POST", &format!("{A}/namespace/bots/session/m5/erase"), "").await;
+    assert!(erased.status < 300, "{}", erased.body);
+    assert_eq!(count("SELECT count(*) FROM snapshot_streams WHERE stream = 'ctx/acme/bots/m5'"), 0);
+    let next = stages.next().unwrap();
+    let error = submit(&app, Command::StageArchive { account: "acme".into(), stage: Box::new(next) }).await;
+    assert!(
+        matches!(&error, Err(ctxd::store::WriteError::Domain(e)) if e.to_string().contains("an erasure was recorded")),
+        "{error:?}"
+    );
+    let error =
+        submit(&app, Command::Archive { account: "acme".into(), prepared: Box::new(prepared.clone()) }).await;
+    assert!(matches!(error, Err(ctxd::store::WriteError::Domain(_))), "{error:?}");
+    assert_eq!(count("SELECT count(*) FROM archives"), 0, "nothing committed");
+
+    // Given up, its rows are deleted in steps; then an archive of the account goes through.
+    submit(&app, Command::AbandonArchive { account: "acme".into(), through_seq: through }).await.unwrap();
+    app.store.wake_steps();
+    superseded_deleted(&app, "acme").await;
+    assert_eq!(count("SELECT count(*) FROM snapshot_streams"), 0);
+    let _ = std::fs::remove_file(&prepared.path);
+    let reply = app.admin("POST", "/admin/accounts/acme/archive", &archive_body(cut)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let archived = reply.json();
+    assert_eq!(
+        archived["snapshot_streams"],
+        count("SELECT count(*) FROM live_snapshot_streams WHERE account_id = 'acme'")
+    );
+    dropped(&app, "acme", archived["last_seq"].as_u64().unwrap()).await;
+    let after = read_all().await;
+    assert_eq!((&after[0], &after[2], &after[3]), (&before[0], &before[2], &before[3]));
+    assert!(!after[1].2.contains("p5"), "{:?}", after[1]);
+    let chain = app.call(&key, "GET", &format!("{A}/audit/verify"), "").await.json();
+    assert_eq!(chain["intact"], true, "{chain}");
+    assert_eq!(app.verify().mismatch, None);
+}
+
+#[tokio::test]
+async fn an_interrupted_archives_staged_rows_are_deleted_before_the_next_archive() {
+    let app = spawn_app().await;
+    let Written { key, services, cut } = two_days(&app).await;
+    let before = answers(&app, &key, &services).await;
+    // What a process stopped while it staged an archive leaves: its turn, and rows no read sees
+    // (one of a stream that has live events, one of a stream that has none).
+    let raw = crate::helpers::raw_connection(&app.data_dir);
+    let touched = ctxd::store::log::format_time(Utc::now());
+    raw.execute(
+        "INSERT INTO archive_stages (account_id, through_seq, owner, touched_at) VALUES ('acme', 4, 'a stopped process', ?1)",
+        [touched],
+    )
+    .unwrap();
+    for stream in ["ctx/acme/bots/s1", "ctx/acme/bots/never"] {
+        raw.execute(
+            "INSERT INTO snapshot_streams (stream, through_seq, account_id, version, digest, state)
+             VALUES (?1, 4, 'acme', 99, ?2, ?3)",
+            (stream, vec![0u8; 32], deflate(r#"{"version":99}"#)),
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        answers(&app, &key, &services).await,
+        before,
+        "rows above the account's cut are seen by no read"
+    );
+    let session = app.call(&key, "GET", &format!("{A}/bots/s1/properties"), "").await;
+    let written = app.call(&key, "PATCH", &format!("{A}/bots/never/properties"), r#"{"new":1}"#).await;
+    assert_eq!(written.status, 204, "{}", written.body);
+
+    // The next archive is refused until the steps have deleted them, then goes on.
+    let refused = app.admin("POST", "/admin/accounts/acme/archive", &archive_body(cut)).await;
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert!(refused.body.contains("interrupted archive"), "{}", refused.body);
+    superseded_deleted(&app, "acme").await;
+    let reply = app.admin("POST", "/admin/accounts/acme/archive", &archive_body(cut)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    dropped(&app, "acme", reply.json()["last_seq"].as_u64().unwrap()).await;
+    assert_eq!(answers(&app, &key, &services).await, before);
+    assert_eq!(app.call(&key, "GET", &format!("{A}/bots/s1/properties"), "").await.body, session.body);
+    assert_eq!(app.verify().mismatch, None);
 }
 
 /// The archive's segment files of `account` under `data_dir`, in name (position) order.
@@ -471,18 +653,20 @@ async fn a_kill_during_an_archive_leaves_the_old_state_or_the_new_and_loses_noth
     }
     // Some kill came after a commit; the restarted writer deleted what that archive moved.
     assert!(archived_through > 0);
-    // The next archive of the account removes any segment a kill left uncommitted (SQLite).
-    let (status, _) = send(
-        &client,
-        &server.addr,
-        "POST",
-        "/admin/accounts/acme/archive",
-        &admin,
-        r#"{"before":"2000-01-01T00:00:00Z"}"#,
-    )
-    .await
-    .unwrap();
-    assert_eq!(status, 200);
+    // The next archive of the account removes any segment a kill left uncommitted (SQLite). A
+    // kill while it staged leaves rows that the restarted node deletes first (409 meanwhile).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let body = r#"{"before":"2000-01-01T00:00:00Z"}"#;
+        let (status, answer) =
+            send(&client, &server.addr, "POST", "/admin/accounts/acme/archive", &admin, body).await.unwrap();
+        if status == 409 && answer.contains("interrupted archive") && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        }
+        assert_eq!(status, 200, "{answer}");
+        break;
+    }
     let (_, retention) =
         send(&client, &server.addr, "GET", "/admin/accounts/acme/retention", &admin, "").await.unwrap();
     let retention: Value = serde_json::from_str(&retention).unwrap();
@@ -614,4 +798,54 @@ async fn an_erasure_reaches_the_archive_and_a_changed_snapshot_is_reported() {
         chain.to_string().contains(&format!("stream {} was changed outside an erasure", erased.0)),
         "{chain}"
     );
+}
+
+#[tokio::test]
+async fn a_store_archived_before_snapshots_were_staged_keeps_its_snapshot_when_it_opens() {
+    let app = crate::helpers::spawn_sqlite_app().await;
+    let Written { key, services, cut } = two_days(&app).await;
+    let reply = app.admin("POST", "/admin/accounts/acme/archive", &archive_body(cut)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let through = reply.json()["last_seq"].as_u64().unwrap();
+    dropped(&app, "acme", through).await;
+    let before = answers(&app, &key, &services).await;
+    // Back to schema version 17: one snapshot row per stream, keyed by the stream alone.
+    let app = app
+        .restart_with(|dir| {
+            let conn = rusqlite::Connection::open(dir.join("ctxd.db")).unwrap();
+            conn.execute_batch(
+                "DELETE FROM schema_version WHERE version >= 18;
+                 DROP VIEW live_snapshot_streams; DROP TABLE archive_stages;
+                 ALTER TABLE archives DROP COLUMN superseded_after;
+                 CREATE TABLE snapshot_streams_17 (stream TEXT PRIMARY KEY, account_id TEXT NOT NULL,
+                     version INTEGER NOT NULL, salt BLOB, digest BLOB NOT NULL, state BLOB NOT NULL, contact_key TEXT);
+                 INSERT INTO snapshot_streams_17
+                     SELECT stream, account_id, version, salt, digest, state, contact_key FROM snapshot_streams;
+                 DROP TABLE snapshot_streams; ALTER TABLE snapshot_streams_17 RENAME TO snapshot_streams;
+                 CREATE INDEX snapshot_streams_of_accounts ON snapshot_streams (account_id, stream);
+                 CREATE INDEX snapshot_streams_by_contact_key ON snapshot_streams (account_id, contact_key)
+                     WHERE contact_key IS NOT NULL;",
+            )
+            .unwrap();
+        })
+        .await;
+    // Each row is taken at the account's archive, and everything reads and verifies as before.
+    let conn = app.connection();
+    let cuts: Vec<u64> = {
+        let mut statement = conn.prepare("SELECT DISTINCT through_seq FROM snapshot_streams").unwrap();
+        statement.query_map([], |row| row.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    assert_eq!(cuts, vec![through]);
+    assert_eq!(answers(&app, &key, &services).await, before);
+    let chain = app.call(&key, "GET", &format!("{A}/audit/verify"), "").await.json();
+    assert_eq!(chain["intact"], true, "{chain}");
+    assert_eq!(app.verify().mismatch, None);
+    // The next archive goes on from it and supersedes its rows.
+    app.clock.advance(Duration::days(1));
+    let reply = app.admin("POST", "/admin/accounts/acme/archive", &archive_body(app.clock.now())).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    dropped(&app, "acme", reply.json()["last_seq"].as_u64().unwrap()).await;
+    superseded_deleted(&app, "acme").await;
+    assert_eq!(answers(&app, &key, &services).await, before);
+    assert_eq!(app.verify().mismatch, None);
 }

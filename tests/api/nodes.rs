@@ -239,7 +239,7 @@ async fn readyz_is_503_while_the_writer_has_lost_the_database_and_ready_again_on
     let cut: i64 = admin
         .query_row(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-             WHERE datname = current_database() AND application_name = 'ctxd writer'",
+             WHERE datname = current_database() AND application_name LIKE 'ctxd writer %'",
             [],
             |row| row.get(0),
         )

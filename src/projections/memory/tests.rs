@@ -369,7 +369,9 @@ fn a_fold_in_stream_order_starts_each_stream_from_its_snapshot() {
         for (stream, (account, state)) in before.into_streams() {
             let state = crate::store::archive::pack(&serde_json::to_string(&state).unwrap());
             log.execute(
-                "INSERT INTO snapshot_streams (stream, account_id, version, digest, state) VALUES (?1, ?2, 0, x'00', ?3)",
+                // At position 0, so at or before its account's cut (`live_snapshot_streams`).
+                "INSERT INTO snapshot_streams (stream, through_seq, account_id, version, digest, state)
+                 VALUES (?1, 0, ?2, 0, x'00', ?3)",
                 crate::params![stream, account, state],
             )
             .unwrap();

@@ -77,7 +77,7 @@ pub fn seed(
     streams: &[String],
     tables: &mut MemoryTables,
 ) -> Result<(), StoreError> {
-    let mut statement = conn.prepare_cached("SELECT state FROM snapshot_streams WHERE stream = ?1")?;
+    let mut statement = conn.prepare_cached("SELECT state FROM live_snapshot_streams WHERE stream = ?1")?;
     for name in streams {
         if let Some(state) = statement.query_row([name], |row| row.get::<Vec<u8>>(0)).optional()? {
             tables.load_stream(account, parse_state(name, &state)?);
@@ -126,7 +126,7 @@ impl Snapshots {
     fn read_page(&mut self, conn: &Connection) -> Result<(), StoreError> {
         const PAGE: usize = 1_000;
         let mut statement = conn.prepare_cached(&format!(
-            "SELECT account_id, stream, state FROM snapshot_streams
+            "SELECT account_id, stream, state FROM live_snapshot_streams
              WHERE stream > ?1 AND (CAST(?2 AS TEXT) IS NULL OR account_id IN {})
              ORDER BY stream LIMIT {PAGE}",
             crate::projections::json_array_elements(conn, "?2")
@@ -146,7 +146,7 @@ impl Snapshots {
 /// One stream's state in the snapshot of its account's last archive.
 pub fn stream_state(conn: &Connection, stream: &str) -> Result<Option<StreamState>, StoreError> {
     let state: Option<Vec<u8>> = conn
-        .prepare_cached("SELECT state FROM snapshot_streams WHERE stream = ?1")?
+        .prepare_cached("SELECT state FROM live_snapshot_streams WHERE stream = ?1")?
         .query_row([stream], |row| row.get(0))
         .optional()?;
     state.map(|state| parse_state(stream, &state)).transpose()
@@ -267,7 +267,7 @@ pub fn snapshot_problem(conn: &Connection, account: &str) -> Result<Option<(u64,
     // streams (no salt) are checked after it, as no other statement may run on the connection
     // while the rows stream in.
     let mut statement = conn.prepare_cached(
-        "SELECT stream, version, salt, digest, state FROM snapshot_streams WHERE account_id = ?1 ORDER BY stream",
+        "SELECT stream, version, salt, digest, state FROM live_snapshot_streams WHERE account_id = ?1 ORDER BY stream",
     )?;
     let mut rows = statement.query_streamed([account])?;
     let mut digest = SnapshotDigest::default();
@@ -459,9 +459,10 @@ pub struct Prepared {
     pub read_seq: u64,
     pub event: LogArchived,
     pub events: u64,
-    /// The snapshot's streams that changed since the previous one (all, for a first archive).
+    /// The snapshot's streams that changed since the previous one (all, for a first archive):
+    /// staged before the commit (`stages`).
     pub streams: Vec<SnapshotStream>,
-    /// (customer, service) pairs that the archived events gave.
+    /// (customer, service) pairs that the archived events gave and earlier archives' did not.
     pub given: Vec<(String, String)>,
     /// Where the segment file is, and the archive directory it is in.
     pub path: PathBuf,
@@ -545,12 +546,13 @@ pub fn prepare(
     let mut tables = MemoryTables::default();
     let mut versions: BTreeMap<String, u64> = BTreeMap::new();
     // The services earlier archives' events gave to customers, deleted services' included.
-    let mut given: BTreeSet<(String, String)> = {
+    let given_before: BTreeSet<(String, String)> = {
         let mut statement = conn.prepare_cached(
             "SELECT customer_id, service_id FROM snapshot_customer_services WHERE account_id = ?1",
         )?;
         statement.query_map([account], |row| Ok((row.get(0)?, row.get(1)?)))?.collect::<Result<_, _>>()?
     };
+    let mut given = given_before.clone();
     // The previous snapshot's streams as stored: one that the archived events leave as it was
     // keeps its row (salt, digest), so that the commit writes only what changed. Not their
     // texts, which would double the fold's memory: a stream is unchanged when its new text has
@@ -559,7 +561,7 @@ pub fn prepare(
     let mut segments: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     {
         let mut statement = conn.prepare_cached(
-            "SELECT stream, version, digest, state, salt FROM snapshot_streams WHERE account_id = ?1",
+            "SELECT stream, version, digest, state, salt FROM live_snapshot_streams WHERE account_id = ?1",
         )?;
         let mut rows = statement.query_streamed([account])?;
         while let Some(row) = rows.next()? {
@@ -660,28 +662,85 @@ pub fn prepare(
         event,
         events: archived,
         streams,
-        given: given.into_iter().collect(),
+        given: given.difference(&given_before).cloned().collect(),
         path: guard.claim(),
         directory: dir.to_path_buf(),
     }))
 }
 
-/// Commits a prepared archive in the writer's transaction: checks that the account's log is
-/// still as it was prepared from, replaces the snapshot and records the segment. The caller
-/// appends the returned `LogArchived`.
-pub fn commit(
+/// An archive being staged whose owner took no step for this long is taken for interrupted,
+/// even if its owner seems alive.
+const STAGE_STALE: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+
+/// Snapshot streams (and their bytes) written per step of the writer while an archive is staged:
+/// about the cost of an ordinary group of writes.
+pub const STAGE_STREAMS: usize = 1_000;
+const STAGE_BYTES: usize = 4 << 20;
+
+/// One step of staging a prepared archive's snapshot: rows at `through_seq`, above the account's
+/// last committed archive, which no read sees until the archive's commit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stage {
+    pub account: String,
+    pub through_seq: u64,
+    /// The archive it follows and the position it was prepared at (`Prepared`).
+    pub previous: Option<u64>,
+    pub read_seq: u64,
+    /// The first step takes the account's `archive_stages` row.
+    pub first: bool,
+    pub streams: Vec<SnapshotStream>,
+    pub given: Vec<(String, String)>,
+}
+
+/// Splits a prepared archive's snapshot into the steps that stage it (at least one, which takes
+/// the account's turn), leaving `prepared` with what its commit needs.
+pub fn stages(prepared: &mut Prepared) -> Vec<Stage> {
+    let stage = |first: bool| Stage {
+        account: prepared.account.clone(),
+        through_seq: prepared.event.through_seq,
+        previous: prepared.previous,
+        read_seq: prepared.read_seq,
+        first,
+        streams: Vec::new(),
+        given: Vec::new(),
+    };
+    let mut stages = vec![stage(true)];
+    let mut bytes = 0;
+    for stream in std::mem::take(&mut prepared.streams) {
+        let last = stages.last_mut().expect("one at least");
+        if last.streams.len() == STAGE_STREAMS
+            || (bytes + stream.state.len() > STAGE_BYTES && !last.streams.is_empty())
+        {
+            stages.push(stage(false));
+            bytes = 0;
+        }
+        bytes += stream.state.len();
+        stages.last_mut().expect("one at least").streams.push(stream);
+    }
+    for (index, pair) in std::mem::take(&mut prepared.given).into_iter().enumerate() {
+        if index > 0 && index % (STAGE_STREAMS * 4) == 0 {
+            stages.push(stage(false));
+        }
+        stages.last_mut().expect("one at least").given.push(pair);
+    }
+    stages
+}
+
+/// Refuses a step of an archive when the account's log changed in a way the prepared archive
+/// does not survive: another archive was committed, or an erasure recorded, since it was read.
+fn still_current(
     conn: &Connection,
-    prepared: &Prepared,
-    now: DateTime<Utc>,
-) -> Result<Event, crate::store::WriteError> {
-    let account = prepared.account.as_str();
+    account: &str,
+    previous: Option<u64>,
+    read_seq: u64,
+) -> Result<(), crate::store::WriteError> {
     let conflict = |why: &str| {
         DomainError::Conflict(format!(
             "account {account}: {why} while the archive was prepared; archive again"
         ))
     };
     let current = cut(conn, account)?.map(|cut| cut.through_seq);
-    if current != prepared.previous {
+    if current != previous {
         return Err(conflict("another archive was made").into());
     }
     let erased: bool = conn
@@ -689,20 +748,101 @@ pub fn commit(
             "SELECT 1 FROM events WHERE account = ?1 AND seq > ?2 AND event_type IN ({}) LIMIT 1",
             chain::erasure_types_sql()
         ))?
-        .exists(params![account, prepared.read_seq])?;
+        .exists(params![account, read_seq])?;
     if erased {
         return Err(conflict("an erasure was recorded").into());
     }
-    // Only the streams whose state or version changed since the previous snapshot.
+    Ok(())
+}
+
+/// The account's archive being staged: (through_seq, owner, touched_at, abandoned).
+fn stage_row(conn: &Connection, account: &str) -> Result<Option<(u64, String, String, bool)>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT through_seq, owner, touched_at, abandoned FROM archive_stages WHERE account_id = ?1",
+        )?
+        .query_row([account], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get::<i64>(3)? != 0)))
+        .optional()?)
+}
+
+/// Whether an archive being staged will take no further step: given up, silent for
+/// `STAGE_STALE`, or its owner gone (on SQLite, another process than this one, which holds the
+/// store alone; on PostgreSQL, a process whose writer has no session on the server).
+fn stage_is_dead(
+    conn: &Connection,
+    owner: &str,
+    touched_at: &str,
+    abandoned: bool,
+) -> Result<bool, StoreError> {
+    if abandoned || *touched_at < *time_text(Utc::now() - STAGE_STALE) {
+        return Ok(true);
+    }
+    if owner == super::process_id() {
+        return Ok(false);
+    }
+    Ok(match conn.dialect() {
+        super::db::Dialect::Sqlite => true,
+        super::db::Dialect::Postgres => !conn
+            .prepare_cached("SELECT 1 FROM pg_stat_activity WHERE application_name = ?1")?
+            .exists([super::writer::session_name(owner)])?,
+    })
+}
+
+/// Holds the account's turn to stage an archive at `through_seq` for this process: takes it on
+/// the first step, and checks it is still held on the next ones.
+fn hold_stage(
+    conn: &Connection,
+    account: &str,
+    through_seq: u64,
+    first: bool,
+) -> Result<(), crate::store::WriteError> {
+    // Real time, not the store's clock: this is a lease between processes, not a fact of the log.
+    let touched = time_text(Utc::now());
+    match (stage_row(conn, account)?, first) {
+        (None, true) => {
+            conn.execute(
+                "INSERT INTO archive_stages (account_id, through_seq, owner, touched_at) VALUES (?1, ?2, ?3, ?4)",
+                params![account, through_seq, super::process_id(), touched],
+            )?;
+        }
+        (Some((held, owner, _, false)), false) if held == through_seq && owner == super::process_id() => {
+            conn.execute(
+                "UPDATE archive_stages SET touched_at = ?2 WHERE account_id = ?1",
+                params![account, touched],
+            )?;
+        }
+        (Some((_, owner, touched_at, abandoned)), true) => {
+            let why = if stage_is_dead(conn, &owner, &touched_at, abandoned)? {
+                "what an interrupted archive of it staged is being deleted"
+            } else {
+                "an archive of it is in progress"
+            };
+            return Err(DomainError::Conflict(format!("account {account}: {why}; try again shortly")).into());
+        }
+        (_, false) => {
+            return Err(DomainError::Conflict(format!(
+                "account {account}: the archive being staged was given up; archive again"
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// Writes one step of an archive's snapshot in the writer's transaction. No read sees these
+/// rows before the archive's commit (`live_snapshot_streams`).
+pub fn stage(conn: &Connection, stage: &Stage) -> Result<(), crate::store::WriteError> {
+    let account = stage.account.as_str();
+    still_current(conn, account, stage.previous, stage.read_seq)?;
+    hold_stage(conn, account, stage.through_seq, stage.first)?;
     let mut insert = conn.prepare_cached(
-        "INSERT INTO snapshot_streams (stream, account_id, version, salt, digest, state, contact_key)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT (stream) DO UPDATE SET version = excluded.version, salt = excluded.salt,
-             digest = excluded.digest, state = excluded.state, contact_key = excluded.contact_key",
+        "INSERT INTO snapshot_streams (stream, through_seq, account_id, version, salt, digest, state, contact_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
-    for stream in &prepared.streams {
+    for stream in &stage.streams {
         insert.execute(params![
             stream.stream,
+            stage.through_seq,
             account,
             stream.version,
             stream.salt.as_slice(),
@@ -711,21 +851,61 @@ pub fn commit(
             stream.contact_key
         ])?;
     }
+    // Facts of events that are still in the live log until the commit: reads that see them
+    // early find them there too.
     let mut insert = conn.prepare_cached(
         "INSERT INTO snapshot_customer_services (account_id, customer_id, service_id) VALUES (?1, ?2, ?3)
          ON CONFLICT DO NOTHING",
     )?;
-    for (customer, service) in &prepared.given {
+    for (customer, service) in &stage.given {
         insert.execute(params![account, customer, service])?;
     }
+    Ok(())
+}
+
+/// Gives up the account's archive being staged at `through_seq` (by this process): its rows are
+/// deleted in steps (`drop_step`).
+pub fn abandon(conn: &Connection, account: &str, through_seq: u64) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE archive_stages SET abandoned = 1 WHERE account_id = ?1 AND through_seq = ?2 AND owner = ?3",
+        params![account, through_seq, super::process_id()],
+    )?;
+    Ok(())
+}
+
+/// Commits a staged archive in the writer's transaction: checks that the account's log is still
+/// as it was prepared from and that its snapshot was staged whole by this process, then records
+/// the segment, which makes the staged snapshot the one reads see. The caller appends the
+/// returned `LogArchived`. One short step, whatever the snapshot's size.
+pub fn commit(
+    conn: &Connection,
+    prepared: &Prepared,
+    now: DateTime<Utc>,
+) -> Result<Event, crate::store::WriteError> {
+    let account = prepared.account.as_str();
     let event = &prepared.event;
+    still_current(conn, account, prepared.previous, prepared.read_seq)?;
+    match stage_row(conn, account)? {
+        Some((through, owner, _, false)) if through == event.through_seq && owner == super::process_id() => {}
+        _ => {
+            return Err(DomainError::Conflict(format!(
+                "account {account}: the archive's snapshot was not staged whole; archive again"
+            ))
+            .into());
+        }
+    }
+    conn.execute("DELETE FROM archive_stages WHERE account_id = ?1", [account])?;
     let hash = |text: &str| {
         hex::decode(text).map_err(|_| StoreError::Corrupt("an archive's hash is not hex".into()))
     };
+    // After a first archive no stream has an older row; after a later one, the older rows of
+    // the streams it wrote are deleted in steps, from the first stream on.
+    let superseded_after = prepared.previous.map(|_| String::new());
     conn.execute(
         "INSERT INTO archives (account_id, first_seq, through_seq, previous_hash, through_hash,
-                               through_recorded_at, segment, segment_sha256, archived_at, directory)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                               through_recorded_at, segment, segment_sha256, archived_at, directory,
+                               superseded_after)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             account,
             event.first_seq,
@@ -736,7 +916,8 @@ pub fn commit(
             event.segment,
             event.segment_sha256,
             time_text(now),
-            prepared.directory.to_string_lossy().into_owned()
+            prepared.directory.to_string_lossy().into_owned(),
+            superseded_after
         ],
     )?;
     Ok(Event::LogArchived(event.clone()))
@@ -825,6 +1006,7 @@ async fn archive_now(
         };
         return Ok(nothing);
     };
+    let mut prepared = prepared;
     let path = prepared.path.clone();
     let archived = Archived {
         archived_events: prepared.events,
@@ -834,18 +1016,44 @@ async fn archive_now(
         snapshot_streams: prepared.event.streams,
         seq: None,
     };
-    let command =
-        crate::domain::Command::Archive { account: account.to_string(), prepared: Box::new(prepared) };
+    let through_seq = prepared.event.through_seq;
+    let stages = stages(&mut prepared);
     let prepared_in = started.elapsed();
-    match store.submit(request(command)).await {
+    // Each step queues with every account's commands: the longest is what others waited for.
+    let (mut longest, mut staged) = (std::time::Duration::ZERO, false);
+    let mut outcome = Ok(());
+    for stage in stages {
+        let step = std::time::Instant::now();
+        let command =
+            crate::domain::Command::StageArchive { account: account.to_string(), stage: Box::new(stage) };
+        outcome = store.submit(system_request(command)).await.map(|_| ());
+        longest = longest.max(step.elapsed());
+        if outcome.is_err() {
+            break;
+        }
+        staged = true;
+    }
+    let staged_in = started.elapsed() - prepared_in;
+    let committed = match outcome {
+        Ok(()) => {
+            let command = crate::domain::Command::Archive {
+                account: account.to_string(),
+                prepared: Box::new(prepared),
+            };
+            store.submit(request(command)).await
+        }
+        Err(error) => Err(error),
+    };
+    match committed {
         Ok(outcome) => {
-            // The commit is one writer step: how long it held the writer (queue included).
             tracing::info!(
                 account,
                 events = archived.archived_events,
                 streams = archived.snapshot_streams,
                 prepare = ?prepared_in,
-                commit = ?(started.elapsed() - prepared_in),
+                stage = ?staged_in,
+                longest_stage_step = ?longest,
+                commit = ?(started.elapsed() - prepared_in - staged_in),
                 "archived; the archived events are deleted in steps"
             );
             store.wake_steps();
@@ -862,12 +1070,35 @@ async fn archive_now(
                         .exists(params![account, name])?)
                 })
             };
-            if matches!(error, super::WriteError::Domain(_)) || matches!(recorded(store), Ok(false)) {
+            let not_committed =
+                matches!(error, super::WriteError::Domain(_)) || matches!(recorded(store), Ok(false));
+            // An interrupted archive's rows in the way are deleted in steps.
+            store.wake_steps();
+            if not_committed {
                 let _ = std::fs::remove_file(&path);
+                if staged {
+                    // What it staged is deleted in steps; if this fails too, the stage is taken
+                    // for interrupted once its owner is gone or silent.
+                    let command =
+                        crate::domain::Command::AbandonArchive { account: account.to_string(), through_seq };
+                    if let Err(error) = store.submit(system_request(command)).await {
+                        tracing::warn!(account, %error, "an archive that failed could not be given up");
+                    }
+                }
             }
             Err(error)
         }
     }
+}
+
+/// A command of ctxd's own that appends nothing (a step of an archive).
+fn system_request(command: crate::domain::Command) -> super::WriteRequest {
+    let meta = super::EventMeta {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        actor: crate::steps::ARCHIVE_ACTOR.into(),
+        ..Default::default()
+    };
+    super::WriteRequest { command, meta, idempotency: None }
 }
 
 /// Erases `streams` of `account` from its archive: the snapshot's state of each (what the
@@ -882,6 +1113,15 @@ pub fn erase_streams(
     streams: &[(String, Event)],
 ) -> Result<crate::domain::erasure::Redacted, super::WriteError> {
     let mut redacted = crate::domain::erasure::Redacted::default();
+    // Rows no read sees keep no copy of erased data: an older state the last archive superseded,
+    // and an archive's being staged (which then cannot commit: an erasure came after it read).
+    let mut others = conn.prepare_cached(
+        "DELETE FROM snapshot_streams WHERE stream = ?1
+           AND through_seq <> coalesce((SELECT through_seq FROM live_snapshot_streams WHERE stream = ?1), -1)",
+    )?;
+    for (stream, _) in streams {
+        others.execute([stream])?;
+    }
     if archived_through(conn, account)? == 0 {
         return Ok(redacted);
     }
@@ -900,6 +1140,7 @@ pub fn erase_streams(
         let text = serde_json::to_string(&state).expect("a stream state serializes");
         // The contact key goes with the state: an erasure redacts it.
         let contact_key = state.service.as_ref().and_then(|service| service.contact_key.clone());
+        // The one row left of the stream is the one reads see.
         conn.execute(
             "UPDATE snapshot_streams SET state = ?1, salt = NULL, contact_key = ?2 WHERE stream = ?3",
             params![pack(&text), contact_key, stream],
@@ -959,33 +1200,94 @@ fn remove_unrecorded(conn: &Connection, dir: &Path, account: &str) -> Result<(),
 /// Events deleted per step of the writer: about the cost of an ordinary group.
 pub const DROP_STEP: u64 = 2_000;
 
-/// Deletes up to `limit` of the account's archived events still in the live log, through the
-/// log's second door (`archive_in_progress`). Answers how many it deleted.
+/// One step of what follows an archive, up to `limit` rows each: deletes the account's archived
+/// events still in the live log (through the log's second door, `archive_in_progress`), the
+/// snapshot rows its last archive superseded, and the rows of an archive of it being staged
+/// that will not commit (`stage_is_dead`). Answers how many rows it deleted.
 pub fn drop_step(conn: &Connection, account: &str, limit: u64) -> Result<u64, StoreError> {
     let through = archived_through(conn, account)?;
-    if through == 0 {
-        return Ok(0);
+    let mut deleted = 0;
+    if through > 0 {
+        conn.execute("INSERT INTO archive_in_progress (\"only\") VALUES (1)", [])?;
+        let events = conn.execute(
+            "DELETE FROM events WHERE account = ?1 AND seq IN
+                (SELECT seq FROM events WHERE account = ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3)",
+            params![account, through, limit],
+        );
+        conn.execute("DELETE FROM archive_in_progress", [])?;
+        deleted += events? as u64;
     }
-    conn.execute("INSERT INTO archive_in_progress (\"only\") VALUES (1)", [])?;
-    let deleted = conn.execute(
-        "DELETE FROM events WHERE account = ?1 AND seq IN
-            (SELECT seq FROM events WHERE account = ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3)",
-        params![account, through, limit],
-    );
-    conn.execute("DELETE FROM archive_in_progress", [])?;
-    Ok(deleted? as u64)
+    deleted += delete_superseded(conn, account, through, limit)?;
+    if let Some((_, owner, touched_at, abandoned)) = stage_row(conn, account)?
+        && stage_is_dead(conn, &owner, &touched_at, abandoned)?
+    {
+        // Marked, so that its owner, if it comes back, takes no further step.
+        conn.execute("UPDATE archive_stages SET abandoned = 1 WHERE account_id = ?1", [account])?;
+        let staged = conn.execute(
+            "DELETE FROM snapshot_streams WHERE account_id = ?1 AND through_seq > ?2 AND stream IN
+                (SELECT stream FROM snapshot_streams WHERE account_id = ?1 AND through_seq > ?2 LIMIT ?3)",
+            params![account, through, limit],
+        )? as u64;
+        if staged == 0 {
+            conn.execute("DELETE FROM archive_stages WHERE account_id = ?1", [account])?;
+        }
+        deleted += staged;
+    }
+    Ok(deleted)
 }
 
-/// The accounts whose archived events are still partly in the live log.
+/// Deletes the older rows of up to `limit` of the streams that the account's last archive
+/// (`through`) wrote, going on from where the last step stopped (`archives.superseded_after`).
+fn delete_superseded(conn: &Connection, account: &str, through: u64, limit: u64) -> Result<u64, StoreError> {
+    let after: Option<String> = conn
+        .prepare_cached("SELECT superseded_after FROM archives WHERE account_id = ?1 AND through_seq = ?2")?
+        .query_row(params![account, through], |row| row.get(0))
+        .optional()?
+        .flatten();
+    let Some(after) = after else { return Ok(0) };
+    let streams: Vec<String> = conn
+        .prepare_cached(
+            "SELECT stream FROM snapshot_streams WHERE account_id = ?1 AND through_seq = ?2 AND stream > ?3
+             ORDER BY stream LIMIT ?4",
+        )?
+        .query_map(params![account, through, after, limit], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut delete =
+        conn.prepare_cached("DELETE FROM snapshot_streams WHERE stream = ?1 AND through_seq < ?2")?;
+    let mut deleted = 0;
+    for stream in &streams {
+        deleted += delete.execute(params![stream, through])? as u64;
+    }
+    let next = (streams.len() as u64 == limit).then(|| streams.last().cloned()).flatten();
+    conn.execute(
+        "UPDATE archives SET superseded_after = ?3 WHERE account_id = ?1 AND through_seq = ?2",
+        params![account, through, next],
+    )?;
+    Ok(deleted.max(streams.len() as u64))
+}
+
+/// The accounts with work left after an archive (`drop_step`): archived events still in the
+/// live log, superseded snapshot rows, or an interrupted archive's staged rows.
 pub fn accounts_to_drop(conn: &Connection) -> Result<Vec<String>, StoreError> {
     let mut statement = conn.prepare(
         "SELECT a.account_id FROM archives a
          WHERE a.through_seq = (SELECT max(through_seq) FROM archives WHERE account_id = a.account_id)
-           AND EXISTS (SELECT 1 FROM events WHERE account = a.account_id AND seq <= a.through_seq)
-         ORDER BY a.account_id",
+           AND (a.superseded_after IS NOT NULL
+                OR EXISTS (SELECT 1 FROM events WHERE account = a.account_id AND seq <= a.through_seq))",
     )?;
-    let rows = statement.query_map([], |row| row.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut accounts: BTreeSet<String> =
+        statement.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?;
+    let mut statement =
+        conn.prepare("SELECT account_id, owner, touched_at, abandoned FROM archive_stages")?;
+    let stages: Vec<(String, String, String, i64)> = statement
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?
+        .collect::<Result<_, _>>()?;
+    for (account, owner, touched_at, abandoned) in stages {
+        if stage_is_dead(conn, &owner, &touched_at, abandoned != 0)? {
+            accounts.insert(account);
+        }
+    }
+    Ok(accounts.into_iter().collect())
 }
 
 /// The accounts whose retention asks for an archive now: their oldest live event is older
