@@ -301,7 +301,7 @@ pub async fn run(cli: Cli) -> Result<i32, BoxError> {
             archive(&location, &account, &before, archive_dir).await
         }
         Commands::Export { account, after } => {
-            export(&location, &Selection { account, after, through: None })
+            export(&location, &Selection { account, after, ..Selection::default() })
         }
         Commands::Import { files } => import(&location, &files),
     }

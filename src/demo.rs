@@ -5,16 +5,23 @@
 //! Voice calls enter an IVR, chats a bot; both identify the customer and queue for an agent.
 //! Long waits are offered a callback. Customers hang up mostly in the queue and at the callback
 //! offer, a few in the IVR; some chats switch to voice with the agent; recent ones are still open.
+//! Each journey is a conversation (`session_id` for a chat, `interaction_id` for a call) whose
+//! bot or IVR keeps what it learnt in the context session of that name (namespace `bot`), so
+//! the abandoned list and a conversation's story show the context at the drop-off.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 
+use crate::domain::context::{ContextCommand, SessionRef};
 use crate::domain::journeys::ServiceCommand;
 use crate::domain::journeys::fields::{BodyKind, parse_body, parse_transition};
 use crate::domain::{Command, ExpectedVersion};
 use crate::store::{EventMeta, Store, WriteError, WriteRequest};
+
+/// The namespace of the conversations' context.
+const CONTEXT_NAMESPACE: &str = "bot";
 
 /// A small deterministic generator: the same seed gives the same data set.
 struct Rng(u64);
@@ -59,6 +66,27 @@ impl Journey<'_> {
             expected: ExpectedVersion::Any,
             command,
         };
+        self.send(command).await
+    }
+
+    /// What the bot or IVR learnt, kept in the conversation's context session.
+    async fn remember(&mut self, conversation: &str, properties: Value) -> Result<(), WriteError> {
+        let properties = properties
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(name, value)| (name.clone(), crate::domain::events::JsonText::from_value(value)))
+            .collect();
+        let session = SessionRef {
+            namespace: CONTEXT_NAMESPACE.into(),
+            session_id: conversation.into(),
+            expected: ExpectedVersion::Any,
+        };
+        let command = ContextCommand::PatchProperties { session, properties };
+        self.send(Command::Context { account: self.account.to_string(), command }).await.map(|_| ())
+    }
+
+    async fn send(&mut self, command: Command) -> Result<Value, WriteError> {
         let meta = EventMeta {
             request_id: uuid::Uuid::new_v4().to_string(),
             actor: "demo".into(),
@@ -155,18 +183,28 @@ async fn journey(
     let media = if chat { "chat" } else { "voice" };
     let mut j = Journey { store, account, service_id: uuid::Uuid::new_v4().to_string(), at, calls: 0 };
     let customer = format!("cust-{:05}", rng.below(20_000));
+    let conversation = format!("conv-{}", &j.service_id[..8]);
+    let channel = if chat { "session_id" } else { "interaction_id" };
     let start = j.body(
         json!({ "customer_id": customer, "service_type": service_type, "media_type": media,
-                "Reason": { "text": format!("{service_type} enquiry") } }),
+                channel: conversation, "Reason": { "text": format!("{service_type} enquiry") } }),
         BodyKind::ServiceStart,
     );
     j.submit(ServiceCommand::Start { body: start }).await?;
-    let ending = drive(&mut j, rng, chat, media).await?;
+    let language = if rng.chance(20) { "es" } else { "en" };
+    j.remember(&conversation, json!({ "intent": service_type, "language": language })).await?;
+    let ending = drive(&mut j, rng, chat, media, &conversation).await?;
     *calls += j.calls;
     Ok(ending)
 }
 
-async fn drive(j: &mut Journey<'_>, rng: &mut Rng, chat: bool, media: &str) -> Result<Ending, WriteError> {
+async fn drive(
+    j: &mut Journey<'_>,
+    rng: &mut Rng,
+    chat: bool,
+    media: &str,
+    conversation: &str,
+) -> Result<Ending, WriteError> {
     let recent = Utc::now() - j.at < Duration::hours(1);
     let first = j.step(None, if chat { "bot" } else { "ivr" }, media, Some(30)).await?;
     j.wait(10 + rng.below(60));
@@ -176,6 +214,8 @@ async fn drive(j: &mut Journey<'_>, rng: &mut Rng, chat: bool, media: &str) -> R
     }
     let identification = j.step(Some(first), "identification", media, Some(45)).await?;
     j.task(identification, "verify_identity", 5 + rng.below(40)).await?;
+    let verified = !rng.chance(10);
+    j.remember(conversation, json!({ "verified": verified })).await?;
     if rng.chance(3) {
         j.end("timeout").await?;
         return Ok(Ending::Abandoned);
@@ -226,6 +266,18 @@ pub async fn load(
     let store = Arc::new(store.clone());
     let account: Arc<str> = account.into();
     let now = Utc::now();
+    let namespace = ContextCommand::CreateNamespace {
+        namespace: CONTEXT_NAMESPACE.into(),
+        ttl_second: None,
+        expected: ExpectedVersion::Any,
+    };
+    let meta = EventMeta {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        actor: "demo".into(),
+        ..Default::default()
+    };
+    let command = Command::Context { account: account.to_string(), command: namespace };
+    store.submit(WriteRequest { command, meta, idempotency: None }).await?;
     let mut tasks = Vec::new();
     for worker in 0..workers.max(1) {
         let (store, account) = (store.clone(), account.clone());

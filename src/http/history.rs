@@ -183,7 +183,7 @@ impl PageQuery {
         if !(1..=1000).contains(&limit) {
             return Err(ApiError::bad_request("limit must be between 1 and 1000"));
         }
-        Ok(Page { after: self.after.unwrap_or(0), limit })
+        Ok(Page::new(self.after.unwrap_or(0), limit))
     }
 }
 

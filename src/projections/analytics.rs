@@ -222,13 +222,17 @@ pub fn apply(
         Event::ServiceEnded(e) => {
             let how = if e.abandoned { "ended with an abandonment disposition" } else { "ended" };
             let disposition = e.closing.disposition.as_ref().map(|d| label_key(Some(d)));
-            end(tables, account, before, e.abandoned, how, disposition, recorded_at)
+            let left = Left { how, disposition, at: e.closing.completed.timestamp, recorded_at };
+            end(tables, account, before, e.abandoned, left)
         }
-        Event::ServiceAutoCompleted(_) => {
-            end(tables, account, before, true, "auto_completed", None, recorded_at)
+        // The customer left with the last activity; the sweeper noticed later.
+        Event::ServiceAutoCompleted(e) => {
+            let left = Left { how: "auto_completed", disposition: None, at: e.idle_since, recorded_at };
+            end(tables, account, before, true, left)
         }
-        Event::ServiceExpired(_) if before.is_active() => {
-            end(tables, account, before, true, "expired", None, recorded_at)
+        Event::ServiceExpired(e) if before.is_active() => {
+            let left = Left { how: "expired", disposition: None, at: e.expired_at, recorded_at };
+            end(tables, account, before, true, left)
         }
         _ => Ok(()),
     }
@@ -250,14 +254,22 @@ pub fn dropoff_point(before: &ServiceDoc) -> Option<&StateDoc> {
     })
 }
 
+/// How and when a service ended.
+struct Left<'a> {
+    how: &'a str,
+    disposition: Option<String>,
+    /// When the customer left: the end's client time (the last activity for an auto-completion).
+    at: chrono::DateTime<chrono::Utc>,
+    /// When the store recorded it.
+    recorded_at: &'a str,
+}
+
 fn end(
     tables: &mut impl Tables,
     account: &str,
     before: &ServiceDoc,
     abandoned: bool,
-    how: &str,
-    disposition: Option<String>,
-    recorded_at: &str,
+    left: Left<'_>,
 ) -> Result<(), StoreError> {
     if !abandoned {
         add(tables, account, before, Counter::Services, &[], &[("completed", 1)])?;
@@ -283,21 +295,33 @@ fn end(
     let extensions = |ext: &crate::domain::events::Properties| -> Value {
         Value::Object(ext.iter().map(|(n, v)| (n.clone(), json_of(v))).collect())
     };
+    let millis = |time: chrono::DateTime<chrono::Utc>| time.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    // The channel at the drop-off: the step's own media type, else the service's.
+    let channel = dropoff.map(|s| media_key(&s.life.started)).filter(|media| !media.is_empty());
+    let channel_field = |name: &str| before.life.started.channel.get(name).map(json_of);
     let detail = json!({
         "customer_id": before.customer_id,
         "contact_key": before.contact_key,
-        "how": how,
-        "disposition": disposition,
-        "started": before.life.started.timestamp.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
-        "dropoff": dropoff.map(|s| json!({"state_id": s.state_id, "state_type": state_type(s),
-                                           "since": s.life.started.timestamp.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()})),
+        "session_id": channel_field("session_id"),
+        "interaction_id": channel_field("interaction_id"),
+        "how": left.how,
+        "disposition": left.disposition,
+        "started": millis(before.life.started.timestamp),
+        "recorded_at": left.recorded_at,
+        "dropoff": dropoff.map(|s| json!({
+            "state_id": s.state_id,
+            "state_type": state_type(s),
+            "since": millis(s.life.started.timestamp),
+            "media_type": channel.clone().unwrap_or_else(|| before.cohort.media_type.clone()),
+            "time_in_step_ms": (left.at - s.life.started.timestamp).num_milliseconds().clamp(0, MAX_COUNTED_MS),
+        })),
         "extensions": extensions(&before.life.extensions),
         "state_extensions": dropoff.map(|s| extensions(&s.life.extensions)),
     });
     tables.insert_abandoned(
         account,
         AbandonedRow {
-            ended_at: recorded_at.to_string(),
+            ended_at: crate::store::log::format_time(left.at),
             service_id: before.service_id.clone(),
             service_type: before.cohort.service_type.clone(),
             hour: before.cohort.hour.clone(),

@@ -239,3 +239,45 @@ pub fn never_seen(
     }
     Ok(unknown)
 }
+
+/// The live context of the conversation `id`: the properties of the sessions named `id` in each
+/// of `namespaces` (those not expired at `now_micros`), by namespace; namespaces without such a
+/// session are left out. Answers the context and the bytes of its values.
+pub fn conversation_context(
+    conn: &Connection,
+    account: &str,
+    namespaces: &[String],
+    id: &str,
+    now_micros: i64,
+) -> Result<(serde_json::Map<String, serde_json::Value>, usize), StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT key, value FROM properties WHERE account_id = ?1 AND namespace = ?2 AND session_id = ?3
+           AND (expires_at IS NULL OR expires_at > ?4) ORDER BY key",
+    )?;
+    let (mut context, mut bytes) = (serde_json::Map::new(), 0);
+    for namespace in namespaces {
+        let mut properties = serde_json::Map::new();
+        let rows = statement.query_map(crate::params![account, namespace, id, now_micros], |row| {
+            Ok((row.get::<String>(0)?, row.get::<String>(1)?))
+        })?;
+        for row in rows {
+            let (key, value) = row?;
+            bytes += key.len() + value.len();
+            let value = serde_json::from_str(&value)
+                .map_err(|error| StoreError::Corrupt(format!("property {key}: {error}")))?;
+            properties.insert(key, value);
+        }
+        if !properties.is_empty() {
+            context.insert(namespace.clone(), serde_json::Value::Object(properties));
+        }
+    }
+    Ok((context, bytes))
+}
+
+/// The account's namespaces, in name order.
+pub fn namespaces(conn: &Connection, account: &str) -> Result<Vec<String>, StoreError> {
+    let mut statement =
+        conn.prepare_cached("SELECT namespace FROM namespaces WHERE account_id = ?1 ORDER BY namespace")?;
+    let rows = statement.query_map([account], |row| row.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -13,11 +13,19 @@ use crate::domain::events::JsonText;
 use crate::store::StoreError;
 use crate::store::log::format_time;
 
-/// Which part of a history to return: the entries after seq `after`, at most `limit`.
+/// Which part of a history to return: the entries after seq `after`, at most `limit`, and
+/// (after the first) as many as fit in about `bytes` of event rows.
 #[derive(Debug, Clone, Copy)]
 pub struct Page {
     pub after: u64,
     pub limit: usize,
+    pub bytes: usize,
+}
+
+impl Page {
+    pub fn new(after: u64, limit: usize) -> Page {
+        Page { after, limit, bytes: MAX_PAGE_BYTES }
+    }
 }
 
 /// One page of a history.
@@ -231,7 +239,7 @@ impl<C> Pager<C> {
     /// and new).
     fn push(&mut self, entry: Entry<C>, size: usize) -> bool {
         let full = self.history.history.len() == self.page.limit
-            || (self.bytes >= MAX_PAGE_BYTES && !self.history.history.is_empty());
+            || (self.bytes >= self.page.bytes && !self.history.history.is_empty());
         if full {
             self.history.next_after = self.history.history.last().map(|last| last.seq);
             return false;
@@ -299,6 +307,120 @@ pub fn service_history(
         Ok(pager.push(row.entry(ServiceChange { change })?, size))
     })?;
     Ok(Some(pager.history))
+}
+
+/// The streams of one conversation (`audit/conversations/{id}`): the context sessions named by
+/// its id in any namespace, and the services whose start carried it as `session_id` or
+/// `interaction_id`.
+#[derive(Debug, Default)]
+pub struct Conversation {
+    /// (namespace, stream)
+    pub sessions: Vec<(String, String)>,
+    /// (service id, stream)
+    pub services: Vec<(String, String)>,
+}
+
+impl Conversation {
+    pub fn streams(&self) -> impl Iterator<Item = &String> {
+        self.sessions.iter().chain(&self.services).map(|(_, stream)| stream)
+    }
+}
+
+/// A conversation's streams of `account` with events in the live log.
+pub fn conversation(conn: &Connection, account: &str, id: &str) -> Result<Conversation, StoreError> {
+    use crate::domain::events::{service_stream, session_stream};
+    let mut found = Conversation::default();
+    for namespace in super::analytics_queries::namespaces(conn, account)? {
+        let stream = session_stream(account, &namespace, id);
+        if crate::store::log::stream_version(conn, &stream)? > 0 {
+            found.sessions.push((namespace, stream));
+        }
+    }
+    // The expressions of the indexes `events_services_of_sessions` and `…_of_interactions`
+    // (migrations 0019, PostgreSQL 0007), which the statement must repeat to use them.
+    let channel = |field: &str| match conn.dialect() {
+        crate::store::db::Dialect::Sqlite => {
+            format!("json_extract(data, '$.opening.started.channel.{field}')")
+        }
+        crate::store::db::Dialect::Postgres => {
+            format!("(((data::jsonb) #>> '{{opening,started,channel,{field}}}') COLLATE \"C\")")
+        }
+    };
+    let service_id = super::data_field(conn, "service_id");
+    let sql = format!(
+        "SELECT {service_id} FROM events WHERE account = ?1 AND event_type = 'ServiceStarted' AND {session} = ?2
+         UNION
+         SELECT {service_id} FROM events WHERE account = ?1 AND event_type = 'ServiceStarted' AND {interaction} = ?2
+         ORDER BY 1",
+        session = channel("session_id"),
+        interaction = channel("interaction_id"),
+    );
+    let services: Vec<String> = conn
+        .prepare_cached(&sql)?
+        .query_map(crate::params![account, id], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    for service_id in services {
+        let stream = service_stream(account, &service_id);
+        found.services.push((service_id, stream));
+    }
+    Ok(found)
+}
+
+/// One page of a conversation's story: the changes of its sessions and services merged in the
+/// account's order, each entry naming its session (`namespace`, `session_id`) or `service_id`;
+/// and the `after` of the next page, if there is one.
+pub fn conversation_story(
+    conn: &Connection,
+    conversation: &Conversation,
+    id: &str,
+    page: Page,
+) -> Result<(Vec<serde_json::Value>, Option<u64>), StoreError> {
+    // The page's bytes shared between the streams.
+    let streams = conversation.sessions.len() + conversation.services.len();
+    let page = Page { bytes: (page.bytes / streams.max(1)).max(64 * 1024), ..page };
+    let mut entries: Vec<(u64, serde_json::Value)> = Vec::new();
+    // The first position after which a stream's page stopped short: the merged page may not
+    // go past it.
+    let mut cut: Option<u64> = None;
+    let mut add = |history: serde_json::Value, next_after: Option<u64>, named: serde_json::Value| {
+        for mut entry in history.as_array().cloned().unwrap_or_default() {
+            let seq = entry["seq"].as_u64().unwrap_or(0);
+            if let (Some(entry), Some(named)) = (entry.as_object_mut(), named.as_object()) {
+                entry.extend(named.clone());
+            }
+            entries.push((seq, entry));
+        }
+        if let Some(next) = next_after {
+            cut = Some(cut.map_or(next, |cut| cut.min(next)));
+        }
+    };
+    for (namespace, stream) in &conversation.sessions {
+        if let Some(history) = session_history(conn, stream, None, page)? {
+            let named = serde_json::json!({"namespace": namespace, "session_id": id});
+            add(to_json(&history.history)?, history.next_after, named);
+        }
+    }
+    for (service_id, stream) in &conversation.services {
+        if let Some(history) = service_history(conn, stream, page)? {
+            add(
+                to_json(&history.history)?,
+                history.next_after,
+                serde_json::json!({"service_id": service_id}),
+            );
+        }
+    }
+    entries.sort_by_key(|(seq, _)| *seq);
+    if let Some(cut) = cut {
+        entries.retain(|(seq, _)| *seq <= cut);
+    }
+    let more = cut.is_some() || entries.len() > page.limit;
+    entries.truncate(page.limit);
+    let next_after = more.then(|| entries.last().map(|(seq, _)| *seq)).flatten();
+    Ok((entries.into_iter().map(|(_, entry)| entry).collect(), next_after))
+}
+
+fn to_json(value: &impl Serialize) -> Result<serde_json::Value, StoreError> {
+    serde_json::to_value(value).map_err(|error| StoreError::Corrupt(format!("a history entry: {error}")))
 }
 
 #[cfg(test)]

@@ -150,6 +150,20 @@ pub const MIGRATIONS: &[Migration] = &[
         rebuilds_projections: false,
         then: None,
     },
+    Migration {
+        version: 19,
+        name: "0019_conversations.sql",
+        sql: include_str!("../../migrations/sqlite/0019_conversations.sql"),
+        rebuilds_projections: false,
+        then: None,
+    },
+    Migration {
+        version: 20,
+        name: "0020_abandoned_when_left.sql",
+        sql: include_str!("../../migrations/sqlite/0020_abandoned_when_left.sql"),
+        rebuilds_projections: true,
+        then: None,
+    },
 ];
 
 /// The PostgreSQL backend's migrations: its history starts with the schema SQLite's reached.
@@ -194,6 +208,20 @@ pub const POSTGRES_MIGRATIONS: &[Migration] = &[
         name: "0006_staged_snapshots.sql",
         sql: include_str!("../../migrations/postgres/0006_staged_snapshots.sql"),
         rebuilds_projections: false,
+        then: None,
+    },
+    Migration {
+        version: 7,
+        name: "0007_conversations.sql",
+        sql: include_str!("../../migrations/postgres/0007_conversations.sql"),
+        rebuilds_projections: false,
+        then: None,
+    },
+    Migration {
+        version: 8,
+        name: "0008_abandoned_when_left.sql",
+        sql: include_str!("../../migrations/postgres/0008_abandoned_when_left.sql"),
+        rebuilds_projections: true,
         then: None,
     },
 ];

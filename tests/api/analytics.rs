@@ -826,3 +826,196 @@ async fn dimensions_list_what_was_recorded_and_names_never_recorded_are_warned_a
     assert_eq!(listed, abandoned);
     assert!(rest["next"].is_null());
 }
+
+/// An abandoned journey says when the customer left (the client's time, which orders the list),
+/// where and on which channel, how long they spent there, and what the conversation's context
+/// held; a page of big contexts stops early and goes on with its cursor.
+#[tokio::test]
+async fn abandoned_journeys_tell_when_and_where_the_customer_left_with_the_conversations_context() {
+    let app = spawn_app().await;
+    let cs = Cs::new(&app, "acme").await;
+    let key = cs.key.clone();
+    let patch = async |path: &str, body: String| {
+        let reply = app.call(&key, "PATCH", path, &body).await;
+        assert_eq!(reply.status, 204, "{path}: {}", reply.body);
+    };
+    // Recorded first, left last: voice IVR, then chat with an agent, gone after three minutes.
+    let a = cs
+        .start_service(json!({"customer_id": "c1", "service_type": "billing", "media_type": "voice",
+                               "session_id": "conv-a", "timestamp": stamp(at(10, 0))}))
+        .await;
+    let ivr = cs.start_state(&a, json!({"state_type": "ivr", "timestamp": stamp(at(10, 0))})).await;
+    cs.transition(&a, ivr, "agent", json!({"timestamp": stamp(at(10, 120)), "media_type": "chat"})).await;
+    patch("/v1/account/acme/bots/conv-a/properties", r#"{"intent":"refund"}"#.into()).await;
+    patch("/v1/account/acme/agents/conv-a/properties", r#"{"agent":"a1"}"#.into()).await;
+    let ended = json!({"disposition": "customer_hangup", "timestamp": stamp(at(10, 300))});
+    cs.ok(cs.post(&format!("/services/{a}/end"), ended).await).await;
+    app.clock.advance(Duration::seconds(5));
+    // Recorded later, left earlier (a client sending late); its conversation has no context.
+    let b = cs
+        .start_service(json!({"customer_id": "c2", "service_type": "billing", "media_type": "voice",
+                               "interaction_id": "conv-b", "timestamp": stamp(at(9, 0))}))
+        .await;
+    let ended = json!({"disposition": "customer_hangup", "timestamp": stamp(at(9, 30))});
+    cs.ok(cs.post(&format!("/services/{b}/end"), ended).await).await;
+
+    let list = app.call(&key, "GET", "/v1/account/acme/analytics/abandoned", "").await.json();
+    let services = list["services"].as_array().unwrap();
+    assert_eq!(services.iter().map(|s| s["service_id"].as_str().unwrap()).collect::<Vec<_>>(), [&a, &b]);
+    let left = &services[0];
+    assert_eq!(left["ended_at"], ctxd::store::log::format_time(at(10, 300)), "{left}");
+    assert_eq!(left["dropoff_state_type"], "agent");
+    assert_eq!(left["media_type"], "voice", "the service's channel");
+    assert_eq!(left["dropoff"]["media_type"], "chat", "the channel at the drop-off");
+    assert_eq!(left["dropoff"]["time_in_step_ms"], 180_000);
+    assert_eq!(left["conversation_id"], "conv-a");
+    assert_eq!(left["context"], json!({"agents": {"agent": "a1"}, "bots": {"intent": "refund"}}));
+    assert!(left["recorded_at"].is_string(), "{left}");
+    assert_eq!(services[1]["conversation_id"], "conv-b");
+    assert_eq!(services[1]["context"], json!({}));
+    assert_eq!(services[1]["dropoff"], Value::Null);
+
+    // Conversations with big contexts: a page holds about 4 MiB of them, then a cursor.
+    let mut big = Vec::new();
+    for n in 0..7 {
+        let id = cs
+            .start_service(json!({"customer_id": format!("b{n}"), "service_type": "sales",
+                                   "session_id": format!("big-{n}"), "timestamp": stamp(at(11, n))}))
+            .await;
+        let value = "x".repeat(780_000);
+        patch(&format!("/v1/account/acme/bots/big-{n}/properties"), json!({ "notes": value }).to_string())
+            .await;
+        let ended = json!({"disposition": "customer_hangup", "timestamp": stamp(at(11, 60 + n))});
+        cs.ok(cs.post(&format!("/services/{id}/end"), ended).await).await;
+        big.push(id);
+    }
+    let (mut listed, mut cursor, mut pages) = (Vec::new(), String::new(), 0);
+    loop {
+        let page = app
+            .call(
+                &key,
+                "GET",
+                &format!("/v1/account/acme/analytics/abandoned?service_type=sales&limit=100{cursor}"),
+                "",
+            )
+            .await;
+        assert_eq!(page.status, 200);
+        assert!(page.body.len() < 6 * 1024 * 1024, "{} bytes", page.body.len());
+        let page = page.json();
+        pages += 1;
+        listed.extend(
+            page["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["service_id"].as_str().unwrap().to_string()),
+        );
+        match page["next"].as_str() {
+            Some(next) => cursor = format!("&after={}", next.replace('|', "%7C").replace('+', "%2B")),
+            None => break,
+        }
+    }
+    big.reverse();
+    assert_eq!(listed, big, "each once, latest first");
+    assert!(pages >= 2, "{pages} pages");
+}
+
+/// `format=csv`: every analytics endpoint answers a table whose figures are the JSON answer's.
+#[tokio::test]
+async fn every_analytics_answer_comes_as_csv_with_the_same_figures() {
+    let app = spawn_app().await;
+    let cs = Cs::new(&app, "acme").await;
+    for (n, (media, end)) in
+        [("voice", "resolved"), ("chat", "customer_hangup"), ("voice", "customer_hangup")]
+            .into_iter()
+            .enumerate()
+    {
+        let opening = json!({"customer_id": format!("c{n}"), "service_type": "billing", "media_type": media,
+                             "session_id": format!("=conv-{n}"), "timestamp": stamp(at(10, n as i64))});
+        let id = cs.start_service(opening).await;
+        let first = cs.start_state(&id, json!({"state_type": "ivr", "timestamp": stamp(at(10, 10))})).await;
+        cs.transition(&id, first, "agent", json!({"timestamp": stamp(at(10, 20))})).await;
+        let ended = json!({"disposition": end, "timestamp": stamp(at(10, 60))});
+        cs.ok(cs.post(&format!("/services/{id}/end"), ended).await).await;
+    }
+    let base = "/v1/account/acme/analytics";
+    let range = "from=2026-11-20T10:00:00Z&to=2026-11-20T11:00:00Z";
+    for path in [
+        format!("dropoff?{range}&compare=previous&breakdown=media_type"),
+        format!("funnel?steps=ivr|bot,agent&{range}&compare=previous"),
+        "transitions?service_type=billing".to_string(),
+        format!("timeseries?interval=day&{range}&compare=previous"),
+    ] {
+        let json = app.call(&cs.key, "GET", &format!("{base}/{path}"), "").await.json();
+        let reply = app.call(&cs.key, "GET", &format!("{base}/{path}&format=csv"), "").await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+        assert_eq!(reply.header("content-type").as_deref(), Some("text/csv; charset=utf-8"));
+        let mut lines = reply.body.split("\r\n").filter(|line| !line.is_empty());
+        let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+        assert_eq!(
+            (header[0], header[header.len() - 2], header[header.len() - 1]),
+            ("section", "figure", "value")
+        );
+        // Every number of the JSON answer (the echoed query aside) is one row's value, in order.
+        fn numbers(value: &Value, top: bool, out: &mut Vec<String>) {
+            match value {
+                Value::Object(fields) => {
+                    for (name, field) in fields {
+                        if !(top && (name == "query" || name == "warnings")) {
+                            numbers(field, false, out);
+                        }
+                    }
+                }
+                Value::Array(items) => items.iter().for_each(|item| numbers(item, false, out)),
+                Value::Number(number) => out.push(number.to_string()),
+                Value::Null => out.push(String::new()),
+                _ => {}
+            }
+        }
+        let mut expected = Vec::new();
+        numbers(&json, true, &mut expected);
+        let values: Vec<String> = lines.map(|line| line.rsplit(',').next().unwrap().to_string()).collect();
+        let mut expected_sorted = expected.clone();
+        let mut values_sorted = values.clone();
+        expected_sorted.sort();
+        values_sorted.sort();
+        assert_eq!(values_sorted, expected_sorted, "{path}");
+        assert!(!values.is_empty(), "{path}");
+    }
+    // A state's figures are labelled by its name.
+    let dropoff = app.call(&cs.key, "GET", &format!("{base}/dropoff?format=csv"), "").await.body;
+    assert!(dropoff.contains("states,agent,,entered,3\r\n"), "{dropoff}");
+    assert!(dropoff.contains("totals,,(before first state),abandoned,2\r\n"), "{dropoff}");
+
+    // The abandoned list: one service a row; the cursor in X-Next; a formula-like id quoted off.
+    let json = app.call(&cs.key, "GET", &format!("{base}/abandoned?limit=1"), "").await.json();
+    let reply = app.call(&cs.key, "GET", &format!("{base}/abandoned?limit=1&format=csv"), "").await;
+    assert_eq!(reply.status, 200);
+    let rows: Vec<&str> = reply.body.split("\r\n").filter(|line| !line.is_empty()).collect();
+    assert_eq!(rows.len(), 2, "{}", reply.body);
+    assert!(rows[0].starts_with(
+        "service_id,ended_at,service_type,media_type,dropoff_state_type,dropoff_media_type,time_in_step_ms"
+    ));
+    let service = &json["services"][0];
+    assert!(
+        rows[1].starts_with(&format!(
+            "{},{},billing,",
+            service["service_id"].as_str().unwrap(),
+            service["ended_at"].as_str().unwrap()
+        )),
+        "{}",
+        rows[1]
+    );
+    assert!(rows[1].contains(",'=conv-"), "{}", rows[1]);
+    assert_eq!(reply.header("x-next").as_deref(), json["next"].as_str());
+    let names = app.call(&cs.key, "GET", &format!("{base}/dimensions?format=csv"), "").await.body;
+    assert_eq!(
+        names,
+        "dimension,name\r\nservice_type,billing\r\nmedia_type,chat\r\nmedia_type,voice\r\nstate_type,agent\r\nstate_type,ivr\r\n"
+    );
+    for bad in ["dropoff?format=xml", "abandoned?format=CSV", "dimensions?format="] {
+        let reply = app.call(&cs.key, "GET", &format!("{base}/{bad}"), "").await;
+        assert_eq!(reply.status, 400, "{bad}: {}", reply.body);
+        assert!(reply.json()["message"].as_str().unwrap().contains("format"), "{}", reply.body);
+    }
+}

@@ -815,6 +815,7 @@ async fn a_store_archived_before_snapshots_were_staged_keeps_its_snapshot_when_i
             let conn = rusqlite::Connection::open(dir.join("ctxd.db")).unwrap();
             conn.execute_batch(
                 "DELETE FROM schema_version WHERE version >= 18;
+                 DROP INDEX events_services_of_sessions; DROP INDEX events_services_of_interactions;
                  DROP VIEW live_snapshot_streams; DROP TABLE archive_stages;
                  ALTER TABLE archives DROP COLUMN superseded_after;
                  CREATE TABLE snapshot_streams_17 (stream TEXT PRIMARY KEY, account_id TEXT NOT NULL,

@@ -602,3 +602,147 @@ async fn the_feed_filters_by_actor_request_and_recording_time() {
         assert!(reply.json()["message"].as_str().unwrap().contains(message), "{query}: {}", reply.body);
     }
 }
+
+#[tokio::test]
+async fn a_conversations_story_joins_its_sessions_and_services_in_order_and_exports_its_events() {
+    let app = spawn_app().await;
+    let key = app.account("acme").await;
+    let other = app.account("other").await;
+    let patch = |key: &str, path: String, body: &'static str| {
+        let (app, key) = (&app, key.to_string());
+        async move {
+            let reply = app.call(&key, "PATCH", &path, body).await;
+            assert_eq!(reply.status, 204, "{path}: {}", reply.body);
+        }
+    };
+    let cs = Cs { app: &app, key: key.clone() };
+    patch(&key, "/v1/account/acme/bots/conv-1/properties".into(), r#"{"intent":"billing","step":1}"#).await;
+    let by_session = cs
+        .start_service(json!({"customer_id": "c1", "service_type": "billing", "media_type": "chat", "session_id": "conv-1"}))
+        .await;
+    let ivr = cs.start_state(&by_session, json!({"state_type": "bot"})).await;
+    patch(&key, "/v1/account/acme/agents/conv-1/properties".into(), r#"{"agent":"a7"}"#).await;
+    cs.transition(&by_session, ivr, "agent", json!({})).await;
+    let by_interaction = cs
+        .start_service(json!({"customer_id": "c1", "service_type": "billing", "media_type": "voice", "interaction_id": "conv-1"}))
+        .await;
+    patch(&key, "/v1/account/acme/bots/conv-1/properties".into(), r#"{"step":2}"#).await;
+    // Not of the conversation: another session, another service, another account's namesakes.
+    patch(&key, "/v1/account/acme/bots/conv-2/properties".into(), r#"{"step":9}"#).await;
+    cs.start_service(json!({"customer_id": "c1", "service_type": "sales", "session_id": "conv-2"})).await;
+    patch(&other, "/v1/account/other/bots/conv-1/properties".into(), r#"{"secret":"theirs"}"#).await;
+    Cs { app: &app, key: other.clone() }
+        .start_service(json!({"customer_id": "c9", "service_type": "billing", "session_id": "conv-1"}))
+        .await;
+
+    let path = "/v1/account/acme/audit/conversations/conv-1";
+    let story = app.call(&key, "GET", path, "").await;
+    assert_eq!(story.status, 200, "{}", story.body);
+    let story = story.json();
+    assert_eq!(
+        story["sessions"],
+        json!([{"namespace": "agents", "session_id": "conv-1"}, {"namespace": "bots", "session_id": "conv-1"}])
+    );
+    let mut services = vec![by_session.clone(), by_interaction.clone()];
+    services.sort();
+    assert_eq!(story["services"], json!(services));
+    assert!(story.get("next_after").is_none(), "{story}");
+    assert!(!story.to_string().contains("theirs") && !story.to_string().contains("conv-2"), "{story}");
+
+    // Exactly the feed's events of those streams, in the account's order, with who and which
+    // request wrote each.
+    let feed = app.call(&key, "GET", "/v1/account/acme/events?limit=1000", "").await.json();
+    let streams = [
+        "ctx/acme/bots/conv-1".to_string(),
+        "ctx/acme/agents/conv-1".to_string(),
+        format!("svc/acme/{by_session}"),
+        format!("svc/acme/{by_interaction}"),
+    ];
+    let expected: Vec<(u64, String, String, String)> = feed["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| streams.contains(&event["stream"].as_str().unwrap().to_string()))
+        .map(|event| {
+            let meta = &event["meta"];
+            (
+                event["seq"].as_u64().unwrap(),
+                event["type"].as_str().unwrap().to_string(),
+                meta["actor"].as_str().unwrap().to_string(),
+                meta["request_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let entries = story["story"].as_array().unwrap();
+    let told: Vec<(u64, String, String, String)> = entries
+        .iter()
+        .map(|entry| {
+            (
+                entry["seq"].as_u64().unwrap(),
+                entry["event_type"].as_str().unwrap().to_string(),
+                entry["actor"].as_str().unwrap().to_string(),
+                entry["request_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(told, expected);
+    assert!(expected.len() >= 8, "{expected:?}");
+    // A session's entries show old and new values; a service's, what the event recorded.
+    let second_step = entries
+        .iter()
+        .find(|entry| {
+            entry["namespace"] == "bots" && entry["properties"].get("step").is_some_and(|c| c["new"] == 2)
+        })
+        .unwrap();
+    assert_eq!(second_step["properties"]["step"]["old"], 1);
+    assert_eq!(second_step["session_id"], "conv-1");
+    let transition = entries
+        .iter()
+        .find(|entry| entry["event_type"] == "StateStarted" && entry["change"]["state_type"] == "agent")
+        .unwrap();
+    assert_eq!(transition["service_id"], by_session.as_str());
+
+    // Pages of two make up the same story.
+    let (mut paged, mut after) = (Vec::new(), 0);
+    loop {
+        let page = app.call(&key, "GET", &format!("{path}?limit=2&after={after}"), "").await.json();
+        paged.extend(page["story"].as_array().unwrap().iter().cloned());
+        match page["next_after"].as_u64() {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    assert_eq!(&paged, entries);
+
+    // NDJSON: those events with their hashes, as `ctxd export` writes them.
+    let export = app.call(&key, "GET", &format!("{path}?format=ndjson"), "").await;
+    assert_eq!(export.status, 200);
+    assert_eq!(export.header("content-type").as_deref(), Some("application/x-ndjson"));
+    let lines: Vec<Value> = export.body.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    assert_eq!(
+        lines.iter().map(|line| line["seq"].as_u64().unwrap()).collect::<Vec<_>>(),
+        told.iter().map(|t| t.0).collect::<Vec<_>>()
+    );
+    for line in &lines {
+        let seq = line["seq"].as_u64().unwrap();
+        let hash: Vec<u8> = raw(&app)
+            .query_row("SELECT hash FROM events WHERE account = 'acme' AND seq = ?1", [seq], |row| row.get(0))
+            .unwrap();
+        assert_eq!(line["hash"], hex::encode(hash), "seq {seq}");
+    }
+
+    // Another account's key sees nothing of it; bad requests are 4xx with a message.
+    assert_eq!(app.call(&other, "GET", path, "").await.status, 403);
+    let theirs = app.call(&other, "GET", "/v1/account/other/audit/conversations/conv-1", "").await.json();
+    assert!(!theirs.to_string().contains(&by_session), "{theirs}");
+    let unknown = app.call(&key, "GET", "/v1/account/acme/audit/conversations/nobody", "").await;
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+    for query in ["limit=0", "limit=1001", "format=xml", "after=-1", "color=red"] {
+        let reply = app.call(&key, "GET", &format!("{path}?{query}"), "").await;
+        assert_eq!(reply.status, 400, "{query}: {}", reply.body);
+        assert!(reply.json()["message"].is_string(), "{query}: {}", reply.body);
+    }
+    let long = "x".repeat(300);
+    let reply = app.call(&key, "GET", &format!("/v1/account/acme/audit/conversations/{long}"), "").await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+}

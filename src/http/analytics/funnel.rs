@@ -255,5 +255,5 @@ pub(super) async fn funnel(
         }
         body["previous"] = bounds;
     }
-    Ok(super::answer(body, never_seen))
+    Ok(super::answer(&query.filter, body, never_seen))
 }

@@ -24,6 +24,7 @@ use crate::projections::analytics::{BEFORE_FIRST_STATE, Counter, DURATION_BOUNDS
 use crate::projections::analytics_queries::{self as queries, Cohorts, ServiceTotals, Sums};
 use crate::store::StoreError;
 
+mod csv;
 mod funnel;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -56,6 +57,10 @@ struct Filter {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[param(format = DateTime)]
     to: Option<String>,
+    /// `json` (default) or `csv` (docs/ANALYTICS.md, "CSV").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(pattern = "^(json|csv)$")]
+    format: Option<String>,
 }
 
 /// `YYYY-MM-DDTHH` of a time on the hour, the key the counters use.
@@ -103,8 +108,18 @@ impl Filter {
         Ok(Some((cohorts, json!({ "from": rfc3339(start), "to": rfc3339(from) }))))
     }
 
+    /// Whether the answer is asked for as CSV.
+    fn csv(&self) -> Result<bool, ApiError> {
+        match self.format.as_deref() {
+            None | Some("json") => Ok(false),
+            Some("csv") => Ok(true),
+            Some(other) => Err(ApiError::bad_request(format!("format must be json or csv, not '{other}'"))),
+        }
+    }
+
     /// The account's cohorts this filter selects.
     fn cohorts(&self, account: &Account) -> Result<Cohorts, ApiError> {
+        self.csv()?;
         let from_hour = self.from.as_deref().map(|t| hour_of("from", t)).transpose()?;
         let to_hour = self.to.as_deref().map(|t| hour_of("to", t)).transpose()?;
         if let (Some(from), Some(to)) = (&from_hour, &to_hour)
@@ -124,7 +139,7 @@ impl Filter {
 
 /// An analytics answer, with a `warnings` list when the query named a service type, channel or
 /// state type the account has never recorded (the answer's zeros are then most likely a typo's).
-fn answer(mut body: Value, never_seen: Vec<(&'static str, String)>) -> Response {
+fn answer(filter: &Filter, mut body: Value, never_seen: Vec<(&'static str, String)>) -> Response {
     if !never_seen.is_empty() {
         let warnings: Vec<String> = never_seen
             .into_iter()
@@ -133,6 +148,9 @@ fn answer(mut body: Value, never_seen: Vec<(&'static str, String)>) -> Response 
             })
             .collect();
         body["warnings"] = json!(warnings);
+    }
+    if filter.csv().unwrap_or(false) {
+        return csv::response(csv::figures(&body), None);
     }
     axum::Json(body).into_response()
 }
@@ -256,7 +274,7 @@ async fn dropoff(
     if let Some(previous) = previous {
         body["previous"] = previous;
     }
-    Ok(answer(body, never_seen))
+    Ok(answer(&query.filter, body, never_seen))
 }
 
 fn dropoff_totals(totals: ServiceTotals, states: &[Sums]) -> Value {
@@ -332,7 +350,7 @@ async fn transitions(
             })
         })
         .collect();
-    Ok(answer(json!({ "query": filter, "transitions": moves }), never_seen))
+    Ok(answer(&filter, json!({ "query": filter, "transitions": moves }), never_seen))
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, IntoParams)]
@@ -406,7 +424,7 @@ async fn timeseries(
     if let Some(previous) = previous {
         body["previous"] = previous;
     }
-    Ok(answer(body, never_seen))
+    Ok(answer(&query.filter, body, never_seen))
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, IntoParams)]
@@ -464,27 +482,16 @@ async fn abandoned(
         }
     };
     let state_type = query.state_type.clone();
-    let (rows, never_seen) = state
+    let now = state.clock.now().timestamp_micros();
+    let (rows, short, never_seen) = state
         .store
         .read_large(move |conn| {
             let rows = queries::abandoned(conn, &cohorts, state_type, after, limit)?;
-            Ok((rows, queries::never_seen(conn, &cohorts.account_id, &names)?))
+            let (rows, short) = with_context(conn, &cohorts.account_id, rows, now)?;
+            Ok((rows, short, queries::never_seen(conn, &cohorts.account_id, &names)?))
         })
         .await?;
-    let rows: Vec<Value> = rows
-        .into_iter()
-        .map(|row| {
-            let mut item: serde_json::Map<String, Value> =
-                serde_json::from_str(&row.detail).unwrap_or_default();
-            item.insert("ended_at".into(), json!(row.ended_at));
-            item.insert("service_id".into(), json!(row.service_id));
-            item.insert("service_type".into(), json!(row.service_type));
-            item.insert("media_type".into(), json!(row.media_type));
-            item.insert("dropoff_state_type".into(), json!(row.state_type));
-            Value::Object(item)
-        })
-        .collect();
-    let next = (rows.len() == limit)
+    let next = (rows.len() == limit || short)
         .then(|| {
             rows.last().map(|row| {
                 format!(
@@ -495,7 +502,54 @@ async fn abandoned(
             })
         })
         .flatten();
-    Ok(answer(json!({ "query": query, "services": rows, "next": next }), never_seen))
+    if query.filter.csv()? {
+        return Ok(csv::response(csv::abandoned(&rows), next.as_deref()));
+    }
+    Ok(answer(&query.filter, json!({ "query": query, "services": rows, "next": next }), never_seen))
+}
+
+/// Bytes of context values one page of abandoned services carries (at least one service's).
+const CONTEXT_BYTES: usize = 4 * 1024 * 1024;
+
+/// The abandoned services as the list shows them: each row's detail, with the conversation's
+/// live context (the sessions named by its `session_id`, else its `interaction_id`, in every
+/// namespace). A page stops early, before the service whose context would pass
+/// `CONTEXT_BYTES`: answers whether it did.
+fn with_context(
+    conn: &crate::store::db::Connection,
+    account: &str,
+    rows: Vec<crate::projections::analytics::AbandonedRow>,
+    now_micros: i64,
+) -> Result<(Vec<Value>, bool), crate::store::StoreError> {
+    let namespaces = queries::namespaces(conn, account)?;
+    let (mut items, mut bytes) = (Vec::with_capacity(rows.len()), 0);
+    let mut contexts: std::collections::HashMap<String, Value> = Default::default();
+    for row in rows {
+        let mut item: serde_json::Map<String, Value> = serde_json::from_str(&row.detail).unwrap_or_default();
+        let conversation = ["session_id", "interaction_id"]
+            .iter()
+            .find_map(|field| item.get(*field)?.as_str().map(str::to_string));
+        if let Some(id) = conversation {
+            if !contexts.contains_key(&id) {
+                let (context, size) =
+                    queries::conversation_context(conn, account, &namespaces, &id, now_micros)?;
+                if bytes + size > CONTEXT_BYTES && !items.is_empty() {
+                    return Ok((items, true));
+                }
+                bytes += size;
+                contexts.insert(id.clone(), Value::Object(context));
+            }
+            item.insert("context".into(), contexts[&id].clone());
+            item.insert("conversation_id".into(), json!(id));
+        }
+        item.insert("ended_at".into(), json!(row.ended_at));
+        item.insert("service_id".into(), json!(row.service_id));
+        item.insert("service_type".into(), json!(row.service_type));
+        item.insert("media_type".into(), json!(row.media_type));
+        item.insert("dropoff_state_type".into(), json!(row.state_type));
+        items.push(Value::Object(item));
+    }
+    Ok((items, false))
 }
 
 /// The service types, channels and state types the account's counters hold (within the
@@ -511,6 +565,18 @@ async fn dimensions(
 ) -> Result<Response, ApiError> {
     let cohorts = filter.cohorts(&account)?;
     let seen = state.store.read_large(move |conn| queries::dimensions(conn, &cohorts)).await?;
+    if filter.csv()? {
+        // Names, not figures: one row per name.
+        let lists = [
+            ("service_type", seen.service_types),
+            ("media_type", seen.media_types),
+            ("state_type", seen.state_types),
+        ];
+        let rows = lists.into_iter().flat_map(|(dimension, names)| {
+            names.into_iter().map(move |name| vec![dimension.to_string(), name])
+        });
+        return Ok(csv::response(csv::table(&["dimension", "name"], rows), None));
+    }
     Ok(axum::Json(json!({
         "query": filter,
         "service_types": seen.service_types,

@@ -52,6 +52,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(follow))
         .routes(routes!(verify_chain))
         .routes(routes!(signed_head))
+        .routes(routes!(conversation))
         .routes(routes!(erase::erase_session));
     secured(router, Caller::Tenant, "audit")
         .merge(tagged(OpenApiRouter::new().routes(routes!(public_key)), "audit"))
@@ -338,6 +339,120 @@ impl Follower {
                 continue;
             }
             self.head.changed().await.ok()?;
+        }
+    }
+}
+
+/// A conversation's story, a page at a time, or all its events as NDJSON.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct StoryQuery {
+    /// Entries with a larger seq than this one (default 0).
+    #[param(minimum = 0)]
+    after: Option<u64>,
+    /// Entries a page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+    /// `json` (default), or `ndjson`: every event of the conversation in the live log, one per
+    /// line with its hashes, as `ctxd export` writes them.
+    format: Option<String>,
+}
+
+/// Longest conversation id: the longest context session id or service `interaction_id`.
+const MAX_CONVERSATION_ID: usize = 256;
+
+/// `GET …/audit/conversations/{id}`: one conversation's story in the account's order — every
+/// change of the context sessions named `id` (any namespace) and every event of the services
+/// whose start carried `id` as `session_id` or `interaction_id`.
+#[utoipa::path(get, path = "/v1/account/{account}/audit/conversations/{conversation_id}",
+    params(AccountPath, ("conversation_id" = String, Path, description = "A context session id, or a service's session_id or interaction_id"), StoryQuery),
+    responses(
+        (status = 200, description = "A page of the story (or, with format=ndjson, its events)", content(
+            (body::ConversationStory = "application/json"),
+            (String = "application/x-ndjson"),
+        )),
+        (status = 404, description = "No session or service of the conversation has events in the live log", body = Message),
+        ContextRead,
+    ))]
+async fn conversation(
+    State(state): State<AppState>,
+    account: Account,
+    super::extract::P((_, id)): super::extract::P<(String, String)>,
+    Q(query): Q<StoryQuery>,
+) -> Result<Response, ApiError> {
+    if id.len() > MAX_CONVERSATION_ID {
+        return Err(ApiError::bad_request(format!(
+            "a conversation id is at most {MAX_CONVERSATION_ID} bytes"
+        )));
+    }
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(format!("limit must be between 1 and {MAX_PAGE}")));
+    }
+    let ndjson = match query.format.as_deref() {
+        None | Some("json") => false,
+        Some("ndjson") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!("format must be json or ndjson, not '{other}'")));
+        }
+    };
+    let after = query.after.unwrap_or(0);
+    super::history::refuse_archived(&state, &account.id, after)?;
+    let page = crate::projections::history::Page::new(after, limit);
+    let (owner, conversation_id) = (account.id.clone(), id.clone());
+    let answer = state
+        .store
+        .read_large(move |conn| {
+            let found = crate::projections::history::conversation(conn, &owner, &conversation_id)?;
+            if found.sessions.is_empty() && found.services.is_empty() {
+                return Ok(None);
+            }
+            if ndjson {
+                let selection = crate::store::transfer::Selection {
+                    account: Some(owner.clone()),
+                    after,
+                    streams: Some(found.streams().cloned().collect()),
+                    ..Default::default()
+                };
+                let mut out = Vec::new();
+                crate::store::transfer::export_within(conn, &selection, &mut out).map_err(|error| match error {
+                    crate::store::transfer::TransferError::Store(error) => error,
+                    other => StoreError::Corrupt(other.to_string()),
+                })?;
+                return Ok(Some(Err(out)));
+            }
+            let (story, next_after) =
+                crate::projections::history::conversation_story(conn, &found, &conversation_id, page)?;
+            let archived_through_seq = crate::store::archive::archived_through(conn, &owner)?;
+            let sessions: Vec<serde_json::Value> = found
+                .sessions
+                .iter()
+                .map(|(namespace, _)| serde_json::json!({"namespace": namespace, "session_id": conversation_id}))
+                .collect();
+            let services: Vec<&String> = found.services.iter().map(|(service_id, _)| service_id).collect();
+            let mut body = serde_json::json!({
+                "conversation_id": conversation_id,
+                "sessions": sessions,
+                "services": services,
+                "story": story,
+            });
+            if let Some(next_after) = next_after {
+                body["next_after"] = next_after.into();
+            }
+            if archived_through_seq > 0 {
+                body["archived_through_seq"] = archived_through_seq.into();
+            }
+            Ok(Some(Ok(body)))
+        })
+        .await?;
+    match answer {
+        None => Err(ApiError::not_found(format!(
+            "no context session named '{id}' and no service started with it as session_id or interaction_id has events in the live log"
+        ))),
+        Some(Ok(body)) => Ok(axum::Json(body).into_response()),
+        Some(Err(lines)) => {
+            Ok(([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], lines).into_response())
         }
     }
 }

@@ -155,6 +155,17 @@ pub struct AbandonedService {
     pub media_type: Value,
     #[schema(value_type = Value)]
     pub dropoff_state_type: Value,
+    /// The drop-off: `state_id`, `state_type`, `since`, `media_type` (the channel there) and
+    /// `time_in_step_ms` (from entering it to the customer leaving); null when the service was
+    /// abandoned before its first state.
+    #[schema(value_type = Option<Object>)]
+    pub dropoff: Option<Value>,
+    /// The service's `session_id`, else its `interaction_id`, when its start carried one.
+    pub conversation_id: Option<String>,
+    /// The conversation's live context: the properties of the context sessions named by
+    /// `conversation_id`, by namespace.
+    #[schema(value_type = Option<Object>)]
+    pub context: Option<Value>,
 }
 
 /// `GET …/analytics/abandoned`.

@@ -153,6 +153,26 @@ pub struct FeedPage {
     pub has_more: bool,
 }
 
+/// One conversation's story: its sessions and services, and a page of their changes.
+#[derive(ToSchema)]
+pub struct ConversationStory {
+    pub conversation_id: String,
+    /// The context sessions named by the id (`namespace`, `session_id`).
+    pub sessions: Vec<BTreeMap<String, String>>,
+    /// The services whose start carried the id as `session_id` or `interaction_id`.
+    pub services: Vec<String>,
+    /// In the account's order: history entries (`seq`, `recorded_at`, `actor`, `on_behalf_of`,
+    /// `request_id`, `event_type`), a session's with `namespace`, `session_id` and `properties`
+    /// (old and new values), a service's with `service_id` and `change` (the event's payload).
+    pub story: Vec<BTreeMap<String, Value>>,
+    /// The `after` of the next page; absent on the last.
+    #[schema(minimum = 0)]
+    pub next_after: Option<u64>,
+    /// Present once the account was archived: the story starts after this position.
+    #[schema(minimum = 1)]
+    pub archived_through_seq: Option<u64>,
+}
+
 /// The walk of an account's hash chain.
 #[derive(ToSchema)]
 pub struct ChainReport {

@@ -121,6 +121,7 @@ pub fn write(conn: &Connection, dir: &Path, header: &Header) -> Result<Written, 
         account: Some(header.account.clone()),
         after: header.first_seq - 1,
         through: Some(header.through_seq),
+        streams: None,
     };
     let mut buffered = std::io::BufWriter::new(&mut out);
     let written = transfer::export_within(conn, &selection, &mut buffered).map_err(|error| match error {

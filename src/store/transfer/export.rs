@@ -31,10 +31,14 @@ pub fn export_within(
     let filter = match selection.account {
         // Archived accounts' live logs: their segments hold the rest (docs/AUDIT.md, "Archives").
         None => &format!(
-            "?1 >= 0 AND CAST(?2 AS TEXT) IS NULL AND CAST(?3 AS BIGINT) >= 0 AND {} ORDER BY id",
+            "?1 >= 0 AND CAST(?2 AS TEXT) IS NULL AND CAST(?3 AS BIGINT) >= 0 AND CAST(?4 AS TEXT) IS NULL AND {} ORDER BY id",
             crate::projections::LIVE
         ),
-        Some(_) => "account = ?2 AND seq > ?1 AND seq <= ?3 ORDER BY seq",
+        Some(_) if selection.streams.is_some() => &format!(
+            "account = ?2 AND seq > ?1 AND seq <= ?3 AND stream IN {} ORDER BY seq",
+            crate::projections::json_array_elements(conn, "?4")
+        ),
+        Some(_) => "account = ?2 AND seq > ?1 AND seq <= ?3 AND CAST(?4 AS TEXT) IS NULL ORDER BY seq",
     };
     let mut statement = conn.prepare(&format!("SELECT {COLUMNS} FROM events WHERE {filter}"))?;
     let bound = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
@@ -45,7 +49,9 @@ pub fn export_within(
         None => selection.after,
     };
     let through = bound(selection.through.unwrap_or(u64::MAX));
-    let mut rows = statement.query_streamed(params![bound(after), selection.account, through])?;
+    let streams =
+        selection.streams.as_ref().map(|streams| serde_json::to_string(streams).expect("names serialize"));
+    let mut rows = statement.query_streamed(params![bound(after), selection.account, through, streams])?;
     let mut written = 0;
     while let Some(row) = rows.next()? {
         let seq: u64 = row.get(0)?;

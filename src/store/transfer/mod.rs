@@ -27,6 +27,9 @@ pub struct Selection {
     pub after: u64,
     /// Only the account's events up to this position. Ignored without `account`.
     pub through: Option<u64>,
+    /// Only the account's events of these streams (one conversation's). Ignored without
+    /// `account`.
+    pub streams: Option<Vec<String>>,
 }
 
 /// What an import stored.
