@@ -216,7 +216,10 @@ fn funnel_answer(
 /// How many journeys reached each step, in order, within a window.
 #[utoipa::path(get, path = "/v1/account/{account}/analytics/funnel", params(AccountPath, Filter, FunnelQuery),
     responses(
-        (status = 200, description = "The funnel", body = body::Funnel),
+        (status = 200, description = "The funnel (with format=csv, as CSV)", content(
+        (body::Funnel = "application/json"),
+        (String = "text/csv"),
+    )),
         ContextRead,
     ))]
 pub(super) async fn funnel(

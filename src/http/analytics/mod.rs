@@ -238,7 +238,10 @@ fn per_channel(
 /// for each channel.
 #[utoipa::path(get, path = "/v1/account/{account}/analytics/dropoff", params(AccountPath, Filter, DropoffQuery),
     responses(
-        (status = 200, description = "The drop-off", body = body::Dropoff),
+        (status = 200, description = "The drop-off (with format=csv, as CSV)", content(
+        (body::Dropoff = "application/json"),
+        (String = "text/csv"),
+    )),
         ContextRead,
     ))]
 async fn dropoff(
@@ -321,7 +324,10 @@ fn dropoff_states(mut states: Vec<Sums>) -> Vec<Value> {
 
 /// The moves between state types, most frequent first.
 #[utoipa::path(get, path = "/v1/account/{account}/analytics/transitions", params(AccountPath, Filter), responses(
-    (status = 200, description = "The transitions", body = body::Transitions),
+    (status = 200, description = "The transitions (with format=csv, as CSV)", content(
+        (body::Transitions = "application/json"),
+        (String = "text/csv"),
+    )),
     ContextRead,
 ))]
 async fn transitions(
@@ -374,7 +380,10 @@ struct SeriesQuery {
 /// Services started, completed and abandoned per hour or day.
 #[utoipa::path(get, path = "/v1/account/{account}/analytics/timeseries", params(AccountPath, Filter, SeriesQuery),
     responses(
-        (status = 200, description = "The buckets", body = body::Timeseries),
+        (status = 200, description = "The buckets (with format=csv, as CSV)", content(
+        (body::Timeseries = "application/json"),
+        (String = "text/csv"),
+    )),
         ContextRead,
     ))]
 async fn timeseries(
@@ -453,7 +462,10 @@ const DEFAULT_PAGE: usize = 100;
 /// The abandoned services, latest first, a page at a time.
 #[utoipa::path(get, path = "/v1/account/{account}/analytics/abandoned", params(AccountPath, Filter, AbandonedQuery),
     responses(
-        (status = 200, description = "A page of abandoned services", body = body::Abandoned),
+        (status = 200, description = "A page of abandoned services (with format=csv, as CSV)", content(
+        (body::Abandoned = "application/json"),
+        (String = "text/csv"),
+    )),
         ContextRead,
     ))]
 async fn abandoned(
@@ -555,7 +567,10 @@ fn with_context(
 /// The service types, channels and state types the account's counters hold (within the
 /// filters given): to fill a dashboard's menus, and to tell a typo from an empty result.
 #[utoipa::path(get, path = "/v1/account/{account}/analytics/dimensions", params(AccountPath, Filter), responses(
-    (status = 200, description = "The names seen, each list sorted", body = body::Dimensions),
+    (status = 200, description = "The names seen, each list sorted (with format=csv, as CSV)", content(
+        (body::Dimensions = "application/json"),
+        (String = "text/csv"),
+    )),
     ContextRead,
 ))]
 async fn dimensions(
