@@ -425,6 +425,26 @@ pub fn session_stream(account: &str, namespace: &str, session_id: &str) -> Strin
     format!("ctx/{}/{}/{}", escape(account), escape(namespace), escape(session_id))
 }
 
+/// The ranges `[from, to)` of stream ids that hold `account`'s streams, in stream order:
+/// its account and settings streams (one id each), then its sessions', customers',
+/// namespaces' and services' (every id under a prefix; an account id, escaped, has no `/`).
+pub fn account_stream_ranges(account: &str) -> Vec<(String, String)> {
+    let one = |stream: String| {
+        let to = format!("{stream}\u{1}");
+        (stream, to)
+    };
+    let under =
+        |prefix: &str| (format!("{prefix}/{}/", escape(account)), format!("{prefix}/{}0", escape(account)));
+    vec![
+        one(account_stream(account)),
+        one(journey_settings_stream(account)),
+        under("ctx"),
+        under("cust"),
+        under("ns"),
+        under("svc"),
+    ]
+}
+
 /// Names may contain `/`; escaping it (and `%`) keeps stream ids unambiguous.
 fn escape(name: &str) -> std::borrow::Cow<'_, str> {
     if name.contains(['/', '%']) { name.replace('%', "%25").replace('/', "%2F").into() } else { name.into() }

@@ -414,14 +414,19 @@ async fn an_archive_is_staged_in_steps_no_read_sees_and_an_erasure_meanwhile_ref
 
     // Prepared and staged as `archive` does, one step at a time.
     let (dir, now) = (app.data_dir.join("archive"), app.clock.now());
-    let mut prepared = app
+    let (prepared, stages) = app
         .store
-        .read(move |conn| Ok(archive::prepare(conn, "acme", cut, &dir, now)))
-        .unwrap()
-        .unwrap()
-        .expect("old events to archive");
+        .read(move |conn| {
+            let mut stages = Vec::new();
+            let prepared = archive::prepare(conn, "acme", cut, &dir, now, &mut |stage| {
+                stages.push(stage);
+                Ok(())
+            });
+            Ok((prepared, stages))
+        })
+        .unwrap();
+    let prepared = prepared.unwrap().expect("old events to archive");
     let through = prepared.event.through_seq;
-    let stages = archive::stages(&mut prepared);
     assert!(stages.len() >= 2, "{} steps", stages.len());
     assert!(stages.iter().all(|stage| stage.streams.len() <= STAGE_STREAMS));
     let mut stages = stages.into_iter();
@@ -849,4 +854,69 @@ async fn a_store_archived_before_snapshots_were_staged_keeps_its_snapshot_when_i
     superseded_deleted(&app, "acme").await;
     assert_eq!(answers(&app, &key, &services).await, before);
     assert_eq!(app.verify().mismatch, None);
+}
+
+/// A customer's erasure in progress at the cut: later services' events advance it, so the
+/// customer's snapshot stream is folded after every other; it holds the erasure as far as the
+/// archived events took it, and the snapshot's digest still takes the streams in order.
+#[tokio::test]
+async fn an_archive_cut_in_the_middle_of_a_customers_erasure_keeps_how_far_it_went() {
+    let app = crate::helpers::spawn_app_with(|config| {
+        config.writer.step = ctxd::domain::context::StepBound { items: 1, rows: 1000 }
+    })
+    .await;
+    let key = app.account("acme").await;
+    let cs = Cs { app: &app, key: key.clone() };
+    let ann = cs.post("/profiles", json!({"FirstName": "Ann"})).await.json()["customer_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    const SERVICES: u64 = 200;
+    for i in 0..SERVICES {
+        cs.start_service(json!({"customer_id": ann, "service_type": "billing", "Reason": {"text": i}})).await;
+    }
+    app.clock.advance(Duration::hours(1));
+    let reply = cs.post(&format!("/profiles/{ann}/erase"), json!({})).await;
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    // Once a service is erased (a step each), the next steps are recorded after the cut.
+    let path = format!("/genesys/1/cs/profiles/{ann}/erasure");
+    let status = || app.call(&key, "GET", &path, "");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while status().await.json()["services_left"] == SERVICES {
+        assert!(std::time::Instant::now() < deadline, "the erasure did not start");
+    }
+    app.clock.advance(Duration::hours(1));
+    let cut = app.clock.now();
+    while status().await.json()["erasing"] == true {
+        assert!(std::time::Instant::now() < deadline, "the erasure did not finish");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    let reply = app.admin("POST", "/admin/accounts/acme/archive", &archive_body(cut)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let through = reply.json()["last_seq"].as_u64().unwrap();
+    let erased: Vec<(u64, String)> = app
+        .events()
+        .into_iter()
+        .filter(|event| event.3 == "ServiceErased")
+        .map(|event| (event.0, event.4["service_id"].as_str().unwrap().to_string()))
+        .collect();
+    let archived: Vec<&(u64, String)> = erased.iter().filter(|(seq, _)| *seq <= through).collect();
+    assert!(
+        !archived.is_empty() && archived.len() < erased.len(),
+        "the cut falls inside the erasure: {} of {} services erased before it",
+        archived.len(),
+        erased.len()
+    );
+    let conn = app.connection();
+    let stream = ctxd::domain::events::customer_stream("acme", &ann);
+    let state = ctxd::store::archive::stream_state(&conn, &stream).unwrap().expect("the customer's stream");
+    let (_, erased_through) =
+        state.customer.and_then(|customer| customer.erasure).expect("erasing at the cut");
+    assert_eq!(erased_through.as_deref(), Some(archived.last().unwrap().1.as_str()));
+    assert_eq!(ctxd::store::archive::snapshot_problem(&conn, "acme").unwrap(), None);
+    dropped(&app, "acme", through).await;
+    assert_eq!(app.verify().mismatch, None);
+    let chain = app.call(&key, "GET", "/v1/account/acme/audit/verify", "").await.json();
+    assert_eq!(chain["intact"], true, "{chain}");
 }

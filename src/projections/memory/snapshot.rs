@@ -90,18 +90,27 @@ pub struct ApiKey {
     pub role: Role,
 }
 
+fn at<'a>(
+    streams: &'a mut BTreeMap<String, (String, StreamState)>,
+    account: &str,
+    stream: String,
+) -> &'a mut StreamState {
+    &mut streams.entry(stream).or_insert_with(|| (account.to_string(), StreamState::default())).1
+}
+
+fn customer<'a>(state: &'a mut StreamState, customer_id: &str) -> &'a mut CustomerRows {
+    state.customer.get_or_insert_with(|| CustomerRows {
+        customer_id: customer_id.to_string(),
+        profile: None,
+        erasure: None,
+    })
+}
+
 impl MemoryTables {
     /// Every row, grouped by the stream whose events produced it, keyed by stream id; every
     /// account's rows (a snapshot folds one account, so there is one).
-    pub fn into_streams(self) -> BTreeMap<String, (String, StreamState)> {
-        let mut streams: BTreeMap<String, (String, StreamState)> = BTreeMap::new();
-        fn at<'a>(
-            streams: &'a mut BTreeMap<String, (String, StreamState)>,
-            account: &str,
-            stream: String,
-        ) -> &'a mut StreamState {
-            &mut streams.entry(stream).or_insert_with(|| (account.to_string(), StreamState::default())).1
-        }
+    pub fn into_streams(mut self) -> BTreeMap<String, (String, StreamState)> {
+        let mut streams = self.take_stream_rows();
         let streams_ = &mut streams;
         for (account, (created_at, limit, retention)) in self.accounts {
             at(streams_, &account, account_stream(&account)).account = Some((created_at, limit, retention));
@@ -110,47 +119,6 @@ impl MemoryTables {
             let ApiKeyRow { key_id, account_id, issued_at, revoked_at, name, role } = key;
             let row = ApiKey { key_hash, key_id, issued_at, revoked_at, name, role };
             at(streams_, &account_id, account_stream(&account_id)).api_keys.push(row);
-        }
-        for ((account, namespace), row) in self.namespaces {
-            at(streams_, &account, namespace_stream(&account, &namespace)).namespace =
-                Some((namespace.clone(), row));
-        }
-        let session = |state: &mut StreamState, namespace: &str, session_id: &str| {
-            state.session.get_or_insert_with(|| SessionRows {
-                namespace: namespace.to_string(),
-                session_id: session_id.to_string(),
-                ttl: None,
-                properties: BTreeMap::new(),
-            });
-        };
-        for (joined, ttl) in self.session_ttls {
-            let (account, namespace, session_id) = split(&joined);
-            let state = at(streams_, account, session_stream(account, namespace, session_id));
-            session(state, namespace, session_id);
-            state.session.as_mut().expect("set above").ttl = Some(ttl);
-        }
-        for (joined, properties) in self.properties {
-            let (account, namespace, session_id) = split(&joined);
-            let state = at(streams_, account, session_stream(account, namespace, session_id));
-            session(state, namespace, session_id);
-            state.session.as_mut().expect("set above").properties = properties;
-        }
-        for ((account, service_id), doc) in self.services {
-            at(streams_, &account, service_stream(&account, &service_id)).service = Some(doc);
-        }
-        for (account, row) in self.abandoned {
-            at(streams_, &account, service_stream(&account, &row.service_id)).abandoned.push(row);
-        }
-        fn customer<'a>(state: &'a mut StreamState, customer_id: &str) -> &'a mut CustomerRows {
-            state.customer.get_or_insert_with(|| CustomerRows {
-                customer_id: customer_id.to_string(),
-                profile: None,
-                erasure: None,
-            })
-        }
-        for ((account, customer_id), row) in self.customers {
-            customer(at(streams_, &account, customer_stream(&account, &customer_id)), &customer_id).profile =
-                Some(row);
         }
         for ((account, customer_id), row) in self.customer_erasures {
             customer(at(streams_, &account, customer_stream(&account, &customer_id)), &customer_id).erasure =
@@ -172,6 +140,57 @@ impl MemoryTables {
             state.counters.sort();
         }
         streams
+    }
+
+    /// Takes out the rows that belong to one stream each (`flush_stream_rows`' rows), grouped
+    /// by stream as `into_streams` groups them, and keeps the account-wide ones: an archive's
+    /// fold in stream order takes each stream's rows once its events are folded.
+    pub fn take_stream_rows(&mut self) -> BTreeMap<String, (String, StreamState)> {
+        let mut streams: BTreeMap<String, (String, StreamState)> = BTreeMap::new();
+        let streams_ = &mut streams;
+        for ((account, namespace), row) in std::mem::take(&mut self.namespaces) {
+            at(streams_, &account, namespace_stream(&account, &namespace)).namespace =
+                Some((namespace.clone(), row));
+        }
+        let session = |state: &mut StreamState, namespace: &str, session_id: &str| {
+            state.session.get_or_insert_with(|| SessionRows {
+                namespace: namespace.to_string(),
+                session_id: session_id.to_string(),
+                ttl: None,
+                properties: BTreeMap::new(),
+            });
+        };
+        for (joined, ttl) in std::mem::take(&mut self.session_ttls) {
+            let (account, namespace, session_id) = split(&joined);
+            let state = at(streams_, account, session_stream(account, namespace, session_id));
+            session(state, namespace, session_id);
+            state.session.as_mut().expect("set above").ttl = Some(ttl);
+        }
+        for (joined, properties) in std::mem::take(&mut self.properties) {
+            let (account, namespace, session_id) = split(&joined);
+            let state = at(streams_, account, session_stream(account, namespace, session_id));
+            session(state, namespace, session_id);
+            state.session.as_mut().expect("set above").properties = properties;
+        }
+        for ((account, service_id), doc) in std::mem::take(&mut self.services) {
+            at(streams_, &account, service_stream(&account, &service_id)).service = Some(doc);
+        }
+        for (account, row) in std::mem::take(&mut self.abandoned) {
+            at(streams_, &account, service_stream(&account, &row.service_id)).abandoned.push(row);
+        }
+        for ((account, customer_id), row) in std::mem::take(&mut self.customers) {
+            customer(at(streams_, &account, customer_stream(&account, &customer_id)), &customer_id).profile =
+                Some(row);
+        }
+        streams
+    }
+
+    /// Whether `stream` is the stream of a customer whose erasure is in progress: later
+    /// services' events still change its rows (`advance_customer_erasure`).
+    pub fn erasing(&self, stream: &str) -> bool {
+        self.customer_erasures
+            .keys()
+            .any(|(account, customer_id)| customer_stream(account, customer_id) == stream)
     }
 
     /// Puts back the rows of one stream of `account` that `into_streams` took out.

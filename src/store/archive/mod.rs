@@ -2,14 +2,19 @@
 //! of the live log into a segment file, and the account's projections as of the last of them
 //! stay, stream by stream, as the snapshot that rebuilds and as-of reads start from.
 //!
-//! An archive is prepared from a read snapshot, away from the writer: the events are written
-//! to the segment (gzip NDJSON, `segment.rs`) while they are folded onto the previous
-//! snapshot. The writer then commits it in one short step (`commit`): it checks that nothing
-//! it relied on changed, replaces the snapshot, records the segment and appends `LogArchived`.
-//! From that commit on, every read treats the events up to the cut as gone; the writer then
-//! deletes them a step at a time (`drop_step`), through the log's second door.
+//! An archive is prepared from a read snapshot, away from the writer (`prepare.rs`): the events
+//! are written to the segment (gzip NDJSON, `segment.rs`), then folded onto the previous
+//! snapshot stream by stream, and each changed stream is staged by the writer, in short steps,
+//! as it is folded, in rows no read sees yet (`stage`). The writer then commits it in one short
+//! step (`commit`): it checks that nothing it relied on changed, records the segment (which
+//! makes the staged snapshot the one reads see) and appends `LogArchived`. From that commit on,
+//! every read treats the events up to the cut as gone; the writer then deletes them a step at a
+//! time (`drop_step`), through the log's second door.
 
+mod prepare;
 pub mod segment;
+
+pub use prepare::prepare;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -22,7 +27,7 @@ use super::chain::{self, GENESIS, Hash};
 use super::db::{Connection, OptionalExtension, params};
 use super::log::format_time;
 use super::payload;
-use crate::domain::events::{LogArchived, service_stream};
+use crate::domain::events::LogArchived;
 use crate::domain::{DomainError, Event};
 use crate::projections::memory::{MemoryTables, StreamState};
 
@@ -459,11 +464,6 @@ pub struct Prepared {
     pub read_seq: u64,
     pub event: LogArchived,
     pub events: u64,
-    /// The snapshot's streams that changed since the previous one (all, for a first archive):
-    /// staged before the commit (`stages`).
-    pub streams: Vec<SnapshotStream>,
-    /// (customer, service) pairs that the archived events gave and earlier archives' did not.
-    pub given: Vec<(String, String)>,
     /// Where the segment file is, and the archive directory it is in.
     pub path: PathBuf,
     pub directory: PathBuf,
@@ -491,183 +491,6 @@ fn time_text(time: DateTime<Utc>) -> String {
     format_time(time)
 }
 
-/// Prepares the archive of `account`'s events recorded before `before`: writes the segment into
-/// `dir` and folds the snapshot. `None` when no event of the live log is that old. Run it
-/// inside a read transaction (one snapshot of the log).
-pub fn prepare(
-    conn: &Connection,
-    account: &str,
-    before: DateTime<Utc>,
-    dir: &Path,
-    now: DateTime<Utc>,
-) -> Result<Option<Prepared>, ArchiveError> {
-    let previous = cut(conn, account)?;
-    let after = previous.as_ref().map_or(0, |cut| cut.through_seq);
-    let previous_hash = previous.as_ref().map_or(GENESIS, |cut| cut.through_hash);
-    let last = super::log::last_seq(conn, account)?;
-    let first_kept: Option<u64> = conn
-        .prepare_cached("SELECT min(seq) FROM events WHERE account = ?1 AND seq > ?2 AND recorded_at >= ?3")?
-        .query_row(params![account, after, time_text(before)], |row| row.get(0))?;
-    let through = first_kept.map_or(last, |first| first - 1);
-    if through <= after {
-        return Ok(None);
-    }
-    let report = chain::verify_range(conn, account, (after, previous_hash), through)?;
-    if let Some((seq, reason)) = report.first_bad {
-        return Err(ArchiveError::Broken { account: account.to_string(), seq, reason });
-    }
-    let (through_hash, through_recorded_at): (Vec<u8>, String) = conn
-        .prepare_cached("SELECT hash, recorded_at FROM events WHERE account = ?1 AND seq = ?2")?
-        .query_row(params![account, through], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    let header = segment::Header {
-        account: account.to_string(),
-        first_seq: after + 1,
-        through_seq: through,
-        previous_hash: hex::encode(previous_hash),
-        through_hash: hex::encode(&through_hash),
-        created_at: time_text(now),
-    };
-    let written = segment::write(conn, dir, &header)?;
-    // Removed again on any error below: only a committed archive keeps its segment.
-    let guard = Unclaimed(Some(written.path.clone()));
-    // Read back before anything relies on it: every event there, the chain to through_hash.
-    let check = segment::verify(&written.path, &live_redactions(conn, account)?)?;
-    if check.events != through - after || check.first_bad.is_some() || check.sha256 != written.sha256 {
-        return Err(StoreError::Corrupt(format!(
-            "the segment written for account {account} does not read back whole ({} events of {}, {:?}); nothing was archived",
-            check.events,
-            through - after,
-            check.first_bad
-        ))
-        .into());
-    }
-
-    // The snapshot: the previous one, and the archived events folded onto it.
-    let mut tables = MemoryTables::default();
-    let mut versions: BTreeMap<String, u64> = BTreeMap::new();
-    // The services earlier archives' events gave to customers, deleted services' included.
-    let given_before: BTreeSet<(String, String)> = {
-        let mut statement = conn.prepare_cached(
-            "SELECT customer_id, service_id FROM snapshot_customer_services WHERE account_id = ?1",
-        )?;
-        statement.query_map([account], |row| Ok((row.get(0)?, row.get(1)?)))?.collect::<Result<_, _>>()?
-    };
-    let mut given = given_before.clone();
-    // The previous snapshot's streams as stored: one that the archived events leave as it was
-    // keeps its row (salt, digest), so that the commit writes only what changed. Not their
-    // texts, which would double the fold's memory: a stream is unchanged when its new text has
-    // the kept digest under the kept salt (an erased one, without salt, by its text).
-    let mut kept: BTreeMap<String, (u64, Hash, Kept)> = BTreeMap::new();
-    let mut segments: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    {
-        let mut statement = conn.prepare_cached(
-            "SELECT stream, version, digest, state, salt FROM live_snapshot_streams WHERE account_id = ?1",
-        )?;
-        let mut rows = statement.query_streamed([account])?;
-        while let Some(row) = rows.next()? {
-            let (stream, version, digest, state, salt): (String, u64, Vec<u8>, Vec<u8>, Option<Vec<u8>>) =
-                (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?);
-            let text = unpack(&stream, &state)?;
-            let parsed: StreamState = serde_json::from_str(&text)
-                .map_err(|error| StoreError::Corrupt(format!("snapshot stream {stream}: {error}")))?;
-            segments.insert(stream.clone(), parsed.segments.clone());
-            let digest = digest.try_into().map_err(|_| {
-                StoreError::Corrupt(format!("snapshot stream {stream}: its digest is not 32 bytes"))
-            })?;
-            versions.insert(stream.clone(), version);
-            tables.load_stream(account, parsed);
-            let compare = match salt {
-                Some(salt) => Kept::Salted(salt),
-                None => Kept::Erased(text),
-            };
-            kept.insert(stream, (version, digest, compare));
-        }
-    }
-    let archived = crate::projections::replay_range(
-        conn,
-        account,
-        (after, through),
-        &mut tables,
-        |stream, version, event| {
-            versions.insert(stream.to_string(), version);
-            match event {
-                Event::ServiceStarted(e) => {
-                    if let Some(customer) = &e.customer_id {
-                        given.insert((customer.clone(), e.service_id.clone()));
-                    }
-                }
-                Event::ServiceAssociated(e) => {
-                    given.insert((e.customer_id.clone(), e.service_id.clone()));
-                }
-                _ => {}
-            }
-        },
-    )?;
-    let mut states = tables.into_streams();
-    // Kept with each service's state (a deleted one's too), so that the digest covers them.
-    let mut given_to: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (customer, service) in &given {
-        given_to.entry(service_stream(account, service)).or_default().push(customer.clone());
-    }
-    let (mut streams, mut digests) = (Vec::new(), Vec::with_capacity(versions.len()));
-    for (stream, version) in versions {
-        let mut state = states.remove(&stream).map(|(_, state)| state).unwrap_or_default();
-        state.given_to = given_to.remove(&stream).unwrap_or_default();
-        state.segments = segments.remove(&stream).unwrap_or_default();
-        // A stream whose version moved had events in this segment.
-        if kept.get(&stream).is_none_or(|(kept_version, _, _)| *kept_version != version) {
-            state.segments.push(through);
-        }
-        let contact_key = state.service.as_ref().and_then(|service| service.contact_key.clone());
-        let state = serde_json::to_string(&state).expect("a stream state serializes");
-        match kept.remove(&stream) {
-            Some((kept_version, digest, compare))
-                if kept_version == version && compare.unchanged(&stream, version, &digest, &state) =>
-            {
-                digests.push((stream, version, digest));
-            }
-            _ => {
-                let salt = chain::new_salt();
-                let digest = stream_digest(&salt, &stream, version, &state);
-                digests.push((stream.clone(), version, digest));
-                let state = pack(&state);
-                streams.push(SnapshotStream { stream, version, salt, digest, state, contact_key });
-            }
-        }
-    }
-    if let Some((stream, _)) = states.into_iter().next() {
-        return Err(StoreError::Corrupt(format!(
-            "account {account}: rows of stream {stream} without its events"
-        ))
-        .into());
-    }
-    let digest = snapshot_digest(
-        digests.iter().map(|(stream, version, digest)| (stream.as_str(), *version, digest.as_slice())),
-    );
-    let event = LogArchived {
-        first_seq: after + 1,
-        through_seq: through,
-        previous_hash: header.previous_hash,
-        through_hash: header.through_hash,
-        through_recorded_at,
-        segment: written.name,
-        segment_sha256: written.sha256,
-        streams: digests.len() as u64,
-        snapshot_sha256: hex::encode(digest),
-    };
-    Ok(Some(Prepared {
-        account: account.to_string(),
-        previous: previous.map(|cut| cut.through_seq),
-        read_seq: last,
-        event,
-        events: archived,
-        streams,
-        given: given.difference(&given_before).cloned().collect(),
-        path: guard.claim(),
-        directory: dir.to_path_buf(),
-    }))
-}
-
 /// An archive being staged whose owner took no step for this long is taken for interrupted,
 /// even if its owner seems alive.
 const STAGE_STALE: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
@@ -690,40 +513,6 @@ pub struct Stage {
     pub first: bool,
     pub streams: Vec<SnapshotStream>,
     pub given: Vec<(String, String)>,
-}
-
-/// Splits a prepared archive's snapshot into the steps that stage it (at least one, which takes
-/// the account's turn), leaving `prepared` with what its commit needs.
-pub fn stages(prepared: &mut Prepared) -> Vec<Stage> {
-    let stage = |first: bool| Stage {
-        account: prepared.account.clone(),
-        through_seq: prepared.event.through_seq,
-        previous: prepared.previous,
-        read_seq: prepared.read_seq,
-        first,
-        streams: Vec::new(),
-        given: Vec::new(),
-    };
-    let mut stages = vec![stage(true)];
-    let mut bytes = 0;
-    for stream in std::mem::take(&mut prepared.streams) {
-        let last = stages.last_mut().expect("one at least");
-        if last.streams.len() == STAGE_STREAMS
-            || (bytes + stream.state.len() > STAGE_BYTES && !last.streams.is_empty())
-        {
-            stages.push(stage(false));
-            bytes = 0;
-        }
-        bytes += stream.state.len();
-        stages.last_mut().expect("one at least").streams.push(stream);
-    }
-    for (index, pair) in std::mem::take(&mut prepared.given).into_iter().enumerate() {
-        if index > 0 && index % (STAGE_STREAMS * 4) == 0 {
-            stages.push(stage(false));
-        }
-        stages.last_mut().expect("one at least").given.push(pair);
-    }
-    stages
 }
 
 /// Refuses a step of an archive when the account's log changed in a way the prepared archive
@@ -982,19 +771,61 @@ async fn archive_now(
     let owned = account.to_string();
     let one_process = matches!(store.location(), super::Location::Sqlite(_));
     let started = std::time::Instant::now();
-    let prepared = store
-        // One read snapshot (`Store::read`).
-        .read_large(move |conn| {
-            if one_process {
-                remove_unrecorded(conn, &dir, &owned)?;
-            }
-            Ok(prepare(conn, &owned, before, &dir, now))
+    // The snapshot's steps go to the writer while it is still being folded: one in hand at a
+    // time, so that memory does not grow with the account.
+    let (steps, mut stepped) = tokio::sync::mpsc::channel::<Stage>(1);
+    let preparing = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            // One read snapshot (`Store::read`).
+            store
+                .read_large(move |conn| {
+                    if one_process {
+                        remove_unrecorded(conn, &dir, &owned)?;
+                    }
+                    let mut hand = |stage| {
+                        steps.blocking_send(stage).map_err(|_| {
+                            StoreError::Io(std::io::Error::other("the archive's snapshot was refused a step"))
+                        })
+                    };
+                    Ok(prepare(conn, &owned, before, &dir, now, &mut hand))
+                })
+                .await
         })
-        .await?
-        .map_err(|error| match error {
+    };
+    // Each step queues with every account's commands: the longest is what others waited for.
+    let (mut longest, mut staged) = (std::time::Duration::ZERO, None);
+    let mut outcome = Ok(());
+    while let Some(stage) = stepped.recv().await {
+        let step = std::time::Instant::now();
+        let through_seq = stage.through_seq;
+        let command =
+            crate::domain::Command::StageArchive { account: account.to_string(), stage: Box::new(stage) };
+        outcome = store.submit(system_request(command)).await.map(|_| ());
+        longest = longest.max(step.elapsed());
+        if outcome.is_err() {
+            break;
+        }
+        staged = Some(through_seq);
+    }
+    // A step refused ends the preparation (its next hand fails).
+    drop(stepped);
+    let prepared =
+        preparing.await.map_err(|_| super::WriteError::Unavailable)??.map_err(|error| match error {
             ArchiveError::Broken { .. } => super::WriteError::from(DomainError::Conflict(error.to_string())),
             ArchiveError::Store(error) => error.into(),
-        })?;
+        });
+    let prepared = match (outcome, prepared) {
+        (Ok(()), Ok(prepared)) => prepared,
+        (Err(error), _) | (Ok(()), Err(error)) => {
+            // An interrupted archive's rows in the way are deleted in steps.
+            store.wake_steps();
+            if let Some(through_seq) = staged {
+                give_up(store, account, through_seq).await;
+            }
+            return Err(error);
+        }
+    };
     let Some(prepared) = prepared else {
         let nothing = Archived {
             archived_events: 0,
@@ -1006,7 +837,6 @@ async fn archive_now(
         };
         return Ok(nothing);
     };
-    let mut prepared = prepared;
     let path = prepared.path.clone();
     let archived = Archived {
         archived_events: prepared.events,
@@ -1017,43 +847,21 @@ async fn archive_now(
         seq: None,
     };
     let through_seq = prepared.event.through_seq;
-    let stages = stages(&mut prepared);
+    // The staged rows the preparation's read kept in the WAL are copied back now, not in the
+    // commit's step.
+    store.checkpoint_beside_writer().await;
     let prepared_in = started.elapsed();
-    // Each step queues with every account's commands: the longest is what others waited for.
-    let (mut longest, mut staged) = (std::time::Duration::ZERO, false);
-    let mut outcome = Ok(());
-    for stage in stages {
-        let step = std::time::Instant::now();
-        let command =
-            crate::domain::Command::StageArchive { account: account.to_string(), stage: Box::new(stage) };
-        outcome = store.submit(system_request(command)).await.map(|_| ());
-        longest = longest.max(step.elapsed());
-        if outcome.is_err() {
-            break;
-        }
-        staged = true;
-    }
-    let staged_in = started.elapsed() - prepared_in;
-    let committed = match outcome {
-        Ok(()) => {
-            let command = crate::domain::Command::Archive {
-                account: account.to_string(),
-                prepared: Box::new(prepared),
-            };
-            store.submit(request(command)).await
-        }
-        Err(error) => Err(error),
-    };
-    match committed {
+    let command =
+        crate::domain::Command::Archive { account: account.to_string(), prepared: Box::new(prepared) };
+    match store.submit(request(command)).await {
         Ok(outcome) => {
             tracing::info!(
                 account,
                 events = archived.archived_events,
                 streams = archived.snapshot_streams,
-                prepare = ?prepared_in,
-                stage = ?staged_in,
+                prepare_and_stage = ?prepared_in,
                 longest_stage_step = ?longest,
-                commit = ?(started.elapsed() - prepared_in - staged_in),
+                commit = ?(started.elapsed() - prepared_in),
                 "archived; the archived events are deleted in steps"
             );
             store.wake_steps();
@@ -1076,18 +884,20 @@ async fn archive_now(
             store.wake_steps();
             if not_committed {
                 let _ = std::fs::remove_file(&path);
-                if staged {
-                    // What it staged is deleted in steps; if this fails too, the stage is taken
-                    // for interrupted once its owner is gone or silent.
-                    let command =
-                        crate::domain::Command::AbandonArchive { account: account.to_string(), through_seq };
-                    if let Err(error) = store.submit(system_request(command)).await {
-                        tracing::warn!(account, %error, "an archive that failed could not be given up");
-                    }
-                }
+                give_up(store, account, through_seq).await;
             }
             Err(error)
         }
+    }
+}
+
+/// Gives up an archive that failed after staging: what it staged is deleted in steps. If this
+/// fails too, the stage is taken for interrupted once its owner is gone or silent.
+async fn give_up(store: &super::Store, account: &str, through_seq: u64) {
+    store.wake_steps();
+    let command = crate::domain::Command::AbandonArchive { account: account.to_string(), through_seq };
+    if let Err(error) = store.submit(system_request(command)).await {
+        tracing::warn!(account, %error, "an archive that failed could not be given up");
     }
 }
 

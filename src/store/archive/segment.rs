@@ -62,7 +62,7 @@ fn private_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 /// Creates (or truncates) `path`, readable and writable by its owner only.
-fn private_file(path: &Path) -> Result<File, StoreError> {
+pub(super) fn private_file(path: &Path) -> Result<File, StoreError> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .write(true)
