@@ -743,7 +743,7 @@ async fn demo(location: &store::Location, account: &str, services: u64, addr: &s
         store::Location::Postgres(_) => "--database-url …".to_string(),
     };
     eprintln!(
-        "start the server on this store ({store} --addr {addr}), open {} and paste this API key:",
+        "start the server on this store (ctxd {store} serve --addr {addr}), open {} and paste this API key:",
         crate::http::dashboard_url(addr)
     );
     println!("{}", key.key);

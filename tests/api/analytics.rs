@@ -811,14 +811,7 @@ async fn dimensions_list_what_was_recorded_and_names_never_recorded_are_warned_a
 
     // Latest abandoned first, and the cursor goes on to older ones.
     let first = get("abandoned?limit=2").await;
-    let ids = |page: &Value| -> Vec<String> {
-        page["services"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["service_id"].as_str().unwrap().to_string())
-            .collect()
-    };
+    let ids = crate::ui::ids;
     let next = first["next"].as_str().unwrap().to_string();
     let rest = get(&format!("abandoned?limit=2&after={next}")).await;
     let listed: Vec<String> = ids(&first).into_iter().chain(ids(&rest)).collect();

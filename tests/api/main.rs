@@ -5,6 +5,7 @@ mod admin;
 mod analytics;
 mod archive;
 mod audit;
+mod browser;
 mod concurrency;
 mod context;
 mod customers;
