@@ -467,6 +467,31 @@ pub struct Prepared {
     /// Where the segment file is, and the archive directory it is in.
     pub path: PathBuf,
     pub directory: PathBuf,
+    /// The segment's lock, held until the archive committed or failed.
+    pub claim: Claim,
+}
+
+/// The lock on a prepared segment's file (`segment::locked_file`), released when the last copy
+/// is dropped. Not part of what an archive is: any two compare equal.
+#[derive(Clone)]
+pub struct Claim(#[allow(dead_code, reason = "held for its lock, never read")] std::sync::Arc<std::fs::File>);
+
+impl Claim {
+    pub(super) fn new(file: std::fs::File) -> Claim {
+        Claim(std::sync::Arc::new(file))
+    }
+}
+
+impl std::fmt::Debug for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Claim")
+    }
+}
+
+impl PartialEq for Claim {
+    fn eq(&self, _: &Claim) -> bool {
+        true
+    }
 }
 
 /// A segment file that no committed archive records yet: removed when dropped unclaimed.
@@ -769,8 +794,13 @@ async fn archive_now(
         .into());
     };
     let owned = account.to_string();
-    let one_process = matches!(store.location(), super::Location::Sqlite(_));
     let started = std::time::Instant::now();
+    {
+        let (store, dir, account) = (store.clone(), dir.clone(), owned.clone());
+        tokio::task::spawn_blocking(move || remove_unrecorded(&store, &dir, &account))
+            .await
+            .map_err(|_| super::WriteError::Unavailable)??;
+    }
     // The snapshot's steps go to the writer while it is still being folded: one in hand at a
     // time, so that memory does not grow with the account.
     let (steps, mut stepped) = tokio::sync::mpsc::channel::<Stage>(1);
@@ -780,9 +810,6 @@ async fn archive_now(
             // One read snapshot (`Store::read`).
             store
                 .read_large(move |conn| {
-                    if one_process {
-                        remove_unrecorded(conn, &dir, &owned)?;
-                    }
                     let mut hand = |stage| {
                         steps.blocking_send(stage).map_err(|_| {
                             StoreError::Io(std::io::Error::other("the archive's snapshot was refused a step"))
@@ -847,6 +874,8 @@ async fn archive_now(
         seq: None,
     };
     let through_seq = prepared.event.through_seq;
+    // Held until the commit's answer: the writer's copy may be dropped before its transaction ends.
+    let _claim = prepared.claim.clone();
     // The staged rows the preparation's read kept in the WAL are copied back now, not in the
     // commit's step.
     store.checkpoint_beside_writer().await;
@@ -989,22 +1018,47 @@ pub fn erase_streams(
     Ok(redacted)
 }
 
-/// Removes the files of `account`'s segment directory that no archive records: what a process
-/// killed between writing a segment and committing it left. Only where one process uses the
-/// store (SQLite) and it holds the account's turn: on a directory that nodes share, another
-/// node's segment could be on its way to its commit.
-fn remove_unrecorded(conn: &Connection, dir: &Path, account: &str) -> Result<(), StoreError> {
+/// Files younger than this are left alone by `remove_unrecorded`: one just created is locked
+/// a moment after it appears.
+const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes the files of `account`'s segment directory that no archive records and no process
+/// is writing: what a process killed between writing a segment (or a segment's rewrite) and
+/// committing it left, on either backend, on a directory of its own or one that nodes share.
+/// A file being written is locked until its archive commits or fails (`segment::locked_file`);
+/// so each file is locked first, and only then are the recorded segments read, in a read that
+/// begins after the lock was taken — a segment whose archive committed before is seen there,
+/// and one whose archive had not committed never will be (its process is gone).
+fn remove_unrecorded(store: &super::Store, dir: &Path, account: &str) -> Result<usize, StoreError> {
     let folder = dir.join(segment::account_dir(account));
-    let Ok(entries) = std::fs::read_dir(&folder) else { return Ok(()) };
-    let recorded: BTreeSet<String> = segments(conn, account)?.into_iter().map(|row| row.segment).collect();
+    let Ok(entries) = std::fs::read_dir(&folder) else { return Ok(0) };
+    let mut leftovers = Vec::new();
     for entry in entries.flatten() {
-        let name = format!("{}/{}", segment::account_dir(account), entry.file_name().to_string_lossy());
-        if !recorded.contains(&name) {
-            tracing::info!(file = %entry.path().display(), "removing a segment no archive records (left by a stop before its commit)");
-            let _ = std::fs::remove_file(entry.path());
+        let old = entry
+            .metadata()
+            .and_then(|meta| meta.modified())
+            .is_ok_and(|modified| modified.elapsed().is_ok_and(|age| age >= LEFTOVER_AGE));
+        let Ok(file) = std::fs::File::open(entry.path()) else { continue };
+        if old && file.try_lock().is_ok() {
+            let name = format!("{}/{}", segment::account_dir(account), entry.file_name().to_string_lossy());
+            leftovers.push((name, entry.path(), file));
         }
     }
-    Ok(())
+    if leftovers.is_empty() {
+        return Ok(0);
+    }
+    let recorded: BTreeSet<String> =
+        store.read(|conn| segments(conn, account))?.into_iter().map(|row| row.segment).collect();
+    let mut removed = 0;
+    for (name, path, _lock) in leftovers {
+        if !recorded.contains(&name) {
+            tracing::info!(file = %path.display(), "removing a segment file no archive records and no process writes (left by a stop before its commit)");
+            if std::fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// Events deleted per step of the writer: about the cost of an ordinary group.

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 
 use super::{
-    ArchiveError, Kept, Prepared, STAGE_BYTES, STAGE_STREAMS, SnapshotDigest, SnapshotStream, Stage,
+    ArchiveError, Claim, Kept, Prepared, STAGE_BYTES, STAGE_STREAMS, SnapshotDigest, SnapshotStream, Stage,
     Unclaimed, cut, live_redactions, pack, segment, stream_digest, time_text, unpack,
 };
 use crate::domain::Event;
@@ -171,6 +171,7 @@ pub fn prepare(
         events: archived,
         path: guard.claim(),
         directory: dir.to_path_buf(),
+        claim: Claim::new(written.claim),
     }))
 }
 

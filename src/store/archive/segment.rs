@@ -47,6 +47,8 @@ pub struct Written {
     pub path: PathBuf,
     /// Hex sha256 of the file's bytes.
     pub sha256: String,
+    /// The file, open and locked (`locked_file`) until its archive commits or fails.
+    pub claim: File,
 }
 
 /// Creates `dir` if needed, readable by its owner only (segments hold tenants' data, as the
@@ -71,6 +73,16 @@ pub(super) fn private_file(path: &Path) -> Result<File, StoreError> {
         .mode(0o600)
         .open(path)
         .map_err(|error| crate::store::named(path, error).into())
+}
+
+/// A new segment file, or a segment's rewrite, created and locked (`flock`, exclusive) before
+/// anything is written to it. While the lock is held — it goes with the open file, through its
+/// rename — no cleanup takes the file for a leftover (`archive::remove_unrecorded`); a process
+/// that dies releases it.
+pub(super) fn locked_file(path: &Path) -> Result<File, StoreError> {
+    let file = private_file(path)?;
+    file.lock().map_err(|error| crate::store::named(path, error))?;
+    Ok(file)
 }
 
 /// The directory of an account's segments: its id percent-encoded, so that any id is one
@@ -112,7 +124,7 @@ pub fn write(conn: &Connection, dir: &Path, header: &Header) -> Result<Written, 
     private_dir(&folder)?;
     let path = dir.join(&name);
     let partial = path.with_extension("gz.partial");
-    let file = private_file(&partial)?;
+    let file = locked_file(&partial)?;
     let mut out = GzEncoder::new(Hashing { file, hasher: Sha256::new() }, Compression::new(6));
     serde_json::to_writer(&mut out, &HeaderLine { ctxd_segment: header.clone() })
         .map_err(std::io::Error::from)?;
@@ -141,7 +153,7 @@ pub fn write(conn: &Connection, dir: &Path, header: &Header) -> Result<Written, 
     file.sync_all().map_err(|error| crate::store::named(&partial, error))?;
     std::fs::rename(&partial, &path).map_err(|error| crate::store::named(&path, error))?;
     File::open(&folder)?.sync_all()?;
-    Ok(Written { name, path, sha256: hex::encode(hasher.finalize()) })
+    Ok(Written { name, path, sha256: hex::encode(hasher.finalize()), claim: file })
 }
 
 /// A file that hashes what is read from it; `finish` reads what is left and answers the hex
@@ -246,7 +258,7 @@ pub fn redact(
     // Streamed: the copy is written as the segment is read, and dropped if nothing changed.
     let (lines, hashed) = read_lines(path)?;
     let partial = path.with_extension("gz.partial");
-    let file = private_file(&partial)?;
+    let file = locked_file(&partial)?;
     let mut out = GzEncoder::new(Hashing { file, hasher: Sha256::new() }, Compression::new(6));
     let (mut redactions, mut changed) = (Vec::new(), false);
     for line in lines {
