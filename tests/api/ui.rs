@@ -514,6 +514,27 @@ async fn the_dashboard_shows_the_same_numbers_as_the_api() {
         std::fs::metadata(shots.join("ui-dashboard.png")).unwrap().len() > 10_000,
         "a screenshot of the dashboard"
     );
+
+    // With a key of role read, the figures show; a journey's as-of read and its story say which
+    // role they need.
+    let body = serde_json::json!({"name": "wallboard", "role": "read"}).to_string();
+    let issued = app.admin("POST", "/admin/accounts/acme/keys", &body).await;
+    assert_eq!(issued.status, 201, "{}", issued.body);
+    let read_key = issued.json()["key"].as_str().unwrap().to_string();
+    blocking(|| {
+        browser.eval(&format!("sessionStorage.setItem('ctxd.key', '{read_key}')"));
+        browser.open(&format!("{base}#{view}"));
+        browser.wait_for(LOADED, "the dashboard with a read key");
+        browser.eval("document.querySelector('#abandoned tr.clickable').click()");
+        browser.wait_for(
+            "document.getElementById('journey').dataset.loaded === 'true'",
+            "the journey with a read key",
+        );
+    });
+    let steps = blocking(|| browser.text_of("document.getElementById('journey_states')"));
+    assert!(steps.starts_with("403") && steps.contains("'audit'"), "the as-of read needs audit: {steps}");
+    let story = blocking(|| browser.text_of("document.getElementById('journey_story')"));
+    assert!(story.contains("needs a key of role audit"), "the story needs audit: {story}");
 }
 
 #[tokio::test]
