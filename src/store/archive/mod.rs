@@ -123,9 +123,7 @@ impl Snapshots {
         }
         let (account, stream, state) = self.page.pop_front().expect("looked at above");
         let text = unpack(&stream, &state)?;
-        let state = serde_json::from_str(&text)
-            .map_err(|error| StoreError::Corrupt(format!("snapshot stream {stream}: {error}")))?;
-        Ok(Some((account, state, text.len())))
+        Ok(Some((account, parse_text(&stream, &text)?, text.len())))
     }
 
     fn read_page(&mut self, conn: &Connection) -> Result<(), StoreError> {
@@ -353,7 +351,12 @@ fn unpack(stream: &str, stored: &[u8]) -> Result<String, StoreError> {
 
 /// A stored snapshot state, read.
 fn parse_state(stream: &str, stored: &[u8]) -> Result<StreamState, StoreError> {
-    serde_json::from_str(&unpack(stream, stored)?)
+    parse_text(stream, &unpack(stream, stored)?)
+}
+
+/// A snapshot state's JSON text (`unpack`), read.
+fn parse_text(stream: &str, text: &str) -> Result<StreamState, StoreError> {
+    serde_json::from_str(text)
         .map_err(|error| StoreError::Corrupt(format!("snapshot stream {stream}: {error}")))
 }
 

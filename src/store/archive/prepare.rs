@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     ArchiveError, Claim, Kept, Prepared, STAGE_BYTES, STAGE_STREAMS, SnapshotDigest, SnapshotStream, Stage,
-    Unclaimed, cut, live_redactions, pack, segment, stream_digest, time_text, unpack,
+    Unclaimed, cut, live_redactions, pack, parse_text, segment, stream_digest, time_text, unpack,
 };
 use crate::domain::Event;
 use crate::domain::events::{LogArchived, account_stream_ranges};
@@ -207,8 +207,7 @@ impl Fold<'_> {
     fn load(&mut self, open: &mut Open, row: SnapshotRow) -> Result<(), StoreError> {
         let stream = &open.stream;
         let text = unpack(stream, &row.state)?;
-        let mut state: StreamState = serde_json::from_str(&text)
-            .map_err(|error| StoreError::Corrupt(format!("snapshot stream {stream}: {error}")))?;
+        let mut state = parse_text(stream, &text)?;
         let digest = row.digest.try_into().map_err(|_| {
             StoreError::Corrupt(format!("snapshot stream {stream}: its digest is not 32 bytes"))
         })?;
