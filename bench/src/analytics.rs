@@ -1,7 +1,7 @@
 //! Journey analytics at scale: a store is filled with N realistic journeys through the live
 //! write path (`analytics_fill.rs`), then the real server answers the analytics queries over
 //! HTTP, one at a time, and their latencies are printed (target: `dropoff`, `funnel` and
-//! `transitions` in ≤ 50 ms at p50 with 1,000,000 services).
+//! `transitions` in ≤ 5 ms at p50 with 1,000,000 services over 30 days, ≤ 20 ms with more).
 //!
 //! The account and its API key are created over the admin API of a server started on the empty
 //! data directory, which is stopped before the fill, so the log starts with the account as a
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use ctxd::app::BoxError;
-use ctxd::projections::analytics::Counter;
+use ctxd::projections::analytics::{Counter, Grain};
 use ctxd::projections::analytics_queries::{self as queries, Cohorts};
 use ctxd::store::StoreError;
 use ctxd::store::db::Connection;
@@ -30,8 +30,11 @@ use crate::workload::ACCOUNT;
 const REPETITIONS: usize = 30;
 /// Requests per query before the timed ones (the first is reported on its own).
 const WARMUP: usize = 3;
-/// The p50 the requirement asks of `dropoff`, `funnel` and `transitions`.
-const TARGET_P50_MS: f64 = 50.0;
+/// The p50 the requirement asks of `dropoff`, `funnel` and `transitions` (issue 16): 5 ms up to
+/// 1,000,000 services, 20 ms beyond (10,000,000).
+fn target_p50_ms(services: u64) -> f64 {
+    if services > 1_000_000 { 20.0 } else { 5.0 }
+}
 
 /// Fills a store in `dir` with `services` journeys, serves it, times the analytics queries and
 /// prints the figures. Returns the failures (error answers, totals that differ from the fill).
@@ -56,16 +59,18 @@ pub fn run(dir: &Path, services: u64) -> Result<Vec<String>, BoxError> {
     let pid = server.pid();
     let (results, server_peak) = runtime.block_on(async {
         server.wait_ready().await?;
-        let results = time_queries(&server, &api_key, window).await?;
+        let results = time_queries(&server, &api_key, window, target_p50_ms(services)).await?;
         Ok::<_, BoxError>((results, peak_rss_kib(pid)))
     })?;
     server.stop_warning()?;
     let raw = raw_baseline(dir)?;
+    let hourly = raw_hourly_baseline(dir)?;
 
     println!(
         "analytics over HTTP, one keep-alive connection, queries one at a time: {REPETITIONS} timed requests \
-         per query after {WARMUP} warm-up (the first shown apart); target p50 ≤ {TARGET_P50_MS:.0} ms \
-         (required of dropoff, funnel and transitions)"
+         per query after {WARMUP} warm-up (the first shown apart); target p50 ≤ {:.0} ms \
+         (required of dropoff, funnel and transitions)",
+        target_p50_ms(services)
     );
     let mut failures = Vec::new();
     for result in &results {
@@ -74,11 +79,17 @@ pub fn run(dir: &Path, services: u64) -> Result<Vec<String>, BoxError> {
             failures.push(format!("analytics {}: {error}", result.query));
         }
     }
-    let raw: Vec<String> = raw.iter().map(|(query, p50)| format!("{query} p50 {p50:.1} ms")).collect();
+    let p50s = |raw: &[(&str, f64)]| -> String {
+        raw.iter().map(|(query, p50)| format!("{query} p50 {p50:.1} ms")).collect::<Vec<_>>().join(", ")
+    };
     println!(
         "  raw SQLite limit (the sums the same queries read, run in-process on a read-only connection, \
          no HTTP or JSON; whole account): {}",
-        raw.join(", ")
+        p50s(&raw)
+    );
+    println!(
+        "  the same sums over the hourly rows alone (what the queries read before the daily rollups): {}",
+        p50s(&hourly)
     );
     let totals = results.first().and_then(|first| first.body.as_ref()).map(|body| body["totals"].clone());
     match totals {
@@ -100,9 +111,10 @@ pub fn run(dir: &Path, services: u64) -> Result<Vec<String>, BoxError> {
 }
 
 /// Stops `server` and warns when it did not exit cleanly.
-/// Rows of each analytics table, in `Counter::ALL` order, then `analytics_abandoned`.
+/// Rows of each analytics table, in `Counter::ALL` and `Grain::ALL` order, then `analytics_abandoned`.
 fn counter_rows(conn: &Connection) -> Result<Vec<(&'static str, u64)>, BoxError> {
-    let tables = Counter::ALL.iter().map(|counter| counter.table()).chain(["analytics_abandoned"]);
+    let tables = Counter::ALL.iter().flat_map(|counter| Grain::ALL.map(|grain| counter.table(grain)));
+    let tables = tables.chain(["analytics_abandoned"]);
     tables
         .map(|table| {
             let count: u64 =
@@ -187,7 +199,6 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 fn raw_baseline(dir: &Path) -> Result<Vec<(&'static str, f64)>, BoxError> {
     let conn = ctxd::store::read::open_read_only(&database_path(dir))?;
     let cohorts = Cohorts { account_id: ACCOUNT.to_string(), ..Cohorts::default() };
-    type Sums = fn(&Connection, &Cohorts) -> Result<usize, StoreError>;
     let queries: [(&str, Sums); 3] = [
         ("dropoff", |conn, cohorts| {
             queries::service_totals(conn, cohorts)?;
@@ -201,18 +212,65 @@ fn raw_baseline(dir: &Path) -> Result<Vec<(&'static str, f64)>, BoxError> {
             Ok(queries::sums(conn, cohorts, Counter::Transitions, &["from_type", "to_type"])?.len())
         }),
     ];
+    p50s_of(&conn, &queries, &cohorts)
+}
+
+/// The same sums as `raw_baseline`, written out over the hourly tables only: the raw limit of
+/// the queries as they read before the daily rollups (migration 0021).
+fn raw_hourly_baseline(dir: &Path) -> Result<Vec<(&'static str, f64)>, BoxError> {
+    let conn = ctxd::store::read::open_read_only(&database_path(dir))?;
+    let cohorts = Cohorts { account_id: ACCOUNT.to_string(), ..Cohorts::default() };
+    let queries: [(&str, Sums); 3] = [
+        ("dropoff", |conn, _| {
+            hourly_sums(conn, Counter::Services, "account_id")?;
+            hourly_sums(conn, Counter::States, "state_type")
+        }),
+        ("funnel", |conn, _| {
+            hourly_sums(conn, Counter::Services, "media_type")?;
+            hourly_sums(conn, Counter::Paths, "media_type, path")
+        }),
+        ("transitions", |conn, _| hourly_sums(conn, Counter::Transitions, "from_type, to_type")),
+    ];
+    p50s_of(&conn, &queries, &cohorts)
+}
+
+type Sums = fn(&Connection, &Cohorts) -> Result<usize, StoreError>;
+
+/// The bench account's sums of `counter`'s hourly rows grouped `by`: the number of groups.
+fn hourly_sums(conn: &Connection, counter: Counter, by: &str) -> Result<usize, StoreError> {
+    let totals: Vec<String> = counter.values().iter().map(|v| format!("sum({v})")).collect();
+    let sql = format!(
+        "SELECT {by}, {} FROM {} WHERE account_id = ?1 GROUP BY {by}",
+        totals.join(", "),
+        counter.table(Grain::Hour)
+    );
+    let mut statement = conn.prepare(&sql)?;
+    let mut rows = statement.query([ACCOUNT])?;
+    let mut count = 0;
+    while rows.next()?.is_some() {
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Each query's p50 in ms over `REPETITIONS` runs after `WARMUP`.
+fn p50s_of(
+    conn: &Connection,
+    queries: &[(&'static str, Sums)],
+    cohorts: &Cohorts,
+) -> Result<Vec<(&'static str, f64)>, BoxError> {
     let mut p50s = Vec::new();
     for (name, query) in queries {
         let mut latencies = Vec::with_capacity(REPETITIONS);
         for attempt in 0..WARMUP + REPETITIONS {
             let started = Instant::now();
-            query(&conn, &cohorts)?;
+            query(conn, cohorts)?;
             if attempt >= WARMUP {
                 latencies.push(started.elapsed());
             }
         }
         latencies.sort_unstable();
-        p50s.push((name, latencies[(REPETITIONS - 1) / 2].as_secs_f64() * 1000.0));
+        p50s.push((*name, latencies[(REPETITIONS - 1) / 2].as_secs_f64() * 1000.0));
     }
     Ok(p50s)
 }
@@ -231,6 +289,8 @@ struct QueryResult {
     error: Option<String>,
     /// Whether the p50 target is a requirement for this query.
     required: bool,
+    /// The p50 target, ms.
+    target_ms: f64,
 }
 
 impl QueryResult {
@@ -246,11 +306,12 @@ impl QueryResult {
             return format!("  {}: FAILED: {error}", self.query);
         }
         let p50 = self.ms(0.5);
-        let verdict = match (p50 <= TARGET_P50_MS, self.required) {
-            (true, true) => "≤ 50 ms: met",
-            (false, true) => "≤ 50 ms: NOT MET",
-            (true, false) => "≤ 50 ms",
-            (false, false) => "> 50 ms",
+        let target = self.target_ms;
+        let verdict = match (p50 <= target, self.required) {
+            (true, true) => format!("≤ {target:.0} ms: met"),
+            (false, true) => format!("≤ {target:.0} ms: NOT MET"),
+            (true, false) => format!("≤ {target:.0} ms"),
+            (false, false) => format!("> {target:.0} ms"),
         };
         format!(
             "  {}: p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms (first {:.1} ms; {} bytes, {}) — {verdict}",
@@ -270,6 +331,7 @@ async fn time_queries(
     server: &Server,
     api_key: &str,
     window: DateTime<Utc>,
+    target_ms: f64,
 ) -> Result<Vec<QueryResult>, BoxError> {
     let hour = |time: DateTime<Utc>| time.format("%Y-%m-%dT%H:00:00Z").to_string();
     let (from, to) = (hour(window + TimeDelta::days(7)), hour(window + TimeDelta::days(14)));
@@ -301,6 +363,7 @@ async fn time_queries(
             body: None,
             error: None,
             required,
+            target_ms,
         };
         for attempt in 0..WARMUP + REPETITIONS {
             let started = Instant::now();

@@ -47,12 +47,17 @@ pub enum Counter {
 impl Counter {
     pub const ALL: [Counter; 4] = [Counter::Services, Counter::States, Counter::Transitions, Counter::Paths];
 
-    pub fn table(self) -> &'static str {
-        match self {
-            Counter::Services => "analytics_services",
-            Counter::States => "analytics_states",
-            Counter::Transitions => "analytics_transitions",
-            Counter::Paths => "analytics_paths",
+    /// The table of this counter's rows at `grain`.
+    pub fn table(self, grain: Grain) -> &'static str {
+        match (self, grain) {
+            (Counter::Services, Grain::Hour) => "analytics_services",
+            (Counter::States, Grain::Hour) => "analytics_states",
+            (Counter::Transitions, Grain::Hour) => "analytics_transitions",
+            (Counter::Paths, Grain::Hour) => "analytics_paths",
+            (Counter::Services, Grain::Day) => "analytics_services_days",
+            (Counter::States, Grain::Day) => "analytics_states_days",
+            (Counter::Transitions, Grain::Day) => "analytics_transitions_days",
+            (Counter::Paths, Grain::Day) => "analytics_paths_days",
         }
     }
 
@@ -90,6 +95,26 @@ impl Counter {
         let values = self.values();
         &values[values.len() - HISTOGRAM_BUCKETS..]
     }
+}
+
+/// How finely a counter table cuts time: by the hour its cohort started (the rows the
+/// projection counts into), or by the day (their sums, which the writer keeps beside them so
+/// that a query over whole days reads a row per day instead of 24). The key column is `hour`
+/// at both grains: `YYYY-MM-DDTHH`, or the day `YYYY-MM-DD`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Grain {
+    Hour,
+    Day,
+}
+
+impl Grain {
+    pub const ALL: [Grain; 2] = [Grain::Hour, Grain::Day];
+}
+
+/// The day an hour key falls in: `2026-11-22T10` → `2026-11-22` (its text up to the `T`, as
+/// migration 0021 computes it in SQL).
+pub fn day_of(hour: &str) -> &str {
+    hour.split_once('T').map_or(hour, |(day, _)| day)
 }
 
 /// Buckets of a histogram: one per bound, and one for everything longer.

@@ -6,7 +6,9 @@
 use crate::store::db::Connection;
 use crate::store::db::Value as SqlValue;
 
-use super::analytics::{AbandonedRow, Counter, HISTOGRAM_BUCKETS};
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::analytics::{AbandonedRow, Counter, Grain, HISTOGRAM_BUCKETS, day_of};
 use crate::store::StoreError;
 
 /// Which cohorts a query sums: an account's services, optionally of one service type, started
@@ -52,14 +54,57 @@ impl Cohorts {
         Cohorts { media_type: Some(media_type.to_string()), ..self.clone() }
     }
 
-    fn filter(&self) -> Where {
+    /// The rows a query sums, table by table: the whole days in range from the daily rollups,
+    /// the hours before the first whole day and from the last day's start on from the hourly
+    /// rows. A range within one day (or a bound that does not parse as an hour) reads hours only.
+    fn parts(&self) -> Vec<(Grain, Where)> {
+        let hours = |from: Option<String>, to: Option<String>| (Grain::Hour, self.filter(from, to));
+        let (from, to) = (self.from_hour.as_deref(), self.to_hour.as_deref());
+        // The first whole day: `None` for no lower bound, `Some(None)` when it cannot be told.
+        let first = match from {
+            None => None,
+            Some(hour) if hour.ends_with("T00") => Some(Some(day_of(hour).to_string())),
+            Some(hour) => Some(day_after(day_of(hour))),
+        };
+        let last = to.map(|hour| day_of(hour).to_string());
+        let first = match first {
+            Some(None) => return vec![hours(self.from_hour.clone(), self.to_hour.clone())],
+            Some(Some(first)) if last.as_ref().is_some_and(|last| &first >= last) => {
+                return vec![hours(self.from_hour.clone(), self.to_hour.clone())];
+            }
+            first => first.flatten(),
+        };
+        let mut parts = vec![(Grain::Day, self.filter(first.clone(), last.clone()))];
+        let start_of = |day: &String| format!("{day}T00");
+        if let Some(first) = first.as_ref().map(start_of).filter(|start| Some(start.as_str()) != from) {
+            parts.push(hours(self.from_hour.clone(), Some(first)));
+        }
+        if let Some(last) = last.as_ref().map(start_of).filter(|start| Some(start.as_str()) != to) {
+            parts.push(hours(Some(last), self.to_hour.clone()));
+        }
+        parts
+    }
+
+    /// The conditions on the selected cohorts with the key column `hour` in `[from, to)`.
+    fn filter(&self, from: Option<String>, to: Option<String>) -> Where {
         Where { conditions: vec![], params: vec![] }
             .and("account_id = ?", Some(self.account_id.clone()))
             .and("service_type = ?", self.service_type.clone())
             .and("media_type = ?", self.media_type.clone())
-            .and("hour >= ?", self.from_hour.clone())
-            .and("hour < ?", self.to_hour.clone())
+            .and("hour >= ?", from)
+            .and("hour < ?", to)
     }
+
+    /// The conditions on the selected cohorts, hour by hour (the abandoned list's).
+    fn hourly_filter(&self) -> Where {
+        self.filter(self.from_hour.clone(), self.to_hour.clone())
+    }
+}
+
+/// The day after `day` (`YYYY-MM-DD`), if it is one.
+fn day_after(day: &str) -> Option<String> {
+    let date = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()?;
+    Some(date.succ_opt()?.format("%Y-%m-%d").to_string())
 }
 
 /// Services started, completed and abandoned.
@@ -71,15 +116,28 @@ pub struct ServiceTotals {
 }
 
 pub fn service_totals(conn: &Connection, cohorts: &Cohorts) -> Result<ServiceTotals, StoreError> {
-    let filter = cohorts.filter();
-    let sql = format!(
-        "SELECT coalesce(sum(started), 0), coalesce(sum(completed), 0), coalesce(sum(abandoned), 0)
-         FROM analytics_services WHERE {}",
-        filter.sql()
-    );
-    Ok(conn.query_row(&sql, crate::store::db::params_from_iter(filter.params), |row| {
-        Ok(ServiceTotals { started: row.get(0)?, completed: row.get(1)?, abandoned: row.get(2)? })
-    })?)
+    let mut totals = ServiceTotals::default();
+    for (grain, filter) in cohorts.parts() {
+        let sql = format!(
+            "SELECT coalesce(sum(started), 0), coalesce(sum(completed), 0), coalesce(sum(abandoned), 0)
+             FROM {} WHERE {}",
+            Counter::Services.table(grain),
+            filter.sql()
+        );
+        let part = conn.query_row(&sql, crate::store::db::params_from_iter(filter.params), |row| {
+            Ok(ServiceTotals { started: row.get(0)?, completed: row.get(1)?, abandoned: row.get(2)? })
+        })?;
+        totals.add(part);
+    }
+    Ok(totals)
+}
+
+impl ServiceTotals {
+    fn add(&mut self, other: ServiceTotals) {
+        self.started += other.started;
+        self.completed += other.completed;
+        self.abandoned += other.abandoned;
+    }
 }
 
 /// One group of summed counter rows: its key, and its counters in `Counter::values` order.
@@ -102,30 +160,35 @@ impl Sums {
     }
 }
 
-/// The sums of `counter`'s columns over the selected cohorts, grouped by the key columns `by`.
+/// The sums of `counter`'s columns over the selected cohorts, grouped by the key columns `by`,
+/// in key order.
 pub fn sums(
     conn: &Connection,
     cohorts: &Cohorts,
     counter: Counter,
     by: &[&str],
 ) -> Result<Vec<Sums>, StoreError> {
-    let filter = cohorts.filter();
     let totals: Vec<String> = counter.values().iter().map(|v| format!("sum({v})")).collect();
-    let sql = format!(
-        "SELECT {group}, {totals} FROM {table} WHERE {filter} GROUP BY {group}",
-        group = by.join(", "),
-        totals = totals.join(", "),
-        table = counter.table(),
-        filter = filter.sql(),
-    );
-    let mut statement = conn.prepare(&sql)?;
-    let rows = statement.query_map(crate::store::db::params_from_iter(filter.params), |row| {
-        let key = (0..by.len()).map(|i| row.get(i)).collect::<Result<_, _>>()?;
-        let values =
-            (by.len()..by.len() + counter.values().len()).map(|i| row.get(i)).collect::<Result<_, _>>()?;
-        Ok(Sums { key, values })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut groups: BTreeMap<Vec<String>, Vec<i64>> = BTreeMap::new();
+    for (grain, filter) in cohorts.parts() {
+        let sql = format!(
+            "SELECT {group}, {totals} FROM {table} WHERE {filter} GROUP BY {group}",
+            group = by.join(", "),
+            totals = totals.join(", "),
+            table = counter.table(grain),
+            filter = filter.sql(),
+        );
+        let mut statement = conn.prepare(&sql)?;
+        let mut rows = statement.query(crate::store::db::params_from_iter(filter.params))?;
+        while let Some(row) = rows.next()? {
+            let key = (0..by.len()).map(|i| row.get(i)).collect::<Result<Vec<String>, _>>()?;
+            let sums = groups.entry(key).or_insert_with(|| vec![0; counter.values().len()]);
+            for (i, sum) in sums.iter_mut().enumerate() {
+                *sum = sum.saturating_add(row.get::<i64>(by.len() + i)?);
+            }
+        }
+    }
+    Ok(groups.into_iter().map(|(key, values)| Sums { key, values }).collect())
 }
 
 /// Services started, completed and abandoned per hour or day (`YYYY-MM-DDTHH` or `YYYY-MM-DD`).
@@ -134,19 +197,24 @@ pub fn series(
     cohorts: &Cohorts,
     by_day: bool,
 ) -> Result<Vec<(String, ServiceTotals)>, StoreError> {
-    let filter = cohorts.filter();
-    let width = if by_day { 10 } else { 13 };
-    let sql = format!(
-        "SELECT substr(hour, 1, {width}), sum(started), sum(completed), sum(abandoned)
-         FROM analytics_services WHERE {} GROUP BY 1 ORDER BY 1",
-        filter.sql()
-    );
-    let mut statement = conn.prepare(&sql)?;
-    let rows = statement.query_map(crate::store::db::params_from_iter(filter.params), |row| {
-        let totals = ServiceTotals { started: row.get(1)?, completed: row.get(2)?, abandoned: row.get(3)? };
-        Ok((row.get(0)?, totals))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let parts = if by_day { cohorts.parts() } else { vec![(Grain::Hour, cohorts.hourly_filter())] };
+    let mut series: BTreeMap<String, ServiceTotals> = BTreeMap::new();
+    for (grain, filter) in parts {
+        let bucket = if by_day { "substr(hour, 1, 10)" } else { "hour" };
+        let sql = format!(
+            "SELECT {bucket}, sum(started), sum(completed), sum(abandoned) FROM {} WHERE {} GROUP BY 1",
+            Counter::Services.table(grain),
+            filter.sql()
+        );
+        let mut statement = conn.prepare(&sql)?;
+        let mut rows = statement.query(crate::store::db::params_from_iter(filter.params))?;
+        while let Some(row) = rows.next()? {
+            let totals =
+                ServiceTotals { started: row.get(1)?, completed: row.get(2)?, abandoned: row.get(3)? };
+            series.entry(row.get(0)?).or_default().add(totals);
+        }
+    }
+    Ok(series.into_iter().collect())
 }
 
 /// A page of abandoned services, the latest abandoned first, after (older than) the cursor
@@ -159,8 +227,10 @@ pub fn abandoned(
     limit: usize,
 ) -> Result<Vec<AbandonedRow>, StoreError> {
     let after = after.map(|(at, id)| vec![at.into(), id.into()]);
-    let mut filter =
-        cohorts.filter().and("state_type = ?", state_type).and_all("(ended_at, service_id) < (?, ?)", after);
+    let mut filter = cohorts
+        .hourly_filter()
+        .and("state_type = ?", state_type)
+        .and_all("(ended_at, service_id) < (?, ?)", after);
     filter.params.push(SqlValue::Integer(limit as i64));
     let sql = format!(
         "SELECT ended_at, service_id, service_type, hour, media_type, state_type, detail FROM analytics_abandoned
@@ -192,29 +262,34 @@ pub struct Dimensions {
 
 pub fn dimensions(conn: &Connection, cohorts: &Cohorts) -> Result<Dimensions, StoreError> {
     Ok(Dimensions {
-        service_types: distinct(conn, cohorts, "service_type", "analytics_services")?,
+        service_types: distinct(conn, cohorts, "service_type", Counter::Services)?,
         media_types: media_types(conn, cohorts)?,
-        state_types: distinct(conn, cohorts, "state_type", "analytics_states")?,
+        state_types: distinct(conn, cohorts, "state_type", Counter::States)?,
     })
 }
 
 /// The channels of the selected cohorts, sorted: what a breakdown by channel splits into.
 pub fn media_types(conn: &Connection, cohorts: &Cohorts) -> Result<Vec<String>, StoreError> {
-    distinct(conn, cohorts, "media_type", "analytics_services")
+    distinct(conn, cohorts, "media_type", Counter::Services)
 }
 
-/// The values of `column` in `table` over the selected cohorts, sorted.
+/// The values of `column` in `counter`'s rows over the selected cohorts, sorted.
 fn distinct(
     conn: &Connection,
     cohorts: &Cohorts,
     column: &str,
-    table: &str,
+    counter: Counter,
 ) -> Result<Vec<String>, StoreError> {
-    let filter = cohorts.filter();
-    let sql = format!("SELECT DISTINCT {column} FROM {table} WHERE {} ORDER BY 1", filter.sql());
-    let mut statement = conn.prepare(&sql)?;
-    let rows = statement.query_map(crate::store::db::params_from_iter(filter.params), |row| row.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut values = BTreeSet::new();
+    for (grain, filter) in cohorts.parts() {
+        let sql = format!("SELECT DISTINCT {column} FROM {} WHERE {}", counter.table(grain), filter.sql());
+        let mut statement = conn.prepare(&sql)?;
+        let mut rows = statement.query(crate::store::db::params_from_iter(filter.params))?;
+        while let Some(row) = rows.next()? {
+            values.insert(row.get(0)?);
+        }
+    }
+    Ok(values.into_iter().collect())
 }
 
 /// A name a query gives (a filter's value, a funnel's step) that the account's counters have
@@ -227,11 +302,12 @@ pub fn never_seen(
 ) -> Result<Vec<(&'static str, String)>, StoreError> {
     let mut unknown = Vec::new();
     for (parameter, name) in names {
-        let (column, table) = match *parameter {
-            "service_type" => ("service_type", "analytics_services"),
-            "media_type" => ("media_type", "analytics_services"),
-            _ => ("state_type", "analytics_states"),
+        let (column, counter) = match *parameter {
+            "service_type" => ("service_type", Counter::Services),
+            "media_type" => ("media_type", Counter::Services),
+            _ => ("state_type", Counter::States),
         };
+        let table = counter.table(Grain::Day);
         let sql = format!("SELECT 1 FROM {table} WHERE account_id = ?1 AND {column} = ?2 LIMIT 1");
         if !conn.prepare_cached(&sql)?.exists(crate::params![account_id, name])? {
             unknown.push((*parameter, name.clone()));
@@ -280,4 +356,64 @@ pub fn namespaces(conn: &Connection, account: &str) -> Result<Vec<String>, Store
         conn.prepare_cached("SELECT namespace FROM namespaces WHERE account_id = ?1 ORDER BY namespace")?;
     let rows = statement.query_map([account], |row| row.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The parts a range reads: grain and `[from, to)` of the `hour` key.
+    fn parts(from: Option<&str>, to: Option<&str>) -> Vec<(Grain, Vec<String>)> {
+        let cohorts = Cohorts {
+            account_id: "acme".into(),
+            from_hour: from.map(str::to_string),
+            to_hour: to.map(str::to_string),
+            ..Cohorts::default()
+        };
+        let text = |value: &SqlValue| match value {
+            SqlValue::Text(text) => text.clone(),
+            other => panic!("a text parameter: {other:?}"),
+        };
+        let parts = cohorts.parts().into_iter();
+        parts.map(|(grain, filter)| (grain, filter.params[1..].iter().map(text).collect())).collect()
+    }
+
+    fn bounds(values: &[&str]) -> Vec<String> {
+        values.iter().map(|value| value.to_string()).collect()
+    }
+
+    #[test]
+    fn whole_days_are_read_by_the_day_and_the_hours_at_either_end_by_the_hour() {
+        use Grain::{Day, Hour};
+        assert_eq!(parts(None, None), [(Day, bounds(&[]))]);
+        assert_eq!(
+            parts(Some("2026-11-20T22"), Some("2026-11-23T03")),
+            [
+                (Day, bounds(&["2026-11-21", "2026-11-23"])),
+                (Hour, bounds(&["2026-11-20T22", "2026-11-21T00"])),
+                (Hour, bounds(&["2026-11-23T00", "2026-11-23T03"])),
+            ]
+        );
+        assert_eq!(
+            parts(Some("2026-11-21T00"), Some("2026-11-23T00")),
+            [(Day, bounds(&["2026-11-21", "2026-11-23"]))]
+        );
+        assert_eq!(
+            parts(Some("2026-12-31T05"), None),
+            [(Day, bounds(&["2027-01-01"])), (Hour, bounds(&["2026-12-31T05", "2027-01-01T00"]))]
+        );
+        assert_eq!(
+            parts(None, Some("2026-11-23T03")),
+            [(Day, bounds(&["2026-11-23"])), (Hour, bounds(&["2026-11-23T00", "2026-11-23T03"]))]
+        );
+        // Within one day, or up to the next day's start: no whole day.
+        assert_eq!(
+            parts(Some("2026-11-20T05"), Some("2026-11-20T09")),
+            [(Hour, bounds(&["2026-11-20T05", "2026-11-20T09"]))]
+        );
+        assert_eq!(
+            parts(Some("2026-11-20T05"), Some("2026-11-21T00")),
+            [(Hour, bounds(&["2026-11-20T05", "2026-11-21T00"]))]
+        );
+    }
 }

@@ -41,6 +41,10 @@ pub const TABLES: &[(&str, &str)] = &[
     ("analytics_states", "account_id, state_type, service_type, hour, media_type"),
     ("analytics_transitions", "account_id, from_type, to_type, service_type, hour, media_type"),
     ("analytics_paths", "account_id, media_type, path, service_type, hour"),
+    ("analytics_services_days", "account_id, service_type, hour, media_type"),
+    ("analytics_states_days", "account_id, state_type, service_type, hour, media_type"),
+    ("analytics_transitions_days", "account_id, from_type, to_type, service_type, hour, media_type"),
+    ("analytics_paths_days", "account_id, media_type, path, service_type, hour"),
     ("analytics_abandoned", "account_id, ended_at, service_id"),
 ];
 

@@ -164,6 +164,13 @@ pub const MIGRATIONS: &[Migration] = &[
         rebuilds_projections: true,
         then: None,
     },
+    Migration {
+        version: 21,
+        name: "0021_daily_rollups.sql",
+        sql: include_str!("../../migrations/sqlite/0021_daily_rollups.sql"),
+        rebuilds_projections: false,
+        then: None,
+    },
 ];
 
 /// The PostgreSQL backend's migrations: its history starts with the schema SQLite's reached.
@@ -222,6 +229,13 @@ pub const POSTGRES_MIGRATIONS: &[Migration] = &[
         name: "0008_abandoned_when_left.sql",
         sql: include_str!("../../migrations/postgres/0008_abandoned_when_left.sql"),
         rebuilds_projections: true,
+        then: None,
+    },
+    Migration {
+        version: 9,
+        name: "0009_daily_rollups.sql",
+        sql: include_str!("../../migrations/postgres/0009_daily_rollups.sql"),
+        rebuilds_projections: false,
         then: None,
     },
 ];

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{Value, json};
 
-use crate::helpers::spawn_app;
+use crate::helpers::{TestApp, spawn_app};
 use crate::journeys::{Cs, assert_cs_error};
 use crate::model::Rng;
 
@@ -49,8 +49,11 @@ struct Journey {
     outcome: Outcome,
 }
 
+/// `hour` hours and `seconds` seconds after 2026-11-20T00:00:00Z.
 fn at(hour: u32, seconds: i64) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 20, hour, 0, 0).unwrap() + Duration::seconds(seconds)
+    Utc.with_ymd_and_hms(2026, 11, 20, 0, 0, 0).unwrap()
+        + Duration::hours(hour.into())
+        + Duration::seconds(seconds)
 }
 
 fn stamp(time: DateTime<Utc>) -> String {
@@ -63,7 +66,8 @@ async fn drive(cs: &Cs<'_>, rng: &mut Rng) -> (Journey, bool) {
     let kind = ["billing", "sales"][rng.below(2) as usize];
     // Some services start with no media type: their channel is "".
     let media = ["voice", "chat", "", "voice", "chat"][rng.below(5) as usize];
-    let hour = 9 + rng.below(3) as u32;
+    // Hours of three days, so that ranges cut days at either end (the daily rollups).
+    let hour = [9, 10, 11, 22, 23, 24, 30, 47, 50][rng.below(9) as usize];
     let mut clock = rng.below(1800) as i64;
     let started = clock;
     let ending = rng.below(10);
@@ -306,6 +310,18 @@ fn assert_close(actual: &Value, expected: &Value, context: &str) {
     }
 }
 
+/// A time series' buckets: start → (started, completed, abandoned).
+fn buckets(body: &Value) -> BTreeMap<String, (i64, i64, i64)> {
+    let figure = |bucket: &Value, name: &str| bucket[name].as_i64().unwrap();
+    let buckets = body["buckets"].as_array().unwrap().iter();
+    buckets
+        .map(|b| {
+            let counts = (figure(b, "started"), figure(b, "completed"), figure(b, "abandoned"));
+            (b["start"].as_str().unwrap().to_string(), counts)
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn every_figure_matches_a_naive_recomputation_of_random_journeys() {
     let app = spawn_app().await;
@@ -329,11 +345,15 @@ async fn every_figure_matches_a_naive_recomputation_of_random_journeys() {
         })
         .collect();
 
-    let filters: [Selection; 5] = [
+    let filters: [Selection; 9] = [
         ("", Box::new(|_| true)),
         ("service_type=billing", Box::new(|j| j.kind == "billing")),
         ("media_type=chat", Box::new(|j| j.media == "chat")),
         ("from=2026-11-20T10:00:00Z&to=2026-11-20T11:00:00Z", Box::new(|j| j.hour == 10)),
+        ("from=2026-11-20T23:00:00Z&to=2026-11-22T03:00:00Z", Box::new(|j| (23..51).contains(&j.hour))),
+        ("from=2026-11-21T00:00:00Z&to=2026-11-22T00:00:00Z", Box::new(|j| (24..48).contains(&j.hour))),
+        ("from=2026-11-20T11:00:00Z", Box::new(|j| j.hour >= 11)),
+        ("media_type=voice&to=2026-11-21T07:00:00Z", Box::new(|j| j.media == "voice" && j.hour < 31)),
         (
             "service_type=sales&media_type=voice&from=2026-11-20T10:00:00Z",
             Box::new(|j| j.kind == "sales" && j.media == "voice" && j.hour >= 10),
@@ -385,25 +405,20 @@ async fn every_figure_matches_a_naive_recomputation_of_random_journeys() {
         let body = app.call(&cs.key, "GET", &format!("{base}/timeseries?{query}"), "").await.json();
         let mut hours: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
         for journey in &selected {
-            let row = hours.entry(format!("2026-11-20T{:02}:00:00Z", journey.hour)).or_default();
+            let row = hours.entry(at(journey.hour, 0).format("%Y-%m-%dT%H:00:00Z").to_string()).or_default();
             row.0 += 1;
             row.1 += i64::from(journey.outcome == Outcome::Completed);
             row.2 += i64::from(journey.outcome == Outcome::Abandoned);
         }
-        let actual: BTreeMap<String, (i64, i64, i64)> = body["buckets"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| {
-                let counts = (
-                    b["started"].as_i64().unwrap(),
-                    b["completed"].as_i64().unwrap(),
-                    b["abandoned"].as_i64().unwrap(),
-                );
-                (b["start"].as_str().unwrap().to_string(), counts)
-            })
-            .collect();
-        assert_eq!(actual, hours, "timeseries?{query}");
+        assert_eq!(buckets(&body), hours, "timeseries?{query}");
+        let mut days: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
+        for (hour, (started, completed, abandoned)) in hours {
+            let day = days.entry(format!("{}T00:00:00Z", &hour[..10])).or_default();
+            *day = (day.0 + started, day.1 + completed, day.2 + abandoned);
+        }
+        let body =
+            app.call(&cs.key, "GET", &format!("{base}/timeseries?interval=day&{query}"), "").await.json();
+        assert_eq!(buckets(&body), days, "timeseries?interval=day&{query}");
 
         let mut listed = std::collections::BTreeSet::new();
         let mut after: Option<String> = None;
@@ -457,8 +472,9 @@ async fn every_figure_matches_a_naive_recomputation_of_random_journeys() {
         "{all} {windowed}"
     );
     let by_day = app.call(&cs.key, "GET", &format!("{base}/timeseries?interval=day"), "").await.json();
-    assert_eq!(by_day["buckets"][0]["start"], "2026-11-20T00:00:00Z");
-    assert_eq!(by_day["buckets"][0]["started"], journeys.len());
+    let started: Vec<i64> = buckets(&by_day).values().map(|(started, _, _)| *started).collect();
+    assert_eq!(started.len(), 3, "{by_day}");
+    assert_eq!(started.iter().sum::<i64>(), journeys.len() as i64);
     let queue =
         app.call(&cs.key, "GET", &format!("{base}/abandoned?state_type=queue&limit=1000"), "").await.json();
     let expected = journeys
@@ -536,6 +552,8 @@ async fn a_store_from_before_the_funnels_has_its_analytics_rebuilt_when_it_opens
             let conn = rusqlite::Connection::open(dir.join("ctxd.db")).unwrap();
             conn.execute_batch(
                 "DELETE FROM schema_version WHERE version >= 4; DROP TABLE analytics_paths;
+                 DROP TABLE analytics_services_days; DROP TABLE analytics_states_days;
+                 DROP TABLE analytics_transitions_days; DROP TABLE analytics_paths_days;
                  DELETE FROM analytics_states; DELETE FROM analytics_transitions;
                  CREATE TABLE analytics_state_durations (account_id TEXT);
                  CREATE TABLE events_v3 (seq INTEGER PRIMARY KEY, account TEXT NOT NULL, stream TEXT NOT NULL,
@@ -570,6 +588,57 @@ async fn a_store_from_before_the_funnels_has_its_analytics_rebuilt_when_it_opens
     let transitions = app.call(&key, "GET", "/v1/account/acme/analytics/transitions", "").await.json();
     assert_eq!(transitions["transitions"].as_array().unwrap().len(), 2, "{transitions}");
     assert!(app.verify().mismatch.is_none());
+}
+
+/// The answers of analytics `queries` (paths after `analytics/`), each asserted 200.
+async fn answers(app: &TestApp, key: &str, queries: &[&str]) -> Vec<Value> {
+    let mut answers = Vec::new();
+    for query in queries {
+        let reply = app.call(key, "GET", &format!("/v1/account/acme/analytics/{query}"), "").await;
+        assert_eq!(reply.status, 200, "{query}: {}", reply.body);
+        answers.push(reply.json());
+    }
+    answers
+}
+
+#[tokio::test]
+async fn a_store_from_before_the_daily_rollups_sums_them_from_its_hourly_counters_when_it_opens() {
+    let app = crate::helpers::spawn_sqlite_app().await;
+    let cs = Cs::new(&app, "acme").await;
+    for (hour, state) in [(1, "ivr"), (23, "queue"), (25, "ivr"), (47, "agent"), (49, "queue")] {
+        let start = json!({"customer_id": "c1", "service_type": "billing", "timestamp": stamp(at(hour, 0))});
+        let s = cs.start_service(start).await;
+        cs.start_state(&s, json!({"state_type": state, "timestamp": stamp(at(hour, 5))})).await;
+        if hour % 2 == 1 {
+            let body = json!({"disposition": "customer_hangup", "timestamp": stamp(at(hour, 90))});
+            cs.ok(cs.post(&format!("/services/{s}/end"), body).await).await;
+        }
+    }
+    let queries = [
+        "dropoff",
+        "dropoff?from=2026-11-20T22:00:00Z&to=2026-11-22T02:00:00Z",
+        "transitions?from=2026-11-21T00:00:00Z",
+        "funnel?steps=ivr|queue&to=2026-11-22T00:00:00Z",
+        "timeseries?interval=day",
+        "dimensions?from=2026-11-21T00:00:00Z&to=2026-11-22T00:00:00Z",
+    ];
+    let key = cs.key.clone();
+    let before = answers(&app, &key, &queries).await;
+    assert_eq!(before[1]["totals"]["started"], 4, "{}", before[1]);
+    assert_eq!(before[4]["buckets"].as_array().unwrap().len(), 3, "{}", before[4]);
+    let app = app
+        .restart_with(|dir| {
+            let conn = rusqlite::Connection::open(dir.join("ctxd.db")).unwrap();
+            conn.execute_batch(
+                "DELETE FROM schema_version WHERE version >= 21;
+                 DROP TABLE analytics_services_days; DROP TABLE analytics_states_days;
+                 DROP TABLE analytics_transitions_days; DROP TABLE analytics_paths_days;",
+            )
+            .unwrap();
+        })
+        .await;
+    assert_eq!(answers(&app, &key, &queries).await, before);
+    assert!(app.verify().mismatch.is_none(), "the rollups summed in SQL are those the fold writes");
 }
 
 #[tokio::test]

@@ -5,36 +5,39 @@ use std::collections::hash_map::Entry;
 
 use crate::store::db::{Connection, ToSql};
 
-use crate::projections::analytics::Counter;
+use crate::projections::analytics::{Counter, Grain, day_of};
 use crate::store::StoreError;
 
-/// The upsert that adds to one counter row, built once per counter table.
-fn counter_sql(counter: Counter) -> &'static str {
-    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+/// The upsert that adds to one counter row of `counter`'s table at `grain`, built once per table.
+fn counter_sql(counter: Counter, grain: Grain) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<((Counter, Grain), String)>> = std::sync::OnceLock::new();
     let all = SQL.get_or_init(|| {
-        Counter::ALL
-            .iter()
-            .map(|c| {
+        let tables = Counter::ALL.iter().flat_map(|c| Grain::ALL.map(|g| (*c, g)));
+        tables
+            .map(|(c, grain)| {
                 let columns: Vec<&str> = std::iter::once("account_id")
                     .chain(c.keys().iter().copied())
                     .chain(c.values().iter().copied())
                     .collect();
                 let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
-                let table = c.table();
+                let table = c.table(grain);
                 let updates: Vec<String> =
                     c.values().iter().map(|v| format!("{v} = {table}.{v} + excluded.{v}")).collect();
                 let keys: Vec<&str> = std::iter::once("account_id").chain(c.keys().iter().copied()).collect();
-                format!(
+                let sql = format!(
                     "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {}",
                     columns.join(", "),
                     placeholders.join(", "),
                     keys.join(", "),
                     updates.join(", ")
-                )
+                );
+                ((c, grain), sql)
             })
             .collect()
     });
-    &all[Counter::ALL.iter().position(|c| *c == counter).expect("every counter is in ALL")]
+    let (_, sql) =
+        all.iter().find(|(table, _)| *table == (counter, grain)).expect("every counter table is built");
+    sql
 }
 
 /// Counter deltas not yet written, summed per row: for each counter, (account and keys) →
@@ -115,19 +118,32 @@ impl PendingCounts {
         }
     }
 
-    /// Adds every row's deltas to its counter row in `conn`, in key order.
+    /// Adds every row's deltas to its counter row in `conn`, and their sums by day to the daily
+    /// rollups (`Grain::Day`), in table and key order.
     pub fn write(&self, conn: &Connection) -> Result<(), StoreError> {
-        let mut rows: Vec<_> = self
-            .rows
-            .iter()
-            .flat_map(|(counter, rows)| rows.iter().map(move |(key, values)| (*counter, decode(key), values)))
-            .collect();
+        let mut days: HashMap<(Counter, Vec<String>), Vec<i64>> = HashMap::new();
+        let mut rows = Vec::new();
+        for (counter, rows_of) in &self.rows {
+            let hour =
+                1 + counter.keys().iter().position(|key| *key == "hour").expect("counters are by hour");
+            for (key, values) in rows_of {
+                let key = decode(key);
+                let mut day = key.clone();
+                day[hour] = day_of(&key[hour]).to_string();
+                let sums = days.entry((*counter, day)).or_insert_with(|| vec![0; values.len()]);
+                for (sum, value) in sums.iter_mut().zip(values) {
+                    *sum = sum.saturating_add(*value);
+                }
+                rows.push(((*counter, Grain::Hour, key), values.clone()));
+            }
+        }
+        rows.extend(days.into_iter().map(|((counter, key), values)| ((counter, Grain::Day, key), values)));
         rows.sort_unstable();
-        for (counter, key, deltas) in rows {
+        for ((counter, grain, key), deltas) in rows {
             let keys = key.iter().map(|key| key as &dyn ToSql);
             let params: Vec<&dyn ToSql> =
                 keys.chain(deltas.iter().map(|delta| delta as &dyn ToSql)).collect();
-            conn.prepare_cached(counter_sql(counter))?.execute_later(params.as_slice())?;
+            conn.prepare_cached(counter_sql(counter, grain))?.execute_later(params.as_slice())?;
         }
         Ok(())
     }
