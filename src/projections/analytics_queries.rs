@@ -218,7 +218,9 @@ pub fn series(
 }
 
 /// A page of abandoned services, the latest abandoned first, after (older than) the cursor
-/// `(ended_at, service_id)`, optionally only those that dropped off at `state_type`.
+/// `(ended_at, service_id)`, optionally only those that dropped off at `state_type`. The page's
+/// keys come from the index that holds every filtered column (`analytics_abandoned_by_end`), so
+/// the rows skipped are never read; then the page's rows.
 pub fn abandoned(
     conn: &Connection,
     cohorts: &Cohorts,
@@ -232,9 +234,14 @@ pub fn abandoned(
         .and("state_type = ?", state_type)
         .and_all("(ended_at, service_id) < (?, ?)", after);
     filter.params.push(SqlValue::Integer(limit as i64));
+    filter.params.push(cohorts.account_id.clone().into());
     let sql = format!(
-        "SELECT ended_at, service_id, service_type, hour, media_type, state_type, detail FROM analytics_abandoned
-         WHERE {} ORDER BY ended_at DESC, service_id DESC LIMIT ?",
+        "SELECT a.ended_at, a.service_id, a.service_type, a.hour, a.media_type, a.state_type, a.detail
+         FROM (SELECT ended_at, service_id FROM analytics_abandoned
+               WHERE {} ORDER BY ended_at DESC, service_id DESC LIMIT ?) AS page
+         JOIN analytics_abandoned AS a
+           ON a.account_id = ? AND a.ended_at = page.ended_at AND a.service_id = page.service_id
+         ORDER BY a.ended_at DESC, a.service_id DESC",
         filter.sql()
     );
     let mut statement = conn.prepare(&sql)?;

@@ -171,6 +171,13 @@ pub const MIGRATIONS: &[Migration] = &[
         rebuilds_projections: false,
         then: None,
     },
+    Migration {
+        version: 22,
+        name: "0022_abandoned_by_end.sql",
+        sql: include_str!("../../migrations/sqlite/0022_abandoned_by_end.sql"),
+        rebuilds_projections: false,
+        then: None,
+    },
 ];
 
 /// The PostgreSQL backend's migrations: its history starts with the schema SQLite's reached.
@@ -235,6 +242,13 @@ pub const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 9,
         name: "0009_daily_rollups.sql",
         sql: include_str!("../../migrations/postgres/0009_daily_rollups.sql"),
+        rebuilds_projections: false,
+        then: None,
+    },
+    Migration {
+        version: 10,
+        name: "0010_abandoned_by_end.sql",
+        sql: include_str!("../../migrations/postgres/0010_abandoned_by_end.sql"),
         rebuilds_projections: false,
         then: None,
     },

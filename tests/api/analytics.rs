@@ -550,10 +550,9 @@ async fn a_store_from_before_the_funnels_has_its_analytics_rebuilt_when_it_opens
     let app = app
         .restart_with(|dir| {
             let conn = rusqlite::Connection::open(dir.join("ctxd.db")).unwrap();
+            conn.execute_batch(crate::helpers::BEFORE_ROLLUPS).unwrap();
             conn.execute_batch(
                 "DELETE FROM schema_version WHERE version >= 4; DROP TABLE analytics_paths;
-                 DROP TABLE analytics_services_days; DROP TABLE analytics_states_days;
-                 DROP TABLE analytics_transitions_days; DROP TABLE analytics_paths_days;
                  DELETE FROM analytics_states; DELETE FROM analytics_transitions;
                  CREATE TABLE analytics_state_durations (account_id TEXT);
                  CREATE TABLE events_v3 (seq INTEGER PRIMARY KEY, account TEXT NOT NULL, stream TEXT NOT NULL,
@@ -629,12 +628,7 @@ async fn a_store_from_before_the_daily_rollups_sums_them_from_its_hourly_counter
     let app = app
         .restart_with(|dir| {
             let conn = rusqlite::Connection::open(dir.join("ctxd.db")).unwrap();
-            conn.execute_batch(
-                "DELETE FROM schema_version WHERE version >= 21;
-                 DROP TABLE analytics_services_days; DROP TABLE analytics_states_days;
-                 DROP TABLE analytics_transitions_days; DROP TABLE analytics_paths_days;",
-            )
-            .unwrap();
+            conn.execute_batch(crate::helpers::BEFORE_ROLLUPS).unwrap();
         })
         .await;
     assert_eq!(answers(&app, &key, &queries).await, before);

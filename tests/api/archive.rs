@@ -828,6 +828,7 @@ async fn a_store_archived_before_snapshots_were_staged_keeps_its_snapshot_when_i
     let app = app
         .restart_with(|dir| {
             let conn = rusqlite::Connection::open(dir.join("ctxd.db")).unwrap();
+            conn.execute_batch(crate::helpers::BEFORE_ROLLUPS).unwrap();
             conn.execute_batch(
                 "DELETE FROM schema_version WHERE version >= 18;
                  DROP INDEX events_services_of_sessions; DROP INDEX events_services_of_interactions;

@@ -378,3 +378,10 @@ pub fn edit_payload(conn: &ctxd::store::db::Connection, account: &str, seq: u64,
         .unwrap();
     assert_eq!(edited, 1);
 }
+
+/// SQL that takes a store's schema back from version 22 to 20: without the analytics counters'
+/// daily rollups (0021) and the abandoned list's index (0022). Tests that take a store further
+/// back run it before their own.
+pub const BEFORE_ROLLUPS: &str = "DELETE FROM schema_version WHERE version >= 21;
+    DROP INDEX analytics_abandoned_by_end; DROP TABLE analytics_services_days;
+    DROP TABLE analytics_states_days; DROP TABLE analytics_transitions_days; DROP TABLE analytics_paths_days;";
